@@ -1,0 +1,317 @@
+//! One OpenH264 encoder per band; damaged bands encode in parallel into reusable arenas.
+
+use std::sync::Arc;
+
+use arrayvec::ArrayVec;
+use bytes::{Bytes, BytesMut};
+use deskwire_capture::{Rect, Timestamp};
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, QpRange, RateControlMode,
+    UsageType,
+};
+use openh264::OpenH264API;
+use rayon::prelude::*;
+
+use super::{BandId, BandLayout, CodecError, FrameId};
+use crate::config::{CodecConfig, ContentTuning, MAX_BANDS};
+use crate::convert::I420Image;
+use crate::stats::StageTimings;
+use crate::workers::Workers;
+
+/// One band's share of an encoded frame: a complete H.264 access unit (Annex-B).
+#[derive(Debug, Clone)]
+pub struct EncodedBand {
+    /// Which band.
+    pub band: BandId,
+    /// True for an IDR picture: decodable without any earlier data of this band.
+    pub keyframe: bool,
+    /// Annex-B bytes, sliced from the band's arena without copying.
+    pub data: Bytes,
+    /// Time this band's encode took, in microseconds.
+    pub encode_us: u32,
+}
+
+/// Everything the encoder produced for one captured frame: only the bands that changed.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    /// Sequence number among encoded frames.
+    pub id: FrameId,
+    /// When the source frame was captured.
+    pub captured_at: Timestamp,
+    /// Frame width.
+    pub width: u32,
+    /// Frame height.
+    pub height: u32,
+    /// The encoded bands, in band order (held inline: no allocation per frame).
+    pub bands: ArrayVec<EncodedBand, MAX_BANDS>,
+    /// Where the time went for this frame.
+    pub timings: StageTimings,
+}
+
+impl EncodedFrame {
+    /// Encoded bytes over all bands.
+    pub fn byte_len(&self) -> usize {
+        self.bands.iter().map(|b| b.data.len()).sum()
+    }
+}
+
+struct BandState {
+    id: BandId,
+    encoder: Encoder,
+    arenas: Arenas,
+    top: u32,
+    height: u32,
+    started: bool,
+    wanted: bool,
+    force_key: bool,
+    out: Option<EncodedBand>,
+    error: Option<String>,
+}
+
+/// The encoders of all bands of one stream.
+pub struct BandEncoderSet {
+    layout: BandLayout,
+    bands: Vec<BandState>,
+    workers: Option<Arc<Workers>>,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for BandEncoderSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BandEncoderSet")
+            .field("layout", &self.layout)
+            .field("next_id", &self.next_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two buffers per band that encoded pictures are written into and sliced from as `Bytes`.
+///
+/// Slices stay valid while the network still sends them; once the current buffer's tail is
+/// too short, the other one takes over. By then every slice of the other buffer has long been
+/// dropped, so it is reclaimed in place: steady state allocates nothing.
+struct Arenas {
+    bufs: [BytesMut; 2],
+    current: usize,
+    /// Room guaranteed before each encode: a raw I420 band, more than any picture of it.
+    reserve: usize,
+}
+
+impl Arenas {
+    fn new(band_bytes: usize) -> Self {
+        let reserve = band_bytes * 3 / 2;
+        Self {
+            bufs: [
+                BytesMut::with_capacity(reserve * 4),
+                BytesMut::with_capacity(reserve * 4),
+            ],
+            current: 0,
+            reserve,
+        }
+    }
+
+    /// The buffer to write the next picture into, with `reserve` bytes of room.
+    fn next(&mut self) -> &mut BytesMut {
+        if !self.bufs[self.current].try_reclaim(self.reserve) {
+            self.current ^= 1;
+            if !self.bufs[self.current].try_reclaim(self.reserve) {
+                // Both still referenced: the consumer holds several buffers' worth of
+                // pictures. Allocating is the only way not to stall the encoder.
+                self.bufs[self.current].reserve(self.reserve);
+            }
+        }
+        &mut self.bufs[self.current]
+    }
+}
+
+impl BandEncoderSet {
+    /// Encoders for a `width` x `height` stream. `workers`: the pool bands encode on in
+    /// parallel (`None`: one after the other on the calling thread).
+    pub fn new(
+        width: u32,
+        height: u32,
+        config: &CodecConfig,
+        workers: Option<Arc<Workers>>,
+    ) -> Result<Self, CodecError> {
+        config.validate(width, height)?;
+        let layout = BandLayout::new(width, height, config.bands)?;
+        let mut bands = Vec::with_capacity(layout.count());
+        for i in 0..layout.count() {
+            let share = u64::from(config.bitrate_bps) * u64::from(layout.band_height(i))
+                / u64::from(height);
+            let cfg = EncoderConfig::new()
+                .usage_type(match config.tuning {
+                    ContentTuning::Camera => UsageType::CameraVideoRealTime,
+                    ContentTuning::Screen => UsageType::ScreenContentRealTime,
+                })
+                .bitrate(BitRate::from_bps(share.max(50_000) as u32))
+                .max_frame_rate(FrameRate::from_hz(config.max_fps as f32))
+                .rate_control_mode(RateControlMode::Bitrate)
+                // Never drop a picture: a skipped band would leave stale pixels on screen
+                // until that band happened to change again.
+                .skip_frames(false)
+                .complexity(Complexity::Low)
+                // A minimum of 0 makes OpenH264 discard both bounds for its defaults (max ~42), so
+                // the quality floor would silently vanish; 12 is the lowest it accepts.
+                .qp(QpRange::new(12, config.max_qp))
+                // Bands refresh on request (a viewer that lost data asks), not on a timer.
+                .intra_frame_period(openh264::encoder::IntraFramePeriod::from_num_frames(0))
+                .scene_change_detect(false)
+                .background_detection(false)
+                .num_threads(1)
+                .vui(config.color.vui());
+            let encoder =
+                Encoder::with_api_config(OpenH264API::from_source(), cfg).map_err(|e| {
+                    CodecError::Encoder {
+                        band: i as u8,
+                        reason: e.to_string(),
+                    }
+                })?;
+            bands.push(BandState {
+                id: BandId(i as u8),
+                encoder,
+                arenas: Arenas::new(width as usize * layout.band_height(i) as usize),
+                top: layout.top(i),
+                height: layout.band_height(i),
+                started: false,
+                // Every band starts with a keyframe, so the first frame encodes them all.
+                wanted: true,
+                force_key: false,
+                out: None,
+                error: None,
+            });
+        }
+        Ok(Self {
+            layout,
+            bands,
+            workers,
+            next_id: 0,
+        })
+    }
+
+    /// The band layout.
+    pub fn layout(&self) -> &BandLayout {
+        &self.layout
+    }
+
+    /// Mark the bands these rectangles touch as needing an encode.
+    pub fn mark_damaged(&mut self, rects: &[Rect]) {
+        for r in rects {
+            for i in self.layout.bands_touching(r) {
+                self.bands[i].wanted = true;
+            }
+        }
+    }
+
+    /// Make the next encode of `band` (or of every band) a keyframe, even if it is unchanged.
+    pub fn request_keyframe(&mut self, band: Option<BandId>) -> Result<(), CodecError> {
+        match band {
+            None => self.bands.iter_mut().for_each(|b| {
+                b.wanted = true;
+                b.force_key = true;
+            }),
+            Some(id) => {
+                let count = self.bands.len();
+                let b = self
+                    .bands
+                    .get_mut(id.0 as usize)
+                    .ok_or(CodecError::NoSuchBand { band: id.0, count })?;
+                b.wanted = true;
+                b.force_key = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when some band is waiting to be encoded.
+    pub fn has_work(&self) -> bool {
+        self.bands.iter().any(|b| b.wanted)
+    }
+
+    /// Encode every band marked damaged or refreshed, from `image`. `None` when none was.
+    pub fn encode(
+        &mut self,
+        image: &I420Image,
+        captured_at: Timestamp,
+    ) -> Result<Option<EncodedFrame>, CodecError> {
+        if !self.has_work() {
+            return Ok(None);
+        }
+        let ts = openh264::Timestamp::from_millis(captured_at.as_micros() / 1000);
+        let run = |b: &mut BandState| {
+            if b.wanted {
+                encode_band(b, image, ts);
+            }
+        };
+        match &self.workers {
+            Some(w) if self.bands.iter().filter(|b| b.wanted).count() > 1 => {
+                w.pool().install(|| self.bands.par_iter_mut().for_each(run));
+            }
+            _ => self.bands.iter_mut().for_each(run),
+        }
+        let mut frame = EncodedFrame {
+            id: FrameId(self.next_id),
+            captured_at,
+            width: self.layout.width(),
+            height: self.layout.height(),
+            bands: ArrayVec::new(),
+            timings: StageTimings::default(),
+        };
+        for b in &mut self.bands {
+            if let Some(reason) = b.error.take() {
+                return Err(CodecError::Encoder {
+                    band: b.id.0,
+                    reason,
+                });
+            }
+            if let Some(out) = b.out.take() {
+                frame.bands.push(out);
+            }
+        }
+        if frame.bands.is_empty() {
+            return Ok(None);
+        }
+        self.next_id += 1;
+        Ok(Some(frame))
+    }
+}
+
+fn encode_band(b: &mut BandState, image: &I420Image, ts: openh264::Timestamp) {
+    let start = std::time::Instant::now();
+    if b.force_key && b.started {
+        b.encoder.force_intra_frame();
+    }
+    let view = image.band(b.top, b.height);
+    let stream = match b.encoder.encode_at(&view, ts) {
+        Ok(s) => s,
+        Err(e) => {
+            b.error = Some(e.to_string());
+            return;
+        }
+    };
+    let keyframe = matches!(stream.frame_type(), FrameType::IDR | FrameType::I);
+    let arena = b.arenas.next();
+    for l in 0..stream.num_layers() {
+        let Some(layer) = stream.layer(l) else { break };
+        for n in 0..layer.nal_count() {
+            if let Some(nal) = layer.nal_unit(n) {
+                arena.extend_from_slice(nal);
+            }
+        }
+    }
+    let data = arena.split().freeze();
+    if data.is_empty() {
+        // Nothing came out (OpenH264 skipped the picture despite being told not to): keep
+        // the band wanted so the next frame encodes it.
+        return;
+    }
+    b.started = true;
+    b.wanted = false;
+    b.force_key = false;
+    b.out = Some(EncodedBand {
+        band: b.id,
+        keyframe,
+        data,
+        encode_us: start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32,
+    });
+}

@@ -1,0 +1,387 @@
+//! The target-side media pipeline: capture -> latest-wins slot -> diff, convert, encode ->
+//! bounded output.
+//!
+//! ```text
+//! deskwire-capture --slot(1, latest wins)--> deskwire-encode --bounded(output_depth)--> consumer
+//!   source.capture(now)                       diff -> convert dirty rects
+//!                                             -> encode damaged bands (deskwire-band-N)
+//!                      control (keyframe requests) --------^
+//! ```
+//! A slow consumer never backs up capture: capture replaces the waiting frame (folding its
+//! damage into the newer one) and the encoder always takes the newest. Frames circulate
+//! through a pool and encoded bytes through per-band arenas, so the steady state allocates
+//! nothing per frame.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use deskwire_capture::{CaptureOutcome, FramePool, PooledFrame, Rect, Source, Timestamp};
+
+use crate::codec::{BandEncoderSet, BandId, BandLayout, EncodedFrame};
+use crate::config::PipelineConfig;
+use crate::convert::{ColorSpace, I420Image};
+use crate::diff::Differ;
+use crate::stats::{bump, PipelineStats};
+use crate::workers::Workers;
+use crate::Error;
+
+enum Control {
+    Keyframe(Option<BandId>),
+}
+
+/// A running pipeline. Encoded frames come out of [`Pipeline::output`].
+#[derive(Debug)]
+pub struct Pipeline {
+    output: Receiver<EncodedFrame>,
+    control: Sender<Control>,
+    stop: Option<Sender<()>>,
+    running: Arc<AtomicBool>,
+    stats: Arc<PipelineStats>,
+    threads: Vec<JoinHandle<Result<(), Error>>>,
+    epoch: Instant,
+    layout: BandLayout,
+    source_name: &'static str,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Keyframe(b) => write!(f, "Keyframe({b:?})"),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Validate `config` against the source's size and start the capture and encode threads.
+    pub fn start(mut source: Box<dyn Source>, config: PipelineConfig) -> Result<Self, Error> {
+        let (width, height) = source.size();
+        config.validate(width, height)?;
+        let workers = match config.encoder_threads {
+            1 => None,
+            n => Some(Arc::new(Workers::new(n).map_err(Error::Thread)?)),
+        };
+        let encoders = BandEncoderSet::new(width, height, &config.codec, workers)?;
+        let layout = encoders.layout().clone();
+        let pool = FramePool::new(config.pool_frames, || source.alloc_frame())?;
+        let source_name = source.name();
+
+        let (slot_tx, slot_rx) = crossbeam_channel::bounded::<Slot>(1);
+        let (out_tx, out_rx) = crossbeam_channel::bounded(config.output_depth);
+        let (control_tx, control_rx) = crossbeam_channel::bounded(64);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let running = Arc::new(AtomicBool::new(true));
+        let stats = Arc::new(PipelineStats::default());
+        let epoch = Instant::now();
+
+        let capture = CaptureLoop {
+            source,
+            pool,
+            slot_tx,
+            slot_rx: slot_rx.clone(),
+            running: running.clone(),
+            stats: stats.clone(),
+            epoch,
+            interval: config.capture_fps.map(|f| Duration::from_secs(1) / f),
+        };
+        let encode = EncodeLoop {
+            slot_rx,
+            control_rx,
+            stop_rx,
+            out_tx,
+            encoders,
+            differ: Differ::new(width, height),
+            image: I420Image::new(width, height),
+            color: config.codec.color,
+            running: running.clone(),
+            stats: stats.clone(),
+            prev: None,
+        };
+        let mut threads = Vec::with_capacity(2);
+        threads.push(spawn("deskwire-encode", move || encode.run())?);
+        match spawn("deskwire-capture", move || capture.run()) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                running.store(false, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(Self {
+            output: out_rx,
+            control: control_tx,
+            stop: Some(stop_tx),
+            running,
+            stats,
+            threads,
+            epoch,
+            layout,
+            source_name,
+        })
+    }
+
+    /// Encoded frames, oldest first. Disconnects when the pipeline stops (call
+    /// [`Pipeline::shutdown`] to learn why).
+    pub fn output(&self) -> &Receiver<EncodedFrame> {
+        &self.output
+    }
+
+    /// Ask for a keyframe of one band, or of all of them; served even on a static screen.
+    pub fn request_keyframe(&self, band: Option<BandId>) {
+        // A full control queue already holds keyframe requests; dropping one loses nothing.
+        let _ = self.control.try_send(Control::Keyframe(band));
+    }
+
+    /// Live counters and histograms.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// The instant frame timestamps count from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// How frames are cut into bands.
+    pub fn layout(&self) -> &BandLayout {
+        &self.layout
+    }
+
+    /// Name of the capture backend.
+    pub fn source_name(&self) -> &'static str {
+        self.source_name
+    }
+
+    /// True while both threads run.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Stop and join every thread (band encoders included). Returns the first error a thread
+    /// stopped with, if any.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), Error> {
+        self.running.store(false, Ordering::SeqCst);
+        // Dropping the stop sender wakes the encoder wherever it waits.
+        drop(self.stop.take());
+        let mut first = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t.join().unwrap_or(Err(Error::ThreadPanicked));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            if let Err(e) = self.stop_and_join() {
+                tracing::warn!(error = %e, "pipeline stopped with an error");
+            }
+        }
+    }
+}
+
+fn spawn(
+    name: &str,
+    f: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<JoinHandle<Result<(), Error>>, Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(Error::Thread)
+}
+
+/// A captured frame waiting for the encoder, with how long its capture took.
+struct Slot {
+    frame: PooledFrame,
+    capture_us: u32,
+}
+
+struct CaptureLoop {
+    source: Box<dyn Source>,
+    pool: FramePool,
+    slot_tx: Sender<Slot>,
+    /// Capture also holds the receiving end, to take back a frame the encoder has not taken.
+    slot_rx: Receiver<Slot>,
+    running: Arc<AtomicBool>,
+    stats: Arc<PipelineStats>,
+    epoch: Instant,
+    interval: Option<Duration>,
+}
+
+impl CaptureLoop {
+    fn run(mut self) -> Result<(), Error> {
+        let r = self.run_inner();
+        self.running.store(false, Ordering::SeqCst);
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "capture stopped");
+        }
+        r
+    }
+
+    fn run_inner(&mut self) -> Result<(), Error> {
+        let mut next = Instant::now();
+        let mut spare: Option<PooledFrame> = None;
+        while self.running.load(Ordering::Relaxed) {
+            if let Some(interval) = self.interval {
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+                // Late ticks are skipped, not made up: latency beats completeness.
+                next = (next + interval).max(Instant::now());
+            }
+            let mut frame = match spare.take() {
+                Some(f) => f,
+                None => match self.pool.take_timeout(Duration::from_millis(50)) {
+                    Some(f) => f,
+                    None => continue,
+                },
+            };
+            let started = Instant::now();
+            let now = Timestamp::from_micros(self.epoch.elapsed().as_micros() as u64);
+            match self.source.capture(&mut frame, now)? {
+                CaptureOutcome::Unchanged => {
+                    bump(&self.stats.frames_unchanged_at_source, 1);
+                    spare = Some(frame);
+                    if self.interval.is_none() {
+                        // Flat out, but an idle screen must not spin a core.
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                }
+                CaptureOutcome::Fresh => {
+                    let capture_us = started.elapsed().as_micros() as u64;
+                    self.stats.capture_us.record(capture_us);
+                    bump(&self.stats.frames_captured, 1);
+                    if let Ok(older) = self.slot_rx.try_recv() {
+                        // The encoder never saw `older`: its changes must travel with this one.
+                        frame.damage_mut().absorb(older.frame.damage());
+                        bump(&self.stats.frames_superseded, 1);
+                    }
+                    let slot = Slot {
+                        frame,
+                        capture_us: capture_us as u32,
+                    };
+                    if self.slot_tx.try_send(slot).is_err() {
+                        // Only the encoder receives besides us, so the slot cannot be full
+                        // here; a disconnect means the encoder is gone.
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct EncodeLoop {
+    slot_rx: Receiver<Slot>,
+    control_rx: Receiver<Control>,
+    stop_rx: Receiver<()>,
+    out_tx: Sender<EncodedFrame>,
+    encoders: BandEncoderSet,
+    differ: Differ,
+    image: I420Image,
+    color: ColorSpace,
+    running: Arc<AtomicBool>,
+    stats: Arc<PipelineStats>,
+    /// The last frame processed: what the next one is compared against.
+    prev: Option<PooledFrame>,
+}
+
+impl EncodeLoop {
+    fn run(mut self) -> Result<(), Error> {
+        let r = self.run_inner();
+        self.running.store(false, Ordering::SeqCst);
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "encoder stopped");
+        }
+        r
+    }
+
+    fn run_inner(&mut self) -> Result<(), Error> {
+        loop {
+            select! {
+                recv(self.stop_rx) -> _ => return Ok(()),
+                recv(self.control_rx) -> msg => {
+                    let Ok(Control::Keyframe(band)) = msg else { return Ok(()) };
+                    self.encoders.request_keyframe(band)?;
+                    // Serve it now from the current picture, even if nothing is captured.
+                    if let Some(captured_at) = self.prev.as_ref().map(|p| p.timestamp()) {
+                        if !self.encode_and_send(captured_at, 0, 0, 0)? {
+                            return Ok(());
+                        }
+                    }
+                }
+                recv(self.slot_rx) -> msg => {
+                    let Ok(slot) = msg else { return Ok(()) };
+                    if !self.process(slot)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Diff, convert and encode one frame. `Ok(false)` when the consumer or a stop ended it.
+    fn process(&mut self, slot: Slot) -> Result<bool, Error> {
+        let Slot { frame, capture_us } = slot;
+        let t = Instant::now();
+        let whole = [Rect::new(0, 0, frame.width(), frame.height())];
+        let rects: &[Rect] = match &self.prev {
+            Some(prev) => self.differ.diff(prev, &frame, frame.damage().hint()),
+            None => &whole,
+        };
+        let diff_us = t.elapsed().as_micros() as u32;
+        self.stats.diff_us.record(u64::from(diff_us));
+        if rects.is_empty() && !self.encoders.has_work() {
+            bump(&self.stats.frames_unchanged_after_diff, 1);
+            return Ok(true);
+        }
+        let t = Instant::now();
+        self.image.convert_rects(&frame, rects, self.color)?;
+        self.encoders.mark_damaged(rects);
+        let convert_us = t.elapsed().as_micros() as u32;
+        self.stats.convert_us.record(u64::from(convert_us));
+        let captured_at = frame.timestamp();
+        // From here on, `frame` is the reference; the old one goes back to the pool.
+        self.prev = Some(frame);
+        self.encode_and_send(captured_at, capture_us, diff_us, convert_us)
+    }
+
+    fn encode_and_send(
+        &mut self,
+        captured_at: Timestamp,
+        capture_us: u32,
+        diff_us: u32,
+        convert_us: u32,
+    ) -> Result<bool, Error> {
+        let t = Instant::now();
+        let Some(mut out) = self.encoders.encode(&self.image, captured_at)? else {
+            return Ok(true);
+        };
+        let encode_us = t.elapsed().as_micros() as u32;
+        out.timings.capture_us = capture_us;
+        out.timings.diff_us = diff_us;
+        out.timings.convert_us = convert_us;
+        out.timings.encode_us = encode_us;
+        let bytes = out.byte_len() as u64;
+        self.stats.encode_us.record(u64::from(encode_us));
+        self.stats.frame_bytes.record(bytes);
+        bump(&self.stats.frames_encoded, 1);
+        bump(&self.stats.bands_encoded, out.bands.len() as u64);
+        bump(&self.stats.bytes_encoded, bytes);
+        select! {
+            send(self.out_tx, out) -> r => Ok(r.is_ok()),
+            recv(self.stop_rx) -> _ => Ok(false),
+        }
+    }
+}
