@@ -1,0 +1,52 @@
+//! `deskwire-bench`: measures deskwire's stages and pipeline and prints one JSON object per
+//! line (`--json`) or a table.
+//!
+//! `stages` does two runs per scene and band count:
+//! 1. every stage in turn on one thread (capture, diff, convert, encode, decode), so each
+//!    stage's time is its own, and every encoded band is decoded to check Y-PSNR;
+//! 2. the real threaded pipeline flat out, for frames per second and allocations per frame.
+
+mod alloc;
+mod stages;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deskwire-bench",
+    version,
+    about = "Benchmarks for the deskwire engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Per-stage timings, bytes, quality and pipeline throughput.
+    Stages(stages::Args),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Stages(args) => stages::run(&args),
+    };
+    if let Err(e) = result {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("deskwire-bench: {e:#}");
+        }
+        std::process::exit(1);
+    }
+}
