@@ -167,21 +167,24 @@ impl I420Image {
         color: ColorSpace,
     ) -> Result<(), ConvertError> {
         let (range, matrix) = color.yuv();
-        let (w, stride, y) = (self.width as usize, frame.stride(), y0 as usize);
-        let c_off = (y / 2) * (w / 2);
+        let (w, stride) = (self.width as usize, frame.stride());
+        let (y0, y1) = (y0 as usize, y1 as usize);
+        // Every slice ends exactly at the stripe: the library converts as many rows as the
+        // slices hold, whatever `height` says.
+        let (c0, c1) = (y0 / 2 * (w / 2), y1 / 2 * (w / 2));
         let mut planes = YuvPlanarImageMut {
-            y_plane: BufferStoreMut::Borrowed(&mut self.y[y * w..]),
+            y_plane: BufferStoreMut::Borrowed(&mut self.y[y0 * w..y1 * w]),
             y_stride: self.width,
-            u_plane: BufferStoreMut::Borrowed(&mut self.u[c_off..]),
+            u_plane: BufferStoreMut::Borrowed(&mut self.u[c0..c1]),
             u_stride: self.width / 2,
-            v_plane: BufferStoreMut::Borrowed(&mut self.v[c_off..]),
+            v_plane: BufferStoreMut::Borrowed(&mut self.v[c0..c1]),
             v_stride: self.width / 2,
             width: self.width,
-            height: y1 - y0,
+            height: (y1 - y0) as u32,
         };
         yuv::bgra_to_yuv420(
             &mut planes,
-            &frame.data()[y * stride..],
+            &frame.data()[y0 * stride..y1 * stride],
             stride as u32,
             range,
             matrix,
@@ -256,7 +259,8 @@ pub(crate) fn i420_to_bgra(
         height,
     };
     let stride = dst.stride();
-    let out = &mut dst.data_mut()[y0 as usize * stride..];
+    let rows = y0 as usize..(y0 + height) as usize;
+    let out = &mut dst.data_mut()[rows.start * stride..rows.end * stride];
     yuv::yuv420_to_bgra(&img, out, stride as u32, range, matrix)
         .map_err(|e| ConvertError::Yuv(e.to_string()))
 }
@@ -312,6 +316,32 @@ mod tests {
                 "{color:?}: incremental conversion differs from full conversion"
             );
         }
+    }
+
+    #[test]
+    fn rows_outside_the_dirty_stripes_are_left_alone() {
+        let (w, h) = (64, 64);
+        let mut img = I420Image::new(w, h);
+        img.convert_all(&noisy_frame(w, h, 1), ColorSpace::default())
+            .unwrap();
+        let before = img.clone();
+        // A completely different frame, but only rows 16..32 are declared dirty.
+        img.convert_rects(
+            &noisy_frame(w, h, 77),
+            &[Rect::new(8, 16, 8, 16)],
+            ColorSpace::default(),
+        )
+        .unwrap();
+        let row = w as usize;
+        assert_ne!(
+            img.y_plane()[16 * row..32 * row],
+            before.y_plane()[16 * row..32 * row]
+        );
+        assert_eq!(img.y_plane()[..16 * row], before.y_plane()[..16 * row]);
+        assert_eq!(img.y_plane()[32 * row..], before.y_plane()[32 * row..]);
+        let c = row / 2;
+        assert_eq!(img.u_plane()[16 * c..], before.u_plane()[16 * c..]);
+        assert_eq!(img.v_plane()[..8 * c], before.v_plane()[..8 * c]);
     }
 
     #[test]
