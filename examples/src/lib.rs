@@ -1,0 +1,1 @@
+//! Holds the runnable examples; see `demo.rs`.
