@@ -25,7 +25,7 @@ pub(crate) struct Args {
     /// Synthetic scene (repeatable; default: all). Ignored for x11 and xcap.
     #[arg(long = "scene")]
     scenes: Vec<String>,
-    /// Frames measured per run, after the warm-up.
+    /// Capture ticks measured per run, after the warm-up (real screens tick at 60 fps).
     #[arg(long, default_value_t = 300)]
     frames: u32,
     /// Frames run before measuring (first encodes are slow and the first frame is a keyframe).
@@ -233,8 +233,20 @@ fn sequential(args: &Args, mut source: Box<dyn Source>, codec: &CodecConfig) -> 
     let (mut bytes, mut encoded, mut unchanged, mut bands_encoded) = (0u64, 0u32, 0u32, 0u64);
     let mut psnr_min: Option<f64> = None;
     let epoch = Instant::now();
+    // A real screen changes in real time: tick at 60 fps as a live session would, so an
+    // `Unchanged` capture means "nothing changed this tick". Synthetic scenes advance one
+    // step per capture and run flat out.
+    let tick = (source.name() != "synthetic").then(|| Duration::from_micros(16_667));
+    let mut next_tick = Instant::now();
     for i in 0..args.warmup + args.frames {
         let measured = i >= args.warmup;
+        if let Some(tick) = tick {
+            let now = Instant::now();
+            if next_tick > now {
+                std::thread::sleep(next_tick - now);
+            }
+            next_tick = (next_tick + tick).max(Instant::now());
+        }
         let t = Instant::now();
         let now = Timestamp::from_micros(epoch.elapsed().as_micros() as u64);
         let outcome = source.capture(&mut cur, now)?;
