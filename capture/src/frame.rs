@@ -127,6 +127,10 @@ impl Damage {
     pub fn set_known_empty(&mut self) {
         self.known = true;
         self.rects.clear();
+        // Room for all that `absorb` keeps, taken at a frame's first capture rather than at
+        // whichever later supersede first needs it: frames are recycled, so this allocates
+        // once per frame, at start-up.
+        self.rects.reserve(Self::ABSORB_LIMIT);
     }
 
     /// Add a changed rectangle to a known hint; ignored when the hint is unknown or `r` empty.
@@ -136,11 +140,33 @@ impl Damage {
         }
     }
 
+    /// Most rectangles [`Damage::absorb`] leaves in a hint before collapsing it.
+    pub const ABSORB_LIMIT: usize = 64;
+
     /// Fold in damage from a frame that was superseded before anyone consumed it, so the
     /// survivor still describes every change since the last frame that was consumed.
+    ///
+    /// Beyond [`Damage::ABSORB_LIMIT`] rectangles the hint collapses to their bounding box.
     pub fn absorb(&mut self, older: &Damage) {
         match (self.known, older.known) {
-            (true, true) => self.rects.extend_from_slice(&older.rects),
+            (true, true) => {
+                // While capture outruns the consumer, superseded frames chain up without end;
+                // an unbounded list would keep growing (and allocating). A bounding box is a
+                // superset, which hints may be, so collapsing keeps the hint correct.
+                let total = self.rects.len() + older.rects.len();
+                if total > Self::ABSORB_LIMIT {
+                    let all = self
+                        .rects
+                        .iter()
+                        .chain(&older.rects)
+                        .fold(Rect::default(), |acc, r| acc.bounding(r));
+                    self.rects.clear();
+                    self.rects.push(all);
+                    return;
+                }
+                // Within the limit, so within the room `set_known_empty` reserved.
+                self.rects.extend_from_slice(&older.rects);
+            }
             _ => self.set_unknown(),
         }
     }
@@ -335,6 +361,26 @@ mod tests {
         );
         newer.absorb(&Damage::unknown());
         assert_eq!(newer.hint(), None);
+    }
+
+    #[test]
+    fn absorbing_past_the_limit_collapses_to_a_covering_box() {
+        let mut newer = Damage::unknown();
+        newer.set_known_empty();
+        newer.push(Rect::new(100, 100, 4, 4));
+        let mut older = Damage::unknown();
+        older.set_known_empty();
+        for i in 0..Damage::ABSORB_LIMIT as u32 {
+            older.push(Rect::new(i, i, 1, 1));
+        }
+        newer.absorb(&older);
+        assert_eq!(newer.hint(), Some(&[Rect::new(0, 0, 104, 104)][..]));
+        // Within the limit, rectangles are kept as they are.
+        let mut few = Damage::unknown();
+        few.set_known_empty();
+        few.push(Rect::new(1, 1, 1, 1));
+        newer.absorb(&few);
+        assert_eq!(newer.hint().map(<[Rect]>::len), Some(2));
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Pipeline {
             1 => None,
             n => Some(Arc::new(Workers::new(n).map_err(Error::Thread)?)),
         };
-        let encoders = BandEncoderSet::new(width, height, &config.codec, workers)?;
+        let encoders = BandEncoderSet::new(width, height, &config.codec, workers.clone())?;
         let layout = encoders.layout().clone();
         let pool = FramePool::new(config.pool_frames, || source.alloc_frame())?;
         let source_name = source.name();
@@ -71,7 +71,9 @@ impl Pipeline {
         let (slot_tx, slot_rx) = crossbeam_channel::bounded::<Slot>(1);
         let (out_tx, out_rx) = crossbeam_channel::bounded(config.output_depth);
         let (control_tx, control_rx) = crossbeam_channel::bounded(64);
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        // Nothing is ever sent: dropping the sender is the signal. Capacity 1, not 0, because
+        // a zero-capacity channel allocates a packet every time a `select!` blocks on it.
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let running = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(PipelineStats::default());
         let epoch = Instant::now();
@@ -98,6 +100,7 @@ impl Pipeline {
             running: running.clone(),
             stats: stats.clone(),
             prev: None,
+            workers,
         };
         let mut threads = Vec::with_capacity(2);
         threads.push(spawn("deskwire-encode", move || encode.run())?);
@@ -295,11 +298,21 @@ struct EncodeLoop {
     stats: Arc<PipelineStats>,
     /// The last frame processed: what the next one is compared against.
     prev: Option<PooledFrame>,
+    /// The band pool, if bands encode in parallel: the loop runs on one of its threads.
+    workers: Option<Arc<Workers>>,
 }
 
 impl EncodeLoop {
     fn run(mut self) -> Result<(), Error> {
-        let r = self.run_inner();
+        // With a band pool, the loop runs on one of the pool's threads while this one waits.
+        // Parallel band encodes then start inside the pool (work-stealing deques, which do
+        // not allocate) instead of being injected from outside every frame (rayon's injector
+        // allocates a new block every ~63 jobs). The loop's thread takes a share of the bands
+        // itself, so as many threads encode as before.
+        let r = match self.workers.take() {
+            Some(w) => w.pool().install(|| self.run_inner()),
+            None => self.run_inner(),
+        };
         self.running.store(false, Ordering::SeqCst);
         if let Err(e) = &r {
             tracing::error!(error = %e, "encoder stopped");

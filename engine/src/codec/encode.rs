@@ -100,11 +100,16 @@ struct Arenas {
 impl Arenas {
     fn new(band_bytes: usize) -> Self {
         let reserve = band_bytes * 3 / 2;
+        let buf = || {
+            let mut b = BytesMut::with_capacity(reserve * 4);
+            // The first split of a buffer allocates its shared reference count; doing it now
+            // keeps that out of the steady state (the second buffer is first split only when
+            // the band wraps, which may be long after start-up).
+            drop(b.split());
+            b
+        };
         Self {
-            bufs: [
-                BytesMut::with_capacity(reserve * 4),
-                BytesMut::with_capacity(reserve * 4),
-            ],
+            bufs: [buf(), buf()],
             current: 0,
             reserve,
         }
