@@ -105,9 +105,12 @@ fn a_slow_consumer_does_not_hold_capture_back() {
     let s = p.stats();
     // Nobody reads the output: the encoder soon waits, while capture keeps replacing the
     // waiting frame with a newer one.
-    assert!(wait_until(Duration::from_secs(20), || read(
-        &s.frames_superseded
-    ) >= 10));
+    // Wait for both: the output full (the first keyframes can take a while) and capture
+    // having replaced the waiting frame several times since.
+    assert!(wait_until(Duration::from_secs(20), || p.output().is_full()));
+    let superseded = read(&s.frames_superseded);
+    let more = || read(&s.frames_superseded) >= superseded + 10;
+    assert!(wait_until(Duration::from_secs(20), more));
     assert!(
         read(&s.frames_encoded) <= 2 + 1,
         "encoder should be blocked on the full output"
