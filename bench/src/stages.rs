@@ -12,8 +12,8 @@ use deskwire_engine::config::DEFAULT_BANDS;
 use deskwire_engine::quality::psnr_plane;
 use deskwire_engine::stats::read;
 use deskwire_engine::{
-    BandDecoderSet, BandEncoderSet, BandSpec, CodecConfig, ContentTuning, Differ, I420Image,
-    Pipeline, PipelineConfig, Workers,
+    BandDecoderSet, BandSpec, CodecConfig, ContentTuning, FrameEncoder, FrameOutcome, Pipeline,
+    PipelineConfig, Workers,
 };
 use serde::Serialize;
 
@@ -215,10 +215,8 @@ fn sequential(args: &Args, mut source: Box<dyn Source>, codec: &CodecConfig) -> 
     let (w, h) = source.size();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = Arc::new(Workers::new(threads)?);
-    let mut encoders = BandEncoderSet::new(w, h, codec, Some(workers))?;
+    let mut core = FrameEncoder::new(w, h, codec, Some(workers))?;
     let mut decoders = BandDecoderSet::new(w, h, codec.bands, codec.color)?;
-    let mut differ = Differ::new(w, h);
-    let mut image = I420Image::new(w, h);
     let mut prev = source.alloc_frame()?;
     let mut cur = source.alloc_frame()?;
     let mut have_prev = false;
@@ -255,31 +253,23 @@ fn sequential(args: &Args, mut source: Box<dyn Source>, codec: &CodecConfig) -> 
             unchanged += u32::from(measured);
             continue;
         }
-        let t = Instant::now();
-        let whole = [deskwire_capture::Rect::new(0, 0, w, h)];
-        let rects = if have_prev {
-            differ.diff(&prev, &cur, cur.damage().hint())
-        } else {
-            &whole[..]
-        };
-        let diff_ms = elapsed_ms(t);
-        if rects.is_empty() {
-            if measured {
-                unchanged += 1;
-                cap.push(capture_ms);
-                dif.push(diff_ms);
+        let reference = have_prev.then_some(&prev);
+        let frame = match core.handle_frame(reference, &cur)? {
+            FrameOutcome::Unchanged { diff_us } => {
+                if measured {
+                    unchanged += 1;
+                    cap.push(capture_ms);
+                    dif.push(f64::from(diff_us) / 1000.0);
+                }
+                continue;
             }
-            continue;
-        }
-        let t = Instant::now();
-        image.convert_rects(&cur, rects, codec.color)?;
-        encoders.mark_damaged(rects);
-        let convert_ms = elapsed_ms(t);
-        let t = Instant::now();
-        let frame = encoders
-            .encode(&image, cur.timestamp())?
-            .context("damaged bands produced no output")?;
-        let encode_ms = elapsed_ms(t);
+            FrameOutcome::Changed(f) => f.context("damaged bands produced no output")?,
+        };
+        let (diff_ms, convert_ms, encode_ms) = (
+            f64::from(frame.timings.diff_us) / 1000.0,
+            f64::from(frame.timings.convert_us) / 1000.0,
+            f64::from(frame.timings.encode_us) / 1000.0,
+        );
         let t = Instant::now();
         for band in &frame.bands {
             let d = decoders
@@ -287,7 +277,7 @@ fn sequential(args: &Args, mut source: Box<dyn Source>, codec: &CodecConfig) -> 
                 .context("a band access unit decoded to no picture")?;
             if measured {
                 let top = d.top as usize * w as usize;
-                let src = &image.y_plane()[top..];
+                let src = &core.image().y_plane()[top..];
                 let p = psnr_plane(
                     d.y(),
                     d.y_stride(),
@@ -320,7 +310,7 @@ fn sequential(args: &Args, mut source: Box<dyn Source>, codec: &CodecConfig) -> 
         source: String::new(),
         width: w,
         height: h,
-        bands: encoders.layout().count(),
+        bands: core.layout().count(),
         tuning: String::new(),
         frames: args.frames,
         encoded_frames: encoded,

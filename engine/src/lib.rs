@@ -26,6 +26,7 @@ pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod diff;
+pub mod frame_encoder;
 pub mod pipeline;
 pub mod quality;
 pub mod stats;
@@ -38,6 +39,7 @@ pub use codec::{
 pub use config::{BandSpec, CodecConfig, ConfigError, ContentTuning, PipelineConfig};
 pub use convert::{ColorSpace, ConvertError, I420Image};
 pub use diff::Differ;
+pub use frame_encoder::{FrameEncoder, FrameOutcome};
 pub use pipeline::Pipeline;
 pub use stats::{PipelineStats, StageTimings};
 pub use workers::Workers;

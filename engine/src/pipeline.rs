@@ -18,12 +18,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
-use deskwire_capture::{CaptureOutcome, FramePool, PooledFrame, Rect, Source, Timestamp};
+use deskwire_capture::{CaptureOutcome, FramePool, PooledFrame, Source, Timestamp};
 
-use crate::codec::{BandEncoderSet, BandId, BandLayout, EncodedFrame};
+use crate::codec::{BandId, BandLayout, EncodedFrame};
 use crate::config::PipelineConfig;
-use crate::convert::{ColorSpace, I420Image};
-use crate::diff::Differ;
+use crate::frame_encoder::{FrameEncoder, FrameOutcome};
 use crate::stats::{bump, PipelineStats};
 use crate::workers::Workers;
 use crate::Error;
@@ -63,8 +62,8 @@ impl Pipeline {
             1 => None,
             n => Some(Arc::new(Workers::new(n).map_err(Error::Thread)?)),
         };
-        let encoders = BandEncoderSet::new(width, height, &config.codec, workers.clone())?;
-        let layout = encoders.layout().clone();
+        let core = FrameEncoder::new(width, height, &config.codec, workers.clone())?;
+        let layout = core.layout().clone();
         let pool = FramePool::new(config.pool_frames, || source.alloc_frame())?;
         let source_name = source.name();
 
@@ -93,10 +92,7 @@ impl Pipeline {
             control_rx,
             stop_rx,
             out_tx,
-            encoders,
-            differ: Differ::new(width, height),
-            image: I420Image::new(width, height),
-            color: config.codec.color,
+            core,
             running: running.clone(),
             stats: stats.clone(),
             prev: None,
@@ -290,13 +286,10 @@ struct EncodeLoop {
     control_rx: Receiver<Control>,
     stop_rx: Receiver<()>,
     out_tx: Sender<EncodedFrame>,
-    encoders: BandEncoderSet,
-    differ: Differ,
-    image: I420Image,
-    color: ColorSpace,
+    core: FrameEncoder,
     running: Arc<AtomicBool>,
     stats: Arc<PipelineStats>,
-    /// The last frame processed: what the next one is compared against.
+    /// The last frame that changed the picture: what the next one is compared against.
     prev: Option<PooledFrame>,
     /// The band pool, if bands encode in parallel: the loop runs on one of its threads.
     workers: Option<Arc<Workers>>,
@@ -326,11 +319,13 @@ impl EncodeLoop {
                 recv(self.stop_rx) -> _ => return Ok(()),
                 recv(self.control_rx) -> msg => {
                     let Ok(Control::Keyframe(band)) = msg else { return Ok(()) };
-                    self.encoders.request_keyframe(band)?;
+                    self.core.request_keyframe(band)?;
                     // Serve it now from the current picture, even if nothing is captured.
                     if let Some(captured_at) = self.prev.as_ref().map(|p| p.timestamp()) {
-                        if !self.encode_and_send(captured_at, 0, 0, 0)? {
-                            return Ok(());
+                        if let Some(out) = self.core.encode_pending(captured_at)? {
+                            if !self.send(out) {
+                                return Ok(());
+                            }
                         }
                     }
                 }
@@ -347,54 +342,39 @@ impl EncodeLoop {
     /// Diff, convert and encode one frame. `Ok(false)` when the consumer or a stop ended it.
     fn process(&mut self, slot: Slot) -> Result<bool, Error> {
         let Slot { frame, capture_us } = slot;
-        let t = Instant::now();
-        let whole = [Rect::new(0, 0, frame.width(), frame.height())];
-        let rects: &[Rect] = match &self.prev {
-            Some(prev) => self.differ.diff(prev, &frame, frame.damage().hint()),
-            None => &whole,
-        };
-        let diff_us = t.elapsed().as_micros() as u32;
-        self.stats.diff_us.record(u64::from(diff_us));
-        if rects.is_empty() && !self.encoders.has_work() {
-            bump(&self.stats.frames_unchanged_after_diff, 1);
-            return Ok(true);
+        match self.core.handle_frame(self.prev.as_deref(), &frame)? {
+            FrameOutcome::Unchanged { diff_us } => {
+                self.stats.diff_us.record(u64::from(diff_us));
+                bump(&self.stats.frames_unchanged_after_diff, 1);
+                Ok(true)
+            }
+            FrameOutcome::Changed(out) => {
+                // From here on, `frame` is the reference; the old one goes back to the pool.
+                self.prev = Some(frame);
+                let Some(mut out) = out else { return Ok(true) };
+                out.timings.capture_us = capture_us;
+                self.stats.diff_us.record(u64::from(out.timings.diff_us));
+                self.stats
+                    .convert_us
+                    .record(u64::from(out.timings.convert_us));
+                Ok(self.send(out))
+            }
         }
-        let t = Instant::now();
-        self.image.convert_rects(&frame, rects, self.color)?;
-        self.encoders.mark_damaged(rects);
-        let convert_us = t.elapsed().as_micros() as u32;
-        self.stats.convert_us.record(u64::from(convert_us));
-        let captured_at = frame.timestamp();
-        // From here on, `frame` is the reference; the old one goes back to the pool.
-        self.prev = Some(frame);
-        self.encode_and_send(captured_at, capture_us, diff_us, convert_us)
     }
 
-    fn encode_and_send(
-        &mut self,
-        captured_at: Timestamp,
-        capture_us: u32,
-        diff_us: u32,
-        convert_us: u32,
-    ) -> Result<bool, Error> {
-        let t = Instant::now();
-        let Some(mut out) = self.encoders.encode(&self.image, captured_at)? else {
-            return Ok(true);
-        };
-        let encode_us = t.elapsed().as_micros() as u32;
-        out.timings.capture_us = capture_us;
-        out.timings.diff_us = diff_us;
-        out.timings.convert_us = convert_us;
-        out.timings.encode_us = encode_us;
+    /// Count and hand over an encoded frame; false when the consumer or a stop ended it.
+    fn send(&mut self, out: EncodedFrame) -> bool {
         let bytes = out.byte_len() as u64;
-        self.stats.encode_us.record(u64::from(encode_us));
+        self.stats
+            .encode_us
+            .record(u64::from(out.timings.encode_us));
         self.stats.frame_bytes.record(bytes);
         bump(&self.stats.frames_encoded, 1);
         bump(&self.stats.bands_encoded, out.bands.len() as u64);
         bump(&self.stats.bytes_encoded, bytes);
         select! {
-            send(self.out_tx, out) -> r => Ok(r.is_ok()),
-            recv(self.stop_rx) -> _ => Ok(false),
+            send(self.out_tx, out) -> r => r.is_ok(),
+            recv(self.stop_rx) -> _ => false,
         }
     }
 }
