@@ -343,7 +343,7 @@ impl SyntheticSource {
             if (by..by + bs).contains(&y) {
                 let ty = (y - by) / 8;
                 for x in bx..bx + bs {
-                    let on = ((x - bx) / 8 + ty) % 2 == 0;
+                    let on = ((x - bx) / 8 + ty).is_multiple_of(2);
                     // The shade moves too, so no pixel of the block keeps its value.
                     let v = (if on { 200 } else { 20 }) + (t % 32) as u8;
                     let i = x as usize * 4;
@@ -532,7 +532,7 @@ fn mix(mut z: u64) -> u64 {
 /// The glyph code at a document position; roughly one cell in six is a word gap.
 fn doc_code(seed: u64, line: u64, col: u32) -> u8 {
     let h = mix(seed ^ line.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(col) << 40);
-    if h % 6 == 0 {
+    if h.is_multiple_of(6) {
         0
     } else {
         (h >> 8) as u8 | 1

@@ -77,7 +77,10 @@ pub struct I420Image {
 impl I420Image {
     /// A black image (even sizes only: chroma is subsampled 2x2).
     pub fn new(width: u32, height: u32) -> Self {
-        debug_assert!(width % 2 == 0 && height % 2 == 0, "validated upstream");
+        debug_assert!(
+            width.is_multiple_of(2) && height.is_multiple_of(2),
+            "validated upstream"
+        );
         let (w, h) = (width as usize, height as usize);
         Self {
             width,
@@ -195,7 +198,9 @@ impl I420Image {
 
     /// A view of rows `y0..y0 + height` for the encoder (`y0` and `height` even).
     pub fn band(&self, y0: u32, height: u32) -> I420Band<'_> {
-        debug_assert!(y0 % 2 == 0 && height % 2 == 0 && y0 + height <= self.height);
+        debug_assert!(
+            y0.is_multiple_of(2) && height.is_multiple_of(2) && y0 + height <= self.height
+        );
         let w = self.width as usize;
         let (y0, h) = (y0 as usize, height as usize);
         I420Band {

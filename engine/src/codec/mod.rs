@@ -90,8 +90,8 @@ impl BandLayout {
     pub fn new(width: u32, height: u32, spec: BandSpec) -> Result<Self, ConfigError> {
         if !(16..=3840).contains(&width)
             || !(16..=2160).contains(&height)
-            || width % 2 != 0
-            || height % 2 != 0
+            || !width.is_multiple_of(2)
+            || !height.is_multiple_of(2)
         {
             return Err(ConfigError::FrameSize { width, height });
         }
@@ -198,7 +198,7 @@ mod tests {
             for i in 0..l.count() {
                 assert_eq!(l.top(i), next);
                 assert_eq!(l.top(i) % 16, 0);
-                assert!(l.band_height(i) > 0 && l.band_height(i) % 2 == 0);
+                assert!(l.band_height(i) > 0 && l.band_height(i).is_multiple_of(2));
                 next += l.band_height(i);
             }
             assert_eq!(next, h);
