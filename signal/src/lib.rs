@@ -1,0 +1,22 @@
+//! The signalling vocabulary shared by the broker and the engine, with no I/O.
+//!
+//! - [`ConnectionCode`]: the short code a technician reads to the user over the phone.
+//! - [`ClientMessage`] / [`BrokerMessage`]: the typed, versioned JSON messages a peer and the
+//!   broker exchange over a WebSocket, wrapped in an [`Envelope`] that carries the version.
+//! - [`UnixMillis`]: wall-clock time passed in by whoever drives the logic, so expiry is tested
+//!   in virtual time.
+#![deny(missing_docs)]
+
+mod code;
+mod message;
+mod time;
+
+pub use code::{CodeError, ConnectionCode};
+pub use message::{
+    decode_broker, decode_client, encode, BrokerMessage, ClientMessage, Envelope, JoinRefusal,
+    PeerSignal, SignalError, MAX_REASON_CHARS, MAX_SDP_BYTES, MAX_SIGNAL_BYTES, VERSION,
+};
+pub use time::UnixMillis;
+
+/// The WebSocket path the broker serves signalling on.
+pub const SIGNAL_PATH: &str = "/v1/signal";

@@ -1,0 +1,378 @@
+//! Signalling messages: JSON over a WebSocket, every message typed and versioned.
+//!
+//! ```text
+//! controller                      broker                         target
+//!   create_session  ------------->
+//!                   <-------------  session_created {code}
+//!                                         <--------------------  join {code}
+//!                                  join_refused {reason} ------>  (enter again or leave)
+//!   <-- peer_joined                joined  -------------------->
+//!                   <-- relay {offer}  <-----------------------  relay {offer}
+//!   relay {answer} -->               relay {answer} ---------->
+//! ```
+//! The broker relays [`PeerSignal`]s between the two sockets of a session and never sees
+//! media. The SDP it relays is only size-checked, not interpreted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::code::ConnectionCode;
+use crate::time::UnixMillis;
+
+/// The signalling protocol version this crate speaks.
+pub const VERSION: u16 = 1;
+/// Largest signalling message accepted, in bytes, checked before parsing.
+pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
+/// Largest SDP accepted inside a message.
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
+/// Longest free-text reason accepted (a bye reason, an error message).
+pub const MAX_REASON_CHARS: usize = 256;
+
+/// Every message on the wire is `{"v": VERSION, "type": ..., ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Protocol version.
+    pub v: u16,
+    /// The message.
+    #[serde(flatten)]
+    pub msg: T,
+}
+
+/// What a peer (controller or target) sends to the broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Controller: open a session and give me a connection code.
+    CreateSession {},
+    /// Target: join the session this code names. May be sent again after a refusal.
+    Join {
+        /// The code as the user typed it; the broker parses and checks it.
+        code: String,
+    },
+    /// Either side, once paired: hand this to the other peer.
+    Relay {
+        /// The payload.
+        signal: PeerSignal,
+    },
+}
+
+/// What the broker sends to a peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BrokerMessage {
+    /// To the controller: the code to read to the user.
+    SessionCreated {
+        /// The code.
+        code: ConnectionCode,
+        /// When the code stops working if nobody has joined.
+        expires_at: UnixMillis,
+    },
+    /// To the target: the code was right; the controller is waiting for an offer.
+    Joined {},
+    /// To the controller: the target joined with the code.
+    PeerJoined {},
+    /// To the target: the code did not work. The socket stays open for another `join`.
+    JoinRefused {
+        /// Machine-readable reason.
+        reason: JoinRefusal,
+        /// A sentence for the user.
+        message: String,
+    },
+    /// From the other peer.
+    Relay {
+        /// The payload.
+        signal: PeerSignal,
+    },
+    /// The other peer's signalling connection closed.
+    PeerLeft {},
+    /// The broker could not accept the last message; it closes the socket after this.
+    Error {
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Peer-to-peer payloads the broker relays without interpreting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PeerSignal {
+    /// The target's SDP offer, after full ICE gathering.
+    Offer {
+        /// Session description.
+        sdp: String,
+    },
+    /// The controller's SDP answer, after full ICE gathering.
+    Answer {
+        /// Session description.
+        sdp: String,
+    },
+    /// The sender is leaving the session.
+    Bye {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why the broker refused a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinRefusal {
+    /// Not a code at all (letters, wrong length).
+    Malformed,
+    /// No session has this code.
+    WrongCode,
+    /// The code was right but its time ran out.
+    Expired,
+    /// The code was already used by another target: codes are single use.
+    AlreadyUsed,
+    /// The technician closed the session before anyone joined.
+    Cancelled,
+}
+
+impl JoinRefusal {
+    /// The sentence shown to the user.
+    pub fn message(self) -> &'static str {
+        match self {
+            JoinRefusal::Malformed => "that is not a connection code: it has nine digits",
+            JoinRefusal::WrongCode => "no session has this code; check the digits and try again",
+            JoinRefusal::Expired => "this code has expired; ask the technician for a new one",
+            JoinRefusal::AlreadyUsed => {
+                "this code was already used; ask the technician for a new one"
+            }
+            JoinRefusal::Cancelled => "the technician closed this session; ask for a new code",
+        }
+    }
+}
+
+/// A signalling message that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignalError {
+    /// Larger than [`MAX_SIGNAL_BYTES`].
+    #[error("signalling message of {len} bytes is larger than the {max}-byte limit", max = MAX_SIGNAL_BYTES)]
+    TooLarge {
+        /// Its size.
+        len: usize,
+    },
+    /// A version this side does not speak.
+    #[error("signalling version {got} is not supported (this side speaks {VERSION})")]
+    Version {
+        /// The version received.
+        got: u16,
+    },
+    /// Not JSON, or not a message of this protocol.
+    #[error("malformed signalling message: {0}")]
+    Malformed(String),
+    /// Well-formed but over a field limit.
+    #[error("{field} is {len} long, over the {max} limit")]
+    FieldTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Serialise a message in its envelope.
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    #[derive(Serialize)]
+    struct Out<'a, T> {
+        v: u16,
+        #[serde(flatten)]
+        msg: &'a T,
+    }
+    // Serialising these plain enums into a String cannot fail: no maps with non-string keys,
+    // no fallible Serialize impls.
+    serde_json::to_string(&Out { v: VERSION, msg }).expect("signalling messages always serialise")
+}
+
+/// Parse what a peer sent to the broker.
+pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
+    let msg: ClientMessage = decode(text)?;
+    if let ClientMessage::Relay { signal } = &msg {
+        check_signal(signal)?;
+    }
+    if let ClientMessage::Join { code } = &msg {
+        check_len("code", code.len(), 64)?;
+    }
+    Ok(msg)
+}
+
+/// Parse what the broker sent to a peer.
+pub fn decode_broker(text: &str) -> Result<BrokerMessage, SignalError> {
+    let msg: BrokerMessage = decode(text)?;
+    match &msg {
+        BrokerMessage::Relay { signal } => check_signal(signal)?,
+        BrokerMessage::JoinRefused { message, .. } | BrokerMessage::Error { message } => {
+            check_len("message", message.chars().count(), MAX_REASON_CHARS)?
+        }
+        _ => {}
+    }
+    Ok(msg)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, SignalError> {
+    if text.len() > MAX_SIGNAL_BYTES {
+        return Err(SignalError::TooLarge { len: text.len() });
+    }
+    // Read the version alone first, so a newer peer gets "unsupported version" rather than
+    // a confusing complaint about a field it added.
+    #[derive(Deserialize)]
+    struct Version {
+        v: u16,
+    }
+    let version: Version =
+        serde_json::from_str(text).map_err(|e| SignalError::Malformed(e.to_string()))?;
+    if version.v != VERSION {
+        return Err(SignalError::Version { got: version.v });
+    }
+    let envelope: Envelope<T> =
+        serde_json::from_str(text).map_err(|e| SignalError::Malformed(e.to_string()))?;
+    Ok(envelope.msg)
+}
+
+fn check_signal(signal: &PeerSignal) -> Result<(), SignalError> {
+    match signal {
+        PeerSignal::Offer { sdp } | PeerSignal::Answer { sdp } => {
+            check_len("sdp", sdp.len(), MAX_SDP_BYTES)
+        }
+        PeerSignal::Bye { reason } => check_len("reason", reason.chars().count(), MAX_REASON_CHARS),
+    }
+}
+
+fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), SignalError> {
+    if len > max {
+        return Err(SignalError::FieldTooLong { field, len, max });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_version_and_type_on_the_wire() {
+        assert_eq!(
+            encode(&ClientMessage::CreateSession {}),
+            r#"{"v":1,"type":"create_session"}"#
+        );
+        assert_eq!(
+            encode(&ClientMessage::Relay {
+                signal: PeerSignal::Offer { sdp: "x".into() }
+            }),
+            r#"{"v":1,"type":"relay","signal":{"kind":"offer","sdp":"x"}}"#
+        );
+        let code = ConnectionCode::from_number(123_456_789).unwrap();
+        assert_eq!(
+            encode(&BrokerMessage::SessionCreated {
+                code,
+                expires_at: UnixMillis(7)
+            }),
+            r#"{"v":1,"type":"session_created","code":"123 456 789","expires_at":7}"#
+        );
+        assert_eq!(
+            encode(&BrokerMessage::JoinRefused {
+                reason: JoinRefusal::AlreadyUsed,
+                message: "m".into()
+            }),
+            r#"{"v":1,"type":"join_refused","reason":"already_used","message":"m"}"#
+        );
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let client = [
+            ClientMessage::CreateSession {},
+            ClientMessage::Join {
+                code: "123 456 789".into(),
+            },
+            ClientMessage::Relay {
+                signal: PeerSignal::Answer { sdp: "v=0".into() },
+            },
+            ClientMessage::Relay {
+                signal: PeerSignal::Bye {
+                    reason: "done".into(),
+                },
+            },
+        ];
+        for m in client {
+            assert_eq!(decode_client(&encode(&m)).unwrap(), m);
+        }
+        let broker = [
+            BrokerMessage::Joined {},
+            BrokerMessage::PeerJoined {},
+            BrokerMessage::PeerLeft {},
+            BrokerMessage::Error {
+                message: "no".into(),
+            },
+            BrokerMessage::Relay {
+                signal: PeerSignal::Offer { sdp: "v=0".into() },
+            },
+        ];
+        for m in broker {
+            assert_eq!(decode_broker(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_newer_version_is_named_in_the_error() {
+        let err = decode_client(r#"{"v":2,"type":"create_session","extra":1}"#).unwrap_err();
+        assert_eq!(err, SignalError::Version { got: 2 });
+        assert!(err.to_string().contains("speaks 1"));
+    }
+
+    #[test]
+    fn garbage_unknown_types_and_missing_versions_are_malformed() {
+        for text in [
+            "",
+            "nope",
+            "{}",
+            r#"{"type":"create_session"}"#,
+            r#"{"v":1,"type":"fly"}"#,
+            "[1,2]",
+        ] {
+            assert!(
+                matches!(decode_client(text), Err(SignalError::Malformed(_))),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_before_parsing() {
+        let text = format!(
+            r#"{{"v":1,"type":"join","code":"{}"}}"#,
+            "1".repeat(MAX_SIGNAL_BYTES)
+        );
+        assert!(matches!(
+            decode_client(&text),
+            Err(SignalError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_fields_are_refused_with_their_name() {
+        let sdp = "a".repeat(MAX_SDP_BYTES + 1);
+        let text = encode(&ClientMessage::Relay {
+            signal: PeerSignal::Offer { sdp },
+        });
+        assert!(matches!(
+            decode_client(&text),
+            Err(SignalError::FieldTooLong { field: "sdp", .. })
+        ));
+    }
+
+    #[test]
+    fn every_refusal_has_a_sentence_for_the_user() {
+        for r in [
+            JoinRefusal::Malformed,
+            JoinRefusal::WrongCode,
+            JoinRefusal::Expired,
+            JoinRefusal::AlreadyUsed,
+            JoinRefusal::Cancelled,
+        ] {
+            assert!(r.message().len() > 20);
+        }
+    }
+}
