@@ -93,6 +93,14 @@ pub enum ConfigError {
         height: u32,
     },
     /// Bitrate out of range.
+    #[error("invalid band tops {tops:?} for a frame {height} rows high (expected 1..=32 increasing multiples of 16 starting at 0)")]
+    BandTops {
+        /// Tops given.
+        tops: Vec<u32>,
+        /// Frame height.
+        height: u32,
+    },
+    /// The bitrate is out of range.
     #[error("invalid bitrate {0} bps (expected 100000..=200000000)")]
     Bitrate(u32),
     /// Frame rate out of range.

@@ -69,7 +69,12 @@ impl BandDecoderSet {
         bands: BandSpec,
         color: ColorSpace,
     ) -> Result<Self, CodecError> {
-        let layout = BandLayout::new(width, height, bands)?;
+        Self::with_layout(BandLayout::new(width, height, bands)?, color)
+    }
+
+    /// Decoders for a stream cut as `layout` (as the sender described it).
+    pub fn with_layout(layout: BandLayout, color: ColorSpace) -> Result<Self, CodecError> {
+        let (width, height) = (layout.width(), layout.height());
         let decoders = (0..layout.count())
             .map(|i| {
                 Decoder::new().map_err(|e| CodecError::Decoder {

@@ -141,6 +141,34 @@ impl BandLayout {
         })
     }
 
+    /// The layout with bands starting at `tops`, as a peer describes it; validated like
+    /// [`BandLayout::new`] because the values come from the network.
+    pub fn from_tops(width: u32, height: u32, tops: &[u32]) -> Result<Self, ConfigError> {
+        Self::new(width, height, BandSpec::Count(1))?;
+        let bad = || ConfigError::BandTops {
+            tops: tops.iter().copied().take(MAX_BANDS + 1).collect(),
+            height,
+        };
+        if tops.is_empty() || tops.len() > MAX_BANDS || tops[0] != 0 {
+            return Err(bad());
+        }
+        let ok =
+            tops.windows(2).all(|w| w[0] < w[1]) && tops.iter().all(|&t| t % 16 == 0 && t < height);
+        if !ok {
+            return Err(bad());
+        }
+        Ok(Self {
+            width,
+            height,
+            tops: tops.to_vec(),
+        })
+    }
+
+    /// Every band's first row.
+    pub fn tops(&self) -> &[u32] {
+        &self.tops
+    }
+
     /// Frame width.
     pub fn width(&self) -> u32 {
         self.width
@@ -181,6 +209,27 @@ impl BandLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layout_from_tops_accepts_what_new_makes_and_rejects_nonsense() {
+        let made = BandLayout::new(1920, 1080, BandSpec::Count(8)).unwrap();
+        assert_eq!(
+            BandLayout::from_tops(1920, 1080, made.tops()).unwrap(),
+            made
+        );
+        for bad in [
+            &[][..],
+            &[16],
+            &[0, 0],
+            &[0, 32, 16],
+            &[0, 8],
+            &[0, 1088],
+            &[0; 33],
+        ] {
+            assert!(BandLayout::from_tops(1920, 1080, bad).is_err(), "{bad:?}");
+        }
+        assert!(BandLayout::from_tops(9999, 1080, &[0]).is_err());
+    }
 
     #[test]
     fn bands_cover_the_frame_on_macroblock_rows() {
