@@ -15,6 +15,7 @@
 mod clock;
 mod codes;
 mod config;
+mod switchboard;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BrokerConfig, ConfigError};
