@@ -15,7 +15,45 @@
 mod clock;
 mod codes;
 mod config;
+mod server;
 mod switchboard;
+
+use std::future::Future;
+use std::sync::Arc;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BrokerConfig, ConfigError};
+
+/// Why the broker could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The configuration is invalid.
+    #[error("invalid broker configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The operating system's random source failed, so no unguessable code can be issued.
+    #[error("could not seed the connection code generator: {0}")]
+    Entropy(String),
+    /// The HTTP server failed.
+    #[error("signalling server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Serve signalling WebSockets at [`deskwire_signal::SIGNAL_PATH`] and `GET /healthz` on
+/// `listener` until `shutdown` resolves.
+///
+/// On shutdown it stops accepting, sends every open socket a close frame ("going away") and
+/// returns once all of their tasks have ended. `clock` decides code expiry: [`SystemClock`]
+/// in production, a shared [`ManualClock`] in tests.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: BrokerConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    config.validate()?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving signalling");
+    }
+    server::serve(listener, config, clock, shutdown).await
+}

@@ -1,0 +1,305 @@
+//! The async driver around the switchboard: axum routes, one task per WebSocket, and a
+//! bounded queue per connection between the two.
+//!
+//! Every socket event takes the hub's lock for one switchboard call and hands the resulting
+//! messages to the recipients' queues with `try_send`, never awaiting under the lock. A full
+//! queue means that peer is not reading: it is disconnected, not waited for.
+
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use deskwire_signal::{encode, BrokerMessage, MAX_REASON_CHARS, MAX_SIGNAL_BYTES, SIGNAL_PATH};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::switchboard::{ConnId, Output, Switchboard};
+use crate::{BrokerConfig, BrokerError, Clock};
+
+/// WebSocket close codes (RFC 6455, 7.4.1).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+
+/// Serve until `shutdown` resolves, then close every socket and wait for their tasks.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    config: BrokerConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    let rng = StdRng::try_from_os_rng().map_err(|e| BrokerError::Entropy(e.to_string()))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Validated: at most 1 000 000, so the permit count fits a u32.
+    let max_connections = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    let permits = Arc::new(Semaphore::new(max_connections as usize));
+    let app = AppState {
+        hub: Arc::new(Hub {
+            state: Mutex::new(HubState {
+                board: Switchboard::new(config.code_limits(), rng),
+                outboxes: HashMap::new(),
+            }),
+            clock,
+            outbound_queue: config.outbound_queue,
+            write_timeout: config.write_timeout,
+        }),
+        permits: Arc::clone(&permits),
+        stop: stop_rx.clone(),
+    };
+    let router = Router::new()
+        .route(SIGNAL_PATH, get(upgrade))
+        .route("/healthz", get(healthz))
+        .with_state(app);
+
+    let mut server_stop = stop_rx;
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stopped(&mut server_stop).await })
+        .into_future();
+    tokio::pin!(server);
+    tokio::pin!(shutdown);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = &mut shutdown => {
+            tracing::info!("shutting down");
+            // Tells the accept loop and every socket task at once.
+            let _ = stop_tx.send(true);
+            server.await
+        }
+    };
+    // Upgraded sockets live on in their own tasks; each holds a permit until it has said
+    // goodbye, so having every permit back means every socket is closed.
+    let _ = stop_tx.send(true);
+    let _all_closed = permits.acquire_many(max_connections).await;
+    served.map_err(BrokerError::Serve)
+}
+
+/// Resolves once the broker is stopping (or the stop signal itself is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+#[derive(Clone)]
+struct AppState {
+    hub: Arc<Hub>,
+    permits: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = Arc::clone(&app.permits).try_acquire_owned() else {
+        tracing::warn!("connection cap reached; refusing a signalling connection");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many signalling connections\n",
+        )
+            .into_response();
+    };
+    ws.max_message_size(MAX_SIGNAL_BYTES)
+        .max_frame_size(MAX_SIGNAL_BYTES)
+        .on_failed_upgrade(|e| tracing::debug!("websocket upgrade failed: {e}"))
+        .on_upgrade(move |socket| serve_socket(socket, app, permit))
+}
+
+/// The switchboard and the queues of the connections it talks to.
+struct Hub {
+    state: Mutex<HubState>,
+    clock: Arc<dyn Clock>,
+    outbound_queue: usize,
+    write_timeout: Duration,
+}
+
+struct HubState {
+    board: Switchboard,
+    outboxes: HashMap<ConnId, Outbox>,
+}
+
+/// The hub's end of one connection's queue.
+struct Outbox {
+    tx: mpsc::Sender<String>,
+    /// Wakes the connection's task to drop the socket at once, queued messages and all.
+    kill: Arc<Notify>,
+}
+
+/// The connection task's end.
+struct Mailbox {
+    conn: ConnId,
+    rx: mpsc::Receiver<String>,
+    kill: Arc<Notify>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panic under the lock would be a bug in the switchboard, not peer input; the
+        // tables are still consistent between calls, so keep serving the other sessions.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn open(&self) -> Mailbox {
+        let (tx, rx) = mpsc::channel(self.outbound_queue);
+        let kill = Arc::new(Notify::new());
+        let mut state = self.lock();
+        let conn = state.board.handle_open();
+        state.outboxes.insert(
+            conn,
+            Outbox {
+                tx,
+                kill: Arc::clone(&kill),
+            },
+        );
+        Mailbox { conn, rx, kill }
+    }
+
+    fn text(&self, conn: ConnId, text: &str) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.board.handle_text(conn, text, now);
+        state.deliver();
+    }
+
+    fn binary(&self, conn: ConnId) {
+        let mut state = self.lock();
+        state.board.handle_binary(conn);
+        state.deliver();
+    }
+
+    fn close(&self, conn: ConnId) {
+        let mut state = self.lock();
+        state.outboxes.remove(&conn);
+        state.board.handle_close(conn);
+        state.deliver();
+    }
+}
+
+impl HubState {
+    /// Hand everything the switchboard produced to the connections' queues.
+    fn deliver(&mut self) {
+        while let Some(output) = self.board.poll_output() {
+            match output {
+                Output::Send { to, msg } => {
+                    let Some(outbox) = self.outboxes.get(&to) else {
+                        continue;
+                    };
+                    match outbox.tx.try_send(encode(&msg)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            tracing::warn!(conn = to.0, "peer is not reading; disconnecting it");
+                            if let Some(outbox) = self.outboxes.remove(&to) {
+                                outbox.kill.notify_one();
+                            }
+                            // Its peer hears of it in the outputs this queues.
+                            self.board.handle_close(to);
+                        }
+                        Err(TrySendError::Closed(_)) => {
+                            self.outboxes.remove(&to);
+                            self.board.handle_close(to);
+                        }
+                    }
+                }
+                // Dropping the sender lets the task write what is queued, then close.
+                Output::Close { conn } => {
+                    self.outboxes.remove(&conn);
+                }
+            }
+        }
+    }
+}
+
+/// Why a connection task stopped.
+#[derive(Debug)]
+enum Ending {
+    /// The broker is shutting down.
+    Shutdown,
+    /// The peer closed, or its socket broke.
+    Gone,
+    /// The switchboard refused the peer's input (it has been sent an `error`).
+    Refused,
+    /// The peer let its queue fill or a write time out.
+    NotReading,
+    /// The socket delivered something unreadable (too large, bad framing).
+    ReadFailed(String),
+}
+
+async fn serve_socket(socket: WebSocket, app: AppState, permit: OwnedSemaphorePermit) {
+    let hub = &app.hub;
+    let Mailbox { conn, mut rx, kill } = hub.open();
+    tracing::debug!(conn = conn.0, "signalling connection open");
+    let mut stop = app.stop.clone();
+    let (mut sink, mut stream) = socket.split();
+    let ending = loop {
+        tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break Ending::Shutdown,
+            () = kill.notified() => break Ending::NotReading,
+            queued = rx.recv() => match queued {
+                Some(text) => {
+                    let write = tokio::time::timeout(hub.write_timeout, sink.send(Message::text(text)));
+                    match write.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break Ending::Gone,
+                        Err(_) => break Ending::NotReading,
+                    }
+                }
+                None => break Ending::Refused,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => hub.text(conn, text.as_str()),
+                Some(Ok(Message::Binary(_))) => hub.binary(conn),
+                // tungstenite answers pings by itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break Ending::Gone,
+                Some(Err(e)) => break Ending::ReadFailed(e.to_string()),
+            },
+        }
+    };
+    hub.close(conn);
+    tracing::debug!(conn = conn.0, ?ending, "signalling connection closed");
+    goodbye(&mut sink, ending, hub.write_timeout).await;
+    drop(permit);
+}
+
+/// Say why the socket closes, where anyone is listening; bounded by `limit`.
+async fn goodbye(sink: &mut SplitSink<WebSocket, Message>, ending: Ending, limit: Duration) {
+    let close = |code, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    let farewell = async {
+        match ending {
+            // Nobody reads: anything more would only wait for the time limit.
+            Ending::NotReading => Ok(()),
+            // Flushes the reply to the peer's close frame, if it sent one.
+            Ending::Gone => sink.close().await,
+            Ending::Shutdown => {
+                sink.send(close(CLOSE_GOING_AWAY, "broker shutting down"))
+                    .await
+            }
+            Ending::Refused => sink.send(close(CLOSE_POLICY, "protocol error")).await,
+            Ending::ReadFailed(reason) => {
+                let message = reason.chars().take(MAX_REASON_CHARS).collect();
+                sink.send(Message::text(encode(&BrokerMessage::Error { message })))
+                    .await?;
+                sink.send(close(CLOSE_POLICY, "unreadable message")).await
+            }
+        }
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(limit, farewell).await {
+        tracing::debug!("closing a socket failed: {e}");
+    }
+}
