@@ -1,0 +1,115 @@
+//! The `deskwire-broker` binary as a user or a script runs it.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use deskwire_signal::{BrokerMessage, PeerSignal, SIGNAL_PATH};
+use support::{expect, join, relay, Peer, GUARD};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_deskwire-broker");
+
+#[tokio::test]
+async fn the_binary_prints_its_real_address_pairs_peers_and_stops_on_sigterm() -> Result<()> {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--code-ttl", "120"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .context("no address line within the guard time")??
+        .context("stdout closed before the address line")?;
+
+    let url = line
+        .strip_prefix("listening on ")
+        .context(format!("unexpected line {line:?}"))?;
+    let port: u16 = url
+        .strip_prefix("ws://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix(SIGNAL_PATH))
+        .context(format!("unexpected url {url:?}"))?
+        .parse()?;
+    assert_ne!(port, 0, "the real port, not the one asked for");
+
+    let mut controller = Peer::connect(url).await?;
+    controller
+        .send(&deskwire_signal::ClientMessage::CreateSession {})
+        .await?;
+    let code = match controller.recv().await? {
+        BrokerMessage::SessionCreated { code, .. } => code,
+        other => bail!("expected session_created, got {other:?}"),
+    };
+    let mut target = Peer::connect(url).await?;
+    target.send(&join(code)).await?;
+    expect(target.recv().await?, BrokerMessage::Joined {})?;
+    expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
+    let offer = PeerSignal::Offer { sdp: "v=0".into() };
+    target.send(&relay(offer.clone())).await?;
+    expect(
+        controller.recv().await?,
+        BrokerMessage::Relay { signal: offer },
+    )?;
+
+    // SIGTERM to this child only, by its pid: the broker closes both sockets and exits 0.
+    let pid = child.id().context("child already reaped")?;
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(status.success(), "kill -TERM {pid} failed");
+    assert_eq!(controller.expect_closed().await?, Some(1001));
+    assert_eq!(target.expect_closed().await?, Some(1001));
+    match tokio::time::timeout(GUARD, child.wait()).await {
+        Ok(status) => assert!(
+            status?.success(),
+            "broker exited unsuccessfully after SIGTERM"
+        ),
+        Err(_) => {
+            child.kill().await?;
+            bail!("the broker did not exit after SIGTERM");
+        }
+    }
+    assert_eq!(lines.next_line().await?, None, "exactly one line on stdout");
+    Ok(())
+}
+
+#[test]
+fn help_lists_the_flags() -> Result<()> {
+    let out = Command::new(BIN).arg("--help").output()?;
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout)?;
+    for flag in ["--listen", "--code-ttl", "127.0.0.1:8450", "600"] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_bad_address_or_ttl_exits_with_code_2_and_says_why() -> Result<()> {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--listen", "not-an-address"], "not-an-address"),
+        (
+            &["--code-ttl", "5"],
+            "code_ttl 5s is out of range (expected 10s..=24h)",
+        ),
+        // A well-formed address this machine does not have.
+        (&["--listen", "192.0.2.1:1"], "cannot listen on 192.0.2.1:1"),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
