@@ -1,5 +1,6 @@
-//! One-shot demo: stream a screen through the pipeline for a few seconds, decode it as a viewer
-//! would, print per-stage statistics and write the last decoded picture as a PNG.
+//! One-shot demo: a broker, a target and a technician in one process on loopback. The
+//! technician gets a code, the target joins with it, the screen streams for a few seconds,
+//! and the session statistics and a snapshot PNG are printed.
 //!
 //! Uses the real display when `$DISPLAY` is set, else a synthetic desktop.
 //!
@@ -8,31 +9,35 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use deskwire_broker::{BrokerConfig, SystemClock};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
-use deskwire_engine::stats::{read, Histogram};
-use deskwire_engine::{BandDecoderSet, BandSpec, CodecConfig, Pipeline, PipelineConfig};
+use deskwire_engine::session::ControllerStats;
+use deskwire_engine::{
+    BandSpec, CodecConfig, Controller, ControllerConfig, ControllerEvent, Host, HostConfig,
+    HostEvent, PipelineConfig, TransportConfig,
+};
+use deskwire_examples::{init_tracing, write_png};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "demo",
-    about = "Stream a screen through deskwire for a few seconds and report what it cost"
+    about = "Broker, target and technician on loopback: stream a screen for a few seconds"
 )]
 struct Args {
     /// Source: auto, x11, xcap or synthetic:<static|typing|scroll|video|drag>.
     /// Default: auto when $DISPLAY is set, else synthetic:typing.
     #[arg(long)]
     source: Option<String>,
-    /// How long to stream.
+    /// How long to stream after the session is established.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Capture rate.
-    #[arg(long, default_value_t = 60)]
-    fps: u32,
     /// Number of horizontal bands, each its own H.264 stream (default: the engine's).
     #[arg(long)]
     bands: Option<u32>,
@@ -48,18 +53,15 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let args = Args::parse();
+    let display = std::env::var("DISPLAY").ok();
     let spec: SourceSpec = match &args.source {
         Some(s) => s.parse()?,
-        None if std::env::var_os("DISPLAY").is_some() => SourceSpec::Auto,
+        None if display.is_some() => SourceSpec::Auto,
         None => "synthetic:typing".parse()?,
     };
+    let synthetic = matches!(spec, SourceSpec::Synthetic(_));
     let opts = OpenOptions {
         width: args.width,
         height: args.height,
@@ -67,101 +69,129 @@ fn main() -> Result<()> {
     };
     let source = open(&spec, &opts).with_context(|| format!("opening source {spec}"))?;
     let (w, h) = source.size();
+
+    // The broker, on its own runtime thread.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("demo-broker")
+        .enable_all()
+        .build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let url = format!("ws://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let broker = rt.spawn(deskwire_broker::run(
+        listener,
+        BrokerConfig::default(),
+        Arc::new(SystemClock),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    println!("broker on {url}");
+
+    let transport = TransportConfig::default().bind(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let controller = Controller::start(ControllerConfig::new(&url).transport(transport.clone()))?;
+    let code = loop {
+        match controller.events().recv_timeout(Duration::from_secs(10)) {
+            Ok(ControllerEvent::Code { code, .. }) => break code,
+            Ok(ControllerEvent::Disconnected(r)) => bail!("technician side ended: {r}"),
+            Ok(_) => {}
+            Err(_) => bail!("no connection code from the broker in 10 s"),
+        }
+    };
+    println!("connection code: {code}");
+
     let mut codec = CodecConfig::default();
     if let Some(b) = args.bands {
         codec = codec.bands(BandSpec::Count(b));
     }
-    let config = PipelineConfig::default()
-        .codec(codec.clone())
-        .capture_fps(Some(args.fps));
-    let pipeline = Pipeline::start(source, config)?;
-    println!(
-        "streaming {spec} ({}), {w}x{h}, {} bands, {} fps, for {:.1} s",
-        pipeline.source_name(),
-        pipeline.layout().count(),
-        args.fps,
-        args.seconds
-    );
+    // A synthetic desktop has no display to inject into, so it is view-only.
+    let host_config = HostConfig::new(&url)
+        .transport(transport)
+        .view_only(synthetic || display.is_none())
+        .input_display(display)
+        .pipeline(PipelineConfig::default().codec(codec));
+    let entered = Instant::now();
+    let host = Host::start(host_config, source, code)?;
+    println!("streaming {spec}, {w}x{h}, for {:.1} s", args.seconds);
 
-    // The viewer side: decode every band and measure capture -> decoded latency (one
-    // process, so both ends share the pipeline's clock).
-    let mut viewer = BandDecoderSet::new(w, h, codec.bands, codec.color)?;
-    let decode_us = Histogram::default();
-    let latency_us = Histogram::default();
-    let (mut frames, mut bytes) = (0u64, 0u64);
-    let epoch = pipeline.epoch();
-    let end = Instant::now() + Duration::from_secs_f64(args.seconds);
-    while Instant::now() < end {
-        let Ok(frame) = pipeline.output().recv_timeout(Duration::from_millis(100)) else {
-            if !pipeline.is_running() {
-                break;
+    let mut first_frame = None;
+    let mut end = None;
+    let mut stats = ControllerStats::default();
+    let mut host_stats = None;
+    loop {
+        if end.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        while let Ok(e) = host.events().try_recv() {
+            match e {
+                HostEvent::Disconnected(r) => bail!("target side ended: {r}"),
+                HostEvent::Stats(s) => host_stats = Some(s),
+                _ => {}
+            }
+        }
+        let Ok(event) = controller.events().recv_timeout(Duration::from_millis(20)) else {
+            if end.is_none() && entered.elapsed() > Duration::from_secs(20) {
+                bail!("the session did not start within 20 s");
             }
             continue;
         };
-        let t = Instant::now();
-        for band in &frame.bands {
-            viewer.decode(band.band, &band.data)?;
+        match event {
+            ControllerEvent::Connected { setup } => {
+                println!(
+                    "connected: channels open {} ms after the target joined",
+                    setup.as_millis()
+                );
+                end = Some(Instant::now() + Duration::from_secs_f64(args.seconds));
+            }
+            ControllerEvent::Frame(_) if first_frame.is_none() => {
+                first_frame = Some(entered.elapsed());
+            }
+            ControllerEvent::Stats(s) => stats = s,
+            ControllerEvent::Disconnected(r) => bail!("technician side ended: {r}"),
+            _ => {}
         }
-        decode_us.record(t.elapsed().as_micros() as u64);
-        let shown = epoch.elapsed().as_micros() as u64;
-        latency_us.record(shown.saturating_sub(frame.captured_at.as_micros()));
-        frames += 1;
-        bytes += frame.byte_len() as u64;
     }
-    let s = pipeline.stats();
-    let ms = |h: &Histogram, q: f64| h.quantile(q) as f64 / 1000.0;
-    let row = |name: &str, h: &Histogram| {
-        println!(
-            "  {name:<22} p50 {:>7.3} ms   p99 {:>7.3} ms   ({} samples)",
-            ms(h, 0.5),
-            ms(h, 0.99),
-            h.count()
-        );
+    let ms = |d: Option<Duration>| {
+        d.map_or("n/a".to_owned(), |d| {
+            format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+        })
     };
-    println!("frames:");
-    println!("  captured fresh         {}", read(&s.frames_captured));
+    println!("session:");
+    println!("  code entry -> first decoded frame  {}", ms(first_frame));
     println!(
-        "  unchanged at source    {}",
-        read(&s.frames_unchanged_at_source)
+        "  frames decoded                     {}",
+        stats.frames_decoded
+    );
+    println!("  fps (last second)                  {:.1}", stats.fps);
+    println!("  kbps on the video channel          {:.1}", stats.kbps);
+    println!(
+        "  capture -> decoded latency p50     {}",
+        ms(stats.latency_p50)
     );
     println!(
-        "  unchanged after diff   {}",
-        read(&s.frames_unchanged_after_diff)
+        "  capture -> decoded latency p99     {}",
+        ms(stats.latency_p99)
     );
-    println!("  superseded in slot     {}", read(&s.frames_superseded));
-    println!("  encoded                {}", read(&s.frames_encoded));
-    println!("  band pictures encoded  {}", read(&s.bands_encoded));
-    println!("  decoded by the viewer  {frames}");
-    println!("stages:");
-    row("capture", &s.capture_us);
-    row("diff", &s.diff_us);
-    row("convert (dirty rows)", &s.convert_us);
-    row("encode (damaged bands)", &s.encode_us);
-    row("decode (viewer)", &decode_us);
-    row("capture -> decoded", &latency_us);
+    println!("  round trip                         {}", ms(stats.rtt));
     println!(
-        "bitrate: {:.0} kbps over {:.1} s ({bytes} bytes)",
-        bytes as f64 * 8.0 / 1000.0 / args.seconds,
-        args.seconds
+        "  keyframe requests                  {}",
+        stats.keyframe_requests
     );
-    pipeline.shutdown()?;
-    write_png(&args.snapshot, viewer.canvas())?;
-    println!("snapshot: {}", args.snapshot.display());
-    Ok(())
-}
-
-fn write_png(path: &PathBuf, frame: &deskwire_capture::Frame) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), frame.width(), frame.height());
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut rgb = Vec::with_capacity((frame.width() * frame.height() * 3) as usize);
-    for y in 0..frame.height() {
-        for px in frame.row(y).chunks_exact(4) {
-            rgb.extend_from_slice(&[px[2], px[1], px[0]]);
-        }
+    if let Some(s) = host_stats {
+        println!("  band frames dropped at the sender  {}", s.bands_dropped);
     }
-    enc.write_header()?.write_image_data(&rgb)?;
+    let saved = controller.with_frame(|f| write_png(&args.snapshot, f));
+    controller.shutdown()?;
+    host.shutdown()?;
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(broker);
+    match saved {
+        Some(r) => {
+            r?;
+            println!("snapshot: {}", args.snapshot.display());
+        }
+        None => println!("no frame was decoded; no snapshot written"),
+    }
     Ok(())
 }

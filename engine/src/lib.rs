@@ -27,9 +27,12 @@ pub mod config;
 pub mod convert;
 pub mod diff;
 pub mod frame_encoder;
+pub mod input;
 pub mod pipeline;
 pub mod quality;
+pub mod session;
 pub mod stats;
+pub mod wire;
 mod workers;
 
 pub use codec::{
@@ -41,6 +44,10 @@ pub use convert::{ColorSpace, ConvertError, I420Image};
 pub use diff::Differ;
 pub use frame_encoder::{FrameEncoder, FrameOutcome};
 pub use pipeline::Pipeline;
+pub use session::{
+    Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent,
+    SessionError, TransportConfig,
+};
 pub use stats::{PipelineStats, StageTimings};
 pub use workers::Workers;
 

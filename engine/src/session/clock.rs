@@ -1,0 +1,82 @@
+//! Aligning the target's capture clock with the controller's, from ping/pong round trips.
+
+use std::time::Duration;
+
+/// Samples kept; the one with the smallest round trip gives the offset, because queueing
+/// delay only ever adds to a round trip and skews the midpoint.
+const WINDOW: usize = 16;
+
+/// An NTP-style estimate of `target clock - controller clock`.
+///
+/// Sans-IO: the caller passes in the three timestamps of every pong.
+#[derive(Debug, Default)]
+pub(crate) struct ClockSync {
+    samples: [(u64, i64); WINDOW],
+    len: usize,
+    next: usize,
+    last_rtt_us: Option<u64>,
+}
+
+impl ClockSync {
+    /// A pong arrived: the ping left at `sent_us` and came back at `recv_us` (controller
+    /// clock); the target stamped `target_us` when it answered.
+    pub(crate) fn handle_pong(&mut self, sent_us: u64, target_us: u64, recv_us: u64) {
+        if recv_us < sent_us {
+            return; // not a pong of ours
+        }
+        let rtt = recv_us - sent_us;
+        let midpoint = sent_us + rtt / 2;
+        let offset = target_us as i64 - midpoint as i64;
+        self.samples[self.next] = (rtt, offset);
+        self.next = (self.next + 1) % WINDOW;
+        self.len = (self.len + 1).min(WINDOW);
+        self.last_rtt_us = Some(rtt);
+    }
+
+    /// Target clock minus controller clock, once a pong has arrived.
+    pub(crate) fn offset_us(&self) -> Option<i64> {
+        self.samples[..self.len]
+            .iter()
+            .min_by_key(|(rtt, _)| *rtt)
+            .map(|&(_, offset)| offset)
+    }
+
+    /// The latest round trip.
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        self.last_rtt_us.map(Duration::from_micros)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_comes_from_the_fastest_round_trip() {
+        let mut c = ClockSync::default();
+        assert_eq!(c.offset_us(), None);
+        // Target clock runs 5000 us ahead. A slow round trip with its delay all on the way
+        // back skews the midpoint; the fast one does not.
+        c.handle_pong(1_000, 1_000 + 5_000 + 100, 1_000 + 2_000);
+        c.handle_pong(10_000, 10_000 + 5_000 + 50, 10_000 + 100);
+        assert_eq!(c.offset_us(), Some(5_000));
+        assert_eq!(c.rtt(), Some(Duration::from_micros(100)));
+    }
+
+    #[test]
+    fn old_samples_leave_the_window() {
+        let mut c = ClockSync::default();
+        c.handle_pong(0, 1_000, 10); // offset 995, rtt 10
+        for i in 1..=WINDOW as u64 {
+            c.handle_pong(i * 1_000, i * 1_000 + 50 - 7, i * 1_000 + 100); // offset -7, rtt 100
+        }
+        assert_eq!(c.offset_us(), Some(-7));
+    }
+
+    #[test]
+    fn a_pong_from_the_future_is_ignored() {
+        let mut c = ClockSync::default();
+        c.handle_pong(100, 5, 50);
+        assert_eq!(c.offset_us(), None);
+    }
+}

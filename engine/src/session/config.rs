@@ -1,0 +1,408 @@
+//! Validated settings of the two session ends.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::config::PipelineConfig;
+
+/// How ICE uses multicast DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MdnsMode {
+    /// No mDNS at all: needed in network namespaces that have only `lo`.
+    Disabled,
+    /// Resolve the peer's `.local` candidates, announce plain IPs (the default).
+    #[default]
+    QueryOnly,
+    /// Resolve the peer's `.local` candidates and hide our IPs behind `.local` names.
+    QueryAndGather,
+}
+
+/// WebRTC settings shared by both ends.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Addresses to gather host candidates on (port chosen by the OS). A wildcard address
+    /// skips loopback, so loopback sessions must name `127.0.0.1`.
+    pub bind: Vec<IpAddr>,
+    /// STUN/TURN server URLs.
+    pub ice_servers: Vec<String>,
+    /// Multicast DNS candidate mode.
+    pub mdns: MdnsMode,
+    /// Time between ICE connectivity checks. webrtc's 200 ms default costs three ticks
+    /// before a loopback session opens.
+    pub ice_check_interval: Duration,
+    /// Silence after which ICE calls the path disconnected (failed after twice that).
+    pub ice_disconnected_timeout: Duration,
+    /// ICE keepalive period.
+    pub ice_keepalive_interval: Duration,
+    /// Largest data channel message, negotiated in the SDP (64 KiB..=256 KiB).
+    pub max_message: usize,
+    /// Bytes a channel may have queued but unacknowledged; beyond it video is dropped
+    /// (input and control are never near it).
+    pub send_buffer: usize,
+    /// How long SCTP keeps retrying a video message: about a round trip, after which the
+    /// frame is stale anyway.
+    pub video_packet_lifetime: Duration,
+    /// UDP socket send and receive buffer size.
+    pub socket_buffer: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            bind: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+            ice_servers: Vec::new(),
+            mdns: MdnsMode::default(),
+            ice_check_interval: Duration::from_millis(20),
+            ice_disconnected_timeout: Duration::from_secs(3),
+            ice_keepalive_interval: Duration::from_secs(1),
+            max_message: 256 * 1024,
+            send_buffer: 2 * 1024 * 1024,
+            video_packet_lifetime: Duration::from_millis(150),
+            socket_buffer: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A setting of a session is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionConfigError {
+    /// The broker URL is not a `ws://` URL.
+    #[error("invalid broker URL {0:?} (expected ws://HOST:PORT; TLS to the broker is not supported yet)")]
+    BrokerUrl(String),
+    /// No bind address.
+    #[error("no bind address (expected at least one IP to gather candidates on)")]
+    NoBind,
+    /// A duration out of range.
+    #[error("invalid {name} {value:?} (expected {min:?}..={max:?})")]
+    Duration {
+        /// Setting.
+        name: &'static str,
+        /// Value given.
+        value: Duration,
+        /// Smallest allowed.
+        min: Duration,
+        /// Largest allowed.
+        max: Duration,
+    },
+    /// A size out of range.
+    #[error("invalid {name} {value} (expected {min}..={max})")]
+    Size {
+        /// Setting.
+        name: &'static str,
+        /// Value given.
+        value: usize,
+        /// Smallest allowed.
+        min: usize,
+        /// Largest allowed.
+        max: usize,
+    },
+}
+
+fn check_duration(
+    name: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), SessionConfigError> {
+    if value < min || value > max {
+        return Err(SessionConfigError::Duration {
+            name,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn check_size(
+    name: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), SessionConfigError> {
+    if value < min || value > max {
+        return Err(SessionConfigError::Size {
+            name,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
+impl TransportConfig {
+    /// Gather candidates on these addresses only.
+    pub fn bind(mut self, bind: Vec<IpAddr>) -> Self {
+        self.bind = bind;
+        self
+    }
+
+    /// Multicast DNS mode.
+    pub fn mdns(mut self, mdns: MdnsMode) -> Self {
+        self.mdns = mdns;
+        self
+    }
+
+    /// Check every setting; the error names the allowed range.
+    pub fn validate(&self) -> Result<(), SessionConfigError> {
+        if self.bind.is_empty() {
+            return Err(SessionConfigError::NoBind);
+        }
+        let ms = Duration::from_millis;
+        check_duration(
+            "ice_check_interval",
+            self.ice_check_interval,
+            ms(5),
+            ms(1000),
+        )?;
+        check_duration(
+            "ice_disconnected_timeout",
+            self.ice_disconnected_timeout,
+            ms(500),
+            ms(60_000),
+        )?;
+        check_duration(
+            "ice_keepalive_interval",
+            self.ice_keepalive_interval,
+            ms(100),
+            ms(30_000),
+        )?;
+        check_duration(
+            "video_packet_lifetime",
+            self.video_packet_lifetime,
+            ms(1),
+            ms(10_000),
+        )?;
+        check_size("max_message", self.max_message, 64 * 1024, 256 * 1024)?;
+        check_size(
+            "send_buffer",
+            self.send_buffer,
+            256 * 1024,
+            256 * 1024 * 1024,
+        )?;
+        check_size(
+            "socket_buffer",
+            self.socket_buffer,
+            64 * 1024,
+            64 * 1024 * 1024,
+        )?;
+        Ok(())
+    }
+}
+
+/// Timing shared by both ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) peer_timeout: Duration,
+}
+
+fn check_url(url: &str) -> Result<(), SessionConfigError> {
+    let ok = url
+        .strip_prefix("ws://")
+        .is_some_and(|rest| !rest.is_empty());
+    if !ok {
+        return Err(SessionConfigError::BrokerUrl(url.to_owned()));
+    }
+    Ok(())
+}
+
+/// Settings of the target end ([`crate::Host`]).
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Broker URL, `ws://HOST:PORT`.
+    pub broker: String,
+    /// Only show the screen; inject no input.
+    pub view_only: bool,
+    /// X display to inject input into (`None`: `$DISPLAY`).
+    pub input_display: Option<String>,
+    /// The media pipeline.
+    pub pipeline: PipelineConfig,
+    /// WebRTC settings.
+    pub transport: TransportConfig,
+    /// Give up on the broker and the peer connection after this long.
+    pub connect_timeout: Duration,
+    /// Declare the controller gone after this long without hearing from it.
+    pub peer_timeout: Duration,
+}
+
+impl HostConfig {
+    /// Defaults with this broker.
+    pub fn new(broker: impl Into<String>) -> Self {
+        Self {
+            broker: broker.into(),
+            view_only: false,
+            input_display: None,
+            pipeline: PipelineConfig::default(),
+            transport: TransportConfig::default(),
+            connect_timeout: Duration::from_secs(15),
+            peer_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// View-only session.
+    pub fn view_only(mut self, view_only: bool) -> Self {
+        self.view_only = view_only;
+        self
+    }
+
+    /// Inject into this X display.
+    pub fn input_display(mut self, display: Option<String>) -> Self {
+        self.input_display = display;
+        self
+    }
+
+    /// Pipeline settings.
+    pub fn pipeline(mut self, pipeline: PipelineConfig) -> Self {
+        self.pipeline = pipeline;
+        self
+    }
+
+    /// Transport settings.
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Peer silence timeout.
+    pub fn peer_timeout(mut self, timeout: Duration) -> Self {
+        self.peer_timeout = timeout;
+        self
+    }
+
+    /// Check every setting (the pipeline's frame-size checks run when the source is known).
+    pub fn validate(&self) -> Result<(), SessionConfigError> {
+        check_url(&self.broker)?;
+        self.transport.validate()?;
+        self.timing().validate()
+    }
+
+    pub(crate) fn timing(&self) -> Timing {
+        Timing {
+            connect_timeout: self.connect_timeout,
+            peer_timeout: self.peer_timeout,
+        }
+    }
+}
+
+/// Settings of the technician's end ([`crate::Controller`]).
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Broker URL, `ws://HOST:PORT`.
+    pub broker: String,
+    /// WebRTC settings.
+    pub transport: TransportConfig,
+    /// Give up on the broker and the peer connection after this long (after the target
+    /// joined; waiting for the target to join is bounded by the code's lifetime).
+    pub connect_timeout: Duration,
+    /// Declare the target gone after this long without hearing from it.
+    pub peer_timeout: Duration,
+    /// Least time between two keyframe requests.
+    pub keyframe_retry: Duration,
+}
+
+impl ControllerConfig {
+    /// Defaults with this broker.
+    pub fn new(broker: impl Into<String>) -> Self {
+        Self {
+            broker: broker.into(),
+            transport: TransportConfig::default(),
+            connect_timeout: Duration::from_secs(15),
+            peer_timeout: Duration::from_secs(3),
+            keyframe_retry: Duration::from_millis(250),
+        }
+    }
+
+    /// Transport settings.
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Peer silence timeout.
+    pub fn peer_timeout(mut self, timeout: Duration) -> Self {
+        self.peer_timeout = timeout;
+        self
+    }
+
+    /// Check every setting.
+    pub fn validate(&self) -> Result<(), SessionConfigError> {
+        check_url(&self.broker)?;
+        self.transport.validate()?;
+        check_duration(
+            "keyframe_retry",
+            self.keyframe_retry,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+        )?;
+        self.timing().validate()
+    }
+
+    pub(crate) fn timing(&self) -> Timing {
+        Timing {
+            connect_timeout: self.connect_timeout,
+            peer_timeout: self.peer_timeout,
+        }
+    }
+}
+
+impl Timing {
+    fn validate(&self) -> Result<(), SessionConfigError> {
+        check_duration(
+            "connect_timeout",
+            self.connect_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?;
+        check_duration(
+            "peer_timeout",
+            self.peer_timeout,
+            Duration::from_millis(1500),
+            Duration::from_secs(600),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        HostConfig::new("ws://127.0.0.1:1").validate().unwrap();
+        ControllerConfig::new("ws://broker.example:8450")
+            .validate()
+            .unwrap();
+        assert!(ControllerConfig::new("wss://broker.example")
+            .validate()
+            .is_err());
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_its_range() {
+        let e = HostConfig::new("http://x").validate().unwrap_err();
+        assert!(e.to_string().contains("ws://HOST:PORT"), "{e}");
+        let mut t = TransportConfig::default();
+        t.max_message = 1 << 20;
+        let e = t.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid max_message 1048576 (expected 65536..=262144)"
+        );
+        let e = ControllerConfig::new("ws://a:1")
+            .peer_timeout(Duration::from_millis(10))
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("invalid peer_timeout 10ms"),
+            "{e}"
+        );
+        assert_eq!(
+            TransportConfig::default().bind(vec![]).validate(),
+            Err(SessionConfigError::NoBind)
+        );
+    }
+}

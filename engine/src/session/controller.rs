@@ -1,0 +1,629 @@
+//! The technician's end: gets a code, answers the target's offer, decodes and shows.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use crossbeam_channel::Receiver;
+use deskwire_capture::Frame;
+use deskwire_signal::{BrokerMessage, ClientMessage, PeerSignal, UnixMillis};
+use tokio::sync::mpsc;
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+use super::clock::ClockSync;
+use super::config::ControllerConfig;
+use super::signalling::Signalling;
+use super::transport::{self, known_label, NetEvent, Pc, SessionRuntime, CONTROL, INPUT, VIDEO};
+use super::video::Reassembler;
+use super::{
+    micros_since, spawn_net, ControllerEvent, ControllerStats, DisconnectReason, Events, FrameInfo,
+    SessionError,
+};
+use crate::codec::{BandDecoderSet, BandId, BandLayout};
+use crate::convert::ColorSpace;
+use crate::input::InputEvent;
+use crate::stats::Histogram;
+use crate::wire::{decode_control, decode_video, ByeReason, ControlMessage};
+
+enum Command {
+    Input(InputEvent),
+    KeyframeAll,
+    Shutdown,
+}
+
+/// State shared between the handle, the network thread and the decode thread.
+#[derive(Debug, Default)]
+struct Shared {
+    decoders: Mutex<Option<BandDecoderSet>>,
+    latency_us: Histogram,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    /// Target clock minus ours, in microseconds; `i64::MIN` until known.
+    offset_us: AtomicI64,
+}
+
+/// The controller end of a session.
+///
+/// Asks the broker for a session and reports the connection code as
+/// [`ControllerEvent::Code`]; once the target joins, answers its offer, decodes the video
+/// on a `deskwire-decode` thread and sends input with [`Controller::send_input`].
+#[derive(Debug)]
+pub struct Controller {
+    events: Receiver<ControllerEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    net: Option<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// Validate `config` and open a session at the broker.
+    pub fn start(config: ControllerConfig) -> Result<Self, SessionError> {
+        config.validate()?;
+        let (events, rx) = Events::new();
+        let (commands, cmd_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            offset_us: AtomicI64::new(i64::MIN),
+            ..Shared::default()
+        });
+        let task_shared = shared.clone();
+        let net = spawn_net(move |handle| async move {
+            let mut task = ControllerTask {
+                config,
+                events: events.clone(),
+                commands: cmd_rx,
+                handle,
+                shared: task_shared,
+                epoch: Instant::now(),
+            };
+            let reason = task.run().await;
+            tracing::info!(%reason, "controller session ended");
+            events.emit_important(ControllerEvent::Disconnected(reason));
+        })?;
+        Ok(Self {
+            events: rx,
+            commands,
+            shared,
+            net: Some(net),
+        })
+    }
+
+    /// Events, in order. After [`ControllerEvent::Disconnected`] no more follow.
+    pub fn events(&self) -> &Receiver<ControllerEvent> {
+        &self.events
+    }
+
+    /// Send a keyboard or mouse event to the target (coordinates in the target's pixels).
+    pub fn send_input(&self, event: InputEvent) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::Input(event))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// Ask the target for a keyframe of every band.
+    pub fn request_keyframe(&self) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::KeyframeAll)
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// Look at the latest picture (BGRA), if a stream has started.
+    pub fn with_frame<R>(&self, f: impl FnOnce(&Frame) -> R) -> Option<R> {
+        let guard = self
+            .shared
+            .decoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|d| f(d.canvas()))
+    }
+
+    /// Capture->decoded latency of every frame so far, in microseconds.
+    pub fn latency_us(&self) -> &Histogram {
+        &self.shared.latency_us
+    }
+
+    /// End the session, tell the peer, and join every thread.
+    pub fn shutdown(mut self) -> Result<(), SessionError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), SessionError> {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.net.take() {
+            t.join()
+                .map_err(|_| SessionError::Transport("the network thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+struct ControllerTask {
+    config: ControllerConfig,
+    events: Events<ControllerEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handle: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    epoch: Instant,
+}
+
+/// What the network thread hands the decode thread, in arrival order.
+enum DecodeInput {
+    Start {
+        stream: u16,
+        layout: BandLayout,
+        color: ColorSpace,
+    },
+    Chunk(BytesMut),
+}
+
+impl ControllerTask {
+    async fn run(&mut self) -> DisconnectReason {
+        let timeout = self.config.connect_timeout;
+        let mut sig = match Signalling::connect(&self.config.broker, timeout).await {
+            Ok(s) => s,
+            Err(e) => return DisconnectReason::Broker(e.to_string()),
+        };
+        let result = self.pair(&mut sig).await;
+        let (offer, joined_at) = match result {
+            Ok(v) => v,
+            Err(r) => {
+                sig.close().await;
+                return r;
+            }
+        };
+        let runtime = Arc::new(SessionRuntime::new(
+            self.handle.clone(),
+            self.config.transport.socket_buffer,
+        ));
+        let (pc, net_tx, mut net_rx) =
+            match transport::build_peer(&self.config.transport, runtime).await {
+                Ok(p) => p,
+                Err(e) => return DisconnectReason::Transport(e.to_string()),
+            };
+        let result = self
+            .answer(&pc, &net_tx, &mut net_rx, &mut sig, offer)
+            .await;
+        sig.close().await;
+        let reason = match result {
+            Ok(channels) => {
+                self.events.emit_important(ControllerEvent::Connected {
+                    setup: joined_at.elapsed(),
+                });
+                self.view(&channels, &mut net_rx).await
+            }
+            Err(r) => r,
+        };
+        let _ = pc.close().await;
+        reason
+    }
+
+    /// Create the session, report the code, wait for the target and its offer.
+    async fn pair(&mut self, sig: &mut Signalling) -> Result<(String, Instant), DisconnectReason> {
+        let broker = |e: SessionError| DisconnectReason::Broker(e.to_string());
+        sig.send(&ClientMessage::CreateSession {})
+            .await
+            .map_err(broker)?;
+        let mut expires: Option<UnixMillis> = None;
+        let mut joined_at: Option<Instant> = None;
+        loop {
+            // Before the target joins, the code's lifetime bounds the wait; after, the
+            // connect timeout does.
+            let wait = match (joined_at, expires) {
+                (Some(t), _) => {
+                    (t + self.config.connect_timeout).saturating_duration_since(Instant::now())
+                }
+                (None, Some(at)) => at.since(UnixMillis::now()) + Duration::from_secs(1),
+                (None, None) => self.config.connect_timeout,
+            };
+            tokio::select! {
+                msg = sig.recv() => match msg.map_err(broker)? {
+                    BrokerMessage::SessionCreated { code, expires_at } => {
+                        expires = Some(expires_at);
+                        self.events.emit_important(ControllerEvent::Code { code, expires_at });
+                    }
+                    BrokerMessage::PeerJoined {} => {
+                        joined_at = Some(Instant::now());
+                        self.events.emit_important(ControllerEvent::PeerJoined);
+                    }
+                    BrokerMessage::Relay { signal: PeerSignal::Offer { sdp } } => {
+                        return Ok((sdp, joined_at.unwrap_or_else(Instant::now)));
+                    }
+                    BrokerMessage::Relay { signal: PeerSignal::Bye { reason } } => {
+                        return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason });
+                    }
+                    BrokerMessage::PeerLeft {} => return Err(DisconnectReason::PeerLeft),
+                    BrokerMessage::Error { message } => return Err(DisconnectReason::Broker(message)),
+                    other => tracing::debug!(?other, "ignored while pairing"),
+                },
+                cmd = self.commands.recv() => {
+                    if matches!(cmd, Some(Command::Shutdown) | None) {
+                        return Err(DisconnectReason::Local);
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {
+                    let what = if joined_at.is_some() { "no offer from the target in time" } else { "the code expired before anyone joined" };
+                    return Err(DisconnectReason::Broker(what.into()));
+                }
+            }
+        }
+    }
+
+    /// Answer the offer and wait for the target's three channels.
+    async fn answer(
+        &mut self,
+        pc: &Pc,
+        net_tx: &mpsc::UnboundedSender<NetEvent>,
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        sig: &mut Signalling,
+        offer: String,
+    ) -> Result<[Arc<dyn DataChannel>; 2], DisconnectReason> {
+        let t = |what: &str, e: &dyn std::fmt::Display| {
+            DisconnectReason::Transport(format!("{what}: {e}"))
+        };
+        let offer =
+            RTCSessionDescription::offer(offer).map_err(|e| t("the offer is not valid SDP", &e))?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| t("cannot use the offer", &e))?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .map_err(|e| t("cannot answer", &e))?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| t("cannot set the answer", &e))?;
+        let mut backlog = Vec::new();
+        let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
+            .await
+            .map_err(|e| DisconnectReason::Transport(e.to_string()))?;
+        sig.send(&ClientMessage::Relay {
+            signal: PeerSignal::Answer { sdp },
+        })
+        .await
+        .map_err(|e| DisconnectReason::Broker(e.to_string()))?;
+
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let (mut input, mut control) = (None, None);
+        let mut seen = 0;
+        let mut pending: std::collections::VecDeque<NetEvent> = backlog.into();
+        while seen < 3 {
+            let ev = match pending.pop_front() {
+                Some(ev) => Some(ev),
+                None => tokio::select! {
+                    ev = net_rx.recv() => ev,
+                    cmd = self.commands.recv() => {
+                        if matches!(cmd, Some(Command::Shutdown) | None) {
+                            return Err(DisconnectReason::Local);
+                        }
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(DisconnectReason::Transport("the data channels did not open in time".into()));
+                    }
+                },
+            };
+            match ev {
+                Some(NetEvent::Channel(dc)) => {
+                    let label = dc.label().await.unwrap_or_default();
+                    let Some(label) = known_label(&label) else {
+                        tracing::warn!(label, "ignoring an unknown data channel");
+                        continue;
+                    };
+                    seen += 1;
+                    match label {
+                        INPUT => input = Some(dc.clone()),
+                        CONTROL => control = Some(dc.clone()),
+                        _ => {}
+                    }
+                    transport::pump(&self.handle, label, dc, net_tx.clone());
+                }
+                Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+                    return Err(DisconnectReason::Transport("ICE failed".into()))
+                }
+                Some(_) => {}
+                None => {
+                    return Err(DisconnectReason::Transport(
+                        "the peer connection closed".into(),
+                    ))
+                }
+            }
+        }
+        match (input, control) {
+            (Some(i), Some(c)) => Ok([i, c]),
+            _ => Err(DisconnectReason::Transport(
+                "the target opened the wrong channels".into(),
+            )),
+        }
+    }
+
+    /// The established session: feed the decoder, keep time, send input.
+    async fn view(
+        &mut self,
+        channels: &[Arc<dyn DataChannel>; 2],
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+    ) -> DisconnectReason {
+        let [input_dc, control_dc] = channels;
+        let (decode_tx, decode_rx) = crossbeam_channel::bounded::<DecodeInput>(1024);
+        let (key_tx, mut key_rx) = mpsc::unbounded_channel::<(u16, u32)>();
+        let decoder = match spawn_decoder(
+            decode_rx,
+            key_tx,
+            self.shared.clone(),
+            self.events.clone(),
+            self.epoch,
+            self.config.keyframe_retry,
+        ) {
+            Ok(t) => t,
+            Err(e) => return DisconnectReason::Error(e.to_string()),
+        };
+        let mut clock = ClockSync::default();
+        let mut stream = None;
+        let mut last_heard = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut nonce = 0u32;
+        let mut last_ping = Instant::now() - Duration::from_secs(10);
+        let mut last_stats = (Instant::now(), 0u64, 0u64);
+        let mut requests = 0u32;
+        let mut reason = None;
+        while reason.is_none() {
+            tokio::select! {
+                ev = net_rx.recv() => match ev {
+                    Some(NetEvent::Message(VIDEO, data)) => {
+                        last_heard = Instant::now();
+                        self.shared.bytes.fetch_add(data.len() as u64, Relaxed);
+                        // A full decode queue means the decoder is behind: the chunk is
+                        // stale, and the gap it leaves asks for a keyframe.
+                        let _ = decode_tx.try_send(DecodeInput::Chunk(data));
+                    }
+                    Some(NetEvent::Message(CONTROL, data)) => {
+                        last_heard = Instant::now();
+                        match decode_control(&data) {
+                            Ok(ControlMessage::StreamStart { stream: s, width, height, color, tops }) => {
+                                match BandLayout::from_tops(u32::from(width), u32::from(height), &tops) {
+                                    Ok(layout) => {
+                                        stream = Some(s);
+                                        self.events.emit(ControllerEvent::StreamStarted {
+                                            width: layout.width(),
+                                            height: layout.height(),
+                                            bands: layout.count(),
+                                        });
+                                        let _ = decode_tx.send(DecodeInput::Start { stream: s, layout, color });
+                                    }
+                                    Err(e) => reason = Some(DisconnectReason::Error(format!("the target sent an impossible stream: {e}"))),
+                                }
+                            }
+                            Ok(ControlMessage::Pong { echo_us, target_us, .. }) => {
+                                clock.handle_pong(echo_us, target_us, micros_since(self.epoch));
+                                if let Some(o) = clock.offset_us() {
+                                    self.shared.offset_us.store(o, Relaxed);
+                                }
+                            }
+                            Ok(ControlMessage::Permissions { control }) => {
+                                self.events.emit(ControllerEvent::Permissions { control });
+                            }
+                            Ok(ControlMessage::Bye { reason: r, detail }) => {
+                                reason = Some(DisconnectReason::PeerBye { reason: r, detail });
+                            }
+                            Ok(other) => tracing::debug!(?other, "ignored control message"),
+                            Err(e) => tracing::warn!(error = %e, "malformed control message from the target"),
+                        }
+                    }
+                    Some(NetEvent::Message(..)) => last_heard = Instant::now(),
+                    Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+                        reason = Some(DisconnectReason::Transport("ICE failed".into()));
+                    }
+                    Some(NetEvent::State(RTCPeerConnectionState::Closed)) | Some(NetEvent::Closed(_)) => {
+                        reason = Some(DisconnectReason::Transport("the peer connection closed".into()));
+                    }
+                    Some(_) => {}
+                    None => reason = Some(DisconnectReason::Transport("the peer connection closed".into())),
+                },
+                req = key_rx.recv() => {
+                    if let Some((s, bands)) = req {
+                        requests += 1;
+                        if let Err(e) = send(control_dc, &ControlMessage::KeyframeRequest { stream: s, bands }).await {
+                            reason = Some(e);
+                        }
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Input(ev)) => {
+                        let mut buf = BytesMut::with_capacity(16);
+                        ev.encode(&mut buf);
+                        if let Err(e) = input_dc.send(buf).await {
+                            reason = Some(DisconnectReason::Transport(format!("input channel: {e}")));
+                        }
+                    }
+                    Some(Command::KeyframeAll) => {
+                        if let Some(s) = stream {
+                            requests += 1;
+                            let _ = send(control_dc, &ControlMessage::KeyframeRequest { stream: s, bands: u32::MAX }).await;
+                        }
+                    }
+                    Some(Command::Shutdown) | None => {
+                        let bye = ControlMessage::Bye { reason: ByeReason::Ended, detail: "the technician ended the session".into() };
+                        let _ = send(control_dc, &bye).await;
+                        reason = Some(DisconnectReason::Local);
+                    }
+                },
+                _ = tick.tick() => {
+                    let silent = last_heard.elapsed();
+                    if silent > self.config.peer_timeout {
+                        reason = Some(DisconnectReason::PeerTimeout(silent));
+                    }
+                    // The ping doubles as the heartbeat the target watches.
+                    if last_ping.elapsed() >= Duration::from_secs(1) {
+                        last_ping = Instant::now();
+                        nonce = nonce.wrapping_add(1);
+                        let ping = ControlMessage::Ping { nonce, sent_us: micros_since(self.epoch) };
+                        if let Err(e) = send(control_dc, &ping).await {
+                            reason = Some(e);
+                        }
+                    }
+                    let (t0, f0, b0) = last_stats;
+                    let dt = t0.elapsed();
+                    if dt >= Duration::from_secs(1) {
+                        let stats = self.stats(&clock, requests, dt, f0, b0);
+                        let report = ControlMessage::ReceiverReport {
+                            frames: (stats.frames_decoded - f0) as u32,
+                            latency_p50_us: stats.latency_p50.map_or(0, |d| d.as_micros() as u32),
+                            latency_p99_us: stats.latency_p99.map_or(0, |d| d.as_micros() as u32),
+                            keyframe_requests: requests,
+                        };
+                        let _ = send(control_dc, &report).await;
+                        last_stats = (Instant::now(), stats.frames_decoded, stats.bytes_received);
+                        self.events.emit(ControllerEvent::Stats(stats));
+                    }
+                }
+            }
+        }
+        drop(decode_tx);
+        let _ = decoder.join();
+        reason.unwrap_or(DisconnectReason::Local)
+    }
+
+    fn stats(
+        &self,
+        clock: &ClockSync,
+        requests: u32,
+        dt: Duration,
+        f0: u64,
+        b0: u64,
+    ) -> ControllerStats {
+        let frames = self.shared.frames.load(Relaxed);
+        let bytes = self.shared.bytes.load(Relaxed);
+        let secs = dt.as_secs_f64();
+        let h = &self.shared.latency_us;
+        let q = |p: f64| (h.count() > 0).then(|| Duration::from_micros(h.quantile(p)));
+        ControllerStats {
+            fps: (frames - f0) as f64 / secs,
+            kbps: (bytes - b0) as f64 * 8.0 / 1000.0 / secs,
+            rtt: clock.rtt(),
+            latency_p50: q(0.5),
+            latency_p99: q(0.99),
+            frames_decoded: frames,
+            bytes_received: bytes,
+            keyframe_requests: requests,
+            clock_offset_us: clock.offset_us(),
+        }
+    }
+}
+
+async fn send(dc: &Arc<dyn DataChannel>, msg: &ControlMessage) -> Result<(), DisconnectReason> {
+    let mut buf = BytesMut::with_capacity(64);
+    msg.encode(&mut buf);
+    dc.send(buf)
+        .await
+        .map_err(|e| DisconnectReason::Transport(format!("control channel: {e}")))
+}
+
+/// A frame being decoded band by band: reported once its bands stop coming.
+struct Pending {
+    frame_id: u64,
+    bands: u32,
+    latency: Option<Duration>,
+}
+
+/// The `deskwire-decode` thread: reassembly, recovery and H.264 decoding.
+fn spawn_decoder(
+    rx: Receiver<DecodeInput>,
+    keyframes: mpsc::UnboundedSender<(u16, u32)>,
+    shared: Arc<Shared>,
+    events: Events<ControllerEvent>,
+    epoch: Instant,
+    retry: Duration,
+) -> Result<JoinHandle<()>, SessionError> {
+    std::thread::Builder::new()
+        .name("deskwire-decode".into())
+        .spawn(move || {
+            let mut rasm = Reassembler::new(retry);
+            let mut pending: Option<Pending> = None;
+            let flush = |p: Option<Pending>| {
+                if let Some(p) = p {
+                    shared.frames.fetch_add(1, Relaxed);
+                    if let Some(l) = p.latency {
+                        shared.latency_us.record(l.as_micros() as u64);
+                    }
+                    events.emit(ControllerEvent::Frame(FrameInfo {
+                        frame_id: p.frame_id,
+                        bands: p.bands,
+                        latency: p.latency,
+                    }));
+                }
+            };
+            loop {
+                // While a frame is open, wait only briefly for more of its bands.
+                let wait = if pending.is_some() { Duration::from_millis(2) } else { Duration::from_millis(50) };
+                let input = match rx.recv_timeout(wait) {
+                    Ok(i) => Some(i),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                };
+                match input {
+                    None => flush(pending.take()),
+                    Some(DecodeInput::Start { stream, layout, color }) => {
+                        flush(pending.take());
+                        let pixels: Vec<u32> = (0..layout.count())
+                            .map(|i| layout.width() * layout.band_height(i))
+                            .collect();
+                        rasm.handle_stream_start(stream, &pixels, epoch.elapsed());
+                        match BandDecoderSet::with_layout(layout, color) {
+                            Ok(d) => *shared.decoders.lock().unwrap_or_else(|p| p.into_inner()) = Some(d),
+                            Err(e) => tracing::error!(error = %e, "cannot create decoders"),
+                        }
+                    }
+                    Some(DecodeInput::Chunk(data)) => {
+                        let chunk = match decode_video(&data) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "malformed video chunk from the target");
+                                continue;
+                            }
+                        };
+                        let Ok(band) = rasm.handle_chunk(&chunk) else { continue };
+                        let (id, b, captured) = (band.frame_id, band.band, band.captured_at_us);
+                        let decoded = {
+                            let mut guard = shared.decoders.lock().unwrap_or_else(|p| p.into_inner());
+                            match guard.as_mut() {
+                                Some(d) => d.decode(BandId(b), band.data).map(|p| p.is_some()),
+                                None => Ok(false),
+                            }
+                        };
+                        match decoded {
+                            Ok(true) => {
+                                if pending.as_ref().is_some_and(|p| p.frame_id != id) {
+                                    flush(pending.take());
+                                }
+                                let p = pending.get_or_insert(Pending { frame_id: id, bands: 0, latency: None });
+                                p.bands |= 1 << b;
+                                let offset = shared.offset_us.load(Relaxed);
+                                if offset != i64::MIN {
+                                    let now = micros_since(epoch) as i64;
+                                    let captured_here = captured as i64 - offset;
+                                    p.latency = Some(Duration::from_micros(now.saturating_sub(captured_here).max(0) as u64));
+                                }
+                            }
+                            Ok(false) => rasm.mark_broken(b),
+                            Err(e) => {
+                                tracing::warn!(error = %e, band = b, "undecodable band; asking for a keyframe");
+                                rasm.mark_broken(b);
+                            }
+                        }
+                    }
+                }
+                if let Some(req) = rasm.poll_keyframe_request(epoch.elapsed()) {
+                    let _ = keyframes.send(req);
+                }
+            }
+            flush(pending.take());
+        })
+        .map_err(SessionError::Thread)
+}

@@ -1,0 +1,607 @@
+//! The target end: joins with a code, streams the screen, injects allowed input.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use crossbeam_channel::Receiver;
+use deskwire_capture::Source;
+use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal};
+use tokio::sync::mpsc;
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+use super::config::HostConfig;
+use super::signalling::Signalling;
+use super::transport::{self, NetEvent, Pc, SessionRuntime, CONTROL, INPUT, VIDEO};
+use super::video::Packetizer;
+use super::{
+    micros_since, spawn_net, DisconnectReason, Events, HostEvent, HostStats, InputKind,
+    SessionError,
+};
+use crate::codec::BandId;
+use crate::input::{Injector, InputGate, InputRefusal};
+use crate::pipeline::Pipeline;
+use crate::wire::{decode_control, decode_input, ByeReason, ControlMessage};
+
+enum Command {
+    TryCode(ConnectionCode),
+    SetControl(bool),
+    Shutdown,
+}
+
+/// The target end of a session.
+///
+/// Joins the broker session named by a connection code, then streams `source` to the
+/// controller and injects the controller's input when allowed. Events arrive on
+/// [`Host::events`]; a refused code yields [`HostEvent::CodeRefused`] and the host waits
+/// for [`Host::try_code`] or [`Host::shutdown`].
+#[derive(Debug)]
+pub struct Host {
+    events: Receiver<HostEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+    net: Option<JoinHandle<()>>,
+}
+
+impl Host {
+    /// Validate `config` and start joining with `code`. Capture starts only once the
+    /// session is established.
+    pub fn start(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        code: ConnectionCode,
+    ) -> Result<Self, SessionError> {
+        config.validate()?;
+        let (w, h) = source.size();
+        config.pipeline.validate(w, h).map_err(crate::Error::from)?;
+        let (events, rx) = Events::new();
+        let (commands, cmd_rx) = mpsc::unbounded_channel();
+        let net = spawn_net(move |handle| async move {
+            let mut task = HostTask {
+                config,
+                events: events.clone(),
+                commands: cmd_rx,
+                handle,
+                epoch: Instant::now(),
+            };
+            let reason = task.run(source, code).await;
+            tracing::info!(%reason, "host session ended");
+            events.emit_important(HostEvent::Disconnected(reason));
+        })?;
+        Ok(Self {
+            events: rx,
+            commands,
+            net: Some(net),
+        })
+    }
+
+    /// Events, in order. After [`HostEvent::Disconnected`] no more follow.
+    pub fn events(&self) -> &Receiver<HostEvent> {
+        &self.events
+    }
+
+    /// Enter another code after [`HostEvent::CodeRefused`] ("Try Again").
+    pub fn try_code(&self, code: ConnectionCode) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::TryCode(code))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// Grant or revoke control. Revoking releases every key and button the controller
+    /// holds and tells the controller.
+    pub fn set_control(&self, control: bool) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::SetControl(control))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// End the session (or cancel code entry), tell the peer, and join every thread.
+    pub fn shutdown(mut self) -> Result<(), SessionError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), SessionError> {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.net.take() {
+            t.join()
+                .map_err(|_| SessionError::Transport("the network thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Counters shared with the video-out thread.
+#[derive(Debug, Default)]
+struct SendCounters {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    bands_dropped: AtomicU64,
+}
+
+struct HostTask {
+    config: HostConfig,
+    events: Events<HostEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handle: tokio::runtime::Handle,
+    /// The session clock: capture times and pongs are microseconds since this instant.
+    epoch: Instant,
+}
+
+enum Wait<T> {
+    Got(T),
+    End(DisconnectReason),
+}
+
+impl HostTask {
+    async fn run(&mut self, source: Box<dyn Source>, code: ConnectionCode) -> DisconnectReason {
+        let started = Instant::now();
+        let timeout = self.config.connect_timeout;
+        let mut sig = match Signalling::connect(&self.config.broker, timeout).await {
+            Ok(s) => s,
+            Err(e) => return DisconnectReason::Broker(e.to_string()),
+        };
+        let mut control = !self.config.view_only;
+        match self.join(&mut sig, code, &mut control).await {
+            Wait::Got(()) => {}
+            Wait::End(r) => {
+                sig.close().await;
+                return r;
+            }
+        }
+        self.events.emit(HostEvent::Joined);
+        let runtime = Arc::new(SessionRuntime::new(
+            self.handle.clone(),
+            self.config.transport.socket_buffer,
+        ));
+        let (pc, net_tx, mut net_rx) =
+            match transport::build_peer(&self.config.transport, runtime).await {
+                Ok(p) => p,
+                Err(e) => return DisconnectReason::Transport(e.to_string()),
+            };
+        let result = self.negotiate(&pc, &net_tx, &mut net_rx, &mut sig).await;
+        sig.close().await;
+        let reason = match result {
+            Ok(channels) => {
+                let setup = started.elapsed();
+                self.stream(source, &channels, &mut net_rx, control, setup)
+                    .await
+            }
+            Err(r) => r,
+        };
+        let _ = pc.close().await;
+        reason
+    }
+
+    /// Send the code until the broker accepts one, the user cancels or the broker fails.
+    async fn join(
+        &mut self,
+        sig: &mut Signalling,
+        code: ConnectionCode,
+        control: &mut bool,
+    ) -> Wait<()> {
+        let join = |code: ConnectionCode| ClientMessage::Join {
+            code: code.to_string(),
+        };
+        if let Err(e) = sig.send(&join(code)).await {
+            return Wait::End(DisconnectReason::Broker(e.to_string()));
+        }
+        loop {
+            tokio::select! {
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::Joined {}) => return Wait::Got(()),
+                    Ok(BrokerMessage::JoinRefused { reason, message }) => {
+                        self.events.emit_important(HostEvent::CodeRefused { reason, message });
+                    }
+                    Ok(BrokerMessage::Error { message }) => {
+                        return Wait::End(DisconnectReason::Broker(message))
+                    }
+                    Ok(other) => tracing::debug!(?other, "ignored while joining"),
+                    Err(e) => return Wait::End(DisconnectReason::Broker(e.to_string())),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::TryCode(code)) => {
+                        if let Err(e) = sig.send(&join(code)).await {
+                            return Wait::End(DisconnectReason::Broker(e.to_string()));
+                        }
+                    }
+                    Some(Command::SetControl(c)) => *control = c && !self.config.view_only,
+                    Some(Command::Shutdown) | None => return Wait::End(DisconnectReason::Local),
+                },
+            }
+        }
+    }
+
+    /// Offer, wait for the answer, and wait for the three channels to open.
+    async fn negotiate(
+        &mut self,
+        pc: &Pc,
+        net_tx: &mpsc::UnboundedSender<NetEvent>,
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        sig: &mut Signalling,
+    ) -> Result<Vec<Arc<dyn DataChannel>>, DisconnectReason> {
+        let transport_err = |e: SessionError| DisconnectReason::Transport(e.to_string());
+        let channels = transport::create_channels(pc, &self.config.transport)
+            .await
+            .map_err(transport_err)?;
+        for (dc, label) in channels.iter().zip([VIDEO, INPUT, CONTROL]) {
+            transport::pump(&self.handle, label, dc.clone(), net_tx.clone());
+        }
+        let offer = pc
+            .create_offer(None)
+            .await
+            .map_err(|e| DisconnectReason::Transport(format!("cannot create an offer: {e}")))?;
+        pc.set_local_description(offer)
+            .await
+            .map_err(|e| DisconnectReason::Transport(format!("cannot set the offer: {e}")))?;
+        let mut backlog = Vec::new();
+        let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
+            .await
+            .map_err(transport_err)?;
+        sig.send(&ClientMessage::Relay {
+            signal: PeerSignal::Offer { sdp },
+        })
+        .await
+        .map_err(|e| DisconnectReason::Broker(e.to_string()))?;
+
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let answer = loop {
+            tokio::select! {
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Answer { sdp } }) => break sdp,
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
+                        return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason })
+                    }
+                    Ok(BrokerMessage::PeerLeft {}) => return Err(DisconnectReason::PeerLeft),
+                    Ok(other) => tracing::debug!(?other, "ignored while waiting for the answer"),
+                    Err(e) => return Err(DisconnectReason::Broker(e.to_string())),
+                },
+                cmd = self.commands.recv() => {
+                    if matches!(cmd, Some(Command::Shutdown) | None) {
+                        return Err(DisconnectReason::Local);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(DisconnectReason::Transport("no answer from the controller in time".into()))
+                }
+            }
+        };
+        let answer = RTCSessionDescription::answer(answer).map_err(|e| {
+            DisconnectReason::Transport(format!("the answer is not valid SDP: {e}"))
+        })?;
+        pc.set_remote_description(answer)
+            .await
+            .map_err(|e| DisconnectReason::Transport(format!("cannot use the answer: {e}")))?;
+
+        let mut open = 0;
+        for ev in backlog {
+            if matches!(ev, NetEvent::Open(_)) {
+                open += 1;
+            }
+        }
+        while open < 3 {
+            tokio::select! {
+                ev = net_rx.recv() => match ev {
+                    Some(NetEvent::Open(_)) => open += 1,
+                    Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+                        return Err(DisconnectReason::Transport("ICE failed".into()))
+                    }
+                    Some(_) => {}
+                    None => return Err(DisconnectReason::Transport("the peer connection closed".into())),
+                },
+                cmd = self.commands.recv() => {
+                    if matches!(cmd, Some(Command::Shutdown) | None) {
+                        return Err(DisconnectReason::Local);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(DisconnectReason::Transport("the data channels did not open in time".into()))
+                }
+            }
+        }
+        Ok(channels)
+    }
+
+    /// The established session: start capture, serve control and input, until it ends.
+    async fn stream(
+        &mut self,
+        source: Box<dyn Source>,
+        channels: &[Arc<dyn DataChannel>],
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        mut control: bool,
+        setup: Duration,
+    ) -> DisconnectReason {
+        let (video_dc, control_dc) = (channels[0].clone(), channels[2].clone());
+        let pipeline = match Pipeline::start(source, self.config.pipeline.clone()) {
+            Ok(p) => Arc::new(p),
+            Err(e) => return DisconnectReason::Error(format!("cannot start capture: {e}")),
+        };
+        let layout = pipeline.layout().clone();
+        let injector = if self.config.view_only {
+            None
+        } else {
+            let events = self.events.clone();
+            let report = Box::new(move |op: &crate::input::InjectOp, r: Result<(), String>| {
+                if r.is_ok() {
+                    events.emit(HostEvent::InputInjected(inject_kind(op)));
+                }
+            });
+            match Injector::start(self.config.input_display.clone(), report) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    shutdown_pipeline(pipeline);
+                    return DisconnectReason::Error(e);
+                }
+            }
+        };
+        let mut gate = InputGate::new(layout.width(), layout.height(), control);
+        gate.set_established(true);
+
+        let stream_id = 1u16;
+        let start = ControlMessage::StreamStart {
+            stream: stream_id,
+            width: layout.width() as u16,
+            height: layout.height() as u16,
+            color: self.config.pipeline.codec.color,
+            tops: layout.tops().to_vec(),
+        };
+        let mut reason = None;
+        for msg in [start, ControlMessage::Permissions { control }] {
+            if let Err(e) = send_control(&control_dc, &msg).await {
+                reason = Some(e);
+            }
+        }
+        self.events
+            .emit_important(HostEvent::Connected { control, setup });
+
+        let counters = Arc::new(SendCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let video_out = match spawn_video_out(
+            self.handle.clone(),
+            pipeline.clone(),
+            video_dc,
+            stream_id,
+            self.config.transport.max_message,
+            self.epoch,
+            counters.clone(),
+            stop.clone(),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                reason.get_or_insert(DisconnectReason::Error(e.to_string()));
+                None
+            }
+        };
+
+        let mut last_heard = Instant::now();
+        let mut report: Option<(u32, u32)> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last_stats = (Instant::now(), 0u64, 0u64);
+        while reason.is_none() {
+            tokio::select! {
+                ev = net_rx.recv() => match ev {
+                    Some(NetEvent::Message(CONTROL, data)) => {
+                        last_heard = Instant::now();
+                        match decode_control(&data) {
+                            Ok(ControlMessage::Ping { nonce, sent_us }) => {
+                                let pong = ControlMessage::Pong {
+                                    nonce,
+                                    echo_us: sent_us,
+                                    target_us: micros_since(self.epoch),
+                                };
+                                if let Err(e) = send_control(&control_dc, &pong).await {
+                                    reason = Some(e);
+                                }
+                            }
+                            Ok(ControlMessage::KeyframeRequest { stream, bands }) if stream == stream_id => {
+                                for b in 0..layout.count() {
+                                    if bands & (1 << b) != 0 {
+                                        pipeline.request_keyframe(Some(BandId(b as u8)));
+                                    }
+                                }
+                            }
+                            Ok(ControlMessage::ReceiverReport { latency_p50_us, latency_p99_us, .. }) => {
+                                report = Some((latency_p50_us, latency_p99_us));
+                            }
+                            Ok(ControlMessage::Bye { reason: r, detail }) => {
+                                reason = Some(DisconnectReason::PeerBye { reason: r, detail });
+                            }
+                            Ok(other) => tracing::debug!(?other, "ignored control message"),
+                            Err(e) => tracing::warn!(error = %e, "malformed control message from the controller"),
+                        }
+                    }
+                    Some(NetEvent::Message(INPUT, data)) => {
+                        last_heard = Instant::now();
+                        self.handle_input(&data, &mut gate, injector.as_ref());
+                    }
+                    Some(NetEvent::Message(..)) => last_heard = Instant::now(),
+                    Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+                        reason = Some(DisconnectReason::Transport("ICE failed".into()));
+                    }
+                    Some(NetEvent::State(RTCPeerConnectionState::Closed)) | Some(NetEvent::Closed(_)) => {
+                        reason = Some(DisconnectReason::Transport("the peer connection closed".into()));
+                    }
+                    Some(_) => {}
+                    None => reason = Some(DisconnectReason::Transport("the peer connection closed".into())),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::SetControl(c)) => {
+                        control = c && !self.config.view_only;
+                        let releases = gate.set_control(control);
+                        if let Some(inj) = &injector {
+                            inj.submit_releases(releases);
+                        }
+                        if let Err(e) = send_control(&control_dc, &ControlMessage::Permissions { control }).await {
+                            reason = Some(e);
+                        }
+                    }
+                    Some(Command::TryCode(_)) => {}
+                    Some(Command::Shutdown) | None => {
+                        let bye = ControlMessage::Bye { reason: ByeReason::Ended, detail: "the target ended the session".into() };
+                        let _ = send_control(&control_dc, &bye).await;
+                        reason = Some(DisconnectReason::Local);
+                    }
+                },
+                _ = tick.tick() => {
+                    let silent = last_heard.elapsed();
+                    if silent > self.config.peer_timeout {
+                        reason = Some(DisconnectReason::PeerTimeout(silent));
+                    }
+                    let (t0, f0, b0) = last_stats;
+                    let dt = t0.elapsed();
+                    if dt >= Duration::from_secs(1) {
+                        let (frames, bytes) = (counters.frames.load(Relaxed), counters.bytes.load(Relaxed));
+                        let secs = dt.as_secs_f64();
+                        self.events.emit(HostEvent::Stats(HostStats {
+                            fps: (frames - f0) as f64 / secs,
+                            kbps: (bytes - b0) as f64 * 8.0 / 1000.0 / secs,
+                            frames_sent: frames,
+                            bytes_sent: bytes,
+                            bands_dropped: counters.bands_dropped.load(Relaxed),
+                            viewer_latency_p50: report.map(|r| Duration::from_micros(u64::from(r.0))),
+                            viewer_latency_p99: report.map(|r| Duration::from_micros(u64::from(r.1))),
+                        }));
+                        last_stats = (Instant::now(), frames, bytes);
+                    }
+                }
+            }
+        }
+
+        // Let go of everything the controller held before anything else stops.
+        let releases = gate.set_established(false);
+        if let Some(inj) = injector {
+            inj.submit_releases(releases);
+            inj.shutdown();
+        }
+        stop.store(true, Relaxed);
+        if let Some(t) = video_out {
+            let _ = t.join();
+        }
+        shutdown_pipeline(pipeline);
+        reason.unwrap_or(DisconnectReason::Local)
+    }
+
+    fn handle_input(&self, data: &[u8], gate: &mut InputGate, injector: Option<&Injector>) {
+        let event = match decode_input(data) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed input message from the controller");
+                self.events.emit(HostEvent::InputRefused {
+                    kind: InputKind::Text,
+                    reason: InputRefusal::Malformed,
+                });
+                return;
+            }
+        };
+        let kind = InputKind::from(&event);
+        let refusal = match (gate.handle_event(event), injector) {
+            (Ok(op), Some(inj)) => match inj.submit(op) {
+                Ok(()) => return,
+                Err(_) => InputRefusal::QueueFull,
+            },
+            (Ok(_), None) => InputRefusal::ViewOnly,
+            (Err(r), _) => r,
+        };
+        self.events.emit(HostEvent::InputRefused {
+            kind,
+            reason: refusal,
+        });
+    }
+}
+
+fn inject_kind(op: &crate::input::InjectOp) -> InputKind {
+    use crate::input::InjectOp;
+    match op {
+        InjectOp::MoveTo { .. } => InputKind::PointerMove,
+        InjectOp::Button { .. } => InputKind::Button,
+        InjectOp::Wheel { .. } => InputKind::Wheel,
+        InjectOp::Key { .. } => InputKind::Key,
+        InjectOp::Text(_) => InputKind::Text,
+    }
+}
+
+fn shutdown_pipeline(pipeline: Arc<Pipeline>) {
+    match Arc::try_unwrap(pipeline) {
+        Ok(p) => {
+            if let Err(e) = p.shutdown() {
+                tracing::warn!(error = %e, "pipeline ended with an error");
+            }
+        }
+        // Dropping the last reference stops it too; this only happens if a thread that
+        // holds one did not exit, which joining it above rules out.
+        Err(_) => tracing::warn!("pipeline still shared at shutdown"),
+    }
+}
+
+async fn send_control(
+    dc: &Arc<dyn DataChannel>,
+    msg: &ControlMessage,
+) -> Result<(), DisconnectReason> {
+    let mut buf = BytesMut::with_capacity(64);
+    msg.encode(&mut buf);
+    dc.send(buf)
+        .await
+        .map_err(|e| DisconnectReason::Transport(format!("control channel: {e}")))
+}
+
+/// The `deskwire-video-out` thread: chunks encoded frames onto the video channel. A full
+/// send buffer drops the band (and asks for a keyframe) instead of queueing stale video.
+#[allow(clippy::too_many_arguments)]
+fn spawn_video_out(
+    handle: tokio::runtime::Handle,
+    pipeline: Arc<Pipeline>,
+    dc: Arc<dyn DataChannel>,
+    stream: u16,
+    max_message: usize,
+    epoch: Instant,
+    counters: Arc<SendCounters>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, SessionError> {
+    let output = pipeline.output().clone();
+    // Capture times are on the pipeline's clock; the wire carries the session clock.
+    let shift_us = u64::try_from(
+        pipeline
+            .epoch()
+            .saturating_duration_since(epoch)
+            .as_micros(),
+    )
+    .unwrap_or(0);
+    std::thread::Builder::new()
+        .name("deskwire-video-out".into())
+        .spawn(move || {
+            let mut packetizer = Packetizer::new(stream, max_message);
+            while !stop.load(Relaxed) {
+                let frame = match output.recv_timeout(Duration::from_millis(50)) {
+                    Ok(f) => f,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                };
+                let captured_at_us = shift_us + frame.captured_at.as_micros();
+                let mut bytes = 0u64;
+                let failed = packetizer.packetize(&frame, captured_at_us, |_, msg| {
+                    let len = msg.len() as u64;
+                    let ok = handle.block_on(dc.try_send(msg)).is_ok();
+                    if ok {
+                        bytes += len;
+                    }
+                    ok
+                });
+                for b in 0..32u8 {
+                    if failed & (1 << b) != 0 {
+                        counters.bands_dropped.fetch_add(1, Relaxed);
+                        pipeline.request_keyframe(Some(BandId(b)));
+                    }
+                }
+                counters.frames.fetch_add(1, Relaxed);
+                counters.bytes.fetch_add(bytes, Relaxed);
+            }
+        })
+        .map_err(SessionError::Thread)
+}

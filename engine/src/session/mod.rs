@@ -1,0 +1,305 @@
+//! The session API: a [`Host`] on the target and a [`Controller`] at the technician, paired
+//! through a broker with a connection code and joined by WebRTC data channels.
+//!
+//! Each handle runs its network side on one named thread (`deskwire-net`) with its own tokio
+//! runtime, and reports what happens as [`HostEvent`]s / [`ControllerEvent`]s on a bounded
+//! channel. `shutdown()` says goodbye to the peer and joins every thread the handle started.
+
+mod clock;
+pub mod config;
+mod controller;
+mod host;
+mod signalling;
+mod transport;
+mod video;
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+pub use deskwire_signal::{ConnectionCode, JoinRefusal, UnixMillis};
+
+pub use config::{ControllerConfig, HostConfig, MdnsMode, SessionConfigError, TransportConfig};
+pub use controller::Controller;
+pub use host::Host;
+
+use crate::input::{InputEvent, InputRefusal};
+use crate::wire::ByeReason;
+
+/// Errors of the session API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] SessionConfigError),
+    /// The broker cannot be reached or misbehaved.
+    #[error("broker: {0}")]
+    Broker(String),
+    /// The peer connection failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The media pipeline failed.
+    #[error(transparent)]
+    Engine(#[from] crate::Error),
+    /// Input injection could not start.
+    #[error("input: {0}")]
+    Input(String),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    /// The session has ended; the call has no effect.
+    #[error("the session has ended")]
+    Ended,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// This side called `shutdown()`.
+    Local,
+    /// The peer said goodbye.
+    PeerBye {
+        /// Its reason code.
+        reason: ByeReason,
+        /// Its sentence.
+        detail: String,
+    },
+    /// Nothing heard from the peer for this long.
+    PeerTimeout(Duration),
+    /// The broker reported that the peer left before the session was established.
+    PeerLeft,
+    /// The broker is unreachable or closed the connection before the session was set up.
+    Broker(String),
+    /// The peer connection failed.
+    Transport(String),
+    /// Something else failed on this side.
+    Error(String),
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisconnectReason::Local => write!(f, "ended on this side"),
+            DisconnectReason::PeerBye { reason, detail } => {
+                write!(f, "the peer ended the session ({reason:?}: {detail})")
+            }
+            DisconnectReason::PeerTimeout(d) => write!(f, "nothing heard from the peer for {d:?}"),
+            DisconnectReason::PeerLeft => write!(f, "the peer left before the session started"),
+            DisconnectReason::Broker(e) => write!(f, "broker: {e}"),
+            DisconnectReason::Transport(e) => write!(f, "transport: {e}"),
+            DisconnectReason::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// The kind of an input event, for reporting without copying text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Pointer move.
+    PointerMove,
+    /// Button press or release.
+    Button,
+    /// Scroll.
+    Wheel,
+    /// Key press or release.
+    Key,
+    /// Text.
+    Text,
+}
+
+impl From<&InputEvent> for InputKind {
+    fn from(e: &InputEvent) -> Self {
+        match e {
+            InputEvent::PointerMove { .. } => InputKind::PointerMove,
+            InputEvent::Button { .. } => InputKind::Button,
+            InputEvent::Wheel { .. } => InputKind::Wheel,
+            InputEvent::Key { .. } => InputKind::Key,
+            InputEvent::Text(_) => InputKind::Text,
+        }
+    }
+}
+
+/// Target-side statistics, reported about once a second.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostStats {
+    /// Frames sent per second over the last period.
+    pub fps: f64,
+    /// Video payload sent, kilobits per second over the last period.
+    pub kbps: f64,
+    /// Frames sent in the session.
+    pub frames_sent: u64,
+    /// Video bytes sent in the session.
+    pub bytes_sent: u64,
+    /// Band frames dropped because the link was not keeping up.
+    pub bands_dropped: u64,
+    /// The viewer's last report: median capture->decoded latency.
+    pub viewer_latency_p50: Option<Duration>,
+    /// The viewer's last report: 99th percentile latency.
+    pub viewer_latency_p99: Option<Duration>,
+}
+
+/// Controller-side statistics, reported about once a second.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ControllerStats {
+    /// Frames decoded per second over the last period.
+    pub fps: f64,
+    /// Video payload received, kilobits per second over the last period.
+    pub kbps: f64,
+    /// Latest round-trip time on the control channel.
+    pub rtt: Option<Duration>,
+    /// Median capture->decoded latency over the session (clock offset corrected).
+    pub latency_p50: Option<Duration>,
+    /// 99th percentile capture->decoded latency over the session.
+    pub latency_p99: Option<Duration>,
+    /// Frames decoded in the session.
+    pub frames_decoded: u64,
+    /// Video bytes received in the session.
+    pub bytes_received: u64,
+    /// Keyframe requests sent in the session.
+    pub keyframe_requests: u32,
+    /// Estimated target clock minus controller clock.
+    pub clock_offset_us: Option<i64>,
+}
+
+/// What happens at the target, as data.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HostEvent {
+    /// The broker refused the code. Call [`Host::try_code`] with another, or shut down.
+    CodeRefused {
+        /// Why.
+        reason: JoinRefusal,
+        /// The sentence to show the user.
+        message: String,
+    },
+    /// The code was accepted; the peer connection is being set up.
+    Joined,
+    /// The session is established: video flows and, unless view-only, input is injected.
+    Connected {
+        /// Input from the controller is injected.
+        control: bool,
+        /// Time from sending the code to the channels being open.
+        setup: Duration,
+    },
+    /// An input event was injected.
+    InputInjected(InputKind),
+    /// An input event was refused.
+    InputRefused {
+        /// Its kind.
+        kind: InputKind,
+        /// Why.
+        reason: InputRefusal,
+    },
+    /// Periodic statistics.
+    Stats(HostStats),
+    /// The session is over; no more events follow.
+    Disconnected(DisconnectReason),
+}
+
+/// One decoded frame at the controller. The picture is read with
+/// [`Controller::with_frame`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameInfo {
+    /// Encoded frame id.
+    pub frame_id: u64,
+    /// Bands updated (bit i = band i).
+    pub bands: u32,
+    /// Capture->decoded latency, once the clock offset is known.
+    pub latency: Option<Duration>,
+}
+
+/// What happens at the controller, as data.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ControllerEvent {
+    /// The code to read to the user.
+    Code {
+        /// The code.
+        code: ConnectionCode,
+        /// When it stops working if nobody joins.
+        expires_at: UnixMillis,
+    },
+    /// The target entered the code; the connection is being set up.
+    PeerJoined,
+    /// The session is established.
+    Connected {
+        /// Time from the target joining to the channels being open.
+        setup: Duration,
+    },
+    /// A stream starts: frames of this size follow.
+    StreamStarted {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Bands.
+        bands: usize,
+    },
+    /// A frame was decoded.
+    Frame(FrameInfo),
+    /// What the target allows now.
+    Permissions {
+        /// Keyboard and mouse are injected.
+        control: bool,
+    },
+    /// Periodic statistics.
+    Stats(ControllerStats),
+    /// The session is over; no more events follow.
+    Disconnected(DisconnectReason),
+}
+
+/// Events queued for the application before new ones are dropped: an application that
+/// stops reading must not grow memory. Ends of the session are never dropped.
+const EVENT_QUEUE: usize = 4096;
+
+/// The sending side of a handle's event channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Events<E> {
+    tx: Sender<E>,
+}
+
+impl<E> Events<E> {
+    fn new() -> (Self, Receiver<E>) {
+        let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+        (Self { tx }, rx)
+    }
+
+    /// An ordinary event: dropped if the application is not keeping up.
+    pub(crate) fn emit(&self, e: E) {
+        let _ = self.tx.try_send(e);
+    }
+
+    /// An event the application must see (connected, disconnected).
+    pub(crate) fn emit_important(&self, e: E) {
+        let _ = self.tx.send_timeout(e, Duration::from_secs(1));
+    }
+}
+
+/// Run `main` on a new `deskwire-net` thread with its own single-threaded tokio runtime.
+pub(crate) fn spawn_net<F, Fut>(main: F) -> Result<JoinHandle<()>, SessionError>
+where
+    F: FnOnce(tokio::runtime::Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("deskwire-net-blocking")
+        .build()
+        .map_err(SessionError::Thread)?;
+    std::thread::Builder::new()
+        .name("deskwire-net".into())
+        .spawn(move || {
+            let handle = rt.handle().clone();
+            rt.block_on(main(handle));
+            // Tasks still running (channel pumps, webrtc drivers) are cancelled here.
+            rt.shutdown_timeout(Duration::from_secs(2));
+        })
+        .map_err(SessionError::Thread)
+}
+
+/// Microseconds since `epoch`.
+pub(crate) fn micros_since(epoch: std::time::Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
