@@ -3,6 +3,8 @@
 //!
 //! Nothing here skips: when Xvfb is missing, [`Xvfb::start`] fails and says how to install it.
 
+pub mod session_fixtures;
+
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::path::PathBuf;

@@ -421,7 +421,7 @@ impl ControllerTask {
                         reason = Some(DisconnectReason::Transport("ICE failed".into()));
                     }
                     Some(NetEvent::State(RTCPeerConnectionState::Closed)) | Some(NetEvent::Closed(_)) => {
-                        reason = Some(DisconnectReason::Transport("the peer connection closed".into()));
+                        reason = Some(transport::closed_reason(net_rx).await);
                     }
                     Some(_) => {}
                     None => reason = Some(DisconnectReason::Transport("the peer connection closed".into())),
@@ -450,7 +450,9 @@ impl ControllerTask {
                     }
                     Some(Command::Shutdown) | None => {
                         let bye = ControlMessage::Bye { reason: ByeReason::Ended, detail: "the technician ended the session".into() };
-                        let _ = send(control_dc, &bye).await;
+                        if send(control_dc, &bye).await.is_ok() {
+                            transport::flush(control_dc).await;
+                        }
                         reason = Some(DisconnectReason::Local);
                     }
                 },

@@ -426,7 +426,7 @@ impl HostTask {
                         reason = Some(DisconnectReason::Transport("ICE failed".into()));
                     }
                     Some(NetEvent::State(RTCPeerConnectionState::Closed)) | Some(NetEvent::Closed(_)) => {
-                        reason = Some(DisconnectReason::Transport("the peer connection closed".into()));
+                        reason = Some(transport::closed_reason(net_rx).await);
                     }
                     Some(_) => {}
                     None => reason = Some(DisconnectReason::Transport("the peer connection closed".into())),
@@ -445,7 +445,9 @@ impl HostTask {
                     Some(Command::TryCode(_)) => {}
                     Some(Command::Shutdown) | None => {
                         let bye = ControlMessage::Bye { reason: ByeReason::Ended, detail: "the target ended the session".into() };
-                        let _ = send_control(&control_dc, &bye).await;
+                        if send_control(&control_dc, &bye).await.is_ok() {
+                            transport::flush(&control_dc).await;
+                        }
                         reason = Some(DisconnectReason::Local);
                     }
                 },

@@ -319,3 +319,39 @@ pub(crate) async fn gathered_sdp(
         .map(|d| d.sdp)
         .ok_or_else(|| SessionError::Transport("no local description after gathering".into()))
 }
+
+/// A channel or the connection closed: the peer's goodbye may still be queued behind the
+/// close (each channel has its own pump), so look for it briefly before calling it a
+/// transport failure.
+pub(crate) async fn closed_reason(
+    net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+) -> super::DisconnectReason {
+    let look = async {
+        while let Some(ev) = net_rx.recv().await {
+            if let NetEvent::Message(CONTROL, data) = ev {
+                if let Ok(crate::wire::ControlMessage::Bye { reason, detail }) =
+                    crate::wire::decode_control(&data)
+                {
+                    return Some(super::DisconnectReason::PeerBye { reason, detail });
+                }
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_millis(200), look)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| super::DisconnectReason::Transport("the peer connection closed".into()))
+}
+
+/// Wait (briefly) until what was sent on `dc` is acknowledged, so a goodbye is not cut off
+/// by closing the connection right after it.
+pub(crate) async fn flush(dc: &Arc<dyn DataChannel>) {
+    let wait = async {
+        while dc.outstanding_bytes().await.is_ok_and(|n| n > 0) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(300), wait).await;
+}

@@ -1,0 +1,164 @@
+//! Fixtures for session scenarios: a real broker in this process, with a virtual clock.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deskwire_broker::{BrokerConfig, ManualClock};
+use deskwire_capture::Frame;
+use deskwire_engine::session::{ConnectionCode, UnixMillis};
+use deskwire_engine::{Controller, ControllerEvent, HostEvent, TransportConfig};
+
+/// A broker serving on 127.0.0.1 from its own runtime thread, stopped on drop.
+pub struct TestBroker {
+    url: String,
+    clock: Arc<ManualClock>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    rt: Option<tokio::runtime::Runtime>,
+    task: Option<tokio::task::JoinHandle<Result<(), deskwire_broker::BrokerError>>>,
+}
+
+impl std::fmt::Debug for TestBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestBroker")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestBroker {
+    /// Start a broker whose clock starts at the real time and moves only when told.
+    pub fn start() -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-broker")
+            .enable_all()
+            .build()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let url = format!("ws://{}", listener.local_addr()?);
+        let clock = Arc::new(ManualClock::new(UnixMillis::now()));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(deskwire_broker::run(
+            listener,
+            BrokerConfig::default(),
+            clock.clone(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Ok(Self {
+            url,
+            clock,
+            stop: Some(stop),
+            rt: Some(rt),
+            task: Some(task),
+        })
+    }
+
+    /// `ws://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Move the broker's clock forward.
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let (Some(rt), Some(task)) = (self.rt.take(), self.task.take()) {
+            let _ = rt.block_on(task);
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Loopback transport: a wildcard bind would skip loopback.
+pub fn loopback() -> TransportConfig {
+    TransportConfig::default().bind(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+}
+
+/// The next controller event that `pick` accepts, failing on disconnect or after `timeout`.
+pub fn wait_controller<T>(
+    c: &Controller,
+    timeout: Duration,
+    mut pick: impl FnMut(&ControllerEvent) -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e = c
+            .events()
+            .recv_timeout(left)
+            .map_err(|_| anyhow::anyhow!("no matching controller event in {timeout:?}"))?;
+        if let Some(t) = pick(&e) {
+            return Ok(t);
+        }
+        if let ControllerEvent::Disconnected(r) = e {
+            anyhow::bail!("controller disconnected: {r}");
+        }
+    }
+}
+
+/// The next host event that `pick` accepts, failing after `timeout`.
+pub fn wait_host<T>(
+    events: &crossbeam_channel::Receiver<HostEvent>,
+    timeout: Duration,
+    mut pick: impl FnMut(&HostEvent) -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e = events
+            .recv_timeout(left)
+            .map_err(|_| anyhow::anyhow!("no matching host event in {timeout:?}"))?;
+        if let Some(t) = pick(&e) {
+            return Ok(t);
+        }
+    }
+}
+
+/// The code the controller reports.
+pub fn code_of(c: &Controller) -> anyhow::Result<ConnectionCode> {
+    wait_controller(c, Duration::from_secs(10), |e| match e {
+        ControllerEvent::Code { code, .. } => Some(*code),
+        _ => None,
+    })
+}
+
+/// Y-PSNR between two BGRA/BGRX frames of the same size (BT.601 luma).
+pub fn luma_psnr(a: &Frame, b: &Frame) -> f64 {
+    let luma = |f: &Frame| -> Vec<u8> {
+        let mut y = Vec::with_capacity((f.width() * f.height()) as usize);
+        for row in 0..f.height() {
+            for px in f.row(row).chunks_exact(4) {
+                let (b, g, r) = (f64::from(px[0]), f64::from(px[1]), f64::from(px[2]));
+                y.push((0.299 * r + 0.587 * g + 0.114 * b).round() as u8);
+            }
+        }
+        y
+    };
+    let (ya, yb) = (luma(a), luma(b));
+    deskwire_engine::quality::psnr_plane(&ya, ya.len(), &yb, yb.len(), ya.len(), 1)
+}
+
+/// Names of this process's threads that start with `deskwire-`.
+pub fn deskwire_threads() -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for t in dir.flatten() {
+            if let Ok(n) = std::fs::read_to_string(t.path().join("comm")) {
+                let n = n.trim().to_owned();
+                if n.starts_with("deskwire-") {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    names
+}

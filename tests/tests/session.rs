@@ -1,0 +1,354 @@
+//! Live sessions end to end: a real broker, real WebRTC on loopback, a real X server.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use deskwire_capture::{open, OpenOptions, Source, SourceSpec, Timestamp, X11Source};
+use deskwire_engine::input::{InputEvent, InputRefusal, Key, NamedKey, PointerButton};
+use deskwire_engine::session::{ConnectionCode, JoinRefusal};
+use deskwire_engine::{
+    Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent,
+};
+use deskwire_tests::session_fixtures::{
+    code_of, deskwire_threads, loopback, luma_psnr, wait_controller, wait_host, TestBroker,
+};
+use deskwire_tests::{capture_fresh, Scene, Xvfb};
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::ConnectionExt;
+
+/// Sessions are heavy (codec threads, X servers) and one test counts threads: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn controller(broker: &TestBroker) -> Controller {
+    Controller::start(ControllerConfig::new(broker.url()).transport(loopback()))
+        .expect("starting the controller")
+}
+
+fn host_on(
+    broker: &TestBroker,
+    source: Box<dyn Source>,
+    code: ConnectionCode,
+    view_only: bool,
+    display: Option<String>,
+) -> Host {
+    let config = HostConfig::new(broker.url())
+        .transport(loopback())
+        .view_only(view_only)
+        .input_display(display);
+    Host::start(config, source, code).expect("starting the host")
+}
+
+fn synthetic() -> Box<dyn Source> {
+    let opts = OpenOptions {
+        width: 640,
+        height: 480,
+        ..OpenOptions::default()
+    };
+    open(&"synthetic:typing".parse::<SourceSpec>().unwrap(), &opts).unwrap()
+}
+
+fn connected(c: &Controller) {
+    wait_controller(c, WAIT, |e| {
+        matches!(e, ControllerEvent::Connected { .. }).then_some(())
+    })
+    .expect("the session connects");
+}
+
+fn pointer(display: &str) -> (i16, i16, u16) {
+    let (conn, screen) = x11rb::connect(Some(display)).expect("connecting to Xvfb");
+    let root = conn.setup().roots[screen].root;
+    let p = conn.query_pointer(root).unwrap().reply().unwrap();
+    (p.root_x, p.root_y, u16::from(p.mask))
+}
+
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_viewer_shows_what_is_on_the_target_screen() {
+    let _s = serial();
+    let xvfb = Xvfb::start(1280, 720).expect("starting Xvfb");
+    let scene = Scene::known(1280, 720);
+    scene.draw(&xvfb.display()).unwrap();
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    let entered = Instant::now();
+    let source = Box::new(X11Source::open(Some(&xvfb.display())).unwrap());
+    let h = host_on(&broker, source, code, true, None);
+    connected(&c);
+    wait_controller(&c, WAIT, |e| {
+        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    })
+    .unwrap();
+    let first = entered.elapsed();
+    // Give the encoder's refinement of the first frames a moment, then compare.
+    let _ = wait_controller(&c, Duration::from_millis(500), |_| None::<()>);
+    let mut reference = X11Source::open(Some(&xvfb.display())).unwrap();
+    let mut frame = reference.alloc_frame().unwrap();
+    capture_fresh(&mut reference, &mut frame, Timestamp::from_micros(1), WAIT).unwrap();
+    let psnr = c
+        .with_frame(|shown| luma_psnr(shown, &frame))
+        .expect("a decoded frame");
+    eprintln!("code entry -> first frame {first:?}; Y-PSNR {psnr:.1} dB");
+    assert!(psnr >= 35.0, "viewer picture Y-PSNR {psnr:.1} dB < 35 dB");
+    c.shutdown().unwrap();
+    let reason = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::Disconnected(r) => Some(r.clone()),
+        _ => None,
+    })
+    .unwrap();
+    assert!(
+        matches!(reason, DisconnectReason::PeerBye { .. }),
+        "{reason:?}"
+    );
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn controller_input_moves_clicks_and_types_on_the_target() {
+    let _s = serial();
+    let xvfb = Xvfb::start(800, 600).expect("starting Xvfb");
+    let display = xvfb.display();
+    let dir = std::env::temp_dir().join(format!("deskwire-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let typed = dir.join("typed.txt");
+    let _ = std::fs::remove_file(&typed);
+    // An application that writes what it receives: cat in an xterm covering the pointer.
+    let mut xterm = Command::new("xterm")
+        .args(["-geometry", "80x24+0+0", "-e", "sh", "-c"])
+        .arg(format!("cat > {}", typed.display()))
+        .env("DISPLAY", &display)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("xterm is installed by scripts/setup");
+    eventually("the xterm has started cat", || typed.exists());
+
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    let source = Box::new(X11Source::open(Some(&display)).unwrap());
+    let h = host_on(&broker, source, code, false, Some(display.clone()));
+    connected(&c);
+    wait_host(h.events(), WAIT, |e| {
+        matches!(e, HostEvent::Connected { control: true, .. }).then_some(())
+    })
+    .unwrap();
+
+    c.send_input(InputEvent::PointerMove { x: 123, y: 77 })
+        .unwrap();
+    eventually("the pointer is where the controller put it", || {
+        let (x, y, _) = pointer(&display);
+        (x, y) == (123, 77)
+    });
+    c.send_input(InputEvent::PointerMove { x: 5000, y: -20 })
+        .unwrap();
+    eventually("an out-of-screen position is clamped", || {
+        let (x, y, _) = pointer(&display);
+        (x, y) == (799, 0)
+    });
+    c.send_input(InputEvent::PointerMove { x: 100, y: 100 })
+        .unwrap();
+    c.send_input(InputEvent::Button {
+        button: PointerButton::Left,
+        down: true,
+    })
+    .unwrap();
+    eventually("button 1 is held", || pointer(&display).2 & 0x100 != 0);
+    c.send_input(InputEvent::Button {
+        button: PointerButton::Left,
+        down: false,
+    })
+    .unwrap();
+    eventually("button 1 is released", || pointer(&display).2 & 0x100 == 0);
+
+    c.send_input(InputEvent::Text("hello deskwire".into()))
+        .unwrap();
+    c.send_input(InputEvent::Key {
+        key: Key::Named(NamedKey::Return),
+        down: true,
+    })
+    .unwrap();
+    c.send_input(InputEvent::Key {
+        key: Key::Named(NamedKey::Return),
+        down: false,
+    })
+    .unwrap();
+    eventually("cat wrote the typed line", || {
+        std::fs::read_to_string(&typed).is_ok_and(|s| s == "hello deskwire\n")
+    });
+
+    // A button held when the session ends is released by the target.
+    c.send_input(InputEvent::Button {
+        button: PointerButton::Right,
+        down: true,
+    })
+    .unwrap();
+    eventually("button 3 is held", || pointer(&display).2 & 0x400 != 0);
+    c.shutdown().unwrap();
+    eventually("button 3 is released at the end", || {
+        pointer(&display).2 & 0x400 == 0
+    });
+    h.shutdown().unwrap();
+    let _ = xterm.kill();
+    let _ = xterm.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_view_only_session_injects_nothing() {
+    let _s = serial();
+    let xvfb = Xvfb::start(800, 600).expect("starting Xvfb");
+    let display = xvfb.display();
+    let before = pointer(&display);
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    let source = Box::new(X11Source::open(Some(&display)).unwrap());
+    let h = host_on(&broker, source, code, true, Some(display.clone()));
+    connected(&c);
+    wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::Permissions { control } => Some(assert!(!control)),
+        _ => None,
+    })
+    .unwrap();
+    c.send_input(InputEvent::PointerMove { x: 10, y: 10 })
+        .unwrap();
+    c.send_input(InputEvent::Button {
+        button: PointerButton::Left,
+        down: true,
+    })
+    .unwrap();
+    for _ in 0..2 {
+        let reason = wait_host(h.events(), WAIT, |e| match e {
+            HostEvent::InputRefused { reason, .. } => Some(*reason),
+            HostEvent::InputInjected(k) => panic!("{k:?} was injected in a view-only session"),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(reason, InputRefusal::ViewOnly);
+    }
+    assert_eq!(
+        pointer(&display),
+        before,
+        "the pointer did not move and no button is down"
+    );
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn a_wrong_code_can_be_corrected_and_a_used_code_is_refused() {
+    let _s = serial();
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    let wrong = ConnectionCode::from_number((code.number() + 1) % ConnectionCode::SPACE).unwrap();
+    let h = host_on(&broker, synthetic(), wrong, true, None);
+    let refusal = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::CodeRefused { reason, .. } => Some(*reason),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(refusal, JoinRefusal::WrongCode);
+    h.try_code(code).unwrap();
+    connected(&c);
+
+    let again = host_on(&broker, synthetic(), code, true, None);
+    let refusal = wait_host(again.events(), WAIT, |e| match e {
+        HostEvent::CodeRefused { reason, message } => {
+            assert!(message.contains("already used"), "{message}");
+            Some(*reason)
+        }
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(refusal, JoinRefusal::AlreadyUsed);
+    // Cancel instead of trying again.
+    again.shutdown().unwrap();
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn an_expired_code_is_refused_with_its_reason() {
+    let _s = serial();
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    broker.advance(Duration::from_secs(10 * 60 + 1));
+    let h = host_on(&broker, synthetic(), code, true, None);
+    let refusal = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::CodeRefused { reason, .. } => Some(*reason),
+        HostEvent::Connected { .. } => panic!("connected with an expired code"),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(refusal, JoinRefusal::Expired);
+    h.shutdown().unwrap();
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn a_vanished_target_is_reported_within_seconds_and_no_thread_is_left() {
+    let _s = serial();
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deskwire-test-host"))
+        .arg(broker.url())
+        .arg(code.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "connected");
+    connected(&c);
+    wait_controller(&c, WAIT, |e| {
+        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    })
+    .unwrap();
+
+    child.kill().unwrap(); // SIGKILL: no goodbye of any kind
+    let killed = Instant::now();
+    let _ = child.wait();
+    let reason = wait_controller(&c, Duration::from_secs(10), |e| match e {
+        ControllerEvent::Disconnected(r) => Some(r.clone()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let after = killed.elapsed();
+    eprintln!("target killed; controller reported {reason:?} after {after:?}");
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::PeerTimeout(_) | DisconnectReason::Transport(_)
+        ),
+        "{reason:?}"
+    );
+    assert!(after < Duration::from_secs(6), "took {after:?}");
+    c.shutdown().unwrap();
+    assert_eq!(
+        deskwire_threads(),
+        Vec::<String>::new(),
+        "threads left after shutdown"
+    );
+}
