@@ -4,6 +4,37 @@
 //! Each handle runs its network side on one named thread (`deskwire-net`) with its own tokio
 //! runtime, and reports what happens as [`HostEvent`]s / [`ControllerEvent`]s on a bounded
 //! channel. `shutdown()` says goodbye to the peer and joins every thread the handle started.
+//!
+//! ```no_run
+//! use deskwire_capture::{open, OpenOptions};
+//! use deskwire_engine::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The technician asks a broker for a session and reads the code to the user...
+//! let controller = Controller::start(ControllerConfig::new("ws://127.0.0.1:8450"))?;
+//! let code = loop {
+//!     if let ControllerEvent::Code { code, .. } = controller.events().recv()? {
+//!         break code;
+//!     }
+//! };
+//! // ...who enters it on the target, which then streams its screen.
+//! let source = open(&"synthetic:typing".parse()?, &OpenOptions::default())?;
+//! let host = Host::start(HostConfig::new("ws://127.0.0.1:8450").view_only(true), source, code)?;
+//! for event in controller.events().iter() {
+//!     match event {
+//!         ControllerEvent::Frame(info) => {
+//!             let size = controller.with_frame(|f| (f.width(), f.height()));
+//!             println!("frame {} {:?}, latency {:?}", info.frame_id, size, info.latency);
+//!             break;
+//!         }
+//!         ControllerEvent::Disconnected(reason) => return Err(reason.to_string().into()),
+//!         _ => {}
+//!     }
+//! }
+//! controller.shutdown()?;
+//! host.shutdown()?;
+//! # Ok(()) }
+//! ```
 
 mod clock;
 pub mod config;
