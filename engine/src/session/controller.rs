@@ -429,7 +429,7 @@ impl ControllerTask {
                 req = key_rx.recv() => {
                     if let Some((s, bands)) = req {
                         requests += 1;
-                        if let Err(e) = send(control_dc, &ControlMessage::KeyframeRequest { stream: s, bands }).await {
+                        if let Err(e) = transport::send_control(control_dc, &ControlMessage::KeyframeRequest { stream: s, bands }).await {
                             reason = Some(e);
                         }
                     }
@@ -445,12 +445,12 @@ impl ControllerTask {
                     Some(Command::KeyframeAll) => {
                         if let Some(s) = stream {
                             requests += 1;
-                            let _ = send(control_dc, &ControlMessage::KeyframeRequest { stream: s, bands: u32::MAX }).await;
+                            let _ = transport::send_control(control_dc, &ControlMessage::KeyframeRequest { stream: s, bands: u32::MAX }).await;
                         }
                     }
                     Some(Command::Shutdown) | None => {
                         let bye = ControlMessage::Bye { reason: ByeReason::Ended, detail: "the technician ended the session".into() };
-                        if send(control_dc, &bye).await.is_ok() {
+                        if transport::send_control(control_dc, &bye).await.is_ok() {
                             transport::flush(control_dc).await;
                         }
                         reason = Some(DisconnectReason::Local);
@@ -466,7 +466,7 @@ impl ControllerTask {
                         last_ping = Instant::now();
                         nonce = nonce.wrapping_add(1);
                         let ping = ControlMessage::Ping { nonce, sent_us: micros_since(self.epoch) };
-                        if let Err(e) = send(control_dc, &ping).await {
+                        if let Err(e) = transport::send_control(control_dc, &ping).await {
                             reason = Some(e);
                         }
                     }
@@ -480,7 +480,7 @@ impl ControllerTask {
                             latency_p99_us: stats.latency_p99.map_or(0, |d| d.as_micros() as u32),
                             keyframe_requests: requests,
                         };
-                        let _ = send(control_dc, &report).await;
+                        let _ = transport::send_control(control_dc, &report).await;
                         last_stats = (Instant::now(), stats.frames_decoded, stats.bytes_received);
                         self.events.emit(ControllerEvent::Stats(stats));
                     }
@@ -517,14 +517,6 @@ impl ControllerTask {
             clock_offset_us: clock.offset_us(),
         }
     }
-}
-
-async fn send(dc: &Arc<dyn DataChannel>, msg: &ControlMessage) -> Result<(), DisconnectReason> {
-    let mut buf = BytesMut::with_capacity(64);
-    msg.encode(&mut buf);
-    dc.send(buf)
-        .await
-        .map_err(|e| DisconnectReason::Transport(format!("control channel: {e}")))
 }
 
 /// A frame being decoded band by band: reported once its bands stop coming.

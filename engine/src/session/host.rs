@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use crossbeam_channel::Receiver;
 use deskwire_capture::Source;
 use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal};
@@ -354,7 +353,7 @@ impl HostTask {
         };
         let mut reason = None;
         for msg in [start, ControlMessage::Permissions { control }] {
-            if let Err(e) = send_control(&control_dc, &msg).await {
+            if let Err(e) = transport::send_control(&control_dc, &msg).await {
                 reason = Some(e);
             }
         }
@@ -396,7 +395,7 @@ impl HostTask {
                                     echo_us: sent_us,
                                     target_us: micros_since(self.epoch),
                                 };
-                                if let Err(e) = send_control(&control_dc, &pong).await {
+                                if let Err(e) = transport::send_control(&control_dc, &pong).await {
                                     reason = Some(e);
                                 }
                             }
@@ -438,14 +437,14 @@ impl HostTask {
                         if let Some(inj) = &injector {
                             inj.submit_releases(releases);
                         }
-                        if let Err(e) = send_control(&control_dc, &ControlMessage::Permissions { control }).await {
+                        if let Err(e) = transport::send_control(&control_dc, &ControlMessage::Permissions { control }).await {
                             reason = Some(e);
                         }
                     }
                     Some(Command::TryCode(_)) => {}
                     Some(Command::Shutdown) | None => {
                         let bye = ControlMessage::Bye { reason: ByeReason::Ended, detail: "the target ended the session".into() };
-                        if send_control(&control_dc, &bye).await.is_ok() {
+                        if transport::send_control(&control_dc, &bye).await.is_ok() {
                             transport::flush(&control_dc).await;
                         }
                         reason = Some(DisconnectReason::Local);
@@ -540,17 +539,6 @@ fn shutdown_pipeline(pipeline: Arc<Pipeline>) {
         // holds one did not exit, which joining it above rules out.
         Err(_) => tracing::warn!("pipeline still shared at shutdown"),
     }
-}
-
-async fn send_control(
-    dc: &Arc<dyn DataChannel>,
-    msg: &ControlMessage,
-) -> Result<(), DisconnectReason> {
-    let mut buf = BytesMut::with_capacity(64);
-    msg.encode(&mut buf);
-    dc.send(buf)
-        .await
-        .map_err(|e| DisconnectReason::Transport(format!("control channel: {e}")))
 }
 
 /// The `deskwire-video-out` thread: chunks encoded frames onto the video channel. A full

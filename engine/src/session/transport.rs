@@ -355,3 +355,15 @@ pub(crate) async fn flush(dc: &Arc<dyn DataChannel>) {
     };
     let _ = tokio::time::timeout(Duration::from_millis(300), wait).await;
 }
+
+/// Send one control message (reliable, ordered).
+pub(crate) async fn send_control(
+    dc: &Arc<dyn DataChannel>,
+    msg: &crate::wire::ControlMessage,
+) -> Result<(), super::DisconnectReason> {
+    let mut buf = bytes::BytesMut::with_capacity(64);
+    msg.encode(&mut buf);
+    dc.send(buf)
+        .await
+        .map_err(|e| super::DisconnectReason::Transport(format!("control channel: {e}")))
+}
