@@ -116,6 +116,7 @@ fn main() -> Result<()> {
     println!("streaming {spec}, {w}x{h}, for {:.1} s", args.seconds);
 
     let mut first_frame = None;
+    let (mut warm, mut steady) = (Vec::new(), Vec::new());
     let mut end = None;
     let mut stats = ControllerStats::default();
     let mut host_stats = None;
@@ -144,8 +145,15 @@ fn main() -> Result<()> {
                 );
                 end = Some(Instant::now() + Duration::from_secs_f64(args.seconds));
             }
-            ControllerEvent::Frame(_) if first_frame.is_none() => {
-                first_frame = Some(entered.elapsed());
+            ControllerEvent::Frame(f) => {
+                let since_entry = entered.elapsed();
+                let first = *first_frame.get_or_insert(since_entry);
+                if let Some(l) = f.latency {
+                    // The first second carries the start-up keyframe of every band (a few
+                    // hundred KB through SCTP slow start): reported apart from steady state.
+                    let bucket = if since_entry - first < WARMUP { &mut warm } else { &mut steady };
+                    bucket.push(l);
+                }
             }
             ControllerEvent::Stats(s) => stats = s,
             ControllerEvent::Disconnected(r) => bail!("technician side ended: {r}"),
@@ -166,12 +174,19 @@ fn main() -> Result<()> {
     println!("  fps (last second)                  {:.1}", stats.fps);
     println!("  kbps on the video channel          {:.1}", stats.kbps);
     println!(
-        "  capture -> decoded latency p50     {}",
-        ms(stats.latency_p50)
+        "  capture -> decoded latency p50     {}   (after the first second, {} frames)",
+        ms(percentile(&mut steady, 0.50)),
+        steady.len()
     );
     println!(
         "  capture -> decoded latency p99     {}",
-        ms(stats.latency_p99)
+        ms(percentile(&mut steady, 0.99))
+    );
+    println!(
+        "  first second: p50 {}, max {}    ({} frames)",
+        ms(percentile(&mut warm, 0.50)),
+        ms(percentile(&mut warm, 1.0)),
+        warm.len()
     );
     println!("  round trip                         {}", ms(stats.rtt));
     println!(
@@ -194,4 +209,17 @@ fn main() -> Result<()> {
         None => println!("no frame was decoded; no snapshot written"),
     }
     Ok(())
+}
+
+/// Frames decoded in the first second after the first one count as warm-up.
+const WARMUP: Duration = Duration::from_secs(1);
+
+/// The `q` quantile (nearest rank) of `v`, or None when empty.
+fn percentile(v: &mut [Duration], q: f64) -> Option<Duration> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
 }

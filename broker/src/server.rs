@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use axum::serve::ListenerExt;
 use deskwire_signal::{encode, BrokerMessage, MAX_REASON_CHARS, MAX_SIGNAL_BYTES, SIGNAL_PATH};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -63,6 +64,13 @@ pub(crate) async fn serve(
         .with_state(app);
 
     let mut server_stop = stop_rx;
+    // Signalling is a few small messages back to back (peer joined, then the offer):
+    // with Nagle on, the second waits for the client's delayed ACK, ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move { stopped(&mut server_stop).await })
         .into_future();

@@ -52,7 +52,7 @@ impl Default for TransportConfig {
             bind: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
             ice_servers: Vec::new(),
             mdns: MdnsMode::default(),
-            ice_check_interval: Duration::from_millis(20),
+            ice_check_interval: Duration::from_millis(5),
             ice_disconnected_timeout: Duration::from_secs(3),
             ice_keepalive_interval: Duration::from_secs(1),
             max_message: 256 * 1024,
@@ -385,8 +385,10 @@ mod tests {
     fn errors_name_the_setting_and_its_range() {
         let e = HostConfig::new("http://x").validate().unwrap_err();
         assert!(e.to_string().contains("ws://HOST:PORT"), "{e}");
-        let mut t = TransportConfig::default();
-        t.max_message = 1 << 20;
+        let t = TransportConfig {
+            max_message: 1 << 20,
+            ..TransportConfig::default()
+        };
         let e = t.validate().unwrap_err();
         assert_eq!(
             e.to_string(),

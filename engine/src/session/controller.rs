@@ -171,14 +171,8 @@ impl ControllerTask {
             Ok(s) => s,
             Err(e) => return DisconnectReason::Broker(e.to_string()),
         };
-        let result = self.pair(&mut sig).await;
-        let (offer, joined_at) = match result {
-            Ok(v) => v,
-            Err(r) => {
-                sig.close().await;
-                return r;
-            }
-        };
+        // Build the peer connection (sockets, certificate: tens of milliseconds) while the
+        // code is being read out, not after the target has joined.
         let runtime = Arc::new(SessionRuntime::new(
             self.handle.clone(),
             self.config.transport.socket_buffer,
@@ -186,8 +180,20 @@ impl ControllerTask {
         let (pc, net_tx, mut net_rx) =
             match transport::build_peer(&self.config.transport, runtime).await {
                 Ok(p) => p,
-                Err(e) => return DisconnectReason::Transport(e.to_string()),
+                Err(e) => {
+                    sig.close().await;
+                    return DisconnectReason::Transport(e.to_string());
+                }
             };
+        let result = self.pair(&mut sig).await;
+        let (offer, joined_at) = match result {
+            Ok(v) => v,
+            Err(r) => {
+                sig.close().await;
+                let _ = pc.close().await;
+                return r;
+            }
+        };
         let result = self
             .answer(&pc, &net_tx, &mut net_rx, &mut sig, offer)
             .await;
@@ -268,6 +274,7 @@ impl ControllerTask {
         let t = |what: &str, e: &dyn std::fmt::Display| {
             DisconnectReason::Transport(format!("{what}: {e}"))
         };
+        tracing::debug!("offer received");
         let offer =
             RTCSessionDescription::offer(offer).map_err(|e| t("the offer is not valid SDP", &e))?;
         pc.set_remote_description(offer)
@@ -543,6 +550,7 @@ fn spawn_decoder(
             let flush = |p: Option<Pending>| {
                 if let Some(p) = p {
                     shared.frames.fetch_add(1, Relaxed);
+                    tracing::trace!(frame = p.frame_id, bands = p.bands, latency = ?p.latency, "frame decoded");
                     if let Some(l) = p.latency {
                         shared.latency_us.record(l.as_micros() as u64);
                     }

@@ -25,6 +25,9 @@ use crate::input::{Injector, InputGate, InputRefusal};
 use crate::pipeline::Pipeline;
 use crate::wire::{decode_control, decode_input, ByeReason, ControlMessage};
 
+/// How often the target wakes the WebRTC driver while the channels are opening.
+const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
+
 enum Command {
     TryCode(ConnectionCode),
     SetControl(bool),
@@ -156,6 +159,16 @@ impl HostTask {
             }
         }
         self.events.emit(HostEvent::Joined);
+        // Start capturing and encoding now, while ICE and DTLS run: the encoders' start-up
+        // and the first full encode then overlap the handshake instead of following it.
+        // Nothing leaves this process before the channels are open.
+        let pipeline = match Pipeline::start(source, self.config.pipeline.clone()) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                sig.close().await;
+                return DisconnectReason::Error(format!("cannot start capture: {e}"));
+            }
+        };
         let runtime = Arc::new(SessionRuntime::new(
             self.handle.clone(),
             self.config.transport.socket_buffer,
@@ -163,17 +176,24 @@ impl HostTask {
         let (pc, net_tx, mut net_rx) =
             match transport::build_peer(&self.config.transport, runtime).await {
                 Ok(p) => p,
-                Err(e) => return DisconnectReason::Transport(e.to_string()),
+                Err(e) => {
+                    sig.close().await;
+                    shutdown_pipeline(pipeline);
+                    return DisconnectReason::Transport(e.to_string());
+                }
             };
         let result = self.negotiate(&pc, &net_tx, &mut net_rx, &mut sig).await;
         sig.close().await;
         let reason = match result {
             Ok(channels) => {
                 let setup = started.elapsed();
-                self.stream(source, &channels, &mut net_rx, control, setup)
+                self.stream(pipeline, &channels, &mut net_rx, control, setup)
                     .await
             }
-            Err(r) => r,
+            Err(r) => {
+                shutdown_pipeline(pipeline);
+                r
+            }
         };
         let _ = pc.close().await;
         reason
@@ -285,8 +305,18 @@ impl HostTask {
                 open += 1;
             }
         }
+        // webrtc 0.21's driver handles "DTLS is up" and "SCTP is up" after its write flush,
+        // so the SCTP INIT and the channel-open messages those events queue would wait for
+        // the driver's next timer (~200 ms each). Any channel call that wakes the driver
+        // flushes them; re-setting the (default) low-water mark is such a call and changes
+        // nothing. This side is the DTLS client (see `build_peer`), so it is the one with
+        // queued handshake data and channel handles to poke.
+        let mut nudge = tokio::time::interval(NUDGE_INTERVAL);
         while open < 3 {
             tokio::select! {
+                _ = nudge.tick() => {
+                    let _ = channels[0].set_buffered_amount_low_threshold(0).await;
+                }
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Open(_)) => open += 1,
                     Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
@@ -311,17 +341,13 @@ impl HostTask {
     /// The established session: start capture, serve control and input, until it ends.
     async fn stream(
         &mut self,
-        source: Box<dyn Source>,
+        pipeline: Arc<Pipeline>,
         channels: &[Arc<dyn DataChannel>],
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
         mut control: bool,
         setup: Duration,
     ) -> DisconnectReason {
         let (video_dc, control_dc) = (channels[0].clone(), channels[2].clone());
-        let pipeline = match Pipeline::start(source, self.config.pipeline.clone()) {
-            Ok(p) => Arc::new(p),
-            Err(e) => return DisconnectReason::Error(format!("cannot start capture: {e}")),
-        };
         let layout = pipeline.layout().clone();
         let injector = if self.config.view_only {
             None
@@ -360,6 +386,10 @@ impl HostTask {
         self.events
             .emit_important(HostEvent::Connected { control, setup });
 
+        // What was encoded while the channels opened is stale: drop it and start the stream
+        // with a keyframe of every band from the newest picture.
+        while pipeline.output().try_recv().is_ok() {}
+        pipeline.request_keyframe(None);
         let counters = Arc::new(SendCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let video_out = match spawn_video_out(
@@ -567,12 +597,22 @@ fn spawn_video_out(
         .name("deskwire-video-out".into())
         .spawn(move || {
             let mut packetizer = Packetizer::new(stream, max_message);
+            let bands = pipeline.layout().count();
+            // Frames already in flight when the stream started depend on pictures the
+            // viewer never got; the stream begins at the requested all-band keyframe.
+            let mut started = false;
             while !stop.load(Relaxed) {
                 let frame = match output.recv_timeout(Duration::from_millis(50)) {
                     Ok(f) => f,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 };
+                if !started {
+                    started = frame.bands.len() == bands && frame.bands.iter().all(|b| b.keyframe);
+                    if !started {
+                        continue;
+                    }
+                }
                 let captured_at_us = shift_us + frame.captured_at.as_micros();
                 let mut bytes = 0u64;
                 let failed = packetizer.packetize(&frame, captured_at_us, |_, msg| {
@@ -589,6 +629,7 @@ fn spawn_video_out(
                         pipeline.request_keyframe(Some(BandId(b)));
                     }
                 }
+                tracing::trace!(frame = frame.id.0, bands = frame.bands.len(), bytes, "frame sent");
                 counters.frames.fetch_add(1, Relaxed);
                 counters.bytes.fetch_add(bytes, Relaxed);
             }

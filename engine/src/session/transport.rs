@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
@@ -201,6 +202,11 @@ pub(crate) async fn build_peer(
             Some(config.ice_keepalive_interval),
         )
         .with_include_loopback_candidate(config.bind.iter().any(|a| a.is_loopback()))
+        // The offerer (the target) becomes the DTLS client and so the SCTP client: it owns
+        // the channels, so it can wake the driver when the handshake stalls (see
+        // `host::negotiate`). Costs nothing here: the handshake cannot start before the
+        // answer reaches the offerer in either role when candidates come with the SDP.
+        .with_answering_dtls_role(RTCDtlsRole::Server)
         .build();
     let ice_servers = config
         .ice_servers
