@@ -1,25 +1,33 @@
-//! The technician's end: get a connection code, read it to the user, see their screen.
+//! The technician's end: get a connection code, read it to the user, see their screen in a
+//! window and drive it with the keyboard and mouse.
 //!
 //! ```text
+//! cargo run --release -p deskwire-examples --example viewer -- --broker ws://HOST:PORT
 //! cargo run --release -p deskwire-examples --example viewer -- --broker ws://HOST:PORT --headless --snapshot shot.png --duration 5
 //! ```
-//! Prints `connection code: <CODE>` as soon as the broker gives one.
+//! Prints `connection code: <CODE>` as soon as the broker gives one. Closing the window ends
+//! the session.
 #![allow(clippy::print_stdout)]
 
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use deskwire_engine::{Controller, ControllerConfig, ControllerEvent, DisconnectReason};
+use deskwire_examples::window::{
+    remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
+};
 use deskwire_examples::{init_tracing, transport_for, write_png};
+use minifb::{MouseButton, MouseMode, Window, WindowOptions};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "viewer",
-    about = "Open a support session and see the user's screen"
+    about = "Open a support session: see the user's screen in a window and drive it"
 )]
 struct Args {
     /// Broker URL.
@@ -28,7 +36,7 @@ struct Args {
     /// No window: stream for --duration seconds after connecting, then write --snapshot.
     #[arg(long)]
     headless: bool,
-    /// Where to write the last decoded picture (PNG).
+    /// Where to write the last decoded picture (PNG) when the session ends.
     #[arg(long)]
     snapshot: Option<PathBuf>,
     /// Seconds to stay connected (headless mode).
@@ -42,31 +50,64 @@ struct Args {
 fn main() -> Result<()> {
     init_tracing();
     let args = Args::parse();
-    if !args.headless {
-        bail!("this build of the viewer has no window yet: run it with --headless --snapshot PATH");
+    if !args.headless && std::env::var_os("DISPLAY").is_none() {
+        bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
     }
     let config =
         ControllerConfig::new(&args.broker).transport(transport_for(&args.broker, args.bind));
     let controller = Controller::start(config)?;
-    let mut until: Option<Instant> = None;
-    let mut first_frame: Option<Instant> = None;
-    let mut joined: Option<Instant> = None;
-    loop {
-        if until.is_some_and(|t| Instant::now() >= t) {
-            break;
+    let mut session = Session::default();
+    let ended = if args.headless {
+        run_headless(&controller, &mut session, &args)
+    } else {
+        run_window(&controller, &mut session)
+    };
+    save(&controller, &args)?;
+    controller.shutdown()?;
+    match ended? {
+        None => Ok(()),
+        Some(reason) => {
+            let fine = matches!(
+                reason,
+                DisconnectReason::Local | DisconnectReason::PeerBye { .. }
+            );
+            if fine {
+                Ok(())
+            } else {
+                bail!("session ended: {reason}")
+            }
         }
-        let Ok(event) = controller.events().recv_timeout(Duration::from_millis(50)) else {
-            continue;
-        };
+    }
+}
+
+/// What the viewer knows of the session, from the controller's events.
+#[derive(Debug, Default)]
+struct Session {
+    joined: Option<Instant>,
+    connected: bool,
+    first_frame: bool,
+    /// Remote screen size, once the stream started.
+    size: Option<(u32, u32)>,
+    /// Frames decoded so far.
+    frames: u64,
+    /// The target lets us drive it.
+    control: bool,
+    code: String,
+}
+
+impl Session {
+    /// Print what the user should know; `Some` when the session is over.
+    fn handle(&mut self, event: ControllerEvent) -> Option<DisconnectReason> {
         match event {
             ControllerEvent::Code { code, .. } => {
                 println!("connection code: {code}");
                 let _ = std::io::stdout().flush();
+                self.code = code.to_string();
             }
-            ControllerEvent::PeerJoined => joined = Some(Instant::now()),
+            ControllerEvent::PeerJoined => self.joined = Some(Instant::now()),
             ControllerEvent::Connected { setup } => {
                 println!("connected in {} ms", setup.as_millis());
-                until = Some(Instant::now() + Duration::from_secs_f64(args.duration));
+                self.connected = true;
             }
             ControllerEvent::StreamStarted {
                 width,
@@ -74,14 +115,22 @@ fn main() -> Result<()> {
                 bands,
             } => {
                 println!("stream {width}x{height} in {bands} bands");
+                self.size = Some((width, height));
             }
-            ControllerEvent::Frame(_) if first_frame.is_none() => {
-                first_frame = Some(Instant::now());
-                if let Some(j) = joined {
-                    println!(
-                        "first frame {} ms after the code was entered",
-                        j.elapsed().as_millis()
-                    );
+            ControllerEvent::Permissions { control } => {
+                println!("{}", if control { "you may control the screen" } else { "view only" });
+                self.control = control;
+            }
+            ControllerEvent::Frame(_) => {
+                self.frames += 1;
+                if !self.first_frame {
+                    self.first_frame = true;
+                    if let Some(j) = self.joined {
+                        println!(
+                            "first frame {} ms after the code was entered",
+                            j.elapsed().as_millis()
+                        );
+                    }
                 }
             }
             ControllerEvent::Stats(s) => println!(
@@ -90,20 +139,155 @@ fn main() -> Result<()> {
             ),
             ControllerEvent::Disconnected(reason) => {
                 println!("session ended: {reason}");
-                save(&controller, &args)?;
-                controller.shutdown()?;
-                let fine = matches!(
-                    reason,
-                    DisconnectReason::Local | DisconnectReason::PeerBye { .. }
-                );
-                std::process::exit(if fine { 0 } else { 1 });
+                return Some(reason);
             }
             _ => {}
         }
+        None
     }
-    save(&controller, &args)?;
-    controller.shutdown()?;
-    Ok(())
+}
+
+fn run_headless(
+    controller: &Controller,
+    session: &mut Session,
+    args: &Args,
+) -> Result<Option<DisconnectReason>> {
+    let mut until: Option<Instant> = None;
+    loop {
+        if until.is_some_and(|t| Instant::now() >= t) {
+            return Ok(None);
+        }
+        let Ok(event) = controller.events().recv_timeout(Duration::from_millis(50)) else {
+            continue;
+        };
+        if let Some(reason) = session.handle(event) {
+            return Ok(Some(reason));
+        }
+        if session.connected && until.is_none() {
+            until = Some(Instant::now() + Duration::from_secs_f64(args.duration));
+        }
+    }
+}
+
+/// Forwards the window's keyboard callbacks, in order, to the loop.
+struct Keys(mpsc::Sender<WindowInput>);
+
+impl minifb::InputCallback for Keys {
+    fn add_char(&mut self, c: u32) {
+        if let Some(c) = char::from_u32(c) {
+            let _ = self.0.send(WindowInput::Char(c));
+        }
+    }
+
+    fn set_key_state(&mut self, key: minifb::Key, down: bool) {
+        let _ = self.0.send(WindowInput::Key(key, down));
+    }
+}
+
+/// The largest window the remote screen opens in; it can be resized.
+const MAX_WINDOW: (f64, f64) = (1600.0, 900.0);
+
+fn run_window(controller: &Controller, session: &mut Session) -> Result<Option<DisconnectReason>> {
+    let mut window: Option<Window> = None;
+    let (key_tx, key_rx) = mpsc::channel();
+    let mut keys = KeyTranslator::default();
+    let mut pointer = PointerTracker::default();
+    let mut pixels: Vec<u32> = Vec::new();
+    let mut shown = 0u64;
+    loop {
+        while let Ok(event) = controller.events().try_recv() {
+            let restart = matches!(event, ControllerEvent::StreamStarted { .. });
+            if let Some(reason) = session.handle(event) {
+                return Ok(Some(reason));
+            }
+            if restart {
+                if let Some((w, h)) = session.size {
+                    // A new stream (or a new screen size): a window of the right shape.
+                    let scale = (MAX_WINDOW.0 / f64::from(w))
+                        .min(MAX_WINDOW.1 / f64::from(h))
+                        .min(1.0);
+                    let (ww, wh) = (
+                        (f64::from(w) * scale) as usize,
+                        (f64::from(h) * scale) as usize,
+                    );
+                    let mut win = Window::new(
+                        &format!("deskwire - {}", session.code),
+                        ww.max(1),
+                        wh.max(1),
+                        WindowOptions {
+                            resize: true,
+                            scale_mode: minifb::ScaleMode::Stretch,
+                            ..WindowOptions::default()
+                        },
+                    )
+                    .context("cannot open the viewer window")?;
+                    win.set_target_fps(60);
+                    win.set_input_callback(Box::new(Keys(key_tx.clone())));
+                    window = Some(win);
+                }
+            }
+        }
+        let (Some(win), Some(remote)) = (window.as_mut(), session.size) else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        if !win.is_open() {
+            return Ok(None);
+        }
+        if session.frames != shown {
+            shown = session.frames;
+            let size = controller.with_frame(|f| {
+                pixels.clear();
+                for y in 0..f.height() {
+                    // BGRA bytes read as a little-endian u32 are 0xAARRGGBB, the
+                    // window's 0RGB (the top byte is ignored).
+                    pixels.extend(
+                        f.row(y)
+                            .chunks_exact(4)
+                            .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]])),
+                    );
+                }
+                (f.width() as usize, f.height() as usize)
+            });
+            match size {
+                Some((w, h)) => win
+                    .update_with_buffer(&pixels, w, h)
+                    .context("cannot draw the remote screen")?,
+                None => win.update(),
+            }
+        } else {
+            win.update();
+        }
+
+        let mut out = Vec::new();
+        while let Ok(input) = key_rx.try_recv() {
+            keys.handle(input, &mut out);
+        }
+        keys.flush(&mut out);
+        let pos = win
+            .get_unscaled_mouse_pos(MouseMode::Discard)
+            .and_then(|p| remote_point(p, win.get_size(), remote));
+        pointer.handle(
+            PointerState {
+                pos,
+                buttons: [
+                    win.get_mouse_down(MouseButton::Left),
+                    win.get_mouse_down(MouseButton::Middle),
+                    win.get_mouse_down(MouseButton::Right),
+                ],
+                wheel: win.get_scroll_wheel().unwrap_or((0.0, 0.0)),
+            },
+            &mut out,
+        );
+        // A view-only target would refuse it all; don't send what cannot arrive.
+        if session.control {
+            for event in out {
+                if controller.send_input(event).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn save(controller: &Controller, args: &Args) -> Result<()> {

@@ -354,3 +354,65 @@ pub fn capture_fresh(
         }
     }
 }
+
+/// Poll `ok` every 10 ms until it holds; panics naming `what` after `timeout`.
+pub fn eventually(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An application that records what is typed into it: `cat` in an xterm at the top left of
+/// a display, writing to a file. Killed when dropped.
+#[derive(Debug)]
+pub struct TypingTarget {
+    xterm: Child,
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl TypingTarget {
+    /// Start it on `display` and wait until `cat` runs.
+    pub fn start(display: &str) -> anyhow::Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "deskwire-typing-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir)?;
+        let file = dir.join("typed.txt");
+        let xterm = Command::new("xterm")
+            .args(["-geometry", "80x24+0+0", "-e", "sh", "-c"])
+            .arg(format!("cat > {}", file.display()))
+            .env("DISPLAY", display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting xterm (scripts/setup installs it)")?;
+        let target = Self { xterm, dir, file };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !target.file.exists() {
+            if Instant::now() > deadline {
+                bail!("xterm did not start cat within {START_TIMEOUT:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(target)
+    }
+
+    /// What has been typed so far (complete lines: the terminal sends a line at a time).
+    pub fn text(&self) -> String {
+        fs::read_to_string(&self.file).unwrap_or_default()
+    }
+}
+
+impl Drop for TypingTarget {
+    fn drop(&mut self) {
+        let _ = self.xterm.kill();
+        let _ = self.xterm.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -133,17 +133,28 @@ pub fn code_of(c: &Controller) -> anyhow::Result<ConnectionCode> {
 
 /// Y-PSNR between two BGRA/BGRX frames of the same size (BT.601 luma).
 pub fn luma_psnr(a: &Frame, b: &Frame) -> f64 {
-    let luma = |f: &Frame| -> Vec<u8> {
-        let mut y = Vec::with_capacity((f.width() * f.height()) as usize);
-        for row in 0..f.height() {
-            for px in f.row(row).chunks_exact(4) {
+    luma_psnr_at(a, (0, 0), b)
+}
+
+/// Y-PSNR of the part of `a` at `origin` the size of `b`, against `b` (BT.601 luma); 0 when
+/// `b` does not fit in `a` there.
+pub fn luma_psnr_at(a: &Frame, origin: (u32, u32), b: &Frame) -> f64 {
+    let (x0, y0) = origin;
+    if x0 + b.width() > a.width() || y0 + b.height() > a.height() {
+        return 0.0;
+    }
+    let luma = |f: &Frame, x0: u32, y0: u32| -> Vec<u8> {
+        let mut y = Vec::with_capacity((b.width() * b.height()) as usize);
+        for row in y0..y0 + b.height() {
+            let bytes = &f.row(row)[(x0 * 4) as usize..((x0 + b.width()) * 4) as usize];
+            for px in bytes.chunks_exact(4) {
                 let (b, g, r) = (f64::from(px[0]), f64::from(px[1]), f64::from(px[2]));
                 y.push((0.299 * r + 0.587 * g + 0.114 * b).round() as u8);
             }
         }
         y
     };
-    let (ya, yb) = (luma(a), luma(b));
+    let (ya, yb) = (luma(a, x0, y0), luma(b, 0, 0));
     deskwire_engine::quality::psnr_plane(&ya, ya.len(), &yb, yb.len(), ya.len(), 1)
 }
 

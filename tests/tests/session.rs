@@ -16,7 +16,7 @@ use deskwire_engine::{
 use deskwire_tests::session_fixtures::{
     code_of, deskwire_threads, loopback, luma_psnr, wait_controller, wait_host, TestBroker,
 };
-use deskwire_tests::{capture_fresh, Scene, Xvfb};
+use deskwire_tests::{capture_fresh, Scene, TypingTarget, Xvfb};
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::ConnectionExt;
 
@@ -71,12 +71,8 @@ fn pointer(display: &str) -> (i16, i16, u16) {
     (p.root_x, p.root_y, u16::from(p.mask))
 }
 
-fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn eventually(what: &str, ok: impl FnMut() -> bool) {
+    deskwire_tests::eventually(what, Duration::from_secs(5), ok);
 }
 
 #[test]
@@ -125,20 +121,8 @@ fn controller_input_moves_clicks_and_types_on_the_target() {
     let _s = serial();
     let xvfb = Xvfb::start(800, 600).expect("starting Xvfb");
     let display = xvfb.display();
-    let dir = std::env::temp_dir().join(format!("deskwire-input-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let typed = dir.join("typed.txt");
-    let _ = std::fs::remove_file(&typed);
-    // An application that writes what it receives: cat in an xterm covering the pointer.
-    let mut xterm = Command::new("xterm")
-        .args(["-geometry", "80x24+0+0", "-e", "sh", "-c"])
-        .arg(format!("cat > {}", typed.display()))
-        .env("DISPLAY", &display)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("xterm is installed by scripts/setup");
-    eventually("the xterm has started cat", || typed.exists());
+    // An application that writes what it receives, covering the pointer.
+    let typed = TypingTarget::start(&display).unwrap();
 
     let broker = TestBroker::start().unwrap();
     let c = controller(&broker);
@@ -191,7 +175,7 @@ fn controller_input_moves_clicks_and_types_on_the_target() {
     })
     .unwrap();
     eventually("cat wrote the typed line", || {
-        std::fs::read_to_string(&typed).is_ok_and(|s| s == "hello deskwire\n")
+        typed.text() == "hello deskwire\n"
     });
 
     // A button held when the session ends is released by the target.
@@ -206,9 +190,6 @@ fn controller_input_moves_clicks_and_types_on_the_target() {
         pointer(&display).2 & 0x400 == 0
     });
     h.shutdown().unwrap();
-    let _ = xterm.kill();
-    let _ = xterm.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
