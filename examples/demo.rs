@@ -151,7 +151,11 @@ fn main() -> Result<()> {
                 if let Some(l) = f.latency {
                     // The first second carries the start-up keyframe of every band (a few
                     // hundred KB through SCTP slow start): reported apart from steady state.
-                    let bucket = if since_entry - first < WARMUP { &mut warm } else { &mut steady };
+                    let bucket = if since_entry - first < WARMUP {
+                        &mut warm
+                    } else {
+                        &mut steady
+                    };
                     bucket.push(l);
                 }
             }

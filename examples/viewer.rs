@@ -118,7 +118,14 @@ impl Session {
                 self.size = Some((width, height));
             }
             ControllerEvent::Permissions { control } => {
-                println!("{}", if control { "you may control the screen" } else { "view only" });
+                println!(
+                    "{}",
+                    if control {
+                        "you may control the screen"
+                    } else {
+                        "view only"
+                    }
+                );
                 self.control = control;
             }
             ControllerEvent::Frame(_) => {

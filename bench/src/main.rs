@@ -7,6 +7,9 @@
 //! 2. the real threaded pipeline flat out, for frames per second and allocations per frame.
 
 mod alloc;
+mod e2e;
+mod peers;
+mod plot;
 mod stages;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +32,18 @@ struct Cli {
 enum Command {
     /// Per-stage timings, bytes, quality and pipeline throughput.
     Stages(stages::Args),
+    /// Real sessions per scene (target and controller in separate processes on loopback
+    /// WebRTC) side by side with ffmpeg + x264 and the naive crate pipeline.
+    E2e(e2e::Args),
+    /// The controller end of one e2e session (driven by `e2e`).
+    #[command(name = "e2e-controller", hide = true)]
+    E2eController(e2e::roles::ControllerArgs),
+    /// The target end of one e2e session (driven by `e2e`).
+    #[command(name = "e2e-target", hide = true)]
+    E2eTarget(e2e::roles::TargetArgs),
+    /// One naive-pipeline peer run for `e2e` (prints a JSON line).
+    #[command(name = "peer-naive", hide = true)]
+    PeerNaive(peers::NaiveArgs),
 }
 
 fn main() {
@@ -41,6 +56,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Stages(args) => stages::run(&args),
+        Command::E2e(args) => e2e::run(&args),
+        Command::E2eController(args) => e2e::roles::run_controller(&args),
+        Command::E2eTarget(args) => e2e::roles::run_target(&args),
+        Command::PeerNaive(args) => peers::naive_main(&args),
     };
     if let Err(e) = result {
         #[allow(clippy::print_stderr)]

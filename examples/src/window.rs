@@ -88,7 +88,6 @@ impl KeyTranslator {
     fn shortcut_held(&self) -> bool {
         self.ctrl || self.alt || self.meta
     }
-
 }
 
 /// Map a point in the window (pixels, `win` its size) to the remote screen (`remote` size);

@@ -133,7 +133,10 @@ fn the_viewer_window_shows_the_remote_screen_and_sends_what_is_typed_and_pointed
         let now = Timestamp::from_micros(start.elapsed().as_micros() as u64 + 1);
         let a = target.capture(&mut target_frame, now);
         let b = desk.capture(&mut desk_frame, now);
-        if !matches!((a, b), (Ok(CaptureOutcome::Fresh | CaptureOutcome::Unchanged), Ok(_))) {
+        if !matches!(
+            (a, b),
+            (Ok(CaptureOutcome::Fresh | CaptureOutcome::Unchanged), Ok(_))
+        ) {
             return false;
         }
         psnr = luma_psnr_at(&desk_frame, (x, y), &target_frame);

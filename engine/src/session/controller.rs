@@ -95,6 +95,15 @@ impl Controller {
         &self.events
     }
 
+    /// Frames decoded and video bytes received so far, read now (the `Stats` event is only
+    /// about once a second): for measuring over an exact window.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.shared.frames.load(Relaxed),
+            self.shared.bytes.load(Relaxed),
+        )
+    }
+
     /// Send a keyboard or mouse event to the target (coordinates in the target's pixels).
     pub fn send_input(&self, event: InputEvent) -> Result<(), SessionError> {
         self.commands

@@ -629,7 +629,12 @@ fn spawn_video_out(
                         pipeline.request_keyframe(Some(BandId(b)));
                     }
                 }
-                tracing::trace!(frame = frame.id.0, bands = frame.bands.len(), bytes, "frame sent");
+                tracing::trace!(
+                    frame = frame.id.0,
+                    bands = frame.bands.len(),
+                    bytes,
+                    "frame sent"
+                );
                 counters.frames.fetch_add(1, Relaxed);
                 counters.bytes.fetch_add(bytes, Relaxed);
             }
