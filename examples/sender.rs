@@ -1,7 +1,7 @@
 //! The target end: join a technician's session with a connection code and stream this screen.
 //!
 //! ```text
-//! cargo run --release -p deskwire-examples --example sender -- --broker ws://HOST:PORT --code "123 456 789"
+//! cargo run --release -p deskwire-examples --example sender -- --broker ws://HOST:PORT --code "123 456 7890"
 //! ```
 //! A wrong, expired or used code is reported and a new one can be typed ("Try Again");
 //! an empty line cancels.
@@ -27,7 +27,7 @@ struct Args {
     /// Broker URL.
     #[arg(long)]
     broker: String,
-    /// The connection code the technician read to you (nine digits).
+    /// The connection code the technician read to you (ten digits).
     #[arg(long)]
     code: String,
     /// Screen source: auto, x11, xcap or synthetic:<static|typing|scroll|video|drag>.

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use deskwire_signal::{ConnectionCode, JoinRefusal, UnixMillis};
+use deskwire_signal::{SessionCode, JoinRefusal, UnixMillis};
 use rand::Rng;
 
 /// Random draws before `issue` gives up. The book holds at most a few hundred thousand of the
@@ -65,6 +65,8 @@ enum State {
     Used,
     /// The controller left before anyone joined.
     Cancelled,
+    /// Too many failed PAKE verifications.
+    Burned,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,13 +80,13 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct CodeBook {
     limits: CodeLimits,
-    entries: HashMap<ConnectionCode, Entry>,
+    entries: HashMap<SessionCode, Entry>,
     /// Every entry ordered by expiry, so purging and eviction start from the oldest without
     /// scanning the map. Forget time is `expires_at + retention`, the same order.
-    by_expiry: BTreeSet<(UnixMillis, ConnectionCode)>,
+    by_expiry: BTreeSet<(UnixMillis, SessionCode)>,
     /// The codes still redeemable, by expiry; `trim_expired` drops those whose time ran out,
     /// so its length is what the cap on pending codes counts.
-    pending: BTreeSet<(UnixMillis, ConnectionCode)>,
+    pending: BTreeSet<(UnixMillis, SessionCode)>,
 }
 
 impl CodeBook {
@@ -120,7 +122,7 @@ impl CodeBook {
         now: UnixMillis,
         session: SessionId,
         rng: &mut impl Rng,
-    ) -> Result<(ConnectionCode, UnixMillis), IssueError> {
+    ) -> Result<(SessionCode, UnixMillis), IssueError> {
         self.purge(now);
         if self.pending.len() >= self.limits.max_pending {
             return Err(IssueError::TooManyPending {
@@ -134,7 +136,7 @@ impl CodeBook {
         }
         for _ in 0..MAX_DRAWS {
             let Some(code) =
-                ConnectionCode::from_number(rng.random_range(0..ConnectionCode::SPACE))
+                SessionCode::from_number(rng.random_range(0..SessionCode::SPACE))
             else {
                 continue;
             };
@@ -159,7 +161,7 @@ impl CodeBook {
 
     /// Redeem the code a user typed. On success the code is used up.
     pub(crate) fn redeem(&mut self, text: &str, now: UnixMillis) -> Result<SessionId, JoinRefusal> {
-        let code: ConnectionCode = text.parse().map_err(|_| JoinRefusal::Malformed)?;
+        let code: SessionCode = text.parse().map_err(|_| JoinRefusal::Malformed)?;
         // Forget what is past retention first, so the answer does not depend on when the
         // last purge happened to run.
         self.purge(now);
@@ -167,6 +169,7 @@ impl CodeBook {
         match entry.state {
             State::Used => Err(JoinRefusal::AlreadyUsed),
             State::Cancelled => Err(JoinRefusal::Cancelled),
+            State::Burned => Err(JoinRefusal::Burned),
             State::Pending if now >= entry.expires_at => Err(JoinRefusal::Expired),
             State::Pending => {
                 entry.state = State::Used;
@@ -178,7 +181,7 @@ impl CodeBook {
 
     /// The controller left: a code nobody redeemed stops working and says so.
     /// Returns whether the code was still pending.
-    pub(crate) fn cancel(&mut self, code: ConnectionCode) -> bool {
+    pub(crate) fn cancel(&mut self, code: SessionCode) -> bool {
         let Some(entry) = self.entries.get_mut(&code) else {
             return false;
         };
@@ -188,6 +191,30 @@ impl CodeBook {
         entry.state = State::Cancelled;
         self.pending.remove(&(entry.expires_at, code));
         true
+    }
+
+    /// An attempt with this (redeemed) code failed verification: it may be redeemed again
+    /// until it expires. Returns whether it was in use.
+    pub(crate) fn reopen(&mut self, code: SessionCode) -> bool {
+        let Some(entry) = self.entries.get_mut(&code) else {
+            return false;
+        };
+        if entry.state != State::Used {
+            return false;
+        }
+        entry.state = State::Pending;
+        self.pending.insert((entry.expires_at, code));
+        true
+    }
+
+    /// The code stops working for good (too many failed verifications).
+    pub(crate) fn burn(&mut self, code: SessionCode) {
+        if let Some(entry) = self.entries.get_mut(&code) {
+            if entry.state == State::Pending {
+                self.pending.remove(&(entry.expires_at, code));
+            }
+            entry.state = State::Burned;
+        }
     }
 
     /// Forget tombstones whose retention ended at or before `now`; their codes may be issued
@@ -286,7 +313,7 @@ mod tests {
         let dashed = code.to_string().replace(' ', "-");
         assert_eq!(b.redeem(&dashed, T0), Ok(SessionId(1)));
         let (code, _) = b.issue(T0, SessionId(2), &mut rng(2)).unwrap();
-        let bare = format!("{:09}", code.number());
+        let bare = format!("{:06}", code.number());
         assert_eq!(b.redeem(&bare, T0), Ok(SessionId(2)));
     }
 
@@ -302,7 +329,7 @@ mod tests {
     fn a_code_never_issued_is_a_wrong_code() {
         let mut b = book();
         let (code, _) = b.issue(T0, SessionId(1), &mut rng(1)).unwrap();
-        let other = ConnectionCode::from_number((code.number() + 1) % ConnectionCode::SPACE);
+        let other = SessionCode::from_number((code.number() + 1) % SessionCode::SPACE);
         let other = other.unwrap();
         assert_eq!(
             b.redeem(&other.to_string(), T0),

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use deskwire_signal::{
-    decode_client, BrokerMessage, ClientMessage, ConnectionCode, JoinRefusal, PeerSignal,
+    decode_client, BrokerMessage, ClientMessage, SessionCode, JoinRefusal, PeerSignal,
     UnixMillis, MAX_REASON_CHARS,
 };
 use rand::rngs::StdRng;
@@ -53,13 +53,19 @@ enum Role {
 
 #[derive(Debug)]
 struct Session {
-    code: ConnectionCode,
+    code: SessionCode,
     controller: Option<ConnId>,
     target: Option<ConnId>,
     /// A target joined at some point. Relays are refused before that, and dropped quietly
     /// after the other side has left (the two may cross on the wire).
     paired: bool,
+    /// Attempts whose PAKE verification failed; the code burns at [`MAX_FAILED_VERIFICATIONS`].
+    failed_verifications: u32,
 }
+
+/// Failed verifications after which a code stops working: a broker or a bystander who knows
+/// the session code gets this many guesses at the four secret digits.
+pub(crate) const MAX_FAILED_VERIFICATIONS: u32 = 3;
 
 /// The connections and sessions of one broker.
 #[derive(Debug)]
@@ -136,6 +142,18 @@ impl Switchboard {
                 },
                 ClientMessage::Relay { signal },
             ) => self.relay(conn, session, signal),
+            (
+                Role::Controller { session }
+                | Role::Target {
+                    session: Some(session),
+                    ..
+                },
+                ClientMessage::VerificationFailed {},
+            ) => self.verification_failed(session),
+            (
+                Role::Undecided | Role::Target { session: None, .. },
+                ClientMessage::VerificationFailed {},
+            ) => self.refuse(conn, "verification_failed before pairing"),
             (Role::Undecided | Role::Target { session: None, .. }, ClientMessage::Relay { .. }) => {
                 self.refuse(conn, "relay before pairing: join a session first")
             }
@@ -236,10 +254,17 @@ impl Switchboard {
                         controller: Some(conn),
                         target: None,
                         paired: false,
+                        failed_verifications: 0,
                     },
                 );
                 tracing::info!(%session_id, %expires_at, "session created");
-                self.send(conn, BrokerMessage::SessionCreated { code, expires_at });
+                self.send(
+                    conn,
+                    BrokerMessage::SessionCreated {
+                        session: code,
+                        expires_at,
+                    },
+                );
             }
             Err(e) => {
                 tracing::warn!("refused to create a session: {e}");
@@ -292,6 +317,53 @@ impl Switchboard {
         }
     }
 
+    /// A peer says the other's description did not verify: unpair the target (it may try
+    /// again, typing the code anew), or burn the code after too many failures.
+    fn verification_failed(&mut self, session_id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if !session.paired {
+            // Reported by both sides of the same attempt: count it once.
+            return;
+        }
+        session.failed_verifications += 1;
+        session.paired = false;
+        let failures = session.failed_verifications;
+        let code = session.code;
+        let controller = session.controller;
+        let target = session.target.take();
+        let burned = failures >= MAX_FAILED_VERIFICATIONS;
+        tracing::warn!(%session_id, failures, burned, "a peer failed verification");
+        let reason = if burned {
+            self.codes.burn(code);
+            JoinRefusal::Burned
+        } else {
+            self.codes.reopen(code);
+            JoinRefusal::VerificationFailed
+        };
+        if let Some(t) = target {
+            if let Some(Role::Target { refusals, .. }) = self.conns.get(&t).copied() {
+                self.conns.insert(
+                    t,
+                    Role::Target {
+                        session: None,
+                        refusals: refusals.saturating_add(1),
+                    },
+                );
+            }
+            let message = reason.message().to_owned();
+            self.send(t, BrokerMessage::JoinRefused { reason, message });
+        }
+        if let Some(c) = controller {
+            if burned {
+                self.refuse(c, reason.message());
+            } else {
+                self.send(c, BrokerMessage::PeerLeft {});
+            }
+        }
+    }
+
     fn relay(&mut self, from: ConnId, session_id: SessionId, signal: PeerSignal) {
         let Some(session) = self.sessions.get(&session_id) else {
             return;
@@ -330,7 +402,8 @@ impl Switchboard {
 
 /// The seam for rate limiting join attempts (a later issue): given how many codes this
 /// connection has had refused, decide whether it may try another. For now every attempt is
-/// admitted; the nine-digit code space and the connection cap are the only brakes.
+/// admitted; the session code space, the PAKE (three guesses at the secret) and the
+/// connection cap are the only brakes.
 fn admit_join(_refusals: u32, _now: UnixMillis) -> Result<(), JoinRefusal> {
     Ok(())
 }
@@ -371,12 +444,16 @@ mod tests {
     }
 
     /// A controller with a session; returns its connection and code.
-    fn controller(b: &mut Switchboard) -> (ConnId, ConnectionCode) {
+    fn controller(b: &mut Switchboard) -> (ConnId, SessionCode) {
         let c = b.handle_open();
         match say(b, c, &ClientMessage::CreateSession {}, T0).as_slice() {
             [Output::Send {
                 to,
-                msg: BrokerMessage::SessionCreated { code, expires_at },
+                msg:
+                    BrokerMessage::SessionCreated {
+                        session: code,
+                        expires_at,
+                    },
             }] => {
                 assert_eq!(*to, c);
                 assert_eq!(*expires_at, T0.plus(TTL));
@@ -396,6 +473,7 @@ mod tests {
         ClientMessage::Relay {
             signal: PeerSignal::Offer {
                 sdp: "v=0 offer".into(),
+                mac: "ab".into(),
             },
         }
     }
@@ -419,6 +497,7 @@ mod tests {
         );
         let sent = PeerSignal::Offer {
             sdp: "v=0 offer".into(),
+            mac: "ab".into(),
         };
         assert_eq!(
             say(&mut b, t, &offer(), T0),
@@ -426,6 +505,7 @@ mod tests {
         );
         let answer = PeerSignal::Answer {
             sdp: "v=0 answer".into(),
+            mac: "cd".into(),
         };
         let msg = ClientMessage::Relay {
             signal: answer.clone(),
@@ -441,11 +521,11 @@ mod tests {
         let mut b = board();
         let (c, code) = controller(&mut b);
         let t = b.handle_open();
-        let wrong = (code.number() + 1) % ConnectionCode::SPACE;
+        let wrong = (code.number() + 1) % SessionCode::SPACE;
         let out = say(
             &mut b,
             t,
-            &join(ConnectionCode::from_number(wrong).unwrap()),
+            &join(SessionCode::from_number(wrong).unwrap()),
             T0,
         );
         assert_eq!(
@@ -655,5 +735,75 @@ mod tests {
             unreachable!()
         };
         assert!(message.contains("8 connection codes"), "{message}");
+    }
+
+    #[test]
+    fn a_failed_verification_unpairs_the_target_which_may_join_again() {
+        let mut b = board();
+        let (c, code) = controller(&mut b);
+        let t = b.handle_open();
+        say(&mut b, t, &join(code), T0);
+        let failed = ClientMessage::VerificationFailed {};
+        let reason = JoinRefusal::VerificationFailed;
+        assert_eq!(
+            say(&mut b, c, &failed, T0),
+            [
+                send(
+                    t,
+                    BrokerMessage::JoinRefused {
+                        reason,
+                        message: reason.message().into()
+                    }
+                ),
+                send(c, BrokerMessage::PeerLeft {}),
+            ]
+        );
+        // The other side reporting the same attempt does not count twice, and relays
+        // from the unpaired target are refused.
+        assert!(say(&mut b, c, &failed, T0).is_empty());
+        assert_eq!(
+            say(&mut b, t, &join(code), T0),
+            [
+                send(t, BrokerMessage::Joined {}),
+                send(c, BrokerMessage::PeerJoined {})
+            ]
+        );
+    }
+
+    #[test]
+    fn the_third_failed_verification_burns_the_code() {
+        let mut b = board();
+        let (c, code) = controller(&mut b);
+        let t = b.handle_open();
+        for _ in 0..MAX_FAILED_VERIFICATIONS - 1 {
+            say(&mut b, t, &join(code), T0);
+            say(&mut b, t, &ClientMessage::VerificationFailed {}, T0);
+        }
+        say(&mut b, t, &join(code), T0);
+        let out = say(&mut b, t, &ClientMessage::VerificationFailed {}, T0);
+        let burned = JoinRefusal::Burned;
+        assert_eq!(
+            out[0],
+            send(
+                t,
+                BrokerMessage::JoinRefused {
+                    reason: burned,
+                    message: burned.message().into()
+                }
+            )
+        );
+        assert!(is_error_then_close(&out[1..], c), "{out:?}");
+        // Even a fresh connection with the right session code is refused now.
+        let t2 = b.handle_open();
+        assert_eq!(
+            say(&mut b, t2, &join(code), T0),
+            [send(
+                t2,
+                BrokerMessage::JoinRefused {
+                    reason: burned,
+                    message: burned.message().into()
+                }
+            )]
+        );
     }
 }

@@ -41,14 +41,17 @@ async fn the_binary_prints_its_real_address_pairs_peers_and_stops_on_sigterm() -
         .send(&deskwire_signal::ClientMessage::CreateSession {})
         .await?;
     let code = match controller.recv().await? {
-        BrokerMessage::SessionCreated { code, .. } => code,
+        BrokerMessage::SessionCreated { session, .. } => session,
         other => bail!("expected session_created, got {other:?}"),
     };
     let mut target = Peer::connect(url).await?;
     target.send(&join(code)).await?;
     expect(target.recv().await?, BrokerMessage::Joined {})?;
     expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
-    let offer = PeerSignal::Offer { sdp: "v=0".into() };
+    let offer = PeerSignal::Offer {
+        sdp: "v=0".into(),
+        mac: "ab".into(),
+    };
     target.send(&relay(offer.clone())).await?;
     expect(
         controller.recv().await?,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use deskwire_broker::BrokerConfig;
 use deskwire_signal::{
-    BrokerMessage, ClientMessage, ConnectionCode, JoinRefusal, PeerSignal, MAX_SIGNAL_BYTES,
+    BrokerMessage, ClientMessage, SessionCode, JoinRefusal, PeerSignal, MAX_SIGNAL_BYTES,
 };
 use support::{expect, join, relay, Broker, Event};
 use tokio_tungstenite::tungstenite::Message;
@@ -20,8 +20,8 @@ fn refused(reason: JoinRefusal) -> BrokerMessage {
 }
 
 /// A code that differs from `code` (so the broker does not know it).
-fn another(code: ConnectionCode) -> ConnectionCode {
-    ConnectionCode::from_number((code.number() + 1) % ConnectionCode::SPACE).expect("in range")
+fn another(code: SessionCode) -> SessionCode {
+    SessionCode::from_number((code.number() + 1) % SessionCode::SPACE).expect("in range")
 }
 
 #[tokio::test]
@@ -31,8 +31,8 @@ async fn a_target_with_the_code_pairs_and_offer_and_answer_are_relayed_both_ways
     assert_eq!(expires_at, support::T0.plus(Duration::from_secs(600)));
     assert_eq!(
         code.to_string().len(),
-        11,
-        "shown as three groups of three digits"
+        7,
+        "the broker's half: two groups of three digits"
     );
 
     let mut target = broker.peer().await?;
@@ -42,6 +42,7 @@ async fn a_target_with_the_code_pairs_and_offer_and_answer_are_relayed_both_ways
 
     let offer = PeerSignal::Offer {
         sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n".into(),
+        mac: "ab".into(),
     };
     target.send(&relay(offer.clone())).await?;
     expect(
@@ -50,6 +51,7 @@ async fn a_target_with_the_code_pairs_and_offer_and_answer_are_relayed_both_ways
     )?;
     let answer = PeerSignal::Answer {
         sdp: "v=0\r\no=- 2 2 IN IP4 0.0.0.0\r\n".into(),
+        mac: "ab".into(),
     };
     controller.send(&relay(answer.clone())).await?;
     expect(
@@ -76,7 +78,7 @@ async fn after_a_wrong_code_the_user_can_try_again_on_the_same_socket() -> Resul
     target.send(&join("123-45")).await?;
     expect(target.recv().await?, refused(JoinRefusal::Malformed))?;
     // Typed without spaces this time.
-    target.send(&join(format!("{:09}", code.number()))).await?;
+    target.send(&join(format!("{:06}", code.number()))).await?;
     expect(target.recv().await?, BrokerMessage::Joined {})?;
     expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
 
@@ -147,7 +149,10 @@ async fn when_the_target_leaves_the_controller_hears_peer_left() -> Result<()> {
 #[tokio::test]
 async fn relay_before_pairing_and_a_second_create_are_errors_that_close() -> Result<()> {
     let broker = Broker::start().await?;
-    let offer = PeerSignal::Offer { sdp: "v=0".into() };
+    let offer = PeerSignal::Offer {
+        sdp: "v=0".into(),
+        mac: "ab".into(),
+    };
 
     let mut stranger = broker.peer().await?;
     stranger.send(&relay(offer.clone())).await?;
@@ -190,7 +195,10 @@ async fn malformed_json_binary_and_other_versions_close_only_their_own_socket() 
     binary.expect_error_and_close().await?;
 
     // The paired session never noticed.
-    let offer = PeerSignal::Offer { sdp: "v=0".into() };
+    let offer = PeerSignal::Offer {
+        sdp: "v=0".into(),
+        mac: "ab".into(),
+    };
     target.send(&relay(offer.clone())).await?;
     expect(
         controller.recv().await?,
@@ -224,7 +232,10 @@ async fn an_oversized_message_ends_its_socket_and_no_other() -> Result<()> {
         other => bail!("expected an error or a close, got {other:?}"),
     }
 
-    let answer = PeerSignal::Answer { sdp: "v=0".into() };
+    let answer = PeerSignal::Answer {
+        sdp: "v=0".into(),
+        mac: "ab".into(),
+    };
     controller.send(&relay(answer.clone())).await?;
     expect(
         target.recv().await?,
@@ -244,7 +255,10 @@ async fn a_target_that_stops_reading_is_disconnected_and_its_controller_told() -
     let mut told = false;
     for sent in 0..4000 {
         controller
-            .send(&relay(PeerSignal::Answer { sdp: sdp.clone() }))
+            .send(&relay(PeerSignal::Answer {
+                sdp: sdp.clone(),
+                mac: String::new(),
+            }))
             .await?;
         // Look for peer_left without blocking: the broker says so as soon as it gives up.
         if let Ok(event) = tokio::time::timeout(Duration::ZERO, controller.next_event()).await {

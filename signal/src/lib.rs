@@ -1,6 +1,7 @@
 //! The signalling vocabulary shared by the broker and the engine, with no I/O.
 //!
-//! - [`ConnectionCode`]: the short code a technician reads to the user over the phone.
+//! - [`ConnectionCode`]: the short code a technician reads to the user over the phone: the
+//!   broker's [`SessionCode`] and a secret only the peers know, bound by a PAKE ([`pake`]).
 //! - [`ClientMessage`] / [`BrokerMessage`]: the typed, versioned JSON messages a peer and the
 //!   broker exchange over a WebSocket, wrapped in an [`Envelope`] that carries the version.
 //! - [`UnixMillis`]: wall-clock time passed in by whoever drives the logic, so expiry is tested
@@ -9,9 +10,10 @@
 
 mod code;
 mod message;
+pub mod pake;
 mod time;
 
-pub use code::{CodeError, ConnectionCode};
+pub use code::{CodeError, ConnectionCode, SessionCode};
 pub use message::{
     decode_broker, decode_client, encode, BrokerMessage, ClientMessage, Envelope, JoinRefusal,
     PeerSignal, SignalError, MAX_REASON_CHARS, MAX_SDP_BYTES, MAX_SIGNAL_BYTES, VERSION,

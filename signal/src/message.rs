@@ -3,19 +3,24 @@
 //! ```text
 //! controller                      broker                         target
 //!   create_session  ------------->
-//!                   <-------------  session_created {code}
-//!                                         <--------------------  join {code}
+//!                   <-------------  session_created {session}
+//!   (code = session + secret, read to the user)
+//!                                         <--------------------  join {session part}
 //!                                  join_refused {reason} ------>  (enter again or leave)
 //!   <-- peer_joined                joined  -------------------->
-//!                   <-- relay {offer}  <-----------------------  relay {offer}
-//!   relay {answer} -->               relay {answer} ---------->
+//!   relay {pake} ------------------------------------------------> relay {pake}
+//!                   <-- relay {offer, mac}  <-------------------  relay {offer, mac}
+//!   relay {answer, mac} -->          relay {answer, mac} ------>
+//!   verification_failed (either side, when a MAC does not match) -> the target may retry
 //! ```
 //! The broker relays [`PeerSignal`]s between the two sockets of a session and never sees
-//! media. The SDP it relays is only size-checked, not interpreted.
+//! media, nor the code's secret half. The SDP it relays is only size-checked; the peers
+//! check its MAC (see [`crate::pake`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::code::ConnectionCode;
+use crate::code::SessionCode;
+use crate::pake::{MAC_HEX, PAKE_MESSAGE_HEX};
 use crate::time::UnixMillis;
 
 /// The signalling protocol version this crate speaks.
@@ -53,6 +58,10 @@ pub enum ClientMessage {
         /// The payload.
         signal: PeerSignal,
     },
+    /// Either side, once paired: the peer's description failed verification (a wrong
+    /// secret, or a tampered SDP). The target is unpaired and may try again; the third
+    /// failure burns the code.
+    VerificationFailed {},
 }
 
 /// What the broker sends to a peer.
@@ -61,8 +70,8 @@ pub enum ClientMessage {
 pub enum BrokerMessage {
     /// To the controller: the code to read to the user.
     SessionCreated {
-        /// The code.
-        code: ConnectionCode,
+        /// The broker's half of the code; the controller adds the secret half.
+        session: SessionCode,
         /// When the code stops working if nobody has joined.
         expires_at: UnixMillis,
     },
@@ -95,15 +104,24 @@ pub enum BrokerMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PeerSignal {
+    /// A SPAKE2 message (hex), one from each side, keyed by the whole code.
+    Pake {
+        /// The message.
+        msg: String,
+    },
     /// The target's SDP offer, after full ICE gathering.
     Offer {
         /// Session description.
         sdp: String,
+        /// HMAC-SHA256 (hex) under the offer key the PAKE derived.
+        mac: String,
     },
     /// The controller's SDP answer, after full ICE gathering.
     Answer {
         /// Session description.
         sdp: String,
+        /// HMAC-SHA256 (hex) under the answer key the PAKE derived.
+        mac: String,
     },
     /// The sender is leaving the session.
     Bye {
@@ -126,19 +144,30 @@ pub enum JoinRefusal {
     AlreadyUsed,
     /// The technician closed the session before anyone joined.
     Cancelled,
+    /// The session code was right but the peers' codes differ (or the description was
+    /// altered in transit): nothing was connected.
+    VerificationFailed,
+    /// Too many failed verifications: the code no longer works.
+    Burned,
 }
 
 impl JoinRefusal {
     /// The sentence shown to the user.
     pub fn message(self) -> &'static str {
         match self {
-            JoinRefusal::Malformed => "that is not a connection code: it has nine digits",
+            JoinRefusal::Malformed => "that is not a connection code: it has ten digits",
             JoinRefusal::WrongCode => "no session has this code; check the digits and try again",
             JoinRefusal::Expired => "this code has expired; ask the technician for a new one",
             JoinRefusal::AlreadyUsed => {
                 "this code was already used; ask the technician for a new one"
             }
             JoinRefusal::Cancelled => "the technician closed this session; ask for a new code",
+            JoinRefusal::VerificationFailed => {
+                "the code did not match the technician's: check the last four digits and try again"
+            }
+            JoinRefusal::Burned => {
+                "this code was disabled after failed attempts; ask the technician for a new one"
+            }
         }
     }
 }
@@ -233,9 +262,11 @@ fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, SignalError> {
 
 fn check_signal(signal: &PeerSignal) -> Result<(), SignalError> {
     match signal {
-        PeerSignal::Offer { sdp } | PeerSignal::Answer { sdp } => {
-            check_len("sdp", sdp.len(), MAX_SDP_BYTES)
+        PeerSignal::Offer { sdp, mac } | PeerSignal::Answer { sdp, mac } => {
+            check_len("sdp", sdp.len(), MAX_SDP_BYTES)?;
+            check_len("mac", mac.len(), MAC_HEX)
         }
+        PeerSignal::Pake { msg } => check_len("msg", msg.len(), PAKE_MESSAGE_HEX),
         PeerSignal::Bye { reason } => check_len("reason", reason.chars().count(), MAX_REASON_CHARS),
     }
 }
@@ -259,17 +290,20 @@ mod tests {
         );
         assert_eq!(
             encode(&ClientMessage::Relay {
-                signal: PeerSignal::Offer { sdp: "x".into() }
+                signal: PeerSignal::Offer {
+                    sdp: "x".into(),
+                    mac: "ab".into()
+                }
             }),
-            r#"{"v":1,"type":"relay","signal":{"kind":"offer","sdp":"x"}}"#
+            r#"{"v":1,"type":"relay","signal":{"kind":"offer","sdp":"x","mac":"ab"}}"#
         );
-        let code = ConnectionCode::from_number(123_456_789).unwrap();
+        let session = SessionCode::from_number(123_456).unwrap();
         assert_eq!(
             encode(&BrokerMessage::SessionCreated {
-                code,
+                session,
                 expires_at: UnixMillis(7)
             }),
-            r#"{"v":1,"type":"session_created","code":"123 456 789","expires_at":7}"#
+            r#"{"v":1,"type":"session_created","session":"123 456","expires_at":7}"#
         );
         assert_eq!(
             encode(&BrokerMessage::JoinRefused {
@@ -285,11 +319,18 @@ mod tests {
         let client = [
             ClientMessage::CreateSession {},
             ClientMessage::Join {
-                code: "123 456 789".into(),
+                code: "123 456".into(),
             },
             ClientMessage::Relay {
-                signal: PeerSignal::Answer { sdp: "v=0".into() },
+                signal: PeerSignal::Answer {
+                    sdp: "v=0".into(),
+                    mac: "00".into(),
+                },
             },
+            ClientMessage::Relay {
+                signal: PeerSignal::Pake { msg: "53".into() },
+            },
+            ClientMessage::VerificationFailed {},
             ClientMessage::Relay {
                 signal: PeerSignal::Bye {
                     reason: "done".into(),
@@ -307,7 +348,10 @@ mod tests {
                 message: "no".into(),
             },
             BrokerMessage::Relay {
-                signal: PeerSignal::Offer { sdp: "v=0".into() },
+                signal: PeerSignal::Offer {
+                    sdp: "v=0".into(),
+                    mac: "00".into(),
+                },
             },
         ];
         for m in broker {
@@ -355,11 +399,23 @@ mod tests {
     fn oversized_fields_are_refused_with_their_name() {
         let sdp = "a".repeat(MAX_SDP_BYTES + 1);
         let text = encode(&ClientMessage::Relay {
-            signal: PeerSignal::Offer { sdp },
+            signal: PeerSignal::Offer {
+                sdp,
+                mac: String::new(),
+            },
         });
         assert!(matches!(
             decode_client(&text),
             Err(SignalError::FieldTooLong { field: "sdp", .. })
+        ));
+        let text = encode(&ClientMessage::Relay {
+            signal: PeerSignal::Pake {
+                msg: "0".repeat(PAKE_MESSAGE_HEX + 1),
+            },
+        });
+        assert!(matches!(
+            decode_client(&text),
+            Err(SignalError::FieldTooLong { field: "msg", .. })
         ));
     }
 
@@ -371,6 +427,8 @@ mod tests {
             JoinRefusal::Expired,
             JoinRefusal::AlreadyUsed,
             JoinRefusal::Cancelled,
+            JoinRefusal::VerificationFailed,
+            JoinRefusal::Burned,
         ] {
             assert!(r.message().len() > 20);
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec, Timestamp, X11Source};
 use deskwire_engine::input::{InputEvent, InputRefusal, Key, NamedKey, PointerButton};
-use deskwire_engine::session::{ConnectionCode, JoinRefusal};
+use deskwire_engine::session::{ConnectionCode, JoinRefusal, SessionCode};
 use deskwire_engine::{
     Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent,
 };
@@ -241,7 +241,8 @@ fn a_wrong_code_can_be_corrected_and_a_used_code_is_refused() {
     let broker = TestBroker::start().unwrap();
     let c = controller(&broker);
     let code = code_of(&c).unwrap();
-    let wrong = ConnectionCode::from_number((code.number() + 1) % ConnectionCode::SPACE).unwrap();
+    let other = SessionCode::from_number((code.session().number() + 1) % SessionCode::SPACE);
+    let wrong = ConnectionCode::new(other.unwrap(), code.secret()).unwrap();
     let h = host_on(&broker, synthetic(), wrong, true, None);
     let refusal = wait_host(h.events(), WAIT, |e| match e {
         HostEvent::CodeRefused { reason, .. } => Some(*reason),
@@ -266,6 +267,75 @@ fn a_wrong_code_can_be_corrected_and_a_used_code_is_refused() {
     again.shutdown().unwrap();
     c.shutdown().unwrap();
     h.shutdown().unwrap();
+}
+
+/// The code with the same session half and another secret: what a user who mistyped the
+/// last four digits enters.
+fn wrong_secret(code: ConnectionCode) -> ConnectionCode {
+    ConnectionCode::new(
+        code.session(),
+        (code.secret() + 1) % ConnectionCode::SECRET_SPACE,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_mistyped_secret_connects_nothing_and_the_right_code_then_works() {
+    let _s = serial();
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    let h = host_on(&broker, synthetic(), wrong_secret(code), true, None);
+    let refusal = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::CodeRefused { reason, .. } => Some(*reason),
+        HostEvent::Connected { .. } => panic!("connected with the wrong secret"),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(refusal, JoinRefusal::VerificationFailed);
+    wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::VerificationFailed { .. } => Some(()),
+        ControllerEvent::Connected { .. } => panic!("connected with the wrong secret"),
+        _ => None,
+    })
+    .unwrap();
+    h.try_code(code).unwrap();
+    connected(&c);
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn three_failed_verifications_burn_the_code() {
+    let _s = serial();
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    let h = host_on(&broker, synthetic(), wrong_secret(code), true, None);
+    let refused = |h: &Host| {
+        wait_host(h.events(), WAIT, |e| match e {
+            HostEvent::CodeRefused { reason, .. } => Some(*reason),
+            HostEvent::Connected { .. } => panic!("connected with the wrong secret"),
+            _ => None,
+        })
+        .unwrap()
+    };
+    assert_eq!(refused(&h), JoinRefusal::VerificationFailed);
+    h.try_code(wrong_secret(code)).unwrap();
+    assert_eq!(refused(&h), JoinRefusal::VerificationFailed);
+    h.try_code(wrong_secret(code)).unwrap();
+    assert_eq!(refused(&h), JoinRefusal::Burned);
+    // Burned for good: the right code no longer works either, and the technician is told.
+    h.try_code(code).unwrap();
+    assert_eq!(refused(&h), JoinRefusal::Burned);
+    let ended = wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::Disconnected(r) => Some(r.clone()),
+        _ => None,
+    })
+    .unwrap();
+    assert!(matches!(ended, DisconnectReason::Broker(_)), "{ended:?}");
+    h.shutdown().unwrap();
+    c.shutdown().unwrap();
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use deskwire_broker::{BrokerConfig, BrokerError, ManualClock};
 use deskwire_signal::{
-    decode_broker, encode, BrokerMessage, ClientMessage, ConnectionCode, PeerSignal, UnixMillis,
+    decode_broker, encode, BrokerMessage, ClientMessage, SessionCode, PeerSignal, UnixMillis,
     SIGNAL_PATH,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -79,11 +79,14 @@ impl Broker {
     }
 
     /// A controller that has created a session.
-    pub async fn controller(&self) -> Result<(Peer, ConnectionCode, UnixMillis)> {
+    pub async fn controller(&self) -> Result<(Peer, SessionCode, UnixMillis)> {
         let mut peer = self.peer().await?;
         peer.send(&ClientMessage::CreateSession {}).await?;
         match peer.recv().await? {
-            BrokerMessage::SessionCreated { code, expires_at } => Ok((peer, code, expires_at)),
+            BrokerMessage::SessionCreated {
+                session,
+                expires_at,
+            } => Ok((peer, session, expires_at)),
             other => bail!("expected session_created, got {other:?}"),
         }
     }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use crossbeam_channel::Receiver;
 use deskwire_capture::Frame;
-use deskwire_signal::{BrokerMessage, ClientMessage, PeerSignal, UnixMillis};
+use deskwire_signal::pake::{Pake, SessionKeys};
+use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal, UnixMillis};
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
@@ -195,7 +196,7 @@ impl ControllerTask {
                 }
             };
         let result = self.pair(&mut sig).await;
-        let (offer, joined_at) = match result {
+        let (offer, keys, joined_at) = match result {
             Ok(v) => v,
             Err(r) => {
                 sig.close().await;
@@ -204,7 +205,7 @@ impl ControllerTask {
             }
         };
         let result = self
-            .answer(&pc, &net_tx, &mut net_rx, &mut sig, offer)
+            .answer(&pc, &net_tx, &mut net_rx, &mut sig, offer, &keys)
             .await;
         sig.close().await;
         let reason = match result {
@@ -220,14 +221,26 @@ impl ControllerTask {
         reason
     }
 
-    /// Create the session, report the code, wait for the target and its offer.
-    async fn pair(&mut self, sig: &mut Signalling) -> Result<(String, Instant), DisconnectReason> {
+    /// Create the session, report the code, wait for a target whose offer verifies.
+    ///
+    /// The code's secret half is drawn here and never sent to the broker. An offer whose
+    /// MAC does not verify (a mistyped secret, or a broker in the middle) is reported to the
+    /// broker, which unpairs that target; this side waits for the next one.
+    async fn pair(
+        &mut self,
+        sig: &mut Signalling,
+    ) -> Result<(String, SessionKeys, Instant), DisconnectReason> {
         let broker = |e: SessionError| DisconnectReason::Broker(e.to_string());
         sig.send(&ClientMessage::CreateSession {})
             .await
             .map_err(broker)?;
         let mut expires: Option<UnixMillis> = None;
+        let mut code: Option<ConnectionCode> = None;
         let mut joined_at: Option<Instant> = None;
+        let mut pake: Option<Pake> = None;
+        let mut keys: Option<SessionKeys> = None;
+        // After reporting a failed verification, the broker's peer_left for that target.
+        let mut expect_left = false;
         loop {
             // Before the target joins, the code's lifetime bounds the wait; after, the
             // connect timeout does.
@@ -238,21 +251,54 @@ impl ControllerTask {
                 (None, Some(at)) => at.since(UnixMillis::now()) + Duration::from_secs(1),
                 (None, None) => self.config.connect_timeout,
             };
+            let mut failed: Option<String> = None;
             tokio::select! {
                 msg = sig.recv() => match msg.map_err(broker)? {
-                    BrokerMessage::SessionCreated { code, expires_at } => {
+                    BrokerMessage::SessionCreated { session, expires_at } => {
+                        let secret = rand::random_range(0..ConnectionCode::SECRET_SPACE);
+                        let full = ConnectionCode::new(session, secret)
+                            .ok_or_else(|| DisconnectReason::Error("secret out of range".into()))?;
+                        code = Some(full);
                         expires = Some(expires_at);
-                        self.events.emit_important(ControllerEvent::Code { code, expires_at });
+                        self.events.emit_important(ControllerEvent::Code { code: full, expires_at });
                     }
                     BrokerMessage::PeerJoined {} => {
+                        let Some(full) = code else {
+                            return Err(DisconnectReason::Broker("peer_joined before a code".into()));
+                        };
                         joined_at = Some(Instant::now());
+                        let (p, msg) = Pake::start(&full);
+                        pake = Some(p);
+                        keys = None;
+                        sig.send(&ClientMessage::Relay { signal: PeerSignal::Pake { msg } })
+                            .await
+                            .map_err(broker)?;
                         self.events.emit_important(ControllerEvent::PeerJoined);
                     }
-                    BrokerMessage::Relay { signal: PeerSignal::Offer { sdp } } => {
-                        return Ok((sdp, joined_at.unwrap_or_else(Instant::now)));
+                    BrokerMessage::Relay { signal: PeerSignal::Pake { msg } } => {
+                        match pake.take().map(|p| p.finish(&msg)) {
+                            Some(Ok(k)) => keys = Some(k),
+                            Some(Err(e)) => failed = Some(e.to_string()),
+                            None => failed = Some("an unexpected key-exchange message".into()),
+                        }
+                    }
+                    BrokerMessage::Relay { signal: PeerSignal::Offer { sdp, mac } } => {
+                        match keys.as_ref().map(|k| k.verify_offer(&sdp, &mac)) {
+                            Some(Ok(())) => {
+                                let at = joined_at.unwrap_or_else(Instant::now);
+                                let k = keys.take().ok_or_else(|| DisconnectReason::Error("no keys".into()))?;
+                                return Ok((sdp, k, at));
+                            }
+                            Some(Err(e)) => failed = Some(e.to_string()),
+                            None => failed = Some("an offer before the key exchange".into()),
+                        }
                     }
                     BrokerMessage::Relay { signal: PeerSignal::Bye { reason } } => {
                         return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason });
+                    }
+                    BrokerMessage::PeerLeft {} if expect_left => {
+                        expect_left = false;
+                        joined_at = None;
                     }
                     BrokerMessage::PeerLeft {} => return Err(DisconnectReason::PeerLeft),
                     BrokerMessage::Error { message } => return Err(DisconnectReason::Broker(message)),
@@ -268,6 +314,18 @@ impl ControllerTask {
                     return Err(DisconnectReason::Broker(what.into()));
                 }
             }
+            if let Some(why) = failed {
+                tracing::warn!(
+                    why,
+                    "the target's offer failed verification; nothing was connected"
+                );
+                self.events
+                    .emit_important(ControllerEvent::VerificationFailed { why });
+                sig.send(&ClientMessage::VerificationFailed {})
+                    .await
+                    .map_err(broker)?;
+                (pake, keys, expect_left) = (None, None, true);
+            }
         }
     }
 
@@ -279,6 +337,7 @@ impl ControllerTask {
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
         sig: &mut Signalling,
         offer: String,
+        keys: &SessionKeys,
     ) -> Result<[Arc<dyn DataChannel>; 2], DisconnectReason> {
         let t = |what: &str, e: &dyn std::fmt::Display| {
             DisconnectReason::Transport(format!("{what}: {e}"))
@@ -300,8 +359,9 @@ impl ControllerTask {
         let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
             .await
             .map_err(|e| DisconnectReason::Transport(e.to_string()))?;
+        let mac = keys.mac_answer(&sdp);
         sig.send(&ClientMessage::Relay {
-            signal: PeerSignal::Answer { sdp },
+            signal: PeerSignal::Answer { sdp, mac },
         })
         .await
         .map_err(|e| DisconnectReason::Broker(e.to_string()))?;
@@ -310,11 +370,26 @@ impl ControllerTask {
         let (mut input, mut control) = (None, None);
         let mut seen = 0;
         let mut pending: std::collections::VecDeque<NetEvent> = backlog.into();
+        let mut listening = true;
         while seen < 3 {
             let ev = match pending.pop_front() {
                 Some(ev) => Some(ev),
                 None => tokio::select! {
                     ev = net_rx.recv() => ev,
+                    // A target that refuses our answer (it failed its verification) says
+                    // bye first: the attempt is over. Its leaving signalling is normal once
+                    // its channels are open, which may be before ours are.
+                    msg = sig.recv(), if listening => match msg {
+                        Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
+                            return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason });
+                        }
+                        Ok(BrokerMessage::Error { message }) => return Err(DisconnectReason::Broker(message)),
+                        Ok(_) => continue,
+                        Err(_) => {
+                            listening = false;
+                            continue;
+                        }
+                    },
                     cmd = self.commands.recv() => {
                         if matches!(cmd, Some(Command::Shutdown) | None) {
                             return Err(DisconnectReason::Local);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use deskwire_capture::Source;
+use deskwire_signal::pake::Pake;
 use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal};
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
@@ -142,6 +143,14 @@ enum Wait<T> {
     End(DisconnectReason),
 }
 
+/// How an attempt to connect ended without a session.
+enum Negotiation {
+    /// The peer's description did not verify: nothing connected; the user may enter the
+    /// code again.
+    Retry,
+    End(DisconnectReason),
+}
+
 impl HostTask {
     async fn run(&mut self, source: Box<dyn Source>, code: ConnectionCode) -> DisconnectReason {
         let started = Instant::now();
@@ -151,71 +160,102 @@ impl HostTask {
             Err(e) => return DisconnectReason::Broker(e.to_string()),
         };
         let mut control = !self.config.view_only;
-        match self.join(&mut sig, code, &mut control).await {
-            Wait::Got(()) => {}
-            Wait::End(r) => {
-                sig.close().await;
-                return r;
-            }
-        }
-        self.events.emit(HostEvent::Joined);
-        // Start capturing and encoding now, while ICE and DTLS run: the encoders' start-up
-        // and the first full encode then overlap the handshake instead of following it.
-        // Nothing leaves this process before the channels are open.
-        let pipeline = match Pipeline::start(source, self.config.pipeline.clone()) {
-            Ok(p) => Arc::new(p),
-            Err(e) => {
-                sig.close().await;
-                return DisconnectReason::Error(format!("cannot start capture: {e}"));
-            }
-        };
-        let runtime = Arc::new(SessionRuntime::new(
-            self.handle.clone(),
-            self.config.transport.socket_buffer,
-        ));
-        let (pc, net_tx, mut net_rx) =
-            match transport::build_peer(&self.config.transport, runtime).await {
-                Ok(p) => p,
-                Err(e) => {
-                    sig.close().await;
-                    shutdown_pipeline(pipeline);
-                    return DisconnectReason::Transport(e.to_string());
-                }
+        let mut source = Some(source);
+        let mut pipeline: Option<Arc<Pipeline>> = None;
+        let mut next = Some(code);
+        let connected = loop {
+            let code = match self.join(&mut sig, next.take(), &mut control).await {
+                Wait::Got(code) => code,
+                Wait::End(r) => break Err(r),
             };
-        let result = self.negotiate(&pc, &net_tx, &mut net_rx, &mut sig).await;
-        sig.close().await;
-        let reason = match result {
-            Ok(channels) => {
-                let setup = started.elapsed();
-                self.stream(pipeline, &channels, &mut net_rx, control, setup)
-                    .await
+            self.events.emit(HostEvent::Joined);
+            // Start capturing and encoding now, while ICE and DTLS run: the encoders'
+            // start-up and the first full encode then overlap the handshake instead of
+            // following it. Nothing leaves this process before the channels are open, and
+            // a failed verification keeps it running for the next attempt.
+            if pipeline.is_none() {
+                let Some(src) = source.take() else {
+                    break Err(DisconnectReason::Error("no source to capture".into()));
+                };
+                match Pipeline::start(src, self.config.pipeline.clone()) {
+                    Ok(p) => pipeline = Some(Arc::new(p)),
+                    Err(e) => {
+                        break Err(DisconnectReason::Error(format!(
+                            "cannot start capture: {e}"
+                        )))
+                    }
+                }
             }
-            Err(r) => {
-                shutdown_pipeline(pipeline);
+            let runtime = Arc::new(SessionRuntime::new(
+                self.handle.clone(),
+                self.config.transport.socket_buffer,
+            ));
+            let (pc, net_tx, mut net_rx) =
+                match transport::build_peer(&self.config.transport, runtime).await {
+                    Ok(p) => p,
+                    Err(e) => break Err(DisconnectReason::Transport(e.to_string())),
+                };
+            let result = self
+                .negotiate(&pc, &net_tx, &mut net_rx, &mut sig, code)
+                .await;
+            let reason = match result {
+                Ok(channels) => break Ok((pc, net_rx, channels)),
+                Err(Negotiation::Retry) => None,
+                Err(Negotiation::End(r)) => Some(r),
+            };
+            let _ = pc.close().await;
+            if let Some(r) = reason {
+                break Err(r);
+            }
+            // Not verified: nothing was connected. The broker has told this side why
+            // (join_refused), which `join` reports; wait there for another code.
+        };
+        sig.close().await;
+        match (connected, pipeline) {
+            (Ok((pc, mut net_rx, channels)), Some(p)) => {
+                let setup = started.elapsed();
+                let r = self.stream(p, &channels, &mut net_rx, control, setup).await;
+                let _ = pc.close().await;
                 r
             }
-        };
-        let _ = pc.close().await;
-        reason
+            (Ok((pc, _, _)), None) => {
+                let _ = pc.close().await;
+                DisconnectReason::Error("connected without a pipeline".into())
+            }
+            (Err(r), p) => {
+                if let Some(p) = p {
+                    shutdown_pipeline(p);
+                }
+                r
+            }
+        }
     }
 
-    /// Send the code until the broker accepts one, the user cancels or the broker fails.
+    /// Send the code (if any) until the broker accepts one, the user cancels or the broker
+    /// fails; returns the code that was accepted.
     async fn join(
         &mut self,
         sig: &mut Signalling,
-        code: ConnectionCode,
+        first: Option<ConnectionCode>,
         control: &mut bool,
-    ) -> Wait<()> {
+    ) -> Wait<ConnectionCode> {
+        // Only the broker's half of the code goes to the broker.
         let join = |code: ConnectionCode| ClientMessage::Join {
-            code: code.to_string(),
+            code: code.session().to_string(),
         };
-        if let Err(e) = sig.send(&join(code)).await {
-            return Wait::End(DisconnectReason::Broker(e.to_string()));
+        let mut pending = first;
+        if let Some(code) = pending {
+            if let Err(e) = sig.send(&join(code)).await {
+                return Wait::End(DisconnectReason::Broker(e.to_string()));
+            }
         }
         loop {
             tokio::select! {
                 msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::Joined {}) => return Wait::Got(()),
+                    Ok(BrokerMessage::Joined {}) => match pending {
+                        Some(code) => return Wait::Got(code),
+                        None => return Wait::End(DisconnectReason::Broker("joined without a code".into())),
+                    },
                     Ok(BrokerMessage::JoinRefused { reason, message }) => {
                         self.events.emit_important(HostEvent::CodeRefused { reason, message });
                     }
@@ -227,6 +267,7 @@ impl HostTask {
                 },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::TryCode(code)) => {
+                        pending = Some(code);
                         if let Err(e) = sig.send(&join(code)).await {
                             return Wait::End(DisconnectReason::Broker(e.to_string()));
                         }
@@ -245,59 +286,104 @@ impl HostTask {
         net_tx: &mpsc::UnboundedSender<NetEvent>,
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
         sig: &mut Signalling,
-    ) -> Result<Vec<Arc<dyn DataChannel>>, DisconnectReason> {
-        let transport_err = |e: SessionError| DisconnectReason::Transport(e.to_string());
+        code: ConnectionCode,
+    ) -> Result<Vec<Arc<dyn DataChannel>>, Negotiation> {
+        let end = Negotiation::End;
+        let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
+        let broker_err = |e: SessionError| end(DisconnectReason::Broker(e.to_string()));
+        // The PAKE message goes first, so it travels while this side gathers candidates.
+        let (pake, msg) = Pake::start(&code);
+        sig.send(&ClientMessage::Relay {
+            signal: PeerSignal::Pake { msg },
+        })
+        .await
+        .map_err(broker_err)?;
         let channels = transport::create_channels(pc, &self.config.transport)
             .await
             .map_err(transport_err)?;
         for (dc, label) in channels.iter().zip([VIDEO, INPUT, CONTROL]) {
             transport::pump(&self.handle, label, dc.clone(), net_tx.clone());
         }
-        let offer = pc
-            .create_offer(None)
-            .await
-            .map_err(|e| DisconnectReason::Transport(format!("cannot create an offer: {e}")))?;
-        pc.set_local_description(offer)
-            .await
-            .map_err(|e| DisconnectReason::Transport(format!("cannot set the offer: {e}")))?;
+        let offer = pc.create_offer(None).await.map_err(|e| {
+            end(DisconnectReason::Transport(format!(
+                "cannot create an offer: {e}"
+            )))
+        })?;
+        pc.set_local_description(offer).await.map_err(|e| {
+            end(DisconnectReason::Transport(format!(
+                "cannot set the offer: {e}"
+            )))
+        })?;
         let mut backlog = Vec::new();
         let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
             .await
             .map_err(transport_err)?;
-        sig.send(&ClientMessage::Relay {
-            signal: PeerSignal::Offer { sdp },
-        })
-        .await
-        .map_err(|e| DisconnectReason::Broker(e.to_string()))?;
 
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let mut pake = Some(pake);
+        let mut keys = None;
         let answer = loop {
             tokio::select! {
                 msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::Relay { signal: PeerSignal::Answer { sdp } }) => break sdp,
-                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
-                        return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason })
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Pake { msg } }) => {
+                        let Some(p) = pake.take() else {
+                            return Err(self.unverified(sig, "a second key-exchange message").await);
+                        };
+                        let k = match p.finish(&msg) {
+                            Ok(k) => k,
+                            Err(e) => return Err(self.unverified(sig, &e.to_string()).await),
+                        };
+                        let mac = k.mac_offer(&sdp);
+                        sig.send(&ClientMessage::Relay {
+                            signal: PeerSignal::Offer { sdp: sdp.clone(), mac },
+                        })
+                        .await
+                        .map_err(broker_err)?;
+                        keys = Some(k);
                     }
-                    Ok(BrokerMessage::PeerLeft {}) => return Err(DisconnectReason::PeerLeft),
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Answer { sdp, mac } }) => {
+                        let Some(k) = &keys else {
+                            return Err(self.unverified(sig, "an answer before the key exchange").await);
+                        };
+                        if let Err(e) = k.verify_answer(&sdp, &mac) {
+                            return Err(self.unverified(sig, &e.to_string()).await);
+                        }
+                        break sdp;
+                    }
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
+                        return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
+                    }
+                    // The controller found our offer unverifiable and told the broker, which
+                    // unpaired us: back to code entry, where the user hears why.
+                    Ok(BrokerMessage::JoinRefused { reason, message }) => {
+                        self.events.emit_important(HostEvent::CodeRefused { reason, message });
+                        return Err(Negotiation::Retry);
+                    }
+                    Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
+                    Ok(BrokerMessage::Error { message }) => return Err(end(DisconnectReason::Broker(message))),
                     Ok(other) => tracing::debug!(?other, "ignored while waiting for the answer"),
-                    Err(e) => return Err(DisconnectReason::Broker(e.to_string())),
+                    Err(e) => return Err(broker_err(e)),
                 },
                 cmd = self.commands.recv() => {
                     if matches!(cmd, Some(Command::Shutdown) | None) {
-                        return Err(DisconnectReason::Local);
+                        return Err(end(DisconnectReason::Local));
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(DisconnectReason::Transport("no answer from the controller in time".into()))
+                    return Err(end(DisconnectReason::Transport("no answer from the controller in time".into())))
                 }
             }
         };
         let answer = RTCSessionDescription::answer(answer).map_err(|e| {
-            DisconnectReason::Transport(format!("the answer is not valid SDP: {e}"))
+            end(DisconnectReason::Transport(format!(
+                "the answer is not valid SDP: {e}"
+            )))
         })?;
-        pc.set_remote_description(answer)
-            .await
-            .map_err(|e| DisconnectReason::Transport(format!("cannot use the answer: {e}")))?;
+        pc.set_remote_description(answer).await.map_err(|e| {
+            end(DisconnectReason::Transport(format!(
+                "cannot use the answer: {e}"
+            )))
+        })?;
 
         let mut open = 0;
         for ev in backlog {
@@ -320,22 +406,44 @@ impl HostTask {
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Open(_)) => open += 1,
                     Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
-                        return Err(DisconnectReason::Transport("ICE failed".into()))
+                        return Err(end(DisconnectReason::Transport("ICE failed".into())))
                     }
                     Some(_) => {}
-                    None => return Err(DisconnectReason::Transport("the peer connection closed".into())),
+                    None => return Err(end(DisconnectReason::Transport("the peer connection closed".into()))),
                 },
                 cmd = self.commands.recv() => {
                     if matches!(cmd, Some(Command::Shutdown) | None) {
-                        return Err(DisconnectReason::Local);
+                        return Err(end(DisconnectReason::Local));
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(DisconnectReason::Transport("the data channels did not open in time".into()))
+                    return Err(end(DisconnectReason::Transport("the data channels did not open in time".into())))
                 }
             }
         }
         Ok(channels)
+    }
+
+    /// The controller's description (or key exchange) did not verify: report it to the
+    /// broker, which unpairs this side and tells it why; then wait for another code.
+    async fn unverified(&mut self, sig: &mut Signalling, why: &str) -> Negotiation {
+        tracing::warn!(
+            why,
+            "the controller's description failed verification; nothing was connected"
+        );
+        // The controller may already be waiting for channels: tell it the attempt is over.
+        let bye = ClientMessage::Relay {
+            signal: PeerSignal::Bye {
+                reason: "the technician's description failed verification".into(),
+            },
+        };
+        if let Err(e) = sig.send(&bye).await {
+            return Negotiation::End(DisconnectReason::Broker(e.to_string()));
+        }
+        match sig.send(&ClientMessage::VerificationFailed {}).await {
+            Ok(()) => Negotiation::Retry,
+            Err(e) => Negotiation::End(DisconnectReason::Broker(e.to_string())),
+        }
     }
 
     /// The established session: start capture, serve control and input, until it ends.

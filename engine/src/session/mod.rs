@@ -48,7 +48,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-pub use deskwire_signal::{ConnectionCode, JoinRefusal, UnixMillis};
+pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
 pub use config::{ControllerConfig, HostConfig, MdnsMode, SessionConfigError, TransportConfig};
 pub use controller::Controller;
@@ -254,6 +254,13 @@ pub enum ControllerEvent {
     },
     /// The target entered the code; the connection is being set up.
     PeerJoined,
+    /// The target's code or description did not verify (a mistyped secret, or tampering on
+    /// the way): nothing was connected. The target may enter the code again; the third
+    /// failure burns it.
+    VerificationFailed {
+        /// What failed.
+        why: String,
+    },
     /// The session is established.
     Connected {
         /// Time from the target joining to the channels being open.

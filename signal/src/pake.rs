@@ -1,0 +1,241 @@
+//! Binding the session to the connection code, so the broker cannot stand in the middle.
+//!
+//! Both peers know the whole [`ConnectionCode`]; the broker knows only its [`SessionCode`]
+//! half. Each peer runs symmetric SPAKE2 (Ed25519 group) with the whole code as password and
+//! the session code as identity, exchanging one message each through the broker. Matching
+//! codes give both sides the same key; anything else gives unrelated keys, and a broker that
+//! relays or replaces the messages learns nothing it can test offline: it gets one online
+//! guess of the four secret digits per attempt.
+//!
+//! The key then authenticates the SDP, which carries the DTLS certificate fingerprint: the
+//! offer and the answer each travel with an HMAC-SHA256 under a key of their own direction.
+//! A peer applies a description only after its MAC checks out, so a swapped SDP (a broker
+//! putting its own DTLS certificate in the middle) or a wrong code ends the attempt before
+//! any frame or input can flow.
+//!
+//! [`SessionCode`]: crate::SessionCode
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
+
+use crate::code::ConnectionCode;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of a PAKE message in hex: 33 bytes.
+pub const PAKE_MESSAGE_HEX: usize = 66;
+/// Length of a description MAC in hex: 32 bytes.
+pub const MAC_HEX: usize = 64;
+
+/// Why the exchange failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PakeError {
+    /// The peer's message is not one of ours (wrong length, not hex, not a group element).
+    #[error("the peer's key-exchange message is malformed")]
+    Malformed,
+    /// The MAC on a description does not match: a different code, or a tampered SDP.
+    #[error("the session description failed verification: the code differs or the description was altered in transit")]
+    Mismatch,
+}
+
+/// One side of the exchange, before the peer's message arrived.
+pub struct Pake {
+    state: Spake2<Ed25519Group>,
+}
+
+impl std::fmt::Debug for Pake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pake").finish_non_exhaustive()
+    }
+}
+
+impl Pake {
+    /// Start with the code the user typed or was shown; returns the message for the peer.
+    pub fn start(code: &ConnectionCode) -> (Self, String) {
+        let password = Password::new(format!("deskwire-code-v1:{code}"));
+        let identity = Identity::new(format!("deskwire-session-v1:{}", code.session()).as_bytes());
+        let (state, msg) = Spake2::<Ed25519Group>::start_symmetric(&password, &identity);
+        (Self { state }, to_hex(&msg))
+    }
+
+    /// Finish with the peer's message.
+    pub fn finish(self, peer_msg: &str) -> Result<SessionKeys, PakeError> {
+        if peer_msg.len() != PAKE_MESSAGE_HEX {
+            return Err(PakeError::Malformed);
+        }
+        let msg = from_hex(peer_msg).ok_or(PakeError::Malformed)?;
+        let key = self.state.finish(&msg).map_err(|_| PakeError::Malformed)?;
+        Ok(SessionKeys {
+            offer: derive(&key, b"deskwire/v1/offer"),
+            answer: derive(&key, b"deskwire/v1/answer"),
+        })
+    }
+}
+
+/// The keys both peers derived; equal on both sides only if their codes were.
+#[derive(Clone)]
+pub struct SessionKeys {
+    offer: [u8; 32],
+    answer: [u8; 32],
+}
+
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKeys(..)")
+    }
+}
+
+impl SessionKeys {
+    /// MAC for the target's offer.
+    pub fn mac_offer(&self, sdp: &str) -> String {
+        to_hex(&mac(&self.offer, sdp).finalize().into_bytes())
+    }
+
+    /// MAC for the controller's answer.
+    pub fn mac_answer(&self, sdp: &str) -> String {
+        to_hex(&mac(&self.answer, sdp).finalize().into_bytes())
+    }
+
+    /// Check an offer's MAC (in constant time).
+    pub fn verify_offer(&self, sdp: &str, tag: &str) -> Result<(), PakeError> {
+        verify(&self.offer, sdp, tag)
+    }
+
+    /// Check an answer's MAC (in constant time).
+    pub fn verify_answer(&self, sdp: &str, tag: &str) -> Result<(), PakeError> {
+        verify(&self.answer, sdp, tag)
+    }
+}
+
+fn derive(key: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    m.update(label);
+    m.finalize().into_bytes().into()
+}
+
+fn mac(key: &[u8; 32], sdp: &str) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    m.update(sdp.as_bytes());
+    m
+}
+
+fn verify(key: &[u8; 32], sdp: &str, tag: &str) -> Result<(), PakeError> {
+    let tag = (tag.len() == MAC_HEX)
+        .then(|| from_hex(tag))
+        .flatten()
+        .ok_or(PakeError::Mismatch)?;
+    mac(key, sdp)
+        .verify_slice(&tag)
+        .map_err(|_| PakeError::Mismatch)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let nibble = |c: u8| -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    };
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::code::SessionCode;
+
+    fn code(secret: u16) -> ConnectionCode {
+        ConnectionCode::new(SessionCode::from_number(123_456).unwrap(), secret).unwrap()
+    }
+
+    fn keys(a: ConnectionCode, b: ConnectionCode) -> (SessionKeys, SessionKeys) {
+        let (pa, ma) = Pake::start(&a);
+        let (pb, mb) = Pake::start(&b);
+        (pa.finish(&mb).unwrap(), pb.finish(&ma).unwrap())
+    }
+
+    #[test]
+    fn the_same_code_on_both_sides_verifies_both_descriptions() {
+        let (target, controller) = keys(code(42), code(42));
+        let offer = "v=0 offer with a=fingerprint:sha-256 AA:BB";
+        controller
+            .verify_offer(offer, &target.mac_offer(offer))
+            .unwrap();
+        let answer = "v=0 answer";
+        target
+            .verify_answer(answer, &controller.mac_answer(answer))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_different_secret_fails_verification() {
+        let (target, controller) = keys(code(42), code(43));
+        let offer = "v=0 offer";
+        assert_eq!(
+            controller.verify_offer(offer, &target.mac_offer(offer)),
+            Err(PakeError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn an_altered_description_or_a_mac_of_the_other_direction_fails() {
+        let (target, controller) = keys(code(7), code(7));
+        let offer = "a=fingerprint:sha-256 AA:BB";
+        let tag = target.mac_offer(offer);
+        let swapped = "a=fingerprint:sha-256 CC:DD";
+        assert_eq!(
+            controller.verify_offer(swapped, &tag),
+            Err(PakeError::Mismatch)
+        );
+        // An offer's MAC does not pass as an answer's (no reflection).
+        assert_eq!(
+            controller.verify_answer(offer, &tag),
+            Err(PakeError::Mismatch)
+        );
+        assert_eq!(
+            controller.verify_offer(offer, "zz"),
+            Err(PakeError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn malformed_peer_messages_are_refused_without_panicking() {
+        for bad in [
+            "",
+            "00",
+            &"zz".repeat(33),
+            &"00".repeat(33),
+            &"ab".repeat(40),
+        ] {
+            let (p, _) = Pake::start(&code(1));
+            assert_eq!(p.finish(bad).unwrap_err(), PakeError::Malformed, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(from_hex(&to_hex(&bytes)).unwrap(), bytes);
+        assert!(from_hex("abc").is_none());
+    }
+}
