@@ -179,6 +179,13 @@ impl CodeBook {
         }
     }
 
+    /// The session a still-redeemable code names, without redeeming it.
+    pub(crate) fn session_of(&self, text: &str, now: UnixMillis) -> Option<SessionId> {
+        let code: SessionCode = text.parse().ok()?;
+        let entry = self.entries.get(&code)?;
+        (entry.state == State::Pending && now < entry.expires_at).then_some(entry.session)
+    }
+
     /// The controller left: a code nobody redeemed stops working and says so.
     /// Returns whether the code was still pending.
     pub(crate) fn cancel(&mut self, code: SessionCode) -> bool {

@@ -15,6 +15,7 @@
 mod clock;
 mod codes;
 mod config;
+mod limits;
 mod server;
 mod switchboard;
 

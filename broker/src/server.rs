@@ -5,13 +5,14 @@
 //! messages to the recipients' queues with `try_send`, never awaiting under the lock. A full
 //! queue means that peer is not reading: it is disconnected, not waited for.
 
+use std::net::SocketAddr;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::limits::{JoinLimits, SourceKey};
 use crate::switchboard::{ConnId, Output, Switchboard};
 use crate::{BrokerConfig, BrokerError, Clock};
 
@@ -48,7 +50,7 @@ pub(crate) async fn serve(
     let app = AppState {
         hub: Arc::new(Hub {
             state: Mutex::new(HubState {
-                board: Switchboard::new(config.code_limits(), rng),
+                board: Switchboard::new(config.code_limits(), JoinLimits::default(), rng),
                 outboxes: HashMap::new(),
             }),
             clock,
@@ -71,7 +73,11 @@ pub(crate) async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, router)
+    // The peer's address feeds the join limits.
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
         .with_graceful_shutdown(async move { stopped(&mut server_stop).await })
         .into_future();
     tokio::pin!(server);
@@ -108,7 +114,11 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let Ok(permit) = Arc::clone(&app.permits).try_acquire_owned() else {
         tracing::warn!("connection cap reached; refusing a signalling connection");
         return (
@@ -120,7 +130,7 @@ async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response 
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
         .on_failed_upgrade(|e| tracing::debug!("websocket upgrade failed: {e}"))
-        .on_upgrade(move |socket| serve_socket(socket, app, permit))
+        .on_upgrade(move |socket| serve_socket(socket, app, permit, SourceKey::of(peer.ip())))
 }
 
 /// The switchboard and the queues of the connections it talks to.
@@ -157,11 +167,11 @@ impl Hub {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn open(&self) -> Mailbox {
+    fn open(&self, source: SourceKey) -> Mailbox {
         let (tx, rx) = mpsc::channel(self.outbound_queue);
         let kill = Arc::new(Notify::new());
         let mut state = self.lock();
-        let conn = state.board.handle_open();
+        let conn = state.board.handle_open(source);
         state.outboxes.insert(
             conn,
             Outbox {
@@ -242,9 +252,14 @@ enum Ending {
     ReadFailed(String),
 }
 
-async fn serve_socket(socket: WebSocket, app: AppState, permit: OwnedSemaphorePermit) {
+async fn serve_socket(
+    socket: WebSocket,
+    app: AppState,
+    permit: OwnedSemaphorePermit,
+    source: SourceKey,
+) {
     let hub = &app.hub;
-    let Mailbox { conn, mut rx, kill } = hub.open();
+    let Mailbox { conn, mut rx, kill } = hub.open(source);
     tracing::debug!(conn = conn.0, "signalling connection open");
     let mut stop = app.stop.clone();
     let (mut sink, mut stream) = socket.split();

@@ -13,6 +13,7 @@ use deskwire_signal::{
 };
 use rand::rngs::StdRng;
 
+use crate::limits::{JoinLimiter, JoinLimits, SourceKey};
 use crate::codes::{CodeBook, CodeLimits, SessionId};
 
 /// Names one signalling connection for as long as it is open.
@@ -61,6 +62,8 @@ struct Session {
     paired: bool,
     /// Attempts whose PAKE verification failed; the code burns at [`MAX_FAILED_VERIFICATIONS`].
     failed_verifications: u32,
+    /// When the last one failed: the next join waits a delay that doubles per failure.
+    last_failure: UnixMillis,
 }
 
 /// Failed verifications after which a code stops working: a broker or a bystander who knows
@@ -74,6 +77,9 @@ pub(crate) struct Switchboard {
     /// Must be unpredictable outside tests: codes are the only secret a session has.
     rng: StdRng,
     conns: HashMap<ConnId, Role>,
+    /// Where each connection comes from, for the join limits.
+    sources: HashMap<ConnId, SourceKey>,
+    limiter: JoinLimiter,
     sessions: HashMap<SessionId, Session>,
     next_conn: u64,
     next_session: u64,
@@ -82,11 +88,13 @@ pub(crate) struct Switchboard {
 
 impl Switchboard {
     /// An empty switchboard.
-    pub(crate) fn new(limits: CodeLimits, rng: StdRng) -> Self {
+    pub(crate) fn new(limits: CodeLimits, join_limits: JoinLimits, rng: StdRng) -> Self {
         Self {
             codes: CodeBook::new(limits),
             rng,
             conns: HashMap::new(),
+            sources: HashMap::new(),
+            limiter: JoinLimiter::new(join_limits),
             sessions: HashMap::new(),
             next_conn: 0,
             next_session: 0,
@@ -106,11 +114,12 @@ impl Switchboard {
         self.sessions.len()
     }
 
-    /// A new connection arrived.
-    pub(crate) fn handle_open(&mut self) -> ConnId {
+    /// A new connection arrived from `source`.
+    pub(crate) fn handle_open(&mut self, source: SourceKey) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.insert(conn, Role::Undecided);
+        self.sources.insert(conn, source);
         conn
     }
 
@@ -149,7 +158,7 @@ impl Switchboard {
                     ..
                 },
                 ClientMessage::VerificationFailed {},
-            ) => self.verification_failed(session),
+            ) => self.verification_failed(session, now),
             (
                 Role::Undecided | Role::Target { session: None, .. },
                 ClientMessage::VerificationFailed {},
@@ -188,6 +197,7 @@ impl Switchboard {
     /// `conn` is gone (closed by the peer, broken, or dropped by the server).
     /// Idempotent: closing a connection the switchboard already closed does nothing.
     pub(crate) fn handle_close(&mut self, conn: ConnId) {
+        self.sources.remove(&conn);
         let Some(role) = self.conns.remove(&conn) else {
             return;
         };
@@ -255,6 +265,7 @@ impl Switchboard {
                         target: None,
                         paired: false,
                         failed_verifications: 0,
+                        last_failure: now,
                     },
                 );
                 tracing::info!(%session_id, %expires_at, "session created");
@@ -274,7 +285,9 @@ impl Switchboard {
     }
 
     fn join(&mut self, conn: ConnId, refusals: u32, code: &str, now: UnixMillis) {
-        let paired = admit_join(refusals, now)
+        let source = self.sources.get(&conn).copied();
+        let paired = self
+            .admit_join(source, code, now)
             .and_then(|()| self.codes.redeem(code, now))
             .and_then(|session_id| match self.sessions.get_mut(&session_id) {
                 // A code is only redeemable while its controller is connected: leaving
@@ -303,6 +316,12 @@ impl Switchboard {
             }
             Err(reason) => {
                 let refusals = refusals.saturating_add(1);
+                // Waiting out a limit is not a guess; everything else counts.
+                if !matches!(reason, JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut) {
+                    if let Some(source) = source {
+                        self.limiter.record_failure(source, now);
+                    }
+                }
                 tracing::info!(?reason, refusals, "join refused");
                 self.conns.insert(
                     conn,
@@ -319,7 +338,7 @@ impl Switchboard {
 
     /// A peer says the other's description did not verify: unpair the target (it may try
     /// again, typing the code anew), or burn the code after too many failures.
-    fn verification_failed(&mut self, session_id: SessionId) {
+    fn verification_failed(&mut self, session_id: SessionId, now: UnixMillis) {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -328,6 +347,7 @@ impl Switchboard {
             return;
         }
         session.failed_verifications += 1;
+        session.last_failure = now;
         session.paired = false;
         let failures = session.failed_verifications;
         let code = session.code;
@@ -343,6 +363,9 @@ impl Switchboard {
             JoinRefusal::VerificationFailed
         };
         if let Some(t) = target {
+            if let Some(source) = self.sources.get(&t).copied() {
+                self.limiter.record_failure(source, now);
+            }
             if let Some(Role::Target { refusals, .. }) = self.conns.get(&t).copied() {
                 self.conns.insert(
                     t,
@@ -362,6 +385,32 @@ impl Switchboard {
                 self.send(c, BrokerMessage::PeerLeft {});
             }
         }
+    }
+
+    /// The join limits: the source's failure budget, then the session's growing delay after
+    /// failed verifications (checked before redeeming, so a refused try keeps the code).
+    fn admit_join(
+        &mut self,
+        source: Option<SourceKey>,
+        code: &str,
+        now: UnixMillis,
+    ) -> Result<(), JoinRefusal> {
+        if let Some(source) = source {
+            self.limiter.admit(source, now)?;
+        }
+        if let Some(session) = self
+            .codes
+            .session_of(code, now)
+            .and_then(|id| self.sessions.get(&id))
+        {
+            let retry_at = self
+                .limiter
+                .session_retry_at(session.failed_verifications, session.last_failure);
+            if now < retry_at {
+                return Err(JoinRefusal::TooManyAttempts);
+            }
+        }
+        Ok(())
     }
 
     fn relay(&mut self, from: ConnId, session_id: SessionId, signal: PeerSignal) {
@@ -400,14 +449,6 @@ impl Switchboard {
     }
 }
 
-/// The seam for rate limiting join attempts (a later issue): given how many codes this
-/// connection has had refused, decide whether it may try another. For now every attempt is
-/// admitted; the session code space, the PAKE (three guesses at the secret) and the
-/// connection cap are the only brakes.
-fn admit_join(_refusals: u32, _now: UnixMillis) -> Result<(), JoinRefusal> {
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -416,6 +457,9 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
+
+    /// Where the test connections come from.
+    const SRC: SourceKey = SourceKey::V4(0xC000_0201);
 
     const T0: UnixMillis = UnixMillis(1_700_000_000_000);
     const TTL: Duration = Duration::from_secs(600);
@@ -427,7 +471,7 @@ mod tests {
             max_pending: 8,
             max_tombstones: 64,
         };
-        Switchboard::new(limits, StdRng::seed_from_u64(3))
+        Switchboard::new(limits, JoinLimits::default(), StdRng::seed_from_u64(3))
     }
 
     fn drain(b: &mut Switchboard) -> Vec<Output> {
@@ -445,7 +489,7 @@ mod tests {
 
     /// A controller with a session; returns its connection and code.
     fn controller(b: &mut Switchboard) -> (ConnId, SessionCode) {
-        let c = b.handle_open();
+        let c = b.handle_open(SRC);
         match say(b, c, &ClientMessage::CreateSession {}, T0).as_slice() {
             [Output::Send {
                 to,
@@ -487,7 +531,7 @@ mod tests {
     fn a_target_with_the_code_is_paired_and_signals_flow_both_ways() {
         let mut b = board();
         let (c, code) = controller(&mut b);
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         assert_eq!(
             say(&mut b, t, &join(code), T0),
             [
@@ -520,7 +564,7 @@ mod tests {
     fn a_refused_join_keeps_the_socket_so_the_user_can_try_again() {
         let mut b = board();
         let (c, code) = controller(&mut b);
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         let wrong = (code.number() + 1) % SessionCode::SPACE;
         let out = say(
             &mut b,
@@ -562,7 +606,7 @@ mod tests {
     fn expired_and_reused_codes_are_refused_with_their_reason() {
         let mut b = board();
         let (_, code) = controller(&mut b);
-        let late = b.handle_open();
+        let late = b.handle_open(SRC);
         let out = say(&mut b, late, &join(code), T0.plus(TTL));
         assert!(matches!(
             out.as_slice(),
@@ -576,8 +620,8 @@ mod tests {
         ));
 
         let (_, code) = controller(&mut b);
-        let first = b.handle_open();
-        let second = b.handle_open();
+        let first = b.handle_open(SRC);
+        let second = b.handle_open(SRC);
         assert_eq!(say(&mut b, first, &join(code), T0).len(), 2);
         let out = say(&mut b, second, &join(code), T0);
         assert!(matches!(
@@ -594,7 +638,7 @@ mod tests {
         b.handle_close(c);
         assert!(drain(&mut b).is_empty());
         assert_eq!(b.sessions(), 0);
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         let out = say(&mut b, t, &join(code), T0);
         assert!(matches!(
             out.as_slice(),
@@ -612,7 +656,7 @@ mod tests {
     fn either_side_leaving_tells_the_other_and_late_relays_are_dropped() {
         let mut b = board();
         let (c, code) = controller(&mut b);
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         say(&mut b, t, &join(code), T0);
         b.handle_close(c);
         assert_eq!(drain(&mut b), [send(t, BrokerMessage::PeerLeft {})]);
@@ -623,7 +667,7 @@ mod tests {
         assert_eq!((b.sessions(), b.connections()), (0, 0));
 
         let (c, code) = controller(&mut b);
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         say(&mut b, t, &join(code), T0);
         b.handle_close(t);
         assert_eq!(drain(&mut b), [send(c, BrokerMessage::PeerLeft {})]);
@@ -633,7 +677,7 @@ mod tests {
     fn protocol_violations_get_an_error_and_a_close() {
         let mut b = board();
         // Relay before pairing, from a fresh socket and from a waiting controller.
-        let fresh = b.handle_open();
+        let fresh = b.handle_open(SRC);
         assert!(is_error_then_close(
             &say(&mut b, fresh, &offer(), T0),
             fresh
@@ -641,7 +685,7 @@ mod tests {
         let (c, code) = controller(&mut b);
         assert!(is_error_then_close(&say(&mut b, c, &offer(), T0), c));
         // That controller is gone, so its code is cancelled.
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         let out = say(&mut b, t, &join(code), T0);
         assert!(matches!(
             out.as_slice(),
@@ -656,7 +700,7 @@ mod tests {
 
         // A second create_session, and a join after pairing.
         let (c, code) = controller(&mut b);
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         say(&mut b, t, &join(code), T0);
         let out = say(&mut b, t, &join(code), T0);
         assert!(matches!(out.as_slice(),
@@ -675,7 +719,7 @@ mod tests {
     fn garbage_binary_and_other_versions_close_only_the_sender() {
         let mut b = board();
         let (c, code) = controller(&mut b);
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         say(&mut b, t, &join(code), T0);
 
         let long_garbage = format!("{{\"v\":1,\"type\":\"{}\"}}", "x".repeat(5000));
@@ -684,7 +728,7 @@ mod tests {
             "{\"v\":2,\"type\":\"create_session\"}",
             &long_garbage,
         ] {
-            let x = b.handle_open();
+            let x = b.handle_open(SRC);
             b.handle_text(x, text, T0);
             let out = drain(&mut b);
             assert!(is_error_then_close(&out, x), "{text:?}: {out:?}");
@@ -703,7 +747,7 @@ mod tests {
                 .is_ok()
             );
         }
-        let x = b.handle_open();
+        let x = b.handle_open(SRC);
         b.handle_binary(x);
         assert!(is_error_then_close(&drain(&mut b), x));
         // Input from a closed connection is ignored.
@@ -724,7 +768,7 @@ mod tests {
         for _ in 0..8 {
             controller(&mut b);
         }
-        let c = b.handle_open();
+        let c = b.handle_open(SRC);
         let out = say(&mut b, c, &ClientMessage::CreateSession {}, T0);
         assert!(is_error_then_close(&out, c));
         let Output::Send {
@@ -741,7 +785,7 @@ mod tests {
     fn a_failed_verification_unpairs_the_target_which_may_join_again() {
         let mut b = board();
         let (c, code) = controller(&mut b);
-        let t = b.handle_open();
+        let t = b.handle_open(SRC);
         say(&mut b, t, &join(code), T0);
         let failed = ClientMessage::VerificationFailed {};
         let reason = JoinRefusal::VerificationFailed;
@@ -758,11 +802,24 @@ mod tests {
                 send(c, BrokerMessage::PeerLeft {}),
             ]
         );
-        // The other side reporting the same attempt does not count twice, and relays
-        // from the unpaired target are refused.
+        // The other side reporting the same attempt does not count twice.
         assert!(say(&mut b, c, &failed, T0).is_empty());
+        // A retry must wait a second (doubling with each failure); an early one is refused
+        // without using up the code.
+        let wait = JoinRefusal::TooManyAttempts;
         assert_eq!(
             say(&mut b, t, &join(code), T0),
+            [send(
+                t,
+                BrokerMessage::JoinRefused {
+                    reason: wait,
+                    message: wait.message().into()
+                }
+            )]
+        );
+        let later = T0.plus(Duration::from_secs(1));
+        assert_eq!(
+            say(&mut b, t, &join(code), later),
             [
                 send(t, BrokerMessage::Joined {}),
                 send(c, BrokerMessage::PeerJoined {})
@@ -774,13 +831,16 @@ mod tests {
     fn the_third_failed_verification_burns_the_code() {
         let mut b = board();
         let (c, code) = controller(&mut b);
-        let t = b.handle_open();
-        for _ in 0..MAX_FAILED_VERIFICATIONS - 1 {
-            say(&mut b, t, &join(code), T0);
-            say(&mut b, t, &ClientMessage::VerificationFailed {}, T0);
+        let t = b.handle_open(SRC);
+        // Far enough apart that the doubling delay never refuses a try.
+        let at = |i: u64| T0.plus(Duration::from_secs(10 * i));
+        for i in 0..u64::from(MAX_FAILED_VERIFICATIONS) - 1 {
+            say(&mut b, t, &join(code), at(i));
+            say(&mut b, t, &ClientMessage::VerificationFailed {}, at(i));
         }
-        say(&mut b, t, &join(code), T0);
-        let out = say(&mut b, t, &ClientMessage::VerificationFailed {}, T0);
+        let last = at(u64::from(MAX_FAILED_VERIFICATIONS));
+        say(&mut b, t, &join(code), last);
+        let out = say(&mut b, t, &ClientMessage::VerificationFailed {}, last);
         let burned = JoinRefusal::Burned;
         assert_eq!(
             out[0],
@@ -794,9 +854,9 @@ mod tests {
         );
         assert!(is_error_then_close(&out[1..], c), "{out:?}");
         // Even a fresh connection with the right session code is refused now.
-        let t2 = b.handle_open();
+        let t2 = b.handle_open(SourceKey::V4(1));
         assert_eq!(
-            say(&mut b, t2, &join(code), T0),
+            say(&mut b, t2, &join(code), last),
             [send(
                 t2,
                 BrokerMessage::JoinRefused {

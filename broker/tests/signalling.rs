@@ -86,6 +86,30 @@ async fn after_a_wrong_code_the_user_can_try_again_on_the_same_socket() -> Resul
 }
 
 #[tokio::test]
+async fn a_seventh_failed_join_in_a_minute_from_one_address_waits_even_on_a_new_socket(
+) -> Result<()> {
+    let broker = Broker::start().await?;
+    let (mut controller, code, _) = broker.controller().await?;
+    let mut target = broker.peer().await?;
+    for _ in 0..6 {
+        target.send(&join(another(code))).await?;
+        expect(target.recv().await?, refused(JoinRefusal::WrongCode))?;
+    }
+    // Even the right code waits: the limit is on the address, not on what it types.
+    target.send(&join(code)).await?;
+    expect(target.recv().await?, refused(JoinRefusal::TooManyAttempts))?;
+    let mut fresh = broker.peer().await?;
+    fresh.send(&join(code)).await?;
+    expect(fresh.recv().await?, refused(JoinRefusal::TooManyAttempts))?;
+    // A minute after the first failure, it may try again; the refusals kept the code.
+    broker.clock.advance(Duration::from_secs(60));
+    fresh.send(&join(code)).await?;
+    expect(fresh.recv().await?, BrokerMessage::Joined {})?;
+    expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
+    broker.stop().await
+}
+
+#[tokio::test]
 async fn a_code_is_refused_as_expired_once_the_clock_passes_its_ttl() -> Result<()> {
     let config = BrokerConfig::default().code_ttl(Duration::from_secs(60));
     let broker = Broker::start_with(config).await?;

@@ -149,6 +149,10 @@ pub enum JoinRefusal {
     VerificationFailed,
     /// Too many failed verifications: the code no longer works.
     Burned,
+    /// Too many failed attempts from this address (or at this session) lately: wait.
+    TooManyAttempts,
+    /// This address failed so often that it is locked out for a while.
+    LockedOut,
 }
 
 impl JoinRefusal {
@@ -167,6 +171,12 @@ impl JoinRefusal {
             }
             JoinRefusal::Burned => {
                 "this code was disabled after failed attempts; ask the technician for a new one"
+            }
+            JoinRefusal::TooManyAttempts => {
+                "too many failed attempts; wait a minute before entering a code again"
+            }
+            JoinRefusal::LockedOut => {
+                "too many failed attempts from this network; try again in an hour"
             }
         }
     }
@@ -429,6 +439,8 @@ mod tests {
             JoinRefusal::Cancelled,
             JoinRefusal::VerificationFailed,
             JoinRefusal::Burned,
+            JoinRefusal::TooManyAttempts,
+            JoinRefusal::LockedOut,
         ] {
             assert!(r.message().len() > 20);
         }

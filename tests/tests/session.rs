@@ -299,6 +299,8 @@ fn a_mistyped_secret_connects_nothing_and_the_right_code_then_works() {
         _ => None,
     })
     .unwrap();
+    // The broker makes a retry on that session wait a second (doubling per failure).
+    broker.advance(Duration::from_secs(1));
     h.try_code(code).unwrap();
     connected(&c);
     c.shutdown().unwrap();
@@ -321,8 +323,13 @@ fn three_failed_verifications_burn_the_code() {
         .unwrap()
     };
     assert_eq!(refused(&h), JoinRefusal::VerificationFailed);
+    // Too soon: the session makes a retry wait a second after the first failure.
+    h.try_code(wrong_secret(code)).unwrap();
+    assert_eq!(refused(&h), JoinRefusal::TooManyAttempts);
+    broker.advance(Duration::from_secs(1));
     h.try_code(wrong_secret(code)).unwrap();
     assert_eq!(refused(&h), JoinRefusal::VerificationFailed);
+    broker.advance(Duration::from_secs(2));
     h.try_code(wrong_secret(code)).unwrap();
     assert_eq!(refused(&h), JoinRefusal::Burned);
     // Burned for good: the right code no longer works either, and the technician is told.
