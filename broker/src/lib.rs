@@ -17,6 +17,7 @@ mod codes;
 mod config;
 mod limits;
 mod server;
+pub mod store;
 mod switchboard;
 
 use std::future::Future;

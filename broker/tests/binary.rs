@@ -14,7 +14,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_deskwire-broker");
 #[tokio::test]
 async fn the_binary_prints_its_real_address_pairs_peers_and_stops_on_sigterm() -> Result<()> {
     let mut child = tokio::process::Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--code-ttl", "120"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--code-ttl",
+            "120",
+            "--database",
+            "sqlite::memory:",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
