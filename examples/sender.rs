@@ -4,7 +4,8 @@
 //! cargo run --release -p deskwire-examples --example sender -- --broker ws://HOST:PORT --code "123 456 7890"
 //! ```
 //! A wrong, expired or used code is reported and a new one can be typed ("Try Again");
-//! an empty line cancels.
+//! an empty line cancels. Before the technician gets in, you are asked on the terminal
+//! (`--acceptance request`, the default) or told and given time to refuse (`auto`).
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufRead, Write};
@@ -15,7 +16,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_engine::session::ConnectionCode;
-use deskwire_engine::{DisconnectReason, Host, HostConfig, HostEvent};
+use deskwire_engine::{
+    AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent,
+};
 use deskwire_examples::{init_tracing, transport_for};
 
 #[derive(Debug, Parser)]
@@ -48,6 +51,13 @@ struct Args {
     /// IP to gather WebRTC candidates on (default: 127.0.0.1 for a loopback broker, else all).
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// How to admit the technician: request (ask here and wait), auto (start unless you
+    /// refuse in time) or deny.
+    #[arg(long, default_value = "request")]
+    acceptance: String,
+    /// Seconds to answer (request) or to refuse (auto).
+    #[arg(long, default_value_t = 30)]
+    answer_within: u64,
 }
 
 fn main() -> Result<()> {
@@ -68,8 +78,18 @@ fn main() -> Result<()> {
         height: args.height,
         ..OpenOptions::default()
     };
+    let window = Duration::from_secs(args.answer_within);
+    let acceptance = match args.acceptance.as_str() {
+        "request" => AcceptanceMode::AllowByRequest { timeout: window },
+        "auto" => AcceptanceMode::AllowAutomatically {
+            reject_window: window,
+        },
+        "deny" => AcceptanceMode::Deny,
+        other => bail!("--acceptance {other:?}: expected request, auto or deny"),
+    };
     let source = open(&spec, &opts).with_context(|| format!("opening source {spec}"))?;
     let config = HostConfig::new(&args.broker)
+        .acceptance(acceptance)
         .view_only(args.view_only)
         .input_display(display)
         .transport(transport_for(&args.broker, args.bind));
@@ -87,8 +107,19 @@ fn main() -> Result<()> {
             }
         })?;
     let mut asking = false;
+    let mut consenting = false;
     loop {
-        if asking {
+        if consenting {
+            if let Ok(line) = lines.try_recv() {
+                consenting = false;
+                let answer = match line.trim() {
+                    "y" | "yes" => ConsentAnswer::Allow { control: true },
+                    "v" | "view" => ConsentAnswer::Allow { control: false },
+                    _ => ConsentAnswer::Reject,
+                };
+                host.answer_consent(answer)?;
+            }
+        } else if asking {
             if let Ok(line) = lines.try_recv() {
                 let line = line.trim().to_owned();
                 if line.is_empty() {
@@ -114,15 +145,36 @@ fn main() -> Result<()> {
                 prompt(&message);
             }
             HostEvent::Joined => println!("code accepted, connecting"),
-            HostEvent::Connected { control, setup } => println!(
-                "connected in {} ms; the technician {}",
-                setup.as_millis(),
-                if control {
-                    "can see and control this screen"
-                } else {
-                    "can see this screen"
-                }
-            ),
+            HostEvent::ConsentRequested {
+                mode,
+                control,
+                timeout,
+            } => {
+                consenting = true;
+                let what = if control { "see and control" } else { "see" };
+                let then = match mode {
+                    AcceptanceMode::AllowAutomatically { .. } => "it starts on its own",
+                    _ => "it is refused",
+                };
+                print!(
+                    "The technician asks to {what} this screen. Allow? [y = yes, v = view only, n = no] \
+                     (in {} s {then}): ",
+                    timeout.as_secs()
+                );
+                let _ = std::io::stdout().flush();
+            }
+            HostEvent::Connected { control, setup } => {
+                consenting = false;
+                println!(
+                    "connected in {} ms; the technician {}",
+                    setup.as_millis(),
+                    if control {
+                        "can see and control this screen"
+                    } else {
+                        "can see this screen"
+                    }
+                );
+            }
             HostEvent::Stats(s) => println!(
                 "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
                 s.fps, s.kbps, s.viewer_latency_p50

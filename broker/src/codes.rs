@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use deskwire_signal::{SessionCode, JoinRefusal, UnixMillis};
+use deskwire_signal::{JoinRefusal, SessionCode, UnixMillis};
 use rand::Rng;
 
 /// Random draws before `issue` gives up. The book holds at most a few hundred thousand of the
@@ -135,8 +135,7 @@ impl CodeBook {
             }
         }
         for _ in 0..MAX_DRAWS {
-            let Some(code) =
-                SessionCode::from_number(rng.random_range(0..SessionCode::SPACE))
+            let Some(code) = SessionCode::from_number(rng.random_range(0..SessionCode::SPACE))
             else {
                 continue;
             };

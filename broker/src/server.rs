@@ -5,9 +5,9 @@
 //! messages to the recipients' queues with `try_send`, never awaiting under the lock. A full
 //! queue means that peer is not reading: it is disconnected, not waited for.
 
-use std::net::SocketAddr;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -78,8 +78,8 @@ pub(crate) async fn serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(async move { stopped(&mut server_stop).await })
-        .into_future();
+    .with_graceful_shutdown(async move { stopped(&mut server_stop).await })
+    .into_future();
     tokio::pin!(server);
     tokio::pin!(shutdown);
     let served = tokio::select! {

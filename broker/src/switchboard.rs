@@ -8,13 +8,13 @@
 use std::collections::{HashMap, VecDeque};
 
 use deskwire_signal::{
-    decode_client, BrokerMessage, ClientMessage, SessionCode, JoinRefusal, PeerSignal,
-    UnixMillis, MAX_REASON_CHARS,
+    decode_client, BrokerMessage, ClientMessage, JoinRefusal, PeerSignal, SessionCode, UnixMillis,
+    MAX_REASON_CHARS,
 };
 use rand::rngs::StdRng;
 
-use crate::limits::{JoinLimiter, JoinLimits, SourceKey};
 use crate::codes::{CodeBook, CodeLimits, SessionId};
+use crate::limits::{JoinLimiter, JoinLimits, SourceKey};
 
 /// Names one signalling connection for as long as it is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -317,7 +317,10 @@ impl Switchboard {
             Err(reason) => {
                 let refusals = refusals.saturating_add(1);
                 // Waiting out a limit is not a guess; everything else counts.
-                if !matches!(reason, JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut) {
+                if !matches!(
+                    reason,
+                    JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut
+                ) {
                     if let Some(source) = source {
                         self.limiter.record_failure(source, now);
                     }
@@ -382,7 +385,7 @@ impl Switchboard {
             if burned {
                 self.refuse(c, reason.message());
             } else {
-                self.send(c, BrokerMessage::PeerLeft {});
+                self.send(c, BrokerMessage::AttemptFailed { failures });
             }
         }
     }
@@ -799,7 +802,7 @@ mod tests {
                         message: reason.message().into()
                     }
                 ),
-                send(c, BrokerMessage::PeerLeft {}),
+                send(c, BrokerMessage::AttemptFailed { failures: 1 }),
             ]
         );
         // The other side reporting the same attempt does not count twice.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use deskwire_broker::BrokerConfig;
 use deskwire_signal::{
-    BrokerMessage, ClientMessage, SessionCode, JoinRefusal, PeerSignal, MAX_SIGNAL_BYTES,
+    BrokerMessage, ClientMessage, JoinRefusal, PeerSignal, SessionCode, MAX_SIGNAL_BYTES,
 };
 use support::{expect, join, relay, Broker, Event};
 use tokio_tungstenite::tungstenite::Message;

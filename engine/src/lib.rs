@@ -45,8 +45,8 @@ pub use diff::Differ;
 pub use frame_encoder::{FrameEncoder, FrameOutcome};
 pub use pipeline::Pipeline;
 pub use session::{
-    Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent,
-    SessionError, TransportConfig,
+    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
+    DisconnectReason, Host, HostConfig, HostEvent, SessionError, TransportConfig,
 };
 pub use stats::{PipelineStats, StageTimings};
 pub use workers::Workers;

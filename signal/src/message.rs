@@ -9,6 +9,8 @@
 //!                                  join_refused {reason} ------>  (enter again or leave)
 //!   <-- peer_joined                joined  -------------------->
 //!   relay {pake} ------------------------------------------------> relay {pake}
+//!   relay {confirm} ---------------------------------------------> (checked; user asked:
+//!                   <-- relay {awaiting_consent}  <-------------   awaiting_consent)
 //!                   <-- relay {offer, mac}  <-------------------  relay {offer, mac}
 //!   relay {answer, mac} -->          relay {answer, mac} ------>
 //!   verification_failed (either side, when a MAC does not match) -> the target may retry
@@ -91,6 +93,12 @@ pub enum BrokerMessage {
         /// The payload.
         signal: PeerSignal,
     },
+    /// To the controller: the target's attempt failed verification and it was unpaired;
+    /// the code still works for another attempt unless it burned (then an error follows).
+    AttemptFailed {
+        /// Failed attempts on this code so far.
+        failures: u32,
+    },
     /// The other peer's signalling connection closed.
     PeerLeft {},
     /// The broker could not accept the last message; it closes the socket after this.
@@ -109,6 +117,12 @@ pub enum PeerSignal {
         /// The message.
         msg: String,
     },
+    /// The controller's key confirmation (hex HMAC), sent as soon as its PAKE finished:
+    /// the target checks it before asking its user anything.
+    Confirm {
+        /// The MAC.
+        mac: String,
+    },
     /// The target's SDP offer, after full ICE gathering.
     Offer {
         /// Session description.
@@ -122,6 +136,12 @@ pub enum PeerSignal {
         sdp: String,
         /// HMAC-SHA256 (hex) under the answer key the PAKE derived.
         mac: String,
+    },
+    /// The target is asking its user whether to let the technician in; the controller
+    /// should wait this long (milliseconds) before giving up.
+    AwaitingConsent {
+        /// Longest wait.
+        for_ms: u64,
     },
     /// The sender is leaving the session.
     Bye {
@@ -277,6 +297,8 @@ fn check_signal(signal: &PeerSignal) -> Result<(), SignalError> {
             check_len("mac", mac.len(), MAC_HEX)
         }
         PeerSignal::Pake { msg } => check_len("msg", msg.len(), PAKE_MESSAGE_HEX),
+        PeerSignal::AwaitingConsent { .. } => Ok(()),
+        PeerSignal::Confirm { mac } => check_len("mac", mac.len(), MAC_HEX),
         PeerSignal::Bye { reason } => check_len("reason", reason.chars().count(), MAX_REASON_CHARS),
     }
 }

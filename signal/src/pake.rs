@@ -23,6 +23,9 @@ use crate::code::ConnectionCode;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// What the controller's key confirmation authenticates.
+const CONFIRM: &str = "deskwire key confirmation v1";
+
 /// Length of a PAKE message in hex: 33 bytes.
 pub const PAKE_MESSAGE_HEX: usize = 66;
 /// Length of a description MAC in hex: 32 bytes.
@@ -67,6 +70,7 @@ impl Pake {
         let msg = from_hex(peer_msg).ok_or(PakeError::Malformed)?;
         let key = self.state.finish(&msg).map_err(|_| PakeError::Malformed)?;
         Ok(SessionKeys {
+            confirm: derive(&key, b"deskwire/v1/confirm"),
             offer: derive(&key, b"deskwire/v1/offer"),
             answer: derive(&key, b"deskwire/v1/answer"),
         })
@@ -76,6 +80,7 @@ impl Pake {
 /// The keys both peers derived; equal on both sides only if their codes were.
 #[derive(Clone)]
 pub struct SessionKeys {
+    confirm: [u8; 32],
     offer: [u8; 32],
     answer: [u8; 32],
 }
@@ -87,6 +92,16 @@ impl std::fmt::Debug for SessionKeys {
 }
 
 impl SessionKeys {
+    /// The controller's key confirmation.
+    pub fn mac_confirm(&self) -> String {
+        to_hex(&mac(&self.confirm, CONFIRM).finalize().into_bytes())
+    }
+
+    /// Check the controller's key confirmation (in constant time).
+    pub fn verify_confirm(&self, tag: &str) -> Result<(), PakeError> {
+        verify(&self.confirm, CONFIRM, tag)
+    }
+
     /// MAC for the target's offer.
     pub fn mac_offer(&self, sdp: &str) -> String {
         to_hex(&mac(&self.offer, sdp).finalize().into_bytes())
@@ -177,6 +192,7 @@ mod tests {
     #[test]
     fn the_same_code_on_both_sides_verifies_both_descriptions() {
         let (target, controller) = keys(code(42), code(42));
+        target.verify_confirm(&controller.mac_confirm()).unwrap();
         let offer = "v=0 offer with a=fingerprint:sha-256 AA:BB";
         controller
             .verify_offer(offer, &target.mac_offer(offer))
@@ -190,6 +206,10 @@ mod tests {
     #[test]
     fn a_different_secret_fails_verification() {
         let (target, controller) = keys(code(42), code(43));
+        assert_eq!(
+            target.verify_confirm(&controller.mac_confirm()),
+            Err(PakeError::Mismatch)
+        );
         let offer = "v=0 offer";
         assert_eq!(
             controller.verify_offer(offer, &target.mac_offer(offer)),

@@ -109,6 +109,20 @@ fn tamper(
         (
             Attack::GuessTheSecret,
             ClientMessage::Relay {
+                signal: PeerSignal::Confirm { .. },
+            },
+        ) => {
+            // A confirmation of its own, under the key it agreed with the target.
+            let mac = guess
+                .with_target
+                .as_ref()
+                .map(|k| k.mac_confirm())
+                .unwrap_or_default();
+            relay(PeerSignal::Confirm { mac })
+        }
+        (
+            Attack::GuessTheSecret,
+            ClientMessage::Relay {
                 signal: PeerSignal::Offer { sdp, .. },
             },
         ) => {

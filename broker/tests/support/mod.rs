@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use deskwire_broker::{BrokerConfig, BrokerError, ManualClock};
 use deskwire_signal::{
-    decode_broker, encode, BrokerMessage, ClientMessage, SessionCode, PeerSignal, UnixMillis,
+    decode_broker, encode, BrokerMessage, ClientMessage, PeerSignal, SessionCode, UnixMillis,
     SIGNAL_PATH,
 };
 use futures_util::{SinkExt, StreamExt};

@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use super::consent::AcceptanceMode;
+
 use crate::config::PipelineConfig;
 
 /// How ICE uses multicast DNS.
@@ -227,6 +229,9 @@ pub struct HostConfig {
     pub connect_timeout: Duration,
     /// Declare the controller gone after this long without hearing from it.
     pub peer_timeout: Duration,
+    /// How this computer admits a technician. Default: at once, without a prompt (an
+    /// embedding application that shows a prompt sets a mode that asks).
+    pub acceptance: AcceptanceMode,
 }
 
 impl HostConfig {
@@ -240,7 +245,16 @@ impl HostConfig {
             transport: TransportConfig::default(),
             connect_timeout: Duration::from_secs(15),
             peer_timeout: Duration::from_secs(3),
+            acceptance: AcceptanceMode::AllowAutomatically {
+                reject_window: Duration::ZERO,
+            },
         }
+    }
+
+    /// How this computer admits a technician.
+    pub fn acceptance(mut self, mode: AcceptanceMode) -> Self {
+        self.acceptance = mode;
+        self
     }
 
     /// View-only session.
@@ -277,6 +291,21 @@ impl HostConfig {
     pub fn validate(&self) -> Result<(), SessionConfigError> {
         check_url(&self.broker)?;
         self.transport.validate()?;
+        match self.acceptance {
+            AcceptanceMode::AllowAutomatically { reject_window: d } => check_duration(
+                "acceptance reject_window",
+                d,
+                Duration::ZERO,
+                MAX_CONSENT_WAIT,
+            )?,
+            AcceptanceMode::AllowByRequest { timeout: d } => check_duration(
+                "acceptance timeout",
+                d,
+                Duration::from_secs(1),
+                MAX_CONSENT_WAIT,
+            )?,
+            AcceptanceMode::Deny => {}
+        }
         self.timing().validate()
     }
 
@@ -287,6 +316,9 @@ impl HostConfig {
         }
     }
 }
+
+/// The longest a user may be left to answer a session request.
+const MAX_CONSENT_WAIT: Duration = Duration::from_secs(10 * 60);
 
 /// Settings of the technician's end ([`crate::Controller`]).
 #[derive(Debug, Clone)]

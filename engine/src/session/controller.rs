@@ -35,6 +35,9 @@ enum Command {
     Shutdown,
 }
 
+/// The longest a target may ask its user for (a peer saying more is not believed).
+const MAX_CONSENT_WAIT_MS: u64 = 10 * 60 * 1000;
+
 /// State shared between the handle, the network thread and the decode thread.
 #[derive(Debug, Default)]
 struct Shared {
@@ -239,15 +242,14 @@ impl ControllerTask {
         let mut joined_at: Option<Instant> = None;
         let mut pake: Option<Pake> = None;
         let mut keys: Option<SessionKeys> = None;
-        // After reporting a failed verification, the broker's peer_left for that target.
-        let mut expect_left = false;
+        // While the target's user is being asked, how long they may take.
+        let mut consent_wait = Duration::ZERO;
         loop {
             // Before the target joins, the code's lifetime bounds the wait; after, the
-            // connect timeout does.
+            // connect timeout does (plus the time the target's user may take to answer).
             let wait = match (joined_at, expires) {
-                (Some(t), _) => {
-                    (t + self.config.connect_timeout).saturating_duration_since(Instant::now())
-                }
+                (Some(t), _) => (t + self.config.connect_timeout + consent_wait)
+                    .saturating_duration_since(Instant::now()),
                 (None, Some(at)) => at.since(UnixMillis::now()) + Duration::from_secs(1),
                 (None, None) => self.config.connect_timeout,
             };
@@ -277,10 +279,30 @@ impl ControllerTask {
                     }
                     BrokerMessage::Relay { signal: PeerSignal::Pake { msg } } => {
                         match pake.take().map(|p| p.finish(&msg)) {
-                            Some(Ok(k)) => keys = Some(k),
+                            Some(Ok(k)) => {
+                                // Prove we hold the key before the target asks its user.
+                                let mac = k.mac_confirm();
+                                sig.send(&ClientMessage::Relay { signal: PeerSignal::Confirm { mac } })
+                                    .await
+                                    .map_err(broker)?;
+                                keys = Some(k);
+                            }
                             Some(Err(e)) => failed = Some(e.to_string()),
                             None => failed = Some("an unexpected key-exchange message".into()),
                         }
+                    }
+                    BrokerMessage::Relay { signal: PeerSignal::AwaitingConsent { for_ms } } => {
+                        let timeout = Duration::from_millis(for_ms.min(MAX_CONSENT_WAIT_MS));
+                        consent_wait = timeout;
+                        joined_at = Some(Instant::now());
+                        self.events.emit_important(ControllerEvent::AwaitingConsent { timeout });
+                    }
+                    // One side found the other unverifiable (a mistyped secret, or
+                    // tampering): the broker unpaired the target; the code may be typed again.
+                    BrokerMessage::AttemptFailed { failures } => {
+                        let why = format!("attempt {failures} failed verification; nothing was connected");
+                        self.events.emit_important(ControllerEvent::VerificationFailed { why });
+                        (pake, keys, joined_at, consent_wait) = (None, None, None, Duration::ZERO);
                     }
                     BrokerMessage::Relay { signal: PeerSignal::Offer { sdp, mac } } => {
                         match keys.as_ref().map(|k| k.verify_offer(&sdp, &mac)) {
@@ -295,10 +317,6 @@ impl ControllerTask {
                     }
                     BrokerMessage::Relay { signal: PeerSignal::Bye { reason } } => {
                         return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason });
-                    }
-                    BrokerMessage::PeerLeft {} if expect_left => {
-                        expect_left = false;
-                        joined_at = None;
                     }
                     BrokerMessage::PeerLeft {} => return Err(DisconnectReason::PeerLeft),
                     BrokerMessage::Error { message } => return Err(DisconnectReason::Broker(message)),
@@ -315,16 +333,15 @@ impl ControllerTask {
                 }
             }
             if let Some(why) = failed {
+                // The broker answers with attempt_failed, handled above.
                 tracing::warn!(
                     why,
                     "the target's offer failed verification; nothing was connected"
                 );
-                self.events
-                    .emit_important(ControllerEvent::VerificationFailed { why });
                 sig.send(&ClientMessage::VerificationFailed {})
                     .await
                     .map_err(broker)?;
-                (pake, keys, expect_left) = (None, None, true);
+                (pake, keys) = (None, None);
             }
         }
     }
@@ -382,6 +399,9 @@ impl ControllerTask {
                     msg = sig.recv(), if listening => match msg {
                         Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
                             return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason });
+                        }
+                        Ok(BrokerMessage::AttemptFailed { .. }) => {
+                            return Err(DisconnectReason::Error("the target could not verify this side's answer: it was altered on the way".into()));
                         }
                         Ok(BrokerMessage::Error { message }) => return Err(DisconnectReason::Broker(message)),
                         Ok(_) => continue,

@@ -14,6 +14,7 @@ use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 use super::config::HostConfig;
+use super::consent::{ConsentAnswer, ConsentOutcome, ConsentPrompt};
 use super::signalling::Signalling;
 use super::transport::{self, NetEvent, Pc, SessionRuntime, CONTROL, INPUT, VIDEO};
 use super::video::Packetizer;
@@ -31,6 +32,7 @@ const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
 
 enum Command {
     TryCode(ConnectionCode),
+    AnswerConsent(ConsentAnswer),
     SetControl(bool),
     Shutdown,
 }
@@ -97,6 +99,13 @@ impl Host {
     pub fn set_control(&self, control: bool) -> Result<(), SessionError> {
         self.commands
             .send(Command::SetControl(control))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// The user's answer to [`HostEvent::ConsentRequested`].
+    pub fn answer_consent(&self, answer: ConsentAnswer) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::AnswerConsent(answer))
             .map_err(|_| SessionError::Ended)
     }
 
@@ -196,10 +205,13 @@ impl HostTask {
                     Err(e) => break Err(DisconnectReason::Transport(e.to_string())),
                 };
             let result = self
-                .negotiate(&pc, &net_tx, &mut net_rx, &mut sig, code)
+                .negotiate(&pc, &net_tx, &mut net_rx, &mut sig, code, control)
                 .await;
             let reason = match result {
-                Ok(channels) => break Ok((pc, net_rx, channels)),
+                Ok((channels, granted)) => {
+                    control = granted;
+                    break Ok((pc, net_rx, channels));
+                }
                 Err(Negotiation::Retry) => None,
                 Err(Negotiation::End(r)) => Some(r),
             };
@@ -273,6 +285,7 @@ impl HostTask {
                         }
                     }
                     Some(Command::SetControl(c)) => *control = c && !self.config.view_only,
+                    Some(Command::AnswerConsent(_)) => {}
                     Some(Command::Shutdown) | None => return Wait::End(DisconnectReason::Local),
                 },
             }
@@ -287,17 +300,46 @@ impl HostTask {
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
         sig: &mut Signalling,
         code: ConnectionCode,
-    ) -> Result<Vec<Arc<dyn DataChannel>>, Negotiation> {
+        control: bool,
+    ) -> Result<(Vec<Arc<dyn DataChannel>>, bool), Negotiation> {
         let end = Negotiation::End;
         let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
         let broker_err = |e: SessionError| end(DisconnectReason::Broker(e.to_string()));
-        // The PAKE message goes first, so it travels while this side gathers candidates.
+        // Key exchange first, then the controller's key confirmation: only a technician who
+        // knows the whole code gets as far as a question to the user.
         let (pake, msg) = Pake::start(&code);
         sig.send(&ClientMessage::Relay {
             signal: PeerSignal::Pake { msg },
         })
         .await
         .map_err(broker_err)?;
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let mut pake = Some(pake);
+        let mut keys = None;
+        let keys = loop {
+            match self.next_signal(sig, deadline).await? {
+                PeerSignal::Pake { msg } => {
+                    let Some(p) = pake.take() else {
+                        return Err(self.unverified(sig, "a second key-exchange message").await);
+                    };
+                    match p.finish(&msg) {
+                        Ok(k) => keys = Some(k),
+                        Err(e) => return Err(self.unverified(sig, &e.to_string()).await),
+                    }
+                }
+                PeerSignal::Confirm { mac } => match keys.take() {
+                    Some(k) if k.verify_confirm(&mac).is_ok() => break k,
+                    _ => {
+                        return Err(self
+                            .unverified(sig, "the key confirmation does not match")
+                            .await)
+                    }
+                },
+                other => tracing::debug!(?other, "ignored before the key confirmation"),
+            }
+        };
+        let granted = self.consent(sig, control).await?;
+
         let channels = transport::create_channels(pc, &self.config.transport)
             .await
             .map_err(transport_err)?;
@@ -318,60 +360,22 @@ impl HostTask {
         let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
             .await
             .map_err(transport_err)?;
-
+        let mac = keys.mac_offer(&sdp);
+        sig.send(&ClientMessage::Relay {
+            signal: PeerSignal::Offer { sdp, mac },
+        })
+        .await
+        .map_err(broker_err)?;
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
-        let mut pake = Some(pake);
-        let mut keys = None;
         let answer = loop {
-            tokio::select! {
-                msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::Relay { signal: PeerSignal::Pake { msg } }) => {
-                        let Some(p) = pake.take() else {
-                            return Err(self.unverified(sig, "a second key-exchange message").await);
-                        };
-                        let k = match p.finish(&msg) {
-                            Ok(k) => k,
-                            Err(e) => return Err(self.unverified(sig, &e.to_string()).await),
-                        };
-                        let mac = k.mac_offer(&sdp);
-                        sig.send(&ClientMessage::Relay {
-                            signal: PeerSignal::Offer { sdp: sdp.clone(), mac },
-                        })
-                        .await
-                        .map_err(broker_err)?;
-                        keys = Some(k);
+            match self.next_signal(sig, deadline).await? {
+                PeerSignal::Answer { sdp, mac } => {
+                    if let Err(e) = keys.verify_answer(&sdp, &mac) {
+                        return Err(self.unverified(sig, &e.to_string()).await);
                     }
-                    Ok(BrokerMessage::Relay { signal: PeerSignal::Answer { sdp, mac } }) => {
-                        let Some(k) = &keys else {
-                            return Err(self.unverified(sig, "an answer before the key exchange").await);
-                        };
-                        if let Err(e) = k.verify_answer(&sdp, &mac) {
-                            return Err(self.unverified(sig, &e.to_string()).await);
-                        }
-                        break sdp;
-                    }
-                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
-                        return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
-                    }
-                    // The controller found our offer unverifiable and told the broker, which
-                    // unpaired us: back to code entry, where the user hears why.
-                    Ok(BrokerMessage::JoinRefused { reason, message }) => {
-                        self.events.emit_important(HostEvent::CodeRefused { reason, message });
-                        return Err(Negotiation::Retry);
-                    }
-                    Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
-                    Ok(BrokerMessage::Error { message }) => return Err(end(DisconnectReason::Broker(message))),
-                    Ok(other) => tracing::debug!(?other, "ignored while waiting for the answer"),
-                    Err(e) => return Err(broker_err(e)),
-                },
-                cmd = self.commands.recv() => {
-                    if matches!(cmd, Some(Command::Shutdown) | None) {
-                        return Err(end(DisconnectReason::Local));
-                    }
+                    break sdp;
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(end(DisconnectReason::Transport("no answer from the controller in time".into())))
-                }
+                other => tracing::debug!(?other, "ignored while waiting for the answer"),
             }
         };
         let answer = RTCSessionDescription::answer(answer).map_err(|e| {
@@ -421,7 +425,102 @@ impl HostTask {
                 }
             }
         }
-        Ok(channels)
+        Ok((channels, granted))
+    }
+
+    /// The next signal relayed from the controller, or how the attempt ended: unpaired by
+    /// the broker after a failed verification (`Retry`), a bye, the peer leaving, shutdown,
+    /// or `deadline`.
+    async fn next_signal(
+        &mut self,
+        sig: &mut Signalling,
+        deadline: tokio::time::Instant,
+    ) -> Result<PeerSignal, Negotiation> {
+        let end = Negotiation::End;
+        loop {
+            tokio::select! {
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
+                        return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
+                    }
+                    Ok(BrokerMessage::Relay { signal }) => return Ok(signal),
+                    // The controller found this side unverifiable and told the broker, which
+                    // unpaired us: back to code entry, where the user hears why.
+                    Ok(BrokerMessage::JoinRefused { reason, message }) => {
+                        self.events.emit_important(HostEvent::CodeRefused { reason, message });
+                        return Err(Negotiation::Retry);
+                    }
+                    Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
+                    Ok(BrokerMessage::Error { message }) => return Err(end(DisconnectReason::Broker(message))),
+                    Ok(other) => tracing::debug!(?other, "ignored while connecting"),
+                    Err(e) => return Err(end(DisconnectReason::Broker(e.to_string()))),
+                },
+                cmd = self.commands.recv() => {
+                    if matches!(cmd, Some(Command::Shutdown) | None) {
+                        return Err(end(DisconnectReason::Local));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(end(DisconnectReason::Transport("the controller did not answer in time".into())))
+                }
+            }
+        }
+    }
+
+    /// Ask the user per the acceptance mode; `Ok(control)` when the session may start.
+    async fn consent(&mut self, sig: &mut Signalling, control: bool) -> Result<bool, Negotiation> {
+        let end = Negotiation::End;
+        let clock = Instant::now();
+        let mut prompt = ConsentPrompt::new(self.config.acceptance, control, Duration::ZERO);
+        if prompt.asks_the_user() {
+            let timeout = prompt.deadline();
+            let wait = ClientMessage::Relay {
+                signal: PeerSignal::AwaitingConsent {
+                    for_ms: timeout.as_millis() as u64,
+                },
+            };
+            sig.send(&wait)
+                .await
+                .map_err(|e| end(DisconnectReason::Broker(e.to_string())))?;
+            self.events.emit_important(HostEvent::ConsentRequested {
+                mode: self.config.acceptance,
+                control,
+                timeout,
+            });
+        }
+        loop {
+            match prompt.poll(clock.elapsed()) {
+                Some(ConsentOutcome::Granted { control }) => return Ok(control),
+                Some(ConsentOutcome::Refused(why)) => {
+                    tracing::info!(?why, "the session was not accepted");
+                    let bye = ClientMessage::Relay {
+                        signal: PeerSignal::Bye {
+                            reason: why.message().into(),
+                        },
+                    };
+                    let _ = sig.send(&bye).await;
+                    return Err(end(DisconnectReason::Consent(why)));
+                }
+                None => {}
+            }
+            let deadline = tokio::time::Instant::from_std(clock + prompt.deadline());
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::AnswerConsent(a)) => prompt.handle_answer(a),
+                    Some(Command::Shutdown) | None => return Err(end(DisconnectReason::Local)),
+                    Some(_) => {}
+                },
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
+                        return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
+                    }
+                    Ok(other) => tracing::debug!(?other, "ignored while asking the user"),
+                    Err(e) => return Err(end(DisconnectReason::Broker(e.to_string()))),
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
     }
 
     /// The controller's description (or key exchange) did not verify: report it to the
@@ -431,15 +530,6 @@ impl HostTask {
             why,
             "the controller's description failed verification; nothing was connected"
         );
-        // The controller may already be waiting for channels: tell it the attempt is over.
-        let bye = ClientMessage::Relay {
-            signal: PeerSignal::Bye {
-                reason: "the technician's description failed verification".into(),
-            },
-        };
-        if let Err(e) = sig.send(&bye).await {
-            return Negotiation::End(DisconnectReason::Broker(e.to_string()));
-        }
         match sig.send(&ClientMessage::VerificationFailed {}).await {
             Ok(()) => Negotiation::Retry,
             Err(e) => Negotiation::End(DisconnectReason::Broker(e.to_string())),
@@ -579,7 +669,7 @@ impl HostTask {
                             reason = Some(e);
                         }
                     }
-                    Some(Command::TryCode(_)) => {}
+                    Some(Command::TryCode(_) | Command::AnswerConsent(_)) => {}
                     Some(Command::Shutdown) | None => {
                         let bye = ControlMessage::Bye { reason: ByeReason::Ended, detail: "the target ended the session".into() };
                         if transport::send_control(&control_dc, &bye).await.is_ok() {

@@ -38,6 +38,7 @@
 
 mod clock;
 pub mod config;
+mod consent;
 mod controller;
 mod host;
 mod signalling;
@@ -51,6 +52,7 @@ use crossbeam_channel::{Receiver, Sender};
 pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
 pub use config::{ControllerConfig, HostConfig, MdnsMode, SessionConfigError, TransportConfig};
+pub use consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
 pub use controller::Controller;
 pub use host::Host;
 
@@ -105,6 +107,8 @@ pub enum DisconnectReason {
     Broker(String),
     /// The peer connection failed.
     Transport(String),
+    /// The target's user (or its acceptance mode) did not let the technician in.
+    Consent(ConsentRefusal),
     /// Something else failed on this side.
     Error(String),
 }
@@ -120,6 +124,7 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::PeerLeft => write!(f, "the peer left before the session started"),
             DisconnectReason::Broker(e) => write!(f, "broker: {e}"),
             DisconnectReason::Transport(e) => write!(f, "transport: {e}"),
+            DisconnectReason::Consent(r) => write!(f, "{}", r.message()),
             DisconnectReason::Error(e) => write!(f, "error: {e}"),
         }
     }
@@ -207,6 +212,17 @@ pub enum HostEvent {
     },
     /// The code was accepted; the peer connection is being set up.
     Joined,
+    /// Ask the user whether to let the technician in: answer with [`Host::answer_consent`]
+    /// before `timeout`. In [`AcceptanceMode::AllowAutomatically`] silence lets them in; in
+    /// [`AcceptanceMode::AllowByRequest`] it keeps them out.
+    ConsentRequested {
+        /// The mode in force (the stricter of this side's and the broker's).
+        mode: AcceptanceMode,
+        /// Whether the technician asks to control the screen (not only view it).
+        control: bool,
+        /// How long the question stays open.
+        timeout: Duration,
+    },
     /// The session is established: video flows and, unless view-only, input is injected.
     Connected {
         /// Input from the controller is injected.
@@ -254,6 +270,11 @@ pub enum ControllerEvent {
     },
     /// The target entered the code; the connection is being set up.
     PeerJoined,
+    /// The target is asking its user whether to let you in; the session waits up to this.
+    AwaitingConsent {
+        /// Longest wait.
+        timeout: Duration,
+    },
     /// The target's code or description did not verify (a mistyped secret, or tampering on
     /// the way): nothing was connected. The target may enter the code again; the third
     /// failure burns it.

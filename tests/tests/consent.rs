@@ -1,0 +1,170 @@
+//! The target user's consent, over a real broker and real WebRTC: asked only after the
+//! technician proved the code, and nothing connects unless the answer (or the mode) allows.
+
+use std::time::Duration;
+
+use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
+use deskwire_engine::{
+    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
+    DisconnectReason, Host, HostConfig, HostEvent,
+};
+use deskwire_tests::session_fixtures::{code_of, loopback, wait_controller, wait_host, TestBroker};
+use deskwire_tests::Xvfb;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn synthetic() -> Box<dyn Source> {
+    let opts = OpenOptions {
+        width: 320,
+        height: 240,
+        ..OpenOptions::default()
+    };
+    open(&"synthetic:typing".parse::<SourceSpec>().unwrap(), &opts).unwrap()
+}
+
+/// A session whose target may be controlled: it injects into a private Xvfb.
+fn start(mode: AcceptanceMode) -> (Xvfb, TestBroker, Controller, Host) {
+    // RUST_LOG=deskwire_engine=debug shows the negotiation when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let xvfb = Xvfb::start(320, 240).expect("starting Xvfb");
+    let broker = TestBroker::start().unwrap();
+    let c = Controller::start(ControllerConfig::new(broker.url()).transport(loopback())).unwrap();
+    let code = code_of(&c).unwrap();
+    let config = HostConfig::new(broker.url())
+        .transport(loopback())
+        .view_only(false)
+        .input_display(Some(xvfb.display()))
+        .acceptance(mode);
+    let h = Host::start(config, synthetic(), code).unwrap();
+    (xvfb, broker, c, h)
+}
+
+/// The host's question, checked for what it asks.
+fn asked(h: &Host) -> (AcceptanceMode, bool) {
+    wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::ConsentRequested { mode, control, .. } => Some((*mode, *control)),
+        HostEvent::Connected { .. } => panic!("connected before the user answered"),
+        _ => None,
+    })
+    .unwrap()
+}
+
+fn host_ended(h: &Host) -> DisconnectReason {
+    wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::Disconnected(r) => Some(r.clone()),
+        HostEvent::Connected { .. } => panic!("connected although refused"),
+        _ => None,
+    })
+    .unwrap()
+}
+
+fn controller_ended(c: &Controller) -> DisconnectReason {
+    wait_controller(c, WAIT, |e| match e {
+        ControllerEvent::Disconnected(r) => Some(r.clone()),
+        ControllerEvent::Connected { .. } | ControllerEvent::Frame(_) => {
+            panic!("the technician got in although refused")
+        }
+        _ => None,
+    })
+    .unwrap()
+}
+
+#[test]
+fn by_request_the_session_waits_for_the_user_and_gets_only_what_they_allow() {
+    let mode = AcceptanceMode::AllowByRequest {
+        timeout: Duration::from_secs(60),
+    };
+    let (_x, _broker, c, h) = start(mode);
+    assert_eq!(asked(&h), (mode, true));
+    let timeout = wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::AwaitingConsent { timeout } => Some(*timeout),
+        ControllerEvent::Connected { .. } => panic!("connected before the user answered"),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(timeout, Duration::from_secs(60));
+    // View, but no control.
+    h.answer_consent(ConsentAnswer::Allow { control: false })
+        .unwrap();
+    let control = wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::Permissions { control } => Some(*control),
+        _ => None,
+    })
+    .unwrap();
+    assert!(!control, "the user allowed viewing only");
+    wait_controller(&c, WAIT, |e| {
+        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    })
+    .unwrap();
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn a_user_who_rejects_keeps_the_technician_out_with_a_reason() {
+    let (_x, _broker, c, h) = start(AcceptanceMode::AllowAutomatically {
+        reject_window: Duration::from_secs(30),
+    });
+    asked(&h);
+    h.answer_consent(ConsentAnswer::Reject).unwrap();
+    assert_eq!(
+        host_ended(&h),
+        DisconnectReason::Consent(ConsentRefusal::RejectedByUser)
+    );
+    match controller_ended(&c) {
+        DisconnectReason::PeerBye { detail, .. } => {
+            assert!(detail.contains("rejected"), "{detail}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    h.shutdown().unwrap();
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn an_unanswered_request_times_out_and_deny_refuses_at_once() {
+    let (_x, _broker, c, h) = start(AcceptanceMode::AllowByRequest {
+        timeout: Duration::from_secs(1),
+    });
+    asked(&h);
+    assert_eq!(
+        host_ended(&h),
+        DisconnectReason::Consent(ConsentRefusal::TimedOut)
+    );
+    controller_ended(&c);
+    h.shutdown().unwrap();
+    c.shutdown().unwrap();
+
+    let (_x, _broker, c, h) = start(AcceptanceMode::Deny);
+    assert_eq!(
+        host_ended(&h),
+        DisconnectReason::Consent(ConsentRefusal::DeniedByPolicy)
+    );
+    match controller_ended(&c) {
+        DisconnectReason::PeerBye { detail, .. } => {
+            assert!(detail.contains("does not accept"), "{detail}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    h.shutdown().unwrap();
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn allow_automatically_starts_when_the_window_passes_unanswered() {
+    let (_x, _broker, c, h) = start(AcceptanceMode::AllowAutomatically {
+        reject_window: Duration::from_millis(300),
+    });
+    asked(&h);
+    let control = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::Connected { control, .. } => Some(*control),
+        _ => None,
+    })
+    .unwrap();
+    assert!(control);
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
