@@ -53,9 +53,21 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BrokerError> {
+    run_with_store(listener, config, clock, None, shutdown).await
+}
+
+/// [`run`], appending every join attempt and outcome to `store`'s audit log (in order, off
+/// the signalling path; the queue is written out before this returns).
+pub async fn run_with_store(
+    listener: tokio::net::TcpListener,
+    config: BrokerConfig,
+    clock: Arc<dyn Clock>,
+    store: Option<store::Store>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
     config.validate()?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving signalling");
     }
-    server::serve(listener, config, clock, shutdown).await
+    server::serve(listener, config, clock, store, shutdown).await
 }

@@ -92,8 +92,8 @@ async fn serve(addr: SocketAddr, config: BrokerConfig, database: &str) -> ExitCo
         Ok(bound) => bound,
         Err(e) => return fail(1, &format!("cannot read the listening address: {e}")),
     };
-    // After binding, so a bad address fails before a database file is created. Not used by
-    // signalling yet; opening it now applies migrations and catches a bad URL at start.
+    // After binding, so a bad address fails before a database file is created. Every join
+    // attempt and outcome goes to its audit log.
     let store = match Store::open(database).await {
         Ok(store) => store,
         Err(e) => return fail(if e.is_bad_input() { USAGE } else { 1 }, &e.to_string()),
@@ -106,8 +106,14 @@ async fn serve(addr: SocketAddr, config: BrokerConfig, database: &str) -> ExitCo
     }
     drop(stdout);
 
-    let served = deskwire_broker::run(listener, config, Arc::new(SystemClock), termination()).await;
-    store.close().await;
+    let served = deskwire_broker::run_with_store(
+        listener,
+        config,
+        Arc::new(SystemClock),
+        Some(store),
+        termination(),
+    )
+    .await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e.to_string()),

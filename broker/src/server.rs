@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::limits::{JoinLimits, SourceKey};
+use crate::limits::JoinLimits;
+use crate::store::{AuditRecord, Store};
 use crate::switchboard::{ConnId, Output, Switchboard};
 use crate::{BrokerConfig, BrokerError, Clock};
 
@@ -40,23 +41,43 @@ pub(crate) async fn serve(
     listener: TcpListener,
     config: BrokerConfig,
     clock: Arc<dyn Clock>,
+    store: Option<Store>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BrokerError> {
     let rng = StdRng::try_from_os_rng().map_err(|e| BrokerError::Entropy(e.to_string()))?;
+    // Audit records leave the switchboard in order and are appended in that order by one
+    // task, so signalling never waits on the database.
+    let (audit_tx, audit_task) = match store {
+        Some(store) => {
+            let (tx, mut rx) = mpsc::unbounded_channel::<AuditRecord>();
+            let task = tokio::spawn(async move {
+                while let Some(record) = rx.recv().await {
+                    if let Err(e) = store.append_audit(&record).await {
+                        tracing::error!(error = %e, event = %record.event, "cannot append to the audit log");
+                    }
+                }
+                store.close().await;
+            });
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     // Validated: at most 1 000 000, so the permit count fits a u32.
     let max_connections = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
     let permits = Arc::new(Semaphore::new(max_connections as usize));
-    let app = AppState {
-        hub: Arc::new(Hub {
-            state: Mutex::new(HubState {
-                board: Switchboard::new(config.code_limits(), JoinLimits::default(), rng),
-                outboxes: HashMap::new(),
-            }),
-            clock,
-            outbound_queue: config.outbound_queue,
-            write_timeout: config.write_timeout,
+    let hub = Arc::new(Hub {
+        state: Mutex::new(HubState {
+            board: Switchboard::new(config.code_limits(), JoinLimits::default(), rng),
+            outboxes: HashMap::new(),
+            audit: audit_tx,
         }),
+        clock,
+        outbound_queue: config.outbound_queue,
+        write_timeout: config.write_timeout,
+    });
+    let app = AppState {
+        hub: Arc::clone(&hub),
         permits: Arc::clone(&permits),
         stop: stop_rx.clone(),
     };
@@ -95,6 +116,13 @@ pub(crate) async fn serve(
     // goodbye, so having every permit back means every socket is closed.
     let _ = stop_tx.send(true);
     let _all_closed = permits.acquire_many(max_connections).await;
+    // Every socket is closed, so no record can follow: let the writer finish the queue.
+    drop(hub.lock().audit.take());
+    if let Some(task) = audit_task {
+        if let Err(e) = task.await {
+            tracing::error!("the audit writer failed: {e}");
+        }
+    }
     served.map_err(BrokerError::Serve)
 }
 
@@ -130,7 +158,7 @@ async fn upgrade(
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
         .on_failed_upgrade(|e| tracing::debug!("websocket upgrade failed: {e}"))
-        .on_upgrade(move |socket| serve_socket(socket, app, permit, SourceKey::of(peer.ip())))
+        .on_upgrade(move |socket| serve_socket(socket, app, permit, peer.ip()))
 }
 
 /// The switchboard and the queues of the connections it talks to.
@@ -144,6 +172,8 @@ struct Hub {
 struct HubState {
     board: Switchboard,
     outboxes: HashMap<ConnId, Outbox>,
+    /// To the audit writer, when the broker has a store.
+    audit: Option<mpsc::UnboundedSender<AuditRecord>>,
 }
 
 /// The hub's end of one connection's queue.
@@ -167,7 +197,7 @@ impl Hub {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn open(&self, source: SourceKey) -> Mailbox {
+    fn open(&self, source: IpAddr) -> Mailbox {
         let (tx, rx) = mpsc::channel(self.outbound_queue);
         let kill = Arc::new(Notify::new());
         let mut state = self.lock();
@@ -232,6 +262,16 @@ impl HubState {
                 Output::Close { conn } => {
                     self.outboxes.remove(&conn);
                 }
+                Output::Audit(record) => match &self.audit {
+                    Some(tx) => {
+                        if tx.send(record).is_err() {
+                            tracing::error!("the audit writer has stopped; a record is lost");
+                        }
+                    }
+                    None => {
+                        tracing::debug!(event = %record.event, "no store: audit record not kept")
+                    }
+                },
             }
         }
     }
@@ -256,7 +296,7 @@ async fn serve_socket(
     socket: WebSocket,
     app: AppState,
     permit: OwnedSemaphorePermit,
-    source: SourceKey,
+    source: IpAddr,
 ) {
     let hub = &app.hub;
     let Mailbox { conn, mut rx, kill } = hub.open(source);

@@ -6,6 +6,7 @@
 //! reads no clock: `now` comes with every message.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 
 use deskwire_signal::{
     decode_client, BrokerMessage, ClientMessage, JoinRefusal, PeerSignal, SessionCode, UnixMillis,
@@ -15,6 +16,7 @@ use rand::rngs::StdRng;
 
 use crate::codes::{CodeBook, CodeLimits, SessionId};
 use crate::limits::{JoinLimiter, JoinLimits, SourceKey};
+use crate::store::{AuditEvent, AuditRecord};
 
 /// Names one signalling connection for as long as it is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +38,8 @@ pub(crate) enum Output {
         /// The connection.
         conn: ConnId,
     },
+    /// Append this to the audit log (when the broker has a store).
+    Audit(AuditRecord),
 }
 
 /// What a connection turned out to be. Its first message decides.
@@ -77,8 +81,10 @@ pub(crate) struct Switchboard {
     /// Must be unpredictable outside tests: codes are the only secret a session has.
     rng: StdRng,
     conns: HashMap<ConnId, Role>,
-    /// Where each connection comes from, for the join limits.
-    sources: HashMap<ConnId, SourceKey>,
+    /// Where each connection comes from, for the join limits and the audit log.
+    sources: HashMap<ConnId, IpAddr>,
+    /// The time of the last message handled, for audit records of closes.
+    now: UnixMillis,
     limiter: JoinLimiter,
     sessions: HashMap<SessionId, Session>,
     next_conn: u64,
@@ -94,6 +100,7 @@ impl Switchboard {
             rng,
             conns: HashMap::new(),
             sources: HashMap::new(),
+            now: UnixMillis(0),
             limiter: JoinLimiter::new(join_limits),
             sessions: HashMap::new(),
             next_conn: 0,
@@ -115,7 +122,7 @@ impl Switchboard {
     }
 
     /// A new connection arrived from `source`.
-    pub(crate) fn handle_open(&mut self, source: SourceKey) -> ConnId {
+    pub(crate) fn handle_open(&mut self, source: IpAddr) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.insert(conn, Role::Undecided);
@@ -125,6 +132,7 @@ impl Switchboard {
 
     /// A text message arrived on `conn`.
     pub(crate) fn handle_text(&mut self, conn: ConnId, text: &str, now: UnixMillis) {
+        self.now = now;
         let Some(&role) = self.conns.get(&conn) else {
             // Already closed by us; the socket has not noticed yet.
             return;
@@ -197,7 +205,7 @@ impl Switchboard {
     /// `conn` is gone (closed by the peer, broken, or dropped by the server).
     /// Idempotent: closing a connection the switchboard already closed does nothing.
     pub(crate) fn handle_close(&mut self, conn: ConnId) {
-        self.sources.remove(&conn);
+        let ip = self.sources.remove(&conn);
         let Some(role) = self.conns.remove(&conn) else {
             return;
         };
@@ -213,14 +221,34 @@ impl Switchboard {
             return;
         };
         let is_controller = matches!(role, Role::Controller { .. });
+        let code = session.code;
+        let mut cancelled = false;
         if is_controller {
             session.controller = None;
             if !session.paired && self.codes.cancel(session.code) {
                 tracing::info!(%session_id, "controller left before anyone joined; code cancelled");
+                cancelled = true;
             }
         } else {
             session.target = None;
         }
+        let who = if is_controller {
+            "controller"
+        } else {
+            "target"
+        };
+        let (event, detail) = if cancelled {
+            (
+                AuditEvent::CodeCancelled,
+                "the controller left before anyone joined".to_owned(),
+            )
+        } else {
+            (AuditEvent::Ended, format!("the {who} left"))
+        };
+        self.audit(event, ip, Some(code), detail);
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
         let other = if is_controller {
             session.target
         } else {
@@ -269,6 +297,9 @@ impl Switchboard {
                     },
                 );
                 tracing::info!(%session_id, %expires_at, "session created");
+                let ip = self.sources.get(&conn).copied();
+                let detail = format!("{session_id}, expires at {expires_at}");
+                self.audit(AuditEvent::CodeIssued, ip, Some(code), detail);
                 self.send(
                     conn,
                     BrokerMessage::SessionCreated {
@@ -279,6 +310,8 @@ impl Switchboard {
             }
             Err(e) => {
                 tracing::warn!("refused to create a session: {e}");
+                let ip = self.sources.get(&conn).copied();
+                self.audit(AuditEvent::DeniedByPolicy, ip, None, e.to_string());
                 self.refuse(conn, &e.to_string());
             }
         }
@@ -287,7 +320,7 @@ impl Switchboard {
     fn join(&mut self, conn: ConnId, refusals: u32, code: &str, now: UnixMillis) {
         let source = self.sources.get(&conn).copied();
         let paired = self
-            .admit_join(source, code, now)
+            .admit_join(source.map(SourceKey::of), code, now)
             .and_then(|()| self.codes.redeem(code, now))
             .and_then(|session_id| match self.sessions.get_mut(&session_id) {
                 // A code is only redeemable while its controller is connected: leaving
@@ -302,6 +335,9 @@ impl Switchboard {
         match paired {
             Ok((session_id, controller)) => {
                 tracing::info!(%session_id, "target joined");
+                let code = self.sessions.get(&session_id).map(|s| s.code);
+                let detail = "the target joined; the peers verify each other next".to_owned();
+                self.audit(AuditEvent::SessionStarted, source, code, detail);
                 self.conns.insert(
                     conn,
                     Role::Target {
@@ -322,9 +358,16 @@ impl Switchboard {
                     JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut
                 ) {
                     if let Some(source) = source {
-                        self.limiter.record_failure(source, now);
+                        self.limiter.record_failure(SourceKey::of(source), now);
                     }
                 }
+                let typed: String = code.chars().take(32).collect();
+                self.audit_text(
+                    refusal_event(reason),
+                    source,
+                    &typed,
+                    reason.message().into(),
+                );
                 tracing::info!(?reason, refusals, "join refused");
                 self.conns.insert(
                     conn,
@@ -366,9 +409,21 @@ impl Switchboard {
             JoinRefusal::VerificationFailed
         };
         if let Some(t) = target {
-            if let Some(source) = self.sources.get(&t).copied() {
-                self.limiter.record_failure(source, now);
+            let ip = self.sources.get(&t).copied();
+            if let Some(ip) = ip {
+                self.limiter.record_failure(SourceKey::of(ip), now);
             }
+            let event = if burned {
+                AuditEvent::CodeBurned
+            } else {
+                AuditEvent::ConfirmationFailed
+            };
+            self.audit(
+                event,
+                ip,
+                Some(code),
+                format!("failed verification {failures}"),
+            );
             if let Some(Role::Target { refusals, .. }) = self.conns.get(&t).copied() {
                 self.conns.insert(
                     t,
@@ -450,6 +505,42 @@ impl Switchboard {
     fn send(&mut self, to: ConnId, msg: BrokerMessage) {
         self.outputs.push_back(Output::Send { to, msg });
     }
+
+    fn audit(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        code: Option<SessionCode>,
+        detail: String,
+    ) {
+        let code = code.map(|c| c.to_string());
+        self.audit_text(event, ip, code.as_deref().unwrap_or(""), detail);
+    }
+
+    fn audit_text(&mut self, event: AuditEvent, ip: Option<IpAddr>, session: &str, detail: String) {
+        let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
+        let mut record = AuditRecord::new(at, event).detail(detail);
+        if let Some(ip) = ip {
+            record = record.source(ip);
+        }
+        if !session.is_empty() {
+            record = record.session(session);
+        }
+        self.outputs.push_back(Output::Audit(record));
+    }
+}
+
+/// The audit event for a refused join.
+fn refusal_event(reason: JoinRefusal) -> AuditEvent {
+    match reason {
+        JoinRefusal::Malformed | JoinRefusal::WrongCode => AuditEvent::WrongCode,
+        JoinRefusal::Expired => AuditEvent::Expired,
+        JoinRefusal::AlreadyUsed => AuditEvent::Reused,
+        JoinRefusal::Cancelled => AuditEvent::Cancelled,
+        JoinRefusal::Burned => AuditEvent::CodeBurned,
+        JoinRefusal::VerificationFailed => AuditEvent::ConfirmationFailed,
+        JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut => AuditEvent::DeniedByPolicy,
+    }
 }
 
 #[cfg(test)]
@@ -462,7 +553,7 @@ mod tests {
     use super::*;
 
     /// Where the test connections come from.
-    const SRC: SourceKey = SourceKey::V4(0xC000_0201);
+    const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
 
     const T0: UnixMillis = UnixMillis(1_700_000_000_000);
     const TTL: Duration = Duration::from_secs(600);
@@ -477,8 +568,21 @@ mod tests {
         Switchboard::new(limits, JoinLimits::default(), StdRng::seed_from_u64(3))
     }
 
+    /// What the server must do, without the audit records (checked on their own).
     fn drain(b: &mut Switchboard) -> Vec<Output> {
-        std::iter::from_fn(|| b.poll_output()).collect()
+        std::iter::from_fn(|| b.poll_output())
+            .filter(|o| !matches!(o, Output::Audit(_)))
+            .collect()
+    }
+
+    /// Only the audit records, as (event, session, source).
+    fn audits(b: &mut Switchboard) -> Vec<(String, Option<String>, Option<String>)> {
+        std::iter::from_fn(|| b.poll_output())
+            .filter_map(|o| match o {
+                Output::Audit(r) => Some((r.event.to_string(), r.session, r.source)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn say(b: &mut Switchboard, conn: ConnId, msg: &ClientMessage, now: UnixMillis) -> Vec<Output> {
@@ -857,7 +961,7 @@ mod tests {
         );
         assert!(is_error_then_close(&out[1..], c), "{out:?}");
         // Even a fresh connection with the right session code is refused now.
-        let t2 = b.handle_open(SourceKey::V4(1));
+        let t2 = b.handle_open(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 99)));
         assert_eq!(
             say(&mut b, t2, &join(code), last),
             [send(
@@ -867,6 +971,51 @@ mod tests {
                     message: burned.message().into()
                 }
             )]
+        );
+    }
+
+    #[test]
+    fn every_attempt_and_outcome_is_audited_with_its_source_and_code() {
+        let mut b = board();
+        let c = b.handle_open(SRC);
+        b.handle_text(c, &encode(&ClientMessage::CreateSession {}), T0);
+        let code = std::iter::from_fn(|| b.poll_output())
+            .find_map(|o| match o {
+                Output::Send {
+                    msg: BrokerMessage::SessionCreated { session, .. },
+                    ..
+                } => Some(session),
+                _ => None,
+            })
+            .unwrap();
+        let src = Some(SRC.to_string());
+        let c_text = Some(code.to_string());
+        let t = b.handle_open(SRC);
+        b.handle_text(t, &encode(&join("000 000")), T0);
+        b.handle_text(t, &encode(&join(code)), T0);
+        b.handle_text(c, &encode(&ClientMessage::VerificationFailed {}), T0);
+        b.handle_close(t);
+        b.handle_close(c);
+        let events = audits(&mut b);
+        assert_eq!(
+            events,
+            [
+                (
+                    "wrong_code".to_owned(),
+                    Some("000 000".to_owned()),
+                    src.clone()
+                ),
+                ("session_started".to_owned(), c_text.clone(), src.clone()),
+                (
+                    "confirmation_failed".to_owned(),
+                    c_text.clone(),
+                    src.clone()
+                ),
+                // The failed target was unpaired, so the controller leaving withdraws the
+                // code rather than ending a session.
+                ("code_cancelled".to_owned(), c_text.clone(), src.clone()),
+            ],
+            "{events:?}"
         );
     }
 }

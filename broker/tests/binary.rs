@@ -12,7 +12,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 const BIN: &str = env!("CARGO_BIN_EXE_deskwire-broker");
 
 #[tokio::test]
-async fn the_binary_prints_its_real_address_pairs_peers_and_stops_on_sigterm() -> Result<()> {
+async fn the_binary_prints_its_real_address_pairs_peers_audits_them_and_stops_on_sigterm(
+) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("deskwire-broker-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let database = format!("sqlite://{}?mode=rwc", dir.join("broker.db").display());
     let mut child = tokio::process::Command::new(BIN)
         .args([
             "--listen",
@@ -20,7 +24,7 @@ async fn the_binary_prints_its_real_address_pairs_peers_and_stops_on_sigterm() -
             "--code-ttl",
             "120",
             "--database",
-            "sqlite::memory:",
+            &database,
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -52,6 +56,11 @@ async fn the_binary_prints_its_real_address_pairs_peers_and_stops_on_sigterm() -
         other => bail!("expected session_created, got {other:?}"),
     };
     let mut target = Peer::connect(url).await?;
+    target.send(&join("999 999 x")).await?;
+    assert!(matches!(
+        target.recv().await?,
+        BrokerMessage::JoinRefused { .. }
+    ));
     target.send(&join(code)).await?;
     expect(target.recv().await?, BrokerMessage::Joined {})?;
     expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
@@ -84,6 +93,29 @@ async fn the_binary_prints_its_real_address_pairs_peers_and_stops_on_sigterm() -
         }
     }
     assert_eq!(lines.next_line().await?, None, "exactly one line on stdout");
+
+    // Every attempt and outcome is in the audit log, whose chain verifies.
+    let list = Command::new(BIN)
+        .args(["audit", "list", "--database", &database])
+        .output()?;
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{listed}");
+    for event in ["code_issued", "wrong_code", "session_started", "ended"] {
+        assert!(
+            listed.contains(event),
+            "no {event} in the audit log:\n{listed}"
+        );
+    }
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--database", &database])
+        .output()?;
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
