@@ -1,0 +1,314 @@
+//! Connecting: the code, the key exchange and confirmation, the user's consent, then the
+//! offer and answer (each MACed) until the channels open. Nothing reaches the peer
+//! connection before both the code and the user said yes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deskwire_signal::pake::Pake;
+use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal};
+use tokio::sync::mpsc;
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+use super::super::consent::{ConsentOutcome, ConsentPrompt};
+use super::super::signalling::Signalling;
+use super::super::transport::{self, NetEvent, Pc, CONTROL, INPUT, VIDEO};
+use super::super::{DisconnectReason, HostEvent, SessionError};
+use super::{Command, HostTask, Negotiation, Wait, NUDGE_INTERVAL};
+use crate::wire::ByeReason;
+
+impl HostTask {
+    /// Send the code (if any) until the broker accepts one, the user cancels or the broker
+    /// fails; returns the code that was accepted.
+    pub(super) async fn join(
+        &mut self,
+        sig: &mut Signalling,
+        first: Option<ConnectionCode>,
+        control: &mut bool,
+    ) -> Wait<ConnectionCode> {
+        // Only the broker's half of the code goes to the broker.
+        let join = |code: ConnectionCode| ClientMessage::Join {
+            code: code.session().to_string(),
+        };
+        let mut pending = first;
+        if let Some(code) = pending {
+            if let Err(e) = sig.send(&join(code)).await {
+                return Wait::End(DisconnectReason::Broker(e.to_string()));
+            }
+        }
+        loop {
+            tokio::select! {
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::Joined {}) => match pending {
+                        Some(code) => return Wait::Got(code),
+                        None => return Wait::End(DisconnectReason::Broker("joined without a code".into())),
+                    },
+                    Ok(BrokerMessage::JoinRefused { reason, message }) => {
+                        self.events.emit_important(HostEvent::CodeRefused { reason, message });
+                    }
+                    Ok(BrokerMessage::Error { message }) => {
+                        return Wait::End(DisconnectReason::Broker(message))
+                    }
+                    Ok(other) => tracing::debug!(?other, "ignored while joining"),
+                    Err(e) => return Wait::End(DisconnectReason::Broker(e.to_string())),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::TryCode(code)) => {
+                        pending = Some(code);
+                        if let Err(e) = sig.send(&join(code)).await {
+                            return Wait::End(DisconnectReason::Broker(e.to_string()));
+                        }
+                    }
+                    Some(Command::SetControl(c)) => *control = c && !self.config.view_only,
+                    Some(Command::AnswerConsent(_)) => {}
+                    Some(Command::Shutdown) | None => return Wait::End(DisconnectReason::Local),
+                },
+            }
+        }
+    }
+
+    /// Offer, wait for the answer, and wait for the three channels to open.
+    pub(super) async fn negotiate(
+        &mut self,
+        pc: &Pc,
+        net_tx: &mpsc::UnboundedSender<NetEvent>,
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        sig: &mut Signalling,
+        code: ConnectionCode,
+        control: bool,
+    ) -> Result<(Vec<Arc<dyn DataChannel>>, bool), Negotiation> {
+        let end = Negotiation::End;
+        let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
+        let broker_err = |e: SessionError| end(DisconnectReason::Broker(e.to_string()));
+        // Key exchange first, then the controller's key confirmation: only a technician who
+        // knows the whole code gets as far as a question to the user.
+        let (pake, msg) = Pake::start(&code);
+        sig.send(&ClientMessage::Relay {
+            signal: PeerSignal::Pake { msg },
+        })
+        .await
+        .map_err(broker_err)?;
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let mut pake = Some(pake);
+        let mut keys = None;
+        let keys = loop {
+            match self.next_signal(sig, deadline).await? {
+                PeerSignal::Pake { msg } => {
+                    let Some(p) = pake.take() else {
+                        return Err(self.unverified(sig, "a second key-exchange message").await);
+                    };
+                    match p.finish(&msg) {
+                        Ok(k) => keys = Some(k),
+                        Err(e) => return Err(self.unverified(sig, &e.to_string()).await),
+                    }
+                }
+                PeerSignal::Confirm { mac } => match keys.take() {
+                    Some(k) if k.verify_confirm(&mac).is_ok() => break k,
+                    _ => {
+                        return Err(self
+                            .unverified(sig, "the key confirmation does not match")
+                            .await)
+                    }
+                },
+                other => tracing::debug!(?other, "ignored before the key confirmation"),
+            }
+        };
+        let granted = self.consent(sig, control).await?;
+
+        let channels = transport::create_channels(pc, &self.config.transport)
+            .await
+            .map_err(transport_err)?;
+        for (dc, label) in channels.iter().zip([VIDEO, INPUT, CONTROL]) {
+            transport::pump(&self.handle, label, dc.clone(), net_tx.clone());
+        }
+        let offer = pc.create_offer(None).await.map_err(|e| {
+            end(DisconnectReason::Transport(format!(
+                "cannot create an offer: {e}"
+            )))
+        })?;
+        pc.set_local_description(offer).await.map_err(|e| {
+            end(DisconnectReason::Transport(format!(
+                "cannot set the offer: {e}"
+            )))
+        })?;
+        let mut backlog = Vec::new();
+        let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
+            .await
+            .map_err(transport_err)?;
+        let mac = keys.mac_offer(&sdp);
+        sig.send(&ClientMessage::Relay {
+            signal: PeerSignal::Offer { sdp, mac },
+        })
+        .await
+        .map_err(broker_err)?;
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let answer = loop {
+            match self.next_signal(sig, deadline).await? {
+                PeerSignal::Answer { sdp, mac } => {
+                    if let Err(e) = keys.verify_answer(&sdp, &mac) {
+                        return Err(self.unverified(sig, &e.to_string()).await);
+                    }
+                    break sdp;
+                }
+                other => tracing::debug!(?other, "ignored while waiting for the answer"),
+            }
+        };
+        let answer = RTCSessionDescription::answer(answer).map_err(|e| {
+            end(DisconnectReason::Transport(format!(
+                "the answer is not valid SDP: {e}"
+            )))
+        })?;
+        pc.set_remote_description(answer).await.map_err(|e| {
+            end(DisconnectReason::Transport(format!(
+                "cannot use the answer: {e}"
+            )))
+        })?;
+
+        let mut open = 0;
+        for ev in backlog {
+            if matches!(ev, NetEvent::Open(_)) {
+                open += 1;
+            }
+        }
+        // webrtc 0.21's driver handles "DTLS is up" and "SCTP is up" after its write flush,
+        // so the SCTP INIT and the channel-open messages those events queue would wait for
+        // the driver's next timer (~200 ms each). Any channel call that wakes the driver
+        // flushes them; re-setting the (default) low-water mark is such a call and changes
+        // nothing. This side is the DTLS client (see `build_peer`), so it is the one with
+        // queued handshake data and channel handles to poke.
+        let mut nudge = tokio::time::interval(NUDGE_INTERVAL);
+        while open < 3 {
+            tokio::select! {
+                _ = nudge.tick() => {
+                    let _ = channels[0].set_buffered_amount_low_threshold(0).await;
+                }
+                ev = net_rx.recv() => match ev {
+                    Some(NetEvent::Open(_)) => open += 1,
+                    Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+                        return Err(end(DisconnectReason::Transport("ICE failed".into())))
+                    }
+                    Some(_) => {}
+                    None => return Err(end(DisconnectReason::Transport("the peer connection closed".into()))),
+                },
+                cmd = self.commands.recv() => {
+                    if matches!(cmd, Some(Command::Shutdown) | None) {
+                        return Err(end(DisconnectReason::Local));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(end(DisconnectReason::Transport("the data channels did not open in time".into())))
+                }
+            }
+        }
+        Ok((channels, granted))
+    }
+
+    /// The next signal relayed from the controller, or how the attempt ended: unpaired by
+    /// the broker after a failed verification (`Retry`), a bye, the peer leaving, shutdown,
+    /// or `deadline`.
+    async fn next_signal(
+        &mut self,
+        sig: &mut Signalling,
+        deadline: tokio::time::Instant,
+    ) -> Result<PeerSignal, Negotiation> {
+        let end = Negotiation::End;
+        loop {
+            tokio::select! {
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
+                        return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
+                    }
+                    Ok(BrokerMessage::Relay { signal }) => return Ok(signal),
+                    // The controller found this side unverifiable and told the broker, which
+                    // unpaired us: back to code entry, where the user hears why.
+                    Ok(BrokerMessage::JoinRefused { reason, message }) => {
+                        self.events.emit_important(HostEvent::CodeRefused { reason, message });
+                        return Err(Negotiation::Retry);
+                    }
+                    Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
+                    Ok(BrokerMessage::Error { message }) => return Err(end(DisconnectReason::Broker(message))),
+                    Ok(other) => tracing::debug!(?other, "ignored while connecting"),
+                    Err(e) => return Err(end(DisconnectReason::Broker(e.to_string()))),
+                },
+                cmd = self.commands.recv() => {
+                    if matches!(cmd, Some(Command::Shutdown) | None) {
+                        return Err(end(DisconnectReason::Local));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(end(DisconnectReason::Transport("the controller did not answer in time".into())))
+                }
+            }
+        }
+    }
+
+    /// Ask the user per the acceptance mode; `Ok(control)` when the session may start.
+    async fn consent(&mut self, sig: &mut Signalling, control: bool) -> Result<bool, Negotiation> {
+        let end = Negotiation::End;
+        let clock = Instant::now();
+        let mut prompt = ConsentPrompt::new(self.config.acceptance, control, Duration::ZERO);
+        if prompt.asks_the_user() {
+            let timeout = prompt.deadline();
+            let wait = ClientMessage::Relay {
+                signal: PeerSignal::AwaitingConsent {
+                    for_ms: timeout.as_millis() as u64,
+                },
+            };
+            sig.send(&wait)
+                .await
+                .map_err(|e| end(DisconnectReason::Broker(e.to_string())))?;
+            self.events.emit_important(HostEvent::ConsentRequested {
+                mode: self.config.acceptance,
+                control,
+                timeout,
+            });
+        }
+        loop {
+            match prompt.poll(clock.elapsed()) {
+                Some(ConsentOutcome::Granted { control }) => return Ok(control),
+                Some(ConsentOutcome::Refused(why)) => {
+                    tracing::info!(?why, "the session was not accepted");
+                    let bye = ClientMessage::Relay {
+                        signal: PeerSignal::Bye {
+                            reason: why.message().into(),
+                        },
+                    };
+                    let _ = sig.send(&bye).await;
+                    return Err(end(DisconnectReason::Consent(why)));
+                }
+                None => {}
+            }
+            let deadline = tokio::time::Instant::from_std(clock + prompt.deadline());
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::AnswerConsent(a)) => prompt.handle_answer(a),
+                    Some(Command::Shutdown) | None => return Err(end(DisconnectReason::Local)),
+                    Some(_) => {}
+                },
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
+                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
+                        return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
+                    }
+                    Ok(other) => tracing::debug!(?other, "ignored while asking the user"),
+                    Err(e) => return Err(end(DisconnectReason::Broker(e.to_string()))),
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// The controller's description (or key exchange) did not verify: report it to the
+    /// broker, which unpairs this side and tells it why; then wait for another code.
+    async fn unverified(&mut self, sig: &mut Signalling, why: &str) -> Negotiation {
+        tracing::warn!(
+            why,
+            "the controller's description failed verification; nothing was connected"
+        );
+        match sig.send(&ClientMessage::VerificationFailed {}).await {
+            Ok(()) => Negotiation::Retry,
+            Err(e) => Negotiation::End(DisconnectReason::Broker(e.to_string())),
+        }
+    }
+}
