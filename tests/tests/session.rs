@@ -236,6 +236,51 @@ fn a_view_only_session_injects_nothing() {
 }
 
 #[test]
+fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input() {
+    let _s = serial();
+    let xvfb = Xvfb::start(640, 480).expect("starting Xvfb");
+    let display = xvfb.display();
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    let source = Box::new(X11Source::open(Some(&display)).unwrap());
+    let h = host_on(&broker, source, code, false, Some(display.clone()));
+    connected(&c);
+    c.send_input(InputEvent::Button {
+        button: PointerButton::Left,
+        down: true,
+    })
+    .unwrap();
+    eventually("button 1 is held", || pointer(&display).2 & 0x100 != 0);
+
+    // The target user downgrades the session to view-only.
+    h.set_control(false).unwrap();
+    eventually("button 1 is released by the downgrade", || {
+        pointer(&display).2 & 0x100 == 0
+    });
+    let control = wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::Permissions { control } if !*control => Some(*control),
+        _ => None,
+    })
+    .unwrap();
+    assert!(!control, "the technician is told");
+    c.send_input(InputEvent::Button {
+        button: PointerButton::Left,
+        down: true,
+    })
+    .unwrap();
+    let reason = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::InputRefused { reason, .. } => Some(*reason),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(reason, InputRefusal::ViewOnly);
+    assert_eq!(pointer(&display).2 & 0x100, 0, "nothing pressed after the downgrade");
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
 fn a_wrong_code_can_be_corrected_and_a_used_code_is_refused() {
     let _s = serial();
     let broker = TestBroker::start().unwrap();
