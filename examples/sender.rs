@@ -149,15 +149,18 @@ fn main() -> Result<()> {
                 mode,
                 control,
                 timeout,
+                technician,
             } => {
                 consenting = true;
                 let what = if control { "see and control" } else { "see" };
+                let who =
+                    technician.map_or("The technician".to_owned(), |t| format!("Technician {t}"));
                 let then = match mode {
                     AcceptanceMode::AllowAutomatically { .. } => "it starts on its own",
                     _ => "it is refused",
                 };
                 print!(
-                    "The technician asks to {what} this screen. Allow? [y = yes, v = view only, n = no] \
+                    "{who} asks to {what} this screen. Allow? [y = yes, v = view only, n = no] \
                      (in {} s {then}): ",
                     timeout.as_secs()
                 );

@@ -44,6 +44,9 @@ pub struct BrokerConfig {
     /// Longest a single write to a peer may take before the peer is disconnected as not
     /// reading (default 10 s).
     pub write_timeout: Duration,
+    /// Only technicians with an API token may create sessions (needs a store; default off,
+    /// for a broker without accounts).
+    pub require_token: bool,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +59,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             outbound_queue: 32,
             write_timeout: 10 * SECOND,
+            require_token: false,
         }
     }
 }
@@ -91,6 +95,11 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
+    /// Require technicians to present an API token.
+    pub fn require_token(mut self, on: bool) -> Self {
+        self.require_token = on;
+        self
+    }
     /// Set how long a code works.
     pub fn code_ttl(mut self, ttl: Duration) -> Self {
         self.code_ttl = ttl;

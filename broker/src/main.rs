@@ -45,6 +45,10 @@ struct Args {
     /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB. Opened and migrated at start.
     #[arg(long, value_name = "URL", default_value = DEFAULT_DATABASE)]
     database: String,
+    /// Only technicians with an API token (`admin create-token`) may create sessions; the
+    /// target is told their name and their group's acceptance policy and permissions.
+    #[arg(long)]
+    require_token: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -64,7 +68,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let config = BrokerConfig::default().code_ttl(Duration::from_secs(args.code_ttl));
+    let config = BrokerConfig::default()
+        .code_ttl(Duration::from_secs(args.code_ttl))
+        .require_token(args.require_token);
     if args.command.is_none() {
         if let Err(e) = config.validate() {
             return fail(USAGE, &format!("invalid --code-ttl: {e}"));

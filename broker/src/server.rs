@@ -31,6 +31,7 @@ use crate::limits::JoinLimits;
 use crate::store::{AuditRecord, Store};
 use crate::switchboard::{ConnId, Output, Switchboard};
 use crate::{BrokerConfig, BrokerError, Clock};
+use deskwire_signal::{PolicyAcceptance, SessionPolicy};
 
 /// WebSocket close codes (RFC 6455, 7.4.1).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -47,6 +48,7 @@ pub(crate) async fn serve(
     let rng = StdRng::try_from_os_rng().map_err(|e| BrokerError::Entropy(e.to_string()))?;
     // Audit records leave the switchboard in order and are appended in that order by one
     // task, so signalling never waits on the database.
+    let auth_store = store.clone();
     let (audit_tx, audit_task) = match store {
         Some(store) => {
             let (tx, mut rx) = mpsc::unbounded_channel::<AuditRecord>();
@@ -68,11 +70,18 @@ pub(crate) async fn serve(
     let permits = Arc::new(Semaphore::new(max_connections as usize));
     let hub = Arc::new(Hub {
         state: Mutex::new(HubState {
-            board: Switchboard::new(config.code_limits(), JoinLimits::default(), rng),
+            board: Switchboard::new(
+                config.code_limits(),
+                JoinLimits::default(),
+                config.require_token,
+                rng,
+            ),
             outboxes: HashMap::new(),
             audit: audit_tx,
+            pending_auth: Vec::new(),
         }),
         clock,
+        store: auth_store,
         outbound_queue: config.outbound_queue,
         write_timeout: config.write_timeout,
     });
@@ -165,6 +174,8 @@ async fn upgrade(
 struct Hub {
     state: Mutex<HubState>,
     clock: Arc<dyn Clock>,
+    /// Accounts, for technician tokens; `None` for a broker without them.
+    store: Option<Store>,
     outbound_queue: usize,
     write_timeout: Duration,
 }
@@ -174,6 +185,8 @@ struct HubState {
     outboxes: HashMap<ConnId, Outbox>,
     /// To the audit writer, when the broker has a store.
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
+    /// Tokens to check once the lock is released.
+    pending_auth: Vec<(ConnId, String)>,
 }
 
 /// The hub's end of one connection's queue.
@@ -212,11 +225,40 @@ impl Hub {
         Mailbox { conn, rx, kill }
     }
 
-    fn text(&self, conn: ConnId, text: &str) {
+    fn text(self: &Arc<Self>, conn: ConnId, text: &str) {
         let now = self.clock.now();
-        let mut state = self.lock();
-        state.board.handle_text(conn, text, now);
-        state.deliver();
+        let pending = {
+            let mut state = self.lock();
+            state.board.handle_text(conn, text, now);
+            state.deliver();
+            std::mem::take(&mut state.pending_auth)
+        };
+        for (conn, token) in pending {
+            self.authenticate(conn, token);
+        }
+    }
+
+    /// Check a technician's token against the store (Argon2 runs off the lock and off the
+    /// socket tasks), then let the switchboard go on.
+    fn authenticate(self: &Arc<Self>, conn: ConnId, token: String) {
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = match &hub.store {
+                None => Err("this broker has no accounts: connect without a token".to_owned()),
+                Some(store) => match store.authenticate_token(&token).await {
+                    Ok(Some(p)) => Ok(policy_of(&p)),
+                    Ok(None) => Err("the API token is not valid".to_owned()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot check a token");
+                        Err("the broker cannot check tokens right now".to_owned())
+                    }
+                },
+            };
+            let now = hub.clock.now();
+            let mut state = hub.lock();
+            state.board.handle_authenticated(conn, result, now);
+            state.deliver();
+        });
     }
 
     fn binary(&self, conn: ConnId) {
@@ -262,6 +304,8 @@ impl HubState {
                 Output::Close { conn } => {
                     self.outboxes.remove(&conn);
                 }
+                // Checked off the lock; the answer comes back through `Hub::authenticate`.
+                Output::Authenticate { conn, token } => self.pending_auth.push((conn, token)),
                 Output::Audit(record) => match &self.audit {
                     Some(tx) => {
                         if tx.send(record).is_err() {
@@ -364,5 +408,22 @@ async fn goodbye(sink: &mut SplitSink<WebSocket, Message>, ending: Ending, limit
     };
     if let Ok(Err(e)) = tokio::time::timeout(limit, farewell).await {
         tracing::debug!("closing a socket failed: {e}");
+    }
+}
+
+/// What a technician's group allows, as the target is told.
+fn policy_of(p: &crate::store::Principal) -> SessionPolicy {
+    use crate::store::{Acceptance, Permission};
+    let policy = &p.group.policy;
+    let (acceptance, window_secs) = match policy.acceptance {
+        Acceptance::Auto => (PolicyAcceptance::Auto, policy.auto_reject_secs),
+        Acceptance::Request => (PolicyAcceptance::Request, policy.request_timeout_secs),
+        Acceptance::Deny => (PolicyAcceptance::Deny, 0),
+    };
+    SessionPolicy {
+        technician: p.technician.name.clone(),
+        acceptance,
+        window_secs,
+        control: p.group.permissions.contains(Permission::Control),
     }
 }

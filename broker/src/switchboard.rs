@@ -9,8 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use deskwire_signal::{
-    decode_client, BrokerMessage, ClientMessage, JoinRefusal, PeerSignal, SessionCode, UnixMillis,
-    MAX_REASON_CHARS,
+    decode_client, BrokerMessage, ClientMessage, JoinRefusal, PeerSignal, PolicyAcceptance,
+    SessionCode, SessionPolicy, UnixMillis, MAX_REASON_CHARS,
 };
 use rand::rngs::StdRng;
 
@@ -40,6 +40,13 @@ pub(crate) enum Output {
     },
     /// Append this to the audit log (when the broker has a store).
     Audit(AuditRecord),
+    /// Check this technician token and report with [`Switchboard::handle_authenticated`].
+    Authenticate {
+        /// The controller's connection.
+        conn: ConnId,
+        /// The token it sent.
+        token: String,
+    },
 }
 
 /// What a connection turned out to be. Its first message decides.
@@ -47,6 +54,8 @@ pub(crate) enum Output {
 enum Role {
     /// Nothing received yet.
     Undecided,
+    /// Sent `create_session` with a token that is being checked.
+    Authenticating,
     /// Sent `create_session`.
     Controller { session: SessionId },
     /// Sent `join`; `session` is set once a code worked.
@@ -68,6 +77,8 @@ struct Session {
     failed_verifications: u32,
     /// When the last one failed: the next join waits a delay that doubles per failure.
     last_failure: UnixMillis,
+    /// What the technician's group allows, told to the target when it joins.
+    policy: Option<SessionPolicy>,
 }
 
 /// Failed verifications after which a code stops working: a broker or a bystander who knows
@@ -86,6 +97,8 @@ pub(crate) struct Switchboard {
     /// The time of the last message handled, for audit records of closes.
     now: UnixMillis,
     limiter: JoinLimiter,
+    /// Refuse `create_session` without a token.
+    require_token: bool,
     sessions: HashMap<SessionId, Session>,
     next_conn: u64,
     next_session: u64,
@@ -94,7 +107,12 @@ pub(crate) struct Switchboard {
 
 impl Switchboard {
     /// An empty switchboard.
-    pub(crate) fn new(limits: CodeLimits, join_limits: JoinLimits, rng: StdRng) -> Self {
+    pub(crate) fn new(
+        limits: CodeLimits,
+        join_limits: JoinLimits,
+        require_token: bool,
+        rng: StdRng,
+    ) -> Self {
         Self {
             codes: CodeBook::new(limits),
             rng,
@@ -102,6 +120,7 @@ impl Switchboard {
             sources: HashMap::new(),
             now: UnixMillis(0),
             limiter: JoinLimiter::new(join_limits),
+            require_token,
             sessions: HashMap::new(),
             next_conn: 0,
             next_session: 0,
@@ -142,7 +161,9 @@ impl Switchboard {
             Err(e) => return self.refuse(conn, &e.to_string()),
         };
         match (role, msg) {
-            (Role::Undecided, ClientMessage::CreateSession {}) => self.create_session(conn, now),
+            (Role::Undecided, ClientMessage::CreateSession { token }) => {
+                self.request_session(conn, token, now)
+            }
             (Role::Undecided, ClientMessage::Join { code }) => self.join(conn, 0, &code, now),
             (
                 Role::Target {
@@ -174,9 +195,10 @@ impl Switchboard {
             (Role::Undecided | Role::Target { session: None, .. }, ClientMessage::Relay { .. }) => {
                 self.refuse(conn, "relay before pairing: join a session first")
             }
-            (Role::Controller { .. }, ClientMessage::CreateSession {}) => {
-                self.refuse(conn, "a session was already created on this connection")
-            }
+            (
+                Role::Controller { .. } | Role::Authenticating,
+                ClientMessage::CreateSession { .. },
+            ) => self.refuse(conn, "a session was already created on this connection"),
             (Role::Controller { .. }, ClientMessage::Join { .. }) => {
                 self.refuse(conn, "a controller cannot join a session")
             }
@@ -186,9 +208,13 @@ impl Switchboard {
                 },
                 ClientMessage::Join { .. },
             ) => self.refuse(conn, "this connection has already joined a session"),
-            (Role::Target { .. }, ClientMessage::CreateSession {}) => {
+            (Role::Target { .. }, ClientMessage::CreateSession { .. }) => {
                 self.refuse(conn, "a target cannot create a session")
             }
+            (Role::Authenticating, _) => self.refuse(
+                conn,
+                "wait for session_created before sending anything else",
+            ),
         }
     }
 
@@ -215,7 +241,7 @@ impl Switchboard {
                 session: Some(session),
                 ..
             } => session,
-            Role::Undecided | Role::Target { session: None, .. } => return,
+            Role::Undecided | Role::Authenticating | Role::Target { session: None, .. } => return,
         };
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
@@ -274,7 +300,50 @@ impl Switchboard {
         self.outputs.pop_front()
     }
 
-    fn create_session(&mut self, conn: ConnId, now: UnixMillis) {
+    /// `create_session`: check the token first when there is one (or one is required).
+    fn request_session(&mut self, conn: ConnId, token: Option<String>, now: UnixMillis) {
+        match token {
+            Some(token) => {
+                self.conns.insert(conn, Role::Authenticating);
+                self.outputs.push_back(Output::Authenticate { conn, token });
+            }
+            None if self.require_token => {
+                let ip = self.sources.get(&conn).copied();
+                let why = "this broker requires a technician's API token";
+                self.audit(AuditEvent::DeniedByPolicy, ip, None, why.into());
+                self.refuse(conn, why);
+            }
+            None => self.create_session(conn, now, None),
+        }
+    }
+
+    /// The token sent on `conn` was checked: `Ok` with the technician's policy, or why not.
+    pub(crate) fn handle_authenticated(
+        &mut self,
+        conn: ConnId,
+        result: Result<SessionPolicy, String>,
+        now: UnixMillis,
+    ) {
+        if self.conns.get(&conn) != Some(&Role::Authenticating) {
+            return; // gone meanwhile
+        }
+        self.now = now;
+        let ip = self.sources.get(&conn).copied();
+        match result {
+            Ok(policy) if policy.acceptance == PolicyAcceptance::Deny => {
+                let why = format!("{}'s group may not start sessions", policy.technician);
+                self.audit(AuditEvent::DeniedByPolicy, ip, None, why.clone());
+                self.refuse(conn, &why);
+            }
+            Ok(policy) => self.create_session(conn, now, Some(policy)),
+            Err(why) => {
+                self.audit(AuditEvent::DeniedByPolicy, ip, None, why.clone());
+                self.refuse(conn, &why);
+            }
+        }
+    }
+
+    fn create_session(&mut self, conn: ConnId, now: UnixMillis, policy: Option<SessionPolicy>) {
         let session_id = SessionId(self.next_session);
         match self.codes.issue(now, session_id, &mut self.rng) {
             Ok((code, expires_at)) => {
@@ -294,6 +363,7 @@ impl Switchboard {
                         paired: false,
                         failed_verifications: 0,
                         last_failure: now,
+                        policy,
                     },
                 );
                 tracing::info!(%session_id, %expires_at, "session created");
@@ -328,12 +398,12 @@ impl Switchboard {
                 Some(session) if session.controller.is_some() && session.target.is_none() => {
                     session.target = Some(conn);
                     session.paired = true;
-                    Ok((session_id, session.controller))
+                    Ok((session_id, session.controller, session.policy.clone()))
                 }
                 _ => Err(JoinRefusal::Cancelled),
             });
         match paired {
-            Ok((session_id, controller)) => {
+            Ok((session_id, controller, policy)) => {
                 tracing::info!(%session_id, "target joined");
                 let code = self.sessions.get(&session_id).map(|s| s.code);
                 let detail = "the target joined; the peers verify each other next".to_owned();
@@ -345,7 +415,7 @@ impl Switchboard {
                         refusals,
                     },
                 );
-                self.send(conn, BrokerMessage::Joined {});
+                self.send(conn, BrokerMessage::Joined { policy });
                 if let Some(controller) = controller {
                     self.send(controller, BrokerMessage::PeerJoined {});
                 }

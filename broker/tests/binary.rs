@@ -49,7 +49,7 @@ async fn the_binary_prints_its_real_address_pairs_peers_audits_them_and_stops_on
 
     let mut controller = Peer::connect(url).await?;
     controller
-        .send(&deskwire_signal::ClientMessage::CreateSession {})
+        .send(&deskwire_signal::ClientMessage::CreateSession { token: None })
         .await?;
     let code = match controller.recv().await? {
         BrokerMessage::SessionCreated { session, .. } => session,
@@ -62,7 +62,7 @@ async fn the_binary_prints_its_real_address_pairs_peers_audits_them_and_stops_on
         BrokerMessage::JoinRefused { .. }
     ));
     target.send(&join(code)).await?;
-    expect(target.recv().await?, BrokerMessage::Joined {})?;
+    expect(target.recv().await?, BrokerMessage::Joined { policy: None })?;
     expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
     let offer = PeerSignal::Offer {
         sdp: "v=0".into(),
@@ -153,5 +153,146 @@ fn a_bad_address_or_ttl_exits_with_code_2_and_says_why() -> Result<()> {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+    Ok(())
+}
+
+/// Run `deskwire-broker admin ... --database URL` and return its stdout.
+fn admin(database: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(BIN)
+        .arg("admin")
+        .args(["--database", database])
+        .args(args)
+        .output()?;
+    let stdout = String::from_utf8(out.stdout)?;
+    if !out.status.success() {
+        bail!(
+            "admin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+#[tokio::test]
+async fn with_require_token_only_a_valid_token_opens_a_session_and_the_target_learns_its_policy(
+) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("deskwire-broker-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let database = format!("sqlite://{}?mode=rwc", dir.join("broker.db").display());
+    admin(&database, &["create-company", "acme"])?;
+    admin(
+        &database,
+        &[
+            "create-group",
+            "--company",
+            "acme",
+            "support",
+            "--permissions",
+            "view_only",
+            "--acceptance",
+            "auto",
+            "--auto-reject",
+            "20",
+        ],
+    )?;
+    admin(
+        &database,
+        &[
+            "create-group",
+            "--company",
+            "acme",
+            "blocked",
+            "--acceptance",
+            "deny",
+        ],
+    )?;
+    admin(
+        &database,
+        &[
+            "create-technician",
+            "--company",
+            "acme",
+            "--group",
+            "support",
+            "alice",
+        ],
+    )?;
+    admin(
+        &database,
+        &[
+            "create-technician",
+            "--company",
+            "acme",
+            "--group",
+            "blocked",
+            "bob",
+        ],
+    )?;
+    let token_of = |name: &str| -> Result<String> {
+        let out = admin(&database, &["create-token", "--technician", name])?;
+        out.lines()
+            .find(|l| l.starts_with("dw_"))
+            .map(str::to_owned)
+            .context("no token printed")
+    };
+    let (alice, bob) = (token_of("alice")?, token_of("bob")?);
+
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--require-token",
+            "--database",
+            &database,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .context("no address line")??
+        .context("stdout closed")?;
+    let url = line.strip_prefix("listening on ").context("address line")?;
+    let create = |token: Option<&str>| deskwire_signal::ClientMessage::CreateSession {
+        token: token.map(str::to_owned),
+    };
+
+    // No token, a forged one, and a valid one of a group that may not start sessions.
+    for (token, says) in [
+        (None, "requires a technician's API token"),
+        (Some("dw_0000000000000000_AAAA"), "not valid"),
+        (Some(bob.as_str()), "may not start sessions"),
+    ] {
+        let mut c = Peer::connect(url).await?;
+        c.send(&create(token)).await?;
+        let error = c.expect_error_and_close().await?;
+        assert!(error.contains(says), "{token:?}: {error}");
+    }
+
+    let mut controller = Peer::connect(url).await?;
+    controller.send(&create(Some(&alice))).await?;
+    let code = match controller.recv().await? {
+        BrokerMessage::SessionCreated { session, .. } => session,
+        other => bail!("expected session_created, got {other:?}"),
+    };
+    let mut target = Peer::connect(url).await?;
+    target.send(&join(code)).await?;
+    let policy = deskwire_signal::SessionPolicy {
+        technician: "alice".into(),
+        acceptance: deskwire_signal::PolicyAcceptance::Auto,
+        window_secs: 20,
+        control: false,
+    };
+    expect(
+        target.recv().await?,
+        BrokerMessage::Joined {
+            policy: Some(policy),
+        },
+    )?;
+    child.kill().await?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

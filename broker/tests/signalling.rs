@@ -37,7 +37,7 @@ async fn a_target_with_the_code_pairs_and_offer_and_answer_are_relayed_both_ways
 
     let mut target = broker.peer().await?;
     target.send(&join(code)).await?;
-    expect(target.recv().await?, BrokerMessage::Joined {})?;
+    expect(target.recv().await?, BrokerMessage::Joined { policy: None })?;
     expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
 
     let offer = PeerSignal::Offer {
@@ -79,7 +79,7 @@ async fn after_a_wrong_code_the_user_can_try_again_on_the_same_socket() -> Resul
     expect(target.recv().await?, refused(JoinRefusal::Malformed))?;
     // Typed without spaces this time.
     target.send(&join(format!("{:06}", code.number()))).await?;
-    expect(target.recv().await?, BrokerMessage::Joined {})?;
+    expect(target.recv().await?, BrokerMessage::Joined { policy: None })?;
     expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
 
     broker.stop().await
@@ -104,7 +104,7 @@ async fn a_seventh_failed_join_in_a_minute_from_one_address_waits_even_on_a_new_
     // A minute after the first failure, it may try again; the refusals kept the code.
     broker.clock.advance(Duration::from_secs(60));
     fresh.send(&join(code)).await?;
-    expect(fresh.recv().await?, BrokerMessage::Joined {})?;
+    expect(fresh.recv().await?, BrokerMessage::Joined { policy: None })?;
     expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
     broker.stop().await
 }
@@ -122,7 +122,9 @@ async fn a_code_is_refused_as_expired_once_the_clock_passes_its_ttl() -> Result<
 
     // The controller was not told anything and is still connected: it learns the expiry
     // from `expires_at`, and a new code needs a new connection.
-    controller.send(&ClientMessage::CreateSession {}).await?;
+    controller
+        .send(&ClientMessage::CreateSession { token: None })
+        .await?;
     controller.expect_error_and_close().await?;
     broker.stop().await
 }
@@ -133,7 +135,7 @@ async fn a_second_target_with_a_used_code_is_refused_as_already_used() -> Result
     let (_controller, code, _) = broker.controller().await?;
     let mut first = broker.peer().await?;
     first.send(&join(code)).await?;
-    expect(first.recv().await?, BrokerMessage::Joined {})?;
+    expect(first.recv().await?, BrokerMessage::Joined { policy: None })?;
 
     let mut second = broker.peer().await?;
     second.send(&join(code)).await?;
@@ -188,7 +190,9 @@ async fn relay_before_pairing_and_a_second_create_are_errors_that_close() -> Res
     waiting.expect_error_and_close().await?;
 
     let (mut controller, mut target) = broker.pair().await?;
-    controller.send(&ClientMessage::CreateSession {}).await?;
+    controller
+        .send(&ClientMessage::CreateSession { token: None })
+        .await?;
     controller.expect_error_and_close().await?;
     expect(target.recv().await?, BrokerMessage::PeerLeft {})?;
     broker.stop().await

@@ -16,7 +16,8 @@ mod time;
 pub use code::{CodeError, ConnectionCode, SessionCode};
 pub use message::{
     decode_broker, decode_client, encode, BrokerMessage, ClientMessage, Envelope, JoinRefusal,
-    PeerSignal, SignalError, MAX_REASON_CHARS, MAX_SDP_BYTES, MAX_SIGNAL_BYTES, VERSION,
+    PeerSignal, PolicyAcceptance, SessionPolicy, SignalError, MAX_REASON_CHARS, MAX_SDP_BYTES,
+    MAX_SIGNAL_BYTES, VERSION,
 };
 pub use time::UnixMillis;
 

@@ -49,7 +49,11 @@ pub struct Envelope<T> {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Controller: open a session and give me a connection code.
-    CreateSession {},
+    CreateSession {
+        /// The technician's API token (`dw_...`), for a broker with accounts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
     /// Target: join the session this code names. May be sent again after a refusal.
     Join {
         /// The code as the user typed it; the broker parses and checks it.
@@ -78,7 +82,12 @@ pub enum BrokerMessage {
         expires_at: UnixMillis,
     },
     /// To the target: the code was right; the controller is waiting for an offer.
-    Joined {},
+    Joined {
+        /// What the technician's group allows, from a broker with accounts. The target
+        /// applies it on top of its own settings, never widening them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<SessionPolicy>,
+    },
     /// To the controller: the target joined with the code.
     PeerJoined {},
     /// To the target: the code did not work. The socket stays open for another `join`.
@@ -106,6 +115,33 @@ pub enum BrokerMessage {
         /// What was wrong.
         message: String,
     },
+}
+
+/// What a broker with accounts tells the target about the technician who created the
+/// session: who they are and what their group's policy allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionPolicy {
+    /// The technician's name, to show the user.
+    pub technician: String,
+    /// How the target must admit them.
+    pub acceptance: PolicyAcceptance,
+    /// Seconds the user has to reject (`auto`) or to accept (`request`).
+    pub window_secs: u32,
+    /// Whether the group may send keyboard and mouse input.
+    pub control: bool,
+}
+
+/// A group's acceptance mode, as the broker states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyAcceptance {
+    /// The session starts unless the user rejects it within the window.
+    Auto,
+    /// The user must accept within the window.
+    Request,
+    /// No sessions.
+    Deny,
 }
 
 /// Peer-to-peer payloads the broker relays without interpreting.
@@ -317,7 +353,7 @@ mod tests {
     #[test]
     fn messages_carry_version_and_type_on_the_wire() {
         assert_eq!(
-            encode(&ClientMessage::CreateSession {}),
+            encode(&ClientMessage::CreateSession { token: None }),
             r#"{"v":1,"type":"create_session"}"#
         );
         assert_eq!(
@@ -349,7 +385,7 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let client = [
-            ClientMessage::CreateSession {},
+            ClientMessage::CreateSession { token: None },
             ClientMessage::Join {
                 code: "123 456".into(),
             },
@@ -373,7 +409,7 @@ mod tests {
             assert_eq!(decode_client(&encode(&m)).unwrap(), m);
         }
         let broker = [
-            BrokerMessage::Joined {},
+            BrokerMessage::Joined { policy: None },
             BrokerMessage::PeerJoined {},
             BrokerMessage::PeerLeft {},
             BrokerMessage::Error {

@@ -29,19 +29,62 @@ impl std::fmt::Debug for TestBroker {
 impl TestBroker {
     /// Start a broker whose clock starts at the real time and moves only when told.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_inner(None)
+    }
+
+    /// Start a broker with accounts (an in-memory SQLite store) that requires a token: one
+    /// technician, "alice", in a group with these permissions and policy. Returns the broker
+    /// and alice's API token.
+    pub fn start_with_accounts(
+        permissions: deskwire_broker::store::Permissions,
+        policy: deskwire_broker::store::Policy,
+    ) -> anyhow::Result<(Self, String)> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("deskwire-accounts-{}-{n}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let token = rt.block_on(async {
+            let store = deskwire_broker::store::Store::open(&url).await?;
+            let now = UnixMillis::now().0 as i64;
+            let company = store.create_company("acme", now).await?;
+            let group = store
+                .create_group(company, "support", permissions, &policy, now)
+                .await?;
+            let alice = store.create_technician(group, "alice", None, now).await?;
+            let token = store.create_token(alice, "tests", now).await?.token;
+            store.close().await;
+            anyhow::Ok(token)
+        })?;
+        Ok((Self::start_inner(Some(url))?, token))
+    }
+
+    /// `database`: the URL of a store to serve with (and require tokens), opened on the
+    /// broker's own runtime.
+    fn start_inner(database: Option<String>) -> anyhow::Result<Self> {
+        let accounts = database.is_some();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("test-broker")
             .enable_all()
             .build()?;
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let store = match database {
+            Some(url) => Some(rt.block_on(deskwire_broker::store::Store::open(&url))?),
+            None => None,
+        };
         let url = format!("ws://{}", listener.local_addr()?);
         let clock = Arc::new(ManualClock::new(UnixMillis::now()));
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(deskwire_broker::run(
+        let task = rt.spawn(deskwire_broker::run_with_store(
             listener,
-            BrokerConfig::default(),
+            BrokerConfig::default().require_token(accounts),
             clock.clone(),
+            store,
             async move {
                 let _ = stop_rx.await;
             },

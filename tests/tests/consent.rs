@@ -168,3 +168,76 @@ fn allow_automatically_starts_when_the_window_passes_unanswered() {
     c.shutdown().unwrap();
     h.shutdown().unwrap();
 }
+
+#[test]
+fn the_group_policy_from_the_broker_can_only_make_the_target_stricter() {
+    use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
+    // The technician's group: view only, and the user must be asked.
+    let policy = Policy {
+        acceptance: Acceptance::Request,
+        request_timeout_secs: 45,
+        ..Policy::default()
+    };
+    let (broker, token) =
+        TestBroker::start_with_accounts(Permissions::NONE.with(Permission::ViewOnly), policy)
+            .unwrap();
+    let xvfb = Xvfb::start(320, 240).expect("starting Xvfb");
+    let c = Controller::start(
+        ControllerConfig::new(broker.url())
+            .transport(loopback())
+            .token(token),
+    )
+    .unwrap();
+    let code = code_of(&c).unwrap();
+    // The target itself would let anyone in at once, with control.
+    let config = HostConfig::new(broker.url())
+        .transport(loopback())
+        .view_only(false)
+        .input_display(Some(xvfb.display()));
+    let h = Host::start(config, synthetic(), code).unwrap();
+    let (mode, control, technician) = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::ConsentRequested {
+            mode,
+            control,
+            technician,
+            ..
+        } => Some((*mode, *control, technician.clone())),
+        HostEvent::Connected { .. } => panic!("connected without asking, against the policy"),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(
+        mode,
+        AcceptanceMode::AllowByRequest {
+            timeout: Duration::from_secs(45)
+        }
+    );
+    assert!(!control, "the group may only view");
+    assert_eq!(technician.as_deref(), Some("alice"));
+    // Even a user who allows control cannot give more than the group has.
+    h.answer_consent(ConsentAnswer::Allow { control: true })
+        .unwrap();
+    let control = wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::Permissions { control } => Some(*control),
+        _ => None,
+    })
+    .unwrap();
+    assert!(!control);
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+
+    // Without a token this broker opens no session at all.
+    let anonymous =
+        Controller::start(ControllerConfig::new(broker.url()).transport(loopback())).unwrap();
+    match wait_controller(&anonymous, WAIT, |e| match e {
+        ControllerEvent::Disconnected(r) => Some(r.clone()),
+        ControllerEvent::Code { .. } => panic!("a code without a token"),
+        _ => None,
+    })
+    .unwrap()
+    {
+        DisconnectReason::Broker(why) => assert!(why.contains("API token"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    anonymous.shutdown().unwrap();
+}

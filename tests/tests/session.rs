@@ -275,7 +275,11 @@ fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input(
     })
     .unwrap();
     assert_eq!(reason, InputRefusal::ViewOnly);
-    assert_eq!(pointer(&display).2 & 0x100, 0, "nothing pressed after the downgrade");
+    assert_eq!(
+        pointer(&display).2 & 0x100,
+        0,
+        "nothing pressed after the downgrade"
+    );
     c.shutdown().unwrap();
     h.shutdown().unwrap();
 }

@@ -19,7 +19,12 @@ fn board() -> Switchboard {
         max_pending: 8,
         max_tombstones: 64,
     };
-    Switchboard::new(limits, JoinLimits::default(), StdRng::seed_from_u64(3))
+    Switchboard::new(
+        limits,
+        JoinLimits::default(),
+        false,
+        StdRng::seed_from_u64(3),
+    )
 }
 
 /// What the server must do, without the audit records (checked on their own).
@@ -51,7 +56,7 @@ fn send(to: ConnId, msg: BrokerMessage) -> Output {
 /// A controller with a session; returns its connection and code.
 fn controller(b: &mut Switchboard) -> (ConnId, SessionCode) {
     let c = b.handle_open(SRC);
-    match say(b, c, &ClientMessage::CreateSession {}, T0).as_slice() {
+    match say(b, c, &ClientMessage::CreateSession { token: None }, T0).as_slice() {
         [Output::Send {
             to,
             msg:
@@ -96,7 +101,7 @@ fn a_target_with_the_code_is_paired_and_signals_flow_both_ways() {
     assert_eq!(
         say(&mut b, t, &join(code), T0),
         [
-            send(t, BrokerMessage::Joined {}),
+            send(t, BrokerMessage::Joined { policy: None }),
             send(c, BrokerMessage::PeerJoined {})
         ]
     );
@@ -157,7 +162,7 @@ fn a_refused_join_keeps_the_socket_so_the_user_can_try_again() {
     assert_eq!(
         say(&mut b, t, &join(code), T0),
         [
-            send(t, BrokerMessage::Joined {}),
+            send(t, BrokerMessage::Joined { policy: None }),
             send(c, BrokerMessage::PeerJoined {})
         ]
     );
@@ -267,7 +272,7 @@ fn protocol_violations_get_an_error_and_a_close() {
     assert!(matches!(out.as_slice(),
         [Output::Send { to, msg: BrokerMessage::Error { .. } }, Output::Send { to: peer, msg: BrokerMessage::PeerLeft {} }, Output::Close { conn }]
         if *to == t && *peer == c && *conn == t));
-    let out = say(&mut b, c, &ClientMessage::CreateSession {}, T0);
+    let out = say(&mut b, c, &ClientMessage::CreateSession { token: None }, T0);
     assert!(is_error_then_close(&out, c));
     assert_eq!(
         b.connections(),
@@ -330,7 +335,7 @@ fn the_pending_code_cap_refuses_more_sessions_with_an_error() {
         controller(&mut b);
     }
     let c = b.handle_open(SRC);
-    let out = say(&mut b, c, &ClientMessage::CreateSession {}, T0);
+    let out = say(&mut b, c, &ClientMessage::CreateSession { token: None }, T0);
     assert!(is_error_then_close(&out, c));
     let Output::Send {
         msg: BrokerMessage::Error { message },
@@ -382,7 +387,7 @@ fn a_failed_verification_unpairs_the_target_which_may_join_again() {
     assert_eq!(
         say(&mut b, t, &join(code), later),
         [
-            send(t, BrokerMessage::Joined {}),
+            send(t, BrokerMessage::Joined { policy: None }),
             send(c, BrokerMessage::PeerJoined {})
         ]
     );
@@ -432,7 +437,11 @@ fn the_third_failed_verification_burns_the_code() {
 fn every_attempt_and_outcome_is_audited_with_its_source_and_code() {
     let mut b = board();
     let c = b.handle_open(SRC);
-    b.handle_text(c, &encode(&ClientMessage::CreateSession {}), T0);
+    b.handle_text(
+        c,
+        &encode(&ClientMessage::CreateSession { token: None }),
+        T0,
+    );
     let code = std::iter::from_fn(|| b.poll_output())
         .find_map(|o| match o {
             Output::Send {

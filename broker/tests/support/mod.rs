@@ -81,7 +81,8 @@ impl Broker {
     /// A controller that has created a session.
     pub async fn controller(&self) -> Result<(Peer, SessionCode, UnixMillis)> {
         let mut peer = self.peer().await?;
-        peer.send(&ClientMessage::CreateSession {}).await?;
+        peer.send(&ClientMessage::CreateSession { token: None })
+            .await?;
         match peer.recv().await? {
             BrokerMessage::SessionCreated {
                 session,
@@ -96,7 +97,7 @@ impl Broker {
         let (mut controller, code, _) = self.controller().await?;
         let mut target = self.peer().await?;
         target.send(&join(code)).await?;
-        expect(target.recv().await?, BrokerMessage::Joined {})?;
+        expect(target.recv().await?, BrokerMessage::Joined { policy: None })?;
         expect(controller.recv().await?, BrokerMessage::PeerJoined {})?;
         Ok((controller, target))
     }

@@ -334,6 +334,8 @@ pub struct ControllerConfig {
     pub peer_timeout: Duration,
     /// Least time between two keyframe requests.
     pub keyframe_retry: Duration,
+    /// The technician's API token, for a broker with accounts.
+    pub token: Option<String>,
 }
 
 impl ControllerConfig {
@@ -345,6 +347,7 @@ impl ControllerConfig {
             connect_timeout: Duration::from_secs(15),
             peer_timeout: Duration::from_secs(3),
             keyframe_retry: Duration::from_millis(250),
+            token: None,
         }
     }
 
@@ -357,6 +360,12 @@ impl ControllerConfig {
     /// Peer silence timeout.
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
         self.peer_timeout = timeout;
+        self
+    }
+
+    /// Present this API token to the broker.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 

@@ -234,9 +234,11 @@ impl ControllerTask {
         sig: &mut Signalling,
     ) -> Result<(String, SessionKeys, Instant), DisconnectReason> {
         let broker = |e: SessionError| DisconnectReason::Broker(e.to_string());
-        sig.send(&ClientMessage::CreateSession {})
-            .await
-            .map_err(broker)?;
+        sig.send(&ClientMessage::CreateSession {
+            token: self.config.token.clone(),
+        })
+        .await
+        .map_err(broker)?;
         let mut expires: Option<UnixMillis> = None;
         let mut code: Option<ConnectionCode> = None;
         let mut joined_at: Option<Instant> = None;

@@ -174,8 +174,8 @@ impl HostTask {
         let mut pipeline: Option<Arc<Pipeline>> = None;
         let mut next = Some(code);
         let connected = loop {
-            let code = match self.join(&mut sig, next.take(), &mut control).await {
-                Wait::Got(code) => code,
+            let (code, policy) = match self.join(&mut sig, next.take(), &mut control).await {
+                Wait::Got(joined) => joined,
                 Wait::End(r) => break Err(r),
             };
             self.events.emit(HostEvent::Joined);
@@ -206,7 +206,17 @@ impl HostTask {
                     Err(e) => break Err(DisconnectReason::Transport(e.to_string())),
                 };
             let result = self
-                .negotiate(&pc, &net_tx, &mut net_rx, &mut sig, code, control)
+                .negotiate(
+                    &pc,
+                    &net_tx,
+                    &mut net_rx,
+                    &mut sig,
+                    connect::Attempt {
+                        code,
+                        control,
+                        policy: policy.as_ref(),
+                    },
+                )
                 .await;
             let reason = match result {
                 Ok((channels, granted)) => {

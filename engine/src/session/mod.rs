@@ -222,6 +222,8 @@ pub enum HostEvent {
         control: bool,
         /// How long the question stays open.
         timeout: Duration,
+        /// The technician's name, when the broker has accounts.
+        technician: Option<String>,
     },
     /// The session is established: video flows and, unless view-only, input is injected.
     Connected {

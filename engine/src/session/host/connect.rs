@@ -6,17 +6,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deskwire_signal::pake::Pake;
-use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal};
+use deskwire_signal::{
+    BrokerMessage, ClientMessage, ConnectionCode, PeerSignal, PolicyAcceptance, SessionPolicy,
+};
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
-use super::super::consent::{ConsentOutcome, ConsentPrompt};
+use super::super::consent::{AcceptanceMode, ConsentOutcome, ConsentPrompt};
 use super::super::signalling::Signalling;
 use super::super::transport::{self, NetEvent, Pc, CONTROL, INPUT, VIDEO};
 use super::super::{DisconnectReason, HostEvent, SessionError};
 use super::{Command, HostTask, Negotiation, Wait, NUDGE_INTERVAL};
 use crate::wire::ByeReason;
+
+/// What one attempt to connect starts from.
+pub(super) struct Attempt<'a> {
+    /// The code the broker accepted.
+    pub(super) code: ConnectionCode,
+    /// This side allows control.
+    pub(super) control: bool,
+    /// The technician's group policy, from a broker with accounts.
+    pub(super) policy: Option<&'a SessionPolicy>,
+}
 
 impl HostTask {
     /// Send the code (if any) until the broker accepts one, the user cancels or the broker
@@ -26,7 +38,7 @@ impl HostTask {
         sig: &mut Signalling,
         first: Option<ConnectionCode>,
         control: &mut bool,
-    ) -> Wait<ConnectionCode> {
+    ) -> Wait<(ConnectionCode, Option<SessionPolicy>)> {
         // Only the broker's half of the code goes to the broker.
         let join = |code: ConnectionCode| ClientMessage::Join {
             code: code.session().to_string(),
@@ -40,8 +52,8 @@ impl HostTask {
         loop {
             tokio::select! {
                 msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::Joined {}) => match pending {
-                        Some(code) => return Wait::Got(code),
+                    Ok(BrokerMessage::Joined { policy }) => match pending {
+                        Some(code) => return Wait::Got((code, policy)),
                         None => return Wait::End(DisconnectReason::Broker("joined without a code".into())),
                     },
                     Ok(BrokerMessage::JoinRefused { reason, message }) => {
@@ -75,9 +87,13 @@ impl HostTask {
         net_tx: &mpsc::UnboundedSender<NetEvent>,
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
         sig: &mut Signalling,
-        code: ConnectionCode,
-        control: bool,
+        attempt: Attempt<'_>,
     ) -> Result<(Vec<Arc<dyn DataChannel>>, bool), Negotiation> {
+        let Attempt {
+            code,
+            control,
+            policy,
+        } = attempt;
         let end = Negotiation::End;
         let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
         let broker_err = |e: SessionError| end(DisconnectReason::Broker(e.to_string()));
@@ -114,7 +130,7 @@ impl HostTask {
                 other => tracing::debug!(?other, "ignored before the key confirmation"),
             }
         };
-        let granted = self.consent(sig, control).await?;
+        let granted = self.consent(sig, control, policy).await?;
 
         let channels = transport::create_channels(pc, &self.config.transport)
             .await
@@ -244,10 +260,24 @@ impl HostTask {
     }
 
     /// Ask the user per the acceptance mode; `Ok(control)` when the session may start.
-    async fn consent(&mut self, sig: &mut Signalling, control: bool) -> Result<bool, Negotiation> {
+    ///
+    /// The broker's word (the technician's group policy) can only make this stricter than
+    /// this side's own settings, never looser.
+    async fn consent(
+        &mut self,
+        sig: &mut Signalling,
+        control: bool,
+        policy: Option<&SessionPolicy>,
+    ) -> Result<bool, Negotiation> {
         let end = Negotiation::End;
         let clock = Instant::now();
-        let mut prompt = ConsentPrompt::new(self.config.acceptance, control, Duration::ZERO);
+        let mode = match policy {
+            Some(p) => self.config.acceptance.stricter(broker_mode(p)),
+            None => self.config.acceptance,
+        };
+        let control = control && policy.is_none_or(|p| p.control);
+        let technician = policy.map(|p| p.technician.clone());
+        let mut prompt = ConsentPrompt::new(mode, control, Duration::ZERO);
         if prompt.asks_the_user() {
             let timeout = prompt.deadline();
             let wait = ClientMessage::Relay {
@@ -259,9 +289,10 @@ impl HostTask {
                 .await
                 .map_err(|e| end(DisconnectReason::Broker(e.to_string())))?;
             self.events.emit_important(HostEvent::ConsentRequested {
-                mode: self.config.acceptance,
+                mode,
                 control,
                 timeout,
+                technician,
             });
         }
         loop {
@@ -310,5 +341,19 @@ impl HostTask {
             Ok(()) => Negotiation::Retry,
             Err(e) => Negotiation::End(DisconnectReason::Broker(e.to_string())),
         }
+    }
+}
+
+/// A group's acceptance policy as a mode.
+fn broker_mode(p: &SessionPolicy) -> AcceptanceMode {
+    let window = Duration::from_secs(u64::from(p.window_secs));
+    match p.acceptance {
+        PolicyAcceptance::Auto => AcceptanceMode::AllowAutomatically {
+            reject_window: window,
+        },
+        PolicyAcceptance::Request => AcceptanceMode::AllowByRequest {
+            timeout: window.max(Duration::from_secs(1)),
+        },
+        PolicyAcceptance::Deny => AcceptanceMode::Deny,
     }
 }
