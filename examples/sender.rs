@@ -30,6 +30,9 @@ struct Args {
     /// Broker URL.
     #[arg(long)]
     broker: String,
+    /// Another broker to try when the first cannot be reached (repeatable, in order).
+    #[arg(long = "fallback-broker")]
+    fallback_brokers: Vec<String>,
     /// The connection code the technician read to you (ten digits).
     #[arg(long)]
     code: String,
@@ -89,6 +92,7 @@ fn main() -> Result<()> {
     };
     let source = open(&spec, &opts).with_context(|| format!("opening source {spec}"))?;
     let config = HostConfig::new(&args.broker)
+        .fallback_brokers(args.fallback_brokers.clone())
         .acceptance(acceptance)
         .view_only(args.view_only)
         .input_display(display)

@@ -285,6 +285,26 @@ fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input(
 }
 
 #[test]
+fn a_target_fails_over_to_the_next_broker_when_the_first_is_unreachable() {
+    let _s = serial();
+    let broker = TestBroker::start().unwrap();
+    let c = controller(&broker);
+    let code = code_of(&c).unwrap();
+    // Nothing listens on the first one (a port just freed).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("ws://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let config = HostConfig::new(dead_url)
+        .fallback_brokers(vec![broker.url().to_owned()])
+        .transport(loopback())
+        .view_only(true);
+    let h = Host::start(config, synthetic(), code).unwrap();
+    connected(&c);
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
 fn a_wrong_code_can_be_corrected_and_a_used_code_is_refused() {
     let _s = serial();
     let broker = TestBroker::start().unwrap();

@@ -217,6 +217,8 @@ fn check_url(url: &str) -> Result<(), SessionConfigError> {
 pub struct HostConfig {
     /// Broker URL, `ws://HOST:PORT`.
     pub broker: String,
+    /// Brokers to try, in order, when `broker` cannot be reached.
+    pub fallback_brokers: Vec<String>,
     /// Only show the screen; inject no input.
     pub view_only: bool,
     /// X display to inject input into (`None`: `$DISPLAY`).
@@ -239,6 +241,7 @@ impl HostConfig {
     pub fn new(broker: impl Into<String>) -> Self {
         Self {
             broker: broker.into(),
+            fallback_brokers: Vec::new(),
             view_only: false,
             input_display: None,
             pipeline: PipelineConfig::default(),
@@ -249,6 +252,12 @@ impl HostConfig {
                 reject_window: Duration::ZERO,
             },
         }
+    }
+
+    /// Brokers to fail over to, in order, when the first cannot be reached.
+    pub fn fallback_brokers(mut self, urls: Vec<String>) -> Self {
+        self.fallback_brokers = urls;
+        self
     }
 
     /// How this computer admits a technician.
@@ -290,6 +299,9 @@ impl HostConfig {
     /// Check every setting (the pipeline's frame-size checks run when the source is known).
     pub fn validate(&self) -> Result<(), SessionConfigError> {
         check_url(&self.broker)?;
+        for url in &self.fallback_brokers {
+            check_url(url)?;
+        }
         self.transport.validate()?;
         match self.acceptance {
             AcceptanceMode::AllowAutomatically { reject_window: d } => check_duration(

@@ -165,7 +165,10 @@ impl HostTask {
     async fn run(&mut self, source: Box<dyn Source>, code: ConnectionCode) -> DisconnectReason {
         let started = Instant::now();
         let timeout = self.config.connect_timeout;
-        let mut sig = match Signalling::connect(&self.config.broker, timeout).await {
+        let brokers: Vec<&str> = std::iter::once(self.config.broker.as_str())
+            .chain(self.config.fallback_brokers.iter().map(String::as_str))
+            .collect();
+        let mut sig = match Signalling::connect_any(&brokers, timeout).await {
             Ok(s) => s,
             Err(e) => return DisconnectReason::Broker(e.to_string()),
         };

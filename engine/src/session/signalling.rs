@@ -39,6 +39,25 @@ impl Signalling {
         Ok(Self { ws })
     }
 
+    /// Connect to the first of `brokers` that answers, in order; the error names every
+    /// broker tried.
+    pub(crate) async fn connect_any(
+        brokers: &[&str],
+        timeout: Duration,
+    ) -> Result<Self, SessionError> {
+        let mut failures = Vec::new();
+        for broker in brokers {
+            match Self::connect(broker, timeout).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::warn!(broker, error = %e, "broker unreachable; trying the next");
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        Err(SessionError::Broker(failures.join("; ")))
+    }
+
     pub(crate) async fn send(&mut self, msg: &ClientMessage) -> Result<(), SessionError> {
         self.ws
             .send(Message::text(encode(msg)))
