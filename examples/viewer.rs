@@ -45,6 +45,9 @@ struct Args {
     /// IP to gather WebRTC candidates on (default: 127.0.0.1 for a loopback broker, else all).
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Your API token, for a broker with accounts (`deskwire-broker admin create-token`).
+    #[arg(long, env = "DESKWIRE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -53,8 +56,11 @@ fn main() -> Result<()> {
     if !args.headless && std::env::var_os("DISPLAY").is_none() {
         bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
     }
-    let config =
+    let mut config =
         ControllerConfig::new(&args.broker).transport(transport_for(&args.broker, args.bind));
+    if let Some(token) = &args.token {
+        config = config.token(token.clone());
+    }
     let controller = Controller::start(config)?;
     let mut session = Session::default();
     let ended = if args.headless {
