@@ -33,6 +33,9 @@ struct Args {
     /// Another broker to try when the first cannot be reached (repeatable, in order).
     #[arg(long = "fallback-broker")]
     fallback_brokers: Vec<String>,
+    /// This computer's device key (made on first use): joins then prove which device this is.
+    #[arg(long)]
+    device_key: Option<std::path::PathBuf>,
     /// The connection code the technician read to you (ten digits).
     #[arg(long)]
     code: String,
@@ -91,12 +94,15 @@ fn main() -> Result<()> {
         other => bail!("--acceptance {other:?}: expected request, auto or deny"),
     };
     let source = open(&spec, &opts).with_context(|| format!("opening source {spec}"))?;
-    let config = HostConfig::new(&args.broker)
+    let mut config = HostConfig::new(&args.broker)
         .fallback_brokers(args.fallback_brokers.clone())
         .acceptance(acceptance)
         .view_only(args.view_only)
         .input_display(display)
         .transport(transport_for(&args.broker, args.bind));
+    if let Some(path) = &args.device_key {
+        config = config.device_key(path);
+    }
     let host = Host::start(config, source, code)?;
 
     // Typed codes arrive on their own thread so events keep flowing while we wait.

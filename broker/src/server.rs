@@ -79,6 +79,7 @@ pub(crate) async fn serve(
             outboxes: HashMap::new(),
             audit: audit_tx,
             pending_auth: Vec::new(),
+            pending_devices: Vec::new(),
         }),
         clock,
         store: auth_store,
@@ -187,6 +188,8 @@ struct HubState {
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
     /// Tokens to check once the lock is released.
     pending_auth: Vec<(ConnId, String)>,
+    /// Device keys to check against the registry once the lock is released.
+    pending_devices: Vec<(ConnId, String, [u8; 32])>,
 }
 
 /// The hub's end of one connection's queue.
@@ -227,15 +230,45 @@ impl Hub {
 
     fn text(self: &Arc<Self>, conn: ConnId, text: &str) {
         let now = self.clock.now();
-        let pending = {
+        let (tokens, devices) = {
             let mut state = self.lock();
             state.board.handle_text(conn, text, now);
             state.deliver();
-            std::mem::take(&mut state.pending_auth)
+            (
+                std::mem::take(&mut state.pending_auth),
+                std::mem::take(&mut state.pending_devices),
+            )
         };
-        for (conn, token) in pending {
+        for (conn, token) in tokens {
             self.authenticate(conn, token);
         }
+        for (conn, id, key) in devices {
+            self.check_device(conn, id, key);
+        }
+    }
+
+    /// Pin a device's key on first contact and refuse another key later. Without a store
+    /// there is no registry: the signature (already checked) is all there is.
+    fn check_device(self: &Arc<Self>, conn: ConnId, id: String, key: [u8; 32]) {
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            let now = hub.clock.now();
+            let at = i64::try_from(now.0).unwrap_or(i64::MAX);
+            let result = match &hub.store {
+                None => Ok(false),
+                Some(store) => match store.register_device(&id, &key, at).await {
+                    Ok(Ok(registered)) => Ok(registered.first_contact),
+                    Ok(Err(refusal)) => Err(refusal.to_string()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot check a device");
+                        Err("the broker cannot check devices right now".to_owned())
+                    }
+                },
+            };
+            let mut state = hub.lock();
+            state.board.handle_device_checked(conn, result, now);
+            state.deliver();
+        });
     }
 
     /// Check a technician's token against the store (Argon2 runs off the lock and off the
@@ -306,6 +339,7 @@ impl HubState {
                 }
                 // Checked off the lock; the answer comes back through `Hub::authenticate`.
                 Output::Authenticate { conn, token } => self.pending_auth.push((conn, token)),
+                Output::CheckDevice { conn, id, key } => self.pending_devices.push((conn, id, key)),
                 Output::Audit(record) => match &self.audit {
                     Some(tx) => {
                         if tx.send(record).is_err() {

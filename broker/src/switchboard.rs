@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
+use deskwire_signal::device::DeviceProof;
 use deskwire_signal::{
     decode_client, BrokerMessage, ClientMessage, JoinRefusal, PeerSignal, PolicyAcceptance,
     SessionCode, SessionPolicy, UnixMillis, MAX_REASON_CHARS,
@@ -40,6 +41,16 @@ pub(crate) enum Output {
     },
     /// Append this to the audit log (when the broker has a store).
     Audit(AuditRecord),
+    /// Check this device key against the registry (pin it on first contact) and report with
+    /// [`Switchboard::handle_device_checked`].
+    CheckDevice {
+        /// The target's connection.
+        conn: ConnId,
+        /// The device id.
+        id: String,
+        /// Its public key, whose signature already verified.
+        key: [u8; 32],
+    },
     /// Check this technician token and report with [`Switchboard::handle_authenticated`].
     Authenticate {
         /// The controller's connection.
@@ -56,6 +67,8 @@ enum Role {
     Undecided,
     /// Sent `create_session` with a token that is being checked.
     Authenticating,
+    /// Sent `join` with a device proof whose key is being checked against the registry.
+    CheckingDevice { refusals: u32 },
     /// Sent `create_session`.
     Controller { session: SessionId },
     /// Sent `join`; `session` is set once a code worked.
@@ -99,6 +112,8 @@ pub(crate) struct Switchboard {
     limiter: JoinLimiter,
     /// Refuse `create_session` without a token.
     require_token: bool,
+    /// Joins waiting for their device check: the code typed and the device id.
+    device_checks: HashMap<ConnId, (String, String)>,
     sessions: HashMap<SessionId, Session>,
     next_conn: u64,
     next_session: u64,
@@ -121,6 +136,7 @@ impl Switchboard {
             now: UnixMillis(0),
             limiter: JoinLimiter::new(join_limits),
             require_token,
+            device_checks: HashMap::new(),
             sessions: HashMap::new(),
             next_conn: 0,
             next_session: 0,
@@ -164,14 +180,16 @@ impl Switchboard {
             (Role::Undecided, ClientMessage::CreateSession { token }) => {
                 self.request_session(conn, token, now)
             }
-            (Role::Undecided, ClientMessage::Join { code }) => self.join(conn, 0, &code, now),
+            (Role::Undecided, ClientMessage::Join { code, device }) => {
+                self.join(conn, 0, &code, device, now)
+            }
             (
                 Role::Target {
                     session: None,
                     refusals,
                 },
-                ClientMessage::Join { code },
-            ) => self.join(conn, refusals, &code, now),
+                ClientMessage::Join { code, device },
+            ) => self.join(conn, refusals, &code, device, now),
             (
                 Role::Controller { session }
                 | Role::Target {
@@ -211,7 +229,7 @@ impl Switchboard {
             (Role::Target { .. }, ClientMessage::CreateSession { .. }) => {
                 self.refuse(conn, "a target cannot create a session")
             }
-            (Role::Authenticating, _) => self.refuse(
+            (Role::Authenticating | Role::CheckingDevice { .. }, _) => self.refuse(
                 conn,
                 "wait for session_created before sending anything else",
             ),
@@ -232,6 +250,7 @@ impl Switchboard {
     /// Idempotent: closing a connection the switchboard already closed does nothing.
     pub(crate) fn handle_close(&mut self, conn: ConnId) {
         let ip = self.sources.remove(&conn);
+        self.device_checks.remove(&conn);
         let Some(role) = self.conns.remove(&conn) else {
             return;
         };
@@ -241,7 +260,10 @@ impl Switchboard {
                 session: Some(session),
                 ..
             } => session,
-            Role::Undecided | Role::Authenticating | Role::Target { session: None, .. } => return,
+            Role::Undecided
+            | Role::Authenticating
+            | Role::CheckingDevice { .. }
+            | Role::Target { session: None, .. } => return,
         };
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
@@ -387,12 +409,84 @@ impl Switchboard {
         }
     }
 
-    fn join(&mut self, conn: ConnId, refusals: u32, code: &str, now: UnixMillis) {
+    /// `join`: the limits, then (with a device proof) the device check, then the code.
+    fn join(
+        &mut self,
+        conn: ConnId,
+        refusals: u32,
+        code: &str,
+        device: Option<DeviceProof>,
+        now: UnixMillis,
+    ) {
         let source = self.sources.get(&conn).copied();
-        let paired = self
-            .admit_join(source.map(SourceKey::of), code, now)
-            .and_then(|()| self.codes.redeem(code, now))
-            .and_then(|session_id| match self.sessions.get_mut(&session_id) {
+        if let Err(reason) = self.admit_join(source.map(SourceKey::of), code, now) {
+            return self.refuse_join(conn, refusals, code, reason, now);
+        }
+        let Some(proof) = device else {
+            return self.redeem(conn, refusals, code, now);
+        };
+        let checked = code
+            .parse::<SessionCode>()
+            .map_err(|_| JoinRefusal::Malformed)
+            .and_then(|session| {
+                proof
+                    .verify(session)
+                    .map_err(|_| JoinRefusal::DeviceNotAuthenticated)
+            });
+        match checked {
+            Ok(key) => {
+                // The signature holds; the store says whether the key is the one pinned to
+                // the id, and `handle_device_checked` goes on.
+                self.conns.insert(conn, Role::CheckingDevice { refusals });
+                self.device_checks
+                    .insert(conn, (code.to_owned(), proof.id.clone()));
+                self.outputs.push_back(Output::CheckDevice {
+                    conn,
+                    id: proof.id,
+                    key,
+                });
+            }
+            Err(reason) => self.refuse_join(conn, refusals, code, reason, now),
+        }
+    }
+
+    /// The store's answer for the device on `conn`: `Ok(true)` first contact (registered),
+    /// `Ok(false)` known and matching, `Err` why not.
+    pub(crate) fn handle_device_checked(
+        &mut self,
+        conn: ConnId,
+        result: Result<bool, String>,
+        now: UnixMillis,
+    ) {
+        let Some(Role::CheckingDevice { refusals }) = self.conns.get(&conn).copied() else {
+            return; // gone meanwhile
+        };
+        let Some((code, id)) = self.device_checks.remove(&conn) else {
+            return;
+        };
+        self.now = now;
+        let ip = self.sources.get(&conn).copied();
+        match result {
+            Ok(first) => {
+                if first {
+                    self.audit_text(AuditEvent::DeviceRegistered, ip, &code, id);
+                }
+                self.redeem(conn, refusals, &code, now);
+            }
+            Err(why) => {
+                let detail = format!("{id}: {why}");
+                self.audit_text(AuditEvent::DeviceKeyMismatch, ip, &code, detail);
+                let reason = JoinRefusal::DeviceNotAuthenticated;
+                self.refuse_join(conn, refusals, &code, reason, now);
+            }
+        }
+    }
+
+    /// Redeem the code and pair, or refuse.
+    fn redeem(&mut self, conn: ConnId, refusals: u32, code: &str, now: UnixMillis) {
+        let source = self.sources.get(&conn).copied();
+        let paired = self.codes.redeem(code, now).and_then(|session_id| {
+            match self.sessions.get_mut(&session_id) {
                 // A code is only redeemable while its controller is connected: leaving
                 // cancels it. Checked anyway, so the tables cannot disagree.
                 Some(session) if session.controller.is_some() && session.target.is_none() => {
@@ -401,7 +495,8 @@ impl Switchboard {
                     Ok((session_id, session.controller, session.policy.clone()))
                 }
                 _ => Err(JoinRefusal::Cancelled),
-            });
+            }
+        });
         match paired {
             Ok((session_id, controller, policy)) => {
                 tracing::info!(%session_id, "target joined");
@@ -420,36 +515,47 @@ impl Switchboard {
                     self.send(controller, BrokerMessage::PeerJoined {});
                 }
             }
-            Err(reason) => {
-                let refusals = refusals.saturating_add(1);
-                // Waiting out a limit is not a guess; everything else counts.
-                if !matches!(
-                    reason,
-                    JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut
-                ) {
-                    if let Some(source) = source {
-                        self.limiter.record_failure(SourceKey::of(source), now);
-                    }
-                }
-                let typed: String = code.chars().take(32).collect();
-                self.audit_text(
-                    refusal_event(reason),
-                    source,
-                    &typed,
-                    reason.message().into(),
-                );
-                tracing::info!(?reason, refusals, "join refused");
-                self.conns.insert(
-                    conn,
-                    Role::Target {
-                        session: None,
-                        refusals,
-                    },
-                );
-                let message = reason.message().to_owned();
-                self.send(conn, BrokerMessage::JoinRefused { reason, message });
+            Err(reason) => self.refuse_join(conn, refusals, code, reason, now),
+        }
+    }
+
+    /// Tell the target why its join failed; it may try again on the same socket.
+    fn refuse_join(
+        &mut self,
+        conn: ConnId,
+        refusals: u32,
+        code: &str,
+        reason: JoinRefusal,
+        now: UnixMillis,
+    ) {
+        let source = self.sources.get(&conn).copied();
+        let refusals = refusals.saturating_add(1);
+        // Waiting out a limit is not a guess; everything else counts.
+        if !matches!(
+            reason,
+            JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut
+        ) {
+            if let Some(source) = source {
+                self.limiter.record_failure(SourceKey::of(source), now);
             }
         }
+        let typed: String = code.chars().take(32).collect();
+        self.audit_text(
+            refusal_event(reason),
+            source,
+            &typed,
+            reason.message().into(),
+        );
+        tracing::info!(?reason, refusals, "join refused");
+        self.conns.insert(
+            conn,
+            Role::Target {
+                session: None,
+                refusals,
+            },
+        );
+        let message = reason.message().to_owned();
+        self.send(conn, BrokerMessage::JoinRefused { reason, message });
     }
 
     /// A peer says the other's description did not verify: unpair the target (it may try
@@ -610,6 +716,7 @@ fn refusal_event(reason: JoinRefusal) -> AuditEvent {
         JoinRefusal::Burned => AuditEvent::CodeBurned,
         JoinRefusal::VerificationFailed => AuditEvent::ConfirmationFailed,
         JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut => AuditEvent::DeniedByPolicy,
+        JoinRefusal::DeviceNotAuthenticated => AuditEvent::DeviceNotAuthenticated,
     }
 }
 

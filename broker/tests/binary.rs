@@ -296,3 +296,98 @@ async fn with_require_token_only_a_valid_token_opens_a_session_and_the_target_le
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_device_is_registered_on_first_contact_and_a_forged_or_unsigned_claim_is_refused(
+) -> Result<()> {
+    use deskwire_signal::device::DeviceKey;
+    use deskwire_signal::{ClientMessage, JoinRefusal};
+    let dir = std::env::temp_dir().join(format!("deskwire-broker-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let database = format!("sqlite://{}?mode=rwc", dir.join("broker.db").display());
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--database", &database])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .context("no address line")??
+        .context("stdout closed")?;
+    let url = line.strip_prefix("listening on ").context("address line")?;
+
+    let ours = DeviceKey::from_seed([1; 32]);
+    let theirs = DeviceKey::from_seed([2; 32]);
+    let mut controller = Peer::connect(url).await?;
+    let code = new_session(&mut controller).await?;
+    let mut target = Peer::connect(url).await?;
+    let join_as = |proof| ClientMessage::Join {
+        code: code.to_string(),
+        device: Some(proof),
+    };
+    let refused = |got: BrokerMessage| {
+        matches!(
+            got,
+            BrokerMessage::JoinRefused {
+                reason: JoinRefusal::DeviceNotAuthenticated,
+                ..
+            }
+        )
+    };
+    // Another key claiming our id, then our key with a signature for another session.
+    let mut forged = theirs.prove(code);
+    forged.id = ours.id();
+    target.send(&join_as(forged)).await?;
+    assert!(refused(target.recv().await?));
+    let other = deskwire_signal::SessionCode::from_number((code.number() + 1) % 1_000_000)
+        .context("code")?;
+    let mut replayed = ours.prove(other);
+    replayed.id = ours.id();
+    target.send(&join_as(replayed)).await?;
+    assert!(refused(target.recv().await?));
+    // The real thing joins, and the device is registered.
+    target.send(&join_as(ours.prove(code))).await?;
+    assert!(matches!(target.recv().await?, BrokerMessage::Joined { .. }));
+    // On a later contact the same device joins again.
+    let mut controller2 = Peer::connect(url).await?;
+    let code2 = new_session(&mut controller2).await?;
+    let mut target2 = Peer::connect(url).await?;
+    target2
+        .send(&ClientMessage::Join {
+            code: code2.to_string(),
+            device: Some(ours.prove(code2)),
+        })
+        .await?;
+    assert!(matches!(
+        target2.recv().await?,
+        BrokerMessage::Joined { .. }
+    ));
+    child.kill().await?;
+    let _ = child.wait().await;
+
+    let list = Command::new(BIN)
+        .args(["audit", "list", "--database", &database])
+        .output()?;
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(
+        listed.matches("device_registered").count(),
+        1,
+        "registered once:\n{listed}"
+    );
+    assert!(listed.contains("device_not_authenticated"), "{listed}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Create a session on `c` and return its code.
+async fn new_session(c: &mut Peer) -> Result<deskwire_signal::SessionCode> {
+    c.send(&deskwire_signal::ClientMessage::CreateSession { token: None })
+        .await?;
+    match c.recv().await? {
+        BrokerMessage::SessionCreated { session, .. } => Ok(session),
+        other => bail!("expected session_created, got {other:?}"),
+    }
+}

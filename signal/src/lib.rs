@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod code;
+pub mod device;
 mod message;
 pub mod pake;
 mod time;

@@ -58,6 +58,9 @@ pub enum ClientMessage {
     Join {
         /// The code as the user typed it; the broker parses and checks it.
         code: String,
+        /// Which device this is, signed (see [`crate::device`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<crate::device::DeviceProof>,
     },
     /// Either side, once paired: hand this to the other peer.
     Relay {
@@ -209,6 +212,8 @@ pub enum JoinRefusal {
     TooManyAttempts,
     /// This address failed so often that it is locked out for a while.
     LockedOut,
+    /// The device did not prove it holds the key it registered with.
+    DeviceNotAuthenticated,
 }
 
 impl JoinRefusal {
@@ -230,6 +235,9 @@ impl JoinRefusal {
             }
             JoinRefusal::TooManyAttempts => {
                 "too many failed attempts; wait a minute before entering a code again"
+            }
+            JoinRefusal::DeviceNotAuthenticated => {
+                "this computer could not prove its identity to the broker; contact your administrator"
             }
             JoinRefusal::LockedOut => {
                 "too many failed attempts from this network; try again in an hour"
@@ -287,7 +295,7 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
     if let ClientMessage::Relay { signal } = &msg {
         check_signal(signal)?;
     }
-    if let ClientMessage::Join { code } = &msg {
+    if let ClientMessage::Join { code, .. } = &msg {
         check_len("code", code.len(), 64)?;
     }
     Ok(msg)
@@ -388,6 +396,7 @@ mod tests {
             ClientMessage::CreateSession { token: None },
             ClientMessage::Join {
                 code: "123 456".into(),
+                device: None,
             },
             ClientMessage::Relay {
                 signal: PeerSignal::Answer {
@@ -499,6 +508,7 @@ mod tests {
             JoinRefusal::Burned,
             JoinRefusal::TooManyAttempts,
             JoinRefusal::LockedOut,
+            JoinRefusal::DeviceNotAuthenticated,
         ] {
             assert!(r.message().len() > 20);
         }

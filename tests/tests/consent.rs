@@ -189,11 +189,15 @@ fn the_group_policy_from_the_broker_can_only_make_the_target_stricter() {
     )
     .unwrap();
     let code = code_of(&c).unwrap();
-    // The target itself would let anyone in at once, with control.
+    // The target itself would let anyone in at once, with control. It proves which device
+    // it is (a key made on first use): a bad proof would be refused before any of this.
+    let key = std::env::temp_dir().join(format!("deskwire-consent-{}.key", std::process::id()));
+    let _ = std::fs::remove_file(&key);
     let config = HostConfig::new(broker.url())
         .transport(loopback())
         .view_only(false)
-        .input_display(Some(xvfb.display()));
+        .input_display(Some(xvfb.display()))
+        .device_key(&key);
     let h = Host::start(config, synthetic(), code).unwrap();
     let (mode, control, technician) = wait_host(h.events(), WAIT, |e| match e {
         HostEvent::ConsentRequested {
@@ -225,6 +229,8 @@ fn the_group_policy_from_the_broker_can_only_make_the_target_stricter() {
     assert!(!control);
     c.shutdown().unwrap();
     h.shutdown().unwrap();
+    assert!(key.exists(), "the device key was made and kept");
+    let _ = std::fs::remove_file(&key);
 
     // Without a token this broker opens no session at all.
     let anonymous =

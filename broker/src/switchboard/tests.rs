@@ -76,6 +76,7 @@ fn controller(b: &mut Switchboard) -> (ConnId, SessionCode) {
 fn join(code: impl ToString) -> ClientMessage {
     ClientMessage::Join {
         code: code.to_string(),
+        device: None,
     }
 }
 

@@ -195,6 +195,7 @@ impl Peer {
 pub fn join(code: impl ToString) -> ClientMessage {
     ClientMessage::Join {
         code: code.to_string(),
+        device: None,
     }
 }
 

@@ -219,6 +219,9 @@ pub struct HostConfig {
     pub broker: String,
     /// Brokers to try, in order, when `broker` cannot be reached.
     pub fallback_brokers: Vec<String>,
+    /// Where this computer's device key lives (created on first use, mode 0600). With it,
+    /// every join proves which device this is; without, the target is anonymous.
+    pub device_key: Option<std::path::PathBuf>,
     /// Only show the screen; inject no input.
     pub view_only: bool,
     /// X display to inject input into (`None`: `$DISPLAY`).
@@ -242,6 +245,7 @@ impl HostConfig {
         Self {
             broker: broker.into(),
             fallback_brokers: Vec::new(),
+            device_key: None,
             view_only: false,
             input_display: None,
             pipeline: PipelineConfig::default(),
@@ -252,6 +256,12 @@ impl HostConfig {
                 reject_window: Duration::ZERO,
             },
         }
+    }
+
+    /// Keep this computer's device key at `path` (created on first use).
+    pub fn device_key(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.device_key = Some(path.into());
+        self
     }
 
     /// Brokers to fail over to, in order, when the first cannot be reached.

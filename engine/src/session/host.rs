@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use deskwire_capture::Source;
+use deskwire_signal::device::DeviceKey;
 use deskwire_signal::ConnectionCode;
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
@@ -62,6 +63,11 @@ impl Host {
         config.validate()?;
         let (w, h) = source.size();
         config.pipeline.validate(w, h).map_err(crate::Error::from)?;
+        // Read (or make) the device key now, so a bad key file is an error here, not later.
+        let device = match &config.device_key {
+            Some(path) => Some(super::device::load_or_create(path)?),
+            None => None,
+        };
         let (events, rx) = Events::new();
         let (commands, cmd_rx) = mpsc::unbounded_channel();
         let net = spawn_net(move |handle| async move {
@@ -71,6 +77,7 @@ impl Host {
                 commands: cmd_rx,
                 handle,
                 epoch: Instant::now(),
+                device,
             };
             let reason = task.run(source, code).await;
             tracing::info!(%reason, "host session ended");
@@ -146,6 +153,8 @@ struct HostTask {
     handle: tokio::runtime::Handle,
     /// The session clock: capture times and pongs are microseconds since this instant.
     epoch: Instant,
+    /// This computer's key, when it proves its identity to the broker.
+    device: Option<DeviceKey>,
 }
 
 enum Wait<T> {

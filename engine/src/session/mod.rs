@@ -40,6 +40,7 @@ mod clock;
 pub mod config;
 mod consent;
 mod controller;
+mod device;
 mod host;
 mod signalling;
 mod transport;
@@ -84,6 +85,9 @@ pub enum SessionError {
     /// The session has ended; the call has no effect.
     #[error("the session has ended")]
     Ended,
+    /// This computer's device key cannot be read or made.
+    #[error("device key: {0}")]
+    Device(String),
 }
 
 /// Why a session ended.

@@ -40,8 +40,10 @@ impl HostTask {
         control: &mut bool,
     ) -> Wait<(ConnectionCode, Option<SessionPolicy>)> {
         // Only the broker's half of the code goes to the broker.
+        let device = self.device.as_ref();
         let join = |code: ConnectionCode| ClientMessage::Join {
             code: code.session().to_string(),
+            device: device.map(|k| k.prove(code.session())),
         };
         let mut pending = first;
         if let Some(code) = pending {

@@ -1,0 +1,167 @@
+//! Device identity: a target proves it holds the key its id was registered with.
+//!
+//! Each target has an Ed25519 key pair (made on first run and kept by the agent). Its id is
+//! derived from the public key, so an id cannot be claimed with another key. When it joins,
+//! it signs the session code it joins; the broker checks the signature and pins the key to
+//! the id on first contact, refusing a different key later. The signature covers the session
+//! code, which is single use, so a copy of it is worth nothing for another session.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::code::SessionCode;
+
+/// What a target sends with its join to prove which device it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceProof {
+    /// `dev-` and 16 hex digits of the SHA-256 of the public key.
+    pub id: String,
+    /// The Ed25519 public key, hex.
+    pub public_key: String,
+    /// The signature of the joined session code, hex.
+    pub signature: String,
+}
+
+/// Why a proof does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// Not hex, wrong lengths, not a curve point.
+    #[error("the device proof is malformed")]
+    Malformed,
+    /// The id is not the one this public key gives.
+    #[error("the device id does not belong to its key")]
+    WrongId,
+    /// The signature does not verify for this session.
+    #[error("the device signature does not verify")]
+    BadSignature,
+}
+
+/// A device's private key (32 bytes of seed).
+pub struct DeviceKey {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceKey({})", self.id())
+    }
+}
+
+impl DeviceKey {
+    /// The key from its 32-byte seed (as stored by the agent).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The seed, to store.
+    pub fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// This device's id.
+    pub fn id(&self) -> String {
+        id_of(self.key.verifying_key().as_bytes())
+    }
+
+    /// The proof to send when joining `session`.
+    pub fn prove(&self, session: SessionCode) -> DeviceProof {
+        let signature = self.key.sign(&message(session));
+        DeviceProof {
+            id: self.id(),
+            public_key: hex(self.key.verifying_key().as_bytes()),
+            signature: hex(&signature.to_bytes()),
+        }
+    }
+}
+
+impl DeviceProof {
+    /// Check the proof for `session`; returns the public key to pin to the id.
+    pub fn verify(&self, session: SessionCode) -> Result<[u8; 32], DeviceError> {
+        let key: [u8; 32] = unhex(&self.public_key)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(DeviceError::Malformed)?;
+        let signature: [u8; 64] = unhex(&self.signature)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(DeviceError::Malformed)?;
+        if id_of(&key) != self.id {
+            return Err(DeviceError::WrongId);
+        }
+        let verifying = VerifyingKey::from_bytes(&key).map_err(|_| DeviceError::Malformed)?;
+        verifying
+            .verify(&message(session), &Signature::from_bytes(&signature))
+            .map_err(|_| DeviceError::BadSignature)?;
+        Ok(key)
+    }
+}
+
+fn message(session: SessionCode) -> Vec<u8> {
+    format!("deskwire-device-v1:join:{session}").into_bytes()
+}
+
+fn id_of(public_key: &[u8]) -> String {
+    let digest = Sha256::digest(public_key);
+    format!("dev-{}", hex(&digest[..8]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 256 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(n: u32) -> SessionCode {
+        SessionCode::from_number(n).unwrap()
+    }
+
+    #[test]
+    fn a_proof_verifies_for_its_session_only_and_names_its_key() {
+        let key = DeviceKey::from_seed([7; 32]);
+        let proof = key.prove(session(123_456));
+        let pinned = proof.verify(session(123_456)).unwrap();
+        assert_eq!(hex(&pinned), proof.public_key);
+        assert!(proof.id.starts_with("dev-") && proof.id.len() == 20);
+        assert_eq!(
+            proof.verify(session(123_457)),
+            Err(DeviceError::BadSignature),
+            "a copied proof is worth nothing for another session"
+        );
+    }
+
+    #[test]
+    fn another_key_cannot_claim_the_id_and_garbage_is_refused() {
+        let a = DeviceKey::from_seed([1; 32]);
+        let b = DeviceKey::from_seed([2; 32]);
+        let mut forged = b.prove(session(1));
+        forged.id = a.id();
+        assert_eq!(forged.verify(session(1)), Err(DeviceError::WrongId));
+        let mut bad = a.prove(session(1));
+        bad.signature = "00".repeat(64);
+        assert_eq!(bad.verify(session(1)), Err(DeviceError::BadSignature));
+        for junk in ["", "zz", &"0".repeat(63)] {
+            let mut p = a.prove(session(1));
+            p.public_key = junk.to_owned();
+            assert_eq!(
+                p.verify(session(1)),
+                Err(DeviceError::Malformed),
+                "{junk:?}"
+            );
+        }
+        assert_eq!(DeviceKey::from_seed(a.seed()).id(), a.id());
+    }
+}
