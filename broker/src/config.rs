@@ -47,6 +47,8 @@ pub struct BrokerConfig {
     /// Only technicians with an API token may create sessions (needs a store; default off,
     /// for a broker without accounts).
     pub require_token: bool,
+    /// Only targets that prove their device identity may join (default off).
+    pub require_device: bool,
 }
 
 impl Default for BrokerConfig {
@@ -60,6 +62,7 @@ impl Default for BrokerConfig {
             outbound_queue: 32,
             write_timeout: 10 * SECOND,
             require_token: false,
+            require_device: false,
         }
     }
 }
@@ -95,6 +98,11 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
+    /// Require targets to prove their device identity.
+    pub fn require_device(mut self, on: bool) -> Self {
+        self.require_device = on;
+        self
+    }
     /// Require technicians to present an API token.
     pub fn require_token(mut self, on: bool) -> Self {
         self.require_token = on;

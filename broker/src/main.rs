@@ -49,6 +49,9 @@ struct Args {
     /// target is told their name and their group's acceptance policy and permissions.
     #[arg(long)]
     require_token: bool,
+    /// Only targets that prove their device identity (a signed join) may join.
+    #[arg(long)]
+    require_device: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,7 +73,8 @@ fn main() -> ExitCode {
 
     let config = BrokerConfig::default()
         .code_ttl(Duration::from_secs(args.code_ttl))
-        .require_token(args.require_token);
+        .require_token(args.require_token)
+        .require_device(args.require_device);
     if args.command.is_none() {
         if let Err(e) = config.validate() {
             return fail(USAGE, &format!("invalid --code-ttl: {e}"));

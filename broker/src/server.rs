@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::JoinLimits;
 use crate::store::{AuditRecord, Store};
-use crate::switchboard::{ConnId, Output, Switchboard};
+use crate::switchboard::{ConnId, Output, Requirements, Switchboard};
 use crate::{BrokerConfig, BrokerError, Clock};
 use deskwire_signal::{PolicyAcceptance, SessionPolicy};
 
@@ -73,7 +73,10 @@ pub(crate) async fn serve(
             board: Switchboard::new(
                 config.code_limits(),
                 JoinLimits::default(),
-                config.require_token,
+                Requirements {
+                    require_token: config.require_token,
+                    require_device: config.require_device,
+                },
                 rng,
             ),
             outboxes: HashMap::new(),

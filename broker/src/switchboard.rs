@@ -94,6 +94,15 @@ struct Session {
     policy: Option<SessionPolicy>,
 }
 
+/// What peers must present.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Requirements {
+    /// A technician's API token with `create_session`.
+    pub(crate) require_token: bool,
+    /// A device proof with `join`.
+    pub(crate) require_device: bool,
+}
+
 /// Failed verifications after which a code stops working: a broker or a bystander who knows
 /// the session code gets this many guesses at the four secret digits.
 pub(crate) const MAX_FAILED_VERIFICATIONS: u32 = 3;
@@ -112,6 +121,8 @@ pub(crate) struct Switchboard {
     limiter: JoinLimiter,
     /// Refuse `create_session` without a token.
     require_token: bool,
+    /// Refuse `join` without a device proof.
+    require_device: bool,
     /// Joins waiting for their device check: the code typed and the device id.
     device_checks: HashMap<ConnId, (String, String)>,
     sessions: HashMap<SessionId, Session>,
@@ -125,7 +136,7 @@ impl Switchboard {
     pub(crate) fn new(
         limits: CodeLimits,
         join_limits: JoinLimits,
-        require_token: bool,
+        rules: Requirements,
         rng: StdRng,
     ) -> Self {
         Self {
@@ -135,7 +146,8 @@ impl Switchboard {
             sources: HashMap::new(),
             now: UnixMillis(0),
             limiter: JoinLimiter::new(join_limits),
-            require_token,
+            require_token: rules.require_token,
+            require_device: rules.require_device,
             device_checks: HashMap::new(),
             sessions: HashMap::new(),
             next_conn: 0,
@@ -423,6 +435,10 @@ impl Switchboard {
             return self.refuse_join(conn, refusals, code, reason, now);
         }
         let Some(proof) = device else {
+            if self.require_device {
+                let reason = JoinRefusal::DeviceNotAuthenticated;
+                return self.refuse_join(conn, refusals, code, reason, now);
+            }
             return self.redeem(conn, refusals, code, now);
         };
         let checked = code

@@ -16,6 +16,8 @@ pub struct TestBroker {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     rt: Option<tokio::runtime::Runtime>,
     task: Option<tokio::task::JoinHandle<Result<(), deskwire_broker::BrokerError>>>,
+    /// The accounts database file, removed on drop.
+    database: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for TestBroker {
@@ -60,7 +62,9 @@ impl TestBroker {
             store.close().await;
             anyhow::Ok(token)
         })?;
-        Ok((Self::start_inner(Some(url))?, token))
+        let mut broker = Self::start_inner(Some(url))?;
+        broker.database = Some(path);
+        Ok((broker, token))
     }
 
     /// `database`: the URL of a store to serve with (and require tokens), opened on the
@@ -95,6 +99,7 @@ impl TestBroker {
             stop: Some(stop),
             rt: Some(rt),
             task: Some(task),
+            database: None,
         })
     }
 
@@ -117,6 +122,9 @@ impl Drop for TestBroker {
         if let (Some(rt), Some(task)) = (self.rt.take(), self.task.take()) {
             let _ = rt.block_on(task);
             rt.shutdown_timeout(Duration::from_secs(2));
+        }
+        if let Some(path) = self.database.take() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -22,7 +22,7 @@ fn board() -> Switchboard {
     Switchboard::new(
         limits,
         JoinLimits::default(),
-        false,
+        Requirements::default(),
         StdRng::seed_from_u64(3),
     )
 }
@@ -480,5 +480,30 @@ fn every_attempt_and_outcome_is_audited_with_its_source_and_code() {
             ("code_cancelled".to_owned(), c_text.clone(), src.clone()),
         ],
         "{events:?}"
+    );
+}
+
+#[test]
+fn with_require_device_a_join_without_a_device_proof_is_refused_and_keeps_the_code() {
+    let mut b = board();
+    b.require_device = true;
+    let (_c, code) = controller(&mut b);
+    let t = b.handle_open(SRC);
+    let reason = JoinRefusal::DeviceNotAuthenticated;
+    assert_eq!(
+        say(&mut b, t, &join(code), T0),
+        [send(
+            t,
+            BrokerMessage::JoinRefused {
+                reason,
+                message: reason.message().into()
+            }
+        )]
+    );
+    // The code was not used up: a proving device may still join with it.
+    b.require_device = false;
+    assert_eq!(
+        say(&mut b, t, &join(code), T0)[0],
+        send(t, BrokerMessage::Joined { policy: None })
     );
 }
