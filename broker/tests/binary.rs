@@ -365,8 +365,16 @@ async fn a_device_is_registered_on_first_contact_and_a_forged_or_unsigned_claim_
         target2.recv().await?,
         BrokerMessage::Joined { .. }
     ));
-    child.kill().await?;
-    let _ = child.wait().await;
+    // A graceful stop writes out the queued audit records (a kill would lose the last ones).
+    let pid = child.id().context("child already reaped")?;
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(status.success(), "kill -TERM {pid} failed");
+    let exited = tokio::time::timeout(GUARD, child.wait())
+        .await
+        .context("the broker did not exit after SIGTERM")??;
+    assert!(exited.success());
 
     let list = Command::new(BIN)
         .args(["audit", "list", "--database", &database])
