@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::code::SessionCode;
+use crate::hex;
 
 /// What a target sends with its join to prove which device it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,8 +73,8 @@ impl DeviceKey {
         let signature = self.key.sign(&message(session));
         DeviceProof {
             id: self.id(),
-            public_key: hex(self.key.verifying_key().as_bytes()),
-            signature: hex(&signature.to_bytes()),
+            public_key: hex::encode(self.key.verifying_key().as_bytes()),
+            signature: hex::encode(&signature.to_bytes()),
         }
     }
 }
@@ -81,10 +82,10 @@ impl DeviceKey {
 impl DeviceProof {
     /// Check the proof for `session`; returns the public key to pin to the id.
     pub fn verify(&self, session: SessionCode) -> Result<[u8; 32], DeviceError> {
-        let key: [u8; 32] = unhex(&self.public_key)
+        let key: [u8; 32] = hex::decode(&self.public_key)
             .and_then(|b| b.try_into().ok())
             .ok_or(DeviceError::Malformed)?;
-        let signature: [u8; 64] = unhex(&self.signature)
+        let signature: [u8; 64] = hex::decode(&self.signature)
             .and_then(|b| b.try_into().ok())
             .ok_or(DeviceError::Malformed)?;
         if id_of(&key) != self.id {
@@ -104,21 +105,7 @@ fn message(session: SessionCode) -> Vec<u8> {
 
 fn id_of(public_key: &[u8]) -> String {
     let digest = Sha256::digest(public_key);
-    format!("dev-{}", hex(&digest[..8]))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.len() > 256 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    format!("dev-{}", hex::encode(&digest[..8]))
 }
 
 #[cfg(test)]
@@ -134,7 +121,7 @@ mod tests {
         let key = DeviceKey::from_seed([7; 32]);
         let proof = key.prove(session(123_456));
         let pinned = proof.verify(session(123_456)).unwrap();
-        assert_eq!(hex(&pinned), proof.public_key);
+        assert_eq!(hex::encode(&pinned), proof.public_key);
         assert!(proof.id.starts_with("dev-") && proof.id.len() == 20);
         assert_eq!(
             proof.verify(session(123_457)),

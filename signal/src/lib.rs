@@ -10,6 +10,7 @@
 
 mod code;
 pub mod device;
+mod hex;
 mod message;
 pub mod pake;
 mod time;

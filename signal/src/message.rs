@@ -295,8 +295,14 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
     if let ClientMessage::Relay { signal } = &msg {
         check_signal(signal)?;
     }
-    if let ClientMessage::Join { code, .. } = &msg {
+    if let ClientMessage::Join { code, device } = &msg {
         check_len("code", code.len(), 64)?;
+        if let Some(d) = device {
+            // An id, a 32-byte key and a 64-byte signature, in hex.
+            check_len("device id", d.id.len(), 64)?;
+            check_len("public_key", d.public_key.len(), 64)?;
+            check_len("signature", d.signature.len(), 128)?;
+        }
     }
     Ok(msg)
 }

@@ -20,6 +20,7 @@ use sha2::Sha256;
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 
 use crate::code::ConnectionCode;
+use crate::hex;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -59,7 +60,7 @@ impl Pake {
         let password = Password::new(format!("deskwire-code-v1:{code}"));
         let identity = Identity::new(format!("deskwire-session-v1:{}", code.session()).as_bytes());
         let (state, msg) = Spake2::<Ed25519Group>::start_symmetric(&password, &identity);
-        (Self { state }, to_hex(&msg))
+        (Self { state }, hex::encode(&msg))
     }
 
     /// Finish with the peer's message.
@@ -67,7 +68,7 @@ impl Pake {
         if peer_msg.len() != PAKE_MESSAGE_HEX {
             return Err(PakeError::Malformed);
         }
-        let msg = from_hex(peer_msg).ok_or(PakeError::Malformed)?;
+        let msg = hex::decode(peer_msg).ok_or(PakeError::Malformed)?;
         let key = self.state.finish(&msg).map_err(|_| PakeError::Malformed)?;
         Ok(SessionKeys {
             confirm: derive(&key, b"deskwire/v1/confirm"),
@@ -94,7 +95,7 @@ impl std::fmt::Debug for SessionKeys {
 impl SessionKeys {
     /// The controller's key confirmation.
     pub fn mac_confirm(&self) -> String {
-        to_hex(&mac(&self.confirm, CONFIRM).finalize().into_bytes())
+        hex::encode(&mac(&self.confirm, CONFIRM).finalize().into_bytes())
     }
 
     /// Check the controller's key confirmation (in constant time).
@@ -104,12 +105,12 @@ impl SessionKeys {
 
     /// MAC for the target's offer.
     pub fn mac_offer(&self, sdp: &str) -> String {
-        to_hex(&mac(&self.offer, sdp).finalize().into_bytes())
+        hex::encode(&mac(&self.offer, sdp).finalize().into_bytes())
     }
 
     /// MAC for the controller's answer.
     pub fn mac_answer(&self, sdp: &str) -> String {
-        to_hex(&mac(&self.answer, sdp).finalize().into_bytes())
+        hex::encode(&mac(&self.answer, sdp).finalize().into_bytes())
     }
 
     /// Check an offer's MAC (in constant time).
@@ -137,41 +138,12 @@ fn mac(key: &[u8; 32], sdp: &str) -> HmacSha256 {
 
 fn verify(key: &[u8; 32], sdp: &str, tag: &str) -> Result<(), PakeError> {
     let tag = (tag.len() == MAC_HEX)
-        .then(|| from_hex(tag))
+        .then(|| hex::decode(tag))
         .flatten()
         .ok_or(PakeError::Mismatch)?;
     mac(key, sdp)
         .verify_slice(&tag)
         .map_err(|_| PakeError::Mismatch)
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    let nibble = |c: u8| -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    };
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
 }
 
 #[cfg(test)]
@@ -250,12 +222,5 @@ mod tests {
             let (p, _) = Pake::start(&code(1));
             assert_eq!(p.finish(bad).unwrap_err(), PakeError::Malformed, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn hex_round_trips() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(from_hex(&to_hex(&bytes)).unwrap(), bytes);
-        assert!(from_hex("abc").is_none());
     }
 }
