@@ -27,9 +27,29 @@ pub fn psnr_plane(
     10.0 * (255.0 * 255.0 / mse).log10()
 }
 
+/// Append the BT.601 luma (full range, rounded) of BGRA/BGRX pixels to `out`: the measure
+/// every picture comparison here uses, whatever colour matrix the codec ran with.
+pub fn bgra_luma(bgra: &[u8], out: &mut Vec<u8>) {
+    out.extend(bgra.chunks_exact(4).map(|p| {
+        let (b, g, r) = (f64::from(p[0]), f64::from(p[1]), f64::from(p[2]));
+        (0.299 * r + 0.587 * g + 0.114 * b).round() as u8
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn luma_is_bt601_of_bgra() {
+        let mut y = Vec::new();
+        // Black, white, pure red, pure green, pure blue (B, G, R, X).
+        let px = [
+            0, 0, 0, 0, 255, 255, 255, 0, 0, 0, 255, 0, 0, 255, 0, 0, 255, 0, 0, 0,
+        ];
+        bgra_luma(&px, &mut y);
+        assert_eq!(y, [0, 255, 76, 150, 29]);
+    }
 
     #[test]
     fn identical_planes_are_infinitely_close_and_known_error_gives_known_psnr() {

@@ -198,10 +198,7 @@ pub fn luma_psnr_at(a: &Frame, origin: (u32, u32), b: &Frame) -> f64 {
         let mut y = Vec::with_capacity((b.width() * b.height()) as usize);
         for row in y0..y0 + b.height() {
             let bytes = &f.row(row)[(x0 * 4) as usize..((x0 + b.width()) * 4) as usize];
-            for px in bytes.chunks_exact(4) {
-                let (b, g, r) = (f64::from(px[0]), f64::from(px[1]), f64::from(px[2]));
-                y.push((0.299 * r + 0.587 * g + 0.114 * b).round() as u8);
-            }
+            deskwire_engine::quality::bgra_luma(bytes, &mut y);
         }
         y
     };

@@ -445,11 +445,14 @@ fn grab_luma(display: &str) -> Result<(u32, u32, Vec<u8>)> {
     match src.capture(&mut frame, Timestamp::from_micros(1))? {
         CaptureOutcome::Fresh | CaptureOutcome::Unchanged => {}
     }
-    let mut bgra = Vec::with_capacity((frame.width() * frame.height() * 4) as usize);
+    let mut luma = Vec::with_capacity((frame.width() * frame.height()) as usize);
     for y in 0..frame.height() {
-        bgra.extend_from_slice(&frame.row(y)[..(frame.width() * 4) as usize]);
+        deskwire_engine::quality::bgra_luma(
+            &frame.row(y)[..(frame.width() * 4) as usize],
+            &mut luma,
+        );
     }
-    Ok((frame.width(), frame.height(), roles::luma_of(&bgra)))
+    Ok((frame.width(), frame.height(), luma))
 }
 
 /// Real content on an Xvfb: processes started for the scene and stopped (by PID) with it.

@@ -146,17 +146,9 @@ pub(crate) fn read_luma(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
     if px.len() != (w as usize) * (h as usize) * 4 {
         bail!("{}: {} bytes for {w}x{h}", path.display(), px.len());
     }
-    Ok((w, h, luma_of(px)))
-}
-
-/// BT.601 luma of BGRA pixels.
-pub(crate) fn luma_of(bgra: &[u8]) -> Vec<u8> {
-    bgra.chunks_exact(4)
-        .map(|p| {
-            (0.299 * f64::from(p[2]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[0])).round()
-                as u8
-        })
-        .collect()
+    let mut luma = Vec::with_capacity(px.len() / 4);
+    deskwire_engine::quality::bgra_luma(px, &mut luma);
+    Ok((w, h, luma))
 }
 
 pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
