@@ -19,6 +19,7 @@ use clap::Parser;
 use deskwire_broker::{BrokerConfig, SystemClock};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_engine::session::ControllerStats;
+use deskwire_engine::stats::Histogram;
 use deskwire_engine::{
     BandSpec, CodecConfig, Controller, ControllerConfig, ControllerEvent, Host, HostConfig,
     HostEvent, PipelineConfig, TransportConfig,
@@ -116,7 +117,8 @@ fn main() -> Result<()> {
     println!("streaming {spec}, {w}x{h}, for {:.1} s", args.seconds);
 
     let mut first_frame = None;
-    let (mut warm, mut steady) = (Vec::new(), Vec::new());
+    // In microseconds, as the controller keeps its own latency figures.
+    let (warm, steady) = (Histogram::default(), Histogram::default());
     let mut end = None;
     let mut stats = ControllerStats::default();
     let mut host_stats = None;
@@ -152,11 +154,11 @@ fn main() -> Result<()> {
                     // The first second carries the start-up keyframe of every band (a few
                     // hundred KB through SCTP slow start): reported apart from steady state.
                     let bucket = if since_entry - first < WARMUP {
-                        &mut warm
+                        &warm
                     } else {
-                        &mut steady
+                        &steady
                     };
-                    bucket.push(l);
+                    bucket.record(l.as_micros() as u64);
                 }
             }
             ControllerEvent::Stats(s) => stats = s,
@@ -169,6 +171,7 @@ fn main() -> Result<()> {
             format!("{:.2} ms", d.as_secs_f64() * 1000.0)
         })
     };
+    let us = |h: &Histogram, v: u64| ms((h.count() > 0).then(|| Duration::from_micros(v)));
     println!("session:");
     println!("  code entry -> first decoded frame  {}", ms(first_frame));
     println!(
@@ -179,18 +182,18 @@ fn main() -> Result<()> {
     println!("  kbps on the video channel          {:.1}", stats.kbps);
     println!(
         "  capture -> decoded latency p50     {}   (after the first second, {} frames)",
-        ms(percentile(&mut steady, 0.50)),
-        steady.len()
+        us(&steady, steady.quantile(0.50)),
+        steady.count()
     );
     println!(
         "  capture -> decoded latency p99     {}",
-        ms(percentile(&mut steady, 0.99))
+        us(&steady, steady.quantile(0.99))
     );
     println!(
         "  first second: p50 {}, max {}    ({} frames)",
-        ms(percentile(&mut warm, 0.50)),
-        ms(percentile(&mut warm, 1.0)),
-        warm.len()
+        us(&warm, warm.quantile(0.50)),
+        us(&warm, warm.max()),
+        warm.count()
     );
     println!("  round trip                         {}", ms(stats.rtt));
     println!(
@@ -217,13 +220,3 @@ fn main() -> Result<()> {
 
 /// Frames decoded in the first second after the first one count as warm-up.
 const WARMUP: Duration = Duration::from_secs(1);
-
-/// The `q` quantile (nearest rank) of `v`, or None when empty.
-fn percentile(v: &mut [Duration], q: f64) -> Option<Duration> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    Some(v[rank - 1])
-}
