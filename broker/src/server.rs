@@ -81,8 +81,7 @@ pub(crate) async fn serve(
             ),
             outboxes: HashMap::new(),
             audit: audit_tx,
-            pending_auth: Vec::new(),
-            pending_devices: Vec::new(),
+            checks: Vec::new(),
         }),
         clock,
         store: auth_store,
@@ -189,10 +188,8 @@ struct HubState {
     outboxes: HashMap<ConnId, Outbox>,
     /// To the audit writer, when the broker has a store.
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
-    /// Tokens to check once the lock is released.
-    pending_auth: Vec<(ConnId, String)>,
-    /// Device keys to check against the registry once the lock is released.
-    pending_devices: Vec<(ConnId, String, [u8; 32])>,
+    /// Store lookups the switchboard asked for, run once the lock is released.
+    checks: Vec<Check>,
 }
 
 /// The hub's end of one connection's queue.
@@ -231,84 +228,85 @@ impl Hub {
         Mailbox { conn, rx, kill }
     }
 
+    /// Feed the switchboard under the lock, deliver what it produced, then start the store
+    /// lookups it asked for (a token, a device key) off the lock; each comes back through
+    /// here.
+    fn drive(self: &Arc<Self>, f: impl FnOnce(&mut HubState)) {
+        let checks = {
+            let mut state = self.lock();
+            f(&mut state);
+            state.deliver();
+            std::mem::take(&mut state.checks)
+        };
+        for check in checks {
+            let hub = Arc::clone(self);
+            tokio::spawn(async move { hub.check(check).await });
+        }
+    }
+
+    /// Run one store lookup (Argon2 and database round trips stay off the lock and off the
+    /// socket tasks) and give the switchboard the answer.
+    async fn check(self: Arc<Self>, check: Check) {
+        match check {
+            Check::Token(conn, token) => {
+                let result = match &self.store {
+                    None => Err("this broker has no accounts: connect without a token".to_owned()),
+                    Some(store) => match store.authenticate_token(&token).await {
+                        Ok(Some(p)) => Ok(policy_of(&p)),
+                        Ok(None) => Err("the API token is not valid".to_owned()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot check a token");
+                            Err("the broker cannot check tokens right now".to_owned())
+                        }
+                    },
+                };
+                let now = self.clock.now();
+                self.drive(|s| s.board.handle_authenticated(conn, result, now));
+            }
+            // Pin a device's key on first contact and refuse another key later. Without a
+            // store there is no registry: the signature (already checked) is all there is.
+            Check::Device(conn, id, key) => {
+                let now = self.clock.now();
+                let at = i64::try_from(now.0).unwrap_or(i64::MAX);
+                let result = match &self.store {
+                    None => Ok(false),
+                    Some(store) => match store.register_device(&id, &key, at).await {
+                        Ok(Ok(registered)) => Ok(registered.first_contact),
+                        Ok(Err(refusal)) => Err(refusal.to_string()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot check a device");
+                            Err("the broker cannot check devices right now".to_owned())
+                        }
+                    },
+                };
+                self.drive(|s| s.board.handle_device_checked(conn, result, now));
+            }
+        }
+    }
+
     fn text(self: &Arc<Self>, conn: ConnId, text: &str) {
         let now = self.clock.now();
-        let (tokens, devices) = {
-            let mut state = self.lock();
-            state.board.handle_text(conn, text, now);
-            state.deliver();
-            (
-                std::mem::take(&mut state.pending_auth),
-                std::mem::take(&mut state.pending_devices),
-            )
-        };
-        for (conn, token) in tokens {
-            self.authenticate(conn, token);
-        }
-        for (conn, id, key) in devices {
-            self.check_device(conn, id, key);
-        }
+        self.drive(|s| s.board.handle_text(conn, text, now));
     }
 
-    /// Pin a device's key on first contact and refuse another key later. Without a store
-    /// there is no registry: the signature (already checked) is all there is.
-    fn check_device(self: &Arc<Self>, conn: ConnId, id: String, key: [u8; 32]) {
-        let hub = Arc::clone(self);
-        tokio::spawn(async move {
-            let now = hub.clock.now();
-            let at = i64::try_from(now.0).unwrap_or(i64::MAX);
-            let result = match &hub.store {
-                None => Ok(false),
-                Some(store) => match store.register_device(&id, &key, at).await {
-                    Ok(Ok(registered)) => Ok(registered.first_contact),
-                    Ok(Err(refusal)) => Err(refusal.to_string()),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot check a device");
-                        Err("the broker cannot check devices right now".to_owned())
-                    }
-                },
-            };
-            let mut state = hub.lock();
-            state.board.handle_device_checked(conn, result, now);
-            state.deliver();
+    fn binary(self: &Arc<Self>, conn: ConnId) {
+        self.drive(|s| s.board.handle_binary(conn));
+    }
+
+    fn close(self: &Arc<Self>, conn: ConnId) {
+        self.drive(|s| {
+            s.outboxes.remove(&conn);
+            s.board.handle_close(conn);
         });
     }
+}
 
-    /// Check a technician's token against the store (Argon2 runs off the lock and off the
-    /// socket tasks), then let the switchboard go on.
-    fn authenticate(self: &Arc<Self>, conn: ConnId, token: String) {
-        let hub = Arc::clone(self);
-        tokio::spawn(async move {
-            let result = match &hub.store {
-                None => Err("this broker has no accounts: connect without a token".to_owned()),
-                Some(store) => match store.authenticate_token(&token).await {
-                    Ok(Some(p)) => Ok(policy_of(&p)),
-                    Ok(None) => Err("the API token is not valid".to_owned()),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot check a token");
-                        Err("the broker cannot check tokens right now".to_owned())
-                    }
-                },
-            };
-            let now = hub.clock.now();
-            let mut state = hub.lock();
-            state.board.handle_authenticated(conn, result, now);
-            state.deliver();
-        });
-    }
-
-    fn binary(&self, conn: ConnId) {
-        let mut state = self.lock();
-        state.board.handle_binary(conn);
-        state.deliver();
-    }
-
-    fn close(&self, conn: ConnId) {
-        let mut state = self.lock();
-        state.outboxes.remove(&conn);
-        state.board.handle_close(conn);
-        state.deliver();
-    }
+/// A store lookup the switchboard is waiting for.
+enum Check {
+    /// A technician's API token.
+    Token(ConnId, String),
+    /// A device id and its (signature-checked) public key.
+    Device(ConnId, String, [u8; 32]),
 }
 
 impl HubState {
@@ -341,8 +339,10 @@ impl HubState {
                     self.outboxes.remove(&conn);
                 }
                 // Checked off the lock; the answer comes back through `Hub::authenticate`.
-                Output::Authenticate { conn, token } => self.pending_auth.push((conn, token)),
-                Output::CheckDevice { conn, id, key } => self.pending_devices.push((conn, id, key)),
+                Output::Authenticate { conn, token } => self.checks.push(Check::Token(conn, token)),
+                Output::CheckDevice { conn, id, key } => {
+                    self.checks.push(Check::Device(conn, id, key))
+                }
                 Output::Audit(record) => match &self.audit {
                     Some(tx) => {
                         if tx.send(record).is_err() {
