@@ -11,21 +11,20 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_deskwire-broker");
 
-#[tokio::test]
-async fn the_binary_prints_its_real_address_pairs_peers_audits_them_and_stops_on_sigterm(
-) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("deskwire-broker-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let database = format!("sqlite://{}?mode=rwc", dir.join("broker.db").display());
+/// A broker process serving on a free loopback port, killed on drop.
+struct Served {
+    child: tokio::process::Child,
+    /// Its stdout after the address line.
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// `ws://127.0.0.1:PORT/v1/signal`, from the line it printed.
+    url: String,
+}
+
+/// Start the binary with `--listen 127.0.0.1:0` and `args`; wait for its address line.
+async fn serve(args: &[&str]) -> Result<Served> {
     let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--code-ttl",
-            "120",
-            "--database",
-            &database,
-        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -36,10 +35,35 @@ async fn the_binary_prints_its_real_address_pairs_peers_audits_them_and_stops_on
         .await
         .context("no address line within the guard time")??
         .context("stdout closed before the address line")?;
-
     let url = line
         .strip_prefix("listening on ")
-        .context(format!("unexpected line {line:?}"))?;
+        .context(format!("unexpected line {line:?}"))?
+        .to_owned();
+    Ok(Served { child, lines, url })
+}
+
+/// SIGTERM to this child only, by its pid.
+fn sigterm(child: &tokio::process::Child) -> Result<()> {
+    let pid = child.id().context("child already reaped")?;
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(status.success(), "kill -TERM {pid} failed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_binary_prints_its_real_address_pairs_peers_audits_them_and_stops_on_sigterm(
+) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("deskwire-broker-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let database = format!("sqlite://{}?mode=rwc", dir.join("broker.db").display());
+    let Served {
+        mut child,
+        mut lines,
+        url,
+    } = serve(&["--code-ttl", "120", "--database", &database]).await?;
+    let url = url.as_str();
     let port: u16 = url
         .strip_prefix("ws://127.0.0.1:")
         .and_then(|rest| rest.strip_suffix(SIGNAL_PATH))
@@ -75,11 +99,7 @@ async fn the_binary_prints_its_real_address_pairs_peers_audits_them_and_stops_on
     )?;
 
     // SIGTERM to this child only, by its pid: the broker closes both sockets and exits 0.
-    let pid = child.id().context("child already reaped")?;
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    assert!(status.success(), "kill -TERM {pid} failed");
+    sigterm(&child)?;
     assert_eq!(controller.expect_closed().await?, Some(1001));
     assert_eq!(target.expect_closed().await?, Some(1001));
     match tokio::time::timeout(GUARD, child.wait()).await {
@@ -237,25 +257,9 @@ async fn with_require_token_only_a_valid_token_opens_a_session_and_the_target_le
     };
     let (alice, bob) = (token_of("alice")?, token_of("bob")?);
 
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--require-token",
-            "--database",
-            &database,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(GUARD, lines.next_line())
-        .await
-        .context("no address line")??
-        .context("stdout closed")?;
-    let url = line.strip_prefix("listening on ").context("address line")?;
+    let Served { mut child, url, .. } =
+        serve(&["--require-token", "--database", &database]).await?;
+    let url = url.as_str();
     let create = |token: Option<&str>| deskwire_signal::ClientMessage::CreateSession {
         token: token.map(str::to_owned),
     };
@@ -305,19 +309,8 @@ async fn a_device_is_registered_on_first_contact_and_a_forged_or_unsigned_claim_
     let dir = std::env::temp_dir().join(format!("deskwire-broker-dev-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let database = format!("sqlite://{}?mode=rwc", dir.join("broker.db").display());
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--database", &database])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(GUARD, lines.next_line())
-        .await
-        .context("no address line")??
-        .context("stdout closed")?;
-    let url = line.strip_prefix("listening on ").context("address line")?;
+    let Served { mut child, url, .. } = serve(&["--database", &database]).await?;
+    let url = url.as_str();
 
     let ours = DeviceKey::from_seed([1; 32]);
     let theirs = DeviceKey::from_seed([2; 32]);
@@ -366,11 +359,7 @@ async fn a_device_is_registered_on_first_contact_and_a_forged_or_unsigned_claim_
         BrokerMessage::Joined { .. }
     ));
     // A graceful stop writes out the queued audit records (a kill would lose the last ones).
-    let pid = child.id().context("child already reaped")?;
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    assert!(status.success(), "kill -TERM {pid} failed");
+    sigterm(&child)?;
     let exited = tokio::time::timeout(GUARD, child.wait())
         .await
         .context("the broker did not exit after SIGTERM")??;
