@@ -246,6 +246,12 @@ fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input(
     let source = Box::new(X11Source::open(Some(&display)).unwrap());
     let h = host_on(&broker, source, code, false, Some(display.clone()));
     connected(&c);
+    // Input counts from when the target has the session up (the controller hears so in
+    // `Permissions`); before that it is refused as not established.
+    wait_host(h.events(), WAIT, |e| {
+        matches!(e, HostEvent::Connected { control: true, .. }).then_some(())
+    })
+    .unwrap();
     c.send_input(InputEvent::Button {
         button: PointerButton::Left,
         down: true,
