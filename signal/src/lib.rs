@@ -6,11 +6,13 @@
 //!   broker exchange over a WebSocket, wrapped in an [`Envelope`] that carries the version.
 //! - [`UnixMillis`]: wall-clock time passed in by whoever drives the logic, so expiry is tested
 //!   in virtual time.
+//! - [`lan`]: the target's rotating LAN password and the back-off on wrong ones.
 #![deny(missing_docs)]
 
 mod code;
 pub mod device;
 mod hex;
+pub mod lan;
 mod message;
 pub mod pake;
 mod time;

@@ -63,6 +63,17 @@ impl Pake {
         (Self { state }, hex::encode(&msg))
     }
 
+    /// Start with a target's LAN password ([`crate::lan`]): the same exchange, under an
+    /// identity of its own so a password and a code can never stand in for each other.
+    pub fn start_lan(password: &crate::lan::LanPassword) -> (Self, String) {
+        let mut secret = b"deskwire-lan-v1:".to_vec();
+        secret.extend_from_slice(password.canonical());
+        let password = Password::new(secret);
+        let identity = Identity::new(b"deskwire-lan-v1");
+        let (state, msg) = Spake2::<Ed25519Group>::start_symmetric(&password, &identity);
+        (Self { state }, hex::encode(&msg))
+    }
+
     /// Finish with the peer's message.
     pub fn finish(self, peer_msg: &str) -> Result<SessionKeys, PakeError> {
         if peer_msg.len() != PAKE_MESSAGE_HEX {
@@ -208,6 +219,19 @@ mod tests {
             controller.verify_offer(offer, "zz"),
             Err(PakeError::Mismatch)
         );
+    }
+
+    #[test]
+    fn lan_passwords_agree_only_when_equal() {
+        use crate::lan::LanPassword;
+        let run = |a: u64, b: u64| {
+            let (pa, ma) = Pake::start_lan(&LanPassword::from_random(a));
+            let (pb, mb) = Pake::start_lan(&LanPassword::from_random(b));
+            let (ka, kb) = (pa.finish(&mb).unwrap(), pb.finish(&ma).unwrap());
+            ka.verify_confirm(&kb.mac_confirm())
+        };
+        assert_eq!(run(99, 99), Ok(()));
+        assert_eq!(run(99, 98), Err(PakeError::Mismatch));
     }
 
     #[test]
