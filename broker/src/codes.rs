@@ -178,6 +178,32 @@ impl CodeBook {
         }
     }
 
+    /// Whether the book remembers `code` at all, live or tombstoned.
+    pub(crate) fn holds(&self, code: SessionCode) -> bool {
+        self.entries.contains_key(&code)
+    }
+
+    /// Take in a code issued elsewhere (before a restart, or by another broker) that the
+    /// store says is still pending until `expires_at`, for `session`. Whatever the book
+    /// remembered of it is replaced: the store is the authority. Not counted against the cap
+    /// on pending codes, which limits issuing, not resuming.
+    pub(crate) fn adopt(&mut self, code: SessionCode, session: SessionId, expires_at: UnixMillis) {
+        if let Some(old) = self.entries.remove(&code) {
+            self.by_expiry.remove(&(old.expires_at, code));
+            self.pending.remove(&(old.expires_at, code));
+        }
+        self.entries.insert(
+            code,
+            Entry {
+                session,
+                expires_at,
+                state: State::Pending,
+            },
+        );
+        self.by_expiry.insert((expires_at, code));
+        self.pending.insert((expires_at, code));
+    }
+
     /// The session a still-redeemable code names, without redeeming it.
     pub(crate) fn session_of(&self, text: &str, now: UnixMillis) -> Option<SessionId> {
         let code: SessionCode = text.parse().ok()?;
@@ -511,5 +537,21 @@ mod tests {
             b.issue(T0, SessionId(2), &mut Stuck),
             Err(IssueError::NoFreeCode)
         );
+    }
+
+    #[test]
+    fn an_adopted_code_redeems_once_and_replaces_what_the_book_remembered() {
+        let mut b = book();
+        let code = SessionCode::from_number(123_456).unwrap();
+        assert!(!b.holds(code));
+        b.adopt(code, SessionId(9), T0.plus(TTL));
+        assert!(b.holds(code));
+        assert_eq!(b.session_of("123456", T0), Some(SessionId(9)));
+        assert_eq!(b.redeem("123456", T0), Ok(SessionId(9)));
+        assert_eq!(b.redeem("123456", T0), Err(JoinRefusal::AlreadyUsed));
+        // The store says it is pending again (a failed verification elsewhere): believed.
+        b.adopt(code, SessionId(10), T0.plus(TTL));
+        assert_eq!(b.pending_len(T0), 1);
+        assert_eq!(b.redeem("123456", T0), Ok(SessionId(10)));
     }
 }

@@ -28,8 +28,10 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::JoinLimits;
-use crate::store::{AuditRecord, Store};
-use crate::switchboard::{ConnId, Output, Requirements, Switchboard};
+use crate::store::Store;
+use crate::switchboard::{Authenticated, ConnId, Output, Requirements, Switchboard};
+
+mod jobs;
 use crate::{BrokerConfig, BrokerError, Clock};
 use deskwire_signal::{PolicyAcceptance, SessionPolicy};
 
@@ -46,48 +48,62 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BrokerError> {
     let rng = StdRng::try_from_os_rng().map_err(|e| BrokerError::Entropy(e.to_string()))?;
-    // Audit records leave the switchboard in order and are appended in that order by one
-    // task, so signalling never waits on the database.
-    let auth_store = store.clone();
-    let (audit_tx, audit_task) = match store {
-        Some(store) => {
-            let (tx, mut rx) = mpsc::unbounded_channel::<AuditRecord>();
-            let task = tokio::spawn(async move {
-                while let Some(record) = rx.recv().await {
-                    if let Err(e) = store.append_audit(&record).await {
-                        tracing::error!(error = %e, event = %record.event, "cannot append to the audit log");
-                    }
-                }
-                store.close().await;
-            });
-            (Some(tx), Some(task))
+    if let Some(store) = &store {
+        // Sessions whose sockets died with a crashed broker would stay open for ever and
+        // count against their technician's cap.
+        let now = i64::try_from(clock.now().0).unwrap_or(i64::MAX);
+        match store.end_open_sessions(now, "the broker restarted").await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "ended sessions left open by the previous broker"),
+            Err(e) => tracing::error!(error = %e, "cannot end sessions left open"),
         }
-        None => (None, None),
-    };
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     // Validated: at most 1 000 000, so the permit count fits a u32.
     let max_connections = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
     let permits = Arc::new(Semaphore::new(max_connections as usize));
+    let mut board = Switchboard::new(
+        config.code_limits(),
+        JoinLimits::default(),
+        Requirements {
+            require_token: config.require_token,
+            require_device: config.require_device,
+        },
+        rng,
+    );
+    if store.is_some() {
+        board = board.with_store();
+    }
+    // Audit records and code and session writes leave the switchboard in order and are
+    // performed in that order by one task, so signalling never waits on the database.
+    let (jobs_tx, jobs_rx) = match store.is_some() {
+        true => {
+            let (tx, rx) = mpsc::unbounded_channel::<Output>();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     let hub = Arc::new(Hub {
         state: Mutex::new(HubState {
-            board: Switchboard::new(
-                config.code_limits(),
-                JoinLimits::default(),
-                Requirements {
-                    require_token: config.require_token,
-                    require_device: config.require_device,
-                },
-                rng,
-            ),
+            board,
             outboxes: HashMap::new(),
-            audit: audit_tx,
+            jobs: jobs_tx,
             checks: Vec::new(),
         }),
         clock,
-        store: auth_store,
+        store: store.clone(),
         outbound_queue: config.outbound_queue,
         write_timeout: config.write_timeout,
     });
+    let jobs_task = match (store, jobs_rx) {
+        (Some(store), Some(rx)) => Some(tokio::spawn(jobs::work(
+            Arc::clone(&hub),
+            store,
+            rx,
+            config.code_limits().retention,
+        ))),
+        _ => None,
+    };
     let app = AppState {
         hub: Arc::clone(&hub),
         permits: Arc::clone(&permits),
@@ -119,6 +135,9 @@ pub(crate) async fn serve(
         served = &mut server => served,
         () = &mut shutdown => {
             tracing::info!("shutting down");
+            // Before any socket closes: a controller's socket closing now is the broker
+            // leaving, not the technician, and its code must stay resumable.
+            hub.drive(|s| s.board.handle_shutdown());
             // Tells the accept loop and every socket task at once.
             let _ = stop_tx.send(true);
             server.await
@@ -126,13 +145,14 @@ pub(crate) async fn serve(
     };
     // Upgraded sockets live on in their own tasks; each holds a permit until it has said
     // goodbye, so having every permit back means every socket is closed.
+    hub.drive(|s| s.board.handle_shutdown());
     let _ = stop_tx.send(true);
     let _all_closed = permits.acquire_many(max_connections).await;
-    // Every socket is closed, so no record can follow: let the writer finish the queue.
-    drop(hub.lock().audit.take());
-    if let Some(task) = audit_task {
+    // Every socket is closed, so no job can follow: let the store task finish the queue.
+    drop(hub.lock().jobs.take());
+    if let Some(task) = jobs_task {
         if let Err(e) = task.await {
-            tracing::error!("the audit writer failed: {e}");
+            tracing::error!("the store task failed: {e}");
         }
     }
     served.map_err(BrokerError::Serve)
@@ -186,8 +206,8 @@ struct Hub {
 struct HubState {
     board: Switchboard,
     outboxes: HashMap<ConnId, Outbox>,
-    /// To the audit writer, when the broker has a store.
-    audit: Option<mpsc::UnboundedSender<AuditRecord>>,
+    /// To the store task (audit records, code and session writes), when there is a store.
+    jobs: Option<mpsc::UnboundedSender<Output>>,
     /// Store lookups the switchboard asked for, run once the lock is released.
     checks: Vec<Check>,
 }
@@ -251,8 +271,8 @@ impl Hub {
             Check::Token(conn, token) => {
                 let result = match &self.store {
                     None => Err("this broker has no accounts: connect without a token".to_owned()),
-                    Some(store) => match store.authenticate_token(&token).await {
-                        Ok(Some(p)) => Ok(policy_of(&p)),
+                    Some(store) => match authenticate(store, &token).await {
+                        Ok(Some(who)) => Ok(who),
                         Ok(None) => Err("the API token is not valid".to_owned()),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot check a token");
@@ -343,15 +363,20 @@ impl HubState {
                 Output::CheckDevice { conn, id, key } => {
                     self.checks.push(Check::Device(conn, id, key))
                 }
-                Output::Audit(record) => match &self.audit {
+                Output::Audit(_)
+                | Output::StoreCode { .. }
+                | Output::RedeemCode { .. }
+                | Output::LookUpCode { .. }
+                | Output::ResumeCode { .. }
+                | Output::CancelCode { .. }
+                | Output::FailedConfirmation { .. }
+                | Output::EndSession { .. } => match &self.jobs {
                     Some(tx) => {
-                        if tx.send(record).is_err() {
-                            tracing::error!("the audit writer has stopped; a record is lost");
+                        if tx.send(output).is_err() {
+                            tracing::error!("the store task has stopped; a store job is lost");
                         }
                     }
-                    None => {
-                        tracing::debug!(event = %record.event, "no store: audit record not kept")
-                    }
+                    None => tracing::debug!("no store: {output:?} not kept"),
                 },
             }
         }
@@ -446,6 +471,28 @@ async fn goodbye(sink: &mut SplitSink<WebSocket, Message>, ending: Ending, limit
     if let Ok(Err(e)) = tokio::time::timeout(limit, farewell).await {
         tracing::debug!("closing a socket failed: {e}");
     }
+}
+
+/// The technician a token names, with their group's policy and, when it caps sessions,
+/// how many they have open now.
+async fn authenticate(
+    store: &Store,
+    token: &str,
+) -> Result<Option<Authenticated>, crate::store::StoreError> {
+    let Some(p) = store.authenticate_token(token).await? else {
+        return Ok(None);
+    };
+    let max_sessions = p.group.policy.max_sessions;
+    let open_sessions = match max_sessions {
+        Some(_) => store.open_sessions(p.technician.id).await?,
+        None => 0,
+    };
+    Ok(Some(Authenticated {
+        technician: p.technician.id,
+        policy: policy_of(&p),
+        max_sessions,
+        open_sessions,
+    }))
 }
 
 /// What a technician's group allows, as the target is told.

@@ -8,16 +8,22 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use deskwire_signal::device::DeviceProof;
 use deskwire_signal::{
-    decode_client, BrokerMessage, ClientMessage, JoinRefusal, PeerSignal, PolicyAcceptance,
-    SessionCode, SessionPolicy, UnixMillis, MAX_REASON_CHARS,
+    decode_client, BrokerMessage, ClientMessage, PeerSignal, PolicyAcceptance, SessionCode,
+    SessionPolicy, UnixMillis, MAX_REASON_CHARS,
 };
 use rand::rngs::StdRng;
 
 use crate::codes::{CodeBook, CodeLimits, SessionId};
-use crate::limits::{JoinLimiter, JoinLimits, SourceKey};
-use crate::store::{AuditEvent, AuditRecord};
+use crate::limits::{JoinLimiter, JoinLimits};
+use crate::store::{AuditEvent, AuditRecord, EndedBy, SessionRecordId, TechnicianId};
+
+mod durable;
+mod join;
+
+pub(crate) use durable::{
+    Authenticated, RedeemError, Redeemed, ResumeError, Resumed, StoreCodeError, StoredCode,
+};
 
 /// Names one signalling connection for as long as it is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +64,75 @@ pub(crate) enum Output {
         /// The token it sent.
         token: String,
     },
+    /// Durable brokers: record this freshly issued code and report with
+    /// [`Switchboard::handle_code_stored`]. The controller hears of its code only after.
+    StoreCode {
+        /// The controller's connection.
+        conn: ConnId,
+        /// The code.
+        code: SessionCode,
+        /// The controller's technician, if authenticated.
+        technician: Option<TechnicianId>,
+        /// When it was issued.
+        issued_at: UnixMillis,
+        /// When it stops working.
+        expires_at: UnixMillis,
+        /// SHA-256 (hex) of the resume token, if the controller asked for one.
+        resume_hash: Option<String>,
+    },
+    /// Durable brokers: redeem the code and record the session in one transaction, checking
+    /// the technician's group as it is now; report with [`Switchboard::handle_redeemed`].
+    RedeemCode {
+        /// The target's connection.
+        conn: ConnId,
+        /// The session the code names here.
+        session: SessionId,
+        /// The code.
+        code: SessionCode,
+        /// The controller's technician, if authenticated.
+        technician: Option<TechnicianId>,
+        /// The target's device, if it proved one.
+        device: Option<String>,
+    },
+    /// Durable brokers: a target typed a code this broker does not hold (issued before a
+    /// restart, or by another broker); report what the store says with
+    /// [`Switchboard::handle_code_looked_up`]. Changes nothing in the store.
+    LookUpCode {
+        /// The target's connection.
+        conn: ConnId,
+        /// The code.
+        code: SessionCode,
+    },
+    /// Durable brokers: check a controller's resume token; report with
+    /// [`Switchboard::handle_resumed`].
+    ResumeCode {
+        /// The controller's new connection.
+        conn: ConnId,
+        /// The code it wants back.
+        code: SessionCode,
+        /// SHA-256 (hex) of the token it presented.
+        resume_hash: String,
+    },
+    /// Durable brokers: the controller withdrew this pending code.
+    CancelCode {
+        /// The code.
+        code: SessionCode,
+    },
+    /// Durable brokers: the attempt holding this code failed verification; count it (the
+    /// store reopens the code, or burns it at the third failure, as the switchboard did).
+    FailedConfirmation {
+        /// The code.
+        code: SessionCode,
+    },
+    /// Durable brokers: this session row ended.
+    EndSession {
+        /// The row.
+        record: SessionRecordId,
+        /// Which side ended it.
+        by: EndedBy,
+        /// Why, for a human.
+        reason: String,
+    },
 }
 
 /// What a connection turned out to be. Its first message decides.
@@ -66,7 +141,11 @@ enum Role {
     /// Nothing received yet.
     Undecided,
     /// Sent `create_session` with a token that is being checked.
-    Authenticating,
+    Authenticating { resumable: bool },
+    /// Sent `create_session`; its code is being recorded in the store.
+    Registering { session: SessionId },
+    /// Sent `resume`; the store is checking the token.
+    Resuming,
     /// Sent `join` with a device proof whose key is being checked against the registry.
     CheckingDevice { refusals: u32 },
     /// Sent `create_session`.
@@ -76,6 +155,10 @@ enum Role {
         session: Option<SessionId>,
         refusals: u32,
     },
+    /// Sent `join` with a code this broker holds; the store is redeeming it.
+    Redeeming { session: SessionId, refusals: u32 },
+    /// Sent `join` with a code this broker does not hold; the store is being asked about it.
+    LookingUp { refusals: u32 },
 }
 
 #[derive(Debug)]
@@ -92,6 +175,38 @@ struct Session {
     last_failure: UnixMillis,
     /// What the technician's group allows, told to the target when it joins.
     policy: Option<SessionPolicy>,
+    /// The controller's technician, if authenticated.
+    technician: Option<TechnicianId>,
+    /// When the code stops working.
+    expires_at: UnixMillis,
+    /// A target whose redemption the store is working on.
+    joining: Option<ConnId>,
+    /// The store's row for the current attempt, ended when it ends.
+    record: Option<SessionRecordId>,
+    /// The resume token to hand the controller once the store holds the code.
+    resume: Option<String>,
+    /// Codes drawn for this session that the store already held.
+    store_attempts: u32,
+}
+
+impl Session {
+    fn new(code: SessionCode, controller: ConnId, expires_at: UnixMillis, now: UnixMillis) -> Self {
+        Self {
+            code,
+            controller: Some(controller),
+            target: None,
+            paired: false,
+            failed_verifications: 0,
+            last_failure: now,
+            policy: None,
+            technician: None,
+            expires_at,
+            joining: None,
+            record: None,
+            resume: None,
+            store_attempts: 0,
+        }
+    }
 }
 
 /// What peers must present.
@@ -125,6 +240,14 @@ pub(crate) struct Switchboard {
     require_device: bool,
     /// Joins waiting for their device check: the code typed and the device id.
     device_checks: HashMap<ConnId, (String, String)>,
+    /// Joins waiting for the store: the code typed and the device id, if proved.
+    store_joins: HashMap<ConnId, (String, Option<String>)>,
+    /// Codes, redemptions and sessions go through the store too, so they survive a restart
+    /// and are single-use across brokers sharing it.
+    durable: bool,
+    /// The broker is shutting down: a controller's socket closing is not its leaving, and
+    /// its pending code stays valid for it to resume.
+    stopping: bool,
     sessions: HashMap<SessionId, Session>,
     next_conn: u64,
     next_session: u64,
@@ -149,11 +272,27 @@ impl Switchboard {
             require_token: rules.require_token,
             require_device: rules.require_device,
             device_checks: HashMap::new(),
+            store_joins: HashMap::new(),
+            durable: false,
+            stopping: false,
             sessions: HashMap::new(),
             next_conn: 0,
             next_session: 0,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Keep codes and sessions in the store (see [`Output::StoreCode`] and the outputs after
+    /// it), for a broker that has one.
+    pub(crate) fn with_store(mut self) -> Self {
+        self.durable = true;
+        self
+    }
+
+    /// The broker is about to close every socket: keep pending codes alive for their
+    /// controllers to resume on the next broker.
+    pub(crate) fn handle_shutdown(&mut self) {
+        self.stopping = true;
     }
 
     /// Open connections.
@@ -189,8 +328,11 @@ impl Switchboard {
             Err(e) => return self.refuse(conn, &e.to_string()),
         };
         match (role, msg) {
-            (Role::Undecided, ClientMessage::CreateSession { token }) => {
-                self.request_session(conn, token, now)
+            (Role::Undecided, ClientMessage::CreateSession { token, resumable }) => {
+                self.request_session(conn, token, resumable, now)
+            }
+            (Role::Undecided, ClientMessage::Resume { session, resume }) => {
+                self.resume(conn, &session, &resume, now)
             }
             (Role::Undecided, ClientMessage::Join { code, device }) => {
                 self.join(conn, 0, &code, device, now)
@@ -225,12 +367,14 @@ impl Switchboard {
             (Role::Undecided | Role::Target { session: None, .. }, ClientMessage::Relay { .. }) => {
                 self.refuse(conn, "relay before pairing: join a session first")
             }
-            (
-                Role::Controller { .. } | Role::Authenticating,
-                ClientMessage::CreateSession { .. },
-            ) => self.refuse(conn, "a session was already created on this connection"),
+            (Role::Controller { .. }, ClientMessage::CreateSession { .. }) => {
+                self.refuse(conn, "a session was already created on this connection")
+            }
             (Role::Controller { .. }, ClientMessage::Join { .. }) => {
                 self.refuse(conn, "a controller cannot join a session")
+            }
+            (Role::Controller { .. } | Role::Target { .. }, ClientMessage::Resume { .. }) => {
+                self.refuse(conn, "resume must be the first message on a connection")
             }
             (
                 Role::Target {
@@ -241,10 +385,17 @@ impl Switchboard {
             (Role::Target { .. }, ClientMessage::CreateSession { .. }) => {
                 self.refuse(conn, "a target cannot create a session")
             }
-            (Role::Authenticating | Role::CheckingDevice { .. }, _) => self.refuse(
-                conn,
-                "wait for session_created before sending anything else",
-            ),
+            (Role::Authenticating { .. } | Role::Registering { .. } | Role::Resuming, _) => self
+                .refuse(
+                    conn,
+                    "wait for session_created before sending anything else",
+                ),
+            (Role::CheckingDevice { .. } | Role::Redeeming { .. } | Role::LookingUp { .. }, _) => {
+                self.refuse(
+                    conn,
+                    "wait for joined or join_refused before sending anything else",
+                )
+            }
         }
     }
 
@@ -263,49 +414,93 @@ impl Switchboard {
     pub(crate) fn handle_close(&mut self, conn: ConnId) {
         let ip = self.sources.remove(&conn);
         self.device_checks.remove(&conn);
+        self.store_joins.remove(&conn);
         let Some(role) = self.conns.remove(&conn) else {
             return;
         };
         let session_id = match role {
             Role::Controller { session }
+            | Role::Registering { session }
             | Role::Target {
                 session: Some(session),
                 ..
             } => session,
+            Role::Redeeming { session, .. } => {
+                // The store's answer finds the target gone and ends what it started.
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.joining = None;
+                }
+                return;
+            }
             Role::Undecided
-            | Role::Authenticating
+            | Role::Authenticating { .. }
+            | Role::Resuming
             | Role::CheckingDevice { .. }
+            | Role::LookingUp { .. }
             | Role::Target { session: None, .. } => return,
         };
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        let is_controller = matches!(role, Role::Controller { .. });
+        let is_controller = matches!(role, Role::Controller { .. } | Role::Registering { .. });
         let code = session.code;
+        let technician = session.technician;
         let mut cancelled = false;
+        let mut detached = false;
         if is_controller {
             session.controller = None;
-            if !session.paired && self.codes.cancel(session.code) {
-                tracing::info!(%session_id, "controller left before anyone joined; code cancelled");
-                cancelled = true;
+            if !session.paired && session.joining.is_none() {
+                if self.stopping && self.durable {
+                    // The broker is going away, not the technician: the stored code stays
+                    // pending for them to resume elsewhere.
+                    detached = true;
+                } else if self.codes.cancel(session.code) {
+                    tracing::info!(%session_id, "controller left before anyone joined; code cancelled");
+                    cancelled = true;
+                }
             }
         } else {
             session.target = None;
         }
+        let ended_by = match (self.stopping, is_controller) {
+            (true, _) => EndedBy::Broker,
+            (false, true) => EndedBy::Controller,
+            (false, false) => EndedBy::Target,
+        };
         let who = if is_controller {
             "controller"
         } else {
             "target"
         };
-        let (event, detail) = if cancelled {
-            (
-                AuditEvent::CodeCancelled,
-                "the controller left before anyone joined".to_owned(),
-            )
+        let detail = if self.stopping {
+            "the broker shut down".to_owned()
         } else {
-            (AuditEvent::Ended, format!("the {who} left"))
+            format!("the {who} left")
         };
-        self.audit(event, ip, Some(code), detail);
+        if let Some(record) = session.record.take() {
+            self.outputs.push_back(Output::EndSession {
+                record,
+                by: ended_by,
+                reason: detail.clone(),
+            });
+        }
+        if cancelled && self.durable {
+            self.outputs.push_back(Output::CancelCode { code });
+        }
+        if cancelled {
+            let why = "the controller left before anyone joined";
+            self.audit_by(
+                AuditEvent::CodeCancelled,
+                ip,
+                Some(code),
+                technician,
+                why.into(),
+            );
+        } else if detached {
+            tracing::info!(%session_id, "broker stopping; the code stays pending for its controller");
+        } else {
+            self.audit_by(AuditEvent::Ended, ip, Some(code), technician, detail);
+        }
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -316,7 +511,7 @@ impl Switchboard {
         };
         match other {
             Some(other) => {
-                tracing::info!(%session_id, "{} left", if is_controller { "controller" } else { "target" });
+                tracing::info!(%session_id, "{who} left");
                 self.outputs.push_back(Output::Send {
                     to: other,
                     msg: BrokerMessage::PeerLeft {},
@@ -335,10 +530,16 @@ impl Switchboard {
     }
 
     /// `create_session`: check the token first when there is one (or one is required).
-    fn request_session(&mut self, conn: ConnId, token: Option<String>, now: UnixMillis) {
+    fn request_session(
+        &mut self,
+        conn: ConnId,
+        token: Option<String>,
+        resumable: bool,
+        now: UnixMillis,
+    ) {
         match token {
             Some(token) => {
-                self.conns.insert(conn, Role::Authenticating);
+                self.conns.insert(conn, Role::Authenticating { resumable });
                 self.outputs.push_back(Output::Authenticate { conn, token });
             }
             None if self.require_token => {
@@ -347,29 +548,51 @@ impl Switchboard {
                 self.audit(AuditEvent::DeniedByPolicy, ip, None, why.into());
                 self.refuse(conn, why);
             }
-            None => self.create_session(conn, now, None),
+            None => self.create_session(conn, now, None, resumable),
         }
     }
 
-    /// The token sent on `conn` was checked: `Ok` with the technician's policy, or why not.
+    /// The token sent on `conn` was checked: `Ok` with the technician and what their group
+    /// allows now, or why not.
     pub(crate) fn handle_authenticated(
         &mut self,
         conn: ConnId,
-        result: Result<SessionPolicy, String>,
+        result: Result<Authenticated, String>,
         now: UnixMillis,
     ) {
-        if self.conns.get(&conn) != Some(&Role::Authenticating) {
+        let Some(Role::Authenticating { resumable }) = self.conns.get(&conn).copied() else {
             return; // gone meanwhile
-        }
+        };
         self.now = now;
         let ip = self.sources.get(&conn).copied();
         match result {
-            Ok(policy) if policy.acceptance == PolicyAcceptance::Deny => {
-                let why = format!("{}'s group may not start sessions", policy.technician);
-                self.audit(AuditEvent::DeniedByPolicy, ip, None, why.clone());
+            Ok(who) if who.policy.acceptance == PolicyAcceptance::Deny => {
+                let why = format!("{}'s group may not start sessions", who.policy.technician);
+                self.audit_by(
+                    AuditEvent::DeniedByPolicy,
+                    ip,
+                    None,
+                    Some(who.technician),
+                    why.clone(),
+                );
                 self.refuse(conn, &why);
             }
-            Ok(policy) => self.create_session(conn, now, Some(policy)),
+            Ok(who) if who.at_cap() => {
+                let max = who.max_sessions.unwrap_or(0);
+                let why = format!(
+                    "{} already has {} open sessions; their group allows at most {max}",
+                    who.policy.technician, who.open_sessions
+                );
+                self.audit_by(
+                    AuditEvent::DeniedByPolicy,
+                    ip,
+                    None,
+                    Some(who.technician),
+                    why.clone(),
+                );
+                self.refuse(conn, &why);
+            }
+            Ok(who) => self.create_session(conn, now, Some(who), resumable),
             Err(why) => {
                 self.audit(AuditEvent::DeniedByPolicy, ip, None, why.clone());
                 self.refuse(conn, &why);
@@ -377,40 +600,31 @@ impl Switchboard {
         }
     }
 
-    fn create_session(&mut self, conn: ConnId, now: UnixMillis, policy: Option<SessionPolicy>) {
+    fn create_session(
+        &mut self,
+        conn: ConnId,
+        now: UnixMillis,
+        who: Option<Authenticated>,
+        resumable: bool,
+    ) {
         let session_id = SessionId(self.next_session);
         match self.codes.issue(now, session_id, &mut self.rng) {
             Ok((code, expires_at)) => {
                 self.next_session += 1;
+                let mut session = Session::new(code, conn, expires_at, now);
+                session.technician = who.as_ref().map(|w| w.technician);
+                session.policy = who.map(|w| w.policy);
+                self.sessions.insert(session_id, session);
+                if self.durable {
+                    return self.store_code(conn, session_id, resumable, now);
+                }
                 self.conns.insert(
                     conn,
                     Role::Controller {
                         session: session_id,
                     },
                 );
-                self.sessions.insert(
-                    session_id,
-                    Session {
-                        code,
-                        controller: Some(conn),
-                        target: None,
-                        paired: false,
-                        failed_verifications: 0,
-                        last_failure: now,
-                        policy,
-                    },
-                );
-                tracing::info!(%session_id, %expires_at, "session created");
-                let ip = self.sources.get(&conn).copied();
-                let detail = format!("{session_id}, expires at {expires_at}");
-                self.audit(AuditEvent::CodeIssued, ip, Some(code), detail);
-                self.send(
-                    conn,
-                    BrokerMessage::SessionCreated {
-                        session: code,
-                        expires_at,
-                    },
-                );
+                self.announce_code(conn, session_id, "");
             }
             Err(e) => {
                 tracing::warn!("refused to create a session: {e}");
@@ -421,246 +635,25 @@ impl Switchboard {
         }
     }
 
-    /// `join`: the limits, then (with a device proof) the device check, then the code.
-    fn join(
-        &mut self,
-        conn: ConnId,
-        refusals: u32,
-        code: &str,
-        device: Option<DeviceProof>,
-        now: UnixMillis,
-    ) {
-        let source = self.sources.get(&conn).copied();
-        if let Err(reason) = self.admit_join(source.map(SourceKey::of), code, now) {
-            return self.refuse_join(conn, refusals, code, reason, now);
-        }
-        let Some(proof) = device else {
-            if self.require_device {
-                let reason = JoinRefusal::DeviceNotAuthenticated;
-                return self.refuse_join(conn, refusals, code, reason, now);
-            }
-            return self.redeem(conn, refusals, code, now);
-        };
-        let checked = code
-            .parse::<SessionCode>()
-            .map_err(|_| JoinRefusal::Malformed)
-            .and_then(|session| {
-                proof
-                    .verify(session)
-                    .map_err(|_| JoinRefusal::DeviceNotAuthenticated)
-            });
-        match checked {
-            Ok(key) => {
-                // The signature holds; the store says whether the key is the one pinned to
-                // the id, and `handle_device_checked` goes on.
-                self.conns.insert(conn, Role::CheckingDevice { refusals });
-                self.device_checks
-                    .insert(conn, (code.to_owned(), proof.id.clone()));
-                self.outputs.push_back(Output::CheckDevice {
-                    conn,
-                    id: proof.id,
-                    key,
-                });
-            }
-            Err(reason) => self.refuse_join(conn, refusals, code, reason, now),
-        }
-    }
-
-    /// The store's answer for the device on `conn`: `Ok(true)` first contact (registered),
-    /// `Ok(false)` known and matching, `Err` why not.
-    pub(crate) fn handle_device_checked(
-        &mut self,
-        conn: ConnId,
-        result: Result<bool, String>,
-        now: UnixMillis,
-    ) {
-        let Some(Role::CheckingDevice { refusals }) = self.conns.get(&conn).copied() else {
-            return; // gone meanwhile
-        };
-        let Some((code, id)) = self.device_checks.remove(&conn) else {
-            return;
-        };
-        self.now = now;
-        let ip = self.sources.get(&conn).copied();
-        match result {
-            Ok(first) => {
-                if first {
-                    self.audit_text(AuditEvent::DeviceRegistered, ip, &code, id);
-                }
-                self.redeem(conn, refusals, &code, now);
-            }
-            Err(why) => {
-                let detail = format!("{id}: {why}");
-                self.audit_text(AuditEvent::DeviceKeyMismatch, ip, &code, detail);
-                let reason = JoinRefusal::DeviceNotAuthenticated;
-                self.refuse_join(conn, refusals, &code, reason, now);
-            }
-        }
-    }
-
-    /// Redeem the code and pair, or refuse.
-    fn redeem(&mut self, conn: ConnId, refusals: u32, code: &str, now: UnixMillis) {
-        let source = self.sources.get(&conn).copied();
-        let paired = self.codes.redeem(code, now).and_then(|session_id| {
-            match self.sessions.get_mut(&session_id) {
-                // A code is only redeemable while its controller is connected: leaving
-                // cancels it. Checked anyway, so the tables cannot disagree.
-                Some(session) if session.controller.is_some() && session.target.is_none() => {
-                    session.target = Some(conn);
-                    session.paired = true;
-                    Ok((session_id, session.controller, session.policy.clone()))
-                }
-                _ => Err(JoinRefusal::Cancelled),
-            }
-        });
-        match paired {
-            Ok((session_id, controller, policy)) => {
-                tracing::info!(%session_id, "target joined");
-                let code = self.sessions.get(&session_id).map(|s| s.code);
-                let detail = "the target joined; the peers verify each other next".to_owned();
-                self.audit(AuditEvent::SessionStarted, source, code, detail);
-                self.conns.insert(
-                    conn,
-                    Role::Target {
-                        session: Some(session_id),
-                        refusals,
-                    },
-                );
-                self.send(conn, BrokerMessage::Joined { policy });
-                if let Some(controller) = controller {
-                    self.send(controller, BrokerMessage::PeerJoined {});
-                }
-            }
-            Err(reason) => self.refuse_join(conn, refusals, code, reason, now),
-        }
-    }
-
-    /// Tell the target why its join failed; it may try again on the same socket.
-    fn refuse_join(
-        &mut self,
-        conn: ConnId,
-        refusals: u32,
-        code: &str,
-        reason: JoinRefusal,
-        now: UnixMillis,
-    ) {
-        let source = self.sources.get(&conn).copied();
-        let refusals = refusals.saturating_add(1);
-        // Waiting out a limit is not a guess; everything else counts.
-        if !matches!(
-            reason,
-            JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut
-        ) {
-            if let Some(source) = source {
-                self.limiter.record_failure(SourceKey::of(source), now);
-            }
-        }
-        let typed: String = code.chars().take(32).collect();
-        self.audit_text(
-            refusal_event(reason),
-            source,
-            &typed,
-            reason.message().into(),
-        );
-        tracing::info!(?reason, refusals, "join refused");
-        self.conns.insert(
-            conn,
-            Role::Target {
-                session: None,
-                refusals,
-            },
-        );
-        let message = reason.message().to_owned();
-        self.send(conn, BrokerMessage::JoinRefused { reason, message });
-    }
-
-    /// A peer says the other's description did not verify: unpair the target (it may try
-    /// again, typing the code anew), or burn the code after too many failures.
-    fn verification_failed(&mut self, session_id: SessionId, now: UnixMillis) {
+    /// Tell the controller on `conn` its code (and resume token, if it has one waiting).
+    fn announce_code(&mut self, conn: ConnId, session_id: SessionId, how: &str) {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        if !session.paired {
-            // Reported by both sides of the same attempt: count it once.
-            return;
-        }
-        session.failed_verifications += 1;
-        session.last_failure = now;
-        session.paired = false;
-        let failures = session.failed_verifications;
-        let code = session.code;
-        let controller = session.controller;
-        let target = session.target.take();
-        let burned = failures >= MAX_FAILED_VERIFICATIONS;
-        tracing::warn!(%session_id, failures, burned, "a peer failed verification");
-        let reason = if burned {
-            self.codes.burn(code);
-            JoinRefusal::Burned
-        } else {
-            self.codes.reopen(code);
-            JoinRefusal::VerificationFailed
-        };
-        if let Some(t) = target {
-            let ip = self.sources.get(&t).copied();
-            if let Some(ip) = ip {
-                self.limiter.record_failure(SourceKey::of(ip), now);
-            }
-            let event = if burned {
-                AuditEvent::CodeBurned
-            } else {
-                AuditEvent::ConfirmationFailed
-            };
-            self.audit(
-                event,
-                ip,
-                Some(code),
-                format!("failed verification {failures}"),
-            );
-            if let Some(Role::Target { refusals, .. }) = self.conns.get(&t).copied() {
-                self.conns.insert(
-                    t,
-                    Role::Target {
-                        session: None,
-                        refusals: refusals.saturating_add(1),
-                    },
-                );
-            }
-            let message = reason.message().to_owned();
-            self.send(t, BrokerMessage::JoinRefused { reason, message });
-        }
-        if let Some(c) = controller {
-            if burned {
-                self.refuse(c, reason.message());
-            } else {
-                self.send(c, BrokerMessage::AttemptFailed { failures });
-            }
-        }
-    }
-
-    /// The join limits: the source's failure budget, then the session's growing delay after
-    /// failed verifications (checked before redeeming, so a refused try keeps the code).
-    fn admit_join(
-        &mut self,
-        source: Option<SourceKey>,
-        code: &str,
-        now: UnixMillis,
-    ) -> Result<(), JoinRefusal> {
-        if let Some(source) = source {
-            self.limiter.admit(source, now)?;
-        }
-        if let Some(session) = self
-            .codes
-            .session_of(code, now)
-            .and_then(|id| self.sessions.get(&id))
-        {
-            let retry_at = self
-                .limiter
-                .session_retry_at(session.failed_verifications, session.last_failure);
-            if now < retry_at {
-                return Err(JoinRefusal::TooManyAttempts);
-            }
-        }
-        Ok(())
+        let (code, expires_at, technician) = (session.code, session.expires_at, session.technician);
+        let resume = session.resume.take();
+        tracing::info!(%session_id, %expires_at, "session created{how}");
+        let ip = self.sources.get(&conn).copied();
+        let detail = format!("{session_id}, expires at {expires_at}{how}");
+        self.audit_by(AuditEvent::CodeIssued, ip, Some(code), technician, detail);
+        self.send(
+            conn,
+            BrokerMessage::SessionCreated {
+                session: code,
+                expires_at,
+                resume,
+            },
+        );
     }
 
     fn relay(&mut self, from: ConnId, session_id: SessionId, signal: PeerSignal) {
@@ -705,13 +698,38 @@ impl Switchboard {
         code: Option<SessionCode>,
         detail: String,
     ) {
+        self.audit_by(event, ip, code, None, detail);
+    }
+
+    /// An audit record naming the technician involved, if known.
+    fn audit_by(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        code: Option<SessionCode>,
+        technician: Option<TechnicianId>,
+        detail: String,
+    ) {
         let code = code.map(|c| c.to_string());
-        self.audit_text(event, ip, code.as_deref().unwrap_or(""), detail);
+        self.audit_record(event, ip, code.as_deref().unwrap_or(""), technician, detail);
     }
 
     fn audit_text(&mut self, event: AuditEvent, ip: Option<IpAddr>, session: &str, detail: String) {
+        self.audit_record(event, ip, session, None, detail);
+    }
+
+    fn audit_record(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        session: &str,
+        technician: Option<TechnicianId>,
+        detail: String,
+    ) {
         let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
-        let mut record = AuditRecord::new(at, event).detail(detail);
+        let mut record = AuditRecord::new(at, event)
+            .detail(detail)
+            .maybe_technician(technician);
         if let Some(ip) = ip {
             record = record.source(ip);
         }
@@ -722,19 +740,7 @@ impl Switchboard {
     }
 }
 
-/// The audit event for a refused join.
-fn refusal_event(reason: JoinRefusal) -> AuditEvent {
-    match reason {
-        JoinRefusal::Malformed | JoinRefusal::WrongCode => AuditEvent::WrongCode,
-        JoinRefusal::Expired => AuditEvent::Expired,
-        JoinRefusal::AlreadyUsed => AuditEvent::Reused,
-        JoinRefusal::Cancelled => AuditEvent::Cancelled,
-        JoinRefusal::Burned => AuditEvent::CodeBurned,
-        JoinRefusal::VerificationFailed => AuditEvent::ConfirmationFailed,
-        JoinRefusal::TooManyAttempts | JoinRefusal::LockedOut => AuditEvent::DeniedByPolicy,
-        JoinRefusal::DeviceNotAuthenticated => AuditEvent::DeviceNotAuthenticated,
-    }
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod durable_tests;

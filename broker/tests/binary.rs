@@ -73,7 +73,10 @@ async fn the_binary_prints_its_real_address_pairs_peers_audits_them_and_stops_on
 
     let mut controller = Peer::connect(url).await?;
     controller
-        .send(&deskwire_signal::ClientMessage::CreateSession { token: None })
+        .send(&deskwire_signal::ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        })
         .await?;
     let code = match controller.recv().await? {
         BrokerMessage::SessionCreated { session, .. } => session,
@@ -262,6 +265,7 @@ async fn with_require_token_only_a_valid_token_opens_a_session_and_the_target_le
     let url = url.as_str();
     let create = |token: Option<&str>| deskwire_signal::ClientMessage::CreateSession {
         token: token.map(str::to_owned),
+        resumable: false,
     };
 
     // No token, a forged one, and a valid one of a group that may not start sessions.
@@ -381,8 +385,11 @@ async fn a_device_is_registered_on_first_contact_and_a_forged_or_unsigned_claim_
 
 /// Create a session on `c` and return its code.
 async fn new_session(c: &mut Peer) -> Result<deskwire_signal::SessionCode> {
-    c.send(&deskwire_signal::ClientMessage::CreateSession { token: None })
-        .await?;
+    c.send(&deskwire_signal::ClientMessage::CreateSession {
+        token: None,
+        resumable: false,
+    })
+    .await?;
     match c.recv().await? {
         BrokerMessage::SessionCreated { session, .. } => Ok(session),
         other => bail!("expected session_created, got {other:?}"),

@@ -123,7 +123,10 @@ async fn a_code_is_refused_as_expired_once_the_clock_passes_its_ttl() -> Result<
     // The controller was not told anything and is still connected: it learns the expiry
     // from `expires_at`, and a new code needs a new connection.
     controller
-        .send(&ClientMessage::CreateSession { token: None })
+        .send(&ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        })
         .await?;
     controller.expect_error_and_close().await?;
     broker.stop().await
@@ -191,7 +194,10 @@ async fn relay_before_pairing_and_a_second_create_are_errors_that_close() -> Res
 
     let (mut controller, mut target) = broker.pair().await?;
     controller
-        .send(&ClientMessage::CreateSession { token: None })
+        .send(&ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        })
         .await?;
     controller.expect_error_and_close().await?;
     expect(target.recv().await?, BrokerMessage::PeerLeft {})?;

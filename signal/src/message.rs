@@ -33,6 +33,11 @@ pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
 pub const MAX_SDP_BYTES: usize = 32 * 1024;
 /// Longest free-text reason accepted (a bye reason, an error message).
 pub const MAX_REASON_CHARS: usize = 256;
+/// Longest resume token accepted, in hex digits. Brokers issue 64 (256 bits); the slack lets
+/// a later broker lengthen them without older peers refusing the message.
+const MAX_RESUME_HEX: usize = 128;
+/// Longest code text accepted in `join` and `resume` (the user may type spaces or dashes).
+const MAX_CODE_CHARS: usize = 64;
 
 /// Every message on the wire is `{"v": VERSION, "type": ..., ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +58,20 @@ pub enum ClientMessage {
         /// The technician's API token (`dw_...`), for a broker with accounts.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// Ask for a resume token in `session_created`, to re-attach with [`Self::Resume`]
+        /// after losing the broker. Opt-in because `session_created` is decoded strictly:
+        /// a controller that does not know the field must never receive it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        resumable: bool,
+    },
+    /// Controller, on a new connection: re-attach to a code this controller created before
+    /// its broker restarted (or on another broker sharing the database). Answered by
+    /// `session_created` with the same code and expiry, or by an `error`.
+    Resume {
+        /// The broker's half of the code, as `session_created` gave it.
+        session: String,
+        /// The resume token `session_created` gave with it.
+        resume: String,
     },
     /// Target: join the session this code names. May be sent again after a refusal.
     Join {
@@ -83,6 +102,10 @@ pub enum BrokerMessage {
         session: SessionCode,
         /// When the code stops working if nobody has joined.
         expires_at: UnixMillis,
+        /// Hex token proving this controller created the code, when `create_session` asked
+        /// for one (the broker keeps only its hash). Absent in the answer to a `resume`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
     },
     /// To the target: the code was right; the controller is waiting for an offer.
     Joined {
@@ -214,6 +237,9 @@ pub enum JoinRefusal {
     LockedOut,
     /// The device did not prove it holds the key it registered with.
     DeviceNotAuthenticated,
+    /// The code is live but its technician's connection is not (the broker restarted and
+    /// they have not re-attached yet). The code still works: try again shortly.
+    ControllerAway,
 }
 
 impl JoinRefusal {
@@ -241,6 +267,9 @@ impl JoinRefusal {
             }
             JoinRefusal::LockedOut => {
                 "too many failed attempts from this network; try again in an hour"
+            }
+            JoinRefusal::ControllerAway => {
+                "the technician is reconnecting; try the same code again in a moment"
             }
         }
     }
@@ -295,8 +324,12 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
     if let ClientMessage::Relay { signal } = &msg {
         check_signal(signal)?;
     }
+    if let ClientMessage::Resume { session, resume } = &msg {
+        check_len("session", session.len(), MAX_CODE_CHARS)?;
+        check_len("resume", resume.len(), MAX_RESUME_HEX)?;
+    }
     if let ClientMessage::Join { code, device } = &msg {
-        check_len("code", code.len(), 64)?;
+        check_len("code", code.len(), MAX_CODE_CHARS)?;
         if let Some(d) = device {
             // An id, a 32-byte key and a 64-byte signature, in hex.
             check_len("device id", d.id.len(), 64)?;
@@ -315,6 +348,10 @@ pub fn decode_broker(text: &str) -> Result<BrokerMessage, SignalError> {
         BrokerMessage::JoinRefused { message, .. } | BrokerMessage::Error { message } => {
             check_len("message", message.chars().count(), MAX_REASON_CHARS)?
         }
+        BrokerMessage::SessionCreated {
+            resume: Some(resume),
+            ..
+        } => check_len("resume", resume.len(), MAX_RESUME_HEX)?,
         _ => {}
     }
     Ok(msg)
@@ -353,6 +390,12 @@ fn check_signal(signal: &PeerSignal) -> Result<(), SignalError> {
     }
 }
 
+// serde's `skip_serializing_if` passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), SignalError> {
     if len > max {
         return Err(SignalError::FieldTooLong { field, len, max });
@@ -367,7 +410,10 @@ mod tests {
     #[test]
     fn messages_carry_version_and_type_on_the_wire() {
         assert_eq!(
-            encode(&ClientMessage::CreateSession { token: None }),
+            encode(&ClientMessage::CreateSession {
+                token: None,
+                resumable: false
+            }),
             r#"{"v":1,"type":"create_session"}"#
         );
         assert_eq!(
@@ -383,7 +429,8 @@ mod tests {
         assert_eq!(
             encode(&BrokerMessage::SessionCreated {
                 session,
-                expires_at: UnixMillis(7)
+                expires_at: UnixMillis(7),
+                resume: None,
             }),
             r#"{"v":1,"type":"session_created","session":"123 456","expires_at":7}"#
         );
@@ -399,7 +446,10 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let client = [
-            ClientMessage::CreateSession { token: None },
+            ClientMessage::CreateSession {
+                token: None,
+                resumable: false,
+            },
             ClientMessage::Join {
                 code: "123 456".into(),
                 device: None,
@@ -515,8 +565,112 @@ mod tests {
             JoinRefusal::TooManyAttempts,
             JoinRefusal::LockedOut,
             JoinRefusal::DeviceNotAuthenticated,
+            JoinRefusal::ControllerAway,
         ] {
             assert!(r.message().len() > 20);
         }
+    }
+
+    #[test]
+    fn resume_messages_have_their_wire_shape_and_round_trip() {
+        let session = SessionCode::from_number(123_456).unwrap();
+        let token = "ab".repeat(32);
+        let asked = ClientMessage::CreateSession {
+            token: Some("dw_x".into()),
+            resumable: true,
+        };
+        assert_eq!(
+            encode(&asked),
+            r#"{"v":1,"type":"create_session","token":"dw_x","resumable":true}"#
+        );
+        let created = BrokerMessage::SessionCreated {
+            session,
+            expires_at: UnixMillis(7),
+            resume: Some(token.clone()),
+        };
+        assert_eq!(
+            encode(&created),
+            format!(
+                r#"{{"v":1,"type":"session_created","session":"123 456","expires_at":7,"resume":"{token}"}}"#
+            )
+        );
+        let resume = ClientMessage::Resume {
+            session: "123 456".into(),
+            resume: token.clone(),
+        };
+        assert_eq!(
+            encode(&resume),
+            format!(r#"{{"v":1,"type":"resume","session":"123 456","resume":"{token}"}}"#)
+        );
+        let away = BrokerMessage::JoinRefused {
+            reason: JoinRefusal::ControllerAway,
+            message: JoinRefusal::ControllerAway.message().into(),
+        };
+        assert!(encode(&away).contains(r#""reason":"controller_away""#));
+        for m in [asked, resume] {
+            assert_eq!(decode_client(&encode(&m)).unwrap(), m);
+        }
+        for m in [created, away] {
+            assert_eq!(decode_broker(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn messages_without_the_resume_fields_still_decode() {
+        // What peers and brokers from before resume send.
+        assert_eq!(
+            decode_client(r#"{"v":1,"type":"create_session","token":"dw_x"}"#).unwrap(),
+            ClientMessage::CreateSession {
+                token: Some("dw_x".into()),
+                resumable: false
+            }
+        );
+        assert_eq!(
+            decode_broker(r#"{"v":1,"type":"session_created","session":"123 456","expires_at":7}"#)
+                .unwrap(),
+            BrokerMessage::SessionCreated {
+                session: SessionCode::from_number(123_456).unwrap(),
+                expires_at: UnixMillis(7),
+                resume: None,
+            }
+        );
+    }
+
+    #[test]
+    fn oversized_resume_fields_are_refused_with_their_name() {
+        let long = ClientMessage::Resume {
+            session: "1".repeat(MAX_CODE_CHARS + 1),
+            resume: "ab".into(),
+        };
+        assert!(matches!(
+            decode_client(&encode(&long)),
+            Err(SignalError::FieldTooLong {
+                field: "session",
+                ..
+            })
+        ));
+        let long = ClientMessage::Resume {
+            session: "123 456".into(),
+            resume: "a".repeat(MAX_RESUME_HEX + 1),
+        };
+        assert!(matches!(
+            decode_client(&encode(&long)),
+            Err(SignalError::FieldTooLong {
+                field: "resume",
+                ..
+            })
+        ));
+        let long = BrokerMessage::SessionCreated {
+            session: SessionCode::from_number(1).unwrap(),
+            expires_at: UnixMillis(7),
+            resume: Some("a".repeat(MAX_RESUME_HEX + 1)),
+        };
+        assert!(matches!(
+            decode_broker(&encode(&long)),
+            Err(SignalError::FieldTooLong {
+                field: "resume",
+                ..
+            })
+        ));
     }
 }

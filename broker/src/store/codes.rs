@@ -39,6 +39,9 @@ pub enum Refusal {
     /// Too many failed confirmations.
     #[error("the connection code was blocked after {MAX_FAILED_CONFIRMATIONS} failed attempts")]
     Burned,
+    /// A resume token that is not the one issued with the code (or the code has none).
+    #[error("the resume token does not match the connection code")]
+    WrongResumeToken,
 }
 
 impl Refusal {
@@ -50,6 +53,7 @@ impl Refusal {
             Self::Reused => AuditEvent::Reused,
             Self::Cancelled => AuditEvent::Cancelled,
             Self::Burned => AuditEvent::CodeBurned,
+            Self::WrongResumeToken => AuditEvent::LoginFailed,
         }
     }
 }
@@ -134,6 +138,20 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        self.insert_resumable_code(session_code, technician, now, expires_at, None)
+            .await
+    }
+
+    /// [`Store::insert_code`], keeping `resume_hash` (the SHA-256, hex, of the token its
+    /// controller may present to [`Store::resume_code`] after losing its broker).
+    pub async fn insert_resumable_code(
+        &self,
+        session_code: &str,
+        technician: Option<TechnicianId>,
+        now: i64,
+        expires_at: i64,
+        resume_hash: Option<&str>,
+    ) -> Result<(), StoreError> {
         check_session_code(session_code)?;
         if expires_at <= now {
             return Err(StoreError::Invalid {
@@ -144,12 +162,13 @@ impl Store {
         let technician_name = technician.map_or_else(String::new, |t| t.0.to_string());
         sqlx::query(
             "INSERT INTO codes (session_code, technician_id, issued_at, expires_at, state, \
-             failed_confirmations) VALUES ($1, $2, $3, $4, 'pending', 0)",
+             failed_confirmations, resume_hash) VALUES ($1, $2, $3, $4, 'pending', 0, $5)",
         )
         .bind(session_code)
         .bind(technician.map(|t| t.0))
         .bind(now)
         .bind(expires_at)
+        .bind(resume_hash)
         .execute(self.pool())
         .await
         .map_err(|e| {
@@ -223,6 +242,39 @@ impl Store {
         }
     }
 
+    /// The code, if it is pending and unexpired at `now` and `resume_hash` is the hash stored
+    /// with it: its controller may re-attach. Changes nothing either way.
+    pub async fn resume_code(
+        &self,
+        session_code: &str,
+        resume_hash: &str,
+        now: i64,
+    ) -> Result<Result<CodeRecord, Refusal>, StoreError> {
+        let row = sqlx::query(
+            "SELECT session_code, technician_id, issued_at, expires_at, state, \
+             failed_confirmations, closed_at, resume_hash FROM codes WHERE session_code = $1",
+        )
+        .bind(session_code)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(Err(Refusal::Unknown));
+        };
+        let code = code_from(&row)?;
+        let stored: Option<String> = row.try_get(7)?;
+        // Hashes of 256-bit random tokens: comparing them leaks nothing usable about the token.
+        if stored.as_deref() != Some(resume_hash) {
+            return Ok(Err(Refusal::WrongResumeToken));
+        }
+        Ok(match code.state {
+            CodeState::Redeemed => Err(Refusal::Reused),
+            CodeState::Cancelled => Err(Refusal::Cancelled),
+            CodeState::Burned => Err(Refusal::Burned),
+            CodeState::Pending if code.expires_at <= now => Err(Refusal::Expired),
+            CodeState::Pending => Ok(code),
+        })
+    }
+
     /// Withdraw a pending code; false if it was not pending.
     pub async fn cancel_code(&self, session_code: &str, now: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
@@ -270,7 +322,11 @@ impl Store {
     }
 
     /// Why a conditional update on a pending code matched nothing.
-    async fn why_not_pending(&self, session_code: &str, now: i64) -> Result<Refusal, StoreError> {
+    pub(super) async fn why_not_pending(
+        &self,
+        session_code: &str,
+        now: i64,
+    ) -> Result<Refusal, StoreError> {
         Ok(match self.code(session_code).await? {
             None => Refusal::Unknown,
             Some(code) => match code.state {

@@ -13,8 +13,14 @@ use super::StoreError;
 
 /// (version, description, SQL), oldest first. Never edit one that has shipped: sqlx refuses a
 /// database whose applied migration's checksum changed. Add a new file instead.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "store", include_str!("../../migrations/0001_store.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "store", include_str!("../../migrations/0001_store.sql")),
+    (
+        2,
+        "resume",
+        include_str!("../../migrations/0002_resume.sql"),
+    ),
+];
 
 /// The migrations above as a sqlx source (sqlx's own embedding needs its `macros` feature,
 /// which would compile a second copy of sqlx for the host).

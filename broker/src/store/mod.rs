@@ -35,7 +35,9 @@ pub use accounts::{
 pub use audit::{AuditBreak, AuditEntry, AuditEvent, AuditId, AuditRecord, BreakReason};
 pub use codes::{CodeRecord, CodeState, Redeemed, Refusal, MAX_FAILED_CONFIRMATIONS};
 pub use devices::{Device, DeviceRefusal, Registered};
-pub use sessions::{EndedBy, NewSession, SessionRecord, SessionRecordId, SessionRefusal};
+pub use sessions::{
+    EndedBy, JoinDenied, NewSession, SessionRecord, SessionRecordId, SessionRefusal,
+};
 pub use technicians::{IssuedToken, Principal, Technician, TechnicianId, TokenId, TokenInfo};
 
 /// How long opening waits for the database to answer before naming the URL in an error.

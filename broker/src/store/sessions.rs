@@ -5,6 +5,9 @@ use std::fmt;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use sqlx::AnyConnection;
+
+use super::codes::Refusal;
 use super::technicians::TechnicianId;
 use super::{constraint_error, next_id, Store, StoreError};
 
@@ -76,6 +79,18 @@ pub enum SessionRefusal {
     },
 }
 
+/// Why a join did not start a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinDenied {
+    /// The code did not work (and nothing changed).
+    #[error("{0}")]
+    Code(Refusal),
+    /// The technician is at their cap (and the code is still pending).
+    #[error("{0}")]
+    Session(SessionRefusal),
+}
+
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -105,48 +120,49 @@ impl Store {
         new: &NewSession<'_>,
     ) -> Result<Result<SessionRecordId, SessionRefusal>, StoreError> {
         let mut tx = self.pool().begin().await?;
-        if let (Some(technician), Some(max)) = (new.technician, new.max_sessions) {
-            // A no-op update locks the technician's row on PostgreSQL (and takes SQLite's
-            // write lock): concurrent starts for one technician queue here.
-            sqlx::query("UPDATE technicians SET id = id WHERE id = $1")
-                .bind(technician.0)
-                .execute(&mut *tx)
-                .await?;
-            let (open,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM sessions WHERE technician_id = $1 AND ended_at IS NULL",
-            )
-            .bind(technician.0)
-            .fetch_one(&mut *tx)
-            .await?;
-            if open >= i64::from(max) {
-                return Ok(Err(SessionRefusal::TooManySessions { max }));
-            }
+        let started = start_in(&mut tx, new).await?;
+        if started.is_ok() {
+            tx.commit().await?;
         }
-        let id = next_id(&mut tx, "session").await?;
-        let technician_name = new.technician.map_or_else(String::new, |t| t.0.to_string());
-        sqlx::query(
-            "INSERT INTO sessions (id, session_code, technician_id, device_id, started_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+        Ok(started)
+    }
+
+    /// A target joins with `new.session_code`: redeem the code and record the session in one
+    /// transaction, so the code is used exactly when a session row exists. The code is
+    /// redeemed once across every broker sharing the database; a technician at their cap
+    /// leaves it pending (the whole transaction rolls back).
+    pub async fn join_code(
+        &self,
+        new: &NewSession<'_>,
+    ) -> Result<Result<SessionRecordId, JoinDenied>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // First statement a write: it takes SQLite's write lock at once, and the code's row
+        // lock on PostgreSQL, so two brokers cannot both see it pending.
+        let redeemed = sqlx::query(
+            "UPDATE codes SET state = 'redeemed', closed_at = $2 \
+             WHERE session_code = $1 AND state = 'pending' AND expires_at > $2",
         )
-        .bind(id)
         .bind(new.session_code)
-        .bind(new.technician.map(|t| t.0))
-        .bind(new.device)
         .bind(new.started_at)
         .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            constraint_error(
-                e,
-                ("session", &id.to_string()),
-                (
-                    "technician or device",
-                    &format!("{technician_name} {:?}", new.device),
-                ),
-            )
-        })?;
-        tx.commit().await?;
-        Ok(Ok(SessionRecordId(id)))
+        .await?;
+        if redeemed.rows_affected() != 1 {
+            tx.rollback().await?;
+            let why = self
+                .why_not_pending(new.session_code, new.started_at)
+                .await?;
+            return Ok(Err(JoinDenied::Code(why)));
+        }
+        match start_in(&mut tx, new).await? {
+            Ok(id) => {
+                tx.commit().await?;
+                Ok(Ok(id))
+            }
+            Err(refusal) => {
+                tx.rollback().await?;
+                Ok(Err(JoinDenied::Session(refusal)))
+            }
+        }
     }
 
     /// Record a session's end; false if it had already ended (the first end is kept).
@@ -207,6 +223,56 @@ impl Store {
         .await?;
         Ok(super::to_count(n))
     }
+}
+
+/// Insert a session row inside the caller's transaction, enforcing the technician's cap.
+/// With a technician and a cap, the count of their open sessions and the insert happen under
+/// one lock, so concurrent starts cannot overshoot.
+async fn start_in(
+    tx: &mut AnyConnection,
+    new: &NewSession<'_>,
+) -> Result<Result<SessionRecordId, SessionRefusal>, StoreError> {
+    if let (Some(technician), Some(max)) = (new.technician, new.max_sessions) {
+        // A no-op update locks the technician's row on PostgreSQL (and takes SQLite's
+        // write lock): concurrent starts for one technician queue here.
+        sqlx::query("UPDATE technicians SET id = id WHERE id = $1")
+            .bind(technician.0)
+            .execute(&mut *tx)
+            .await?;
+        let (open,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM sessions WHERE technician_id = $1 AND ended_at IS NULL",
+        )
+        .bind(technician.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if open >= i64::from(max) {
+            return Ok(Err(SessionRefusal::TooManySessions { max }));
+        }
+    }
+    let id = next_id(&mut *tx, "session").await?;
+    let technician_name = new.technician.map_or_else(String::new, |t| t.0.to_string());
+    sqlx::query(
+        "INSERT INTO sessions (id, session_code, technician_id, device_id, started_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(new.session_code)
+    .bind(new.technician.map(|t| t.0))
+    .bind(new.device)
+    .bind(new.started_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| {
+        constraint_error(
+            e,
+            ("session", &id.to_string()),
+            (
+                "technician or device",
+                &format!("{technician_name} {:?}", new.device),
+            ),
+        )
+    })?;
+    Ok(Ok(SessionRecordId(id)))
 }
 
 fn session_from(row: &AnyRow) -> Result<SessionRecord, StoreError> {

@@ -5,6 +5,7 @@ use deskwire_signal::encode;
 use rand::SeedableRng;
 
 use super::*;
+use deskwire_signal::JoinRefusal;
 
 /// Where the test connections come from.
 const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
@@ -56,13 +57,24 @@ fn send(to: ConnId, msg: BrokerMessage) -> Output {
 /// A controller with a session; returns its connection and code.
 fn controller(b: &mut Switchboard) -> (ConnId, SessionCode) {
     let c = b.handle_open(SRC);
-    match say(b, c, &ClientMessage::CreateSession { token: None }, T0).as_slice() {
+    match say(
+        b,
+        c,
+        &ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        },
+        T0,
+    )
+    .as_slice()
+    {
         [Output::Send {
             to,
             msg:
                 BrokerMessage::SessionCreated {
                     session: code,
                     expires_at,
+                    resume: None,
                 },
         }] => {
             assert_eq!(*to, c);
@@ -273,7 +285,15 @@ fn protocol_violations_get_an_error_and_a_close() {
     assert!(matches!(out.as_slice(),
         [Output::Send { to, msg: BrokerMessage::Error { .. } }, Output::Send { to: peer, msg: BrokerMessage::PeerLeft {} }, Output::Close { conn }]
         if *to == t && *peer == c && *conn == t));
-    let out = say(&mut b, c, &ClientMessage::CreateSession { token: None }, T0);
+    let out = say(
+        &mut b,
+        c,
+        &ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        },
+        T0,
+    );
     assert!(is_error_then_close(&out, c));
     assert_eq!(
         b.connections(),
@@ -336,7 +356,15 @@ fn the_pending_code_cap_refuses_more_sessions_with_an_error() {
         controller(&mut b);
     }
     let c = b.handle_open(SRC);
-    let out = say(&mut b, c, &ClientMessage::CreateSession { token: None }, T0);
+    let out = say(
+        &mut b,
+        c,
+        &ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        },
+        T0,
+    );
     assert!(is_error_then_close(&out, c));
     let Output::Send {
         msg: BrokerMessage::Error { message },
@@ -440,7 +468,10 @@ fn every_attempt_and_outcome_is_audited_with_its_source_and_code() {
     let c = b.handle_open(SRC);
     b.handle_text(
         c,
-        &encode(&ClientMessage::CreateSession { token: None }),
+        &encode(&ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        }),
         T0,
     );
     let code = std::iter::from_fn(|| b.poll_output())

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use deskwire_broker::store::Store;
 use deskwire_broker::{BrokerConfig, BrokerError, ManualClock};
 use deskwire_signal::{
     decode_broker, encode, BrokerMessage, ClientMessage, PeerSignal, SessionCode, UnixMillis,
@@ -40,17 +41,35 @@ impl Broker {
     }
 
     pub async fn start_with(config: BrokerConfig) -> Result<Self> {
+        Self::spawn(config, Arc::new(ManualClock::new(T0)), None).await
+    }
+
+    /// A broker keeping its codes, sessions and audit log in `store`, on `clock` (shared
+    /// with a broker started before it on the same database, to restart in virtual time).
+    pub async fn start_with_store(
+        config: BrokerConfig,
+        store: Store,
+        clock: Arc<ManualClock>,
+    ) -> Result<Self> {
+        Self::spawn(config, clock, Some(store)).await
+    }
+
+    async fn spawn(
+        config: BrokerConfig,
+        clock: Arc<ManualClock>,
+        store: Option<Store>,
+    ) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let clock = Arc::new(ManualClock::new(T0));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(deskwire_broker::run(
+        let task = tokio::spawn(deskwire_broker::run_with_store(
             listener,
             config,
             clock.clone(),
+            store,
             shutdown,
         ));
         Ok(Self {
@@ -81,12 +100,16 @@ impl Broker {
     /// A controller that has created a session.
     pub async fn controller(&self) -> Result<(Peer, SessionCode, UnixMillis)> {
         let mut peer = self.peer().await?;
-        peer.send(&ClientMessage::CreateSession { token: None })
-            .await?;
+        peer.send(&ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        })
+        .await?;
         match peer.recv().await? {
             BrokerMessage::SessionCreated {
                 session,
                 expires_at,
+                ..
             } => Ok((peer, session, expires_at)),
             other => bail!("expected session_created, got {other:?}"),
         }

@@ -236,6 +236,7 @@ impl ControllerTask {
         let broker = |e: SessionError| DisconnectReason::Broker(e.to_string());
         sig.send(&ClientMessage::CreateSession {
             token: self.config.token.clone(),
+            resumable: false,
         })
         .await
         .map_err(broker)?;
@@ -258,7 +259,7 @@ impl ControllerTask {
             let mut failed: Option<String> = None;
             tokio::select! {
                 msg = sig.recv() => match msg.map_err(broker)? {
-                    BrokerMessage::SessionCreated { session, expires_at } => {
+                    BrokerMessage::SessionCreated { session, expires_at, .. } => {
                         let secret = rand::random_range(0..ConnectionCode::SECRET_SPACE);
                         let full = ConnectionCode::new(session, secret)
                             .ok_or_else(|| DisconnectReason::Error("secret out of range".into()))?;
