@@ -46,8 +46,10 @@ pub use frame_encoder::{FrameEncoder, FrameOutcome};
 pub use pipeline::Pipeline;
 pub use session::{
     AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
-    DisconnectReason, Host, HostConfig, HostEvent, SessionError, TransportConfig,
+    DisconnectReason, Host, HostConfig, HostEvent, LanTarget, SessionError, TransportConfig,
 };
+/// Direct connections on the LAN: passwords, listening, discovery.
+pub use session::lan;
 pub use stats::{PipelineStats, StageTimings};
 pub use workers::Workers;
 

@@ -14,6 +14,13 @@ use std::time::Duration;
 
 use crate::time::UnixMillis;
 
+/// The WebSocket path a LAN target serves direct connections on.
+pub const LAN_PATH: &str = "/v1/lan";
+/// The DNS-SD service type LAN targets announce themselves under.
+pub const SERVICE_TYPE: &str = "_deskwire._tcp.local.";
+/// The TCP port a LAN target listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8451;
+
 /// Crockford's base-32 alphabet.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Characters in a password.
@@ -27,7 +34,9 @@ pub struct LanPassword([u8; CHARS]);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LanPasswordError {
     /// Wrong number of characters once dashes and spaces are ignored.
-    #[error("a LAN password has {CHARS} characters (dashes and spaces do not count); this one has {0}")]
+    #[error(
+        "a LAN password has {CHARS} characters (dashes and spaces do not count); this one has {0}"
+    )]
     Length(usize),
     /// A character outside the alphabet.
     #[error("{0:?} cannot be in a LAN password (letters and digits only, no U)")]

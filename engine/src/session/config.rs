@@ -312,6 +312,11 @@ impl HostConfig {
         for url in &self.fallback_brokers {
             check_url(url)?;
         }
+        self.validate_local()
+    }
+
+    /// Every setting but the brokers: what a LAN target, which has none, must get right.
+    pub(crate) fn validate_local(&self) -> Result<(), SessionConfigError> {
         self.transport.validate()?;
         match self.acceptance {
             AcceptanceMode::AllowAutomatically { reject_window: d } => check_duration(
@@ -358,6 +363,17 @@ pub struct ControllerConfig {
     pub keyframe_retry: Duration,
     /// The technician's API token, for a broker with accounts.
     pub token: Option<String>,
+    /// Connect straight to a LAN target instead of through the broker.
+    pub lan: Option<LanTarget>,
+}
+
+/// A LAN target to connect to directly, with its password.
+#[derive(Debug, Clone)]
+pub struct LanTarget {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its current remote-connection password.
+    pub password: deskwire_signal::lan::LanPassword,
 }
 
 impl ControllerConfig {
@@ -370,6 +386,15 @@ impl ControllerConfig {
             peer_timeout: Duration::from_secs(3),
             keyframe_retry: Duration::from_millis(250),
             token: None,
+            lan: None,
+        }
+    }
+
+    /// Defaults for a direct connection to the LAN target at `addr`, no broker.
+    pub fn lan(addr: std::net::SocketAddr, password: deskwire_signal::lan::LanPassword) -> Self {
+        Self {
+            lan: Some(LanTarget { addr, password }),
+            ..Self::new("")
         }
     }
 
@@ -393,7 +418,9 @@ impl ControllerConfig {
 
     /// Check every setting.
     pub fn validate(&self) -> Result<(), SessionConfigError> {
-        check_url(&self.broker)?;
+        if self.lan.is_none() {
+            check_url(&self.broker)?;
+        }
         self.transport.validate()?;
         check_duration(
             "keyframe_retry",

@@ -180,9 +180,13 @@ enum DecodeInput {
 impl ControllerTask {
     async fn run(&mut self) -> DisconnectReason {
         let timeout = self.config.connect_timeout;
-        let mut sig = match Signalling::connect(&self.config.broker, timeout).await {
+        let sig = match &self.config.lan {
+            Some(target) => Signalling::connect_lan(target.addr, timeout).await,
+            None => Signalling::connect(&self.config.broker, timeout).await,
+        };
+        let mut sig = match sig {
             Ok(s) => s,
-            Err(e) => return DisconnectReason::Broker(e.to_string()),
+            Err(e) => return DisconnectReason::from(e),
         };
         // Build the peer connection (sockets, certificate: tens of milliseconds) while the
         // code is being read out, not after the target has joined.
@@ -233,13 +237,22 @@ impl ControllerTask {
         &mut self,
         sig: &mut Signalling,
     ) -> Result<(String, SessionKeys, Instant), DisconnectReason> {
-        let broker = |e: SessionError| DisconnectReason::Broker(e.to_string());
-        sig.send(&ClientMessage::CreateSession {
-            token: self.config.token.clone(),
-            resumable: false,
-        })
-        .await
-        .map_err(broker)?;
+        let broker = |e: SessionError| DisconnectReason::from(e);
+        // A LAN target answers as a broker would, starting at `peer_joined`; the password
+        // takes the code's place.
+        let lan = self.config.lan.as_ref().map(|t| t.password.clone());
+        let refused = |message: String| match lan {
+            Some(_) => DisconnectReason::Lan(message),
+            None => DisconnectReason::Broker(message),
+        };
+        if lan.is_none() {
+            sig.send(&ClientMessage::CreateSession {
+                token: self.config.token.clone(),
+                resumable: false,
+            })
+            .await
+            .map_err(broker)?;
+        }
         let mut expires: Option<UnixMillis> = None;
         let mut code: Option<ConnectionCode> = None;
         let mut joined_at: Option<Instant> = None;
@@ -268,11 +281,14 @@ impl ControllerTask {
                         self.events.emit_important(ControllerEvent::Code { code: full, expires_at });
                     }
                     BrokerMessage::PeerJoined {} => {
-                        let Some(full) = code else {
-                            return Err(DisconnectReason::Broker("peer_joined before a code".into()));
+                        let (p, msg) = match (&lan, code) {
+                            (Some(password), _) => Pake::start_lan(password),
+                            (None, Some(full)) => Pake::start(&full),
+                            (None, None) => {
+                                return Err(DisconnectReason::Broker("peer_joined before a code".into()))
+                            }
                         };
                         joined_at = Some(Instant::now());
-                        let (p, msg) = Pake::start(&full);
                         pake = Some(p);
                         keys = None;
                         sig.send(&ClientMessage::Relay { signal: PeerSignal::Pake { msg } })
@@ -322,7 +338,12 @@ impl ControllerTask {
                         return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason });
                     }
                     BrokerMessage::PeerLeft {} => return Err(DisconnectReason::PeerLeft),
-                    BrokerMessage::Error { message } => return Err(DisconnectReason::Broker(message)),
+                    BrokerMessage::Error { message } => return Err(refused(message)),
+                    // Only a LAN target says this to a controller: a wrong password, or
+                    // this address must wait after earlier wrong ones.
+                    BrokerMessage::JoinRefused { message, .. } if lan.is_some() => {
+                        return Err(DisconnectReason::Lan(message));
+                    }
                     other => tracing::debug!(?other, "ignored while pairing"),
                 },
                 cmd = self.commands.recv() => {
@@ -344,6 +365,12 @@ impl ControllerTask {
                 sig.send(&ClientMessage::VerificationFailed {})
                     .await
                     .map_err(broker)?;
+                if lan.is_some() {
+                    // No broker to pair another attempt: this one is over.
+                    return Err(DisconnectReason::Lan(format!(
+                        "the target could not be verified ({why}); nothing was connected"
+                    )));
+                }
                 (pake, keys) = (None, None);
             }
         }
@@ -384,7 +411,7 @@ impl ControllerTask {
             signal: PeerSignal::Answer { sdp, mac },
         })
         .await
-        .map_err(|e| DisconnectReason::Broker(e.to_string()))?;
+        .map_err(DisconnectReason::from)?;
 
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
         let (mut input, mut control) = (None, None);

@@ -14,6 +14,7 @@ use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 mod connect;
+mod lan;
 
 use super::config::HostConfig;
 use super::consent::ConsentAnswer;
@@ -50,6 +51,7 @@ pub struct Host {
     events: Receiver<HostEvent>,
     commands: mpsc::UnboundedSender<Command>,
     net: Option<JoinHandle<()>>,
+    lan_addr: Option<std::net::SocketAddr>,
 }
 
 impl Host {
@@ -61,6 +63,46 @@ impl Host {
         code: ConnectionCode,
     ) -> Result<Self, SessionError> {
         config.validate()?;
+        Self::spawn(config, source, None, move |task, source| {
+            Box::pin(async move { task.run(source, code).await })
+        })
+    }
+
+    /// Serve one session to a controller that connects directly on the LAN with the
+    /// current password of `lan.passwords`; no broker is involved. Wrong passwords are
+    /// refused ([`HostEvent::LanRefused`]) and their source backs off; the host keeps
+    /// listening until one controller gets a session (and the user's consent, per
+    /// `config.acceptance`). Listening starts before this returns: [`Host::lan_addr`].
+    pub fn start_lan(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        lan: super::lan::LanHostConfig,
+    ) -> Result<Self, SessionError> {
+        config.validate_local()?;
+        let listener = std::net::TcpListener::bind(lan.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| SessionError::Lan(format!("cannot listen on {}: {e}", lan.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| SessionError::Lan(format!("cannot listen on {}: {e}", lan.listen)))?;
+        tracing::info!(%addr, "listening for LAN controllers");
+        Self::spawn(config, source, Some(addr), move |task, source| {
+            Box::pin(async move { task.run_lan(source, listener, lan).await })
+        })
+    }
+
+    fn spawn(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        lan_addr: Option<std::net::SocketAddr>,
+        run: impl for<'a> FnOnce(
+                &'a mut HostTask,
+                Box<dyn Source>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = DisconnectReason> + 'a>,
+            > + Send
+            + 'static,
+    ) -> Result<Self, SessionError> {
         let (w, h) = source.size();
         config.pipeline.validate(w, h).map_err(crate::Error::from)?;
         // Read (or make) the device key now, so a bad key file is an error here, not later.
@@ -79,7 +121,7 @@ impl Host {
                 epoch: Instant::now(),
                 device,
             };
-            let reason = task.run(source, code).await;
+            let reason = run(&mut task, source).await;
             tracing::info!(%reason, "host session ended");
             events.emit_important(HostEvent::Disconnected(reason));
         })?;
@@ -87,7 +129,13 @@ impl Host {
             events: rx,
             commands,
             net: Some(net),
+            lan_addr,
         })
+    }
+
+    /// Where a LAN host ([`Host::start_lan`]) listens.
+    pub fn lan_addr(&self) -> Option<std::net::SocketAddr> {
+        self.lan_addr
     }
 
     /// Events, in order. After [`HostEvent::Disconnected`] no more follow.
@@ -157,6 +205,13 @@ struct HostTask {
     device: Option<DeviceKey>,
 }
 
+/// An open peer connection: the connection, its events and the three channels.
+type Connected = (
+    transport::Pc,
+    mpsc::UnboundedReceiver<NetEvent>,
+    Vec<Arc<dyn DataChannel>>,
+);
+
 enum Wait<T> {
     Got(T),
     End(DisconnectReason),
@@ -179,7 +234,7 @@ impl HostTask {
             .collect();
         let mut sig = match Signalling::connect_any(&brokers, timeout).await {
             Ok(s) => s,
-            Err(e) => return DisconnectReason::Broker(e.to_string()),
+            Err(e) => return DisconnectReason::from(e),
         };
         let mut control = !self.config.view_only;
         let mut source = Some(source);
@@ -195,18 +250,8 @@ impl HostTask {
             // start-up and the first full encode then overlap the handshake instead of
             // following it. Nothing leaves this process before the channels are open, and
             // a failed verification keeps it running for the next attempt.
-            if pipeline.is_none() {
-                let Some(src) = source.take() else {
-                    break Err(DisconnectReason::Error("no source to capture".into()));
-                };
-                match Pipeline::start(src, self.config.pipeline.clone()) {
-                    Ok(p) => pipeline = Some(Arc::new(p)),
-                    Err(e) => {
-                        break Err(DisconnectReason::Error(format!(
-                            "cannot start capture: {e}"
-                        )))
-                    }
-                }
+            if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
+                break Err(r);
             }
             let runtime = Arc::new(SessionRuntime::new(
                 self.handle.clone(),
@@ -224,7 +269,7 @@ impl HostTask {
                     &mut net_rx,
                     &mut sig,
                     connect::Attempt {
-                        code,
+                        secret: connect::Secret::Code(code),
                         control,
                         policy: policy.as_ref(),
                     },
@@ -246,6 +291,17 @@ impl HostTask {
             // (join_refused), which `join` reports; wait there for another code.
         };
         sig.close().await;
+        self.conclude(connected, pipeline, control, started).await
+    }
+
+    /// Stream once connected, or stop what was started for an attempt that failed.
+    async fn conclude(
+        &mut self,
+        connected: Result<Connected, DisconnectReason>,
+        pipeline: Option<Arc<Pipeline>>,
+        control: bool,
+        started: Instant,
+    ) -> DisconnectReason {
         match (connected, pipeline) {
             (Ok((pc, mut net_rx, channels)), Some(p)) => {
                 let setup = started.elapsed();
@@ -264,6 +320,24 @@ impl HostTask {
                 r
             }
         }
+    }
+
+    /// Start capturing and encoding, once, for the first attempt.
+    fn ensure_pipeline(
+        &self,
+        source: &mut Option<Box<dyn Source>>,
+        pipeline: &mut Option<Arc<Pipeline>>,
+    ) -> Result<(), DisconnectReason> {
+        if pipeline.is_some() {
+            return Ok(());
+        }
+        let src = source
+            .take()
+            .ok_or_else(|| DisconnectReason::Error("no source to capture".into()))?;
+        let p = Pipeline::start(src, self.config.pipeline.clone())
+            .map_err(|e| DisconnectReason::Error(format!("cannot start capture: {e}")))?;
+        *pipeline = Some(Arc::new(p));
+        Ok(())
     }
 
     /// The established session: start capture, serve control and input, until it ends.

@@ -42,6 +42,7 @@ mod consent;
 mod controller;
 mod device;
 mod host;
+pub mod lan;
 mod signalling;
 mod transport;
 mod video;
@@ -52,7 +53,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
-pub use config::{ControllerConfig, HostConfig, MdnsMode, SessionConfigError, TransportConfig};
+pub use config::{
+    ControllerConfig, HostConfig, LanTarget, MdnsMode, SessionConfigError, TransportConfig,
+};
 pub use consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
 pub use controller::Controller;
 pub use host::Host;
@@ -88,6 +91,21 @@ pub enum SessionError {
     /// This computer's device key cannot be read or made.
     #[error("device key: {0}")]
     Device(String),
+    /// A direct LAN connection failed or was refused.
+    #[error("LAN: {0}")]
+    Lan(String),
+}
+
+impl From<SessionError> for DisconnectReason {
+    /// Keeps where it failed (broker, LAN link) without repeating it in the sentence.
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Broker(m) => DisconnectReason::Broker(m),
+            SessionError::Lan(m) => DisconnectReason::Lan(m),
+            SessionError::Transport(m) => DisconnectReason::Transport(m),
+            other => DisconnectReason::Error(other.to_string()),
+        }
+    }
 }
 
 /// Why a session ended.
@@ -113,6 +131,8 @@ pub enum DisconnectReason {
     Transport(String),
     /// The target's user (or its acceptance mode) did not let the technician in.
     Consent(ConsentRefusal),
+    /// The direct LAN connection failed, or the target refused it (wrong password, back-off).
+    Lan(String),
     /// Something else failed on this side.
     Error(String),
 }
@@ -129,6 +149,7 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::Broker(e) => write!(f, "broker: {e}"),
             DisconnectReason::Transport(e) => write!(f, "transport: {e}"),
             DisconnectReason::Consent(r) => write!(f, "{}", r.message()),
+            DisconnectReason::Lan(e) => write!(f, "LAN: {e}"),
             DisconnectReason::Error(e) => write!(f, "error: {e}"),
         }
     }
@@ -244,6 +265,14 @@ pub enum HostEvent {
         kind: InputKind,
         /// Why.
         reason: InputRefusal,
+    },
+    /// A LAN controller was turned away: a wrong password, or its address is still
+    /// backing off after earlier ones. The target keeps listening.
+    LanRefused {
+        /// Where it came from.
+        from: std::net::SocketAddr,
+        /// What it was told.
+        message: String,
     },
     /// Periodic statistics.
     Stats(HostStats),

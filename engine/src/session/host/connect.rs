@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use deskwire_signal::lan::LanPassword;
 use deskwire_signal::pake::Pake;
 use deskwire_signal::{
     BrokerMessage, ClientMessage, ConnectionCode, PeerSignal, PolicyAcceptance, SessionPolicy,
@@ -20,10 +21,27 @@ use super::super::{DisconnectReason, HostEvent, SessionError};
 use super::{Command, HostTask, Negotiation, Wait, NUDGE_INTERVAL};
 use crate::wire::ByeReason;
 
+/// What the two peers both know, which the PAKE binds the session to.
+pub(super) enum Secret {
+    /// The connection code the broker accepted (its session half).
+    Code(ConnectionCode),
+    /// This LAN target's password.
+    Lan(LanPassword),
+}
+
+impl Secret {
+    fn start(&self) -> (Pake, String) {
+        match self {
+            Secret::Code(code) => Pake::start(code),
+            Secret::Lan(password) => Pake::start_lan(password),
+        }
+    }
+}
+
 /// What one attempt to connect starts from.
 pub(super) struct Attempt<'a> {
-    /// The code the broker accepted.
-    pub(super) code: ConnectionCode,
+    /// The shared secret.
+    pub(super) secret: Secret,
     /// This side allows control.
     pub(super) control: bool,
     /// The technician's group policy, from a broker with accounts.
@@ -48,7 +66,7 @@ impl HostTask {
         let mut pending = first;
         if let Some(code) = pending {
             if let Err(e) = sig.send(&join(code)).await {
-                return Wait::End(DisconnectReason::Broker(e.to_string()));
+                return Wait::End(DisconnectReason::from(e));
             }
         }
         loop {
@@ -65,13 +83,13 @@ impl HostTask {
                         return Wait::End(DisconnectReason::Broker(message))
                     }
                     Ok(other) => tracing::debug!(?other, "ignored while joining"),
-                    Err(e) => return Wait::End(DisconnectReason::Broker(e.to_string())),
+                    Err(e) => return Wait::End(DisconnectReason::from(e)),
                 },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::TryCode(code)) => {
                         pending = Some(code);
                         if let Err(e) = sig.send(&join(code)).await {
-                            return Wait::End(DisconnectReason::Broker(e.to_string()));
+                            return Wait::End(DisconnectReason::from(e));
                         }
                     }
                     Some(Command::SetControl(c)) => *control = c && !self.config.view_only,
@@ -92,16 +110,16 @@ impl HostTask {
         attempt: Attempt<'_>,
     ) -> Result<(Vec<Arc<dyn DataChannel>>, bool), Negotiation> {
         let Attempt {
-            code,
+            secret,
             control,
             policy,
         } = attempt;
         let end = Negotiation::End;
         let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
-        let broker_err = |e: SessionError| end(DisconnectReason::Broker(e.to_string()));
+        let broker_err = |e: SessionError| end(DisconnectReason::from(e));
         // Key exchange first, then the controller's key confirmation: only a technician who
         // knows the whole code gets as far as a question to the user.
-        let (pake, msg) = Pake::start(&code);
+        let (pake, msg) = secret.start();
         sig.send(&ClientMessage::Relay {
             signal: PeerSignal::Pake { msg },
         })
@@ -247,7 +265,7 @@ impl HostTask {
                     Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
                     Ok(BrokerMessage::Error { message }) => return Err(end(DisconnectReason::Broker(message))),
                     Ok(other) => tracing::debug!(?other, "ignored while connecting"),
-                    Err(e) => return Err(end(DisconnectReason::Broker(e.to_string()))),
+                    Err(e) => return Err(end(DisconnectReason::from(e))),
                 },
                 cmd = self.commands.recv() => {
                     if matches!(cmd, Some(Command::Shutdown) | None) {
@@ -289,7 +307,7 @@ impl HostTask {
             };
             sig.send(&wait)
                 .await
-                .map_err(|e| end(DisconnectReason::Broker(e.to_string())))?;
+                .map_err(|e| end(DisconnectReason::from(e)))?;
             self.events.emit_important(HostEvent::ConsentRequested {
                 mode,
                 control,
@@ -325,7 +343,7 @@ impl HostTask {
                         return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
                     }
                     Ok(other) => tracing::debug!(?other, "ignored while asking the user"),
-                    Err(e) => return Err(end(DisconnectReason::Broker(e.to_string()))),
+                    Err(e) => return Err(end(DisconnectReason::from(e))),
                 },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
@@ -341,7 +359,7 @@ impl HostTask {
         );
         match sig.send(&ClientMessage::VerificationFailed {}).await {
             Ok(()) => Negotiation::Retry,
-            Err(e) => Negotiation::End(DisconnectReason::Broker(e.to_string())),
+            Err(e) => Negotiation::End(DisconnectReason::from(e)),
         }
     }
 }
