@@ -1,44 +1,93 @@
-//! The target end: join a technician's session with a connection code and stream this screen.
+//! The target end: share this screen with a technician, through a broker with the code they
+//! read to you, or directly on the LAN with this computer's rotating password.
 //!
 //! ```text
 //! cargo run --release -p deskwire-examples --example sender -- --broker ws://HOST:PORT --code "123 456 7890"
+//! cargo run --release -p deskwire-examples --example sender -- --lan
+//! cargo run --release -p deskwire-examples --example sender -- ctl password
 //! ```
 //! A wrong, expired or used code is reported and a new one can be typed ("Try Again");
 //! an empty line cancels. Before the technician gets in, you are asked on the terminal
-//! (`--acceptance request`, the default) or told and given time to refuse (`auto`).
+//! (`--acceptance request`, the default) or told and given time to refuse (`auto`). Type
+//! `t` and Enter to end a running session. A local control socket takes the same actions
+//! from scripts: `sender ctl password | sessions | terminate | code CODE`.
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufRead, Write};
-use std::net::IpAddr;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
+use deskwire_engine::lan::{Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT};
 use deskwire_engine::session::ConnectionCode;
 use deskwire_engine::{
     AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent,
 };
+use deskwire_examples::control::{self, Incoming, Request};
 use deskwire_examples::{init_tracing, transport_for};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "sender",
-    about = "Share this screen with a technician who gave you a code"
+    about = "Share this screen with a technician: through a broker with their code, or on the LAN with this computer's password",
+    args_conflicts_with_subcommands = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask the running sender: `password`, `sessions`, `terminate` or `code CODE`.
+    Ctl {
+        /// Its control socket.
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
+        /// The request.
+        #[arg(required = true, num_args = 1..)]
+        request: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
-    /// Broker URL.
-    #[arg(long)]
-    broker: String,
+    /// Broker URL (with --code).
+    #[arg(long, required_unless_present = "lan", conflicts_with = "lan")]
+    broker: Option<String>,
     /// Another broker to try when the first cannot be reached (repeatable, in order).
     #[arg(long = "fallback-broker")]
     fallback_brokers: Vec<String>,
     /// This computer's device key (made on first use): joins then prove which device this is.
     #[arg(long)]
-    device_key: Option<std::path::PathBuf>,
+    device_key: Option<PathBuf>,
     /// The connection code the technician read to you (ten digits).
+    #[arg(long, requires = "broker")]
+    code: Option<String>,
+    /// Listen for technicians on the LAN instead; prints this computer's password.
     #[arg(long)]
-    code: String,
+    lan: bool,
+    /// Where to listen in LAN mode.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    listen: SocketAddr,
+    /// The name technicians see on the LAN (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Do not announce this computer on the LAN (mDNS).
+    #[arg(long)]
+    no_announce: bool,
+    /// Serve one LAN session, then exit.
+    #[arg(long)]
+    once: bool,
+    /// The local control socket (default: $XDG_RUNTIME_DIR/deskwire-sender.sock).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
     /// Screen source: auto, x11, xcap or synthetic:<static|typing|scroll|video|drag>.
     #[arg(long, default_value = "auto")]
     source: String,
@@ -68,9 +117,17 @@ struct Args {
 
 fn main() -> Result<()> {
     init_tracing();
-    let args = Args::parse();
-    let code: ConnectionCode = args.code.parse().context("--code")?;
-    let spec: SourceSpec = args.source.parse()?;
+    let cli = Cli::parse();
+    if let Some(Command::Ctl {
+        control_socket,
+        request,
+    }) = cli.command
+    {
+        let path = control_socket.unwrap_or_else(control::default_path);
+        println!("{}", control::call(&path, &request.join(" "))?);
+        return Ok(());
+    }
+    let args = cli.args;
     let display = args
         .display
         .clone()
@@ -78,12 +135,6 @@ fn main() -> Result<()> {
     if display.is_none() && !args.view_only {
         bail!("no X display to inject input into: set $DISPLAY or --display, or pass --view-only");
     }
-    let opts = OpenOptions {
-        display: display.clone(),
-        width: args.width,
-        height: args.height,
-        ..OpenOptions::default()
-    };
     let window = Duration::from_secs(args.answer_within);
     let acceptance = match args.acceptance.as_str() {
         "request" => AcceptanceMode::AllowByRequest { timeout: window },
@@ -93,117 +144,288 @@ fn main() -> Result<()> {
         "deny" => AcceptanceMode::Deny,
         other => bail!("--acceptance {other:?}: expected request, auto or deny"),
     };
-    let source = open(&spec, &opts).with_context(|| format!("opening source {spec}"))?;
-    let mut config = HostConfig::new(&args.broker)
+    let spec: SourceSpec = args.source.parse()?;
+    let opts = OpenOptions {
+        display: display.clone(),
+        width: args.width,
+        height: args.height,
+        ..OpenOptions::default()
+    };
+    let open_source = || open(&spec, &opts).with_context(|| format!("opening source {spec}"));
+    let broker = args.broker.clone().unwrap_or_default();
+    let transport_url = match &args.broker {
+        Some(b) => b.clone(),
+        None => format!("ws://{}", args.listen),
+    };
+    let mut config = HostConfig::new(&broker)
         .fallback_brokers(args.fallback_brokers.clone())
         .acceptance(acceptance)
         .view_only(args.view_only)
         .input_display(display)
-        .transport(transport_for(&args.broker, args.bind));
+        .transport(transport_for(&transport_url, args.bind));
     if let Some(path) = &args.device_key {
         config = config.device_key(path);
     }
-    let host = Host::start(config, source, code)?;
 
-    // Typed codes arrive on their own thread so events keep flowing while we wait.
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let (control_tx, requests) = mpsc::channel();
+    let socket = args
+        .control_socket
+        .clone()
+        .unwrap_or_else(control::default_path);
+    let socket = control::serve(&socket, control_tx)?;
+    println!("control socket: {}", socket.display());
+    let mut ui = Ui {
+        lines: stdin_lines()?,
+        requests,
+        passwords: None,
+        shown_password: String::new(),
+    };
+    let outcome = if args.lan {
+        let passwords = LanPasswords::daily();
+        ui.passwords = Some(passwords.clone());
+        ui.show_password();
+        let name = args.name.clone().unwrap_or_else(host_name);
+        let _advert = if args.no_announce {
+            None
+        } else {
+            Some(Advertisement::start(&name, args.listen.port())?)
+        };
+        loop {
+            let lan = LanHostConfig::new(passwords.clone()).listen(args.listen);
+            let host = Host::start_lan(config.clone(), open_source()?, lan)?;
+            println!(
+                "listening on {} as {name:?}",
+                host.lan_addr().unwrap_or(args.listen)
+            );
+            let outcome = ui.serve(host)?;
+            if args.once || matches!(outcome, Outcome::Cancelled) {
+                break outcome;
+            }
+        }
+    } else {
+        let Some(code) = &args.code else {
+            bail!("--broker needs --code (the connection code the technician read to you)");
+        };
+        let code: ConnectionCode = code.parse().context("--code")?;
+        let host = Host::start(config, open_source()?, code)?;
+        ui.serve(host)?
+    };
+    let _ = std::fs::remove_file(&socket);
+    let fine = match outcome {
+        Outcome::Ended(r) => matches!(
+            r,
+            DisconnectReason::Local | DisconnectReason::PeerBye { .. }
+        ),
+        Outcome::Terminated | Outcome::Cancelled => true,
+    };
+    std::process::exit(if fine { 0 } else { 1 });
+}
+
+/// How one host's run ended.
+enum Outcome {
+    /// The session (or the attempt) ended.
+    Ended(DisconnectReason),
+    /// Ended from this side: `t` on the terminal or `terminate` on the control socket.
+    Terminated,
+    /// Code entry was cancelled with an empty line.
+    Cancelled,
+}
+
+/// The terminal and the control socket.
+struct Ui {
+    lines: mpsc::Receiver<String>,
+    requests: mpsc::Receiver<Incoming>,
+    passwords: Option<LanPasswords>,
+    shown_password: String,
+}
+
+/// Where the current host stands, for `sessions` and the terminal.
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Waiting,
+    AskingCode,
+    Consenting,
+    Connected {
+        since: Option<Instant>,
+        control: bool,
+    },
+}
+
+impl Ui {
+    fn show_password(&mut self) {
+        if let Some(p) = &self.passwords {
+            let now = p.current().to_string();
+            if now != self.shown_password {
+                println!("LAN password: {now} (changes daily and at every restart)");
+                let _ = std::io::stdout().flush();
+                self.shown_password = now;
+            }
+        }
+    }
+
+    /// Drive `host` until its session ends, answering the terminal and the control socket.
+    fn serve(&mut self, host: Host) -> Result<Outcome> {
+        let mut state = State::Waiting;
+        loop {
+            self.show_password();
+            if let Ok(inc) = self.requests.try_recv() {
+                let reply = match &inc.request {
+                    Request::Password => match &self.passwords {
+                        Some(p) => Ok(format!("{} until {} ms", p.current(), p.rotates_at().0)),
+                        None => Err("not in LAN mode (start with --lan)".to_owned()),
+                    },
+                    Request::Sessions => Ok(describe(&state)),
+                    Request::Terminate => Ok("terminated".to_owned()),
+                    Request::Code(text) => match (&state, text.parse::<ConnectionCode>()) {
+                        (State::AskingCode, Ok(code)) => {
+                            state = State::Waiting;
+                            host.try_code(code)
+                                .map(|()| "code sent".to_owned())
+                                .map_err(|e| e.to_string())
+                        }
+                        (State::AskingCode, Err(e)) => Err(e.to_string()),
+                        _ => Err("no code is being asked for".to_owned()),
+                    },
+                };
+                let _ = inc.reply.send(reply);
+                if inc.request == Request::Terminate {
+                    println!("session terminated on this computer");
+                    host.shutdown()?;
+                    return Ok(Outcome::Terminated);
+                }
+            }
+            if let Ok(line) = self.lines.try_recv() {
+                let line = line.trim().to_owned();
+                match state {
+                    State::Consenting => {
+                        state = State::Waiting;
+                        let answer = match line.as_str() {
+                            "y" | "yes" => ConsentAnswer::Allow { control: true },
+                            "v" | "view" => ConsentAnswer::Allow { control: false },
+                            _ => ConsentAnswer::Reject,
+                        };
+                        host.answer_consent(answer)?;
+                    }
+                    State::AskingCode if line.is_empty() => {
+                        println!("cancelled");
+                        host.shutdown()?;
+                        return Ok(Outcome::Cancelled);
+                    }
+                    State::AskingCode => match line.parse::<ConnectionCode>() {
+                        Ok(code) => {
+                            state = State::Waiting;
+                            host.try_code(code)?;
+                        }
+                        Err(e) => prompt(&format!("{e}; try again")),
+                    },
+                    _ if line == "t" || line == "terminate" => {
+                        println!("session terminated on this computer");
+                        host.shutdown()?;
+                        return Ok(Outcome::Terminated);
+                    }
+                    _ => {}
+                }
+            }
+            let Ok(event) = host.events().recv_timeout(Duration::from_millis(50)) else {
+                continue;
+            };
+            match event {
+                HostEvent::CodeRefused { message, .. } => {
+                    state = State::AskingCode;
+                    prompt(&message);
+                }
+                HostEvent::Joined => println!("a technician is connecting"),
+                HostEvent::LanRefused { from, message } => {
+                    println!("refused a connection from {from}: {message}");
+                }
+                HostEvent::ConsentRequested {
+                    mode,
+                    control,
+                    timeout,
+                    technician,
+                } => {
+                    state = State::Consenting;
+                    let what = if control { "see and control" } else { "see" };
+                    let who = technician
+                        .map_or("The technician".to_owned(), |t| format!("Technician {t}"));
+                    let then = match mode {
+                        AcceptanceMode::AllowAutomatically { .. } => "it starts on its own",
+                        _ => "it is refused",
+                    };
+                    print!(
+                        "{who} asks to {what} this screen. Allow? [y = yes, v = view only, n = no] \
+                         (in {} s {then}): ",
+                        timeout.as_secs()
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                HostEvent::Connected { control, setup } => {
+                    state = State::Connected {
+                        since: Some(Instant::now()),
+                        control,
+                    };
+                    println!(
+                        "connected in {} ms; the technician {} (t + Enter ends it)",
+                        setup.as_millis(),
+                        if control {
+                            "can see and control this screen"
+                        } else {
+                            "can see this screen"
+                        }
+                    );
+                }
+                HostEvent::Stats(s) => println!(
+                    "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
+                    s.fps, s.kbps, s.viewer_latency_p50
+                ),
+                HostEvent::Disconnected(reason) => {
+                    println!("session ended: {reason}");
+                    let _ = std::io::stdout().flush();
+                    host.shutdown()?;
+                    return Ok(Outcome::Ended(reason));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn describe(state: &State) -> String {
+    match state {
+        State::Waiting => "no session (waiting for a technician)".into(),
+        State::AskingCode => "no session (waiting for a code)".into(),
+        State::Consenting => "a technician is asking to connect".into(),
+        State::Connected { since, control } => format!(
+            "1 session: {} for {} s",
+            if *control { "control" } else { "view only" },
+            since.map_or(0, |s| s.elapsed().as_secs())
+        ),
+    }
+}
+
+/// Lines typed on the terminal, read on their own thread so events keep flowing.
+fn stdin_lines() -> Result<mpsc::Receiver<String>> {
+    let (tx, rx) = mpsc::channel::<String>();
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
+                if tx.send(line).is_err() {
                     break;
                 }
             }
         })?;
-    let mut asking = false;
-    let mut consenting = false;
-    loop {
-        if consenting {
-            if let Ok(line) = lines.try_recv() {
-                consenting = false;
-                let answer = match line.trim() {
-                    "y" | "yes" => ConsentAnswer::Allow { control: true },
-                    "v" | "view" => ConsentAnswer::Allow { control: false },
-                    _ => ConsentAnswer::Reject,
-                };
-                host.answer_consent(answer)?;
-            }
-        } else if asking {
-            if let Ok(line) = lines.try_recv() {
-                let line = line.trim().to_owned();
-                if line.is_empty() {
-                    println!("cancelled");
-                    host.shutdown()?;
-                    return Ok(());
-                }
-                match line.parse::<ConnectionCode>() {
-                    Ok(code) => {
-                        asking = false;
-                        host.try_code(code)?;
-                    }
-                    Err(e) => prompt(&format!("{e}; try again")),
-                }
-            }
-        }
-        let Ok(event) = host.events().recv_timeout(Duration::from_millis(50)) else {
-            continue;
-        };
-        match event {
-            HostEvent::CodeRefused { message, .. } => {
-                asking = true;
-                prompt(&message);
-            }
-            HostEvent::Joined => println!("code accepted, connecting"),
-            HostEvent::ConsentRequested {
-                mode,
-                control,
-                timeout,
-                technician,
-            } => {
-                consenting = true;
-                let what = if control { "see and control" } else { "see" };
-                let who =
-                    technician.map_or("The technician".to_owned(), |t| format!("Technician {t}"));
-                let then = match mode {
-                    AcceptanceMode::AllowAutomatically { .. } => "it starts on its own",
-                    _ => "it is refused",
-                };
-                print!(
-                    "{who} asks to {what} this screen. Allow? [y = yes, v = view only, n = no] \
-                     (in {} s {then}): ",
-                    timeout.as_secs()
-                );
-                let _ = std::io::stdout().flush();
-            }
-            HostEvent::Connected { control, setup } => {
-                consenting = false;
-                println!(
-                    "connected in {} ms; the technician {}",
-                    setup.as_millis(),
-                    if control {
-                        "can see and control this screen"
-                    } else {
-                        "can see this screen"
-                    }
-                );
-            }
-            HostEvent::Stats(s) => println!(
-                "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
-                s.fps, s.kbps, s.viewer_latency_p50
-            ),
-            HostEvent::Disconnected(reason) => {
-                println!("session ended: {reason}");
-                host.shutdown()?;
-                let fine = matches!(
-                    reason,
-                    DisconnectReason::Local | DisconnectReason::PeerBye { .. }
-                );
-                std::process::exit(if fine { 0 } else { 1 });
-            }
-            _ => {}
-        }
-    }
+    Ok(rx)
+}
+
+/// This computer's name, for the LAN announcement.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "deskwire-target".into())
 }
 
 fn prompt(why: &str) {

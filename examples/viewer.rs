@@ -6,17 +6,25 @@
 //! cargo run --release -p deskwire-examples --example viewer -- --broker ws://HOST:PORT --headless --snapshot shot.png --duration 5
 //! ```
 //! Prints `connection code: <CODE>` as soon as the broker gives one. Closing the window ends
-//! the session.
+//! the session. On the LAN, no broker: `--browse` lists the computers that announce
+//! themselves as they answer, and `--lan` connects to one (by address, or by the first whose
+//! name or address contains the text) with its password:
+//!
+//! ```text
+//! cargo run --release -p deskwire-examples --example viewer -- --browse
+//! cargo run --release -p deskwire-examples --example viewer -- --lan reception --password 7KQM-2X9P-4TRW
+//! ```
 #![allow(clippy::print_stdout)]
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use deskwire_engine::lan::{Browser, LanPassword, LanPeer, DEFAULT_PORT};
 use deskwire_engine::{Controller, ControllerConfig, ControllerEvent, DisconnectReason};
 use deskwire_examples::window::{
     remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
@@ -31,8 +39,22 @@ use minifb::{MouseButton, MouseMode, Window, WindowOptions};
 )]
 struct Args {
     /// Broker URL.
-    #[arg(long)]
-    broker: String,
+    #[arg(long, required_unless_present_any = ["lan", "browse"])]
+    broker: Option<String>,
+    /// Connect directly to a LAN computer: `ADDR[:PORT]`, or text to find in the name or
+    /// address of a computer on the LAN (the first that matches).
+    #[arg(long, conflicts_with_all = ["broker", "browse"], requires = "password")]
+    lan: Option<String>,
+    /// The LAN computer's password (as its user or admin reads it to you).
+    #[arg(long, env = "DESKWIRE_LAN_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// List computers on the LAN as they answer (only those whose name or address contains
+    /// the text, if given), then exit.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    browse: Option<String>,
+    /// How long to look for computers on the LAN.
+    #[arg(long, default_value_t = 5.0)]
+    browse_seconds: f64,
     /// No window: stream for --duration seconds after connecting, then write --snapshot.
     #[arg(long)]
     headless: bool,
@@ -56,13 +78,40 @@ fn main() -> Result<()> {
     if !args.headless && std::env::var_os("DISPLAY").is_none() {
         bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
     }
-    let mut config =
-        ControllerConfig::new(&args.broker).transport(transport_for(&args.broker, args.bind));
-    if let Some(token) = &args.token {
-        config = config.token(token.clone());
+    if let Some(filter) = &args.browse {
+        return browse(filter, args.browse_seconds, |peer| {
+            println!("found {} {}", peer.name, join_addrs(peer));
+            let _ = std::io::stdout().flush();
+            false
+        })
+        .map(|_| ());
     }
-    let controller = Controller::start(config)?;
     let mut session = Session::default();
+    let config = match (&args.lan, &args.broker) {
+        (Some(target), _) => {
+            let password: LanPassword = args
+                .password
+                .as_deref()
+                .unwrap_or_default()
+                .parse()
+                .context("--password")?;
+            let addr = lan_target(target, args.browse_seconds)?;
+            println!("connecting to {addr}");
+            session.code = addr.to_string();
+            let url = format!("ws://{addr}");
+            ControllerConfig::lan(addr, password).transport(transport_for(&url, args.bind))
+        }
+        (None, Some(broker)) => {
+            let mut config =
+                ControllerConfig::new(broker).transport(transport_for(broker, args.bind));
+            if let Some(token) = &args.token {
+                config = config.token(token.clone());
+            }
+            config
+        }
+        (None, None) => bail!("give --broker URL, --lan TARGET or --browse"),
+    };
+    let controller = Controller::start(config)?;
     let ended = if args.headless {
         run_headless(&controller, &mut session, &args)
     } else {
@@ -84,6 +133,52 @@ fn main() -> Result<()> {
             }
         }
     }
+}
+
+/// Report LAN computers (matching `filter`) to `found` as they answer, for `seconds` or
+/// until `found` returns true; returns the one it stopped at.
+fn browse(
+    filter: &str,
+    seconds: f64,
+    mut found: impl FnMut(&LanPeer) -> bool,
+) -> Result<Option<LanPeer>> {
+    let browser = Browser::start()?;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let Ok(peer) = browser.found().recv_timeout(left) else {
+            break;
+        };
+        if peer.matches(filter) && found(&peer) {
+            return Ok(Some(peer));
+        }
+    }
+    Ok(None)
+}
+
+/// `ADDR[:PORT]` as it is; anything else names a computer to find on the LAN.
+fn lan_target(target: &str, seconds: f64) -> Result<SocketAddr> {
+    if let Ok(addr) = target.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = target.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    println!("looking for {target:?} on the LAN");
+    let peer = browse(target, seconds, |peer| {
+        println!("found {} {}", peer.name, join_addrs(peer));
+        true
+    })?;
+    peer.and_then(|p| p.socket_addr())
+        .with_context(|| format!("no computer whose name or address contains {target:?} answered on the LAN in {seconds} s"))
+}
+
+fn join_addrs(peer: &LanPeer) -> String {
+    let addrs: Vec<String> = peer
+        .addresses
+        .iter()
+        .map(|a| SocketAddr::new(*a, peer.port).to_string())
+        .collect();
+    addrs.join(" ")
 }
 
 /// What the viewer knows of the session, from the controller's events.

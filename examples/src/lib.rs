@@ -1,6 +1,7 @@
 //! Helpers shared by the runnable examples (`demo.rs`, `sender.rs`, `viewer.rs`), built on
 //! the public API only.
 
+pub mod control;
 pub mod window;
 
 use std::net::{IpAddr, Ipv4Addr};
