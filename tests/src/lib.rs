@@ -3,6 +3,7 @@
 //!
 //! Nothing here skips: when Xvfb is missing, [`Xvfb::start`] fails and says how to install it.
 
+pub mod netns;
 pub mod session_fixtures;
 
 use std::fs::{self, File};

@@ -1,0 +1,213 @@
+//! A LAN target's access modes, on a LAN made of network namespaces: allow automatically
+//! (the user may reject in time, silence lets the technician in), allow by request (the user
+//! must accept; silence refuses), deny; and a password that rotated after a day.
+//!
+//! The target is the engine's `Host::start_lan` and the technician's side its `Controller`,
+//! each on a thread inside its own namespace. Every refused attempt leaves the target
+//! listening for the next one, as a managed computer does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use deskwire_capture::{open, OpenOptions, SourceSpec};
+use deskwire_engine::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
+use deskwire_engine::session::UnixMillis;
+use deskwire_engine::{
+    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
+    DisconnectReason, Host, HostConfig, HostEvent, TransportConfig,
+};
+use deskwire_tests::netns::Lan;
+use deskwire_tests::session_fixtures::{wait_controller, wait_host};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn source() -> Box<dyn deskwire_capture::Source> {
+    let spec: SourceSpec = "synthetic:typing".parse().unwrap();
+    let opts = OpenOptions {
+        width: 640,
+        height: 480,
+        ..OpenOptions::default()
+    };
+    open(&spec, &opts).unwrap()
+}
+
+/// A view-only LAN host in target 0's namespace, with `mode` and `passwords`. Wrong
+/// passwords cost no wait here: the back-off has tests of its own, in virtual time and
+/// with the sender between namespaces.
+fn host(lan: &Lan, mode: AcceptanceMode, passwords: LanPasswords) -> (Host, SocketAddr) {
+    let ip = IpAddr::V4(lan.target_ip(0));
+    let config = HostConfig::new("")
+        .view_only(true)
+        .acceptance(mode)
+        .transport(TransportConfig::default().bind(vec![ip]));
+    let no_wait = BackoffLimits {
+        first: Duration::ZERO,
+        ..BackoffLimits::default()
+    };
+    let listen = LanHostConfig::new(passwords)
+        .listen(SocketAddr::new(ip, 0))
+        .backoff(no_wait);
+    let h = lan
+        .run_in(lan.target(0), move || {
+            Host::start_lan(config, source(), listen)
+        })
+        .unwrap()
+        .expect("starting the LAN host");
+    let addr = h.lan_addr().expect("listening");
+    (h, addr)
+}
+
+fn controller(lan: &Lan, to: SocketAddr, password: LanPassword) -> Controller {
+    let config = ControllerConfig::lan(to, password)
+        .transport(TransportConfig::default().bind(vec![IpAddr::V4(lan.controller_ip())]));
+    lan.run_in(lan.controller(), move || Controller::start(config))
+        .unwrap()
+        .expect("starting the controller")
+}
+
+/// The end of `c`'s session: how it ended.
+fn ended(c: &Controller) -> DisconnectReason {
+    wait_controller(c, WAIT, |e| match e {
+        ControllerEvent::Disconnected(r) => Some(r.clone()),
+        _ => None,
+    })
+    .expect("the session ended")
+}
+
+fn asked(h: &Host) {
+    wait_host(h.events(), WAIT, |e| {
+        matches!(e, HostEvent::ConsentRequested { .. }).then_some(())
+    })
+    .expect("the user was asked");
+}
+
+fn connected(h: &Host, c: &Controller) {
+    wait_host(h.events(), WAIT, |e| {
+        matches!(e, HostEvent::Connected { .. }).then_some(())
+    })
+    .expect("the target connected");
+    wait_controller(c, WAIT, |e| {
+        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    })
+    .expect("the technician sees the screen");
+}
+
+#[test]
+fn allow_by_request_refuses_on_reject_and_on_silence_and_connects_on_accept() {
+    let lan = Lan::create(1).expect("making the test LAN");
+    let passwords = LanPasswords::daily();
+    let mode = AcceptanceMode::AllowByRequest {
+        timeout: Duration::from_secs(1),
+    };
+    let (h, to) = host(&lan, mode, passwords.clone());
+
+    // The user says no.
+    let c = controller(&lan, to, passwords.current());
+    asked(&h);
+    h.answer_consent(ConsentAnswer::Reject).unwrap();
+    let r = ended(&c);
+    assert!(matches!(r, DisconnectReason::PeerBye { .. }), "{r}");
+    assert!(
+        r.to_string()
+            .contains(ConsentRefusal::RejectedByUser.message()),
+        "{r}"
+    );
+    c.shutdown().unwrap();
+
+    // Nobody answers: refused when the question times out; the target still listens.
+    let c = controller(&lan, to, passwords.current());
+    asked(&h);
+    let r = ended(&c);
+    assert!(
+        r.to_string().contains(ConsentRefusal::TimedOut.message()),
+        "{r}"
+    );
+    c.shutdown().unwrap();
+
+    // The user says yes: the session starts.
+    let c = controller(&lan, to, passwords.current());
+    asked(&h);
+    h.answer_consent(ConsentAnswer::Allow { control: false })
+        .unwrap();
+    connected(&h, &c);
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn allow_automatically_lets_silence_in_and_a_reject_in_time_out() {
+    let lan = Lan::create(1).expect("making the test LAN");
+    let passwords = LanPasswords::daily();
+    let mode = AcceptanceMode::AllowAutomatically {
+        reject_window: Duration::from_secs(30),
+    };
+    let (h, to) = host(&lan, mode, passwords.clone());
+
+    let c = controller(&lan, to, passwords.current());
+    asked(&h);
+    h.answer_consent(ConsentAnswer::Reject).unwrap();
+    let r = ended(&c);
+    assert!(
+        r.to_string()
+            .contains(ConsentRefusal::RejectedByUser.message()),
+        "{r}"
+    );
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+
+    // Silence for the whole window lets the technician in (a short window here).
+    let mode = AcceptanceMode::AllowAutomatically {
+        reject_window: Duration::from_millis(300),
+    };
+    let (h, to) = host(&lan, mode, passwords.clone());
+    let c = controller(&lan, to, passwords.current());
+    asked(&h);
+    connected(&h, &c);
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn deny_refuses_every_technician_with_the_right_password() {
+    let lan = Lan::create(1).expect("making the test LAN");
+    let passwords = LanPasswords::daily();
+    let (h, to) = host(&lan, AcceptanceMode::Deny, passwords.clone());
+    for _ in 0..2 {
+        let c = controller(&lan, to, passwords.current());
+        let r = ended(&c);
+        assert!(
+            r.to_string()
+                .contains(ConsentRefusal::DeniedByPolicy.message()),
+            "{r}"
+        );
+        c.shutdown().unwrap();
+    }
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn yesterdays_password_stops_working_once_a_day_has_passed() {
+    let lan = Lan::create(1).expect("making the test LAN");
+    // The password book was started a day (and a second) ago, in virtual time: the
+    // password the admin read then is due to rotate now.
+    let day = Duration::from_secs(24 * 3600);
+    let then = UnixMillis(UnixMillis::now().0 - day.as_millis() as u64 - 1000);
+    let passwords = LanPasswords::new(then, day);
+    let yesterdays = passwords.current_at(then);
+    let mode = AcceptanceMode::AllowAutomatically {
+        reject_window: Duration::ZERO,
+    };
+    let (h, to) = host(&lan, mode, passwords.clone());
+    let c = controller(&lan, to, yesterdays.clone());
+    match ended(&c) {
+        DisconnectReason::Lan(why) => assert!(why.contains("wrong password"), "{why}"),
+        other => panic!("expected a wrong-password refusal, got {other}"),
+    }
+    c.shutdown().unwrap();
+    let today = passwords.current();
+    assert_ne!(today, yesterdays);
+    let c = controller(&lan, to, today);
+    connected(&h, &c);
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+}
