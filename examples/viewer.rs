@@ -206,6 +206,8 @@ impl Session {
                 self.code = code.to_string();
             }
             ControllerEvent::PeerJoined => self.joined = Some(Instant::now()),
+            ControllerEvent::BrokerLost => println!("lost the broker; keeping the code alive"),
+            ControllerEvent::BrokerResumed => println!("the broker is back; the code still works"),
             ControllerEvent::Connected { setup } => {
                 println!("connected in {} ms", setup.as_millis());
                 self.connected = true;

@@ -18,6 +18,8 @@ pub struct TestBroker {
     task: Option<tokio::task::JoinHandle<Result<(), deskwire_broker::BrokerError>>>,
     /// The accounts database file, removed on drop.
     database: Option<std::path::PathBuf>,
+    /// Its URL, for a restart.
+    database_url: Option<String>,
 }
 
 impl std::fmt::Debug for TestBroker {
@@ -31,7 +33,8 @@ impl std::fmt::Debug for TestBroker {
 impl TestBroker {
     /// Start a broker whose clock starts at the real time and moves only when told.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_inner(None)
+        let clock = Arc::new(ManualClock::new(UnixMillis::now()));
+        Self::start_inner(None, "127.0.0.1:0", clock)
     }
 
     /// Start a broker with accounts (an in-memory SQLite store) that requires a token: one
@@ -62,27 +65,57 @@ impl TestBroker {
             store.close().await;
             anyhow::Ok(token)
         })?;
-        let mut broker = Self::start_inner(Some(url))?;
+        let clock = Arc::new(ManualClock::new(UnixMillis::now()));
+        let mut broker = Self::start_inner(Some(url), "127.0.0.1:0", clock)?;
         broker.database = Some(path);
         Ok((broker, token))
     }
 
+    /// Stop this broker as a deployment restarts one (gracefully: its sockets close, its
+    /// store writes finish) and start another on the same address, database and clock.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let url = self
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("only a broker with a database outlives a restart"))?;
+        let addr = self.url.trim_start_matches("ws://").to_owned();
+        self.stop();
+        let next = Self::start_inner(Some(url), &addr, self.clock.clone())?;
+        let database = self.database.take();
+        *self = next;
+        self.database = database;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let (Some(rt), Some(task)) = (self.rt.take(), self.task.take()) {
+            let _ = rt.block_on(task);
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+
     /// `database`: the URL of a store to serve with (and require tokens), opened on the
     /// broker's own runtime.
-    fn start_inner(database: Option<String>) -> anyhow::Result<Self> {
+    fn start_inner(
+        database: Option<String>,
+        bind: &str,
+        clock: Arc<ManualClock>,
+    ) -> anyhow::Result<Self> {
         let accounts = database.is_some();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("test-broker")
             .enable_all()
             .build()?;
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let store = match database {
-            Some(url) => Some(rt.block_on(deskwire_broker::store::Store::open(&url))?),
+        let listener = rt.block_on(tokio::net::TcpListener::bind(bind))?;
+        let store = match &database {
+            Some(url) => Some(rt.block_on(deskwire_broker::store::Store::open(url))?),
             None => None,
         };
         let url = format!("ws://{}", listener.local_addr()?);
-        let clock = Arc::new(ManualClock::new(UnixMillis::now()));
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = rt.spawn(deskwire_broker::run_with_store(
             listener,
@@ -100,6 +133,7 @@ impl TestBroker {
             rt: Some(rt),
             task: Some(task),
             database: None,
+            database_url: database,
         })
     }
 
@@ -116,13 +150,7 @@ impl TestBroker {
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let (Some(rt), Some(task)) = (self.rt.take(), self.task.take()) {
-            let _ = rt.block_on(task);
-            rt.shutdown_timeout(Duration::from_secs(2));
-        }
+        self.stop();
         if let Some(path) = self.database.take() {
             let _ = std::fs::remove_file(path);
         }

@@ -365,6 +365,10 @@ pub struct ControllerConfig {
     pub token: Option<String>,
     /// Connect straight to a LAN target instead of through the broker.
     pub lan: Option<LanTarget>,
+    /// Ask the broker for a resume token, so a lost broker connection (a broker restart)
+    /// does not cost the code while it waits for the target. Brokers older than resume
+    /// support refuse the request: turn it off for them.
+    pub resumable: bool,
 }
 
 /// A LAN target to connect to directly, with its password.
@@ -387,7 +391,14 @@ impl ControllerConfig {
             keyframe_retry: Duration::from_millis(250),
             token: None,
             lan: None,
+            resumable: true,
         }
+    }
+
+    /// Whether to ask for a resume token (see [`ControllerConfig::resumable`]).
+    pub fn resumable(mut self, resumable: bool) -> Self {
+        self.resumable = resumable;
+        self
     }
 
     /// Defaults for a direct connection to the LAN target at `addr`, no broker.

@@ -248,13 +248,15 @@ impl ControllerTask {
         if lan.is_none() {
             sig.send(&ClientMessage::CreateSession {
                 token: self.config.token.clone(),
-                resumable: false,
+                resumable: self.config.resumable,
             })
             .await
             .map_err(broker)?;
         }
         let mut expires: Option<UnixMillis> = None;
         let mut code: Option<ConnectionCode> = None;
+        // Proves to a restarted broker that this side created the code.
+        let mut resume: Option<String> = None;
         let mut joined_at: Option<Instant> = None;
         let mut pake: Option<Pake> = None;
         let mut keys: Option<SessionKeys> = None;
@@ -271,8 +273,19 @@ impl ControllerTask {
             };
             let mut failed: Option<String> = None;
             tokio::select! {
-                msg = sig.recv() => match msg.map_err(broker)? {
-                    BrokerMessage::SessionCreated { session, expires_at, .. } => {
+                msg = sig.recv() => match msg {
+                    // The broker went away while the code waits for the target: re-attach
+                    // to the same code, which the user may be typing right now.
+                    Err(e) => match (joined_at, code, resume.clone()) {
+                        (None, Some(full), Some(token)) => {
+                            tracing::warn!(error = %e, "lost the broker while the code waits; re-attaching");
+                            *sig = self.resume(full, &token, expires).await?;
+                        }
+                        _ => return Err(broker(e)),
+                    },
+                    Ok(msg) => match msg {
+                    BrokerMessage::SessionCreated { session, expires_at, resume: token } => {
+                        resume = token;
                         let secret = rand::random_range(0..ConnectionCode::SECRET_SPACE);
                         let full = ConnectionCode::new(session, secret)
                             .ok_or_else(|| DisconnectReason::Error("secret out of range".into()))?;
@@ -346,6 +359,7 @@ impl ControllerTask {
                     }
                     other => tracing::debug!(?other, "ignored while pairing"),
                 },
+                },
                 cmd = self.commands.recv() => {
                     if matches!(cmd, Some(Command::Shutdown) | None) {
                         return Err(DisconnectReason::Local);
@@ -373,6 +387,68 @@ impl ControllerTask {
                 }
                 (pake, keys) = (None, None);
             }
+        }
+    }
+
+    /// Reconnect to the broker and re-attach to `code` with its resume token, retrying
+    /// (100 ms, doubling to 2 s) until the code expires or the broker refuses it.
+    async fn resume(
+        &mut self,
+        code: ConnectionCode,
+        token: &str,
+        expires: Option<UnixMillis>,
+    ) -> Result<Signalling, DisconnectReason> {
+        self.events.emit_important(ControllerEvent::BrokerLost);
+        let until = expires.unwrap_or_else(|| UnixMillis::now().plus(self.config.connect_timeout));
+        let mut wait = Duration::from_millis(100);
+        loop {
+            if UnixMillis::now() >= until {
+                return Err(DisconnectReason::Broker(
+                    "lost the broker, and the code expired before it came back".into(),
+                ));
+            }
+            match Signalling::connect(&self.config.broker, self.config.connect_timeout).await {
+                Ok(mut sig) => {
+                    let ask = ClientMessage::Resume {
+                        session: code.session().to_string(),
+                        resume: token.to_owned(),
+                    };
+                    let answer = match sig.send(&ask).await {
+                        Ok(()) => sig.recv().await,
+                        Err(e) => Err(e),
+                    };
+                    match answer {
+                        Ok(BrokerMessage::SessionCreated { session, .. })
+                            if session == code.session() =>
+                        {
+                            tracing::info!("re-attached to the code after losing the broker");
+                            self.events.emit_important(ControllerEvent::BrokerResumed);
+                            return Ok(sig);
+                        }
+                        Ok(BrokerMessage::Error { message }) => {
+                            return Err(DisconnectReason::Broker(format!(
+                                "the broker is back but the code is not: {message}"
+                            )))
+                        }
+                        Ok(other) => {
+                            return Err(DisconnectReason::Broker(format!(
+                                "unexpected answer to resume: {other:?}"
+                            )))
+                        }
+                        Err(e) => tracing::debug!(error = %e, "the broker is not back yet"),
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "the broker is not back yet"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                cmd = self.commands.recv() => {
+                    if matches!(cmd, Some(Command::Shutdown) | None) {
+                        return Err(DisconnectReason::Local);
+                    }
+                }
+            }
+            wait = (wait * 2).min(Duration::from_secs(2));
         }
     }
 

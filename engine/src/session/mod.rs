@@ -303,6 +303,12 @@ pub enum ControllerEvent {
         /// When it stops working if nobody joins.
         expires_at: UnixMillis,
     },
+    /// The connection to the broker broke while the code waited for the target; the
+    /// controller is re-attaching to the same code (see [`ControllerEvent::BrokerResumed`]).
+    BrokerLost,
+    /// Re-attached to the broker after [`ControllerEvent::BrokerLost`]: the code read to the
+    /// user still works.
+    BrokerResumed,
     /// The target entered the code; the connection is being set up.
     PeerJoined,
     /// The target is asking its user whether to let you in; the session waits up to this.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use deskwire_signal::lan::LanPassword;
 use deskwire_signal::pake::Pake;
 use deskwire_signal::{
-    BrokerMessage, ClientMessage, ConnectionCode, PeerSignal, PolicyAcceptance, SessionPolicy,
+    BrokerMessage, ClientMessage, ConnectionCode, JoinRefusal, PeerSignal, PolicyAcceptance,
+    SessionPolicy,
 };
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
@@ -20,6 +21,10 @@ use super::super::transport::{self, NetEvent, Pc, CONTROL, INPUT, VIDEO};
 use super::super::{DisconnectReason, HostEvent, SessionError};
 use super::{Command, HostTask, Negotiation, Wait, NUDGE_INTERVAL};
 use crate::wire::ByeReason;
+
+/// How long to wait before joining again while the technician reconnects, and how often.
+const AWAY_RETRY: Duration = Duration::from_millis(500);
+const MAX_AWAY_RETRIES: u32 = 60;
 
 /// What the two peers both know, which the PAKE binds the session to.
 pub(super) enum Secret {
@@ -64,6 +69,8 @@ impl HostTask {
             device: device.map(|k| k.prove(code.session())),
         };
         let mut pending = first;
+        let mut away_retries = 0u32;
+        let mut retry_at: Option<tokio::time::Instant> = None;
         if let Some(code) = pending {
             if let Err(e) = sig.send(&join(code)).await {
                 return Wait::End(DisconnectReason::from(e));
@@ -76,6 +83,16 @@ impl HostTask {
                         Some(code) => return Wait::Got((code, policy)),
                         None => return Wait::End(DisconnectReason::Broker("joined without a code".into())),
                     },
+                    // The technician's side is re-attaching after a broker restart: the
+                    // code still works, so send it again shortly rather than asking the
+                    // user to retype it (for up to half a minute).
+                    Ok(BrokerMessage::JoinRefused { reason: JoinRefusal::ControllerAway, message })
+                        if away_retries < MAX_AWAY_RETRIES =>
+                    {
+                        away_retries += 1;
+                        tracing::info!(message, "the technician is reconnecting; joining again shortly");
+                        retry_at = Some(tokio::time::Instant::now() + AWAY_RETRY);
+                    }
                     Ok(BrokerMessage::JoinRefused { reason, message }) => {
                         self.events.emit_important(HostEvent::CodeRefused { reason, message });
                     }
@@ -85,8 +102,18 @@ impl HostTask {
                     Ok(other) => tracing::debug!(?other, "ignored while joining"),
                     Err(e) => return Wait::End(DisconnectReason::from(e)),
                 },
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                    retry_at = None;
+                    if let Some(code) = pending {
+                        if let Err(e) = sig.send(&join(code)).await {
+                            return Wait::End(DisconnectReason::from(e));
+                        }
+                    }
+                }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::TryCode(code)) => {
+                        away_retries = 0;
+                        retry_at = None;
                         pending = Some(code);
                         if let Err(e) = sig.send(&join(code)).await {
                             return Wait::End(DisconnectReason::from(e));
