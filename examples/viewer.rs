@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use deskwire_engine::lan::{Browser, LanPassword, LanPeer, DEFAULT_PORT};
+use deskwire_engine::lan::{check_lan_permission, Browser, LanPassword, LanPeer, DEFAULT_PORT};
 use deskwire_engine::{Controller, ControllerConfig, ControllerEvent, DisconnectReason};
+use deskwire_examples::policy::{self, LocalPolicy};
 use deskwire_examples::window::{
     remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
 };
@@ -43,7 +44,7 @@ struct Args {
     broker: Option<String>,
     /// Connect directly to a LAN computer: `ADDR[:PORT]`, or text to find in the name or
     /// address of a computer on the LAN (the first that matches).
-    #[arg(long, conflicts_with_all = ["broker", "browse"], requires = "password")]
+    #[arg(long, conflicts_with = "browse", requires = "password")]
     lan: Option<String>,
     /// The LAN computer's password (as its user or admin reads it to you).
     #[arg(long, env = "DESKWIRE_LAN_PASSWORD", hide_env_values = true)]
@@ -52,6 +53,9 @@ struct Args {
     /// the text, if given), then exit.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     browse: Option<String>,
+    /// The local policy file consulted when no --broker manages you.
+    #[arg(long, default_value = policy::DEFAULT_PATH)]
+    policy: PathBuf,
     /// How long to look for computers on the LAN.
     #[arg(long, default_value_t = 5.0)]
     browse_seconds: f64,
@@ -75,8 +79,8 @@ struct Args {
 fn main() -> Result<()> {
     init_tracing();
     let args = Args::parse();
-    if !args.headless && std::env::var_os("DISPLAY").is_none() {
-        bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
+    if args.lan.is_some() || args.browse.is_some() {
+        may_connect_on_lan(&args)?;
     }
     if let Some(filter) = &args.browse {
         return browse(filter, args.browse_seconds, |peer| {
@@ -85,6 +89,9 @@ fn main() -> Result<()> {
             false
         })
         .map(|_| ());
+    }
+    if !args.headless && std::env::var_os("DISPLAY").is_none() {
+        bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
     }
     let mut session = Session::default();
     let config = match (&args.lan, &args.broker) {
@@ -132,6 +139,28 @@ fn main() -> Result<()> {
                 bail!("session ended: {reason}")
             }
         }
+    }
+}
+
+/// Connecting on the LAN needs the permission: from the technician's group when a broker
+/// manages them (`--broker` with a token), else from the local policy file.
+fn may_connect_on_lan(args: &Args) -> Result<()> {
+    match (&args.broker, &args.token) {
+        (Some(broker), Some(token)) => {
+            let who = check_lan_permission(broker, token, Duration::from_secs(10))?;
+            println!("{who} may connect on the LAN (checked with the broker)");
+            Ok(())
+        }
+        (Some(_), None) => bail!(
+            "--broker manages your permissions: give your API token (--token or DESKWIRE_TOKEN) to connect on the LAN"
+        ),
+        (None, _) => match LocalPolicy::load(&args.policy)?.connect_on_lan {
+            Some(false) => bail!(
+                "connecting on the LAN is turned off for this computer's technicians ({}: connect_on_lan = no)",
+                args.policy.display()
+            ),
+            _ => Ok(()),
+        },
     }
 }
 

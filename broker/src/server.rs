@@ -492,6 +492,7 @@ async fn authenticate(
         policy: policy_of(&p),
         max_sessions,
         open_sessions,
+        permissions: p.group.permissions.iter().map(|x| x.as_str()).collect(),
     }))
 }
 

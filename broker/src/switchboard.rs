@@ -18,6 +18,7 @@ use crate::codes::{CodeBook, CodeLimits, SessionId};
 use crate::limits::{JoinLimiter, JoinLimits};
 use crate::store::{AuditEvent, AuditRecord, EndedBy, SessionRecordId, TechnicianId};
 
+mod authorize;
 mod durable;
 mod join;
 
@@ -146,6 +147,8 @@ enum Role {
     Registering { session: SessionId },
     /// Sent `resume`; the store is checking the token.
     Resuming,
+    /// Sent `authorize`; its token is being checked (the permission is in `authorizing`).
+    Authorizing,
     /// Sent `join` with a device proof whose key is being checked against the registry.
     CheckingDevice { refusals: u32 },
     /// Sent `create_session`.
@@ -240,6 +243,8 @@ pub(crate) struct Switchboard {
     require_device: bool,
     /// Joins waiting for their device check: the code typed and the device id.
     device_checks: HashMap<ConnId, (String, String)>,
+    /// `authorize` requests waiting for their token check: the permission asked about.
+    authorizing: HashMap<ConnId, String>,
     /// Joins waiting for the store: the code typed and the device id, if proved.
     store_joins: HashMap<ConnId, (String, Option<String>)>,
     /// Codes, redemptions and sessions go through the store too, so they survive a restart
@@ -272,6 +277,7 @@ impl Switchboard {
             require_token: rules.require_token,
             require_device: rules.require_device,
             device_checks: HashMap::new(),
+            authorizing: HashMap::new(),
             store_joins: HashMap::new(),
             durable: false,
             stopping: false,
@@ -331,6 +337,9 @@ impl Switchboard {
             (Role::Undecided, ClientMessage::CreateSession { token, resumable }) => {
                 self.request_session(conn, token, resumable, now)
             }
+            (Role::Undecided, ClientMessage::Authorize { token, permission }) => {
+                self.authorize(conn, token, permission)
+            }
             (Role::Undecided, ClientMessage::Resume { session, resume }) => {
                 self.resume(conn, &session, &resume, now)
             }
@@ -376,6 +385,9 @@ impl Switchboard {
             (Role::Controller { .. } | Role::Target { .. }, ClientMessage::Resume { .. }) => {
                 self.refuse(conn, "resume must be the first message on a connection")
             }
+            (Role::Controller { .. } | Role::Target { .. }, ClientMessage::Authorize { .. }) => {
+                self.refuse(conn, "authorize must be the first message on a connection")
+            }
             (
                 Role::Target {
                     session: Some(_), ..
@@ -390,6 +402,9 @@ impl Switchboard {
                     conn,
                     "wait for session_created before sending anything else",
                 ),
+            (Role::Authorizing, _) => {
+                self.refuse(conn, "wait for authorized before sending anything else")
+            }
             (Role::CheckingDevice { .. } | Role::Redeeming { .. } | Role::LookingUp { .. }, _) => {
                 self.refuse(
                     conn,
@@ -414,6 +429,7 @@ impl Switchboard {
     pub(crate) fn handle_close(&mut self, conn: ConnId) {
         let ip = self.sources.remove(&conn);
         self.device_checks.remove(&conn);
+        self.authorizing.remove(&conn);
         self.store_joins.remove(&conn);
         let Some(role) = self.conns.remove(&conn) else {
             return;
@@ -435,6 +451,7 @@ impl Switchboard {
             Role::Undecided
             | Role::Authenticating { .. }
             | Role::Resuming
+            | Role::Authorizing
             | Role::CheckingDevice { .. }
             | Role::LookingUp { .. }
             | Role::Target { session: None, .. } => return,
@@ -560,6 +577,9 @@ impl Switchboard {
         result: Result<Authenticated, String>,
         now: UnixMillis,
     ) {
+        if let Some(Role::Authorizing) = self.conns.get(&conn) {
+            return self.authorized(conn, result);
+        }
         let Some(Role::Authenticating { resumable }) = self.conns.get(&conn).copied() else {
             return; // gone meanwhile
         };

@@ -2,6 +2,7 @@
 //! the public API only.
 
 pub mod control;
+pub mod policy;
 pub mod window;
 
 use std::net::{IpAddr, Ipv4Addr};

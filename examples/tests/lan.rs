@@ -369,3 +369,63 @@ fn a_restarted_target_has_a_new_password_and_the_old_one_stops_working() {
     );
     session.unwrap().shutdown().unwrap();
 }
+
+/// The viewer example, run with `args`; its exit status and everything it printed.
+fn viewer(args: &[&str]) -> (bool, String) {
+    let bin = sender_binary().with_file_name("viewer");
+    let out = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("running the viewer");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_viewer_refuses_the_lan_when_the_local_policy_or_the_broker_says_no() {
+    let policy = std::env::temp_dir().join(format!("dw-policy-{}.conf", std::process::id()));
+    std::fs::write(&policy, "connect_on_lan = no\n").unwrap();
+    let policy_arg = policy.to_string_lossy().into_owned();
+    let (ok, text) = viewer(&[
+        "--browse",
+        "--browse-seconds",
+        "0.1",
+        "--policy",
+        &policy_arg,
+    ]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("connect_on_lan = no"), "{text}");
+    std::fs::write(&policy, "connect_on_lan = yes\n").unwrap();
+    let (ok, text) = viewer(&[
+        "--browse",
+        "--browse-seconds",
+        "0.1",
+        "--policy",
+        &policy_arg,
+    ]);
+    assert!(ok, "{text}");
+    let _ = std::fs::remove_file(&policy);
+
+    use deskwire_broker::store::{Permission, Permissions, Policy};
+    let (broker, token) = deskwire_tests::session_fixtures::TestBroker::start_with_accounts(
+        Permissions::NONE.with(Permission::Control),
+        Policy::default(),
+    )
+    .unwrap();
+    let (ok, text) = viewer(&[
+        "--browse",
+        "--browse-seconds",
+        "0.1",
+        "--broker",
+        broker.url(),
+        "--token",
+        &token,
+    ]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("does not have the lan permission"), "{text}");
+}

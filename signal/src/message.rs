@@ -36,6 +36,8 @@ pub const MAX_REASON_CHARS: usize = 256;
 /// Longest resume token accepted, in hex digits. Brokers issue 64 (256 bits); the slack lets
 /// a later broker lengthen them without older peers refusing the message.
 const MAX_RESUME_HEX: usize = 128;
+/// Longest API token accepted in `authorize` (brokers issue `dw_` + 75 characters).
+const MAX_TOKEN_CHARS: usize = 256;
 /// Longest code text accepted in `join` and `resume` (the user may type spaces or dashes).
 const MAX_CODE_CHARS: usize = 64;
 
@@ -72,6 +74,15 @@ pub enum ClientMessage {
         session: String,
         /// The resume token `session_created` gave with it.
         resume: String,
+    },
+    /// Technician, on a connection of its own: does my group hold `permission` (e.g. `lan`
+    /// before connecting on the LAN, where no broker is in the path)? Answered by
+    /// `authorized` or by an `error` that says why not; the broker then closes.
+    Authorize {
+        /// The technician's API token.
+        token: String,
+        /// The permission's name, as the admin CLI spells it (`lan`, `unattended`, ...).
+        permission: String,
     },
     /// Target: join the session this code names. May be sent again after a refusal.
     Join {
@@ -127,6 +138,13 @@ pub enum BrokerMessage {
     Relay {
         /// The payload.
         signal: PeerSignal,
+    },
+    /// To a technician's `authorize`: their group holds the permission.
+    Authorized {
+        /// The technician's name.
+        technician: String,
+        /// The permission asked about.
+        permission: String,
     },
     /// To the controller: the target's attempt failed verification and it was unpaired;
     /// the code still works for another attempt unless it burned (then an error follows).
@@ -323,6 +341,10 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
     let msg: ClientMessage = decode(text)?;
     if let ClientMessage::Relay { signal } = &msg {
         check_signal(signal)?;
+    }
+    if let ClientMessage::Authorize { token, permission } = &msg {
+        check_len("token", token.len(), MAX_TOKEN_CHARS)?;
+        check_len("permission", permission.len(), 32)?;
     }
     if let ClientMessage::Resume { session, resume } = &msg {
         check_len("session", session.len(), MAX_CODE_CHARS)?;

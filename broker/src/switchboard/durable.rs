@@ -34,6 +34,8 @@ pub(crate) struct Authenticated {
     pub(crate) max_sessions: Option<u32>,
     /// Their open sessions now (counted only when there is a cap).
     pub(crate) open_sessions: u64,
+    /// Their group's permissions, by name (`lan`, `unattended`, ...).
+    pub(crate) permissions: Vec<&'static str>,
 }
 
 impl Authenticated {

@@ -462,6 +462,7 @@ fn a_create_session_beyond_the_groups_cap_is_refused_naming_the_cap() {
         policy: policy.clone(),
         max_sessions: Some(2),
         open_sessions,
+        permissions: vec!["view_only"],
     };
     let token = ClientMessage::CreateSession {
         token: Some("dw_x".into()),

@@ -22,6 +22,44 @@ use deskwire_signal::UnixMillis;
 
 use super::SessionError;
 
+/// Ask `broker` whether the technician holding `token` may connect on the LAN (their
+/// group's `lan` permission). `Ok` with their name, or the broker's reason why not. Blocks
+/// the calling thread up to about `timeout`.
+pub fn check_lan_permission(
+    broker: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<String, SessionError> {
+    use deskwire_signal::{BrokerMessage, ClientMessage};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(SessionError::Thread)?;
+    rt.block_on(async {
+        let mut sig = super::signalling::Signalling::connect(broker, timeout).await?;
+        let ask = ClientMessage::Authorize {
+            token: token.to_owned(),
+            permission: "lan".to_owned(),
+        };
+        sig.send(&ask).await?;
+        let answer = tokio::time::timeout(timeout, sig.recv()).await;
+        sig.close().await;
+        match answer {
+            Ok(Ok(BrokerMessage::Authorized { technician, .. })) => Ok(technician),
+            Ok(Ok(BrokerMessage::Error { message })) => Err(SessionError::Lan(format!(
+                "the broker does not allow connecting on the LAN: {message}"
+            ))),
+            Ok(Ok(other)) => Err(SessionError::Broker(format!(
+                "unexpected answer to authorize: {other:?}"
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SessionError::Broker(format!(
+                "no answer from the broker in {timeout:?}"
+            ))),
+        }
+    })
+}
+
 /// The target's remote-connection password and its rotation, shared by everything in the
 /// agent that needs it (the listener, the local control socket, the UI). A new set starts
 /// with a new password, so a restarted agent never reuses the last one.

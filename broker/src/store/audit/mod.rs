@@ -82,11 +82,14 @@ pub enum AuditEvent {
     TokenRevoked,
     /// A password or token was refused.
     LoginFailed,
+    /// A technician's group was confirmed to hold a permission used away from the broker
+    /// (connecting on the LAN).
+    PermissionGranted,
 }
 
 impl AuditEvent {
     /// Every event.
-    pub const ALL: [AuditEvent; 21] = [
+    pub const ALL: [AuditEvent; 22] = [
         Self::CodeIssued,
         Self::CodeCancelled,
         Self::WrongCode,
@@ -108,6 +111,7 @@ impl AuditEvent {
         Self::TokenCreated,
         Self::TokenRevoked,
         Self::LoginFailed,
+        Self::PermissionGranted,
     ];
 
     /// The stored name.
@@ -134,6 +138,7 @@ impl AuditEvent {
             Self::TokenCreated => "token_created",
             Self::TokenRevoked => "token_revoked",
             Self::LoginFailed => "login_failed",
+            Self::PermissionGranted => "permission_granted",
         }
     }
 }
