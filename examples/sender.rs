@@ -179,6 +179,7 @@ fn main() -> Result<()> {
         requests,
         passwords: None,
         shown_password: String::new(),
+        connected: false,
     };
     let outcome = if args.lan {
         let passwords = LanPasswords::daily();
@@ -206,9 +207,24 @@ fn main() -> Result<()> {
         let Some(code) = &args.code else {
             bail!("--broker needs --code (the connection code the technician read to you)");
         };
-        let code: ConnectionCode = code.parse().context("--code")?;
-        let host = Host::start(config, open_source()?, code)?;
-        ui.serve(host)?
+        let mut code: ConnectionCode = code.parse().context("--code")?;
+        loop {
+            let host = Host::start(config.clone(), open_source()?, code)?;
+            let outcome = ui.serve(host)?;
+            // No broker answered (or it went away before the session started): the user
+            // may try again with a code, or cancel.
+            let Outcome::Ended(DisconnectReason::Broker(why)) = &outcome else {
+                break outcome;
+            };
+            if ui.connected {
+                break outcome;
+            }
+            println!("cannot go on with the broker: {why}");
+            match ui.ask_code()? {
+                Some(next) => code = next,
+                None => break Outcome::Cancelled,
+            }
+        }
     };
     let _ = std::fs::remove_file(&socket);
     let fine = match outcome {
@@ -237,6 +253,8 @@ struct Ui {
     requests: mpsc::Receiver<Incoming>,
     passwords: Option<LanPasswords>,
     shown_password: String,
+    /// A session got as far as connected.
+    connected: bool,
 }
 
 /// Where the current host stands, for `sessions` and the terminal.
@@ -260,6 +278,25 @@ impl Ui {
                 println!("LAN password: {now} (changes daily and at every restart)");
                 let _ = std::io::stdout().flush();
                 self.shown_password = now;
+            }
+        }
+    }
+
+    /// Ask for a code on the terminal until one parses; `None` on an empty line.
+    fn ask_code(&mut self) -> Result<Option<ConnectionCode>> {
+        prompt("to try again");
+        loop {
+            let Ok(line) = self.lines.recv() else {
+                return Ok(None); // the terminal closed
+            };
+            let line = line.trim();
+            if line.is_empty() {
+                println!("cancelled");
+                return Ok(None);
+            }
+            match line.parse() {
+                Ok(code) => return Ok(Some(code)),
+                Err(e) => prompt(&format!("{e}; try again")),
             }
         }
     }
@@ -361,6 +398,7 @@ impl Ui {
                     let _ = std::io::stdout().flush();
                 }
                 HostEvent::Connected { control, setup } => {
+                    self.connected = true;
                     state = State::Connected {
                         since: Some(Instant::now()),
                         control,

@@ -140,7 +140,10 @@ impl Signalling {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     tracing::warn!(broker, error = %e, "broker unreachable; trying the next");
-                    failures.push(e.to_string());
+                    failures.push(match e {
+                        SessionError::Broker(m) => m,
+                        other => other.to_string(),
+                    });
                 }
             }
         }
