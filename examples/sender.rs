@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
-use deskwire_engine::lan::{Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT};
+use deskwire_engine::lan::{
+    device_id, report_lan_password, Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT,
+};
 use deskwire_engine::session::ConnectionCode;
 use deskwire_engine::{
     AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent,
@@ -58,8 +60,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct Args {
-    /// Broker URL (with --code).
-    #[arg(long, required_unless_present = "lan", conflicts_with = "lan")]
+    /// Broker URL (with --code; with --lan, the broker that manages this computer, which
+    /// is told the LAN password, signed with --device-key).
+    #[arg(long, required_unless_present = "lan")]
     broker: Option<String>,
     /// Another broker to try when the first cannot be reached (repeatable, in order).
     #[arg(long = "fallback-broker")]
@@ -68,7 +71,7 @@ struct Args {
     #[arg(long)]
     device_key: Option<PathBuf>,
     /// The connection code the technician read to you (ten digits).
-    #[arg(long, requires = "broker")]
+    #[arg(long, requires = "broker", conflicts_with = "lan")]
     code: Option<String>,
     /// Listen for technicians on the LAN instead; prints this computer's password.
     #[arg(long)]
@@ -180,10 +183,20 @@ fn main() -> Result<()> {
         passwords: None,
         shown_password: String::new(),
         connected: false,
+        report_to: None,
     };
     let outcome = if args.lan {
         let passwords = LanPasswords::daily();
         ui.passwords = Some(passwords.clone());
+        if let Some(broker) = &args.broker {
+            let Some(key) = args.device_key.clone() else {
+                bail!("telling the broker this computer's LAN password needs --device-key (it signs the report)");
+            };
+            println!("this computer is {} to the broker", device_id(&key)?);
+            let mut brokers = vec![broker.clone()];
+            brokers.extend(args.fallback_brokers.iter().cloned());
+            ui.report_to = Some((brokers, key));
+        }
         ui.show_password();
         let name = args.name.clone().unwrap_or_else(host_name);
         let _advert = if args.no_announce {
@@ -255,6 +268,8 @@ struct Ui {
     shown_password: String,
     /// A session got as far as connected.
     connected: bool,
+    /// Brokers managing this computer and its device key: told each new LAN password.
+    report_to: Option<(Vec<String>, PathBuf)>,
 }
 
 /// Where the current host stands, for `sessions` and the terminal.
@@ -278,6 +293,28 @@ impl Ui {
                 println!("LAN password: {now} (changes daily and at every restart)");
                 let _ = std::io::stdout().flush();
                 self.shown_password = now;
+                if let Some((brokers, key)) = self.report_to.clone() {
+                    // Off the terminal's loop: a slow broker must not hold up the user.
+                    let passwords = p.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("deskwire-lan-report".into())
+                        .spawn(move || {
+                            match report_lan_password(
+                                &brokers,
+                                &key,
+                                &passwords,
+                                Duration::from_secs(10),
+                            ) {
+                                Ok(()) => println!("the LAN password was reported to the broker"),
+                                Err(e) => {
+                                    println!("cannot report the LAN password to the broker: {e}")
+                                }
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        println!("cannot report the LAN password: {e}");
+                    }
+                }
             }
         }
     }

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use deskwire_engine::lan::{check_lan_permission, Browser, LanPassword, LanPeer, DEFAULT_PORT};
+use deskwire_engine::lan::{
+    check_lan_permission, fetch_lan_password, Browser, LanPassword, LanPeer, DEFAULT_PORT,
+};
 use deskwire_engine::{Controller, ControllerConfig, ControllerEvent, DisconnectReason};
 use deskwire_examples::policy::{self, LocalPolicy};
 use deskwire_examples::window::{
@@ -44,8 +46,12 @@ struct Args {
     broker: Option<String>,
     /// Connect directly to a LAN computer: `ADDR[:PORT]`, or text to find in the name or
     /// address of a computer on the LAN (the first that matches).
-    #[arg(long, conflicts_with = "browse", requires = "password")]
+    #[arg(long, conflicts_with = "browse")]
     lan: Option<String>,
+    /// With --lan and --broker: read the computer's password from the broker, which this
+    /// device (`dev-...`) reports it to.
+    #[arg(long, conflicts_with = "password", requires_all = ["lan", "broker"])]
+    device: Option<String>,
     /// The LAN computer's password (as its user or admin reads it to you).
     #[arg(long, env = "DESKWIRE_LAN_PASSWORD", hide_env_values = true)]
     password: Option<String>,
@@ -96,12 +102,19 @@ fn main() -> Result<()> {
     let mut session = Session::default();
     let config = match (&args.lan, &args.broker) {
         (Some(target), _) => {
-            let password: LanPassword = args
-                .password
-                .as_deref()
-                .unwrap_or_default()
-                .parse()
-                .context("--password")?;
+            let password: LanPassword = match (&args.password, &args.device, &args.broker) {
+                (Some(p), _, _) => p.parse().context("--password")?,
+                (None, Some(device), Some(broker)) => {
+                    let token = args.token.as_deref().context(
+                        "reading a LAN password from the broker needs your API token (--token)",
+                    )?;
+                    let (password, _) =
+                        fetch_lan_password(broker, token, device, Duration::from_secs(10))?;
+                    println!("got {device}'s LAN password from the broker");
+                    password
+                }
+                _ => bail!("--lan needs the computer's --password (or --device with --broker)"),
+            };
             let addr = lan_target(target, args.browse_seconds)?;
             println!("connecting to {addr}");
             session.code = addr.to_string();

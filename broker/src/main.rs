@@ -254,6 +254,12 @@ enum AdminAction {
     },
     /// Print every company, group, technician and token.
     List,
+    /// Print the LAN password a managed device last reported (recorded in the audit log).
+    LanPassword {
+        /// The device id (`dev-...`).
+        #[arg(long)]
+        device: String,
+    },
 }
 
 /// A group's policy; unset options take the default (creating) or keep the current value.
@@ -446,6 +452,27 @@ async fn admin(store: &Store, action: AdminAction) -> Result<ExitCode, StoreErro
             ));
         }
         AdminAction::List => list(store).await?,
+        AdminAction::LanPassword { device } => match store.lan_password(&device).await? {
+            Some(r) => {
+                let mut record = deskwire_broker::store::AuditRecord::new(
+                    now,
+                    deskwire_broker::store::AuditEvent::PermissionGranted,
+                );
+                record.device = Some(device.clone());
+                record.detail = format!("an admin read the LAN password of {device}");
+                store.append_audit(&record).await?;
+                say(&format!(
+                    "{} (reported at {} ms, rotates at {} ms)",
+                    r.password, r.reported_at, r.rotates_at
+                ));
+            }
+            None => {
+                return Err(StoreError::NotFound {
+                    what: "LAN password report of device",
+                    name: device,
+                })
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

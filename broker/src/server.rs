@@ -283,6 +283,35 @@ impl Hub {
                 let now = self.clock.now();
                 self.drive(|s| s.board.handle_authenticated(conn, result, now));
             }
+            Check::LanReport(conn, id, key, report) => {
+                let now = self.clock.now();
+                let at = i64::try_from(now.0).unwrap_or(i64::MAX);
+                let result = match &self.store {
+                    None => Err("this broker has no database to keep LAN passwords in".to_owned()),
+                    Some(store) => match store.report_lan_password(&id, &key, &report, at).await {
+                        Ok(Ok(kept)) => Ok(kept),
+                        Ok(Err(refusal)) => Err(refusal.to_string()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot keep a LAN password report");
+                            Err("the broker cannot keep LAN passwords right now".to_owned())
+                        }
+                    },
+                };
+                self.drive(|s| s.board.handle_lan_stored(conn, result));
+            }
+            Check::LanPassword(conn, device, technician) => {
+                let result = match &self.store {
+                    None => Err("this broker has no database of LAN passwords".to_owned()),
+                    Some(store) => store.lan_password(&device).await.map_err(|e| {
+                        tracing::error!(error = %e, "cannot read a LAN password");
+                        "the broker cannot read LAN passwords right now".to_owned()
+                    }),
+                };
+                self.drive(|s| {
+                    s.board
+                        .handle_lan_looked_up(conn, device, technician, result)
+                });
+            }
             // Pin a device's key on first contact and refuse another key later. Without a
             // store there is no registry: the signature (already checked) is all there is.
             Check::Device(conn, id, key) => {
@@ -325,6 +354,10 @@ impl Hub {
 enum Check {
     /// A technician's API token.
     Token(ConnId, String),
+    /// A device's LAN password report.
+    LanReport(ConnId, String, [u8; 32], crate::store::LanReport),
+    /// A device's LAN password, for a technician allowed to read it.
+    LanPassword(ConnId, String, crate::store::TechnicianId),
     /// A device id and its (signature-checked) public key.
     Device(ConnId, String, [u8; 32]),
 }
@@ -360,6 +393,19 @@ impl HubState {
                 }
                 // Checked off the lock; the answer comes back through `Hub::authenticate`.
                 Output::Authenticate { conn, token } => self.checks.push(Check::Token(conn, token)),
+                Output::StoreLanReport {
+                    conn,
+                    id,
+                    key,
+                    report,
+                } => self.checks.push(Check::LanReport(conn, id, key, report)),
+                Output::LookUpLanPassword {
+                    conn,
+                    device,
+                    technician,
+                } => self
+                    .checks
+                    .push(Check::LanPassword(conn, device, technician)),
                 Output::CheckDevice { conn, id, key } => {
                     self.checks.push(Check::Device(conn, id, key))
                 }

@@ -21,6 +21,7 @@ use crate::store::{AuditEvent, AuditRecord, EndedBy, SessionRecordId, Technician
 mod authorize;
 mod durable;
 mod join;
+mod lan;
 
 pub(crate) use durable::{
     Authenticated, RedeemError, Redeemed, ResumeError, Resumed, StoreCodeError, StoredCode,
@@ -57,6 +58,28 @@ pub(crate) enum Output {
         id: String,
         /// Its public key, whose signature already verified.
         key: [u8; 32],
+    },
+    /// Keep this device's LAN password report and answer with
+    /// [`Switchboard::handle_lan_stored`]. The proof's signature already verified.
+    StoreLanReport {
+        /// The device's connection.
+        conn: ConnId,
+        /// The device id.
+        id: String,
+        /// Its public key, to pin or confirm.
+        key: [u8; 32],
+        /// The report.
+        report: crate::store::LanReport,
+    },
+    /// Look up a device's LAN password for a technician allowed to read it; answer with
+    /// [`Switchboard::handle_lan_looked_up`].
+    LookUpLanPassword {
+        /// The technician's connection.
+        conn: ConnId,
+        /// The device id.
+        device: String,
+        /// Who asks (for the audit record).
+        technician: TechnicianId,
     },
     /// Check this technician token and report with [`Switchboard::handle_authenticated`].
     Authenticate {
@@ -147,8 +170,13 @@ enum Role {
     Registering { session: SessionId },
     /// Sent `resume`; the store is checking the token.
     Resuming,
-    /// Sent `authorize`; its token is being checked (the permission is in `authorizing`).
+    /// Sent `authorize` or `get_lan_password`; its token is being checked (what it asked is
+    /// in `authorizing`).
     Authorizing,
+    /// Sent `report_lan_password`; the store is keeping it.
+    Reporting,
+    /// Sent `get_lan_password` with the permission; the store is looking it up.
+    LookingUpLan,
     /// Sent `join` with a device proof whose key is being checked against the registry.
     CheckingDevice { refusals: u32 },
     /// Sent `create_session`.
@@ -243,8 +271,8 @@ pub(crate) struct Switchboard {
     require_device: bool,
     /// Joins waiting for their device check: the code typed and the device id.
     device_checks: HashMap<ConnId, (String, String)>,
-    /// `authorize` requests waiting for their token check: the permission asked about.
-    authorizing: HashMap<ConnId, String>,
+    /// `authorize` / `get_lan_password` requests waiting for their token check.
+    authorizing: HashMap<ConnId, lan::Asked>,
     /// Joins waiting for the store: the code typed and the device id, if proved.
     store_joins: HashMap<ConnId, (String, Option<String>)>,
     /// Codes, redemptions and sessions go through the store too, so they survive a restart
@@ -340,6 +368,18 @@ impl Switchboard {
             (Role::Undecided, ClientMessage::Authorize { token, permission }) => {
                 self.authorize(conn, token, permission)
             }
+            (
+                Role::Undecided,
+                ClientMessage::ReportLanPassword {
+                    device,
+                    password,
+                    rotates_at,
+                    reported_at,
+                },
+            ) => self.report_lan_password(conn, device, password, rotates_at, reported_at, now),
+            (Role::Undecided, ClientMessage::GetLanPassword { token, device }) => {
+                self.get_lan_password(conn, token, device)
+            }
             (Role::Undecided, ClientMessage::Resume { session, resume }) => {
                 self.resume(conn, &session, &resume, now)
             }
@@ -385,9 +425,15 @@ impl Switchboard {
             (Role::Controller { .. } | Role::Target { .. }, ClientMessage::Resume { .. }) => {
                 self.refuse(conn, "resume must be the first message on a connection")
             }
-            (Role::Controller { .. } | Role::Target { .. }, ClientMessage::Authorize { .. }) => {
-                self.refuse(conn, "authorize must be the first message on a connection")
-            }
+            (
+                Role::Controller { .. } | Role::Target { .. },
+                ClientMessage::Authorize { .. }
+                | ClientMessage::ReportLanPassword { .. }
+                | ClientMessage::GetLanPassword { .. },
+            ) => self.refuse(
+                conn,
+                "this request must be the first message on a connection",
+            ),
             (
                 Role::Target {
                     session: Some(_), ..
@@ -402,8 +448,8 @@ impl Switchboard {
                     conn,
                     "wait for session_created before sending anything else",
                 ),
-            (Role::Authorizing, _) => {
-                self.refuse(conn, "wait for authorized before sending anything else")
+            (Role::Authorizing | Role::Reporting | Role::LookingUpLan, _) => {
+                self.refuse(conn, "wait for the answer before sending anything else")
             }
             (Role::CheckingDevice { .. } | Role::Redeeming { .. } | Role::LookingUp { .. }, _) => {
                 self.refuse(
@@ -452,6 +498,8 @@ impl Switchboard {
             | Role::Authenticating { .. }
             | Role::Resuming
             | Role::Authorizing
+            | Role::Reporting
+            | Role::LookingUpLan
             | Role::CheckingDevice { .. }
             | Role::LookingUp { .. }
             | Role::Target { session: None, .. } => return,
@@ -761,6 +809,6 @@ impl Switchboard {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod durable_tests;
+#[cfg(test)]
+mod tests;

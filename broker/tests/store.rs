@@ -43,6 +43,7 @@ on_both_databases!(
     duplicates_and_missing_references_are_named,
     permission_and_policy_changes_are_audited,
     a_device_keeps_its_first_key,
+    a_lan_password_report_is_kept_only_if_newer_and_only_for_the_pinned_key,
     a_code_is_redeemed_once_and_refused_precisely_after,
     three_failed_confirmations_burn_a_code,
     a_pending_code_survives_a_restart_and_stays_single_use,
@@ -67,7 +68,7 @@ async fn migrations_apply_once_and_reopening_is_a_no_op(db: &TestDb) -> Result<(
         sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
             .fetch_one(&raw)
             .await?;
-    ensure!(applied == 2, "{applied} migrations recorded");
+    ensure!(applied == 3, "{applied} migrations recorded");
     Ok(())
 }
 
@@ -254,6 +255,44 @@ async fn a_device_keeps_its_first_key(db: &TestDb) -> Result<()> {
     ensure!(store.device("pc-2").await?.is_none());
     let e = store.register_device("", &key, T0).await.unwrap_err();
     ensure!(matches!(e, StoreError::Invalid { .. }), "{e}");
+    Ok(())
+}
+
+async fn a_lan_password_report_is_kept_only_if_newer_and_only_for_the_pinned_key(
+    db: &TestDb,
+) -> Result<()> {
+    use deskwire_broker::store::LanReport;
+    let store = db.open().await;
+    let key = [5u8; 32];
+    let report = |password: &str, reported_at: i64| LanReport {
+        password: password.into(),
+        rotates_at: reported_at + 86_400_000,
+        reported_at,
+    };
+    ensure!(store.lan_password("dev-a").await?.is_none());
+    ensure!(store
+        .report_lan_password("dev-a", &key, &report("AAAA-AAAA-AAAA", T0), T0)
+        .await?
+        .expect("pinned"));
+    // A delayed or replayed older report does not move it back.
+    let old = store
+        .report_lan_password("dev-a", &key, &report("OLD0-OLD0-OLD0", T0 - 5), T0)
+        .await?
+        .expect("pinned");
+    ensure!(!old);
+    ensure!(store.lan_password("dev-a").await?.context("kept")?.password == "AAAA-AAAA-AAAA");
+    ensure!(store
+        .report_lan_password("dev-a", &key, &report("BBBB-BBBB-BBBB", T0 + 5), T0)
+        .await?
+        .expect("pinned"));
+    let kept = store.lan_password("dev-a").await?.context("kept")?;
+    ensure!(kept.password == "BBBB-BBBB-BBBB" && kept.reported_at == T0 + 5);
+    // Another key for the same id is refused and changes nothing.
+    let refused = store
+        .report_lan_password("dev-a", &[6u8; 32], &report("EVIL-EVIL-EVIL", T0 + 9), T0)
+        .await?;
+    ensure!(refused.is_err(), "{refused:?}");
+    ensure!(store.lan_password("dev-a").await?.context("kept")?.password == "BBBB-BBBB-BBBB");
     Ok(())
 }
 
@@ -718,7 +757,7 @@ async fn serving_opens_and_migrates_its_database_and_refuses_a_bad_url() -> Resu
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&db.raw().await)
         .await?;
-    ensure!(n == 2);
+    ensure!(n == 3, "{n} migrations applied");
     let pid = child.id().context("reaped")?;
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

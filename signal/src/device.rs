@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::code::SessionCode;
 use crate::hex;
+use crate::time::UnixMillis;
 
 /// What a target sends with its join to prove which device it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +71,21 @@ impl DeviceKey {
 
     /// The proof to send when joining `session`.
     pub fn prove(&self, session: SessionCode) -> DeviceProof {
-        let signature = self.key.sign(&message(session));
+        self.sign(&message(session))
+    }
+
+    /// The proof for a LAN password report (see [`lan_report_message`]).
+    pub fn prove_lan_report(
+        &self,
+        password: &str,
+        rotates_at: UnixMillis,
+        reported_at: UnixMillis,
+    ) -> DeviceProof {
+        self.sign(&lan_report_message(password, rotates_at, reported_at))
+    }
+
+    fn sign(&self, message: &[u8]) -> DeviceProof {
+        let signature = self.key.sign(message);
         DeviceProof {
             id: self.id(),
             public_key: hex::encode(self.key.verifying_key().as_bytes()),
@@ -82,6 +97,20 @@ impl DeviceKey {
 impl DeviceProof {
     /// Check the proof for `session`; returns the public key to pin to the id.
     pub fn verify(&self, session: SessionCode) -> Result<[u8; 32], DeviceError> {
+        self.verify_message(&message(session))
+    }
+
+    /// Check the proof of a LAN password report; returns the public key to pin to the id.
+    pub fn verify_lan_report(
+        &self,
+        password: &str,
+        rotates_at: UnixMillis,
+        reported_at: UnixMillis,
+    ) -> Result<[u8; 32], DeviceError> {
+        self.verify_message(&lan_report_message(password, rotates_at, reported_at))
+    }
+
+    fn verify_message(&self, message: &[u8]) -> Result<[u8; 32], DeviceError> {
         let key: [u8; 32] = hex::decode(&self.public_key)
             .and_then(|b| b.try_into().ok())
             .ok_or(DeviceError::Malformed)?;
@@ -93,7 +122,7 @@ impl DeviceProof {
         }
         let verifying = VerifyingKey::from_bytes(&key).map_err(|_| DeviceError::Malformed)?;
         verifying
-            .verify(&message(session), &Signature::from_bytes(&signature))
+            .verify(message, &Signature::from_bytes(&signature))
             .map_err(|_| DeviceError::BadSignature)?;
         Ok(key)
     }
@@ -101,6 +130,17 @@ impl DeviceProof {
 
 fn message(session: SessionCode) -> Vec<u8> {
     format!("deskwire-device-v1:join:{session}").into_bytes()
+}
+
+/// What a device signs to report its LAN password: the password with when it rotates and
+/// when it was reported, so a replayed report is recognisably old and cannot be moved to
+/// another time.
+fn lan_report_message(password: &str, rotates_at: UnixMillis, reported_at: UnixMillis) -> Vec<u8> {
+    format!(
+        "deskwire-device-v1:lan-password:{password}:{}:{}",
+        rotates_at.0, reported_at.0
+    )
+    .into_bytes()
 }
 
 fn id_of(public_key: &[u8]) -> String {
@@ -114,6 +154,26 @@ mod tests {
 
     fn session(n: u32) -> SessionCode {
         SessionCode::from_number(n).unwrap()
+    }
+
+    #[test]
+    fn a_lan_report_verifies_only_for_what_was_signed() {
+        let key = DeviceKey::from_seed([9; 32]);
+        let (r, t) = (UnixMillis(2_000), UnixMillis(1_000));
+        let proof = key.prove_lan_report("ABCD-EFGH-JKMN", r, t);
+        assert!(proof.verify_lan_report("ABCD-EFGH-JKMN", r, t).is_ok());
+        for (pw, r2, t2) in [
+            ("ABCD-EFGH-JKMP", r, t),
+            ("ABCD-EFGH-JKMN", UnixMillis(2_001), t),
+            ("ABCD-EFGH-JKMN", r, UnixMillis(999)),
+        ] {
+            assert_eq!(
+                proof.verify_lan_report(pw, r2, t2),
+                Err(DeviceError::BadSignature)
+            );
+        }
+        // A join proof is not a report, and the other way round.
+        assert!(proof.verify(session(123_456)).is_err());
     }
 
     #[test]

@@ -84,6 +84,27 @@ pub enum ClientMessage {
         /// The permission's name, as the admin CLI spells it (`lan`, `unattended`, ...).
         permission: String,
     },
+    /// A LAN target this broker manages, on a connection of its own: its current LAN
+    /// password, signed with its device key (see [`crate::device`]). Answered by
+    /// `lan_reported` or an `error`; the broker then closes.
+    ReportLanPassword {
+        /// Which device, signed over the password and both times.
+        device: crate::device::DeviceProof,
+        /// The password as the target shows it.
+        password: String,
+        /// When it rotates.
+        rotates_at: UnixMillis,
+        /// When the target sent this (a report older than the stored one is refused).
+        reported_at: UnixMillis,
+    },
+    /// Technician, on a connection of its own: the current LAN password of `device` (their
+    /// group needs the `lan` permission). Answered by `lan_password` or an `error`.
+    GetLanPassword {
+        /// The technician's API token.
+        token: String,
+        /// The device id (`dev-...`).
+        device: String,
+    },
     /// Target: join the session this code names. May be sent again after a refusal.
     Join {
         /// The code as the user typed it; the broker parses and checks it.
@@ -138,6 +159,19 @@ pub enum BrokerMessage {
     Relay {
         /// The payload.
         signal: PeerSignal,
+    },
+    /// To a target's `report_lan_password`: stored.
+    LanReported {},
+    /// To a technician's `get_lan_password`.
+    LanPassword {
+        /// The device id.
+        device: String,
+        /// Its password, as last reported.
+        password: String,
+        /// When it rotates (then it is worth asking again).
+        rotates_at: UnixMillis,
+        /// When the device reported it.
+        reported_at: UnixMillis,
     },
     /// To a technician's `authorize`: their group holds the permission.
     Authorized {
@@ -346,6 +380,17 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
         check_len("token", token.len(), MAX_TOKEN_CHARS)?;
         check_len("permission", permission.len(), 32)?;
     }
+    if let ClientMessage::ReportLanPassword {
+        device, password, ..
+    } = &msg
+    {
+        check_proof(device)?;
+        check_len("password", password.len(), 32)?;
+    }
+    if let ClientMessage::GetLanPassword { token, device } = &msg {
+        check_len("token", token.len(), MAX_TOKEN_CHARS)?;
+        check_len("device", device.len(), 64)?;
+    }
     if let ClientMessage::Resume { session, resume } = &msg {
         check_len("session", session.len(), MAX_CODE_CHARS)?;
         check_len("resume", resume.len(), MAX_RESUME_HEX)?;
@@ -353,13 +398,17 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
     if let ClientMessage::Join { code, device } = &msg {
         check_len("code", code.len(), MAX_CODE_CHARS)?;
         if let Some(d) = device {
-            // An id, a 32-byte key and a 64-byte signature, in hex.
-            check_len("device id", d.id.len(), 64)?;
-            check_len("public_key", d.public_key.len(), 64)?;
-            check_len("signature", d.signature.len(), 128)?;
+            check_proof(d)?;
         }
     }
     Ok(msg)
+}
+
+/// An id, a 32-byte key and a 64-byte signature, in hex.
+fn check_proof(d: &crate::device::DeviceProof) -> Result<(), SignalError> {
+    check_len("device id", d.id.len(), 64)?;
+    check_len("public_key", d.public_key.len(), 64)?;
+    check_len("signature", d.signature.len(), 128)
 }
 
 /// Parse what the broker sent to a peer.

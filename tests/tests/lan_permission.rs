@@ -35,4 +35,44 @@ fn a_group_with_the_lan_permission_is_allowed_and_one_without_it_is_told_why_not
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // Nor may they read a device's LAN password.
+    match deskwire_engine::lan::fetch_lan_password(
+        broker.url(),
+        &token,
+        "dev-0000000000000000",
+        WAIT,
+    ) {
+        Err(SessionError::Lan(why)) => {
+            assert!(why.contains("does not have the lan permission"), "{why}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_managed_target_reports_its_lan_password_and_only_a_technician_with_the_permission_reads_it() {
+    use deskwire_engine::lan::{device_id, fetch_lan_password, report_lan_password, LanPasswords};
+    let with = Permissions::NONE.with(Permission::Lan);
+    let (broker, token) = TestBroker::start_with_accounts(with, Policy::default()).unwrap();
+    let key = std::env::temp_dir().join(format!("deskwire-lan-report-{}.key", std::process::id()));
+    let _ = std::fs::remove_file(&key);
+    let passwords = LanPasswords::daily();
+    report_lan_password(&[broker.url().to_owned()], &key, &passwords, WAIT).unwrap();
+    let device = device_id(&key).unwrap();
+    let (read, rotates_at) = fetch_lan_password(broker.url(), &token, &device, WAIT).unwrap();
+    assert_eq!(read, passwords.current());
+    assert_eq!(rotates_at, passwords.rotates_at());
+
+    // Nothing was reported for another device.
+    match fetch_lan_password(broker.url(), &token, "dev-0000000000000000", WAIT) {
+        Err(SessionError::Lan(why)) => assert!(why.contains("has not reported"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A restart's new password replaces the old one.
+    let restarted = LanPasswords::daily();
+    report_lan_password(&[broker.url().to_owned()], &key, &restarted, WAIT).unwrap();
+    let (read, _) = fetch_lan_password(broker.url(), &token, &device, WAIT).unwrap();
+    assert_eq!(read, restarted.current());
+    drop(broker);
+    let _ = std::fs::remove_file(&key);
 }

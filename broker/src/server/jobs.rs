@@ -150,7 +150,9 @@ async fn perform(hub: &Arc<Hub>, store: &Store, job: Output) {
         Output::Send { .. }
         | Output::Close { .. }
         | Output::CheckDevice { .. }
-        | Output::Authenticate { .. } => {}
+        | Output::Authenticate { .. }
+        | Output::StoreLanReport { .. }
+        | Output::LookUpLanPassword { .. } => {}
     }
 }
 

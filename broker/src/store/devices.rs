@@ -30,6 +30,28 @@ pub struct Registered {
     pub first_contact: bool,
 }
 
+/// A LAN password as a device reported it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LanReport {
+    /// The password, as the target shows it.
+    pub password: String,
+    /// When it rotates (Unix ms).
+    pub rotates_at: i64,
+    /// When the device reported it (Unix ms, the device's clock).
+    pub reported_at: i64,
+}
+
+impl std::fmt::Debug for LanReport {
+    // Debug output ends up in logs; the password must not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LanReport")
+            .field("password", &"***")
+            .field("rotates_at", &self.rotates_at)
+            .field("reported_at", &self.reported_at)
+            .finish()
+    }
+}
+
 /// Why a device was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -92,6 +114,57 @@ impl Store {
                 name: id.to_owned(),
             }),
         }
+    }
+
+    /// Keep `password` as device `id`'s current LAN password, unless a more recent report
+    /// is already kept (a replayed or delayed report never moves it back). The
+    /// device's key must already be registered (or is registered now, on first contact).
+    /// `Ok(false)`: an older report, ignored.
+    pub async fn report_lan_password(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        report: &LanReport,
+        now: i64,
+    ) -> Result<Result<bool, DeviceRefusal>, StoreError> {
+        if report.password.is_empty() || report.password.len() > 32 {
+            return Err(StoreError::Invalid {
+                what: "LAN password",
+                why: format!("{} bytes (expected 1..=32)", report.password.len()),
+            });
+        }
+        if let Err(refusal) = self.register_device(id, public_key, now).await? {
+            return Ok(Err(refusal));
+        }
+        let updated = sqlx::query(
+            "UPDATE devices SET lan_password = $2, lan_rotates_at = $3, lan_reported_at = $4 \
+             WHERE id = $1 AND (lan_reported_at IS NULL OR lan_reported_at <= $4)",
+        )
+        .bind(id)
+        .bind(&report.password)
+        .bind(report.rotates_at)
+        .bind(report.reported_at)
+        .execute(self.pool())
+        .await?;
+        Ok(Ok(updated.rows_affected() == 1))
+    }
+
+    /// Device `id`'s last reported LAN password, if it ever reported one.
+    pub async fn lan_password(&self, id: &str) -> Result<Option<LanReport>, StoreError> {
+        let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT lan_password, lan_rotates_at, lan_reported_at FROM devices WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some((Some(password), Some(rotates_at), Some(reported_at))) => Some(LanReport {
+                password,
+                rotates_at,
+                reported_at,
+            }),
+            _ => None,
+        })
     }
 
     /// The device with id `id`.

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "resume",
         include_str!("../../migrations/0002_resume.sql"),
     ),
+    (3, "lan", include_str!("../../migrations/0003_lan.sql")),
 ];
 
 /// The migrations above as a sqlx source (sqlx's own embedding needs its `macros` feature,

@@ -34,7 +34,7 @@ pub use accounts::{
 };
 pub use audit::{AuditBreak, AuditEntry, AuditEvent, AuditId, AuditRecord, BreakReason};
 pub use codes::{CodeRecord, CodeState, Redeemed, Refusal, MAX_FAILED_CONFIRMATIONS};
-pub use devices::{Device, DeviceRefusal, Registered};
+pub use devices::{Device, DeviceRefusal, LanReport, Registered};
 pub use sessions::{
     EndedBy, JoinDenied, NewSession, SessionRecord, SessionRecordId, SessionRefusal,
 };

@@ -5,6 +5,7 @@
 use deskwire_signal::BrokerMessage;
 
 use super::durable::Authenticated;
+use super::lan::Asked;
 use super::{ConnId, Output, Role, Switchboard};
 use crate::store::AuditEvent;
 
@@ -28,16 +29,22 @@ impl Switchboard {
             return self.refuse(conn, &why);
         }
         self.conns.insert(conn, Role::Authorizing);
-        self.authorizing.insert(conn, permission);
+        self.authorizing.insert(conn, Asked::Permission(permission));
         self.outputs.push_back(Output::Authenticate { conn, token });
     }
 
     /// The token of an `authorize` was checked.
     pub(super) fn authorized(&mut self, conn: ConnId, result: Result<Authenticated, String>) {
         let ip = self.sources.get(&conn).copied();
-        let Some(permission) = self.authorizing.remove(&conn) else {
-            return;
+        let permission = match (self.authorizing.remove(&conn), result) {
+            (Some(Asked::Permission(p)), result) => (p, result),
+            (Some(Asked::LanPassword(device)), Ok(who)) => {
+                return self.lan_password_authorized(conn, device, who)
+            }
+            (Some(Asked::LanPassword(_)), Err(why)) => (String::new(), Err(why)),
+            (None, _) => return,
         };
+        let (permission, result) = permission;
         match result {
             Ok(who) if who.permissions.contains(&permission.as_str()) => {
                 let technician = who.policy.technician.clone();

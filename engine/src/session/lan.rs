@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 pub use deskwire_signal::lan::{
     BackoffLimits, LanPassword, LanPasswordError, PasswordRotation, DEFAULT_PORT, SERVICE_TYPE,
 };
-use deskwire_signal::UnixMillis;
+use deskwire_signal::{BrokerMessage, ClientMessage, UnixMillis};
 
 use super::SessionError;
 
@@ -30,33 +30,115 @@ pub fn check_lan_permission(
     token: &str,
     timeout: Duration,
 ) -> Result<String, SessionError> {
-    use deskwire_signal::{BrokerMessage, ClientMessage};
+    let ask = ClientMessage::Authorize {
+        token: token.to_owned(),
+        permission: "lan".to_owned(),
+    };
+    match ask_broker(broker, ask, timeout)? {
+        BrokerMessage::Authorized { technician, .. } => Ok(technician),
+        BrokerMessage::Error { message } => Err(SessionError::Lan(format!(
+            "the broker does not allow connecting on the LAN: {message}"
+        ))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Report this LAN target's current password to the first of `brokers` that answers,
+/// signed with the device key at `device_key` (made on first use): a technician allowed to
+/// connect on the LAN can then read it from the broker. Blocks up to about `timeout` per
+/// broker.
+pub fn report_lan_password(
+    brokers: &[String],
+    device_key: &std::path::Path,
+    passwords: &LanPasswords,
+    timeout: Duration,
+) -> Result<(), SessionError> {
+    let key = super::device::load_or_create(device_key)?;
+    let now = UnixMillis::now();
+    let password = passwords.current_at(now).to_string();
+    let rotates_at = passwords.rotates_at();
+    let mut failures = Vec::new();
+    for broker in brokers {
+        let report = ClientMessage::ReportLanPassword {
+            device: key.prove_lan_report(&password, rotates_at, now),
+            password: password.clone(),
+            rotates_at,
+            reported_at: now,
+        };
+        match ask_broker(broker, report, timeout) {
+            Ok(BrokerMessage::LanReported {}) => {
+                tracing::info!(broker, device = %key.id(), "reported the LAN password");
+                return Ok(());
+            }
+            Ok(BrokerMessage::Error { message }) => {
+                return Err(SessionError::Broker(format!(
+                    "the broker refused the LAN password report: {message}"
+                )))
+            }
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(SessionError::Broker(failures.join("; ")))
+}
+
+/// A managed device's current LAN password, as it last reported it to `broker`, for the
+/// technician holding `token` (their group needs the `lan` permission). With it: when it
+/// rotates.
+pub fn fetch_lan_password(
+    broker: &str,
+    token: &str,
+    device: &str,
+    timeout: Duration,
+) -> Result<(LanPassword, UnixMillis), SessionError> {
+    let ask = ClientMessage::GetLanPassword {
+        token: token.to_owned(),
+        device: device.to_owned(),
+    };
+    match ask_broker(broker, ask, timeout)? {
+        BrokerMessage::LanPassword {
+            password,
+            rotates_at,
+            ..
+        } => {
+            let password = password.parse().map_err(|e| {
+                SessionError::Broker(format!("the broker sent a bad password: {e}"))
+            })?;
+            Ok((password, rotates_at))
+        }
+        BrokerMessage::Error { message } => Err(SessionError::Lan(message)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The id of the device whose key is at `device_key` (made on first use), as the broker
+/// and its admins know it.
+pub fn device_id(device_key: &std::path::Path) -> Result<String, SessionError> {
+    Ok(super::device::load_or_create(device_key)?.id())
+}
+
+fn unexpected(m: &BrokerMessage) -> SessionError {
+    SessionError::Broker(format!("unexpected answer from the broker: {m:?}"))
+}
+
+/// One request on a connection of its own, and its answer.
+fn ask_broker(
+    broker: &str,
+    ask: ClientMessage,
+    timeout: Duration,
+) -> Result<BrokerMessage, SessionError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(SessionError::Thread)?;
     rt.block_on(async {
         let mut sig = super::signalling::Signalling::connect(broker, timeout).await?;
-        let ask = ClientMessage::Authorize {
-            token: token.to_owned(),
-            permission: "lan".to_owned(),
-        };
         sig.send(&ask).await?;
         let answer = tokio::time::timeout(timeout, sig.recv()).await;
         sig.close().await;
-        match answer {
-            Ok(Ok(BrokerMessage::Authorized { technician, .. })) => Ok(technician),
-            Ok(Ok(BrokerMessage::Error { message })) => Err(SessionError::Lan(format!(
-                "the broker does not allow connecting on the LAN: {message}"
-            ))),
-            Ok(Ok(other)) => Err(SessionError::Broker(format!(
-                "unexpected answer to authorize: {other:?}"
-            ))),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(SessionError::Broker(format!(
-                "no answer from the broker in {timeout:?}"
-            ))),
-        }
+        answer.map_err(|_| {
+            SessionError::Broker(format!("no answer from the broker in {timeout:?}"))
+        })?
     })
 }
 
