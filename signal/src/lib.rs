@@ -7,10 +7,13 @@
 //! - [`UnixMillis`]: wall-clock time passed in by whoever drives the logic, so expiry is tested
 //!   in virtual time.
 //! - [`lan`]: the target's rotating LAN password and the back-off on wrong ones.
+//! - [`grant`]: unattended-access grants, their schedules in a time zone, and the check both
+//!   the broker and the target run before an unattended connection.
 #![deny(missing_docs)]
 
 mod code;
 pub mod device;
+pub mod grant;
 mod hex;
 pub mod lan;
 mod message;
