@@ -25,6 +25,7 @@ use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_engine::lan::{
     device_id, report_lan_password, Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT,
 };
+use deskwire_engine::session::accounts::AdminAccounts;
 use deskwire_engine::session::ConnectionCode;
 use deskwire_engine::{
     AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent,
@@ -47,6 +48,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Add (or change) one of this computer's administrator accounts: technicians present
+    /// one when the sender runs with --admin-accounts. The password is read from stdin.
+    AddAdmin {
+        /// The accounts file.
+        #[arg(long)]
+        admin_accounts: PathBuf,
+        /// The account name.
+        name: String,
+    },
     /// Ask the running sender: `password`, `sessions`, `terminate` or `code CODE`.
     Ctl {
         /// Its control socket.
@@ -85,6 +95,10 @@ struct Args {
     /// Do not announce this computer on the LAN (mDNS).
     #[arg(long)]
     no_announce: bool,
+    /// Let technicians in only with the name and password of an administrator account in
+    /// this file (see `sender add-admin`).
+    #[arg(long)]
+    admin_accounts: Option<PathBuf>,
     /// Serve one LAN session, then exit.
     #[arg(long)]
     once: bool,
@@ -130,6 +144,20 @@ fn main() -> Result<()> {
         println!("{}", control::call(&path, &request.join(" "))?);
         return Ok(());
     }
+    if let Some(Command::AddAdmin {
+        admin_accounts,
+        name,
+    }) = &cli.command
+    {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_line(&mut password)
+            .context("reading the password from stdin")?;
+        let accounts = AdminAccounts::at(admin_accounts);
+        accounts.set(name, password.trim_end_matches(['\r', '\n']))?;
+        println!("administrator {name} saved in {}", admin_accounts.display());
+        return Ok(());
+    }
     let args = cli.args;
     let display = args
         .display
@@ -168,6 +196,17 @@ fn main() -> Result<()> {
         .transport(transport_for(&transport_url, args.bind));
     if let Some(path) = &args.device_key {
         config = config.device_key(path);
+    }
+    if let Some(path) = &args.admin_accounts {
+        let accounts = AdminAccounts::at(path);
+        if accounts.names()?.is_empty() {
+            bail!(
+                "{} has no administrator accounts: add one with `sender add-admin --admin-accounts {} NAME`",
+                path.display(),
+                path.display()
+            );
+        }
+        config = config.require_admin(accounts);
     }
 
     let (control_tx, requests) = mpsc::channel();

@@ -52,6 +52,10 @@ struct Args {
     /// device (`dev-...`) reports it to.
     #[arg(long, conflicts_with = "password", requires_all = ["lan", "broker"])]
     device: Option<String>,
+    /// An administrator account of the target, for a target that asks for one; the password
+    /// comes from DESKWIRE_ADMIN_PASSWORD or, without it, one line on stdin.
+    #[arg(long)]
+    admin_user: Option<String>,
     /// The LAN computer's password (as its user or admin reads it to you).
     #[arg(long, env = "DESKWIRE_LAN_PASSWORD", hide_env_values = true)]
     password: Option<String>,
@@ -130,6 +134,24 @@ fn main() -> Result<()> {
             config
         }
         (None, None) => bail!("give --broker URL, --lan TARGET or --browse"),
+    };
+    let config = match &args.admin_user {
+        Some(user) => {
+            let password = match std::env::var("DESKWIRE_ADMIN_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    print!("{user}'s password on the target: ");
+                    let _ = std::io::stdout().flush();
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the administrator's password")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            config.admin_credentials(user.clone(), password)
+        }
+        None => config,
     };
     let controller = Controller::start(config)?;
     let ended = if args.headless {

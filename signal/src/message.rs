@@ -237,6 +237,17 @@ pub enum PeerSignal {
         /// The MAC.
         mac: String,
     },
+    /// The target lets technicians in only with one of its administrator accounts: send
+    /// `credentials`.
+    CredentialsRequired {},
+    /// The controller's administrator credentials for the target, sealed under the PAKE
+    /// key ([`crate::pake::SessionKeys::seal_credentials`]); sent right after `confirm`
+    /// when the technician has them. A target that requires them checks them before its
+    /// user is asked anything.
+    Credentials {
+        /// Hex of nonce and ciphertext.
+        sealed: String,
+    },
     /// The target's SDP offer, after full ICE gathering.
     Offer {
         /// Session description.
@@ -455,8 +466,13 @@ fn check_signal(signal: &PeerSignal) -> Result<(), SignalError> {
             check_len("mac", mac.len(), MAC_HEX)
         }
         PeerSignal::Pake { msg } => check_len("msg", msg.len(), PAKE_MESSAGE_HEX),
-        PeerSignal::AwaitingConsent { .. } => Ok(()),
+        PeerSignal::AwaitingConsent { .. } | PeerSignal::CredentialsRequired {} => Ok(()),
         PeerSignal::Confirm { mac } => check_len("mac", mac.len(), MAC_HEX),
+        PeerSignal::Credentials { sealed } => check_len(
+            "sealed",
+            sealed.len(),
+            2 * (12 + 16 + 4 + 2 * crate::pake::MAX_CREDENTIAL_BYTES),
+        ),
         PeerSignal::Bye { reason } => check_len("reason", reason.chars().count(), MAX_REASON_CHARS),
     }
 }

@@ -85,6 +85,7 @@ impl Pake {
             confirm: derive(&key, b"deskwire/v1/confirm"),
             offer: derive(&key, b"deskwire/v1/offer"),
             answer: derive(&key, b"deskwire/v1/answer"),
+            credentials: derive(&key, b"deskwire/v1/credentials"),
         })
     }
 }
@@ -95,7 +96,11 @@ pub struct SessionKeys {
     confirm: [u8; 32],
     offer: [u8; 32],
     answer: [u8; 32],
+    credentials: [u8; 32],
 }
+
+/// Longest user name or password that can be sealed, in bytes.
+pub const MAX_CREDENTIAL_BYTES: usize = 256;
 
 impl std::fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +132,65 @@ impl SessionKeys {
     /// Check an offer's MAC (in constant time).
     pub fn verify_offer(&self, sdp: &str, tag: &str) -> Result<(), PakeError> {
         verify(&self.offer, sdp, tag)
+    }
+
+    /// Seal the target's admin credentials for it (ChaCha20-Poly1305 under a key of their
+    /// own; `nonce` from the caller's CSPRNG): whoever relays them (a broker) reads nothing
+    /// and can change nothing unnoticed. Hex of nonce and ciphertext. Over-long fields are
+    /// cut to [`MAX_CREDENTIAL_BYTES`] (and then fail verification at the target).
+    pub fn seal_credentials(&self, user: &str, password: &str, nonce: [u8; 12]) -> String {
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        let cut = |s: &str| -> Vec<u8> {
+            s.as_bytes()
+                .iter()
+                .take(MAX_CREDENTIAL_BYTES)
+                .copied()
+                .collect()
+        };
+        let (user, password) = (cut(user), cut(password));
+        let mut plain = Vec::with_capacity(4 + user.len() + password.len());
+        plain.extend_from_slice(&(user.len() as u16).to_le_bytes());
+        plain.extend_from_slice(&user);
+        plain.extend_from_slice(&(password.len() as u16).to_le_bytes());
+        plain.extend_from_slice(&password);
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new((&self.credentials).into());
+        let sealed = cipher
+            .encrypt((&nonce).into(), plain.as_slice())
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        hex::encode(&out)
+    }
+
+    /// Open what [`SessionKeys::seal_credentials`] sealed: `(user, password)`.
+    pub fn open_credentials(&self, sealed: &str) -> Result<(String, String), PakeError> {
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        if sealed.len() > 2 * (12 + 16 + 4 + 2 * MAX_CREDENTIAL_BYTES) {
+            return Err(PakeError::Malformed);
+        }
+        let bytes = hex::decode(sealed).ok_or(PakeError::Malformed)?;
+        if bytes.len() < 12 + 16 {
+            return Err(PakeError::Malformed);
+        }
+        let (nonce, body) = bytes.split_at(12);
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new((&self.credentials).into());
+        let plain = cipher
+            .decrypt(nonce.into(), body)
+            .map_err(|_| PakeError::Mismatch)?;
+        let mut rest = plain.as_slice();
+        let mut field = || -> Result<String, PakeError> {
+            let (len, tail) = rest.split_first_chunk::<2>().ok_or(PakeError::Malformed)?;
+            let len = usize::from(u16::from_le_bytes(*len));
+            if tail.len() < len {
+                return Err(PakeError::Malformed);
+            }
+            let (text, tail) = tail.split_at(len);
+            rest = tail;
+            String::from_utf8(text.to_vec()).map_err(|_| PakeError::Malformed)
+        };
+        let user = field()?;
+        let password = field()?;
+        Ok((user, password))
     }
 
     /// Check an answer's MAC (in constant time).
@@ -219,6 +283,27 @@ mod tests {
             controller.verify_offer(offer, "zz"),
             Err(PakeError::Mismatch)
         );
+    }
+
+    #[test]
+    fn credentials_open_only_under_the_same_code_and_unaltered() {
+        let (target, controller) = keys(code(5), code(5));
+        let sealed = controller.seal_credentials("admin", "s3cret pass", [1; 12]);
+        assert!(!sealed.contains(&hex::encode(b"s3cret")));
+        assert_eq!(
+            target.open_credentials(&sealed).unwrap(),
+            ("admin".to_owned(), "s3cret pass".to_owned())
+        );
+        let (other, _) = keys(code(6), code(6));
+        assert_eq!(other.open_credentials(&sealed), Err(PakeError::Mismatch));
+        let mut flipped = sealed.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert_eq!(target.open_credentials(&flipped), Err(PakeError::Mismatch));
+        for bad in ["", "zz", &"00".repeat(20), &"ab".repeat(5000)] {
+            assert!(target.open_credentials(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

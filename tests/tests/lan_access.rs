@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_engine::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
+use deskwire_engine::session::accounts::AdminAccounts;
 use deskwire_engine::session::UnixMillis;
 use deskwire_engine::{
     AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
@@ -35,11 +36,23 @@ fn source() -> Box<dyn deskwire_capture::Source> {
 /// passwords cost no wait here: the back-off has tests of its own, in virtual time and
 /// with the sender between namespaces.
 fn host(lan: &Lan, mode: AcceptanceMode, passwords: LanPasswords) -> (Host, SocketAddr) {
+    host_with(lan, mode, passwords, None)
+}
+
+fn host_with(
+    lan: &Lan,
+    mode: AcceptanceMode,
+    passwords: LanPasswords,
+    admins: Option<AdminAccounts>,
+) -> (Host, SocketAddr) {
     let ip = IpAddr::V4(lan.target_ip(0));
-    let config = HostConfig::new("")
+    let mut config = HostConfig::new("")
         .view_only(true)
         .acceptance(mode)
         .transport(TransportConfig::default().bind(vec![ip]));
+    if let Some(a) = admins {
+        config = config.require_admin(a);
+    }
     let no_wait = BackoffLimits {
         first: Duration::ZERO,
         ..BackoffLimits::default()
@@ -58,8 +71,12 @@ fn host(lan: &Lan, mode: AcceptanceMode, passwords: LanPasswords) -> (Host, Sock
 }
 
 fn controller(lan: &Lan, to: SocketAddr, password: LanPassword) -> Controller {
-    let config = ControllerConfig::lan(to, password)
-        .transport(TransportConfig::default().bind(vec![IpAddr::V4(lan.controller_ip())]));
+    controller_with(lan, ControllerConfig::lan(to, password))
+}
+
+fn controller_with(lan: &Lan, config: ControllerConfig) -> Controller {
+    let config =
+        config.transport(TransportConfig::default().bind(vec![IpAddr::V4(lan.controller_ip())]));
     lan.run_in(lan.controller(), move || Controller::start(config))
         .unwrap()
         .expect("starting the controller")
@@ -210,4 +227,49 @@ fn yesterdays_password_stops_working_once_a_day_has_passed() {
     connected(&h, &c);
     c.shutdown().unwrap();
     h.shutdown().unwrap();
+}
+
+#[test]
+fn a_target_that_requires_an_administrator_lets_in_only_a_technician_with_its_credentials() {
+    let lan = Lan::create(1).expect("making the test LAN");
+    let file = std::env::temp_dir().join(format!("deskwire-admins-{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let admins = AdminAccounts::at(&file);
+    admins.set("it-admin", "Tr0ub4dor&3").unwrap();
+    let passwords = LanPasswords::daily();
+    let mode = AcceptanceMode::AllowAutomatically {
+        reject_window: Duration::ZERO,
+    };
+    let (h, to) = host_with(&lan, mode, passwords.clone(), Some(admins));
+    let lan_config = || ControllerConfig::lan(to, passwords.current());
+
+    // Without credentials: told what is missing.
+    let c = controller_with(&lan, lan_config());
+    match ended(&c) {
+        DisconnectReason::Lan(why) => assert!(why.contains("administrators"), "{why}"),
+        other => panic!("expected a LAN refusal, got {other}"),
+    }
+    c.shutdown().unwrap();
+    // With a wrong password: refused, and nothing connected.
+    let c = controller_with(
+        &lan,
+        lan_config().admin_credentials("it-admin", "tr0ub4dor&3"),
+    );
+    match ended(&c) {
+        DisconnectReason::Lan(why) => assert!(
+            why.contains("administrator name or password is wrong"),
+            "{why}"
+        ),
+        other => panic!("expected a LAN refusal, got {other}"),
+    }
+    c.shutdown().unwrap();
+    // With the right ones: in.
+    let c = controller_with(
+        &lan,
+        lan_config().admin_credentials("it-admin", "Tr0ub4dor&3"),
+    );
+    connected(&h, &c);
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+    let _ = std::fs::remove_file(&file);
 }

@@ -237,6 +237,9 @@ pub struct HostConfig {
     /// How this computer admits a technician. Default: at once, without a prompt (an
     /// embedding application that shows a prompt sets a mode that asks).
     pub acceptance: AcceptanceMode,
+    /// When set, a technician gets in only with the name and password of one of these
+    /// accounts (sealed under the PAKE key, checked here before the user is asked).
+    pub require_admin: Option<super::accounts::AdminAccounts>,
 }
 
 impl HostConfig {
@@ -255,7 +258,14 @@ impl HostConfig {
             acceptance: AcceptanceMode::AllowAutomatically {
                 reject_window: Duration::ZERO,
             },
+            require_admin: None,
         }
+    }
+
+    /// Let technicians in only with an administrator's name and password from `accounts`.
+    pub fn require_admin(mut self, accounts: super::accounts::AdminAccounts) -> Self {
+        self.require_admin = Some(accounts);
+        self
     }
 
     /// Keep this computer's device key at `path` (created on first use).
@@ -365,10 +375,31 @@ pub struct ControllerConfig {
     pub token: Option<String>,
     /// Connect straight to a LAN target instead of through the broker.
     pub lan: Option<LanTarget>,
+    /// The target's administrator name and password, for a target that requires them.
+    pub admin: Option<AdminCredentials>,
     /// Ask the broker for a resume token, so a lost broker connection (a broker restart)
     /// does not cost the code while it waits for the target. Brokers older than resume
     /// support refuse the request: turn it off for them.
     pub resumable: bool,
+}
+
+/// An administrator account of the target, as the technician types it.
+#[derive(Clone)]
+pub struct AdminCredentials {
+    /// The account name.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for AdminCredentials {
+    // Configs end up in logs; the password must not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminCredentials")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
 }
 
 /// A LAN target to connect to directly, with its password.
@@ -391,8 +422,22 @@ impl ControllerConfig {
             keyframe_retry: Duration::from_millis(250),
             token: None,
             lan: None,
+            admin: None,
             resumable: true,
         }
+    }
+
+    /// Present these administrator credentials to a target that requires them.
+    pub fn admin_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.admin = Some(AdminCredentials {
+            user: user.into(),
+            password: password.into(),
+        });
+        self
     }
 
     /// Whether to ask for a resume token (see [`ControllerConfig::resumable`]).

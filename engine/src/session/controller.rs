@@ -323,6 +323,17 @@ impl ControllerTask {
                             None => failed = Some("an unexpected key-exchange message".into()),
                         }
                     }
+                    BrokerMessage::Relay { signal: PeerSignal::CredentialsRequired {} } => {
+                        let (Some(k), Some(admin)) = (keys.as_ref(), self.config.admin.as_ref()) else {
+                            let why = "the target asks for one of its administrators' name and password";
+                            let _ = sig.send(&ClientMessage::Relay { signal: PeerSignal::Bye { reason: "no administrator credentials".into() } }).await;
+                            return Err(refused(why.into()));
+                        };
+                        let sealed = k.seal_credentials(&admin.user, &admin.password, rand::random());
+                        sig.send(&ClientMessage::Relay { signal: PeerSignal::Credentials { sealed } })
+                            .await
+                            .map_err(broker)?;
+                    }
                     BrokerMessage::Relay { signal: PeerSignal::AwaitingConsent { for_ms } } => {
                         let timeout = Duration::from_millis(for_ms.min(MAX_CONSENT_WAIT_MS));
                         consent_wait = timeout;

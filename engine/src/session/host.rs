@@ -222,6 +222,8 @@ enum Negotiation {
     /// The peer's description did not verify: nothing connected; the user may enter the
     /// code again.
     Retry,
+    /// The technician's administrator name or password was wrong: nothing was connected.
+    BadCredentials,
     End(DisconnectReason),
 }
 
@@ -281,6 +283,14 @@ impl HostTask {
                     break Ok((pc, net_rx, channels));
                 }
                 Err(Negotiation::Retry) => None,
+                Err(Negotiation::BadCredentials) => {
+                    let why = "the administrator name or password is wrong";
+                    let bye = deskwire_signal::ClientMessage::Relay {
+                        signal: deskwire_signal::PeerSignal::Bye { reason: why.into() },
+                    };
+                    let _ = sig.send(&bye).await;
+                    Some(DisconnectReason::Error(why.into()))
+                }
                 Err(Negotiation::End(r)) => Some(r),
             };
             let _ = pc.close().await;

@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accounts;
 mod clock;
 pub mod config;
 mod consent;
@@ -54,7 +55,8 @@ use crossbeam_channel::{Receiver, Sender};
 pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
 pub use config::{
-    ControllerConfig, HostConfig, LanTarget, MdnsMode, SessionConfigError, TransportConfig,
+    AdminCredentials, ControllerConfig, HostConfig, LanTarget, MdnsMode, SessionConfigError,
+    TransportConfig,
 };
 pub use consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
 pub use controller::Controller;
@@ -94,6 +96,9 @@ pub enum SessionError {
     /// A direct LAN connection failed or was refused.
     #[error("LAN: {0}")]
     Lan(String),
+    /// The target's administrator accounts cannot be read or changed.
+    #[error("administrator accounts: {0}")]
+    Accounts(String),
 }
 
 impl From<SessionError> for DisconnectReason {

@@ -177,6 +177,10 @@ impl HostTask {
                 other => tracing::debug!(?other, "ignored before the key confirmation"),
             }
         };
+        if let Some(accounts) = self.config.require_admin.clone() {
+            self.admin_credentials(sig, &keys, accounts, deadline)
+                .await?;
+        }
         let granted = self.consent(sig, control, policy).await?;
 
         let channels = transport::create_channels(pc, &self.config.transport)
@@ -303,6 +307,50 @@ impl HostTask {
                     return Err(end(DisconnectReason::Transport("the controller did not answer in time".into())))
                 }
             }
+        }
+    }
+
+    /// Ask the controller for an administrator's name and password, sealed under the PAKE
+    /// key, and check them against this computer's own accounts.
+    async fn admin_credentials(
+        &mut self,
+        sig: &mut Signalling,
+        keys: &deskwire_signal::pake::SessionKeys,
+        accounts: crate::session::accounts::AdminAccounts,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Negotiation> {
+        let ask = ClientMessage::Relay {
+            signal: PeerSignal::CredentialsRequired {},
+        };
+        sig.send(&ask)
+            .await
+            .map_err(|e| Negotiation::End(DisconnectReason::from(e)))?;
+        let sealed = loop {
+            match self.next_signal(sig, deadline).await? {
+                PeerSignal::Credentials { sealed } => break sealed,
+                other => tracing::debug!(?other, "ignored while waiting for credentials"),
+            }
+        };
+        let (user, password) = match keys.open_credentials(&sealed) {
+            Ok(pair) => pair,
+            Err(e) => return Err(self.unverified(sig, &e.to_string()).await),
+        };
+        // Argon2 takes tens of milliseconds: off the network thread.
+        let name = user.clone();
+        let checked = tokio::task::spawn_blocking(move || accounts.verify(&user, &password)).await;
+        match checked {
+            Ok(Ok(true)) => {
+                tracing::info!(user = name, "administrator credentials accepted");
+                Ok(())
+            }
+            Ok(Ok(false)) => {
+                tracing::warn!(user = name, "wrong administrator credentials");
+                Err(Negotiation::BadCredentials)
+            }
+            Ok(Err(e)) => Err(Negotiation::End(DisconnectReason::Error(e.to_string()))),
+            Err(e) => Err(Negotiation::End(DisconnectReason::Error(format!(
+                "the credential check failed: {e}"
+            )))),
         }
     }
 

@@ -117,6 +117,17 @@ impl HostTask {
                         .await;
                     continue;
                 }
+                Err(Negotiation::BadCredentials) => {
+                    let wait = backoff.record_failure(from.ip(), UnixMillis::now());
+                    let message = format!(
+                        "the administrator name or password is wrong; try again in {} s",
+                        wait.as_secs().max(1)
+                    );
+                    let _ = pc.close().await;
+                    self.refuse(sig, from, JoinRefusal::VerificationFailed, message)
+                        .await;
+                    continue;
+                }
                 Err(Negotiation::End(DisconnectReason::Local)) => {
                     let _ = pc.close().await;
                     sig.close().await;
