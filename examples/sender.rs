@@ -26,12 +26,14 @@ use deskwire_engine::lan::{
     device_id, report_lan_password, Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT,
 };
 use deskwire_engine::session::accounts::AdminAccounts;
-use deskwire_engine::session::ConnectionCode;
+use deskwire_engine::session::grants::LocalGrants;
+use deskwire_engine::session::{ConnectionCode, GrantDecision, UnixMillis};
 use deskwire_engine::{
     AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent,
 };
 use deskwire_examples::control::{self, Incoming, Request};
 use deskwire_examples::{init_tracing, transport_for};
+use deskwire_signal::grant::{CredentialMode, GrantPolicy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +58,15 @@ enum Command {
         admin_accounts: PathBuf,
         /// The account name.
         name: String,
+    },
+    /// List this computer's unattended-access grants, or revoke one (`--revoke ID`).
+    Grants {
+        /// The grants file.
+        #[arg(long)]
+        grants: PathBuf,
+        /// Revoke this grant now.
+        #[arg(long)]
+        revoke: Option<u32>,
     },
     /// Ask the running sender: `password`, `sessions`, `terminate` or `code CODE`.
     Ctl {
@@ -99,6 +110,14 @@ struct Args {
     /// this file (see `sender add-admin`).
     #[arg(long)]
     admin_accounts: Option<PathBuf>,
+    /// Keep unattended-access grants the user approves in this file (without it, requests
+    /// are refused).
+    #[arg(long)]
+    grants: Option<PathBuf>,
+    /// Accounts a customer's own credentials are checked against (customer-credential
+    /// grants; see `sender add-admin`).
+    #[arg(long, requires = "grants")]
+    customer_accounts: Option<PathBuf>,
     /// Serve one LAN session, then exit.
     #[arg(long)]
     once: bool,
@@ -158,6 +177,32 @@ fn main() -> Result<()> {
         println!("administrator {name} saved in {}", admin_accounts.display());
         return Ok(());
     }
+    if let Some(Command::Grants { grants, revoke }) = &cli.command {
+        let store = LocalGrants::at(grants);
+        let now = UnixMillis::now();
+        if let Some(id) = revoke {
+            if !store.revoke(*id, now)? {
+                bail!("there is no grant {id} in {}", grants.display());
+            }
+            println!("grant {id} revoked");
+        }
+        for e in store.list()? {
+            let state = match e.grant.check(now) {
+                Ok(()) => "open now".to_owned(),
+                Err(why) => why.to_string(),
+            };
+            println!(
+                "{}: {} for {} ({}); {state}",
+                e.id,
+                e.grant.request().credential_mode,
+                e.technician.as_deref().unwrap_or("a technician"),
+                e.grant
+                    .expires_at()
+                    .map_or("no end".to_owned(), |t| format!("ends at {} ms", t.0)),
+            );
+        }
+        return Ok(());
+    }
     let args = cli.args;
     let display = args
         .display
@@ -196,6 +241,13 @@ fn main() -> Result<()> {
         .transport(transport_for(&transport_url, args.bind));
     if let Some(path) = &args.device_key {
         config = config.device_key(path);
+    }
+    if let Some(path) = &args.grants {
+        config = config.unattended(
+            LocalGrants::at(path),
+            GrantPolicy::default(),
+            args.customer_accounts.as_ref().map(AdminAccounts::at),
+        );
     }
     if let Some(path) = &args.admin_accounts {
         let accounts = AdminAccounts::at(path);
@@ -318,6 +370,8 @@ enum State {
     Waiting,
     AskingCode,
     Consenting,
+    /// The technician asks for unattended access (request number, customer credentials?).
+    GrantAsked(u32, bool),
     Connected {
         since: Option<Instant>,
         control: bool,
@@ -420,6 +474,21 @@ impl Ui {
                         };
                         host.answer_consent(answer)?;
                     }
+                    State::GrantAsked(id, customer) => {
+                        state = State::Waiting;
+                        let decision = match (line.as_str(), customer) {
+                            ("y" | "yes", false) => GrantDecision::Approve,
+                            (text, true) if text.contains(' ') => {
+                                let (user, password) = text.split_once(' ').unwrap_or(("", ""));
+                                GrantDecision::ApproveWithCredentials {
+                                    user: user.to_owned(),
+                                    password: password.to_owned(),
+                                }
+                            }
+                            _ => GrantDecision::Reject,
+                        };
+                        host.answer_grant(id, decision)?;
+                    }
                     State::AskingCode if line.is_empty() => {
                         println!("cancelled");
                         host.shutdown()?;
@@ -489,6 +558,33 @@ impl Ui {
                         }
                     );
                 }
+                HostEvent::GrantRequested {
+                    id,
+                    request,
+                    technician,
+                } => {
+                    let customer = request.credential_mode == CredentialMode::CustomerCredentials;
+                    state = State::GrantAsked(id, customer);
+                    let who = technician.unwrap_or_else(|| "The technician".to_owned());
+                    let how = if customer {
+                        "type your account name and password (name password) to allow, or n"
+                    } else {
+                        "they will need this computer's admin credentials each time; allow? [y/n]"
+                    };
+                    print!(
+                        "{who} asks to connect when nobody is here ({:?}, {} time). {how}: ",
+                        request.schedule.validity(),
+                        match request.zone.of {
+                            deskwire_signal::grant::ZoneOf::Customer => "your",
+                            deskwire_signal::grant::ZoneOf::Technician => "their",
+                        }
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                HostEvent::GrantDecided { result, .. } => match result {
+                    Ok(local) => println!("unattended access granted (grant {local})"),
+                    Err(why) => println!("unattended access not granted: {why}"),
+                },
                 HostEvent::Stats(s) => println!(
                     "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
                     s.fps, s.kbps, s.viewer_latency_p50
@@ -510,6 +606,7 @@ fn describe(state: &State) -> String {
         State::Waiting => "no session (waiting for a technician)".into(),
         State::AskingCode => "no session (waiting for a code)".into(),
         State::Consenting => "a technician is asking to connect".into(),
+        State::GrantAsked(..) => "1 session: the technician asks for unattended access".into(),
         State::Connected { since, control } => format!(
             "1 session: {} for {} s",
             if *control { "control" } else { "view only" },

@@ -33,6 +33,9 @@ use deskwire_examples::window::{
     remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
 };
 use deskwire_examples::{init_tracing, transport_for, write_png};
+use deskwire_signal::grant::{
+    CredentialMode, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
+};
 use minifb::{MouseButton, MouseMode, Window, WindowOptions};
 
 #[derive(Debug, Parser)]
@@ -56,6 +59,13 @@ struct Args {
     /// comes from DESKWIRE_ADMIN_PASSWORD or, without it, one line on stdin.
     #[arg(long)]
     admin_user: Option<String>,
+    /// Once connected (with control), ask the user for unattended access for this many
+    /// days; you will present the target's admin credentials at each connection.
+    #[arg(long)]
+    request_unattended: Option<u32>,
+    /// The time zone the unattended days count in (IANA name, e.g. Europe/Berlin).
+    #[arg(long, default_value = "UTC")]
+    zone: String,
     /// The LAN computer's password (as its user or admin reads it to you).
     #[arg(long, env = "DESKWIRE_LAN_PASSWORD", hide_env_values = true)]
     password: Option<String>,
@@ -104,6 +114,17 @@ fn main() -> Result<()> {
         bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
     }
     let mut session = Session::default();
+    if let Some(days) = args.request_unattended {
+        session.grant_request = Some(GrantRequest {
+            schedule: Schedule::new(Validity::Days { days }, None)
+                .context("--request-unattended")?,
+            zone: GrantZone {
+                of: ZoneOf::Technician,
+                name: ZoneName::new(&args.zone).context("--zone")?,
+            },
+            credential_mode: CredentialMode::AskEachConnection,
+        });
+    }
     let config = match (&args.lan, &args.broker) {
         (Some(target), _) => {
             let password: LanPassword = match (&args.password, &args.device, &args.broker) {
@@ -257,6 +278,8 @@ struct Session {
     frames: u64,
     /// The target lets us drive it.
     control: bool,
+    /// Unattended access to ask for once we may control the screen.
+    grant_request: Option<GrantRequest>,
     code: String,
 }
 
@@ -295,6 +318,15 @@ impl Session {
                 );
                 self.control = control;
             }
+            ControllerEvent::GrantAnswered { result, .. } => match result {
+                Ok(grant) => println!(
+                    "unattended access granted until {}",
+                    grant
+                        .expires_at()
+                        .map_or("revoked".to_owned(), |t| format!("{} ms", t.0))
+                ),
+                Err(why) => println!("unattended access refused: {why}"),
+            },
             ControllerEvent::Frame(_) => {
                 self.frames += 1;
                 if !self.first_frame {
@@ -337,8 +369,23 @@ fn run_headless(
         if let Some(reason) = session.handle(event) {
             return Ok(Some(reason));
         }
+        session.ask_for_grant(controller);
         if session.connected && until.is_none() {
             until = Some(Instant::now() + Duration::from_secs_f64(args.duration));
+        }
+    }
+}
+
+impl Session {
+    /// Ask for unattended access once, as soon as the session allows control.
+    fn ask_for_grant(&mut self, controller: &Controller) {
+        if self.control {
+            if let Some(request) = self.grant_request.take() {
+                match controller.request_unattended(&request) {
+                    Ok(_) => println!("asked the user for unattended access"),
+                    Err(e) => println!("cannot ask for unattended access: {e}"),
+                }
+            }
         }
     }
 }
@@ -374,6 +421,7 @@ fn run_window(controller: &Controller, session: &mut Session) -> Result<Option<D
             if let Some(reason) = session.handle(event) {
                 return Ok(Some(reason));
             }
+            session.ask_for_grant(controller);
             if restart {
                 if let Some((w, h)) = session.size {
                     // A new stream (or a new screen size): a window of the right shape.

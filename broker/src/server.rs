@@ -556,5 +556,6 @@ fn policy_of(p: &crate::store::Principal) -> SessionPolicy {
         acceptance,
         window_secs,
         control: p.group.permissions.contains(Permission::Control),
+        unattended: p.group.permissions.contains(Permission::Unattended),
     }
 }

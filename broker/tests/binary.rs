@@ -293,6 +293,7 @@ async fn with_require_token_only_a_valid_token_opens_a_session_and_the_target_le
         acceptance: deskwire_signal::PolicyAcceptance::Auto,
         window_secs: 20,
         control: false,
+        unattended: false,
     };
     expect(
         target.recv().await?,

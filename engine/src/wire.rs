@@ -29,6 +29,8 @@ pub const MAX_BAND_BYTES: u32 = 16 * 1024 * 1024;
 pub const MAX_CHUNKS: u16 = 4096;
 /// Longest free-text detail in a bye.
 pub const MAX_BYE_DETAIL: usize = 256;
+/// Longest grant request or answer (JSON), in bytes.
+pub const MAX_GRANT_JSON: usize = 4096;
 /// Most bands a stream may declare.
 pub const MAX_WIRE_BANDS: usize = 32;
 
@@ -41,6 +43,8 @@ mod kind {
     pub(super) const RECEIVER_REPORT: u8 = 0x24;
     pub(super) const PERMISSIONS: u8 = 0x25;
     pub(super) const BYE: u8 = 0x26;
+    pub(super) const GRANT_REQUEST: u8 = 0x27;
+    pub(super) const GRANT_ANSWER: u8 = 0x28;
     pub(super) const POINTER_MOVE: u8 = 0x30;
     pub(super) const BUTTON: u8 = 0x31;
     pub(super) const WHEEL: u8 = 0x32;
@@ -306,6 +310,23 @@ pub enum ControlMessage {
         /// Keyboard and mouse are injected.
         control: bool,
     },
+    /// Controller -> target: the technician asks for unattended access (a
+    /// `deskwire_signal::grant::GrantRequest` as JSON); answered by `GrantAnswer`.
+    GrantRequest {
+        /// Matches the answer.
+        id: u32,
+        /// The request, JSON.
+        request: String,
+    },
+    /// Target -> controller: the customer's answer to a `GrantRequest`.
+    GrantAnswer {
+        /// The request's id.
+        id: u32,
+        /// Approved: `detail` is the grant as JSON. Refused: `detail` says why.
+        approved: bool,
+        /// The grant, or the reason.
+        detail: String,
+    },
     /// Either way: the sender is leaving.
     Bye {
         /// Why.
@@ -375,6 +396,25 @@ impl ControlMessage {
                 out.put_u8(kind::PERMISSIONS);
                 out.put_u8(u8::from(*control));
             }
+            ControlMessage::GrantRequest { id, request } => {
+                out.put_u8(kind::GRANT_REQUEST);
+                out.put_u32_le(*id);
+                let request = truncate_utf8(request, MAX_GRANT_JSON);
+                out.put_u16_le(request.len() as u16);
+                out.put_slice(request.as_bytes());
+            }
+            ControlMessage::GrantAnswer {
+                id,
+                approved,
+                detail,
+            } => {
+                out.put_u8(kind::GRANT_ANSWER);
+                out.put_u32_le(*id);
+                out.put_u8(u8::from(*approved));
+                let detail = truncate_utf8(detail, MAX_GRANT_JSON);
+                out.put_u16_le(detail.len() as u16);
+                out.put_slice(detail.as_bytes());
+            }
             ControlMessage::Bye { reason, detail } => {
                 out.put_u8(kind::BYE);
                 out.put_u8(reason.wire());
@@ -437,6 +477,21 @@ pub fn decode_control(buf: &[u8]) -> Result<ControlMessage, WireError> {
         kind::PERMISSIONS => ControlMessage::Permissions {
             control: r.bool("control")?,
         },
+        kind::GRANT_REQUEST => {
+            let id = r.u32()?;
+            let request = r.text(MAX_GRANT_JSON, "grant request")?;
+            ControlMessage::GrantRequest { id, request }
+        }
+        kind::GRANT_ANSWER => {
+            let id = r.u32()?;
+            let approved = r.bool("approved")?;
+            let detail = r.text(MAX_GRANT_JSON, "grant answer")?;
+            ControlMessage::GrantAnswer {
+                id,
+                approved,
+                detail,
+            }
+        }
         kind::BYE => {
             let reason = ByeReason::from_wire(r.u8()?);
             let len = usize::from(r.u16()?);
@@ -656,6 +711,15 @@ impl<'a> Reader<'a> {
             1 => Ok(true),
             v => Err(invalid(field, format!("{v} (expected 0 or 1)"))),
         }
+    }
+
+    /// A u16 length, checked against `max` before reading, then that much UTF-8.
+    fn text(&mut self, max: usize, field: &'static str) -> Result<String, WireError> {
+        let len = usize::from(self.u16()?);
+        if len > max {
+            return Err(invalid(field, format!("{len} bytes (max {max})")));
+        }
+        self.utf8(len, field)
     }
 
     fn utf8(&mut self, len: usize, field: &'static str) -> Result<String, WireError> {

@@ -208,6 +208,9 @@ pub struct SessionPolicy {
     pub window_secs: u32,
     /// Whether the group may send keyboard and mouse input.
     pub control: bool,
+    /// Whether the group may ask for unattended access.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unattended: bool,
 }
 
 /// A group's acceptance mode, as the broker states it.

@@ -127,6 +127,7 @@ mod tests {
                 acceptance: PolicyAcceptance::Request,
                 window_secs: 30,
                 control: false,
+                unattended: false,
             },
             max_sessions: None,
             open_sessions: 0,

@@ -240,6 +240,13 @@ pub struct HostConfig {
     /// When set, a technician gets in only with the name and password of one of these
     /// accounts (sealed under the PAKE key, checked here before the user is asked).
     pub require_admin: Option<super::accounts::AdminAccounts>,
+    /// Where approved unattended-access grants are kept; without it, requests are refused.
+    pub grants: Option<super::grants::LocalGrants>,
+    /// The rules approvals follow (allowed credential modes, the customer-credential cap).
+    pub grant_policy: deskwire_signal::grant::GrantPolicy,
+    /// The accounts a customer's own credentials are checked against (customer-credential
+    /// grants).
+    pub customer_accounts: Option<super::accounts::AdminAccounts>,
 }
 
 impl HostConfig {
@@ -259,7 +266,24 @@ impl HostConfig {
                 reject_window: Duration::ZERO,
             },
             require_admin: None,
+            grants: None,
+            grant_policy: deskwire_signal::grant::GrantPolicy::default(),
+            customer_accounts: None,
         }
+    }
+
+    /// Keep approved unattended-access grants here, under `policy`; customer credentials
+    /// are checked against `customer_accounts`.
+    pub fn unattended(
+        mut self,
+        grants: super::grants::LocalGrants,
+        policy: deskwire_signal::grant::GrantPolicy,
+        customer_accounts: Option<super::accounts::AdminAccounts>,
+    ) -> Self {
+        self.grants = Some(grants);
+        self.grant_policy = policy;
+        self.customer_accounts = customer_accounts;
+        self
     }
 
     /// Let technicians in only with an administrator's name and password from `accounts`.

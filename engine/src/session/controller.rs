@@ -32,6 +32,7 @@ use crate::wire::{decode_control, decode_video, ByeReason, ControlMessage};
 enum Command {
     Input(InputEvent),
     KeyframeAll,
+    RequestGrant(u32, String),
     Shutdown,
 }
 
@@ -60,6 +61,7 @@ pub struct Controller {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     net: Option<JoinHandle<()>>,
+    next_grant: std::sync::atomic::AtomicU32,
 }
 
 impl Controller {
@@ -91,6 +93,7 @@ impl Controller {
             commands,
             shared,
             net: Some(net),
+            next_grant: std::sync::atomic::AtomicU32::new(1),
         })
     }
 
@@ -113,6 +116,23 @@ impl Controller {
         self.commands
             .send(Command::Input(event))
             .map_err(|_| SessionError::Ended)
+    }
+
+    /// Ask the target's user for unattended access; returns the request's number, which
+    /// [`ControllerEvent::GrantAnswered`] repeats with the answer.
+    pub fn request_unattended(
+        &self,
+        request: &deskwire_signal::grant::GrantRequest,
+    ) -> Result<u32, SessionError> {
+        let json = serde_json::to_string(request)
+            .map_err(|e| SessionError::Grants(format!("cannot encode the request: {e}")))?;
+        let id = self
+            .next_grant
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.commands
+            .send(Command::RequestGrant(id, json))
+            .map_err(|_| SessionError::Ended)?;
+        Ok(id)
     }
 
     /// Ask the target for a keyframe of every band.
@@ -637,6 +657,14 @@ impl ControllerTask {
                             Ok(ControlMessage::Permissions { control }) => {
                                 self.events.emit(ControllerEvent::Permissions { control });
                             }
+                            Ok(ControlMessage::GrantAnswer { id, approved, detail }) => {
+                                let result = if approved {
+                                    serde_json::from_str(&detail).map_err(|e| format!("the target sent an unreadable grant: {e}"))
+                                } else {
+                                    Err(detail)
+                                };
+                                self.events.emit_important(ControllerEvent::GrantAnswered { id, result });
+                            }
                             Ok(ControlMessage::Bye { reason: r, detail }) => {
                                 reason = Some(DisconnectReason::PeerBye { reason: r, detail });
                             }
@@ -668,6 +696,12 @@ impl ControllerTask {
                         ev.encode(&mut buf);
                         if let Err(e) = input_dc.send(buf).await {
                             reason = Some(DisconnectReason::Transport(format!("input channel: {e}")));
+                        }
+                    }
+                    Some(Command::RequestGrant(id, request)) => {
+                        let ask = ControlMessage::GrantRequest { id, request };
+                        if let Err(e) = transport::send_control(control_dc, &ask).await {
+                            reason = Some(e);
                         }
                     }
                     Some(Command::KeyframeAll) => {

@@ -14,6 +14,7 @@ use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 mod connect;
+mod grants;
 mod lan;
 
 use super::config::HostConfig;
@@ -36,6 +37,7 @@ const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
 enum Command {
     TryCode(ConnectionCode),
     AnswerConsent(ConsentAnswer),
+    AnswerGrant(u32, super::GrantDecision),
     SetControl(bool),
     Shutdown,
 }
@@ -165,6 +167,18 @@ impl Host {
             .map_err(|_| SessionError::Ended)
     }
 
+    /// The user's decision on [`HostEvent::GrantRequested`] `id`; the outcome follows as
+    /// [`HostEvent::GrantDecided`].
+    pub fn answer_grant(
+        &self,
+        id: u32,
+        decision: super::GrantDecision,
+    ) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::AnswerGrant(id, decision))
+            .map_err(|_| SessionError::Ended)
+    }
+
     /// End the session (or cancel code entry), tell the peer, and join every thread.
     pub fn shutdown(mut self) -> Result<(), SessionError> {
         self.stop()
@@ -242,6 +256,7 @@ impl HostTask {
         let mut source = Some(source);
         let mut pipeline: Option<Arc<Pipeline>> = None;
         let mut next = Some(code);
+        let mut session_policy = None;
         let connected = loop {
             let (code, policy) = match self.join(&mut sig, next.take(), &mut control).await {
                 Wait::Got(joined) => joined,
@@ -280,6 +295,7 @@ impl HostTask {
             let reason = match result {
                 Ok((channels, granted)) => {
                     control = granted;
+                    session_policy = policy;
                     break Ok((pc, net_rx, channels));
                 }
                 Err(Negotiation::Retry) => None,
@@ -301,7 +317,9 @@ impl HostTask {
             // (join_refused), which `join` reports; wait there for another code.
         };
         sig.close().await;
-        self.conclude(connected, pipeline, control, started).await
+        let desk = grants::GrantDesk::new(session_policy.as_ref());
+        self.conclude(connected, pipeline, control, started, desk)
+            .await
     }
 
     /// Stream once connected, or stop what was started for an attempt that failed.
@@ -311,11 +329,14 @@ impl HostTask {
         pipeline: Option<Arc<Pipeline>>,
         control: bool,
         started: Instant,
+        desk: grants::GrantDesk,
     ) -> DisconnectReason {
         match (connected, pipeline) {
             (Ok((pc, mut net_rx, channels)), Some(p)) => {
                 let setup = started.elapsed();
-                let r = self.stream(p, &channels, &mut net_rx, control, setup).await;
+                let r = self
+                    .stream(p, &channels, &mut net_rx, (control, desk), setup)
+                    .await;
                 let _ = pc.close().await;
                 r
             }
@@ -356,7 +377,7 @@ impl HostTask {
         pipeline: Arc<Pipeline>,
         channels: &[Arc<dyn DataChannel>],
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
-        mut control: bool,
+        (mut control, mut desk): (bool, grants::GrantDesk),
         setup: Duration,
     ) -> DisconnectReason {
         let (video_dc, control_dc) = (channels[0].clone(), channels[2].clone());
@@ -454,6 +475,16 @@ impl HostTask {
                             Ok(ControlMessage::Bye { reason: r, detail }) => {
                                 reason = Some(DisconnectReason::PeerBye { reason: r, detail });
                             }
+                            Ok(ControlMessage::GrantRequest { id, request }) => {
+                                match desk.handle_request(id, &request, control, &self.config) {
+                                    Ok(ask) => self.events.emit_important(ask),
+                                    Err(answer) => {
+                                        if let Err(e) = transport::send_control(&control_dc, &answer).await {
+                                            reason = Some(e);
+                                        }
+                                    }
+                                }
+                            }
                             Ok(other) => tracing::debug!(?other, "ignored control message"),
                             Err(e) => tracing::warn!(error = %e, "malformed control message from the controller"),
                         }
@@ -481,6 +512,17 @@ impl HostTask {
                         }
                         if let Err(e) = transport::send_control(&control_dc, &ControlMessage::Permissions { control }).await {
                             reason = Some(e);
+                        }
+                    }
+                    Some(Command::AnswerGrant(id, decision)) => {
+                        // Argon2 for customer credentials takes tens of milliseconds: a
+                        // rare pause, and only for a request the user is answering.
+                        let decided = desk.handle_decision(id, decision, &self.config, deskwire_signal::UnixMillis::now());
+                        if let Some((answer, event)) = decided {
+                            self.events.emit_important(event);
+                            if let Err(e) = transport::send_control(&control_dc, &answer).await {
+                                reason = Some(e);
+                            }
                         }
                     }
                     Some(Command::TryCode(_) | Command::AnswerConsent(_)) => {}

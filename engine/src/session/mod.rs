@@ -42,6 +42,7 @@ pub mod config;
 mod consent;
 mod controller;
 mod device;
+pub mod grants;
 mod host;
 pub mod lan;
 mod signalling;
@@ -99,6 +100,40 @@ pub enum SessionError {
     /// The target's administrator accounts cannot be read or changed.
     #[error("administrator accounts: {0}")]
     Accounts(String),
+    /// The target's grants file cannot be read or changed.
+    #[error("grants: {0}")]
+    Grants(String),
+}
+
+/// The target user's decision on [`HostEvent::GrantRequested`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum GrantDecision {
+    /// Approve (enough for a grant whose technician presents admin credentials each time).
+    Approve,
+    /// Approve with the customer's own name and password, which the grant is bound to.
+    ApproveWithCredentials {
+        /// The account name.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// Refuse.
+    Reject,
+}
+
+impl std::fmt::Debug for GrantDecision {
+    // Events and commands end up in logs; the password must not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Approve => f.write_str("Approve"),
+            Self::ApproveWithCredentials { user, .. } => f
+                .debug_struct("ApproveWithCredentials")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
+            Self::Reject => f.write_str("Reject"),
+        }
+    }
 }
 
 impl From<SessionError> for DisconnectReason {
@@ -279,6 +314,23 @@ pub enum HostEvent {
         /// What it was told.
         message: String,
     },
+    /// The technician asks for unattended access: answer with [`Host::answer_grant`].
+    GrantRequested {
+        /// The request's number in this session.
+        id: u32,
+        /// What they ask for.
+        request: deskwire_signal::grant::GrantRequest,
+        /// Who, when the broker named them.
+        technician: Option<String>,
+    },
+    /// A request was decided: `Ok` with the grant's number in this computer's grants file,
+    /// or why not.
+    GrantDecided {
+        /// The request's number in this session.
+        id: u32,
+        /// The outcome.
+        result: Result<u32, String>,
+    },
     /// Periodic statistics.
     Stats(HostStats),
     /// The session is over; no more events follow.
@@ -316,6 +368,13 @@ pub enum ControllerEvent {
     BrokerResumed,
     /// The target entered the code; the connection is being set up.
     PeerJoined,
+    /// The target's answer to [`Controller::request_unattended`]: the grant, or why not.
+    GrantAnswered {
+        /// The request's number.
+        id: u32,
+        /// The grant the customer approved, or the reason.
+        result: Result<deskwire_signal::grant::Grant, String>,
+    },
     /// The target is asking its user whether to let you in; the session waits up to this.
     AwaitingConsent {
         /// Longest wait.

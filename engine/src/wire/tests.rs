@@ -69,6 +69,21 @@ fn control_golden_bytes() {
             vec![1, 0x26, 0, 2, 0, b'o', b'k'],
         ),
         (
+            ControlMessage::GrantRequest {
+                id: 3,
+                request: "{}".into(),
+            },
+            vec![1, 0x27, 3, 0, 0, 0, 2, 0, b'{', b'}'],
+        ),
+        (
+            ControlMessage::GrantAnswer {
+                id: 3,
+                approved: false,
+                detail: "no".into(),
+            },
+            vec![1, 0x28, 3, 0, 0, 0, 0, 2, 0, b'n', b'o'],
+        ),
+        (
             ControlMessage::StreamStart {
                 stream: 2,
                 width: 1920,
@@ -341,4 +356,14 @@ proptest! {
         let m = bytes_of(|b| ev.encode(b));
         prop_assert_eq!(decode_input(&m).unwrap(), ev);
     }
+}
+
+#[test]
+fn an_oversized_grant_message_is_refused_before_reading_it() {
+    let mut bytes = vec![1, 0x27, 1, 0, 0, 0];
+    bytes.extend_from_slice(&((MAX_GRANT_JSON + 1) as u16).to_le_bytes());
+    bytes.resize(bytes.len() + MAX_GRANT_JSON + 1, b'x');
+    assert!(decode_control(&bytes).is_err());
+    // Truncated: the length promises more than there is.
+    assert!(decode_control(&[1, 0x28, 1, 0, 0, 0, 1, 9, 0, b'a']).is_err());
 }

@@ -120,7 +120,7 @@ impl HostTask {
                         }
                     }
                     Some(Command::SetControl(c)) => *control = c && !self.config.view_only,
-                    Some(Command::AnswerConsent(_)) => {}
+                    Some(Command::AnswerConsent(_) | Command::AnswerGrant(..)) => {}
                     Some(Command::Shutdown) | None => return Wait::End(DisconnectReason::Local),
                 },
             }

@@ -48,7 +48,7 @@ impl HostTask {
                         control = c && !self.config.view_only;
                         continue;
                     }
-                    Some(Command::TryCode(_)) | Some(Command::AnswerConsent(_)) => continue,
+                    Some(Command::TryCode(_) | Command::AnswerConsent(_) | Command::AnswerGrant(..)) => continue,
                     Some(Command::Shutdown) | None => break Err(DisconnectReason::Local),
                 },
             };
@@ -143,7 +143,9 @@ impl HostTask {
             let _ = pc.close().await;
         };
         drop(listener);
-        self.conclude(connected, pipeline, control, started).await
+        let desk = super::grants::GrantDesk::new(None);
+        self.conclude(connected, pipeline, control, started, desk)
+            .await
     }
 
     /// Tell a LAN controller why it is turned away, close, and report it.

@@ -1,0 +1,189 @@
+//! The target's own copy of the unattended-access grants its user approved, in a JSON file
+//! the agent owns (readable by its user only). The target checks an unattended connection
+//! against this copy at its own clock, never on the broker's word alone; its user (or admin)
+//! lists and revokes grants here.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use deskwire_signal::grant::Grant;
+use deskwire_signal::UnixMillis;
+
+use super::SessionError;
+
+/// One grant as the target keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantEntry {
+    /// Its number on this computer.
+    pub id: u32,
+    /// Who asked for it, when the broker named them.
+    pub technician: Option<String>,
+    /// The grant.
+    pub grant: Grant,
+}
+
+/// The grants file.
+#[derive(Debug, Clone)]
+pub struct LocalGrants {
+    path: PathBuf,
+}
+
+impl LocalGrants {
+    /// The grants kept at `path` (the file need not exist yet).
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Where they are kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every grant, revoked and expired ones included (they stay for the record).
+    pub fn list(&self) -> Result<Vec<GrantEntry>, SessionError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(fail(format!("cannot read {}: {e}", self.path.display()))),
+        };
+        let values: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| fail(format!("{} is not a grants file: {e}", self.path.display())))?;
+        values
+            .into_iter()
+            .map(|v| {
+                let id = v["id"].as_u64().and_then(|n| u32::try_from(n).ok());
+                let technician = v["technician"].as_str().map(str::to_owned);
+                let grant = serde_json::from_value::<Grant>(v["grant"].clone());
+                match (id, grant) {
+                    (Some(id), Ok(grant)) => Ok(GrantEntry {
+                        id,
+                        technician,
+                        grant,
+                    }),
+                    (_, Err(e)) => Err(fail(format!(
+                        "a grant in {} is not valid: {e}",
+                        self.path.display()
+                    ))),
+                    (None, _) => Err(fail(format!(
+                        "a grant in {} has no id",
+                        self.path.display()
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Keep `grant`; returns its number.
+    pub fn add(&self, technician: Option<String>, grant: Grant) -> Result<u32, SessionError> {
+        let mut all = self.list()?;
+        let id = all.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+        all.push(GrantEntry {
+            id,
+            technician,
+            grant,
+        });
+        self.write(&all)?;
+        Ok(id)
+    }
+
+    /// Revoke grant `id` at `now`; `false` when there is no such grant.
+    pub fn revoke(&self, id: u32, now: UnixMillis) -> Result<bool, SessionError> {
+        let mut all = self.list()?;
+        let Some(entry) = all.iter_mut().find(|e| e.id == id) else {
+            return Ok(false);
+        };
+        entry.grant.revoke(now);
+        self.write(&all)?;
+        Ok(true)
+    }
+
+    fn write(&self, all: &[GrantEntry]) -> Result<(), SessionError> {
+        let values: Vec<serde_json::Value> = all
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id,
+                    "technician": e.technician,
+                    "grant": e.grant,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&values)
+            .map_err(|e| fail(format!("cannot encode the grants: {e}")))?;
+        let err = |e: std::io::Error| fail(format!("cannot write {}: {e}", self.path.display()));
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        // Written beside it and renamed over it: a crash never leaves half a file.
+        let tmp = self.path.with_extension("tmp");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp).map_err(err)?;
+        file.write_all(text.as_bytes()).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
+}
+
+fn fail(why: String) -> SessionError {
+    SessionError::Grants(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use deskwire_signal::grant::{
+        approve, CredentialMode, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity,
+        ZoneName, ZoneOf,
+    };
+
+    use super::*;
+
+    fn grant(at: UnixMillis) -> Grant {
+        let request = GrantRequest {
+            schedule: Schedule::new(Validity::Days { days: 3 }, None).unwrap(),
+            zone: GrantZone {
+                of: ZoneOf::Customer,
+                name: ZoneName::new("Europe/Berlin").unwrap(),
+            },
+            credential_mode: CredentialMode::AskEachConnection,
+        };
+        approve(request, &GrantPolicy::default(), at).unwrap().0
+    }
+
+    #[test]
+    fn grants_are_kept_listed_and_revoked_in_a_private_file() {
+        let path = std::env::temp_dir().join(format!("deskwire-grants-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let g = LocalGrants::at(&path);
+        assert!(g.list().unwrap().is_empty());
+        let t0 = UnixMillis(1_790_000_000_000);
+        let a = g.add(Some("alice".into()), grant(t0)).unwrap();
+        let b = g.add(None, grant(t0)).unwrap();
+        assert_eq!((a, b), (1, 2));
+        let listed = g.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].technician.as_deref(), Some("alice"));
+        assert_eq!(listed[0].grant, grant(t0));
+        assert!(listed[0].grant.check(t0).is_ok());
+        let later = t0.plus(std::time::Duration::from_secs(60));
+        assert!(g.revoke(a, later).unwrap());
+        assert!(!g.revoke(99, later).unwrap());
+        let listed = g.list().unwrap();
+        assert!(listed[0].grant.check(later).is_err(), "revoked");
+        assert!(listed[1].grant.check(later).is_ok(), "the other one stands");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        std::fs::write(&path, "[{\"id\":1,\"grant\":{}}]").unwrap();
+        assert!(g.list().unwrap_err().to_string().contains("not valid"));
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -1,0 +1,158 @@
+//! Unattended-access requests during a session: refused outright when this session may not
+//! make them, else put to the user; an approval is made under this computer's grant policy
+//! and kept in its own grants file before the technician hears of it.
+
+use std::collections::HashMap;
+
+use deskwire_signal::grant::{approve, CredentialMode, GrantRequest};
+use deskwire_signal::{SessionPolicy, UnixMillis};
+
+use super::super::config::HostConfig;
+use super::super::{GrantDecision, HostEvent};
+use crate::wire::ControlMessage;
+
+/// Requests waiting for the user, and why new ones are refused (if they are).
+pub(super) struct GrantDesk {
+    pending: HashMap<u32, GrantRequest>,
+    /// The group's verdict: `Err` names why it may not ask.
+    group: Result<(), String>,
+    technician: Option<String>,
+}
+
+/// At most this many requests wait for the user at once.
+const MAX_PENDING: usize = 4;
+
+impl GrantDesk {
+    pub(super) fn new(policy: Option<&SessionPolicy>) -> Self {
+        let group = match policy {
+            Some(p) if !p.unattended => Err(format!(
+                "{}'s group does not have the unattended permission",
+                p.technician
+            )),
+            _ => Ok(()),
+        };
+        Self {
+            pending: HashMap::new(),
+            group,
+            technician: policy.map(|p| p.technician.clone()),
+        }
+    }
+
+    /// A request arrived: `Ok` with the question for the user, or `Err` with the answer
+    /// to send at once.
+    pub(super) fn handle_request(
+        &mut self,
+        id: u32,
+        json: &str,
+        control: bool,
+        config: &HostConfig,
+    ) -> Result<HostEvent, ControlMessage> {
+        let refuse = |why: String| ControlMessage::GrantAnswer {
+            id,
+            approved: false,
+            detail: why,
+        };
+        if !control {
+            return Err(refuse(
+                "a view-only session cannot ask for unattended access".into(),
+            ));
+        }
+        self.group.clone().map_err(refuse)?;
+        if config.grants.is_none() {
+            return Err(refuse(
+                "this computer does not keep unattended-access grants".into(),
+            ));
+        }
+        if self.pending.len() >= MAX_PENDING || self.pending.contains_key(&id) {
+            return Err(refuse("too many requests are waiting for the user".into()));
+        }
+        let request: GrantRequest = serde_json::from_str(json)
+            .map_err(|e| refuse(format!("the request is not valid: {e}")))?;
+        if request.credential_mode == CredentialMode::CustomerCredentials
+            && config.customer_accounts.is_none()
+        {
+            return Err(refuse(
+                "this computer has no accounts to check the customer's credentials against".into(),
+            ));
+        }
+        self.pending.insert(id, request.clone());
+        Ok(HostEvent::GrantRequested {
+            id,
+            request,
+            technician: self.technician.clone(),
+        })
+    }
+
+    /// The user decided on request `id` at `now`: the answer to send and the event to
+    /// emit; `None` when no such request waits.
+    pub(super) fn handle_decision(
+        &mut self,
+        id: u32,
+        decision: GrantDecision,
+        config: &HostConfig,
+        now: UnixMillis,
+    ) -> Option<(ControlMessage, HostEvent)> {
+        let request = self.pending.remove(&id)?;
+        let outcome = self.decide(request, decision, config, now);
+        let answer = match &outcome {
+            Ok((_, json)) => ControlMessage::GrantAnswer {
+                id,
+                approved: true,
+                detail: json.clone(),
+            },
+            Err(why) => ControlMessage::GrantAnswer {
+                id,
+                approved: false,
+                detail: why.clone(),
+            },
+        };
+        let result = outcome.map(|(local_id, _)| local_id);
+        Some((answer, HostEvent::GrantDecided { id, result }))
+    }
+
+    /// `Ok((number in the grants file, grant JSON))` or why not.
+    fn decide(
+        &self,
+        request: GrantRequest,
+        decision: GrantDecision,
+        config: &HostConfig,
+        now: UnixMillis,
+    ) -> Result<(u32, String), String> {
+        let mode = request.credential_mode;
+        match (&decision, mode) {
+            (GrantDecision::Reject, _) => return Err("the user refused unattended access".into()),
+            (
+                GrantDecision::ApproveWithCredentials { user, password },
+                CredentialMode::CustomerCredentials,
+            ) => {
+                let accounts = config
+                    .customer_accounts
+                    .as_ref()
+                    .ok_or("this computer has no accounts to check credentials against")?;
+                match accounts.verify(user, password) {
+                    Ok(true) => {}
+                    Ok(false) => return Err("the customer's credentials are wrong".into()),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            (GrantDecision::Approve, CredentialMode::CustomerCredentials) => {
+                return Err(
+                    "customer-credential access needs the customer's name and password".into(),
+                )
+            }
+            (_, CredentialMode::AskEachConnection) => {}
+        }
+        let (grant, adjustment) =
+            approve(request, &config.grant_policy, now).map_err(|e| e.to_string())?;
+        let grants = config
+            .grants
+            .as_ref()
+            .ok_or("this computer does not keep unattended-access grants")?;
+        let json = serde_json::to_string(&grant).map_err(|e| e.to_string())?;
+        let local = grants
+            .add(self.technician.clone(), grant)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(local, ?adjustment, "unattended access granted");
+        Ok((local, json))
+    }
+}
