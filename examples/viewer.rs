@@ -27,6 +27,7 @@ use clap::Parser;
 use deskwire_engine::lan::{
     check_lan_permission, fetch_lan_password, Browser, LanPassword, LanPeer, DEFAULT_PORT,
 };
+use deskwire_engine::session::grants::GrantTicket;
 use deskwire_engine::{Controller, ControllerConfig, ControllerEvent, DisconnectReason};
 use deskwire_examples::policy::{self, LocalPolicy};
 use deskwire_examples::window::{
@@ -63,6 +64,13 @@ struct Args {
     /// days; you will present the target's admin credentials at each connection.
     #[arg(long)]
     request_unattended: Option<u32>,
+    /// Where to keep the grant (with its secret) when the user approves.
+    #[arg(long, requires = "request_unattended")]
+    save_grant: Option<PathBuf>,
+    /// With --lan: connect under this saved grant, with nobody at the target (the target's
+    /// admin credentials may be asked: --admin-user).
+    #[arg(long, requires = "lan", conflicts_with = "password")]
+    grant: Option<PathBuf>,
     /// The time zone the unattended days count in (IANA name, e.g. Europe/Berlin).
     #[arg(long, default_value = "UTC")]
     zone: String,
@@ -113,7 +121,10 @@ fn main() -> Result<()> {
     if !args.headless && std::env::var_os("DISPLAY").is_none() {
         bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
     }
-    let mut session = Session::default();
+    let mut session = Session {
+        save_grant: args.save_grant.clone(),
+        ..Session::default()
+    };
     if let Some(days) = args.request_unattended {
         session.grant_request = Some(GrantRequest {
             schedule: Schedule::new(Validity::Days { days }, None)
@@ -127,7 +138,16 @@ fn main() -> Result<()> {
     }
     let config = match (&args.lan, &args.broker) {
         (Some(target), _) => {
+            let ticket = match &args.grant {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading the grant {}", path.display()))?;
+                    Some(GrantTicket::from_json(&text)?)
+                }
+                None => None,
+            };
             let password: LanPassword = match (&args.password, &args.device, &args.broker) {
+                _ if ticket.is_some() => LanPassword::from_random(0),
                 (Some(p), _, _) => p.parse().context("--password")?,
                 (None, Some(device), Some(broker)) => {
                     let token = args.token.as_deref().context(
@@ -144,7 +164,11 @@ fn main() -> Result<()> {
             println!("connecting to {addr}");
             session.code = addr.to_string();
             let url = format!("ws://{addr}");
-            ControllerConfig::lan(addr, password).transport(transport_for(&url, args.bind))
+            match ticket {
+                Some(t) => ControllerConfig::lan_grant(addr, t),
+                None => ControllerConfig::lan(addr, password),
+            }
+            .transport(transport_for(&url, args.bind))
         }
         (None, Some(broker)) => {
             let mut config =
@@ -257,6 +281,18 @@ fn lan_target(target: &str, seconds: f64) -> Result<SocketAddr> {
         .with_context(|| format!("no computer whose name or address contains {target:?} answered on the LAN in {seconds} s"))
 }
 
+/// Write `text` to `path`, readable by this user only.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
 fn join_addrs(peer: &LanPeer) -> String {
     let addrs: Vec<String> = peer
         .addresses
@@ -280,6 +316,8 @@ struct Session {
     control: bool,
     /// Unattended access to ask for once we may control the screen.
     grant_request: Option<GrantRequest>,
+    /// Where to keep a granted ticket.
+    save_grant: Option<PathBuf>,
     code: String,
 }
 
@@ -319,12 +357,25 @@ impl Session {
                 self.control = control;
             }
             ControllerEvent::GrantAnswered { result, .. } => match result {
-                Ok(grant) => println!(
-                    "unattended access granted until {}",
-                    grant
-                        .expires_at()
-                        .map_or("revoked".to_owned(), |t| format!("{} ms", t.0))
-                ),
+                Ok(ticket) => {
+                    println!(
+                        "unattended access granted (grant {}) until {}",
+                        ticket.id,
+                        ticket
+                            .grant
+                            .expires_at()
+                            .map_or("no end".to_owned(), |t| format!("{} ms", t.0))
+                    );
+                    if let Some(path) = &self.save_grant {
+                        match write_private(path, &ticket.to_json()) {
+                            Ok(()) => println!(
+                                "grant saved to {} (keep it like a password)",
+                                path.display()
+                            ),
+                            Err(e) => println!("cannot save the grant to {}: {e}", path.display()),
+                        }
+                    }
+                }
                 Err(why) => println!("unattended access refused: {why}"),
             },
             ControllerEvent::Frame(_) => {

@@ -240,6 +240,13 @@ pub enum PeerSignal {
         /// The MAC.
         mac: String,
     },
+    /// A LAN controller's first word to the target: connect under this unattended-access
+    /// grant (its secret is then the PAKE input), or with the target's password (`None`).
+    LanHello {
+        /// The grant's number on the target.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<u32>,
+    },
     /// The target lets technicians in only with one of its administrator accounts: send
     /// `credentials`.
     CredentialsRequired {},
@@ -469,7 +476,9 @@ fn check_signal(signal: &PeerSignal) -> Result<(), SignalError> {
             check_len("mac", mac.len(), MAC_HEX)
         }
         PeerSignal::Pake { msg } => check_len("msg", msg.len(), PAKE_MESSAGE_HEX),
-        PeerSignal::AwaitingConsent { .. } | PeerSignal::CredentialsRequired {} => Ok(()),
+        PeerSignal::AwaitingConsent { .. }
+        | PeerSignal::CredentialsRequired {}
+        | PeerSignal::LanHello { .. } => Ok(()),
         PeerSignal::Confirm { mac } => check_len("mac", mac.len(), MAC_HEX),
         PeerSignal::Credentials { sealed } => check_len(
             "sealed",

@@ -74,6 +74,18 @@ impl Pake {
         (Self { state }, hex::encode(&msg))
     }
 
+    /// Start with an unattended-access grant's secret (which the target made when its user
+    /// approved the grant, and gave only to the technician): an identity of its own, bound
+    /// to the grant's number.
+    pub fn start_grant(grant: u32, secret: &[u8; 16]) -> (Self, String) {
+        let mut password = b"deskwire-grant-v1:".to_vec();
+        password.extend_from_slice(secret);
+        let password = Password::new(password);
+        let identity = Identity::new(format!("deskwire-grant-v1:{grant}").as_bytes());
+        let (state, msg) = Spake2::<Ed25519Group>::start_symmetric(&password, &identity);
+        (Self { state }, hex::encode(&msg))
+    }
+
     /// Finish with the peer's message.
     pub fn finish(self, peer_msg: &str) -> Result<SessionKeys, PakeError> {
         if peer_msg.len() != PAKE_MESSAGE_HEX {
@@ -304,6 +316,19 @@ mod tests {
         for bad in ["", "zz", &"00".repeat(20), &"ab".repeat(5000)] {
             assert!(target.open_credentials(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn grant_secrets_agree_only_for_the_same_grant_and_secret() {
+        let run = |a: (u32, [u8; 16]), b: (u32, [u8; 16])| {
+            let (pa, ma) = Pake::start_grant(a.0, &a.1);
+            let (pb, mb) = Pake::start_grant(b.0, &b.1);
+            let (ka, kb) = (pa.finish(&mb).unwrap(), pb.finish(&ma).unwrap());
+            ka.verify_confirm(&kb.mac_confirm())
+        };
+        assert_eq!(run((1, [7; 16]), (1, [7; 16])), Ok(()));
+        assert_eq!(run((1, [7; 16]), (1, [8; 16])), Err(PakeError::Mismatch));
+        assert_eq!(run((1, [7; 16]), (2, [7; 16])), Err(PakeError::Mismatch));
     }
 
     #[test]

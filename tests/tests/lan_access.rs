@@ -273,3 +273,169 @@ fn a_target_that_requires_an_administrator_lets_in_only_a_technician_with_its_cr
     h.shutdown().unwrap();
     let _ = std::fs::remove_file(&file);
 }
+
+/// A control-capable LAN host (its own Xvfb for input) that keeps grants and asks its user.
+fn grant_host(
+    lan: &Lan,
+    display: &str,
+    grants: &deskwire_engine::session::grants::LocalGrants,
+    accounts: &AdminAccounts,
+) -> (Host, SocketAddr) {
+    let ip = IpAddr::V4(lan.target_ip(0));
+    let config = HostConfig::new("")
+        .input_display(Some(display.to_owned()))
+        // Anyone connecting with the password needs the user, who must answer in time.
+        .acceptance(AcceptanceMode::AllowByRequest {
+            timeout: Duration::from_secs(2),
+        })
+        .unattended(
+            grants.clone(),
+            deskwire_signal::grant::GrantPolicy::default(),
+            Some(accounts.clone()),
+        )
+        .transport(TransportConfig::default().bind(vec![ip]));
+    let passwords = LanPasswords::daily();
+    let listen = LanHostConfig::new(passwords).listen(SocketAddr::new(ip, 0));
+    let h = lan
+        .run_in(lan.target(0), move || {
+            Host::start_lan(config, source(), listen)
+        })
+        .unwrap()
+        .expect("starting the LAN host");
+    let addr = h.lan_addr().unwrap();
+    (h, addr)
+}
+
+#[test]
+fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the_grant() {
+    use deskwire_engine::session::grants::{GrantTicket, LocalGrants};
+    use deskwire_engine::session::GrantDecision;
+    use deskwire_signal::grant::{
+        approve, CredentialMode, DailyWindow, GrantPolicy, GrantRequest, GrantZone, LocalTime,
+        Schedule, Validity, ZoneName, ZoneOf,
+    };
+    let lan = Lan::create(1).expect("making the test LAN");
+    let x = deskwire_tests::Xvfb::start(320, 240).expect("starting Xvfb");
+    let tmp = |n: &str| {
+        std::env::temp_dir().join(format!("deskwire-lan-grant-{}-{n}", std::process::id()))
+    };
+    let _ = std::fs::remove_file(tmp("grants"));
+    let _ = std::fs::remove_file(tmp("accounts"));
+    let grants = LocalGrants::at(tmp("grants"));
+    let accounts = AdminAccounts::at(tmp("accounts"));
+    accounts.set("it-admin", "Tr0ub4dor&3").unwrap();
+    let request = |daily: Option<DailyWindow>| GrantRequest {
+        schedule: Schedule::new(Validity::Days { days: 3 }, daily).unwrap(),
+        zone: GrantZone {
+            of: ZoneOf::Technician,
+            name: ZoneName::new("UTC").unwrap(),
+        },
+        credential_mode: CredentialMode::AskEachConnection,
+    };
+
+    // 1. A session with the password; the user lets the technician in and approves a grant.
+    let passwords = LanPasswords::daily();
+    let ip = IpAddr::V4(lan.target_ip(0));
+    let config = HostConfig::new("")
+        .input_display(Some(x.display()))
+        .acceptance(AcceptanceMode::AllowByRequest {
+            timeout: Duration::from_secs(5),
+        })
+        .unattended(
+            grants.clone(),
+            GrantPolicy::default(),
+            Some(accounts.clone()),
+        )
+        .transport(TransportConfig::default().bind(vec![ip]));
+    let listen = LanHostConfig::new(passwords.clone()).listen(SocketAddr::new(ip, 0));
+    let h = lan
+        .run_in(lan.target(0), move || {
+            Host::start_lan(config, source(), listen)
+        })
+        .unwrap()
+        .unwrap();
+    let to = h.lan_addr().unwrap();
+    let c = controller(&lan, to, passwords.current());
+    asked(&h);
+    h.answer_consent(ConsentAnswer::Allow { control: true })
+        .unwrap();
+    connected(&h, &c);
+    let id = c.request_unattended(&request(None)).unwrap();
+    let asked_id = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::GrantRequested { id, .. } => Some(*id),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(asked_id, id);
+    h.answer_grant(id, GrantDecision::Approve).unwrap();
+    let ticket: GrantTicket = wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::GrantAnswered { result, .. } => Some(result.clone()),
+        _ => None,
+    })
+    .unwrap()
+    .expect("approved");
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+
+    // 2. Later, nobody at the target: the grant lets the technician in (with the target's
+    //    admin credentials, as the grant's mode asks); the user is never asked.
+    let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
+    let config = ControllerConfig::lan_grant(to, ticket.clone())
+        .admin_credentials("it-admin", "Tr0ub4dor&3");
+    let c = controller_with(&lan, config);
+    let first = wait_host(h.events(), WAIT, |e| match e {
+        HostEvent::ConsentRequested { .. } => Some("asked"),
+        HostEvent::Connected { .. } => Some("connected"),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(
+        first, "connected",
+        "nobody may need to answer under a grant"
+    );
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+
+    // 3. Without the admin credentials the grant's mode asks for: refused.
+    let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
+    let c = controller_with(&lan, ControllerConfig::lan_grant(to, ticket.clone()));
+    match ended(&c) {
+        DisconnectReason::Lan(why) => assert!(why.contains("administrators"), "{why}"),
+        other => panic!("expected a refusal, got {other}"),
+    }
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+
+    // 4. Outside its daily window (the hour after next, UTC): refused by the target itself.
+    let now = UnixMillis::now();
+    let hour = ((now.0 / 3_600_000 + 2) % 24) as u8;
+    let window = DailyWindow::every_day(
+        LocalTime::new(hour, 0).unwrap(),
+        LocalTime::new((hour + 1) % 24, 0).unwrap(),
+    );
+    let (closed, _) = approve(request(Some(window)), &GrantPolicy::default(), now).unwrap();
+    let closed = grants.add(None, closed).unwrap();
+    let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
+    let config =
+        ControllerConfig::lan_grant(to, closed).admin_credentials("it-admin", "Tr0ub4dor&3");
+    let c = controller_with(&lan, config);
+    match ended(&c) {
+        DisconnectReason::Lan(why) => assert!(why.contains("does not let anyone in now"), "{why}"),
+        other => panic!("expected a refusal, got {other}"),
+    }
+    c.shutdown().unwrap();
+
+    // 5. Revoked by the user: refused too.
+    assert!(grants.revoke(ticket.id, UnixMillis::now()).unwrap());
+    let config =
+        ControllerConfig::lan_grant(to, ticket).admin_credentials("it-admin", "Tr0ub4dor&3");
+    let c = controller_with(&lan, config);
+    match ended(&c) {
+        DisconnectReason::Lan(why) => assert!(why.contains("revoked"), "{why}"),
+        other => panic!("expected a refusal, got {other}"),
+    }
+    c.shutdown().unwrap();
+    h.shutdown().unwrap();
+    let _ = std::fs::remove_file(tmp("grants"));
+    let _ = std::fs::remove_file(tmp("accounts"));
+}

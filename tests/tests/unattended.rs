@@ -103,7 +103,9 @@ fn live(
 
 fn answered(c: &Controller, id: u32) -> Result<Grant, String> {
     wait_controller(c, WAIT, |e| match e {
-        ControllerEvent::GrantAnswered { id: got, result } if *got == id => Some(result.clone()),
+        ControllerEvent::GrantAnswered { id: got, result } if *got == id => {
+            Some(result.clone().map(|ticket| ticket.grant))
+        }
         _ => None,
     })
     .unwrap()

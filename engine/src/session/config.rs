@@ -433,6 +433,9 @@ pub struct LanTarget {
     pub addr: std::net::SocketAddr,
     /// Its current remote-connection password.
     pub password: deskwire_signal::lan::LanPassword,
+    /// Connect under this unattended-access grant instead (the password is then unused):
+    /// nobody at the target needs to answer while the grant's window is open.
+    pub grant: Option<super::grants::GrantTicket>,
 }
 
 impl ControllerConfig {
@@ -470,10 +473,27 @@ impl ControllerConfig {
         self
     }
 
+    /// Defaults for an unattended connection to the LAN target at `addr` under `grant`.
+    pub fn lan_grant(addr: std::net::SocketAddr, grant: super::grants::GrantTicket) -> Self {
+        Self {
+            lan: Some(LanTarget {
+                addr,
+                // Unused under a grant; any value will do.
+                password: deskwire_signal::lan::LanPassword::from_random(0),
+                grant: Some(grant),
+            }),
+            ..Self::new("")
+        }
+    }
+
     /// Defaults for a direct connection to the LAN target at `addr`, no broker.
     pub fn lan(addr: std::net::SocketAddr, password: deskwire_signal::lan::LanPassword) -> Self {
         Self {
-            lan: Some(LanTarget { addr, password }),
+            lan: Some(LanTarget {
+                addr,
+                password,
+                grant: None,
+            }),
             ..Self::new("")
         }
     }

@@ -426,7 +426,7 @@ impl ControllerTask {
                             }
                             Ok(ControlMessage::GrantAnswer { id, approved, detail }) => {
                                 let result = if approved {
-                                    serde_json::from_str(&detail).map_err(|e| format!("the target sent an unreadable grant: {e}"))
+                                    super::grants::GrantTicket::from_json(&detail).map_err(|e| format!("the target sent an unreadable grant: {e}"))
                                 } else {
                                     Err(detail)
                                 };

@@ -12,7 +12,7 @@ use deskwire_signal::UnixMillis;
 use super::SessionError;
 
 /// One grant as the target keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct GrantEntry {
     /// Its number on this computer.
     pub id: u32,
@@ -20,6 +20,84 @@ pub struct GrantEntry {
     pub technician: Option<String>,
     /// The grant.
     pub grant: Grant,
+    /// The secret the technician connects with (the PAKE input), made at approval.
+    pub secret: Option<[u8; 16]>,
+}
+
+impl std::fmt::Debug for GrantEntry {
+    // Debug output ends up in logs; the secret must not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantEntry")
+            .field("id", &self.id)
+            .field("technician", &self.technician)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the technician takes away from an approved request: enough to connect later,
+/// with nobody at the target, for as long as the grant allows.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GrantTicket {
+    /// The grant's number on the target.
+    pub id: u32,
+    /// The secret the target made for it.
+    pub secret: [u8; 16],
+    /// The grant.
+    pub grant: Grant,
+}
+
+impl std::fmt::Debug for GrantTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantTicket")
+            .field("id", &self.id)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrantTicket {
+    /// As JSON, to keep (it is a secret: store it like a password).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "id": self.id,
+            "secret": hex(&self.secret),
+            "grant": self.grant,
+        })
+        .to_string()
+    }
+
+    /// From [`GrantTicket::to_json`].
+    pub fn from_json(text: &str) -> Result<Self, SessionError> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| fail(format!("not a grant ticket: {e}")))?;
+        let id = v["id"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| fail("a grant ticket has no id".into()))?;
+        let secret = v["secret"]
+            .as_str()
+            .and_then(unhex)
+            .ok_or_else(|| fail("a grant ticket has no valid secret".into()))?;
+        let grant = serde_json::from_value(v["grant"].clone())
+            .map_err(|e| fail(format!("the ticket's grant is not valid: {e}")))?;
+        Ok(Self { id, secret, grant })
+    }
+}
+
+fn hex(bytes: &[u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// The grants file.
@@ -54,11 +132,13 @@ impl LocalGrants {
                 let id = v["id"].as_u64().and_then(|n| u32::try_from(n).ok());
                 let technician = v["technician"].as_str().map(str::to_owned);
                 let grant = serde_json::from_value::<Grant>(v["grant"].clone());
+                let secret = v["secret"].as_str().and_then(unhex);
                 match (id, grant) {
                     (Some(id), Ok(grant)) => Ok(GrantEntry {
                         id,
                         technician,
                         grant,
+                        secret,
                     }),
                     (_, Err(e)) => Err(fail(format!(
                         "a grant in {} is not valid: {e}",
@@ -73,17 +153,28 @@ impl LocalGrants {
             .collect()
     }
 
-    /// Keep `grant`; returns its number.
-    pub fn add(&self, technician: Option<String>, grant: Grant) -> Result<u32, SessionError> {
+    /// Keep `grant` with a fresh secret; returns what the technician takes away.
+    pub fn add(
+        &self,
+        technician: Option<String>,
+        grant: Grant,
+    ) -> Result<GrantTicket, SessionError> {
         let mut all = self.list()?;
         let id = all.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+        let secret: [u8; 16] = rand::random();
         all.push(GrantEntry {
             id,
             technician,
-            grant,
+            grant: grant.clone(),
+            secret: Some(secret),
         });
         self.write(&all)?;
-        Ok(id)
+        Ok(GrantTicket { id, secret, grant })
+    }
+
+    /// Grant `id`, if kept.
+    pub fn get(&self, id: u32) -> Result<Option<GrantEntry>, SessionError> {
+        Ok(self.list()?.into_iter().find(|e| e.id == id))
     }
 
     /// Revoke grant `id` at `now`; `false` when there is no such grant.
@@ -105,6 +196,7 @@ impl LocalGrants {
                     "id": e.id,
                     "technician": e.technician,
                     "grant": e.grant,
+                    "secret": e.secret.as_ref().map(hex),
                 })
             })
             .collect();
@@ -162,9 +254,13 @@ mod tests {
         let g = LocalGrants::at(&path);
         assert!(g.list().unwrap().is_empty());
         let t0 = UnixMillis(1_790_000_000_000);
-        let a = g.add(Some("alice".into()), grant(t0)).unwrap();
-        let b = g.add(None, grant(t0)).unwrap();
+        let ticket = g.add(Some("alice".into()), grant(t0)).unwrap();
+        let b = g.add(None, grant(t0)).unwrap().id;
+        let a = ticket.id;
         assert_eq!((a, b), (1, 2));
+        assert_eq!(g.get(1).unwrap().unwrap().secret, Some(ticket.secret));
+        assert_eq!(GrantTicket::from_json(&ticket.to_json()).unwrap(), ticket);
+        assert!(GrantTicket::from_json("{\"id\":1,\"secret\":\"zz\"}").is_err());
         let listed = g.list().unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].technician.as_deref(), Some("alice"));

@@ -289,6 +289,8 @@ impl HostTask {
                         secret: connect::Secret::Code(code),
                         control,
                         policy: policy.as_ref(),
+                        unattended: false,
+                        admin: self.config.require_admin.clone(),
                     },
                 )
                 .await;

@@ -372,8 +372,9 @@ pub enum ControllerEvent {
     GrantAnswered {
         /// The request's number.
         id: u32,
-        /// The grant the customer approved, or the reason.
-        result: Result<deskwire_signal::grant::Grant, String>,
+        /// What the customer approved (with the secret to connect with later), or the
+        /// reason.
+        result: Result<grants::GrantTicket, String>,
     },
     /// The target is asking its user whether to let you in; the session waits up to this.
     AwaitingConsent {

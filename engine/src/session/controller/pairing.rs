@@ -26,6 +26,12 @@ impl ControllerTask {
         // A LAN target answers as a broker would, starting at `peer_joined`; the password
         // takes the code's place.
         let lan = self.config.lan.as_ref().map(|t| t.password.clone());
+        let grant = self
+            .config
+            .lan
+            .as_ref()
+            .and_then(|t| t.grant.as_ref())
+            .map(|g| (g.id, g.secret));
         let refused = |message: String| match lan {
             Some(_) => DisconnectReason::Lan(message),
             None => DisconnectReason::Broker(message),
@@ -79,10 +85,16 @@ impl ControllerTask {
                         self.events.emit_important(ControllerEvent::Code { code: full, expires_at });
                     }
                     BrokerMessage::PeerJoined {} => {
-                        let (p, msg) = match (&lan, code) {
-                            (Some(password), _) => Pake::start_lan(password),
-                            (None, Some(full)) => Pake::start(&full),
-                            (None, None) => {
+                        if lan.is_some() {
+                            // A LAN target learns first which secret this side holds.
+                            let hello = PeerSignal::LanHello { grant: grant.map(|g| g.0) };
+                            sig.send(&ClientMessage::Relay { signal: hello }).await.map_err(broker)?;
+                        }
+                        let (p, msg) = match (&lan, code, grant) {
+                            (Some(_), _, Some((id, secret))) => Pake::start_grant(id, &secret),
+                            (Some(password), _, None) => Pake::start_lan(password),
+                            (None, Some(full), _) => Pake::start(&full),
+                            (None, None, _) => {
                                 return Err(DisconnectReason::Broker("peer_joined before a code".into()))
                             }
                         };

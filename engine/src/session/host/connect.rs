@@ -32,6 +32,8 @@ pub(super) enum Secret {
     Code(ConnectionCode),
     /// This LAN target's password.
     Lan(LanPassword),
+    /// An unattended-access grant's number and secret.
+    Grant(u32, [u8; 16]),
 }
 
 impl Secret {
@@ -39,6 +41,7 @@ impl Secret {
         match self {
             Secret::Code(code) => Pake::start(code),
             Secret::Lan(password) => Pake::start_lan(password),
+            Secret::Grant(id, secret) => Pake::start_grant(*id, secret),
         }
     }
 }
@@ -51,6 +54,10 @@ pub(super) struct Attempt<'a> {
     pub(super) control: bool,
     /// The technician's group policy, from a broker with accounts.
     pub(super) policy: Option<&'a SessionPolicy>,
+    /// Under an unattended-access grant: nobody is asked.
+    pub(super) unattended: bool,
+    /// The technician must present one of these accounts' name and password.
+    pub(super) admin: Option<crate::session::accounts::AdminAccounts>,
 }
 
 impl HostTask {
@@ -140,6 +147,8 @@ impl HostTask {
             secret,
             control,
             policy,
+            unattended,
+            admin,
         } = attempt;
         let end = Negotiation::End;
         let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
@@ -177,11 +186,16 @@ impl HostTask {
                 other => tracing::debug!(?other, "ignored before the key confirmation"),
             }
         };
-        if let Some(accounts) = self.config.require_admin.clone() {
+        if let Some(accounts) = admin {
             self.admin_credentials(sig, &keys, accounts, deadline)
                 .await?;
         }
-        let granted = self.consent(sig, control, policy).await?;
+        let granted = if unattended {
+            tracing::info!("unattended session under a grant: nobody is asked");
+            control
+        } else {
+            self.consent(sig, control, policy).await?
+        };
 
         let channels = transport::create_channels(pc, &self.config.transport)
             .await

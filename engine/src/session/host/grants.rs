@@ -148,11 +148,12 @@ impl GrantDesk {
             .grants
             .as_ref()
             .ok_or("this computer does not keep unattended-access grants")?;
-        let json = serde_json::to_string(&grant).map_err(|e| e.to_string())?;
-        let local = grants
+        let ticket = grants
             .add(self.technician.clone(), grant)
             .map_err(|e| e.to_string())?;
-        tracing::info!(local, ?adjustment, "unattended access granted");
-        Ok((local, json))
+        tracing::info!(local = ticket.id, ?adjustment, "unattended access granted");
+        // The ticket (with its secret) goes to the technician over the encrypted,
+        // authenticated control channel; the broker never sees it.
+        Ok((ticket.id, ticket.to_json()))
     }
 }

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deskwire_capture::Source;
+use deskwire_signal::grant::CredentialMode;
 use deskwire_signal::lan::LanBackoff;
-use deskwire_signal::{BrokerMessage, JoinRefusal, UnixMillis};
+use deskwire_signal::{BrokerMessage, JoinRefusal, PeerSignal, UnixMillis};
 use tokio::net::TcpListener;
 
+use super::super::accounts::AdminAccounts;
 use super::super::lan::LanHostConfig;
 use super::super::signalling::Signalling;
 use super::super::transport::{self, SessionRuntime};
@@ -77,6 +79,26 @@ impl HostTask {
                 continue;
             }
             tracing::info!(%from, "LAN controller connected");
+            // The controller says first which secret it holds: the password, or a grant.
+            let grant = match self.hello(&mut sig).await {
+                Ok(g) => g,
+                Err(why) => {
+                    tracing::debug!(%from, why, "no hello from the LAN controller");
+                    continue;
+                }
+            };
+            let under_grant =
+                match grant.map(|id| (id, self.unattended_grant(id, UnixMillis::now()))) {
+                    None => None,
+                    Some((id, Ok((secret, admin)))) => Some((id, secret, admin)),
+                    Some((id, Err(why))) => {
+                        // Outside its window, revoked, expired or unknown: refused here, whatever
+                        // a broker might have said.
+                        tracing::warn!(%from, grant = id, why, "unattended connection refused");
+                        self.refuse(sig, from, JoinRefusal::Cancelled, why).await;
+                        continue;
+                    }
+                };
             self.events.emit(HostEvent::Joined);
             if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
                 break Err(r);
@@ -90,11 +112,21 @@ impl HostTask {
                     Ok(p) => p,
                     Err(e) => break Err(DisconnectReason::Transport(e.to_string())),
                 };
-            let password = lan.passwords.current_at(UnixMillis::now());
-            let attempt = Attempt {
-                secret: Secret::Lan(password),
-                control,
-                policy: None,
+            let attempt = match under_grant {
+                None => Attempt {
+                    secret: Secret::Lan(lan.passwords.current_at(UnixMillis::now())),
+                    control,
+                    policy: None,
+                    unattended: false,
+                    admin: self.config.require_admin.clone(),
+                },
+                Some((id, secret, admin)) => Attempt {
+                    secret: Secret::Grant(id, secret),
+                    control: !self.config.view_only,
+                    policy: None,
+                    unattended: true,
+                    admin,
+                },
             };
             let result = self
                 .negotiate(&pc, &net_tx, &mut net_rx, &mut sig, attempt)
@@ -146,6 +178,58 @@ impl HostTask {
         let desk = super::grants::GrantDesk::new(None);
         self.conclude(connected, pipeline, control, started, desk)
             .await
+    }
+
+    /// The LAN controller's hello: which grant it connects under, if any.
+    async fn hello(&mut self, sig: &mut Signalling) -> Result<Option<u32>, String> {
+        let wait = tokio::time::timeout(self.config.connect_timeout, sig.recv()).await;
+        match wait {
+            Ok(Ok(BrokerMessage::Relay {
+                signal: PeerSignal::LanHello { grant },
+            })) => Ok(grant),
+            Ok(Ok(other)) => Err(format!("expected a hello, got {other:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no hello in time".into()),
+        }
+    }
+
+    /// Grant `id` as this computer keeps it, if it lets someone in at `now`: its secret and
+    /// the accounts whose credentials the technician must present.
+    fn unattended_grant(
+        &self,
+        id: u32,
+        now: UnixMillis,
+    ) -> Result<([u8; 16], Option<AdminAccounts>), String> {
+        let grants = self
+            .config
+            .grants
+            .as_ref()
+            .ok_or("this computer keeps no unattended-access grants")?;
+        let entry = grants
+            .get(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("this computer has no grant {id}"))?;
+        entry
+            .grant
+            .check(now)
+            .map_err(|why| format!("grant {id} does not let anyone in now: {why}"))?;
+        let secret = entry
+            .secret
+            .ok_or_else(|| format!("grant {id} has no secret to connect with"))?;
+        let admin = match entry.grant.request().credential_mode {
+            // The technician proves they administer this computer at every connection.
+            CredentialMode::AskEachConnection => Some(
+                self.config
+                    .require_admin
+                    .clone()
+                    .or_else(|| self.config.customer_accounts.clone())
+                    .ok_or(
+                        "this computer has no accounts to check administrator credentials against",
+                    )?,
+            ),
+            CredentialMode::CustomerCredentials => self.config.require_admin.clone(),
+        };
+        Ok((secret, admin))
     }
 
     /// Tell a LAN controller why it is turned away, close, and report it.
