@@ -259,6 +259,9 @@ impl HostTask {
         // nothing. This side is the DTLS client (see `build_peer`), so it is the one with
         // queued handshake data and channel handles to poke.
         let mut nudge = tokio::time::interval(NUDGE_INTERVAL);
+        // The controller may send (input, pings) as soon as its own channels are open,
+        // which can be before all of ours are: keep that for the session, in order.
+        let mut early = Vec::new();
         while open < 3 {
             tokio::select! {
                 _ = nudge.tick() => {
@@ -266,6 +269,7 @@ impl HostTask {
                 }
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Open(_)) => open += 1,
+                    Some(ev @ NetEvent::Message(..)) => early.push(ev),
                     Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
                         return Err(end(DisconnectReason::Transport("ICE failed".into())))
                     }
@@ -280,6 +284,20 @@ impl HostTask {
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(end(DisconnectReason::Transport("the data channels did not open in time".into())))
                 }
+            }
+        }
+        if !early.is_empty() {
+            // Nothing else runs on this thread until the next await: what is queued now
+            // follows the early messages, so re-queueing all of it keeps the order.
+            while let Ok(ev) = net_rx.try_recv() {
+                early.push(ev);
+            }
+            tracing::debug!(
+                n = early.len(),
+                "messages that arrived while the channels opened"
+            );
+            for ev in early {
+                let _ = net_tx.send(ev);
             }
         }
         Ok((channels, granted))
