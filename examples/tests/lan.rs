@@ -151,6 +151,7 @@ fn connect(
     password: LanPassword,
 ) -> Result<Controller, DisconnectReason> {
     let config = ControllerConfig::lan(to, password).transport(transport(lan));
+    let started = Instant::now();
     let c = lan
         .run_in(lan.controller(), move || Controller::start(config))
         .expect("entering the technician's namespace")
@@ -159,7 +160,13 @@ fn connect(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match c.events().recv_timeout(left) {
-            Ok(ControllerEvent::Frame(_)) => return Ok(c),
+            Ok(ControllerEvent::Frame(_)) => {
+                eprintln!(
+                    "LAN connect -> first frame: {} ms",
+                    started.elapsed().as_millis()
+                );
+                return Ok(c);
+            }
             Ok(ControllerEvent::Disconnected(r)) => return Err(r),
             Ok(_) => {}
             Err(_) => panic!("no frame and no end in {WAIT:?}"),
