@@ -9,8 +9,11 @@
 //! - [`lan`]: the target's rotating LAN password and the back-off on wrong ones.
 //! - [`grant`]: unattended-access grants, their schedules in a time zone, and the check both
 //!   the broker and the target run before an unattended connection.
+//! - [`adhoc`]: ad-hoc support sessions: invitations, activation on a temporary host, a
+//!   fixed lifetime from activation, and per-technician and per-company quotas.
 #![deny(missing_docs)]
 
+pub mod adhoc;
 mod code;
 pub mod device;
 pub mod grant;
