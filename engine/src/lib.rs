@@ -44,12 +44,12 @@ pub use convert::{ColorSpace, ConvertError, I420Image};
 pub use diff::Differ;
 pub use frame_encoder::{FrameEncoder, FrameOutcome};
 pub use pipeline::Pipeline;
+/// Direct connections on the LAN: passwords, listening, discovery.
+pub use session::lan;
 pub use session::{
     AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
     DisconnectReason, Host, HostConfig, HostEvent, LanTarget, SessionError, TransportConfig,
 };
-/// Direct connections on the LAN: passwords, listening, discovery.
-pub use session::lan;
 pub use stats::{PipelineStats, StageTimings};
 pub use workers::Workers;
 
