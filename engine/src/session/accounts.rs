@@ -99,25 +99,13 @@ impl AdminAccounts {
     }
 
     fn write(&self, lines: &[String]) -> Result<(), SessionError> {
-        let err = |e: std::io::Error| fail(format!("cannot write {}: {e}", self.path.display()));
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        // Written beside it and renamed over it: a crash never leaves half a file.
-        let tmp = self.path.with_extension("tmp");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).map_err(err)?;
+        let mut text = String::new();
         for l in lines {
-            writeln!(file, "{l}").map_err(err)?;
+            text.push_str(l);
+            text.push('\n');
         }
-        file.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)
+        write_private(&self.path, text.as_bytes())
+            .map_err(|e| fail(format!("cannot write {}: {e}", self.path.display())))
     }
 }
 
@@ -143,6 +131,26 @@ fn check(name: &str, password: &str) -> Result<(), SessionError> {
         return Err(fail(format!("a password has 1 to {MAX_PASSWORD} bytes")));
     }
     Ok(())
+}
+
+/// Write `bytes` to `path` readable by this user only, beside it first and renamed over it,
+/// so a crash never leaves half a file.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

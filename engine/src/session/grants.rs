@@ -3,7 +3,6 @@
 //! against this copy at its own clock, never on the broker's word alone; its user (or admin)
 //! lists and revokes grants here.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use deskwire_signal::grant::Grant;
@@ -202,23 +201,8 @@ impl LocalGrants {
             .collect();
         let text = serde_json::to_string_pretty(&values)
             .map_err(|e| fail(format!("cannot encode the grants: {e}")))?;
-        let err = |e: std::io::Error| fail(format!("cannot write {}: {e}", self.path.display()));
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        // Written beside it and renamed over it: a crash never leaves half a file.
-        let tmp = self.path.with_extension("tmp");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).map_err(err)?;
-        file.write_all(text.as_bytes()).map_err(err)?;
-        file.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)
+        super::accounts::write_private(&self.path, text.as_bytes())
+            .map_err(|e| fail(format!("cannot write {}: {e}", self.path.display())))
     }
 }
 
