@@ -63,6 +63,7 @@ mod book;
 mod error;
 mod invitation;
 mod limits;
+mod link;
 mod session;
 
 #[cfg(test)]
@@ -78,6 +79,7 @@ pub use book::AdhocBook;
 pub use error::{AdhocError, AdhocEvent};
 pub use invitation::{Invitation, InvitationEntropy, InvitationToken, SecurityCode, TOKEN_BYTES};
 pub use limits::AdhocLimits;
+pub use link::AdhocLink;
 pub use session::{Activation, AdhocSession, AdhocStatus, EndedBy};
 
 /// Names a technician (the broker's technician id).

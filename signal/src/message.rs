@@ -118,6 +118,56 @@ pub enum ClientMessage {
         /// The payload.
         signal: PeerSignal,
     },
+    /// Technician, on a connection of its own: open an ad-hoc support session. Answered by
+    /// `adhoc_created` (the invitation, shown once) or an `error` naming the limit that
+    /// refused it; the broker then closes.
+    CreateAdhoc {
+        /// The technician's API token.
+        token: String,
+        /// Have the broker e-mail the invitation link (which it then reads once).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mail: Option<AdhocMail>,
+    },
+    /// Technician, on a connection of its own: connect to active ad-hoc session `session`
+    /// (any number of times in its lifetime). Answered like `create_session`, with a code for
+    /// this connection alone; the broker calls the temporary host to join it.
+    CallAdhoc {
+        /// The technician's API token.
+        token: String,
+        /// The ad-hoc session.
+        session: crate::adhoc::AdhocId,
+    },
+    /// Technician, on a connection of its own: end ad-hoc session `session` now. Answered by
+    /// `adhoc_ended`; the temporary host is told the same and removes itself.
+    EndAdhoc {
+        /// The technician's API token.
+        token: String,
+        /// The ad-hoc session.
+        session: crate::adhoc::AdhocId,
+    },
+    /// Temporary host, first contact: activate the invitation on this computer. Answered by
+    /// `adhoc_activated`; the connection then stays open for `adhoc_call` and `adhoc_ended`.
+    ActivateAdhoc {
+        /// The token from the link.
+        token: crate::adhoc::InvitationToken,
+        /// The security code the user typed.
+        code: String,
+        /// This computer's id.
+        device: String,
+        /// A permanent agent runs on this computer (then ad-hoc sessions are refused).
+        #[serde(default, skip_serializing_if = "is_false")]
+        permanent_agent: bool,
+    },
+    /// Temporary host, after losing its connection: take the session up again. Answered
+    /// like `activate_adhoc`.
+    ReattachAdhoc {
+        /// The ad-hoc session.
+        session: crate::adhoc::AdhocId,
+        /// The host token `adhoc_activated` gave.
+        host_token: String,
+    },
+    /// Temporary host, on its standing connection: the user ends the session now.
+    LeaveAdhoc {},
     /// Either side, once paired: the peer's description failed verification (a wrong
     /// secret, or a tampered SDP). The target is unpaired and may try again; the third
     /// failure burns the code.
@@ -186,6 +236,50 @@ pub enum BrokerMessage {
         /// Failed attempts on this code so far.
         failures: u32,
     },
+    /// To a technician's `create_adhoc`: the invitation, shown once (the broker keeps only
+    /// digests of the token and the code).
+    AdhocCreated {
+        /// The ad-hoc session.
+        session: crate::adhoc::AdhocId,
+        /// The bearer token for the link.
+        token: crate::adhoc::InvitationToken,
+        /// The security code the user types.
+        code: crate::adhoc::SecurityCode,
+        /// When the invitation stops working if not activated.
+        expires_at: UnixMillis,
+        /// What the technician may open.
+        capabilities: crate::adhoc::Capabilities,
+        /// The address the invitation was e-mailed to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mailed_to: Option<String>,
+        /// Why the e-mail could not be sent (the session exists anyway).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mail_error: Option<String>,
+    },
+    /// To the temporary host: the session is active on this computer until
+    /// `activation.expires_at`.
+    AdhocActivated {
+        /// The session, its deadline and capabilities.
+        activation: crate::adhoc::Activation,
+        /// Re-attach with this after losing the connection (first activation only; the
+        /// broker keeps its hash).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_token: Option<String>,
+    },
+    /// To the temporary host: a technician is connecting; join `session` on a new connection.
+    AdhocCall {
+        /// The code for this connection.
+        session: SessionCode,
+        /// Who.
+        technician: String,
+    },
+    /// To the temporary host and to whoever ended it: the ad-hoc session is over.
+    AdhocEnded {
+        /// The ad-hoc session.
+        session: crate::adhoc::AdhocId,
+        /// Why, for a human.
+        reason: String,
+    },
     /// The other peer's signalling connection closed.
     PeerLeft {},
     /// The broker could not accept the last message; it closes the socket after this.
@@ -211,6 +305,16 @@ pub struct SessionPolicy {
     /// Whether the group may ask for unattended access.
     #[serde(default, skip_serializing_if = "is_false")]
     pub unattended: bool,
+}
+
+/// An e-mailed invitation: to whom, and the link with the technician's secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdhocMail {
+    /// The user's address.
+    pub to: String,
+    /// The link's secret half, hex ([`crate::adhoc::AdhocLink::secret`]).
+    pub secret: String,
 }
 
 /// A group's acceptance mode, as the broker states it.
@@ -412,6 +516,26 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
         check_len("token", token.len(), MAX_TOKEN_CHARS)?;
         check_len("device", device.len(), 64)?;
     }
+    match &msg {
+        ClientMessage::CreateAdhoc { token, mail } => {
+            check_len("token", token.len(), MAX_TOKEN_CHARS)?;
+            if let Some(mail) = mail {
+                check_len("mail.to", mail.to.len(), 254)?;
+                check_len("mail.secret", mail.secret.len(), 32)?;
+            }
+        }
+        ClientMessage::CallAdhoc { token, .. } | ClientMessage::EndAdhoc { token, .. } => {
+            check_len("token", token.len(), MAX_TOKEN_CHARS)?
+        }
+        ClientMessage::ActivateAdhoc { code, device, .. } => {
+            check_len("code", code.len(), MAX_CODE_CHARS)?;
+            check_len("device", device.len(), 128)?;
+        }
+        ClientMessage::ReattachAdhoc { host_token, .. } => {
+            check_len("host_token", host_token.len(), MAX_RESUME_HEX)?
+        }
+        _ => {}
+    }
     if let ClientMessage::Resume { session, resume } = &msg {
         check_len("session", session.len(), MAX_CODE_CHARS)?;
         check_len("resume", resume.len(), MAX_RESUME_HEX)?;
@@ -439,6 +563,22 @@ pub fn decode_broker(text: &str) -> Result<BrokerMessage, SignalError> {
         BrokerMessage::Relay { signal } => check_signal(signal)?,
         BrokerMessage::JoinRefused { message, .. } | BrokerMessage::Error { message } => {
             check_len("message", message.chars().count(), MAX_REASON_CHARS)?
+        }
+        BrokerMessage::AdhocEnded {
+            reason: message, ..
+        }
+        | BrokerMessage::AdhocCall {
+            technician: message,
+            ..
+        } => check_len("message", message.chars().count(), MAX_REASON_CHARS)?,
+        BrokerMessage::AdhocCreated {
+            mailed_to,
+            mail_error,
+            ..
+        } => {
+            let len = |s: &Option<String>| s.as_ref().map_or(0, |s| s.chars().count());
+            check_len("mailed_to", len(mailed_to), 254)?;
+            check_len("mail_error", len(mail_error), MAX_REASON_CHARS)?;
         }
         BrokerMessage::SessionCreated {
             resume: Some(resume),
@@ -503,273 +643,4 @@ fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), SignalEr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_carry_version_and_type_on_the_wire() {
-        assert_eq!(
-            encode(&ClientMessage::CreateSession {
-                token: None,
-                resumable: false
-            }),
-            r#"{"v":1,"type":"create_session"}"#
-        );
-        assert_eq!(
-            encode(&ClientMessage::Relay {
-                signal: PeerSignal::Offer {
-                    sdp: "x".into(),
-                    mac: "ab".into()
-                }
-            }),
-            r#"{"v":1,"type":"relay","signal":{"kind":"offer","sdp":"x","mac":"ab"}}"#
-        );
-        let session = SessionCode::from_number(123_456).unwrap();
-        assert_eq!(
-            encode(&BrokerMessage::SessionCreated {
-                session,
-                expires_at: UnixMillis(7),
-                resume: None,
-            }),
-            r#"{"v":1,"type":"session_created","session":"123 456","expires_at":7}"#
-        );
-        assert_eq!(
-            encode(&BrokerMessage::JoinRefused {
-                reason: JoinRefusal::AlreadyUsed,
-                message: "m".into()
-            }),
-            r#"{"v":1,"type":"join_refused","reason":"already_used","message":"m"}"#
-        );
-    }
-
-    #[test]
-    fn every_message_round_trips() {
-        let client = [
-            ClientMessage::CreateSession {
-                token: None,
-                resumable: false,
-            },
-            ClientMessage::Join {
-                code: "123 456".into(),
-                device: None,
-            },
-            ClientMessage::Relay {
-                signal: PeerSignal::Answer {
-                    sdp: "v=0".into(),
-                    mac: "00".into(),
-                },
-            },
-            ClientMessage::Relay {
-                signal: PeerSignal::Pake { msg: "53".into() },
-            },
-            ClientMessage::VerificationFailed {},
-            ClientMessage::Relay {
-                signal: PeerSignal::Bye {
-                    reason: "done".into(),
-                },
-            },
-        ];
-        for m in client {
-            assert_eq!(decode_client(&encode(&m)).unwrap(), m);
-        }
-        let broker = [
-            BrokerMessage::Joined { policy: None },
-            BrokerMessage::PeerJoined {},
-            BrokerMessage::PeerLeft {},
-            BrokerMessage::Error {
-                message: "no".into(),
-            },
-            BrokerMessage::Relay {
-                signal: PeerSignal::Offer {
-                    sdp: "v=0".into(),
-                    mac: "00".into(),
-                },
-            },
-        ];
-        for m in broker {
-            assert_eq!(decode_broker(&encode(&m)).unwrap(), m);
-        }
-    }
-
-    #[test]
-    fn a_newer_version_is_named_in_the_error() {
-        let err = decode_client(r#"{"v":2,"type":"create_session","extra":1}"#).unwrap_err();
-        assert_eq!(err, SignalError::Version { got: 2 });
-        assert!(err.to_string().contains("speaks 1"));
-    }
-
-    #[test]
-    fn garbage_unknown_types_and_missing_versions_are_malformed() {
-        for text in [
-            "",
-            "nope",
-            "{}",
-            r#"{"type":"create_session"}"#,
-            r#"{"v":1,"type":"fly"}"#,
-            "[1,2]",
-        ] {
-            assert!(
-                matches!(decode_client(text), Err(SignalError::Malformed(_))),
-                "{text:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn oversized_messages_are_refused_before_parsing() {
-        let text = format!(
-            r#"{{"v":1,"type":"join","code":"{}"}}"#,
-            "1".repeat(MAX_SIGNAL_BYTES)
-        );
-        assert!(matches!(
-            decode_client(&text),
-            Err(SignalError::TooLarge { .. })
-        ));
-    }
-
-    #[test]
-    fn oversized_fields_are_refused_with_their_name() {
-        let sdp = "a".repeat(MAX_SDP_BYTES + 1);
-        let text = encode(&ClientMessage::Relay {
-            signal: PeerSignal::Offer {
-                sdp,
-                mac: String::new(),
-            },
-        });
-        assert!(matches!(
-            decode_client(&text),
-            Err(SignalError::FieldTooLong { field: "sdp", .. })
-        ));
-        let text = encode(&ClientMessage::Relay {
-            signal: PeerSignal::Pake {
-                msg: "0".repeat(PAKE_MESSAGE_HEX + 1),
-            },
-        });
-        assert!(matches!(
-            decode_client(&text),
-            Err(SignalError::FieldTooLong { field: "msg", .. })
-        ));
-    }
-
-    #[test]
-    fn every_refusal_has_a_sentence_for_the_user() {
-        for r in [
-            JoinRefusal::Malformed,
-            JoinRefusal::WrongCode,
-            JoinRefusal::Expired,
-            JoinRefusal::AlreadyUsed,
-            JoinRefusal::Cancelled,
-            JoinRefusal::VerificationFailed,
-            JoinRefusal::Burned,
-            JoinRefusal::TooManyAttempts,
-            JoinRefusal::LockedOut,
-            JoinRefusal::DeviceNotAuthenticated,
-            JoinRefusal::ControllerAway,
-        ] {
-            assert!(r.message().len() > 20);
-        }
-    }
-
-    #[test]
-    fn resume_messages_have_their_wire_shape_and_round_trip() {
-        let session = SessionCode::from_number(123_456).unwrap();
-        let token = "ab".repeat(32);
-        let asked = ClientMessage::CreateSession {
-            token: Some("dw_x".into()),
-            resumable: true,
-        };
-        assert_eq!(
-            encode(&asked),
-            r#"{"v":1,"type":"create_session","token":"dw_x","resumable":true}"#
-        );
-        let created = BrokerMessage::SessionCreated {
-            session,
-            expires_at: UnixMillis(7),
-            resume: Some(token.clone()),
-        };
-        assert_eq!(
-            encode(&created),
-            format!(
-                r#"{{"v":1,"type":"session_created","session":"123 456","expires_at":7,"resume":"{token}"}}"#
-            )
-        );
-        let resume = ClientMessage::Resume {
-            session: "123 456".into(),
-            resume: token.clone(),
-        };
-        assert_eq!(
-            encode(&resume),
-            format!(r#"{{"v":1,"type":"resume","session":"123 456","resume":"{token}"}}"#)
-        );
-        let away = BrokerMessage::JoinRefused {
-            reason: JoinRefusal::ControllerAway,
-            message: JoinRefusal::ControllerAway.message().into(),
-        };
-        assert!(encode(&away).contains(r#""reason":"controller_away""#));
-        for m in [asked, resume] {
-            assert_eq!(decode_client(&encode(&m)).unwrap(), m);
-        }
-        for m in [created, away] {
-            assert_eq!(decode_broker(&encode(&m)).unwrap(), m);
-        }
-    }
-
-    #[test]
-    fn messages_without_the_resume_fields_still_decode() {
-        // What peers and brokers from before resume send.
-        assert_eq!(
-            decode_client(r#"{"v":1,"type":"create_session","token":"dw_x"}"#).unwrap(),
-            ClientMessage::CreateSession {
-                token: Some("dw_x".into()),
-                resumable: false
-            }
-        );
-        assert_eq!(
-            decode_broker(r#"{"v":1,"type":"session_created","session":"123 456","expires_at":7}"#)
-                .unwrap(),
-            BrokerMessage::SessionCreated {
-                session: SessionCode::from_number(123_456).unwrap(),
-                expires_at: UnixMillis(7),
-                resume: None,
-            }
-        );
-    }
-
-    #[test]
-    fn oversized_resume_fields_are_refused_with_their_name() {
-        let long = ClientMessage::Resume {
-            session: "1".repeat(MAX_CODE_CHARS + 1),
-            resume: "ab".into(),
-        };
-        assert!(matches!(
-            decode_client(&encode(&long)),
-            Err(SignalError::FieldTooLong {
-                field: "session",
-                ..
-            })
-        ));
-        let long = ClientMessage::Resume {
-            session: "123 456".into(),
-            resume: "a".repeat(MAX_RESUME_HEX + 1),
-        };
-        assert!(matches!(
-            decode_client(&encode(&long)),
-            Err(SignalError::FieldTooLong {
-                field: "resume",
-                ..
-            })
-        ));
-        let long = BrokerMessage::SessionCreated {
-            session: SessionCode::from_number(1).unwrap(),
-            expires_at: UnixMillis(7),
-            resume: Some("a".repeat(MAX_RESUME_HEX + 1)),
-        };
-        assert!(matches!(
-            decode_broker(&encode(&long)),
-            Err(SignalError::FieldTooLong {
-                field: "resume",
-                ..
-            })
-        ));
-    }
-}
+mod tests;

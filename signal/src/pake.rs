@@ -86,6 +86,18 @@ impl Pake {
         (Self { state }, hex::encode(&msg))
     }
 
+    /// Start one connection of an ad-hoc support session: the password is the secret in the
+    /// invitation link ([`crate::adhoc::AdhocLink`]), bound to this connection's session code
+    /// so each connection runs its own exchange.
+    pub fn start_adhoc(session: crate::SessionCode, secret: &[u8; 16]) -> (Self, String) {
+        let mut password = b"deskwire-adhoc-v1:".to_vec();
+        password.extend_from_slice(secret);
+        let password = Password::new(password);
+        let identity = Identity::new(format!("deskwire-adhoc-v1:{session}").as_bytes());
+        let (state, msg) = Spake2::<Ed25519Group>::start_symmetric(&password, &identity);
+        (Self { state }, hex::encode(&msg))
+    }
+
     /// Finish with the peer's message.
     pub fn finish(self, peer_msg: &str) -> Result<SessionKeys, PakeError> {
         if peer_msg.len() != PAKE_MESSAGE_HEX {
@@ -260,6 +272,27 @@ mod tests {
         target
             .verify_answer(answer, &controller.mac_answer(answer))
             .unwrap();
+    }
+
+    #[test]
+    fn an_adhoc_exchange_needs_the_same_link_secret_and_the_same_connection() {
+        let session = SessionCode::from_number(654_321).unwrap();
+        let other = SessionCode::from_number(654_322).unwrap();
+        let run = |a: (SessionCode, [u8; 16]), b: (SessionCode, [u8; 16])| {
+            let (pa, ma) = Pake::start_adhoc(a.0, &a.1);
+            let (pb, mb) = Pake::start_adhoc(b.0, &b.1);
+            let (ka, kb) = (pa.finish(&mb).unwrap(), pb.finish(&ma).unwrap());
+            ka.verify_confirm(&kb.mac_confirm())
+        };
+        assert_eq!(run((session, [7; 16]), (session, [7; 16])), Ok(()));
+        assert_eq!(
+            run((session, [7; 16]), (session, [8; 16])),
+            Err(PakeError::Mismatch)
+        );
+        assert_eq!(
+            run((session, [7; 16]), (other, [7; 16])),
+            Err(PakeError::Mismatch)
+        );
     }
 
     #[test]
