@@ -16,6 +16,7 @@ mod clock;
 mod codes;
 mod config;
 mod limits;
+pub mod mail;
 mod server;
 pub mod store;
 mod switchboard;
