@@ -49,6 +49,11 @@ pub struct BrokerConfig {
     pub require_token: bool,
     /// Only targets that prove their device identity may join (default off).
     pub require_device: bool,
+    /// Ad-hoc support sessions: quotas per technician (1) and company (5), lifetime from
+    /// activation (24 h), how long an invitation waits (72 h), wrong codes allowed (5).
+    pub adhoc: deskwire_signal::adhoc::AdhocLimits,
+    /// Where invitation e-mails go out (none: the technician passes invitations on).
+    pub mail: Option<crate::mail::MailConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +68,8 @@ impl Default for BrokerConfig {
             write_timeout: 10 * SECOND,
             require_token: false,
             require_device: false,
+            adhoc: deskwire_signal::adhoc::AdhocLimits::default(),
+            mail: None,
         }
     }
 }
@@ -95,6 +102,12 @@ pub enum ConfigError {
         /// Largest accepted.
         max: usize,
     },
+    /// An ad-hoc limit is out of range (the message names it and the range).
+    #[error("{0}")]
+    Adhoc(String),
+    /// The e-mail settings are unusable.
+    #[error("{0}")]
+    Mail(String),
 }
 
 impl BrokerConfig {
@@ -138,6 +151,16 @@ impl BrokerConfig {
         self.outbound_queue = n;
         self
     }
+    /// Set the ad-hoc quotas and times.
+    pub fn adhoc(mut self, limits: deskwire_signal::adhoc::AdhocLimits) -> Self {
+        self.adhoc = limits;
+        self
+    }
+    /// E-mail invitations through this server.
+    pub fn mail(mut self, mail: crate::mail::MailConfig) -> Self {
+        self.mail = Some(mail);
+        self
+    }
     /// Set the time limit of one write to a peer.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
@@ -161,6 +184,13 @@ impl BrokerConfig {
         count("max_connections", self.max_connections, MAX_CONNECTIONS)?;
         count("outbound_queue", self.outbound_queue, OUTBOUND_QUEUE)?;
         duration("write_timeout", self.write_timeout, WRITE_TIMEOUT)?;
+        self.adhoc
+            .validate()
+            .map_err(|e| ConfigError::Adhoc(e.to_string()))?;
+        if let Some(mail) = &self.mail {
+            mail.validate()
+                .map_err(|e| ConfigError::Mail(e.to_string()))?;
+        }
         Ok(())
     }
 

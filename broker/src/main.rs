@@ -17,6 +17,7 @@ use deskwire_broker::store::{
     Acceptance, AuditId, Company, Group, Permissions, Policy, Store, StoreError,
 };
 use deskwire_broker::{BrokerConfig, SystemClock};
+use deskwire_signal::adhoc::AdhocLimits;
 use deskwire_signal::SIGNAL_PATH;
 use tracing_subscriber::EnvFilter;
 
@@ -52,6 +53,19 @@ struct Args {
     /// Only targets that prove their device identity (a signed join) may join.
     #[arg(long)]
     require_device: bool,
+    /// Ad-hoc support sessions one technician may hold at once (invited or active).
+    #[arg(long, value_name = "N", default_value_t = AdhocLimits::DEFAULT_PER_TECHNICIAN)]
+    adhoc_per_technician: u32,
+    /// Ad-hoc support sessions one company may hold at once (invited or active).
+    #[arg(long, value_name = "N", default_value_t = AdhocLimits::DEFAULT_PER_COMPANY)]
+    adhoc_per_company: u32,
+    /// E-mail ad-hoc invitations through this server: smtps://[USER:PASS@]HOST[:PORT],
+    /// smtp+starttls://..., or smtp://HOST:PORT on loopback only.
+    #[arg(long, value_name = "URL", requires = "mail_from")]
+    smtp: Option<String>,
+    /// The sender of invitation e-mails, e.g. "Support <support@example.com>".
+    #[arg(long, value_name = "MAILBOX", requires = "smtp")]
+    mail_from: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -71,13 +85,24 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let config = BrokerConfig::default()
+    let mut config = BrokerConfig::default()
         .code_ttl(Duration::from_secs(args.code_ttl))
         .require_token(args.require_token)
-        .require_device(args.require_device);
+        .require_device(args.require_device)
+        .adhoc(AdhocLimits {
+            per_technician: args.adhoc_per_technician,
+            per_company: args.adhoc_per_company,
+            ..AdhocLimits::default()
+        });
+    if let (Some(url), Some(from)) = (&args.smtp, &args.mail_from) {
+        config = config.mail(deskwire_broker::mail::MailConfig {
+            url: url.clone(),
+            from: from.clone(),
+        });
+    }
     if args.command.is_none() {
         if let Err(e) = config.validate() {
-            return fail(USAGE, &format!("invalid --code-ttl: {e}"));
+            return fail(USAGE, &format!("invalid settings: {e}"));
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -27,6 +27,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+/// How often the broker looks for ad-hoc sessions whose time ran out.
+const ADHOC_TICK: Duration = Duration::from_millis(200);
+
 use crate::limits::JoinLimits;
 use crate::store::Store;
 use crate::switchboard::{Authenticated, ConnId, Output, Requirements, Switchboard};
@@ -74,6 +77,14 @@ pub(crate) async fn serve(
     if store.is_some() {
         board = board.with_store();
     }
+    board = board.with_adhoc_limits(config.adhoc);
+    let mailer = match &config.mail {
+        Some(mail) => Some(
+            crate::mail::Mailer::new(mail)
+                .map_err(|e| BrokerError::Config(crate::ConfigError::Mail(e.to_string())))?,
+        ),
+        None => None,
+    };
     // Audit records and code and session writes leave the switchboard in order and are
     // performed in that order by one task, so signalling never waits on the database.
     let (jobs_tx, jobs_rx) = match store.is_some() {
@@ -92,6 +103,7 @@ pub(crate) async fn serve(
         }),
         clock,
         store: store.clone(),
+        mailer,
         outbound_queue: config.outbound_queue,
         write_timeout: config.write_timeout,
     });
@@ -103,6 +115,27 @@ pub(crate) async fn serve(
             config.code_limits().retention,
         ))),
         _ => None,
+    };
+    // Ad-hoc lifetimes run out on their own: look at the deadlines a few times a second
+    // (the clock may be a test's manual one, so no timer can be set for the deadline).
+    let ticker = {
+        let hub = Arc::clone(&hub);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(ADHOC_TICK);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        let now = hub.clock.now();
+                        let due = hub.lock().board.next_adhoc_deadline().is_some_and(|at| at <= now);
+                        if due {
+                            hub.drive(|s| s.board.handle_tick(now));
+                        }
+                    }
+                    () = stopped(&mut stop) => break,
+                }
+            }
+        })
     };
     let app = AppState {
         hub: Arc::clone(&hub),
@@ -148,6 +181,7 @@ pub(crate) async fn serve(
     hub.drive(|s| s.board.handle_shutdown());
     let _ = stop_tx.send(true);
     let _all_closed = permits.acquire_many(max_connections).await;
+    let _ = ticker.await;
     // Every socket is closed, so no job can follow: let the store task finish the queue.
     drop(hub.lock().jobs.take());
     if let Some(task) = jobs_task {
@@ -199,6 +233,8 @@ struct Hub {
     clock: Arc<dyn Clock>,
     /// Accounts, for technician tokens; `None` for a broker without them.
     store: Option<Store>,
+    /// Sends ad-hoc invitations, when configured.
+    mailer: Option<crate::mail::Mailer>,
     outbound_queue: usize,
     write_timeout: Duration,
 }
@@ -330,6 +366,26 @@ impl Hub {
                 };
                 self.drive(|s| s.board.handle_device_checked(conn, result, now));
             }
+            Check::Mail(conn, to, m) => {
+                let result = match &self.mailer {
+                    None => Err("this broker sends no e-mail (it has no --smtp server): \
+                                 pass the invitation on yourself"
+                        .to_owned()),
+                    Some(mailer) => {
+                        let invitation = crate::mail::Invitation {
+                            technician: &m.technician,
+                            link: &m.link,
+                            code: &m.code,
+                            expires_at: m.expires_at,
+                        };
+                        mailer
+                            .send_invitation(&to, &invitation)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                };
+                self.drive(|s| s.board.handle_mailed(conn, &to, result));
+            }
         }
     }
 
@@ -360,6 +416,16 @@ enum Check {
     LanPassword(ConnId, String, crate::store::TechnicianId),
     /// A device id and its (signature-checked) public key.
     Device(ConnId, String, [u8; 32]),
+    /// An ad-hoc invitation to e-mail: the connection, the address and what to say.
+    Mail(ConnId, String, MailInvitation),
+}
+
+/// What an invitation e-mail says.
+struct MailInvitation {
+    technician: String,
+    link: String,
+    code: String,
+    expires_at: deskwire_signal::UnixMillis,
 }
 
 impl HubState {
@@ -391,6 +457,23 @@ impl HubState {
                 Output::Close { conn } => {
                     self.outboxes.remove(&conn);
                 }
+                Output::MailInvitation {
+                    conn,
+                    to,
+                    technician,
+                    link,
+                    code,
+                    expires_at,
+                } => self.checks.push(Check::Mail(
+                    conn,
+                    to,
+                    MailInvitation {
+                        technician,
+                        link,
+                        code,
+                        expires_at,
+                    },
+                )),
                 // Checked off the lock; the answer comes back through `Hub::authenticate`.
                 Output::Authenticate { conn, token } => self.checks.push(Check::Token(conn, token)),
                 Output::StoreLanReport {
@@ -535,6 +618,7 @@ async fn authenticate(
     };
     Ok(Some(Authenticated {
         technician: p.technician.id,
+        company: p.technician.company,
         policy: policy_of(&p),
         max_sessions,
         open_sessions,

@@ -18,6 +18,7 @@ use crate::codes::{CodeBook, CodeLimits, SessionId};
 use crate::limits::{JoinLimiter, JoinLimits};
 use crate::store::{AuditEvent, AuditRecord, EndedBy, SessionRecordId, TechnicianId};
 
+mod adhoc;
 mod authorize;
 mod durable;
 mod join;
@@ -148,6 +149,21 @@ pub(crate) enum Output {
         /// The code.
         code: SessionCode,
     },
+    /// E-mail an ad-hoc invitation and report with [`Switchboard::handle_mailed`].
+    MailInvitation {
+        /// The technician's connection, waiting for `adhoc_created`.
+        conn: ConnId,
+        /// The user's address.
+        to: String,
+        /// The technician's name.
+        technician: String,
+        /// The invitation link.
+        link: String,
+        /// The security code.
+        code: String,
+        /// When the invitation runs out.
+        expires_at: UnixMillis,
+    },
     /// Durable brokers: this session row ended.
     EndSession {
         /// The row.
@@ -190,6 +206,12 @@ enum Role {
     Redeeming { session: SessionId, refusals: u32 },
     /// Sent `join` with a code this broker does not hold; the store is being asked about it.
     LookingUp { refusals: u32 },
+    /// An activated temporary host's standing connection.
+    AdhocHost {
+        session: deskwire_signal::adhoc::AdhocId,
+    },
+    /// Sent `create_adhoc` with an e-mail address; the mail is going out.
+    Mailing,
 }
 
 #[derive(Debug)]
@@ -218,6 +240,8 @@ struct Session {
     resume: Option<String>,
     /// Codes drawn for this session that the store already held.
     store_attempts: u32,
+    /// The ad-hoc session whose host this code calls.
+    adhoc: Option<deskwire_signal::adhoc::AdhocId>,
 }
 
 impl Session {
@@ -236,6 +260,7 @@ impl Session {
             record: None,
             resume: None,
             store_attempts: 0,
+            adhoc: None,
         }
     }
 }
@@ -282,6 +307,8 @@ pub(crate) struct Switchboard {
     /// its pending code stays valid for it to resume.
     stopping: bool,
     sessions: HashMap<SessionId, Session>,
+    /// Ad-hoc support sessions and their temporary hosts.
+    adhoc: adhoc::AdhocDesk,
     next_conn: u64,
     next_session: u64,
     outputs: VecDeque<Output>,
@@ -310,6 +337,7 @@ impl Switchboard {
             durable: false,
             stopping: false,
             sessions: HashMap::new(),
+            adhoc: adhoc::AdhocDesk::new(deskwire_signal::adhoc::AdhocLimits::default()),
             next_conn: 0,
             next_session: 0,
             outputs: VecDeque::new(),
@@ -321,6 +349,17 @@ impl Switchboard {
     pub(crate) fn with_store(mut self) -> Self {
         self.durable = true;
         self
+    }
+
+    /// Ad-hoc sessions under these quotas and times (validated with the configuration).
+    pub(crate) fn with_adhoc_limits(mut self, limits: deskwire_signal::adhoc::AdhocLimits) -> Self {
+        self.adhoc = adhoc::AdhocDesk::new(limits);
+        self
+    }
+
+    /// When the next ad-hoc deadline falls, for [`Self::handle_tick`].
+    pub(crate) fn next_adhoc_deadline(&self) -> Option<UnixMillis> {
+        self.adhoc.next_deadline()
     }
 
     /// The broker is about to close every socket: keep pending codes alive for their
@@ -457,6 +496,7 @@ impl Switchboard {
                     "wait for joined or join_refused before sending anything else",
                 )
             }
+            (role, msg) => self.handle_adhoc_text(conn, role, msg, now),
         }
     }
 
@@ -494,6 +534,8 @@ impl Switchboard {
                 }
                 return;
             }
+            Role::AdhocHost { session } => return self.adhoc_host_left(conn, session),
+            Role::Mailing => return self.adhoc_mailing_left(conn),
             Role::Undecided
             | Role::Authenticating { .. }
             | Role::Resuming
@@ -626,6 +668,7 @@ impl Switchboard {
         now: UnixMillis,
     ) {
         if let Some(Role::Authorizing) = self.conns.get(&conn) {
+            self.now = now;
             return self.authorized(conn, result);
         }
         let Some(Role::Authenticating { resumable }) = self.conns.get(&conn).copied() else {
@@ -682,6 +725,7 @@ impl Switchboard {
                 let mut session = Session::new(code, conn, expires_at, now);
                 session.technician = who.as_ref().map(|w| w.technician);
                 session.policy = who.map(|w| w.policy);
+                session.adhoc = self.adhoc.calling;
                 self.sessions.insert(session_id, session);
                 if self.durable {
                     return self.store_code(conn, session_id, resumable, now);
@@ -710,6 +754,10 @@ impl Switchboard {
         };
         let (code, expires_at, technician) = (session.code, session.expires_at, session.technician);
         let resume = session.resume.take();
+        let call = session.adhoc.map(|id| {
+            let name = session.policy.as_ref().map(|p| p.technician.clone());
+            (id, name.unwrap_or_default())
+        });
         tracing::info!(%session_id, %expires_at, "session created{how}");
         let ip = self.sources.get(&conn).copied();
         let detail = format!("{session_id}, expires at {expires_at}{how}");
@@ -722,6 +770,9 @@ impl Switchboard {
                 resume,
             },
         );
+        if let Some((id, technician)) = call {
+            self.call_adhoc_host(conn, id, code, technician);
+        }
     }
 
     fn relay(&mut self, from: ConnId, session_id: SessionId, signal: PeerSignal) {
@@ -808,6 +859,8 @@ impl Switchboard {
     }
 }
 
+#[cfg(test)]
+mod adhoc_tests;
 #[cfg(test)]
 mod durable_tests;
 #[cfg(test)]

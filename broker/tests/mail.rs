@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 #[allow(dead_code)] // each test file uses its own subset
 mod common;
-#[allow(dead_code)]
 mod support;
 
 use deskwire_broker::mail::{Invitation, MailConfig, MailError, Mailer};

@@ -152,7 +152,8 @@ async fn perform(hub: &Arc<Hub>, store: &Store, job: Output) {
         | Output::CheckDevice { .. }
         | Output::Authenticate { .. }
         | Output::StoreLanReport { .. }
-        | Output::LookUpLanPassword { .. } => {}
+        | Output::LookUpLanPassword { .. }
+        | Output::MailInvitation { .. } => {}
     }
 }
 

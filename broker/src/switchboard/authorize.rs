@@ -42,6 +42,7 @@ impl Switchboard {
                 return self.lan_password_authorized(conn, device, who)
             }
             (Some(Asked::LanPassword(_)), Err(why)) => (String::new(), Err(why)),
+            (Some(Asked::Adhoc(ask)), result) => return self.adhoc_authorized(conn, ask, result),
             (None, _) => return,
         };
         let (permission, result) = permission;
@@ -131,6 +132,7 @@ mod tests {
             },
             max_sessions: None,
             open_sessions: 0,
+            company: crate::store::CompanyId(1),
             permissions,
         }
     }

@@ -28,6 +28,8 @@ const MAX_STORE_ATTEMPTS: u32 = 8;
 pub(crate) struct Authenticated {
     /// Who.
     pub(crate) technician: TechnicianId,
+    /// Their company (ad-hoc quotas are per company too).
+    pub(crate) company: crate::store::CompanyId,
     /// What the target is told.
     pub(crate) policy: SessionPolicy,
     /// Their group's cap on open sessions, if any.

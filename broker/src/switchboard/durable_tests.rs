@@ -463,6 +463,7 @@ fn a_create_session_beyond_the_groups_cap_is_refused_naming_the_cap() {
         policy: policy.clone(),
         max_sessions: Some(2),
         open_sessions,
+        company: crate::store::CompanyId(1),
         permissions: vec!["view_only"],
     };
     let token = ClientMessage::CreateSession {

@@ -21,6 +21,8 @@ pub(crate) enum Asked {
     Permission(String),
     /// `get_lan_password` for this device.
     LanPassword(String),
+    /// An ad-hoc request.
+    Adhoc(super::adhoc::AdhocAsk),
 }
 
 impl Switchboard {

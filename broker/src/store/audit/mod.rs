@@ -85,11 +85,20 @@ pub enum AuditEvent {
     /// A technician's group was confirmed to hold a permission used away from the broker
     /// (connecting on the LAN).
     PermissionGranted,
+    /// A technician created an ad-hoc session (its invitation was issued).
+    AdhocCreated,
+    /// A temporary host activated an ad-hoc session, or took it up again.
+    AdhocActivated,
+    /// An ad-hoc request was refused: a quota, a wrong security code, a permanent agent,
+    /// a session that is over.
+    AdhocRefused,
+    /// An ad-hoc session ended: by the technician, the user, or its lifetime.
+    AdhocEnded,
 }
 
 impl AuditEvent {
     /// Every event.
-    pub const ALL: [AuditEvent; 22] = [
+    pub const ALL: [AuditEvent; 26] = [
         Self::CodeIssued,
         Self::CodeCancelled,
         Self::WrongCode,
@@ -112,6 +121,10 @@ impl AuditEvent {
         Self::TokenRevoked,
         Self::LoginFailed,
         Self::PermissionGranted,
+        Self::AdhocCreated,
+        Self::AdhocActivated,
+        Self::AdhocRefused,
+        Self::AdhocEnded,
     ];
 
     /// The stored name.
@@ -139,6 +152,10 @@ impl AuditEvent {
             Self::TokenRevoked => "token_revoked",
             Self::LoginFailed => "login_failed",
             Self::PermissionGranted => "permission_granted",
+            Self::AdhocCreated => "adhoc_created",
+            Self::AdhocActivated => "adhoc_activated",
+            Self::AdhocRefused => "adhoc_refused",
+            Self::AdhocEnded => "adhoc_ended",
         }
     }
 }
