@@ -5,6 +5,7 @@
 //! cargo run --release -p deskwire-examples --example sender -- --broker ws://HOST:PORT --code "123 456 7890"
 //! cargo run --release -p deskwire-examples --example sender -- --lan
 //! cargo run --release -p deskwire-examples --example sender -- ctl password
+//! cargo run --release -p deskwire-examples --example sender -- adhoc --broker ws://HOST:PORT --invite 'deskwire://adhoc/...'
 //! ```
 //! A wrong, expired or used code is reported and a new one can be typed ("Try Again");
 //! an empty line cancels. Before the technician gets in, you are asked on the terminal
@@ -68,6 +69,9 @@ enum Command {
         #[arg(long)]
         revoke: Option<u32>,
     },
+    /// Run the temporary host of an ad-hoc support session the technician invited you to
+    /// (`--invite LINK`, then the security code); it removes itself when the session ends.
+    Adhoc(deskwire_examples::adhoc::TemporaryHostArgs),
     /// Ask the running sender: `password`, `sessions`, `terminate` or `code CODE`.
     Ctl {
         /// Its control socket.
@@ -162,6 +166,9 @@ fn main() -> Result<()> {
         let path = control_socket.unwrap_or_else(control::default_path);
         println!("{}", control::call(&path, &request.join(" "))?);
         return Ok(());
+    }
+    if let Some(Command::Adhoc(args)) = &cli.command {
+        return deskwire_examples::adhoc::run_temporary_host(args);
     }
     if let Some(Command::AddAdmin {
         admin_accounts,

@@ -14,6 +14,9 @@
 //! cargo run --release -p deskwire-examples --example viewer -- --browse
 //! cargo run --release -p deskwire-examples --example viewer -- --lan reception --password 7KQM-2X9P-4TRW
 //! ```
+//! Ad-hoc support: `--adhoc-create [--mail-to ADDR]` prints an invitation for the user's
+//! temporary host (`sender adhoc`), `--adhoc ID --invite LINK` connects to it (as often as
+//! needed for 24 h after activation) and `--adhoc-end ID` ends it now.
 #![allow(clippy::print_stdout)]
 
 use std::io::Write;
@@ -99,6 +102,22 @@ struct Args {
     /// IP to gather WebRTC candidates on (default: 127.0.0.1 for a loopback broker, else all).
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Create an ad-hoc support session and print its invitation (link and security code)
+    /// for the user, then exit.
+    #[arg(long, requires_all = ["broker", "token"])]
+    adhoc_create: bool,
+    /// With --adhoc-create: have the broker e-mail the invitation to this address.
+    #[arg(long, requires = "adhoc_create")]
+    mail_to: Option<String>,
+    /// Connect to this active ad-hoc session (its --invite link is needed too).
+    #[arg(long, requires_all = ["broker", "token", "invite"])]
+    adhoc: Option<u64>,
+    /// The ad-hoc session's invitation link, as --adhoc-create printed it.
+    #[arg(long, requires = "adhoc")]
+    invite: Option<String>,
+    /// End this ad-hoc session now ("End session now"); its temporary host removes itself.
+    #[arg(long, requires_all = ["broker", "token"])]
+    adhoc_end: Option<u64>,
     /// Your API token, for a broker with accounts (`deskwire-broker admin create-token`).
     #[arg(long, env = "DESKWIRE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -117,6 +136,26 @@ fn main() -> Result<()> {
             false
         })
         .map(|_| ());
+    }
+    if let (true, Some(broker), Some(token)) = (args.adhoc_create, &args.broker, &args.token) {
+        let invitation = deskwire_engine::adhoc::create(
+            broker,
+            token,
+            args.mail_to.as_deref(),
+            deskwire_examples::adhoc::REQUEST_TIMEOUT,
+        )?;
+        deskwire_examples::adhoc::print_invitation(&invitation);
+        return Ok(());
+    }
+    if let (Some(id), Some(broker), Some(token)) = (args.adhoc_end, &args.broker, &args.token) {
+        let said = deskwire_engine::adhoc::end(
+            broker,
+            token,
+            deskwire_signal::adhoc::AdhocId(id),
+            deskwire_examples::adhoc::REQUEST_TIMEOUT,
+        )?;
+        println!("ad-hoc session {id} ended: {said}");
+        return Ok(());
     }
     if !args.headless && std::env::var_os("DISPLAY").is_none() {
         bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
@@ -169,6 +208,16 @@ fn main() -> Result<()> {
                 None => ControllerConfig::lan(addr, password),
             }
             .transport(transport_for(&url, args.bind))
+        }
+        (None, Some(broker)) if args.adhoc.is_some() => {
+            let (Some(id), Some(link), Some(token)) = (args.adhoc, &args.invite, &args.token)
+            else {
+                bail!("--adhoc needs --invite LINK and --token");
+            };
+            let link = deskwire_signal::adhoc::AdhocLink::parse(link).context("--invite")?;
+            session.code = format!("ad-hoc session {id}");
+            ControllerConfig::adhoc(broker, token, deskwire_signal::adhoc::AdhocId(id), link)
+                .transport(transport_for(broker, args.bind))
         }
         (None, Some(broker)) => {
             let mut config =

@@ -45,6 +45,7 @@ pub use diff::Differ;
 pub use frame_encoder::{FrameEncoder, FrameOutcome};
 pub use pipeline::Pipeline;
 /// Direct connections on the LAN: passwords, listening, discovery.
+pub use session::adhoc;
 pub use session::lan;
 pub use session::{
     AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,

@@ -1,6 +1,7 @@
 //! Helpers shared by the runnable examples (`demo.rs`, `sender.rs`, `viewer.rs`), built on
 //! the public API only.
 
+pub mod adhoc;
 pub mod control;
 pub mod policy;
 pub mod window;

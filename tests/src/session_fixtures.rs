@@ -20,6 +20,8 @@ pub struct TestBroker {
     database: Option<std::path::PathBuf>,
     /// Its URL, for a restart.
     database_url: Option<String>,
+    /// Its settings, for a restart.
+    config: BrokerConfig,
 }
 
 impl std::fmt::Debug for TestBroker {
@@ -34,7 +36,7 @@ impl TestBroker {
     /// Start a broker whose clock starts at the real time and moves only when told.
     pub fn start() -> anyhow::Result<Self> {
         let clock = Arc::new(ManualClock::new(UnixMillis::now()));
-        Self::start_inner(None, "127.0.0.1:0", clock)
+        Self::start_inner(None, "127.0.0.1:0", clock, BrokerConfig::default())
     }
 
     /// Start a broker with accounts (an in-memory SQLite store) that requires a token: one
@@ -44,6 +46,20 @@ impl TestBroker {
         permissions: deskwire_broker::store::Permissions,
         policy: deskwire_broker::store::Policy,
     ) -> anyhow::Result<(Self, String)> {
+        let (broker, mut tokens) =
+            Self::start_with_team(permissions, policy, &["alice"], BrokerConfig::default())?;
+        Ok((broker, tokens.remove(0)))
+    }
+
+    /// Start a broker with accounts and these settings (a token is always required): the
+    /// technicians `names`, all in one group of company "acme" with these permissions and
+    /// policy. Returns the broker and their API tokens, in order.
+    pub fn start_with_team(
+        permissions: deskwire_broker::store::Permissions,
+        policy: deskwire_broker::store::Policy,
+        names: &[&str],
+        config: BrokerConfig,
+    ) -> anyhow::Result<(Self, Vec<String>)> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
@@ -53,22 +69,25 @@ impl TestBroker {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let token = rt.block_on(async {
+        let tokens = rt.block_on(async {
             let store = deskwire_broker::store::Store::open(&url).await?;
             let now = UnixMillis::now().0 as i64;
             let company = store.create_company("acme", now).await?;
             let group = store
                 .create_group(company, "support", permissions, &policy, now)
                 .await?;
-            let alice = store.create_technician(group, "alice", None, now).await?;
-            let token = store.create_token(alice, "tests", now).await?.token;
+            let mut tokens = Vec::new();
+            for name in names {
+                let who = store.create_technician(group, name, None, now).await?;
+                tokens.push(store.create_token(who, "tests", now).await?.token);
+            }
             store.close().await;
-            anyhow::Ok(token)
+            anyhow::Ok(tokens)
         })?;
         let clock = Arc::new(ManualClock::new(UnixMillis::now()));
-        let mut broker = Self::start_inner(Some(url), "127.0.0.1:0", clock)?;
+        let mut broker = Self::start_inner(Some(url), "127.0.0.1:0", clock, config)?;
         broker.database = Some(path);
-        Ok((broker, token))
+        Ok((broker, tokens))
     }
 
     /// Stop this broker as a deployment restarts one (gracefully: its sockets close, its
@@ -80,7 +99,7 @@ impl TestBroker {
             .ok_or_else(|| anyhow::anyhow!("only a broker with a database outlives a restart"))?;
         let addr = self.url.trim_start_matches("ws://").to_owned();
         self.stop();
-        let next = Self::start_inner(Some(url), &addr, self.clock.clone())?;
+        let next = Self::start_inner(Some(url), &addr, self.clock.clone(), self.config.clone())?;
         let database = self.database.take();
         *self = next;
         self.database = database;
@@ -103,6 +122,7 @@ impl TestBroker {
         database: Option<String>,
         bind: &str,
         clock: Arc<ManualClock>,
+        config: BrokerConfig,
     ) -> anyhow::Result<Self> {
         let accounts = database.is_some();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -119,7 +139,7 @@ impl TestBroker {
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = rt.spawn(deskwire_broker::run_with_store(
             listener,
-            BrokerConfig::default().require_token(accounts),
+            config.clone().require_token(accounts),
             clock.clone(),
             store,
             async move {
@@ -134,6 +154,7 @@ impl TestBroker {
             task: Some(task),
             database: None,
             database_url: database,
+            config,
         })
     }
 
@@ -145,6 +166,11 @@ impl TestBroker {
     /// Move the broker's clock forward.
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);
+    }
+
+    /// The broker's clock, for a peer that should read the same virtual time.
+    pub fn clock(&self) -> Arc<ManualClock> {
+        self.clock.clone()
     }
 }
 

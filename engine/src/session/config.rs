@@ -399,6 +399,8 @@ pub struct ControllerConfig {
     pub token: Option<String>,
     /// Connect straight to a LAN target instead of through the broker.
     pub lan: Option<LanTarget>,
+    /// Connect to an ad-hoc session's temporary host instead of creating a code.
+    pub adhoc: Option<AdhocTarget>,
     /// The target's administrator name and password, for a target that requires them.
     pub admin: Option<AdminCredentials>,
     /// Ask the broker for a resume token, so a lost broker connection (a broker restart)
@@ -426,6 +428,16 @@ impl std::fmt::Debug for AdminCredentials {
     }
 }
 
+/// An active ad-hoc session to connect to, and its invitation link (whose secret the key
+/// exchange runs on).
+#[derive(Debug, Clone)]
+pub struct AdhocTarget {
+    /// The ad-hoc session.
+    pub session: deskwire_signal::adhoc::AdhocId,
+    /// Its invitation link.
+    pub link: deskwire_signal::adhoc::AdhocLink,
+}
+
 /// A LAN target to connect to directly, with its password.
 #[derive(Debug, Clone)]
 pub struct LanTarget {
@@ -449,6 +461,7 @@ impl ControllerConfig {
             keyframe_retry: Duration::from_millis(250),
             token: None,
             lan: None,
+            adhoc: None,
             admin: None,
             resumable: true,
         }
@@ -471,6 +484,22 @@ impl ControllerConfig {
     pub fn resumable(mut self, resumable: bool) -> Self {
         self.resumable = resumable;
         self
+    }
+
+    /// Defaults for connecting, through `broker` with the technician's `token`, to ad-hoc
+    /// session `session` (as often as needed while it is active).
+    pub fn adhoc(
+        broker: impl Into<String>,
+        token: impl Into<String>,
+        session: deskwire_signal::adhoc::AdhocId,
+        link: deskwire_signal::adhoc::AdhocLink,
+    ) -> Self {
+        Self {
+            adhoc: Some(AdhocTarget { session, link }),
+            // A call's code is made for one connection: nothing to resume.
+            resumable: false,
+            ..Self::new(broker).token(token)
+        }
     }
 
     /// Defaults for an unattended connection to the LAN target at `addr` under `grant`.

@@ -34,6 +34,18 @@ use crate::wire::{decode_control, decode_input, ByeReason, ControlMessage};
 /// How often the target wakes the WebRTC driver while the channels are opening.
 const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
 
+/// What a host session starts from.
+#[derive(Clone, Copy)]
+enum Start {
+    /// A code the user typed (more may follow after a refusal).
+    Code(ConnectionCode),
+    /// An ad-hoc call: this code, and the link's secret.
+    Call {
+        session: deskwire_signal::SessionCode,
+        secret: [u8; 16],
+    },
+}
+
 enum Command {
     TryCode(ConnectionCode),
     AnswerConsent(ConsentAnswer),
@@ -66,7 +78,24 @@ impl Host {
     ) -> Result<Self, SessionError> {
         config.validate()?;
         Self::spawn(config, source, None, move |task, source| {
-            Box::pin(async move { task.run(source, code).await })
+            Box::pin(async move { task.run(source, Start::Code(code)).await })
+        })
+    }
+
+    /// Serve one connection of an ad-hoc session: join the code of a
+    /// [`super::adhoc::TemporaryHostEvent::Call`] and run the key exchange on the link's
+    /// secret ([`super::adhoc::TemporaryHost::call_secret`]). Nobody is asked: the user
+    /// consented by activating the session. `config.device_key` should be the temporary
+    /// host's ([`super::adhoc::TemporaryHost::device_key`]).
+    pub fn start_adhoc_call(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        session: deskwire_signal::SessionCode,
+        secret: [u8; 16],
+    ) -> Result<Self, SessionError> {
+        config.validate()?;
+        Self::spawn(config, source, None, move |task, source| {
+            Box::pin(async move { task.run(source, Start::Call { session, secret }).await })
         })
     }
 
@@ -242,7 +271,7 @@ enum Negotiation {
 }
 
 impl HostTask {
-    async fn run(&mut self, source: Box<dyn Source>, code: ConnectionCode) -> DisconnectReason {
+    async fn run(&mut self, source: Box<dyn Source>, start: Start) -> DisconnectReason {
         let started = Instant::now();
         let timeout = self.config.connect_timeout;
         let brokers: Vec<&str> = std::iter::once(self.config.broker.as_str())
@@ -255,12 +284,35 @@ impl HostTask {
         let mut control = !self.config.view_only;
         let mut source = Some(source);
         let mut pipeline: Option<Arc<Pipeline>> = None;
-        let mut next = Some(code);
+        let mut next = match start {
+            Start::Code(code) => Some(code),
+            Start::Call { .. } => None,
+        };
+        let mut called = false;
         let mut session_policy = None;
         let connected = loop {
-            let (code, policy) = match self.join(&mut sig, next.take(), &mut control).await {
-                Wait::Got(joined) => joined,
-                Wait::End(r) => break Err(r),
+            let (secret, policy, unattended) = match start {
+                Start::Code(_) => match self.join(&mut sig, next.take(), &mut control).await {
+                    Wait::Got((code, policy)) => (connect::Secret::Code(code), policy, false),
+                    Wait::End(r) => break Err(r),
+                },
+                // A call is one attempt: the technician's side calls again if it failed.
+                Start::Call { .. } if called => {
+                    break Err(DisconnectReason::Error(
+                        "the technician's side could not be verified; nothing was connected".into(),
+                    ))
+                }
+                Start::Call { session, secret } => {
+                    called = true;
+                    match self.join_call(&mut sig, session).await {
+                        // The user activated the session for this technician: they are
+                        // not asked again at each connection.
+                        Wait::Got(policy) => {
+                            (connect::Secret::Adhoc(session, secret), policy, true)
+                        }
+                        Wait::End(r) => break Err(r),
+                    }
+                }
             };
             self.events.emit(HostEvent::Joined);
             // Start capturing and encoding now, while ICE and DTLS run: the encoders'
@@ -286,10 +338,10 @@ impl HostTask {
                     &mut net_rx,
                     &mut sig,
                     connect::Attempt {
-                        secret: connect::Secret::Code(code),
+                        secret,
                         control,
                         policy: policy.as_ref(),
-                        unattended: false,
+                        unattended,
                         admin: self.config.require_admin.clone(),
                     },
                 )

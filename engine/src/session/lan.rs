@@ -122,7 +122,7 @@ fn unexpected(m: &BrokerMessage) -> SessionError {
 }
 
 /// One request on a connection of its own, and its answer.
-fn ask_broker(
+pub(crate) fn ask_broker(
     broker: &str,
     ask: ClientMessage,
     timeout: Duration,

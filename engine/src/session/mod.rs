@@ -37,6 +37,7 @@
 //! ```
 
 pub mod accounts;
+pub mod adhoc;
 mod clock;
 pub mod config;
 mod consent;
@@ -56,8 +57,8 @@ use crossbeam_channel::{Receiver, Sender};
 pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
 pub use config::{
-    AdminCredentials, ControllerConfig, HostConfig, LanTarget, MdnsMode, SessionConfigError,
-    TransportConfig,
+    AdhocTarget, AdminCredentials, ControllerConfig, HostConfig, LanTarget, MdnsMode,
+    SessionConfigError, TransportConfig,
 };
 pub use consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
 pub use controller::Controller;
@@ -103,6 +104,9 @@ pub enum SessionError {
     /// The target's grants file cannot be read or changed.
     #[error("grants: {0}")]
     Grants(String),
+    /// An ad-hoc session could not be created, activated or ended.
+    #[error("ad-hoc session: {0}")]
+    Adhoc(String),
 }
 
 /// The target user's decision on [`HostEvent::GrantRequested`].

@@ -36,13 +36,27 @@ impl ControllerTask {
             Some(_) => DisconnectReason::Lan(message),
             None => DisconnectReason::Broker(message),
         };
-        if lan.is_none() {
-            sig.send(&ClientMessage::CreateSession {
-                token: self.config.token.clone(),
-                resumable: self.config.resumable,
-            })
-            .await
-            .map_err(broker)?;
+        let adhoc = self
+            .config
+            .adhoc
+            .as_ref()
+            .map(|a| (a.session, a.link.secret));
+        match (&lan, adhoc) {
+            (Some(_), _) => {}
+            (None, Some((session, _))) => {
+                let token = self.config.token.clone().unwrap_or_default();
+                sig.send(&ClientMessage::CallAdhoc { token, session })
+                    .await
+                    .map_err(broker)?;
+            }
+            (None, None) => {
+                sig.send(&ClientMessage::CreateSession {
+                    token: self.config.token.clone(),
+                    resumable: self.config.resumable,
+                })
+                .await
+                .map_err(broker)?;
+            }
         }
         let mut expires: Option<UnixMillis> = None;
         let mut code: Option<ConnectionCode> = None;
@@ -82,7 +96,10 @@ impl ControllerTask {
                             .ok_or_else(|| DisconnectReason::Error("secret out of range".into()))?;
                         code = Some(full);
                         expires = Some(expires_at);
-                        self.events.emit_important(ControllerEvent::Code { code: full, expires_at });
+                        // An ad-hoc call's code is for the temporary host, not for reading out.
+                        if adhoc.is_none() {
+                            self.events.emit_important(ControllerEvent::Code { code: full, expires_at });
+                        }
                     }
                     BrokerMessage::PeerJoined {} => {
                         if lan.is_some() {
@@ -93,6 +110,10 @@ impl ControllerTask {
                         let (p, msg) = match (&lan, code, grant) {
                             (Some(_), _, Some((id, secret))) => Pake::start_grant(id, &secret),
                             (Some(password), _, None) => Pake::start_lan(password),
+                            (None, Some(full), _) if adhoc.is_some() => {
+                                let secret = adhoc.map(|a| a.1).unwrap_or_default();
+                                Pake::start_adhoc(full.session(), &secret)
+                            }
                             (None, Some(full), _) => Pake::start(&full),
                             (None, None, _) => {
                                 return Err(DisconnectReason::Broker("peer_joined before a code".into()))

@@ -34,6 +34,8 @@ pub(super) enum Secret {
     Lan(LanPassword),
     /// An unattended-access grant's number and secret.
     Grant(u32, [u8; 16]),
+    /// An ad-hoc call's code and the invitation link's secret.
+    Adhoc(deskwire_signal::SessionCode, [u8; 16]),
 }
 
 impl Secret {
@@ -42,6 +44,7 @@ impl Secret {
             Secret::Code(code) => Pake::start(code),
             Secret::Lan(password) => Pake::start_lan(password),
             Secret::Grant(id, secret) => Pake::start_grant(*id, secret),
+            Secret::Adhoc(session, secret) => Pake::start_adhoc(*session, secret),
         }
     }
 }
@@ -134,6 +137,38 @@ impl HostTask {
         }
     }
 
+    /// Join an ad-hoc call's code, once: it was made for this host, so a refusal ends the
+    /// call instead of asking the user for another code.
+    pub(super) async fn join_call(
+        &mut self,
+        sig: &mut Signalling,
+        session: deskwire_signal::SessionCode,
+    ) -> Wait<Option<SessionPolicy>> {
+        let join = ClientMessage::Join {
+            code: session.to_string(),
+            device: self.device.as_ref().map(|k| k.prove(session)),
+        };
+        if let Err(e) = sig.send(&join).await {
+            return Wait::End(DisconnectReason::from(e));
+        }
+        loop {
+            tokio::select! {
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::Joined { policy }) => return Wait::Got(policy),
+                    Ok(BrokerMessage::JoinRefused { message, .. } | BrokerMessage::Error { message }) => {
+                        return Wait::End(DisconnectReason::Broker(message))
+                    }
+                    Ok(other) => tracing::debug!(?other, "ignored while joining a call"),
+                    Err(e) => return Wait::End(DisconnectReason::from(e)),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown) | None => return Wait::End(DisconnectReason::Local),
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+
     /// Offer, wait for the answer, and wait for the three channels to open.
     pub(super) async fn negotiate(
         &mut self,
@@ -191,8 +226,11 @@ impl HostTask {
                 .await?;
         }
         let granted = if unattended {
-            tracing::info!("unattended session under a grant: nobody is asked");
-            control
+            tracing::info!(
+                "unattended session (a grant, or an activated ad-hoc session): nobody is asked"
+            );
+            // The technician's group still decides whether they may control.
+            control && policy.is_none_or(|p| p.control)
         } else {
             self.consent(sig, control, policy).await?
         };
