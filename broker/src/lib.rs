@@ -37,6 +37,10 @@ pub enum BrokerError {
     /// The operating system's random source failed, so no unguessable code can be issued.
     #[error("could not seed the connection code generator: {0}")]
     Entropy(String),
+    /// The saved ad-hoc sessions cannot be read (the broker refuses to start rather than
+    /// overwrite them).
+    #[error("ad-hoc sessions: {0}")]
+    Adhoc(String),
     /// The HTTP server failed.
     #[error("signalling server failed: {0}")]
     Serve(#[source] std::io::Error),

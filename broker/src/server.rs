@@ -61,6 +61,14 @@ pub(crate) async fn serve(
             Err(e) => tracing::error!(error = %e, "cannot end sessions left open"),
         }
     }
+    // Ad-hoc sessions outlive a restart: their hosts re-attach and technicians call again.
+    let saved_adhoc = match &store {
+        Some(store) => store
+            .load_adhoc()
+            .await
+            .map_err(|e| BrokerError::Adhoc(format!("cannot read the ad-hoc sessions: {e}")))?,
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     // Validated: at most 1 000 000, so the permit count fits a u32.
     let max_connections = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
@@ -77,7 +85,9 @@ pub(crate) async fn serve(
     if store.is_some() {
         board = board.with_store();
     }
-    board = board.with_adhoc_limits(config.adhoc);
+    board = board
+        .with_adhoc(config.adhoc, saved_adhoc.as_ref())
+        .map_err(BrokerError::Adhoc)?;
     let mailer = match &config.mail {
         Some(mail) => Some(
             crate::mail::Mailer::new(mail)
@@ -499,7 +509,8 @@ impl HubState {
                 | Output::ResumeCode { .. }
                 | Output::CancelCode { .. }
                 | Output::FailedConfirmation { .. }
-                | Output::EndSession { .. } => match &self.jobs {
+                | Output::EndSession { .. }
+                | Output::SaveAdhoc(_) => match &self.jobs {
                     Some(tx) => {
                         if tx.send(output).is_err() {
                             tracing::error!("the store task has stopped; a store job is lost");

@@ -164,6 +164,8 @@ pub(crate) enum Output {
         /// When the invitation runs out.
         expires_at: UnixMillis,
     },
+    /// Durable brokers: the ad-hoc sessions changed; replace the saved state.
+    SaveAdhoc(crate::store::AdhocSnapshot),
     /// Durable brokers: this session row ended.
     EndSession {
         /// The row.
@@ -351,10 +353,18 @@ impl Switchboard {
         self
     }
 
-    /// Ad-hoc sessions under these quotas and times (validated with the configuration).
-    pub(crate) fn with_adhoc_limits(mut self, limits: deskwire_signal::adhoc::AdhocLimits) -> Self {
-        self.adhoc = adhoc::AdhocDesk::new(limits);
-        self
+    /// Ad-hoc sessions under these quotas and times (validated with the configuration),
+    /// starting from the state a durable broker saved, if any.
+    pub(crate) fn with_adhoc(
+        mut self,
+        limits: deskwire_signal::adhoc::AdhocLimits,
+        saved: Option<&crate::store::AdhocSnapshot>,
+    ) -> Result<Self, String> {
+        self.adhoc = match saved {
+            Some(saved) => adhoc::AdhocDesk::restore(limits, saved)?,
+            None => adhoc::AdhocDesk::new(limits),
+        };
+        Ok(self)
     }
 
     /// When the next ad-hoc deadline falls, for [`Self::handle_tick`].

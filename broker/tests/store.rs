@@ -757,7 +757,7 @@ async fn serving_opens_and_migrates_its_database_and_refuses_a_bad_url() -> Resu
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&db.raw().await)
         .await?;
-    ensure!(n == 3, "{n} migrations applied");
+    ensure!(n == 4, "{n} migrations applied");
     let pid = child.id().context("reaped")?;
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -176,7 +176,7 @@ fn pointer(display: &str) -> (i16, i16) {
 #[test]
 fn an_adhoc_session_takes_reconnects_and_survives_a_dropped_host_until_ended_now() {
     let _s = serial();
-    let (broker, tokens) = team(&["alice"], AdhocLimits::default());
+    let (mut broker, tokens) = team(&["alice"], AdhocLimits::default());
     let alice = &tokens[0];
     let xvfb = Xvfb::start(640, 480).expect("starting Xvfb");
     Scene::known(640, 480).draw(&xvfb.display()).unwrap();
@@ -252,6 +252,32 @@ fn an_adhoc_session_takes_reconnects_and_survives_a_dropped_host_until_ended_now
     deskwire_tests::eventually("the pointer moved", WAIT, || {
         pointer(&xvfb.display()) == (200, 100)
     });
+    hang_up(c, h);
+
+    // The broker restarts (its database keeps the session): the host re-attaches.
+    broker.restart().unwrap();
+    let mut events = Vec::new();
+    while !events.contains(&TemporaryHostEvent::Reattached) {
+        events.push(next_event(&temp, "re-attaching after the broker's restart"));
+    }
+    assert!(
+        matches!(events[0], TemporaryHostEvent::Offline { .. }),
+        "{events:?}"
+    );
+    // The temporary host's process restarts: it takes the session up from its folder.
+    temp.shutdown().unwrap();
+    assert_eq!(
+        files_in(&dir).len(),
+        2,
+        "the folder outlives a restart of the process"
+    );
+    let temp = TemporaryHost::resume(host_config(&broker, &dir)).unwrap();
+    assert_eq!(
+        next_event(&temp, "re-attaching after a restart"),
+        TemporaryHostEvent::Reattached
+    );
+    let (c, h, psnr) = connect(&broker, alice, &invitation, &temp, &xvfb);
+    assert!(psnr >= 35.0, "Y-PSNR {psnr:.1} dB < 35 dB");
     hang_up(c, h);
 
     // End now, from the technician: the host removes every trace, and calls are refused.
@@ -367,4 +393,27 @@ fn quotas_per_company_and_a_permanent_agent_are_refused_with_the_reason() {
     adhoc::end(broker.url(), &tokens[0], a.session, WAIT).unwrap();
     ended(&t);
     adhoc::create(broker.url(), &tokens[2], None, WAIT).unwrap();
+}
+
+#[test]
+fn a_temporary_host_cut_off_from_its_broker_still_ends_by_its_own_clock_and_removes_itself() {
+    let _s = serial();
+    let (broker, tokens) = team(&["alice"], AdhocLimits::default());
+    let invitation = adhoc::create(broker.url(), &tokens[0], None, WAIT).unwrap();
+    let dir = state_dir("own-clock");
+    let config = host_config(&broker, &dir);
+    let temp =
+        TemporaryHost::activate(config, &invitation.link, &invitation.code.to_string()).unwrap();
+    activated(&temp);
+    let clock = broker.clock();
+    drop(broker);
+    assert!(matches!(
+        next_event(&temp, "going offline"),
+        TemporaryHostEvent::Offline { .. }
+    ));
+    assert!(dir.exists(), "going offline keeps the session");
+    clock.advance(DAY);
+    let reason = ended(&temp);
+    assert!(reason.contains("lifetime"), "{reason}");
+    assert!(!dir.exists(), "left behind: {:?}", files_in(&dir));
 }

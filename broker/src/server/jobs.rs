@@ -58,6 +58,11 @@ async fn purge(hub: &Hub, store: &Store, purged_at: &mut Option<UnixMillis>, ret
 
 async fn perform(hub: &Arc<Hub>, store: &Store, job: Output) {
     match job {
+        Output::SaveAdhoc(snapshot) => {
+            if let Err(e) = store.save_adhoc(&snapshot, millis(hub.clock.now())).await {
+                tracing::error!(error = %e, "cannot save the ad-hoc sessions");
+            }
+        }
         Output::Audit(record) => {
             if let Err(e) = store.append_audit(&record).await {
                 tracing::error!(error = %e, event = %record.event, "cannot append to the audit log");

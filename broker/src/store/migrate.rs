@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0002_resume.sql"),
     ),
     (3, "lan", include_str!("../../migrations/0003_lan.sql")),
+    (4, "adhoc", include_str!("../../migrations/0004_adhoc.sql")),
 ];
 
 /// The migrations above as a sqlx source (sqlx's own embedding needs its `macros` feature,

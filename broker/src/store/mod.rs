@@ -16,6 +16,7 @@
 //! the store itself failed, the inner one is the verdict the caller acts on.
 
 mod accounts;
+mod adhoc;
 mod audit;
 mod codes;
 mod devices;
@@ -32,6 +33,7 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection};
 pub use accounts::{
     Acceptance, Company, CompanyId, Group, GroupId, ParseNameError, Permission, Permissions, Policy,
 };
+pub use adhoc::AdhocSnapshot;
 pub use audit::{AuditBreak, AuditEntry, AuditEvent, AuditId, AuditRecord, BreakReason};
 pub use codes::{CodeRecord, CodeState, Redeemed, Refusal, MAX_FAILED_CONFIRMATIONS};
 pub use devices::{Device, DeviceRefusal, LanReport, Registered};

@@ -26,6 +26,9 @@ use sha2::{Digest, Sha256};
 use super::{Authenticated, ConnId, Output, Role, Switchboard};
 use crate::store::AuditEvent;
 
+/// How long a closed session's record is kept, in milliseconds (a week).
+const FORGET_AFTER_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// What a technician asked, waiting for their token to be checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AdhocAsk {
@@ -59,6 +62,46 @@ impl AdhocDesk {
             host_tokens: HashMap::new(),
             mailing: HashMap::new(),
             calling: None,
+        }
+    }
+
+    /// The desk as saved before a restart, under today's `limits`. Refused (with the
+    /// field) when the saved state does not read back: starting empty would overwrite it.
+    pub(crate) fn restore(
+        limits: AdhocLimits,
+        saved: &crate::store::AdhocSnapshot,
+    ) -> Result<Self, String> {
+        let mut book: AdhocBook = serde_json::from_str(&saved.book)
+            .map_err(|e| format!("the saved ad-hoc sessions do not read back: {e}"))?;
+        book.set_limits(limits).map_err(|e| e.to_string())?;
+        let tokens: HashMap<AdhocId, String> = serde_json::from_str(&saved.host_tokens)
+            .map_err(|e| format!("the saved host tokens do not read back: {e}"))?;
+        let mut host_tokens = HashMap::new();
+        for (id, hex) in tokens {
+            let digest = hex::decode(&hex)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| format!("the saved host token of ad-hoc session {id} is damaged"))?;
+            host_tokens.insert(id, digest);
+        }
+        Ok(Self {
+            book,
+            host_tokens,
+            ..Self::new(limits)
+        })
+    }
+
+    /// The state to save (digests only).
+    fn snapshot(&self) -> crate::store::AdhocSnapshot {
+        let tokens: HashMap<AdhocId, String> = self
+            .host_tokens
+            .iter()
+            .map(|(id, d)| (*id, hex::encode(d)))
+            .collect();
+        crate::store::AdhocSnapshot {
+            // Plain data with string keys: serialising cannot fail.
+            book: serde_json::to_string(&self.book).unwrap_or_default(),
+            host_tokens: serde_json::to_string(&tokens).unwrap_or_default(),
         }
     }
 
@@ -124,6 +167,14 @@ impl Switchboard {
                 conn,
                 "this request must be the first message on a connection",
             ),
+        }
+    }
+
+    /// The book changed: a durable broker saves it (in order with everything else).
+    fn adhoc_changed(&mut self) {
+        if self.durable {
+            let snapshot = self.adhoc.snapshot();
+            self.outputs.push_back(Output::SaveAdhoc(snapshot));
         }
     }
 
@@ -237,6 +288,7 @@ impl Switchboard {
             Ok(c) => c,
             Err(e) => return self.adhoc_refused(conn, Some(who), &e.to_string()),
         };
+        self.adhoc_changed();
         let ip = self.sources.get(&conn).copied();
         let detail = format!(
             "ad-hoc session {id} by {}, invitation valid until {}",
@@ -324,6 +376,7 @@ impl Switchboard {
                 let id = activation.session;
                 let host_token = hex::encode(self.rng.random::<[u8; 32]>());
                 self.adhoc.host_tokens.insert(id, digest(&host_token));
+                self.adhoc_changed();
                 let ip = self.sources.get(&conn).copied();
                 let detail = format!(
                     "on {}, until {}",
@@ -340,7 +393,11 @@ impl Switchboard {
                     },
                 );
             }
-            Err(e) => self.adhoc_refused(conn, None, &e.to_string()),
+            Err(e) => {
+                // A wrong code counts towards burning the invitation: keep the count.
+                self.adhoc_changed();
+                self.adhoc_refused(conn, None, &e.to_string())
+            }
         }
     }
 
@@ -412,6 +469,11 @@ impl Switchboard {
     /// Lifetimes and invitations that ran out by `now`: their hosts are told and dropped.
     pub(crate) fn handle_tick(&mut self, now: UnixMillis) {
         self.now = now;
+        // Closed sessions are kept a week, so a reused link hears why it fails.
+        let before = UnixMillis(now.0.saturating_sub(FORGET_AFTER_MS));
+        if self.adhoc.book.forget_closed(before) > 0 {
+            self.adhoc_changed();
+        }
         for event in self.adhoc.book.poll_expired(now) {
             let reason = match event {
                 AdhocEvent::Expired { .. } => "the ad-hoc session reached the end of its lifetime",
@@ -446,6 +508,7 @@ impl Switchboard {
             technician,
             reason.to_owned(),
         );
+        self.adhoc_changed();
     }
 
     /// Called from `announce_code` for a call's code: ask the host to join it.
