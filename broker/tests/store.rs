@@ -38,6 +38,7 @@ macro_rules! on_both_databases {
 
 on_both_databases!(
     migrations_apply_once_and_reopening_is_a_no_op,
+    adhoc_state_is_absent_then_replaced_and_read_back,
     tokens_authenticate_their_own_technician_only,
     passwords_are_hashed_and_checked,
     duplicates_and_missing_references_are_named,
@@ -68,7 +69,22 @@ async fn migrations_apply_once_and_reopening_is_a_no_op(db: &TestDb) -> Result<(
         sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
             .fetch_one(&raw)
             .await?;
-    ensure!(applied == 3, "{applied} migrations recorded");
+    ensure!(applied == 4, "{applied} migrations recorded");
+    Ok(())
+}
+
+async fn adhoc_state_is_absent_then_replaced_and_read_back(db: &TestDb) -> Result<()> {
+    use deskwire_broker::store::AdhocSnapshot;
+    let store = db.open().await;
+    ensure!(store.load_adhoc().await?.is_none());
+    for n in 1..=2 {
+        let snapshot = AdhocSnapshot {
+            book: format!("{{\"n\":{n}}}"),
+            host_tokens: "{}".into(),
+        };
+        store.save_adhoc(&snapshot, T0 + n).await?;
+        ensure!(store.load_adhoc().await? == Some(snapshot));
+    }
     Ok(())
 }
 
