@@ -27,8 +27,9 @@ use deskwire_engine::lan::{
     device_id, report_lan_password, Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT,
 };
 use deskwire_engine::session::accounts::AdminAccounts;
-use deskwire_engine::session::grants::LocalGrants;
+use deskwire_engine::session::grants::{report_to_broker, LocalGrants};
 use deskwire_engine::session::{ConnectionCode, GrantDecision, UnixMillis};
+use deskwire_engine::standby::{Standby, StandbyConfig, StandbyEvent};
 use deskwire_engine::{
     AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent,
 };
@@ -68,6 +69,12 @@ enum Command {
         /// Revoke this grant now.
         #[arg(long)]
         revoke: Option<u32>,
+        /// Tell this broker about the revocation too (with --device-key).
+        #[arg(long, requires = "device_key")]
+        broker: Option<String>,
+        /// This computer's device key, which signs the report.
+        #[arg(long)]
+        device_key: Option<PathBuf>,
     },
     /// Run the temporary host of an ad-hoc support session the technician invited you to
     /// (`--invite LINK`, then the security code); it removes itself when the session ends.
@@ -122,6 +129,10 @@ struct Args {
     /// grants; see `sender add-admin`).
     #[arg(long, requires = "grants")]
     customer_accounts: Option<PathBuf>,
+    /// Stand by at --broker for unattended calls under the grants in --grants (the device
+    /// key signs; approved grants are reported to the broker).
+    #[arg(long, requires_all = ["broker", "device_key", "grants"], conflicts_with_all = ["lan", "code"])]
+    standby: bool,
     /// Serve one LAN session, then exit.
     #[arg(long)]
     once: bool,
@@ -184,7 +195,13 @@ fn main() -> Result<()> {
         println!("administrator {name} saved in {}", admin_accounts.display());
         return Ok(());
     }
-    if let Some(Command::Grants { grants, revoke }) = &cli.command {
+    if let Some(Command::Grants {
+        grants,
+        revoke,
+        broker,
+        device_key,
+    }) = &cli.command
+    {
         let store = LocalGrants::at(grants);
         let now = UnixMillis::now();
         if let Some(id) = revoke {
@@ -192,6 +209,10 @@ fn main() -> Result<()> {
                 bail!("there is no grant {id} in {}", grants.display());
             }
             println!("grant {id} revoked");
+            if let (Some(broker), Some(key), Some(entry)) = (broker, device_key, store.get(*id)?) {
+                report_to_broker(broker, key, &entry, Duration::from_secs(10))?;
+                println!("the broker was told");
+            }
         }
         for e in store.list()? {
             let state = match e.grant.check(now) {
@@ -282,8 +303,45 @@ fn main() -> Result<()> {
         shown_password: String::new(),
         connected: false,
         report_to: None,
+        grants_to: match (&args.broker, &args.device_key, &args.grants) {
+            (Some(b), Some(k), Some(g)) => Some((b.clone(), k.clone(), LocalGrants::at(g))),
+            _ => None,
+        },
     };
-    let outcome = if args.lan {
+    let outcome = if args.standby {
+        let (Some(broker), Some(key)) = (&args.broker, &args.device_key) else {
+            bail!("--standby needs --broker and --device-key");
+        };
+        println!(
+            "this computer is {}; standing by for unattended calls",
+            device_id(key)?
+        );
+        let standby = Standby::start(StandbyConfig::new(broker, key))?;
+        loop {
+            match standby.events().recv() {
+                Ok(StandbyEvent::Call {
+                    session,
+                    grant,
+                    technician,
+                }) => {
+                    println!("{technician} connects under grant {grant}");
+                    let host = Host::start_unattended_call(
+                        config.clone(),
+                        open_source()?,
+                        session,
+                        grant,
+                    )?;
+                    let outcome = ui.serve(host)?;
+                    if matches!(outcome, Outcome::Cancelled) {
+                        break outcome;
+                    }
+                }
+                Ok(StandbyEvent::Online) => println!("standing by"),
+                Ok(StandbyEvent::Offline { error }) => println!("offline ({error}); retrying"),
+                Err(_) => bail!("the standby stopped"),
+            }
+        }
+    } else if args.lan {
         let passwords = LanPasswords::daily();
         ui.passwords = Some(passwords.clone());
         if let Some(broker) = &args.broker {
@@ -368,6 +426,9 @@ struct Ui {
     connected: bool,
     /// Brokers managing this computer and its device key: told each new LAN password.
     report_to: Option<(Vec<String>, PathBuf)>,
+    /// The broker, device key and grants file: each grant the user approves is reported,
+    /// so the broker can let unattended calls through (`--standby`).
+    grants_to: Option<(String, PathBuf, LocalGrants)>,
 }
 
 /// Where the current host stands, for `sessions` and the terminal.
@@ -416,6 +477,21 @@ impl Ui {
                     }
                 }
             }
+        }
+    }
+
+    /// Tell the broker about grant `id`, so its unattended calls can come through it.
+    fn report_grant(&self, id: u32) {
+        let Some((broker, key, grants)) = &self.grants_to else {
+            return;
+        };
+        let reported = grants.get(id).and_then(|entry| {
+            let entry = entry.ok_or(deskwire_engine::SessionError::Ended)?;
+            report_to_broker(broker, key, &entry, Duration::from_secs(10))
+        });
+        match reported {
+            Ok(()) => println!("grant {id} reported to the broker"),
+            Err(e) => println!("grant {id} not reported to the broker: {e}"),
         }
     }
 
@@ -589,7 +665,10 @@ impl Ui {
                     let _ = std::io::stdout().flush();
                 }
                 HostEvent::GrantDecided { result, .. } => match result {
-                    Ok(local) => println!("unattended access granted (grant {local})"),
+                    Ok(local) => {
+                        println!("unattended access granted (grant {local})");
+                        self.report_grant(local);
+                    }
                     Err(why) => println!("unattended access not granted: {why}"),
                 },
                 HostEvent::Stats(s) => println!(

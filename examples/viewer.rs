@@ -70,10 +70,14 @@ struct Args {
     /// Where to keep the grant (with its secret) when the user approves.
     #[arg(long, requires = "request_unattended")]
     save_grant: Option<PathBuf>,
-    /// With --lan: connect under this saved grant, with nobody at the target (the target's
-    /// admin credentials may be asked: --admin-user).
-    #[arg(long, requires = "lan", conflicts_with = "password")]
+    /// With --lan or --unattended: connect under this saved grant, with nobody at the
+    /// target (the target's admin credentials may be asked: --admin-user).
+    #[arg(long, conflicts_with = "password")]
     grant: Option<PathBuf>,
+    /// Connect unattended through --broker to this device (`dev-...`) under --grant; its
+    /// agent stands by (`sender --standby`).
+    #[arg(long, requires_all = ["broker", "token", "grant"], conflicts_with = "lan")]
+    unattended: Option<String>,
     /// The time zone the unattended days count in (IANA name, e.g. Europe/Berlin).
     #[arg(long, default_value = "UTC")]
     zone: String,
@@ -208,6 +212,18 @@ fn main() -> Result<()> {
                 None => ControllerConfig::lan(addr, password),
             }
             .transport(transport_for(&url, args.bind))
+        }
+        (None, Some(broker)) if args.unattended.is_some() => {
+            let (Some(device), Some(path), Some(token)) =
+                (&args.unattended, &args.grant, &args.token)
+            else {
+                bail!("--unattended needs --grant FILE and --token");
+            };
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the grant {}", path.display()))?;
+            session.code = format!("{device} (unattended)");
+            ControllerConfig::unattended(broker, token, device, GrantTicket::from_json(&text)?)
+                .transport(transport_for(broker, args.bind))
         }
         (None, Some(broker)) if args.adhoc.is_some() => {
             let (Some(id), Some(link), Some(token)) = (args.adhoc, &args.invite, &args.token)

@@ -376,6 +376,36 @@ impl Hub {
                 };
                 self.drive(|s| s.board.handle_device_checked(conn, result, now));
             }
+            Check::Grant(conn, id, key, report) => {
+                let now = self.clock.now();
+                let at = i64::try_from(now.0).unwrap_or(i64::MAX);
+                let result = match &self.store {
+                    None => Err("this broker has no database to keep grants in".to_owned()),
+                    Some(store) => match store.report_grant(&id, &key, &report, at).await {
+                        Ok(Ok(kept)) => Ok(kept),
+                        Ok(Err(refusal)) => Err(refusal.to_string()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot keep a grant report");
+                            Err("the broker cannot keep grants right now".to_owned())
+                        }
+                    },
+                };
+                self.drive(|s| s.board.handle_grant_stored(conn, result));
+            }
+            Check::GrantLookUp(conn, device, grant) => {
+                let result = match &self.store {
+                    None => Err("this broker has no database of grants".to_owned()),
+                    Some(store) => store.grant(&device, grant).await.map_err(|e| {
+                        tracing::error!(error = %e, "cannot read a grant");
+                        "the broker cannot read grants right now".to_owned()
+                    }),
+                };
+                let now = self.clock.now();
+                self.drive(|s| {
+                    s.board
+                        .handle_grant_looked_up(conn, device, grant, result, now)
+                });
+            }
             Check::Mail(conn, to, m) => {
                 let result = match &self.mailer {
                     None => Err("this broker sends no e-mail (it has no --smtp server): \
@@ -426,6 +456,10 @@ enum Check {
     LanPassword(ConnId, String, crate::store::TechnicianId),
     /// A device id and its (signature-checked) public key.
     Device(ConnId, String, [u8; 32]),
+    /// A device's grant report (its signature already checked).
+    Grant(ConnId, String, [u8; 32], crate::store::GrantReport),
+    /// The broker's copy of a grant, for an unattended call.
+    GrantLookUp(ConnId, String, u32),
     /// An ad-hoc invitation to e-mail: the connection, the address and what to say.
     Mail(ConnId, String, MailInvitation),
 }
@@ -467,6 +501,17 @@ impl HubState {
                 Output::Close { conn } => {
                     self.outboxes.remove(&conn);
                 }
+                Output::StoreGrant {
+                    conn,
+                    id,
+                    key,
+                    report,
+                } => self.checks.push(Check::Grant(conn, id, key, report)),
+                Output::LookUpGrant {
+                    conn,
+                    device,
+                    grant,
+                } => self.checks.push(Check::GrantLookUp(conn, device, grant)),
                 Output::MailInvitation {
                     conn,
                     to,

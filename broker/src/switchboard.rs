@@ -23,6 +23,10 @@ mod authorize;
 mod durable;
 mod join;
 mod lan;
+mod output;
+mod unattended;
+
+pub(crate) use output::Output;
 
 pub(crate) use durable::{
     Authenticated, RedeemError, Redeemed, ResumeError, Resumed, StoreCodeError, StoredCode,
@@ -31,151 +35,6 @@ pub(crate) use durable::{
 /// Names one signalling connection for as long as it is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ConnId(pub(crate) u64);
-
-/// What the server must do after an input.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Output {
-    /// Queue this message on the connection.
-    Send {
-        /// Recipient.
-        to: ConnId,
-        /// Message.
-        msg: BrokerMessage,
-    },
-    /// Close the connection once what was queued for it has gone out. The switchboard has
-    /// already forgotten it (and told its peer), so later input from it is ignored.
-    Close {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// Append this to the audit log (when the broker has a store).
-    Audit(AuditRecord),
-    /// Check this device key against the registry (pin it on first contact) and report with
-    /// [`Switchboard::handle_device_checked`].
-    CheckDevice {
-        /// The target's connection.
-        conn: ConnId,
-        /// The device id.
-        id: String,
-        /// Its public key, whose signature already verified.
-        key: [u8; 32],
-    },
-    /// Keep this device's LAN password report and answer with
-    /// [`Switchboard::handle_lan_stored`]. The proof's signature already verified.
-    StoreLanReport {
-        /// The device's connection.
-        conn: ConnId,
-        /// The device id.
-        id: String,
-        /// Its public key, to pin or confirm.
-        key: [u8; 32],
-        /// The report.
-        report: crate::store::LanReport,
-    },
-    /// Look up a device's LAN password for a technician allowed to read it; answer with
-    /// [`Switchboard::handle_lan_looked_up`].
-    LookUpLanPassword {
-        /// The technician's connection.
-        conn: ConnId,
-        /// The device id.
-        device: String,
-        /// Who asks (for the audit record).
-        technician: TechnicianId,
-    },
-    /// Check this technician token and report with [`Switchboard::handle_authenticated`].
-    Authenticate {
-        /// The controller's connection.
-        conn: ConnId,
-        /// The token it sent.
-        token: String,
-    },
-    /// Durable brokers: record this freshly issued code and report with
-    /// [`Switchboard::handle_code_stored`]. The controller hears of its code only after.
-    StoreCode {
-        /// The controller's connection.
-        conn: ConnId,
-        /// The code.
-        code: SessionCode,
-        /// The controller's technician, if authenticated.
-        technician: Option<TechnicianId>,
-        /// When it was issued.
-        issued_at: UnixMillis,
-        /// When it stops working.
-        expires_at: UnixMillis,
-        /// SHA-256 (hex) of the resume token, if the controller asked for one.
-        resume_hash: Option<String>,
-    },
-    /// Durable brokers: redeem the code and record the session in one transaction, checking
-    /// the technician's group as it is now; report with [`Switchboard::handle_redeemed`].
-    RedeemCode {
-        /// The target's connection.
-        conn: ConnId,
-        /// The session the code names here.
-        session: SessionId,
-        /// The code.
-        code: SessionCode,
-        /// The controller's technician, if authenticated.
-        technician: Option<TechnicianId>,
-        /// The target's device, if it proved one.
-        device: Option<String>,
-    },
-    /// Durable brokers: a target typed a code this broker does not hold (issued before a
-    /// restart, or by another broker); report what the store says with
-    /// [`Switchboard::handle_code_looked_up`]. Changes nothing in the store.
-    LookUpCode {
-        /// The target's connection.
-        conn: ConnId,
-        /// The code.
-        code: SessionCode,
-    },
-    /// Durable brokers: check a controller's resume token; report with
-    /// [`Switchboard::handle_resumed`].
-    ResumeCode {
-        /// The controller's new connection.
-        conn: ConnId,
-        /// The code it wants back.
-        code: SessionCode,
-        /// SHA-256 (hex) of the token it presented.
-        resume_hash: String,
-    },
-    /// Durable brokers: the controller withdrew this pending code.
-    CancelCode {
-        /// The code.
-        code: SessionCode,
-    },
-    /// Durable brokers: the attempt holding this code failed verification; count it (the
-    /// store reopens the code, or burns it at the third failure, as the switchboard did).
-    FailedConfirmation {
-        /// The code.
-        code: SessionCode,
-    },
-    /// E-mail an ad-hoc invitation and report with [`Switchboard::handle_mailed`].
-    MailInvitation {
-        /// The technician's connection, waiting for `adhoc_created`.
-        conn: ConnId,
-        /// The user's address.
-        to: String,
-        /// The technician's name.
-        technician: String,
-        /// The invitation link.
-        link: String,
-        /// The security code.
-        code: String,
-        /// When the invitation runs out.
-        expires_at: UnixMillis,
-    },
-    /// Durable brokers: the ad-hoc sessions changed; replace the saved state.
-    SaveAdhoc(crate::store::AdhocSnapshot),
-    /// Durable brokers: this session row ended.
-    EndSession {
-        /// The row.
-        record: SessionRecordId,
-        /// Which side ended it.
-        by: EndedBy,
-        /// Why, for a human.
-        reason: String,
-    },
-}
 
 /// What a connection turned out to be. Its first message decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +73,10 @@ enum Role {
     },
     /// Sent `create_adhoc` with an e-mail address; the mail is going out.
     Mailing,
+    /// An agent standing by for unattended calls.
+    Standby,
+    /// Sent `call_unattended`; the store is looking the grant up.
+    LookingUpGrant,
 }
 
 #[derive(Debug)]
@@ -244,6 +107,8 @@ struct Session {
     store_attempts: u32,
     /// The ad-hoc session whose host this code calls.
     adhoc: Option<deskwire_signal::adhoc::AdhocId>,
+    /// The device (and grant) whose agent this code calls, unattended.
+    unattended: Option<(String, u32)>,
 }
 
 impl Session {
@@ -263,6 +128,7 @@ impl Session {
             resume: None,
             store_attempts: 0,
             adhoc: None,
+            unattended: None,
         }
     }
 }
@@ -311,6 +177,8 @@ pub(crate) struct Switchboard {
     sessions: HashMap<SessionId, Session>,
     /// Ad-hoc support sessions and their temporary hosts.
     adhoc: adhoc::AdhocDesk,
+    /// Agents standing by for unattended calls.
+    unattended: unattended::UnattendedDesk,
     next_conn: u64,
     next_session: u64,
     outputs: VecDeque<Output>,
@@ -340,6 +208,7 @@ impl Switchboard {
             stopping: false,
             sessions: HashMap::new(),
             adhoc: adhoc::AdhocDesk::new(deskwire_signal::adhoc::AdhocLimits::default()),
+            unattended: unattended::UnattendedDesk::default(),
             next_conn: 0,
             next_session: 0,
             outputs: VecDeque::new(),
@@ -506,6 +375,47 @@ impl Switchboard {
                     "wait for joined or join_refused before sending anything else",
                 )
             }
+            (
+                Role::Undecided,
+                ClientMessage::ReportGrant {
+                    device,
+                    grant,
+                    technician,
+                    record,
+                    reported_at,
+                },
+            ) => {
+                let report = crate::store::GrantReport {
+                    grant,
+                    technician,
+                    record,
+                    reported_at: i64::try_from(reported_at.0).unwrap_or(i64::MAX),
+                };
+                self.report_grant(conn, device, report, now)
+            }
+            (Role::Undecided, ClientMessage::Standby { device, at }) => {
+                self.standby(conn, device, at, now)
+            }
+            (
+                Role::Undecided,
+                ClientMessage::CallUnattended {
+                    token,
+                    device,
+                    grant,
+                },
+            ) => {
+                self.conns.insert(conn, Role::Authorizing);
+                self.authorizing
+                    .insert(conn, lan::Asked::Unattended { device, grant });
+                self.outputs.push_back(Output::Authenticate { conn, token });
+            }
+            (Role::Standby, _) => self.refuse(
+                conn,
+                "a standing-by agent's connection carries nothing after standby",
+            ),
+            (Role::LookingUpGrant, _) => {
+                self.refuse(conn, "wait for the answer before sending anything else")
+            }
             (role, msg) => self.handle_adhoc_text(conn, role, msg, now),
         }
     }
@@ -546,6 +456,8 @@ impl Switchboard {
             }
             Role::AdhocHost { session } => return self.adhoc_host_left(conn, session),
             Role::Mailing => return self.adhoc_mailing_left(conn),
+            Role::Standby => return self.standby_left(conn),
+            Role::LookingUpGrant => return,
             Role::Undecided
             | Role::Authenticating { .. }
             | Role::Resuming
@@ -736,6 +648,7 @@ impl Switchboard {
                 session.technician = who.as_ref().map(|w| w.technician);
                 session.policy = who.map(|w| w.policy);
                 session.adhoc = self.adhoc.calling;
+                session.unattended = self.unattended.calling.clone();
                 self.sessions.insert(session_id, session);
                 if self.durable {
                     return self.store_code(conn, session_id, resumable, now);
@@ -764,10 +677,11 @@ impl Switchboard {
         };
         let (code, expires_at, technician) = (session.code, session.expires_at, session.technician);
         let resume = session.resume.take();
-        let call = session.adhoc.map(|id| {
-            let name = session.policy.as_ref().map(|p| p.technician.clone());
-            (id, name.unwrap_or_default())
-        });
+        let name = session.policy.as_ref().map(|p| p.technician.clone());
+        let call = session
+            .adhoc
+            .map(|id| (id, name.clone().unwrap_or_default()));
+        let agent = session.unattended.clone();
         tracing::info!(%session_id, %expires_at, "session created{how}");
         let ip = self.sources.get(&conn).copied();
         let detail = format!("{session_id}, expires at {expires_at}{how}");
@@ -782,6 +696,9 @@ impl Switchboard {
         );
         if let Some((id, technician)) = call {
             self.call_adhoc_host(conn, id, code, technician);
+        }
+        if let Some(agent) = agent {
+            self.call_agent(conn, agent, code, name.unwrap_or_default());
         }
     }
 

@@ -47,6 +47,7 @@ pub use pipeline::Pipeline;
 /// Direct connections on the LAN: passwords, listening, discovery.
 pub use session::adhoc;
 pub use session::lan;
+pub use session::standby;
 pub use session::{
     AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
     DisconnectReason, Host, HostConfig, HostEvent, LanTarget, SessionError, TransportConfig,

@@ -84,6 +84,22 @@ impl DeviceKey {
         self.sign(&lan_report_message(password, rotates_at, reported_at))
     }
 
+    /// The proof for an agent standing by for unattended calls, made at `at`.
+    pub fn prove_standby(&self, at: UnixMillis) -> DeviceProof {
+        self.sign(&standby_message(at))
+    }
+
+    /// The proof for reporting unattended-access grant `grant` as `record` (its JSON) at
+    /// `reported_at`.
+    pub fn prove_grant_report(
+        &self,
+        grant: u32,
+        record: &str,
+        reported_at: UnixMillis,
+    ) -> DeviceProof {
+        self.sign(&grant_report_message(grant, record, reported_at))
+    }
+
     fn sign(&self, message: &[u8]) -> DeviceProof {
         let signature = self.key.sign(message);
         DeviceProof {
@@ -108,6 +124,21 @@ impl DeviceProof {
         reported_at: UnixMillis,
     ) -> Result<[u8; 32], DeviceError> {
         self.verify_message(&lan_report_message(password, rotates_at, reported_at))
+    }
+
+    /// Check the proof of a standby made at `at`; returns the public key.
+    pub fn verify_standby(&self, at: UnixMillis) -> Result<[u8; 32], DeviceError> {
+        self.verify_message(&standby_message(at))
+    }
+
+    /// Check the proof of a grant report; returns the public key.
+    pub fn verify_grant_report(
+        &self,
+        grant: u32,
+        record: &str,
+        reported_at: UnixMillis,
+    ) -> Result<[u8; 32], DeviceError> {
+        self.verify_message(&grant_report_message(grant, record, reported_at))
     }
 
     fn verify_message(&self, message: &[u8]) -> Result<[u8; 32], DeviceError> {
@@ -143,6 +174,23 @@ fn lan_report_message(password: &str, rotates_at: UnixMillis, reported_at: UnixM
     .into_bytes()
 }
 
+/// What an agent signs to stand by: the time, which the broker checks is recent.
+fn standby_message(at: UnixMillis) -> Vec<u8> {
+    format!("deskwire-device-v1:standby:{}", at.0).into_bytes()
+}
+
+/// What a device signs to report a grant: its number, a digest of the record as sent and
+/// when, so a report cannot be moved to another grant, record or time.
+fn grant_report_message(grant: u32, record: &str, reported_at: UnixMillis) -> Vec<u8> {
+    let digest = Sha256::digest(record.as_bytes());
+    format!(
+        "deskwire-device-v1:grant:{grant}:{}:{}",
+        hex::encode(&digest),
+        reported_at.0
+    )
+    .into_bytes()
+}
+
 fn id_of(public_key: &[u8]) -> String {
     let digest = Sha256::digest(public_key);
     format!("dev-{}", hex::encode(&digest[..8]))
@@ -174,6 +222,31 @@ mod tests {
         }
         // A join proof is not a report, and the other way round.
         assert!(proof.verify(session(123_456)).is_err());
+    }
+
+    #[test]
+    fn standby_and_grant_proofs_verify_only_for_what_was_signed() {
+        let key = DeviceKey::from_seed([5; 32]);
+        let at = UnixMillis(1_000);
+        let standby = key.prove_standby(at);
+        assert!(standby.verify_standby(at).is_ok());
+        assert_eq!(
+            standby.verify_standby(UnixMillis(1_001)),
+            Err(DeviceError::BadSignature)
+        );
+        let report = key.prove_grant_report(3, "{\"a\":1}", at);
+        assert!(report.verify_grant_report(3, "{\"a\":1}", at).is_ok());
+        for (g, r, t) in [
+            (4, "{\"a\":1}", at),
+            (3, "{\"a\":2}", at),
+            (3, "{\"a\":1}", UnixMillis(2)),
+        ] {
+            assert_eq!(
+                report.verify_grant_report(g, r, t),
+                Err(DeviceError::BadSignature)
+            );
+        }
+        assert!(report.verify_standby(at).is_err());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub const MAX_REASON_CHARS: usize = 256;
 const MAX_RESUME_HEX: usize = 128;
 /// Longest API token accepted in `authorize` (brokers issue `dw_` + 75 characters).
 const MAX_TOKEN_CHARS: usize = 256;
+/// Longest grant record accepted in `report_grant` (a grant's JSON is a few hundred bytes).
+const MAX_GRANT_RECORD: usize = 8 * 1024;
 /// Longest code text accepted in `join` and `resume` (the user may type spaces or dashes).
 const MAX_CODE_CHARS: usize = 64;
 
@@ -168,6 +170,41 @@ pub enum ClientMessage {
     },
     /// Temporary host, on its standing connection: the user ends the session now.
     LeaveAdhoc {},
+    /// A target's agent, on a connection of its own: keep this grant's record (signed with
+    /// the device key), so the broker can check the window before it calls the agent.
+    /// Answered by `grant_reported` or an `error`; the broker then closes. A later report of
+    /// the same grant (say, revoked) replaces an earlier one.
+    ReportGrant {
+        /// Which device, signed over the grant number, the record and the time.
+        device: crate::device::DeviceProof,
+        /// The grant's number on the device.
+        grant: u32,
+        /// The technician it was approved for.
+        technician: String,
+        /// The grant as JSON ([`crate::grant::Grant`]).
+        record: String,
+        /// When the device sent this.
+        reported_at: UnixMillis,
+    },
+    /// A target's agent: stand by for unattended calls on this connection (answered by
+    /// `standing_by`; then `unattended_call`s arrive on it).
+    Standby {
+        /// Which device, signed over `at`.
+        device: crate::device::DeviceProof,
+        /// When the agent signed (the broker refuses a proof that is not recent).
+        at: UnixMillis,
+    },
+    /// Technician, on a connection of its own: connect unattended to `device` under its
+    /// grant `grant`. The broker checks its copy of the grant at its own clock (a refusal is
+    /// audited), then answers like `create_session` and calls the device's agent.
+    CallUnattended {
+        /// The technician's API token.
+        token: String,
+        /// The device id (`dev-...`).
+        device: String,
+        /// The grant's number on the device.
+        grant: u32,
+    },
     /// Either side, once paired: the peer's description failed verification (a wrong
     /// secret, or a tampered SDP). The target is unpaired and may try again; the third
     /// failure burns the code.
@@ -279,6 +316,20 @@ pub enum BrokerMessage {
         session: crate::adhoc::AdhocId,
         /// Why, for a human.
         reason: String,
+    },
+    /// To a device's `report_grant`: kept.
+    GrantReported {},
+    /// To a device's `standby`: calls will come on this connection.
+    StandingBy {},
+    /// To a standing-by agent: a technician connects under grant `grant`; join `session` on
+    /// a new connection (the agent checks the grant itself first).
+    UnattendedCall {
+        /// The code for this connection.
+        session: SessionCode,
+        /// The grant.
+        grant: u32,
+        /// Who.
+        technician: String,
     },
     /// The other peer's signalling connection closed.
     PeerLeft {},
@@ -534,6 +585,21 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, SignalError> {
         ClientMessage::ReattachAdhoc { host_token, .. } => {
             check_len("host_token", host_token.len(), MAX_RESUME_HEX)?
         }
+        ClientMessage::ReportGrant {
+            device,
+            technician,
+            record,
+            ..
+        } => {
+            check_proof(device)?;
+            check_len("technician", technician.len(), 128)?;
+            check_len("record", record.len(), MAX_GRANT_RECORD)?;
+        }
+        ClientMessage::Standby { device, .. } => check_proof(device)?,
+        ClientMessage::CallUnattended { token, device, .. } => {
+            check_len("token", token.len(), MAX_TOKEN_CHARS)?;
+            check_len("device", device.len(), 64)?;
+        }
         _ => {}
     }
     if let ClientMessage::Resume { session, resume } = &msg {
@@ -566,6 +632,10 @@ pub fn decode_broker(text: &str) -> Result<BrokerMessage, SignalError> {
         }
         BrokerMessage::AdhocEnded {
             reason: message, ..
+        }
+        | BrokerMessage::UnattendedCall {
+            technician: message,
+            ..
         }
         | BrokerMessage::AdhocCall {
             technician: message,

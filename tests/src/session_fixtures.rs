@@ -168,6 +168,11 @@ impl TestBroker {
         self.clock.advance(d);
     }
 
+    /// The URL of its database, if it has one (to read its audit log).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
     /// The broker's clock, for a peer that should read the same virtual time.
     pub fn clock(&self) -> Arc<ManualClock> {
         self.clock.clone()

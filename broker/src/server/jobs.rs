@@ -158,7 +158,9 @@ async fn perform(hub: &Arc<Hub>, store: &Store, job: Output) {
         | Output::Authenticate { .. }
         | Output::StoreLanReport { .. }
         | Output::LookUpLanPassword { .. }
-        | Output::MailInvitation { .. } => {}
+        | Output::MailInvitation { .. }
+        | Output::StoreGrant { .. }
+        | Output::LookUpGrant { .. } => {}
     }
 }
 

@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (3, "lan", include_str!("../../migrations/0003_lan.sql")),
     (4, "adhoc", include_str!("../../migrations/0004_adhoc.sql")),
+    (
+        5,
+        "grants",
+        include_str!("../../migrations/0005_grants.sql"),
+    ),
 ];
 
 /// The migrations above as a sqlx source (sqlx's own embedding needs its `macros` feature,

@@ -20,6 +20,7 @@ mod adhoc;
 mod audit;
 mod codes;
 mod devices;
+mod grants;
 mod migrate;
 mod secrets;
 mod sessions;
@@ -37,6 +38,7 @@ pub use adhoc::AdhocSnapshot;
 pub use audit::{AuditBreak, AuditEntry, AuditEvent, AuditId, AuditRecord, BreakReason};
 pub use codes::{CodeRecord, CodeState, Redeemed, Refusal, MAX_FAILED_CONFIRMATIONS};
 pub use devices::{Device, DeviceRefusal, LanReport, Registered};
+pub use grants::GrantReport;
 pub use sessions::{
     EndedBy, JoinDenied, NewSession, SessionRecord, SessionRecordId, SessionRefusal,
 };

@@ -43,6 +43,9 @@ impl Switchboard {
             }
             (Some(Asked::LanPassword(_)), Err(why)) => (String::new(), Err(why)),
             (Some(Asked::Adhoc(ask)), result) => return self.adhoc_authorized(conn, ask, result),
+            (Some(Asked::Unattended { device, grant }), result) => {
+                return self.unattended_authorized(conn, device, grant, result)
+            }
             (None, _) => return,
         };
         let (permission, result) = permission;

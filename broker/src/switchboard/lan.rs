@@ -23,6 +23,13 @@ pub(crate) enum Asked {
     LanPassword(String),
     /// An ad-hoc request.
     Adhoc(super::adhoc::AdhocAsk),
+    /// `call_unattended` to this device under this grant.
+    Unattended {
+        /// The device id.
+        device: String,
+        /// The grant's number.
+        grant: u32,
+    },
 }
 
 impl Switchboard {

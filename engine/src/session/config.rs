@@ -401,6 +401,8 @@ pub struct ControllerConfig {
     pub lan: Option<LanTarget>,
     /// Connect to an ad-hoc session's temporary host instead of creating a code.
     pub adhoc: Option<AdhocTarget>,
+    /// Connect unattended, through the broker, to a device's agent under a grant.
+    pub unattended: Option<UnattendedTarget>,
     /// The target's administrator name and password, for a target that requires them.
     pub admin: Option<AdminCredentials>,
     /// Ask the broker for a resume token, so a lost broker connection (a broker restart)
@@ -438,6 +440,15 @@ pub struct AdhocTarget {
     pub link: deskwire_signal::adhoc::AdhocLink,
 }
 
+/// A device to connect to unattended through the broker, and the grant to connect under.
+#[derive(Debug, Clone)]
+pub struct UnattendedTarget {
+    /// The device id (`dev-...`).
+    pub device: String,
+    /// The grant (its number and secret), as the target gave it when its user approved.
+    pub ticket: super::grants::GrantTicket,
+}
+
 /// A LAN target to connect to directly, with its password.
 #[derive(Debug, Clone)]
 pub struct LanTarget {
@@ -462,6 +473,7 @@ impl ControllerConfig {
             token: None,
             lan: None,
             adhoc: None,
+            unattended: None,
             admin: None,
             resumable: true,
         }
@@ -497,6 +509,25 @@ impl ControllerConfig {
         Self {
             adhoc: Some(AdhocTarget { session, link }),
             // A call's code is made for one connection: nothing to resume.
+            resumable: false,
+            ..Self::new(broker).token(token)
+        }
+    }
+
+    /// Defaults for an unattended connection through `broker`, with the technician's
+    /// `token`, to `device` under the grant in `ticket`: the broker checks its copy of the
+    /// grant, the device its own; nobody at the device is asked.
+    pub fn unattended(
+        broker: impl Into<String>,
+        token: impl Into<String>,
+        device: impl Into<String>,
+        ticket: super::grants::GrantTicket,
+    ) -> Self {
+        Self {
+            unattended: Some(UnattendedTarget {
+                device: device.into(),
+                ticket,
+            }),
             resumable: false,
             ..Self::new(broker).token(token)
         }

@@ -23,6 +23,38 @@ pub struct GrantEntry {
     pub secret: Option<[u8; 16]>,
 }
 
+/// Tell `broker` about grant `entry` as it stands now (approved, or revoked), signed with the
+/// device key at `device_key`: the broker then checks its window at its own clock before it
+/// calls this computer's agent ([`super::standby`]). Blocks up to about `timeout`.
+pub fn report_to_broker(
+    broker: &str,
+    device_key: &Path,
+    entry: &GrantEntry,
+    timeout: std::time::Duration,
+) -> Result<(), SessionError> {
+    let key = super::device::load_or_create(device_key)?;
+    let record = serde_json::to_string(&entry.grant)
+        .map_err(|e| SessionError::Grants(format!("cannot write grant {}: {e}", entry.id)))?;
+    let now = UnixMillis::now();
+    let report = deskwire_signal::ClientMessage::ReportGrant {
+        device: key.prove_grant_report(entry.id, &record, now),
+        grant: entry.id,
+        technician: entry.technician.clone().unwrap_or_default(),
+        record,
+        reported_at: now,
+    };
+    match super::lan::ask_broker(broker, report, timeout)? {
+        deskwire_signal::BrokerMessage::GrantReported {} => Ok(()),
+        deskwire_signal::BrokerMessage::Error { message } => Err(SessionError::Grants(format!(
+            "the broker refused the report of grant {}: {message}",
+            entry.id
+        ))),
+        other => Err(SessionError::Broker(format!(
+            "unexpected answer from the broker: {other:?}"
+        ))),
+    }
+}
+
 impl std::fmt::Debug for GrantEntry {
     // Debug output ends up in logs; the secret must not.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -37,6 +37,11 @@ const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
 /// What a host session starts from.
 #[derive(Clone, Copy)]
 enum Start {
+    /// An unattended call through the broker: this code, under this grant.
+    Grant {
+        session: deskwire_signal::SessionCode,
+        grant: u32,
+    },
     /// A code the user typed (more may follow after a refusal).
     Code(ConnectionCode),
     /// An ad-hoc call: this code, and the link's secret.
@@ -79,6 +84,24 @@ impl Host {
         config.validate()?;
         Self::spawn(config, source, None, move |task, source| {
             Box::pin(async move { task.run(source, Start::Code(code)).await })
+        })
+    }
+
+    /// Serve one unattended call ([`super::standby::StandbyEvent::Call`]): check grant
+    /// `grant` in this computer's own grants (`config.unattended`) at this computer's clock,
+    /// join `session`, run the key exchange on the grant's secret, ask for administrator
+    /// credentials when the grant says so, and start without asking anyone. A grant that
+    /// does not let anyone in now is refused here, whatever the broker said, and the
+    /// technician is told why.
+    pub fn start_unattended_call(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        session: deskwire_signal::SessionCode,
+        grant: u32,
+    ) -> Result<Self, SessionError> {
+        config.validate()?;
+        Self::spawn(config, source, None, move |task, source| {
+            Box::pin(async move { task.run(source, Start::Grant { session, grant }).await })
         })
     }
 
@@ -286,18 +309,19 @@ impl HostTask {
         let mut pipeline: Option<Arc<Pipeline>> = None;
         let mut next = match start {
             Start::Code(code) => Some(code),
-            Start::Call { .. } => None,
+            Start::Call { .. } | Start::Grant { .. } => None,
         };
         let mut called = false;
         let mut session_policy = None;
         let connected = loop {
+            let mut admin = self.config.require_admin.clone();
             let (secret, policy, unattended) = match start {
                 Start::Code(_) => match self.join(&mut sig, next.take(), &mut control).await {
                     Wait::Got((code, policy)) => (connect::Secret::Code(code), policy, false),
                     Wait::End(r) => break Err(r),
                 },
                 // A call is one attempt: the technician's side calls again if it failed.
-                Start::Call { .. } if called => {
+                Start::Call { .. } | Start::Grant { .. } if called => {
                     break Err(DisconnectReason::Error(
                         "the technician's side could not be verified; nothing was connected".into(),
                     ))
@@ -311,6 +335,31 @@ impl HostTask {
                             (connect::Secret::Adhoc(session, secret), policy, true)
                         }
                         Wait::End(r) => break Err(r),
+                    }
+                }
+                Start::Grant { session, grant } => {
+                    called = true;
+                    // This computer's own copy decides, at its own clock, whatever the
+                    // broker let through.
+                    let own = self.unattended_grant(grant, deskwire_signal::UnixMillis::now());
+                    match (self.join_call(&mut sig, session).await, own) {
+                        (Wait::End(r), _) => break Err(r),
+                        (Wait::Got(policy), Ok((secret, needs))) => {
+                            admin = needs;
+                            (connect::Secret::Grant(grant, secret), policy, true)
+                        }
+                        (Wait::Got(_), Err(why)) => {
+                            tracing::warn!(grant, why, "unattended call refused");
+                            let bye = deskwire_signal::ClientMessage::Relay {
+                                signal: deskwire_signal::PeerSignal::Bye {
+                                    reason: format!("the computer refused: {why}"),
+                                },
+                            };
+                            let _ = sig.send(&bye).await;
+                            break Err(DisconnectReason::Error(format!(
+                                "unattended connection refused: {why}"
+                            )));
+                        }
                     }
                 }
             };
@@ -342,7 +391,7 @@ impl HostTask {
                         control,
                         policy: policy.as_ref(),
                         unattended,
-                        admin: self.config.require_admin.clone(),
+                        admin,
                     },
                 )
                 .await;

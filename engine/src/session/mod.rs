@@ -47,6 +47,7 @@ pub mod grants;
 mod host;
 pub mod lan;
 mod signalling;
+pub mod standby;
 mod transport;
 mod video;
 
@@ -58,7 +59,7 @@ pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
 pub use config::{
     AdhocTarget, AdminCredentials, ControllerConfig, HostConfig, LanTarget, MdnsMode,
-    SessionConfigError, TransportConfig,
+    SessionConfigError, TransportConfig, UnattendedTarget,
 };
 pub use consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
 pub use controller::Controller;

@@ -94,11 +94,16 @@ pub enum AuditEvent {
     AdhocRefused,
     /// An ad-hoc session ended: by the technician, the user, or its lifetime.
     AdhocEnded,
+    /// A technician was let through to call a device under an unattended-access grant.
+    UnattendedAllowed,
+    /// An unattended connection was refused: outside the grant's window, revoked, expired,
+    /// unknown, another technician's, or no agent standing by.
+    UnattendedRefused,
 }
 
 impl AuditEvent {
     /// Every event.
-    pub const ALL: [AuditEvent; 26] = [
+    pub const ALL: [AuditEvent; 28] = [
         Self::CodeIssued,
         Self::CodeCancelled,
         Self::WrongCode,
@@ -125,6 +130,8 @@ impl AuditEvent {
         Self::AdhocActivated,
         Self::AdhocRefused,
         Self::AdhocEnded,
+        Self::UnattendedAllowed,
+        Self::UnattendedRefused,
     ];
 
     /// The stored name.
@@ -156,6 +163,8 @@ impl AuditEvent {
             Self::AdhocActivated => "adhoc_activated",
             Self::AdhocRefused => "adhoc_refused",
             Self::AdhocEnded => "adhoc_ended",
+            Self::UnattendedAllowed => "unattended_allowed",
+            Self::UnattendedRefused => "unattended_refused",
         }
     }
 }

@@ -41,8 +41,24 @@ impl ControllerTask {
             .adhoc
             .as_ref()
             .map(|a| (a.session, a.link.secret));
+        let unattended = self
+            .config
+            .unattended
+            .as_ref()
+            .map(|u| (u.device.clone(), u.ticket.id, u.ticket.secret));
         match (&lan, adhoc) {
             (Some(_), _) => {}
+            (None, _) if unattended.is_some() => {
+                let token = self.config.token.clone().unwrap_or_default();
+                let (device, grant, _) = unattended.clone().unwrap_or_default();
+                sig.send(&ClientMessage::CallUnattended {
+                    token,
+                    device,
+                    grant,
+                })
+                .await
+                .map_err(broker)?;
+            }
             (None, Some((session, _))) => {
                 let token = self.config.token.clone().unwrap_or_default();
                 sig.send(&ClientMessage::CallAdhoc { token, session })
@@ -96,8 +112,8 @@ impl ControllerTask {
                             .ok_or_else(|| DisconnectReason::Error("secret out of range".into()))?;
                         code = Some(full);
                         expires = Some(expires_at);
-                        // An ad-hoc call's code is for the temporary host, not for reading out.
-                        if adhoc.is_none() {
+                        // A call's code is for the host or the agent, not for reading out.
+                        if adhoc.is_none() && unattended.is_none() {
                             self.events.emit_important(ControllerEvent::Code { code: full, expires_at });
                         }
                     }
@@ -110,6 +126,10 @@ impl ControllerTask {
                         let (p, msg) = match (&lan, code, grant) {
                             (Some(_), _, Some((id, secret))) => Pake::start_grant(id, &secret),
                             (Some(password), _, None) => Pake::start_lan(password),
+                            (None, Some(_), _) if unattended.is_some() => {
+                                let (_, id, secret) = unattended.clone().unwrap_or_default();
+                                Pake::start_grant(id, &secret)
+                            }
                             (None, Some(full), _) if adhoc.is_some() => {
                                 let secret = adhoc.map(|a| a.1).unwrap_or_default();
                                 Pake::start_adhoc(full.session(), &secret)

@@ -195,7 +195,7 @@ impl HostTask {
 
     /// Grant `id` as this computer keeps it, if it lets someone in at `now`: its secret and
     /// the accounts whose credentials the technician must present.
-    fn unattended_grant(
+    pub(super) fn unattended_grant(
         &self,
         id: u32,
         now: UnixMillis,
