@@ -792,3 +792,5 @@ mod adhoc_tests;
 mod durable_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unattended_tests;

@@ -39,6 +39,7 @@ macro_rules! on_both_databases {
 on_both_databases!(
     migrations_apply_once_and_reopening_is_a_no_op,
     adhoc_state_is_absent_then_replaced_and_read_back,
+    a_grant_report_is_kept_only_if_newer_and_only_for_the_pinned_key,
     tokens_authenticate_their_own_technician_only,
     passwords_are_hashed_and_checked,
     duplicates_and_missing_references_are_named,
@@ -309,6 +310,44 @@ async fn a_lan_password_report_is_kept_only_if_newer_and_only_for_the_pinned_key
         .await?;
     ensure!(refused.is_err(), "{refused:?}");
     ensure!(store.lan_password("dev-a").await?.context("kept")?.password == "BBBB-BBBB-BBBB");
+    Ok(())
+}
+
+async fn a_grant_report_is_kept_only_if_newer_and_only_for_the_pinned_key(
+    db: &TestDb,
+) -> Result<()> {
+    use deskwire_broker::store::GrantReport;
+    let store = db.open().await;
+    let key = [7u8; 32];
+    let report = |record: &str, reported_at: i64| GrantReport {
+        grant: 2,
+        technician: "alice".into(),
+        record: record.into(),
+        reported_at,
+    };
+    ensure!(store.grant("dev-g", 2).await?.is_none());
+    ensure!(store
+        .report_grant("dev-g", &key, &report("{\"v\":1}", T0), T0)
+        .await?
+        .expect("pinned"));
+    // An older report (replayed or delayed) does not move it back; a newer one replaces it.
+    ensure!(!store
+        .report_grant("dev-g", &key, &report("{\"v\":0}", T0 - 1), T0)
+        .await?
+        .expect("pinned"));
+    ensure!(store
+        .report_grant("dev-g", &key, &report("{\"v\":2}", T0 + 1), T0)
+        .await?
+        .expect("pinned"));
+    let kept = store.grant("dev-g", 2).await?.context("kept")?;
+    ensure!(kept.record == "{\"v\":2}" && kept.technician == "alice" && kept.reported_at == T0 + 1);
+    ensure!(store.grant("dev-g", 3).await?.is_none());
+    // Another key for the same id is refused and changes nothing.
+    let refused = store
+        .report_grant("dev-g", &[8u8; 32], &report("{\"v\":9}", T0 + 9), T0)
+        .await?;
+    ensure!(refused.is_err(), "{refused:?}");
+    ensure!(store.grant("dev-g", 2).await?.context("kept")?.record == "{\"v\":2}");
     Ok(())
 }
 
