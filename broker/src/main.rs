@@ -133,6 +133,7 @@ async fn serve(addr: SocketAddr, config: BrokerConfig, database: &str) -> ExitCo
         Ok(store) => store,
         Err(e) => return fail(if e.is_bad_input() { USAGE } else { 1 }, &e.to_string()),
     };
+    let stop = termination();
     let mut stdout = std::io::stdout().lock();
     if let Err(e) =
         writeln!(stdout, "listening on ws://{bound}{SIGNAL_PATH}").and_then(|()| stdout.flush())
@@ -141,40 +142,36 @@ async fn serve(addr: SocketAddr, config: BrokerConfig, database: &str) -> ExitCo
     }
     drop(stdout);
 
-    let served = deskwire_broker::run_with_store(
-        listener,
-        config,
-        Arc::new(SystemClock),
-        Some(store),
-        termination(),
-    )
-    .await;
+    let served =
+        deskwire_broker::run_with_store(listener, config, Arc::new(SystemClock), Some(store), stop)
+            .await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e.to_string()),
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn termination() {
+/// Watch SIGINT and SIGTERM from now on (before the address is printed, so a script that
+/// signals as soon as it reads it stops the broker cleanly); the future resolves on either.
+fn termination() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                return;
+        let watched =
+            signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+        match watched {
+            Ok((mut term, mut int)) => {
+                return futures_util::future::Either::Left(async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                })
             }
-            Err(e) => tracing::warn!("cannot watch SIGTERM, only SIGINT stops the broker: {e}"),
+            Err(e) => tracing::warn!("cannot watch SIGTERM and SIGINT: {e}; serving until killed"),
         }
     }
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::error!("cannot watch SIGINT either: {e}; serving until killed");
-        std::future::pending::<()>().await;
-    }
+    futures_util::future::Either::Right(std::future::pending::<()>())
 }
 
 /// Report `message` on stderr and return `code`.
@@ -302,6 +299,10 @@ struct PolicyArgs {
     /// Sessions one technician may hold at once [default: no cap].
     #[arg(long, value_name = "N")]
     max_sessions: Option<u32>,
+    /// Whether unattended access may use the customer's credentials (else the target's
+    /// admin credentials at each connection) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    customer_credentials: Option<bool>,
 }
 
 impl PolicyArgs {
@@ -311,6 +312,9 @@ impl PolicyArgs {
             auto_reject_secs: self.auto_reject.unwrap_or(base.auto_reject_secs),
             request_timeout_secs: self.request_timeout.unwrap_or(base.request_timeout_secs),
             max_sessions: self.max_sessions.or(base.max_sessions),
+            customer_credentials: self
+                .customer_credentials
+                .unwrap_or(base.customer_credentials),
         }
     }
 }
@@ -608,8 +612,15 @@ fn describe(permissions: Permissions, policy: &Policy) -> String {
         .map_or_else(|| "no cap".to_owned(), |m| m.to_string());
     format!(
         "permissions {permissions}; acceptance {}, auto-reject {} s, request timeout {} s, \
-         max sessions {max}",
-        policy.acceptance, policy.auto_reject_secs, policy.request_timeout_secs
+         max sessions {max}, customer credentials {}",
+        policy.acceptance,
+        policy.auto_reject_secs,
+        policy.request_timeout_secs,
+        if policy.customer_credentials {
+            "allowed"
+        } else {
+            "not allowed"
+        }
     )
 }
 
