@@ -697,5 +697,6 @@ fn policy_of(p: &crate::store::Principal) -> SessionPolicy {
         window_secs,
         control: p.group.permissions.contains(Permission::Control),
         unattended: p.group.permissions.contains(Permission::Unattended),
+        admin_credentials_only: !policy.customer_credentials,
     }
 }

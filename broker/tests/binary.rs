@@ -294,6 +294,7 @@ async fn with_require_token_only_a_valid_token_opens_a_session_and_the_target_le
         window_secs: 20,
         control: false,
         unattended: false,
+        admin_credentials_only: false,
     };
     expect(
         target.recv().await?,

@@ -70,7 +70,7 @@ async fn migrations_apply_once_and_reopening_is_a_no_op(db: &TestDb) -> Result<(
         sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
             .fetch_one(&raw)
             .await?;
-    ensure!(applied == 5, "{applied} migrations recorded");
+    ensure!(applied == 6, "{applied} migrations recorded");
     Ok(())
 }
 
@@ -812,7 +812,7 @@ async fn serving_opens_and_migrates_its_database_and_refuses_a_bad_url() -> Resu
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&db.raw().await)
         .await?;
-    ensure!(n == 5, "{n} migrations applied");
+    ensure!(n == 6, "{n} migrations applied");
     let pid = child.id().context("reaped")?;
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

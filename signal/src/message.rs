@@ -356,6 +356,10 @@ pub struct SessionPolicy {
     /// Whether the group may ask for unattended access.
     #[serde(default, skip_serializing_if = "is_false")]
     pub unattended: bool,
+    /// Unattended access only with the target's admin credentials at each connection (the
+    /// group may not choose the customer's credentials).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub admin_credentials_only: bool,
 }
 
 /// An e-mailed invitation: to whom, and the link with the technician's secret.

@@ -211,6 +211,9 @@ pub struct Policy {
     pub request_timeout_secs: u32,
     /// Sessions one technician of the group may hold at once; `None` for no cap.
     pub max_sessions: Option<u32>,
+    /// Unattended access with the customer's credentials may be chosen; without it, only
+    /// the target's admin credentials at each connection.
+    pub customer_credentials: bool,
 }
 
 impl Default for Policy {
@@ -220,6 +223,7 @@ impl Default for Policy {
             auto_reject_secs: 30,
             request_timeout_secs: 60,
             max_sessions: None,
+            customer_credentials: true,
         }
     }
 }
@@ -274,7 +278,7 @@ pub struct Group {
 }
 
 const GROUP_COLUMNS: &str = "g.id, g.company_id, g.name, g.acceptance, g.auto_reject_secs, \
-     g.request_timeout_secs, g.max_sessions";
+     g.request_timeout_secs, g.max_sessions, g.customer_credentials";
 
 impl Store {
     /// Create a company.
@@ -326,8 +330,8 @@ impl Store {
         let id = next_id(&mut tx, "tech_group").await?;
         sqlx::query(
             "INSERT INTO tech_groups (id, company_id, name, acceptance, auto_reject_secs, \
-             request_timeout_secs, max_sessions, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             request_timeout_secs, max_sessions, created_at, customer_credentials) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(id)
         .bind(company.0)
@@ -337,6 +341,7 @@ impl Store {
         .bind(i64::from(policy.request_timeout_secs))
         .bind(policy.max_sessions.map(i64::from))
         .bind(now)
+        .bind(i64::from(policy.customer_credentials))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -441,13 +446,15 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE tech_groups SET acceptance = $2, auto_reject_secs = $3, \
-             request_timeout_secs = $4, max_sessions = $5 WHERE id = $1",
+             request_timeout_secs = $4, max_sessions = $5, customer_credentials = $6 \
+             WHERE id = $1",
         )
         .bind(group.0)
         .bind(policy.acceptance.as_str())
         .bind(i64::from(policy.auto_reject_secs))
         .bind(i64::from(policy.request_timeout_secs))
         .bind(policy.max_sessions.map(i64::from))
+        .bind(i64::from(policy.customer_credentials))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -459,8 +466,10 @@ impl Store {
         let record = AuditRecord::new(now, AuditEvent::PolicyChanged)
             .maybe_technician(actor)
             .detail(format!(
-                "group {}: acceptance {}, auto-reject {} s, request timeout {} s, max sessions {max}",
-                group.0, policy.acceptance, policy.auto_reject_secs, policy.request_timeout_secs
+                "group {}: acceptance {}, auto-reject {} s, request timeout {} s, max sessions {max}, \
+                 customer credentials {}",
+                group.0, policy.acceptance, policy.auto_reject_secs, policy.request_timeout_secs,
+                if policy.customer_credentials { "allowed" } else { "not allowed" }
             ));
         audit::append_in(&mut tx, &record).await?;
         tx.commit().await?;
@@ -478,6 +487,7 @@ impl Store {
             auto_reject_secs: to_u32(row.try_get(4)?)?,
             request_timeout_secs: to_u32(row.try_get(5)?)?,
             max_sessions: row.try_get::<Option<i64>, _>(6)?.map(to_u32).transpose()?,
+            customer_credentials: row.try_get::<i64, _>(7)? != 0,
         };
         Ok(Group {
             id,

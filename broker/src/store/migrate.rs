@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "grants",
         include_str!("../../migrations/0005_grants.sql"),
     ),
+    (
+        6,
+        "customer_credentials",
+        include_str!("../../migrations/0006_customer_credentials.sql"),
+    ),
 ];
 
 /// The migrations above as a sqlx source (sqlx's own embedding needs its `macros` feature,

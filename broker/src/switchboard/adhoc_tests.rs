@@ -44,6 +44,7 @@ fn alice() -> Authenticated {
             window_secs: 30,
             control: true,
             unattended: false,
+            admin_credentials_only: false,
         },
         max_sessions: None,
         open_sessions: 0,

@@ -132,6 +132,7 @@ mod tests {
                 window_secs: 30,
                 control: false,
                 unattended: false,
+                admin_credentials_only: false,
             },
             max_sessions: None,
             open_sessions: 0,

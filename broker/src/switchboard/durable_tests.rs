@@ -457,6 +457,7 @@ fn a_create_session_beyond_the_groups_cap_is_refused_naming_the_cap() {
         window_secs: 30,
         control: true,
         unattended: false,
+        admin_credentials_only: false,
     };
     let who = |open_sessions| Authenticated {
         technician: ALICE,

@@ -48,6 +48,7 @@ fn alice(permissions: Vec<&'static str>) -> Authenticated {
             window_secs: 30,
             control: true,
             unattended: true,
+            admin_credentials_only: false,
         },
         max_sessions: None,
         open_sessions: 0,

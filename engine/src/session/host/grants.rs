@@ -17,6 +17,8 @@ pub(super) struct GrantDesk {
     /// The group's verdict: `Err` names why it may not ask.
     group: Result<(), String>,
     technician: Option<String>,
+    /// The group may not choose the customer's credentials.
+    admin_credentials_only: bool,
 }
 
 /// At most this many requests wait for the user at once.
@@ -35,6 +37,7 @@ impl GrantDesk {
             pending: HashMap::new(),
             group,
             technician: policy.map(|p| p.technician.clone()),
+            admin_credentials_only: policy.is_some_and(|p| p.admin_credentials_only),
         }
     }
 
@@ -68,6 +71,15 @@ impl GrantDesk {
         }
         let request: GrantRequest = serde_json::from_str(json)
             .map_err(|e| refuse(format!("the request is not valid: {e}")))?;
+        if request.credential_mode == CredentialMode::CustomerCredentials
+            && self.admin_credentials_only
+        {
+            return Err(refuse(format!(
+                "{}'s group may not use the customer's credentials: ask for the computer's \
+                 admin credentials at each connection instead",
+                self.technician.as_deref().unwrap_or("the technician")
+            )));
+        }
         if request.credential_mode == CredentialMode::CustomerCredentials
             && config.customer_accounts.is_none()
         {
@@ -155,5 +167,88 @@ impl GrantDesk {
         // The ticket (with its secret) goes to the technician over the encrypted,
         // authenticated control channel; the broker never sees it.
         Ok((ticket.id, ticket.to_json()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deskwire_signal::grant::{GrantPolicy, GrantZone, Schedule, Validity, ZoneName, ZoneOf};
+    use deskwire_signal::PolicyAcceptance;
+
+    use super::*;
+    use crate::session::accounts::AdminAccounts;
+    use crate::session::grants::LocalGrants;
+
+    fn group(admin_credentials_only: bool) -> SessionPolicy {
+        SessionPolicy {
+            technician: "alice".into(),
+            acceptance: PolicyAcceptance::Auto,
+            window_secs: 30,
+            control: true,
+            unattended: true,
+            admin_credentials_only,
+        }
+    }
+
+    fn request(mode: CredentialMode) -> String {
+        serde_json::to_string(&GrantRequest {
+            schedule: Schedule::new(Validity::Days { days: 2 }, None).unwrap(),
+            zone: GrantZone {
+                of: ZoneOf::Customer,
+                name: ZoneName::new("UTC").unwrap(),
+            },
+            credential_mode: mode,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_group_limited_to_admin_credentials_cannot_ask_for_customer_credentials() {
+        let dir = std::env::temp_dir().join(format!("deskwire-desk-{}", std::process::id()));
+        let config = HostConfig::new("").unattended(
+            LocalGrants::at(dir.join("grants")),
+            GrantPolicy::default(),
+            Some(AdminAccounts::at(dir.join("accounts"))),
+        );
+        let strict = group(true);
+        let mut desk = GrantDesk::new(Some(&strict));
+        let refused = desk
+            .handle_request(
+                1,
+                &request(CredentialMode::CustomerCredentials),
+                true,
+                &config,
+            )
+            .unwrap_err();
+        let ControlMessage::GrantAnswer {
+            approved, detail, ..
+        } = refused
+        else {
+            panic!("{refused:?}");
+        };
+        assert!(
+            !approved && detail.contains("alice's group may not use the customer's credentials"),
+            "{detail}"
+        );
+        // The mode the group allows still reaches the user, and so does either mode for a
+        // group without the limit.
+        assert!(desk
+            .handle_request(
+                2,
+                &request(CredentialMode::AskEachConnection),
+                true,
+                &config
+            )
+            .is_ok());
+        let open = group(false);
+        let mut desk = GrantDesk::new(Some(&open));
+        assert!(desk
+            .handle_request(
+                3,
+                &request(CredentialMode::CustomerCredentials),
+                true,
+                &config
+            )
+            .is_ok());
     }
 }
