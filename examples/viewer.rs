@@ -274,10 +274,13 @@ fn main() -> Result<()> {
     match ended? {
         None => Ok(()),
         Some(reason) => {
-            let fine = matches!(
-                reason,
-                DisconnectReason::Local | DisconnectReason::PeerBye { .. }
-            );
+            // The target saying goodbye ends a session well; before any picture it is a
+            // refusal (wrong administrator credentials, a grant it does not honour).
+            let fine = match reason {
+                DisconnectReason::Local => true,
+                DisconnectReason::PeerBye { .. } => session.first_frame,
+                _ => false,
+            };
             if fine {
                 Ok(())
             } else {
@@ -449,7 +452,7 @@ impl Session {
                     self.first_frame = true;
                     if let Some(j) = self.joined {
                         println!(
-                            "first frame {} ms after the code was entered",
+                            "first frame {} ms after the target joined",
                             j.elapsed().as_millis()
                         );
                     }
