@@ -5,6 +5,9 @@
 // The measured picture quality goes to stderr.
 #![allow(clippy::print_stderr)]
 
+#[allow(dead_code)] // each test file uses its own subset
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -25,22 +28,6 @@ use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
 const WAIT: Duration = Duration::from_secs(15);
 const PORT: u16 = 8451;
 
-/// The sender example cargo built next to this test (`cargo test` builds examples first).
-fn sender_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("sender"))
-        .expect("a target directory");
-    assert!(
-        bin.exists(),
-        "{} is missing: run this through `cargo test`, which builds the examples",
-        bin.display()
-    );
-    bin
-}
-
 /// A sender in LAN mode inside a target's namespace; killed by PID when dropped.
 struct Target {
     child: Child,
@@ -58,7 +45,7 @@ impl Target {
         ));
         let listen = SocketAddr::new(IpAddr::V4(lan.target_ip(i)), PORT).to_string();
         let mut child = lan
-            .command(lan.target(i), sender_binary())
+            .command(lan.target(i), common::example("sender"))
             .args([
                 "--lan",
                 "--name",
@@ -117,7 +104,7 @@ impl Target {
 
     /// `sender ctl REQUEST` against this target's control socket.
     fn ctl(&self, request: &str) -> String {
-        let out = Command::new(sender_binary())
+        let out = Command::new(common::example("sender"))
             .args(["ctl", "--control-socket"])
             .arg(&self.socket)
             .args(request.split(' '))
@@ -377,44 +364,34 @@ fn a_restarted_target_has_a_new_password_and_the_old_one_stops_working() {
     session.unwrap().shutdown().unwrap();
 }
 
-/// The viewer example, run with `args`; its exit status and everything it printed.
-fn viewer(args: &[&str]) -> (bool, String) {
-    let bin = sender_binary().with_file_name("viewer");
-    let out = Command::new(bin)
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("running the viewer");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn the_viewer_refuses_the_lan_when_the_local_policy_or_the_broker_says_no() {
     let policy = std::env::temp_dir().join(format!("dw-policy-{}.conf", std::process::id()));
     std::fs::write(&policy, "connect_on_lan = no\n").unwrap();
     let policy_arg = policy.to_string_lossy().into_owned();
-    let (ok, text) = viewer(&[
-        "--browse",
-        "--browse-seconds",
-        "0.1",
-        "--policy",
-        &policy_arg,
-    ]);
+    let (ok, text) = common::viewer(
+        &[
+            "--browse",
+            "--browse-seconds",
+            "0.1",
+            "--policy",
+            &policy_arg,
+        ],
+        &[],
+    );
     assert!(!ok, "{text}");
     assert!(text.contains("connect_on_lan = no"), "{text}");
     std::fs::write(&policy, "connect_on_lan = yes\n").unwrap();
-    let (ok, text) = viewer(&[
-        "--browse",
-        "--browse-seconds",
-        "0.1",
-        "--policy",
-        &policy_arg,
-    ]);
+    let (ok, text) = common::viewer(
+        &[
+            "--browse",
+            "--browse-seconds",
+            "0.1",
+            "--policy",
+            &policy_arg,
+        ],
+        &[],
+    );
     assert!(ok, "{text}");
     let _ = std::fs::remove_file(&policy);
 
@@ -424,15 +401,18 @@ fn the_viewer_refuses_the_lan_when_the_local_policy_or_the_broker_says_no() {
         Policy::default(),
     )
     .unwrap();
-    let (ok, text) = viewer(&[
-        "--browse",
-        "--browse-seconds",
-        "0.1",
-        "--broker",
-        broker.url(),
-        "--token",
-        &token,
-    ]);
+    let (ok, text) = common::viewer(
+        &[
+            "--browse",
+            "--browse-seconds",
+            "0.1",
+            "--broker",
+            broker.url(),
+            "--token",
+            &token,
+        ],
+        &[],
+    );
     assert!(!ok, "{text}");
     assert!(text.contains("does not have the lan permission"), "{text}");
 }

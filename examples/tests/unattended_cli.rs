@@ -2,11 +2,12 @@
 //! approved earlier, and `viewer --unattended` connecting with nobody at the target, through
 //! a real broker with a database that checks its own copy of the grant.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{example, viewer, Running};
 
 use deskwire_broker::store::{Permission, Permissions, Policy};
 use deskwire_engine::session::accounts::AdminAccounts;
@@ -19,31 +20,6 @@ use deskwire_signal::grant::{
 use deskwire_tests::session_fixtures::TestBroker;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join(name))
-        .expect("a target directory");
-    assert!(
-        bin.exists(),
-        "{} is missing: run this through `cargo test`",
-        bin.display()
-    );
-    bin
-}
-
-/// The standing-by sender, killed by its PID when the test ends.
-struct Sender(Child);
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_standing_by_sender_lets_the_viewer_in_unattended_only_while_the_grant_is_open() {
@@ -85,8 +61,8 @@ fn a_standing_by_sender_lets_the_viewer_in_unattended_only_while_the_grant_is_op
     report_to_broker(url, &key, &entry, WAIT).unwrap();
     let device = deskwire_engine::lan::device_id(&key).unwrap();
 
-    let mut child = Command::new(example("sender"))
-        .args(["--standby", "--broker", url, "--view-only"])
+    let mut cmd = Command::new(example("sender"));
+    cmd.args(["--standby", "--broker", url, "--view-only"])
         .args([
             "--source",
             "synthetic:typing",
@@ -103,53 +79,37 @@ fn a_standing_by_sender_lets_the_viewer_in_unattended_only_while_the_grant_is_op
         .arg(&accounts_file)
         .arg("--control-socket")
         .arg(dir.join("ctl.sock"))
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the sender");
-    let stdout = child.stdout.take().unwrap();
-    let _sender = Sender(child);
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |what: &str| {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("the sender never said {what:?}"),
-            }
-        }
-    };
+        .env("RUST_LOG", "error");
+    let sender = Running::start(cmd);
+    let wait_for = |what: &str| sender.wait_for(what, WAIT);
     wait_for("standing by");
 
     let shot = dir.join("shot.png");
-    let viewer = |admin_password: &str| {
-        let out = Command::new(example("viewer"))
-            .args(["--broker", url, "--token", &token, "--unattended", &device])
-            .arg("--grant")
-            .arg(&ticket_file)
-            .args(["--admin-user", "root", "--headless", "--duration", "1"])
-            .arg("--snapshot")
-            .arg(&shot)
-            .env("DESKWIRE_ADMIN_PASSWORD", admin_password)
-            .env("RUST_LOG", "error")
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .expect("running the viewer");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+    let (shot_arg, ticket_arg) = (
+        shot.to_string_lossy().into_owned(),
+        ticket_file.to_string_lossy().into_owned(),
+    );
+    let connect = |admin_password: &str| {
+        let args = [
+            "--broker",
+            url,
+            "--token",
+            &token,
+            "--unattended",
+            &device,
+            "--grant",
+            &ticket_arg,
+            "--admin-user",
+            "root",
+            "--headless",
+            "--duration",
+            "1",
+            "--snapshot",
+            &shot_arg,
+        ];
+        viewer(&args, &[("DESKWIRE_ADMIN_PASSWORD", admin_password)])
     };
-    let (ok, text) = viewer("correct horse");
+    let (ok, text) = connect("correct horse");
     assert!(ok && text.contains("snapshot:"), "ok {ok}: {text}");
     let png = std::fs::read(&shot).expect("the snapshot");
     assert!(
@@ -160,7 +120,7 @@ fn a_standing_by_sender_lets_the_viewer_in_unattended_only_while_the_grant_is_op
     wait_for("connects under grant");
 
     // The target's admin credentials are checked at each connection.
-    let (ok, text) = viewer("wrong horse");
+    let (ok, text) = connect("wrong horse");
     assert!(!ok, "a refused viewer exits with a failure: {text}");
     assert!(
         text.contains("administrator name or password is wrong"),
@@ -170,7 +130,7 @@ fn a_standing_by_sender_lets_the_viewer_in_unattended_only_while_the_grant_is_op
 
     // Two days later by the broker's clock the grant has run out: refused there.
     broker.advance(Duration::from_secs(2 * 24 * 3600));
-    let (ok, text) = viewer("correct horse");
+    let (ok, text) = connect("correct horse");
     assert!(!ok, "a refused viewer exits with a failure: {text}");
     assert!(
         text.contains("does not let anyone in now") && text.contains("expired"),
