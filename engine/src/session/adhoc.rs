@@ -57,7 +57,7 @@ pub fn create(
         token: token.to_owned(),
         mail: mail_to.map(|to| AdhocMail {
             to: to.to_owned(),
-            secret: hex_of(&secret),
+            secret: super::grants::hex(&secret),
         }),
     };
     match ask_broker(broker, ask, timeout)? {
@@ -104,10 +104,6 @@ pub fn end(
 
 fn unexpected(m: &BrokerMessage) -> SessionError {
     SessionError::Broker(format!("unexpected answer from the broker: {m:?}"))
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads the wall clock; tests pass their own.
@@ -266,7 +262,8 @@ impl TemporaryHost {
                 path.display()
             ))
         })?;
-        let secret = parse_secret(&saved.secret)?;
+        let secret = super::grants::unhex(&saved.secret)
+            .ok_or_else(|| SessionError::Adhoc("the saved link secret is damaged".into()))?;
         let first = ClientMessage::ReattachAdhoc {
             session: saved.session,
             host_token: saved.host_token.clone(),
@@ -345,11 +342,7 @@ impl TemporaryHost {
 
     fn stop(&mut self) -> Result<(), SessionError> {
         let _ = self.commands.send(Command::Shutdown);
-        if let Some(t) = self.net.take() {
-            t.join()
-                .map_err(|_| SessionError::Transport("the network thread panicked".into()))?;
-        }
-        Ok(())
+        super::join_net(&mut self.net)
     }
 }
 
@@ -357,19 +350,6 @@ impl Drop for TemporaryHost {
     fn drop(&mut self) {
         let _ = self.stop();
     }
-}
-
-fn parse_secret(hex: &str) -> Result<[u8; 16], SessionError> {
-    let bad = || SessionError::Adhoc("the saved link secret is damaged".into());
-    if hex.len() != 32 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(out)
 }
 
 fn make_private_dir(dir: &Path) -> Result<(), SessionError> {
@@ -526,7 +506,7 @@ impl Agent {
             broker: self.config.broker.clone(),
             session: activation.session,
             host_token,
-            secret: hex_of(&self.secret),
+            secret: super::grants::hex(&self.secret),
             expires_at: activation.expires_at,
         };
         let text = serde_json::to_string(&saved)

@@ -116,11 +116,13 @@ impl GrantTicket {
     }
 }
 
-fn hex(bytes: &[u8; 16]) -> String {
+/// Sixteen bytes as 32 lowercase hex digits.
+pub(crate) fn hex(bytes: &[u8; 16]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<[u8; 16]> {
+/// 32 hex digits back to sixteen bytes.
+pub(crate) fn unhex(text: &str) -> Option<[u8; 16]> {
     if text.len() != 32 || !text.is_ascii() {
         return None;
     }

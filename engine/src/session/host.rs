@@ -238,11 +238,7 @@ impl Host {
 
     fn stop(&mut self) -> Result<(), SessionError> {
         let _ = self.commands.send(Command::Shutdown);
-        if let Some(t) = self.net.take() {
-            t.join()
-                .map_err(|_| SessionError::Transport("the network thread panicked".into()))?;
-        }
-        Ok(())
+        super::join_net(&mut self.net)
     }
 }
 

@@ -469,6 +469,16 @@ where
         .map_err(SessionError::Thread)
 }
 
+/// Join a `deskwire-net` thread started by [`spawn_net`], once (the handle is taken).
+pub(crate) fn join_net(net: &mut Option<JoinHandle<()>>) -> Result<(), SessionError> {
+    match net.take() {
+        Some(t) => t
+            .join()
+            .map_err(|_| SessionError::Transport("the network thread panicked".into())),
+        None => Ok(()),
+    }
+}
+
 /// Microseconds since `epoch`.
 pub(crate) fn micros_since(epoch: std::time::Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
