@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::crockford::{self, CodeTextError};
 use crate::time::UnixMillis;
 
 /// The WebSocket path a LAN target serves direct connections on.
@@ -21,8 +22,6 @@ pub const SERVICE_TYPE: &str = "_deskwire._tcp.local.";
 /// The TCP port a LAN target listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8451;
 
-/// Crockford's base-32 alphabet.
-const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Characters in a password.
 const CHARS: usize = 12;
 
@@ -50,39 +49,16 @@ impl LanPassword {
     /// A password from 60 random bits (the low 60 of `random`); the caller draws them
     /// from a cryptographic source.
     pub fn from_random(random: u64) -> Self {
-        let mut out = [0u8; CHARS];
-        for (i, c) in out.iter_mut().enumerate() {
-            *c = ALPHABET[((random >> (5 * i)) & 31) as usize];
-        }
-        Self(out)
+        Self(crockford::from_random(random))
     }
 
     /// Read a password as a person typed it: any case, with or without dashes and spaces;
     /// O reads as 0 and I or L as 1.
     pub fn parse(text: &str) -> Result<Self, LanPasswordError> {
-        let mut out = [0u8; CHARS];
-        let mut n = 0;
-        for ch in text.chars() {
-            if ch == '-' || ch.is_whitespace() {
-                continue;
-            }
-            let c = match ch.to_ascii_uppercase() {
-                'O' => '0',
-                'I' | 'L' => '1',
-                c => c,
-            };
-            if !c.is_ascii() || !ALPHABET.contains(&(c as u8)) {
-                return Err(LanPasswordError::Character(ch));
-            }
-            if n < CHARS {
-                out[n] = c as u8;
-            }
-            n += 1;
-        }
-        if n != CHARS {
-            return Err(LanPasswordError::Length(n));
-        }
-        Ok(Self(out))
+        crockford::parse(text).map(Self).map_err(|e| match e {
+            CodeTextError::Character(c) => LanPasswordError::Character(c),
+            CodeTextError::Length(n) => LanPasswordError::Length(n),
+        })
     }
 
     /// The canonical form the PAKE uses.
@@ -93,14 +69,7 @@ impl LanPassword {
 
 impl fmt::Display for LanPassword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, group) in self.0.chunks(4).enumerate() {
-            if i > 0 {
-                f.write_str("-")?;
-            }
-            // The alphabet is ASCII.
-            f.write_str(std::str::from_utf8(group).unwrap_or("?"))?;
-        }
-        Ok(())
+        crockford::write_grouped(f, &self.0)
     }
 }
 

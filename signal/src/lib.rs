@@ -15,6 +15,7 @@
 
 pub mod adhoc;
 mod code;
+mod crockford;
 pub mod device;
 pub mod grant;
 mod hex;

@@ -12,15 +12,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::{AdhocError, AdhocId};
+use crate::crockford::{self, CodeTextError};
 use crate::hex;
 use crate::time::UnixMillis;
 
 /// Random bytes in a token.
 pub const TOKEN_BYTES: usize = 16;
 
-/// Crockford's base-32 alphabet: no I, L, O or U, so a code read aloud or copied by hand
-/// has no look-alikes.
-const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Characters in a security code.
 const CODE_CHARS: usize = 8;
 
@@ -115,47 +113,24 @@ impl SecurityCode {
     /// A code from the low 40 bits of `random`, which the caller drew from a cryptographic
     /// source.
     pub fn from_random(random: u64) -> Self {
-        let mut out = [0u8; CODE_CHARS];
-        for (i, c) in out.iter_mut().enumerate() {
-            *c = CODE_ALPHABET[((random >> (5 * i)) & 31) as usize];
-        }
-        Self(out)
+        Self(crockford::from_random(random))
     }
 
     /// Read a code as a person typed it: any case, with or without dashes and spaces; O reads
     /// as 0 and I or L as 1, the digits they are mistaken for.
     pub fn parse(text: &str) -> Result<Self, AdhocError> {
-        let mut out = [0u8; CODE_CHARS];
-        let mut n = 0usize;
-        for ch in text.chars() {
-            if ch == '-' || ch.is_whitespace() {
-                continue;
-            }
-            let c = match ch.to_ascii_uppercase() {
-                'O' => '0',
-                'I' | 'L' => '1',
-                c => c,
-            };
-            if !c.is_ascii() || !CODE_ALPHABET.contains(&(c as u8)) {
-                return Err(AdhocError::Invalid {
-                    field: "security_code",
-                    value: format!("{ch:?}"),
-                    expected: "letters and digits only, no U".into(),
-                });
-            }
-            if let Some(slot) = out.get_mut(n) {
-                *slot = c as u8;
-            }
-            n = n.saturating_add(1);
-        }
-        if n != CODE_CHARS {
-            return Err(AdhocError::Invalid {
+        crockford::parse(text).map(Self).map_err(|e| match e {
+            CodeTextError::Character(ch) => AdhocError::Invalid {
+                field: "security_code",
+                value: format!("{ch:?}"),
+                expected: "letters and digits only, no U".into(),
+            },
+            CodeTextError::Length(n) => AdhocError::Invalid {
                 field: "security_code",
                 value: format!("{n} characters"),
                 expected: format!("{CODE_CHARS} characters (dashes and spaces do not count)"),
-            });
-        }
-        Ok(Self(out))
+            },
+        })
     }
 
     /// What the book keeps instead of the code, salted with the token it goes with.
@@ -170,14 +145,7 @@ impl SecurityCode {
 
 impl fmt::Display for SecurityCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, group) in self.0.chunks(4).enumerate() {
-            if i > 0 {
-                f.write_str("-")?;
-            }
-            // The alphabet is ASCII, so this never falls back.
-            f.write_str(std::str::from_utf8(group).unwrap_or("?"))?;
-        }
-        Ok(())
+        crockford::write_grouped(f, &self.0)
     }
 }
 
