@@ -105,10 +105,17 @@ struct Session {
     resume: Option<String>,
     /// Codes drawn for this session that the store already held.
     store_attempts: u32,
-    /// The ad-hoc session whose host this code calls.
-    adhoc: Option<deskwire_signal::adhoc::AdhocId>,
-    /// The device (and grant) whose agent this code calls, unattended.
-    unattended: Option<(String, u32)>,
+    /// Whose target is called to join this code, rather than told it by the user.
+    callee: Option<Callee>,
+}
+
+/// A target the broker calls to join a code, on its standing connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Callee {
+    /// The temporary host of this ad-hoc session.
+    Adhoc(deskwire_signal::adhoc::AdhocId),
+    /// This device's agent, under this grant.
+    Agent { device: String, grant: u32 },
 }
 
 impl Session {
@@ -127,8 +134,7 @@ impl Session {
             record: None,
             resume: None,
             store_attempts: 0,
-            adhoc: None,
-            unattended: None,
+            callee: None,
         }
     }
 }
@@ -577,7 +583,7 @@ impl Switchboard {
                 self.audit(AuditEvent::DeniedByPolicy, ip, None, why.into());
                 self.refuse(conn, why);
             }
-            None => self.create_session(conn, now, None, resumable),
+            None => self.create_session(conn, now, None, resumable, None),
         }
     }
 
@@ -625,7 +631,7 @@ impl Switchboard {
                 );
                 self.refuse(conn, &why);
             }
-            Ok(who) => self.create_session(conn, now, Some(who), resumable),
+            Ok(who) => self.create_session(conn, now, Some(who), resumable, None),
             Err(why) => {
                 self.audit(AuditEvent::DeniedByPolicy, ip, None, why.clone());
                 self.refuse(conn, &why);
@@ -639,6 +645,7 @@ impl Switchboard {
         now: UnixMillis,
         who: Option<Authenticated>,
         resumable: bool,
+        callee: Option<Callee>,
     ) {
         let session_id = SessionId(self.next_session);
         match self.codes.issue(now, session_id, &mut self.rng) {
@@ -647,8 +654,7 @@ impl Switchboard {
                 let mut session = Session::new(code, conn, expires_at, now);
                 session.technician = who.as_ref().map(|w| w.technician);
                 session.policy = who.map(|w| w.policy);
-                session.adhoc = self.adhoc.calling;
-                session.unattended = self.unattended.calling.clone();
+                session.callee = callee;
                 self.sessions.insert(session_id, session);
                 if self.durable {
                     return self.store_code(conn, session_id, resumable, now);
@@ -677,11 +683,8 @@ impl Switchboard {
         };
         let (code, expires_at, technician) = (session.code, session.expires_at, session.technician);
         let resume = session.resume.take();
+        let callee = session.callee.clone();
         let name = session.policy.as_ref().map(|p| p.technician.clone());
-        let call = session
-            .adhoc
-            .map(|id| (id, name.clone().unwrap_or_default()));
-        let agent = session.unattended.clone();
         tracing::info!(%session_id, %expires_at, "session created{how}");
         let ip = self.sources.get(&conn).copied();
         let detail = format!("{session_id}, expires at {expires_at}{how}");
@@ -694,11 +697,13 @@ impl Switchboard {
                 resume,
             },
         );
-        if let Some((id, technician)) = call {
-            self.call_adhoc_host(conn, id, code, technician);
-        }
-        if let Some(agent) = agent {
-            self.call_agent(conn, agent, code, name.unwrap_or_default());
+        let technician = name.unwrap_or_default();
+        match callee {
+            Some(Callee::Adhoc(id)) => self.call_adhoc_host(conn, id, code, technician),
+            Some(Callee::Agent { device, grant }) => {
+                self.call_agent(conn, device, grant, code, technician)
+            }
+            None => {}
         }
     }
 
@@ -723,14 +728,19 @@ impl Switchboard {
         }
     }
 
+    /// Answer `conn` with `msg`, then close it.
+    fn answer_and_close(&mut self, conn: ConnId, msg: BrokerMessage) {
+        self.send(conn, msg);
+        self.handle_close(conn);
+        self.outputs.push_back(Output::Close { conn });
+    }
+
     /// Tell `conn` what was wrong, then close it.
     fn refuse(&mut self, conn: ConnId, message: &str) {
         tracing::debug!(conn = conn.0, "closing after a protocol error: {message}");
         // Peers check the length of error messages; decode errors can quote long input.
         let message: String = message.chars().take(MAX_REASON_CHARS).collect();
-        self.send(conn, BrokerMessage::Error { message });
-        self.handle_close(conn);
-        self.outputs.push_back(Output::Close { conn });
+        self.answer_and_close(conn, BrokerMessage::Error { message });
     }
 
     fn send(&mut self, to: ConnId, msg: BrokerMessage) {

@@ -47,8 +47,6 @@ pub(crate) struct AdhocDesk {
     host_tokens: HashMap<AdhocId, [u8; 32]>,
     /// `adhoc_created` answers held until their e-mail went out (or failed).
     mailing: HashMap<ConnId, BrokerMessage>,
-    /// The code session being made now belongs to this ad-hoc session's call.
-    pub(super) calling: Option<AdhocId>,
 }
 
 impl AdhocDesk {
@@ -61,7 +59,6 @@ impl AdhocDesk {
             hosts: HashMap::new(),
             host_tokens: HashMap::new(),
             mailing: HashMap::new(),
-            calling: None,
         }
     }
 
@@ -232,9 +229,8 @@ impl Switchboard {
                     ),
                     Ok(_) => {
                         // An ordinary code session, whose target is called rather than told.
-                        self.adhoc.calling = Some(id);
-                        self.create_session(conn, now, Some(who), false);
-                        self.adhoc.calling = None;
+                        let callee = Some(super::Callee::Adhoc(id));
+                        self.create_session(conn, now, Some(who), false, callee);
                     }
                 }
             }
@@ -247,15 +243,13 @@ impl Switchboard {
                     Ok(event) => {
                         let reason = format!("{} ended the session", who.policy.technician);
                         self.adhoc_over(&event, &reason);
-                        self.send(
+                        self.answer_and_close(
                             conn,
                             BrokerMessage::AdhocEnded {
                                 session: id,
                                 reason,
                             },
                         );
-                        self.handle_close(conn);
-                        self.outputs.push_back(Output::Close { conn });
                     }
                     Err(e) => self.adhoc_refused(conn, Some(&who), &e.to_string()),
                 }
@@ -312,24 +306,20 @@ impl Switchboard {
             mail_error: None,
         };
         let Some(mail) = mail else {
-            self.send(conn, answer);
-            self.handle_close(conn);
-            return self.outputs.push_back(Output::Close { conn });
+            return self.answer_and_close(conn, answer);
         };
-        let secret = AdhocLink::parse(&format!(
-            "deskwire://adhoc/{}#{}",
-            invitation.token, mail.secret
-        ));
-        let link = match secret {
-            Ok(link) => link,
-            Err(_) => {
-                // The session exists; only the e-mail cannot go.
-                let why = "the link secret for the e-mail is not 32 hex digits; nothing was sent";
-                let answer = with_mail_outcome(answer, &mail.to, Err(why.into()));
-                self.send(conn, answer);
-                self.handle_close(conn);
-                return self.outputs.push_back(Output::Close { conn });
-            }
+        let secret = hex::decode(&mail.secret)
+            .ok()
+            .and_then(|b| <[u8; 16]>::try_from(b).ok());
+        let Some(secret) = secret else {
+            // The session exists; only the e-mail cannot go.
+            let why = "the link secret for the e-mail is not 32 hex digits; nothing was sent";
+            let answer = with_mail_outcome(answer, &mail.to, Err(why.into()));
+            return self.answer_and_close(conn, answer);
+        };
+        let link = AdhocLink {
+            token: invitation.token.clone(),
+            secret,
         };
         self.conns.insert(conn, Role::Mailing);
         self.adhoc.mailing.insert(conn, answer);
@@ -351,9 +341,7 @@ impl Switchboard {
         if let Err(e) = &result {
             tracing::warn!(error = %e, "could not e-mail an invitation");
         }
-        self.send(conn, with_mail_outcome(answer, to, result));
-        self.handle_close(conn);
-        self.outputs.push_back(Output::Close { conn });
+        self.answer_and_close(conn, with_mail_outcome(answer, to, result));
     }
 
     fn activate_adhoc(
@@ -434,15 +422,13 @@ impl Switchboard {
             }
             _ => {
                 let why = format!("ad-hoc session {id} is over");
-                self.send(
+                self.answer_and_close(
                     conn,
                     BrokerMessage::AdhocEnded {
                         session: id,
                         reason: why,
                     },
                 );
-                self.handle_close(conn);
-                self.outputs.push_back(Output::Close { conn });
             }
         }
     }
@@ -581,35 +567,26 @@ impl Switchboard {
     }
 }
 
-fn with_mail_outcome(answer: BrokerMessage, to: &str, result: Result<(), String>) -> BrokerMessage {
-    match answer {
-        BrokerMessage::AdhocCreated {
-            session,
-            token,
-            code,
-            expires_at,
-            capabilities,
-            ..
-        } => {
-            let (mailed_to, mail_error) = match result {
-                Ok(()) => (Some(to.to_owned()), None),
-                Err(e) => (
-                    None,
-                    Some(e.chars().take(deskwire_signal::MAX_REASON_CHARS).collect()),
-                ),
-            };
-            BrokerMessage::AdhocCreated {
-                session,
-                token,
-                code,
-                expires_at,
-                capabilities,
-                mailed_to,
-                mail_error,
+/// `answer` (an `adhoc_created`) saying whether its e-mail to `to` went out.
+fn with_mail_outcome(
+    mut answer: BrokerMessage,
+    to: &str,
+    result: Result<(), String>,
+) -> BrokerMessage {
+    if let BrokerMessage::AdhocCreated {
+        mailed_to,
+        mail_error,
+        ..
+    } = &mut answer
+    {
+        match result {
+            Ok(()) => *mailed_to = Some(to.to_owned()),
+            Err(e) => {
+                *mail_error = Some(e.chars().take(deskwire_signal::MAX_REASON_CHARS).collect())
             }
         }
-        other => other,
     }
+    answer
 }
 
 fn constant_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {

@@ -59,15 +59,13 @@ impl Switchboard {
                     Some(who.technician),
                     format!("{technician} may use {permission}"),
                 );
-                self.send(
+                self.answer_and_close(
                     conn,
                     BrokerMessage::Authorized {
                         technician,
                         permission,
                     },
                 );
-                self.handle_close(conn);
-                self.outputs.push_back(Output::Close { conn });
             }
             Ok(who) => {
                 let why = format!(

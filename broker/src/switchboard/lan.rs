@@ -79,16 +79,26 @@ impl Switchboard {
 
     /// The store kept the report (`Ok(true)`), had a newer one (`Ok(false)`) or refused.
     pub(crate) fn handle_lan_stored(&mut self, conn: ConnId, result: Result<bool, String>) {
+        let older = "a newer report of this device is already kept";
+        self.report_stored(conn, result, BrokerMessage::LanReported {}, older);
+    }
+
+    /// A device's signed report (`report_lan_password`, `report_grant`) was kept
+    /// (`Ok(true)`): answer `kept`; or a newer one was already there (say `older`); or the
+    /// store failed.
+    pub(super) fn report_stored(
+        &mut self,
+        conn: ConnId,
+        result: Result<bool, String>,
+        kept: BrokerMessage,
+        older: &str,
+    ) {
         if !matches!(self.conns.get(&conn), Some(Role::Reporting)) {
             return;
         }
         match result {
-            Ok(true) => {
-                self.send(conn, BrokerMessage::LanReported {});
-                self.handle_close(conn);
-                self.outputs.push_back(Output::Close { conn });
-            }
-            Ok(false) => self.refuse(conn, "a newer report of this device is already kept"),
+            Ok(true) => self.answer_and_close(conn, kept),
+            Ok(false) => self.refuse(conn, older),
             Err(why) => self.refuse(conn, &why),
         }
     }
@@ -151,7 +161,7 @@ impl Switchboard {
                     Some(technician),
                     format!("read the LAN password of {device}"),
                 );
-                self.send(
+                self.answer_and_close(
                     conn,
                     BrokerMessage::LanPassword {
                         device,
@@ -160,8 +170,6 @@ impl Switchboard {
                         reported_at: UnixMillis(u64::try_from(r.reported_at).unwrap_or(0)),
                     },
                 );
-                self.handle_close(conn);
-                self.outputs.push_back(Output::Close { conn });
             }
             Ok(None) => self.refuse(
                 conn,

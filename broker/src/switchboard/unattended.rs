@@ -23,7 +23,7 @@ use crate::store::{AuditEvent, GrantReport};
 /// How far a device's clock may be from the broker's for its signed times.
 const MAX_SKEW_MS: u64 = 5 * 60 * 1000;
 
-/// Agents standing by, and the call being made now.
+/// Agents standing by, and calls waiting for the store.
 #[derive(Debug, Default)]
 pub(crate) struct UnattendedDesk {
     /// Device id to its agent's standing connection.
@@ -32,8 +32,6 @@ pub(crate) struct UnattendedDesk {
     devices: HashMap<ConnId, String>,
     /// Calls whose grant the store is looking up: the technician.
     lookups: HashMap<ConnId, Authenticated>,
-    /// The code session being made now calls this device under this grant.
-    pub(super) calling: Option<(String, u32)>,
 }
 
 fn skew(a: UnixMillis, b: UnixMillis) -> u64 {
@@ -76,18 +74,8 @@ impl Switchboard {
 
     /// The store kept a grant report (`Ok(true)`), found a newer one, or failed.
     pub(crate) fn handle_grant_stored(&mut self, conn: ConnId, result: Result<bool, String>) {
-        if !matches!(self.conns.get(&conn), Some(Role::Reporting)) {
-            return;
-        }
-        match result {
-            Ok(true) => {
-                self.send(conn, BrokerMessage::GrantReported {});
-                self.handle_close(conn);
-                self.outputs.push_back(Output::Close { conn });
-            }
-            Ok(false) => self.refuse(conn, "a newer report of this grant is already kept"),
-            Err(why) => self.refuse(conn, &why),
-        }
+        let older = "a newer report of this grant is already kept";
+        self.report_stored(conn, result, BrokerMessage::GrantReported {}, older);
     }
 
     pub(super) fn standby(
@@ -226,9 +214,8 @@ impl Switchboard {
                     Some(who.technician),
                     detail,
                 );
-                self.unattended.calling = Some((device, grant));
-                self.create_session(conn, now, Some(who), false);
-                self.unattended.calling = None;
+                let callee = Some(super::Callee::Agent { device, grant });
+                self.create_session(conn, now, Some(who), false, callee);
             }
         }
     }
@@ -237,7 +224,8 @@ impl Switchboard {
     pub(super) fn call_agent(
         &mut self,
         controller: ConnId,
-        (device, grant): (String, u32),
+        device: String,
+        grant: u32,
         code: SessionCode,
         technician: String,
     ) {
