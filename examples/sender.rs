@@ -232,13 +232,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let args = cli.args;
-    let display = args
-        .display
-        .clone()
-        .or_else(|| std::env::var("DISPLAY").ok());
-    if display.is_none() && !args.view_only {
-        bail!("no X display to inject input into: set $DISPLAY or --display, or pass --view-only");
-    }
+    let display = deskwire_examples::target_display(args.display.clone(), args.view_only)?;
     let window = Duration::from_secs(args.answer_within);
     let acceptance = match args.acceptance.as_str() {
         "request" => AcceptanceMode::AllowByRequest { timeout: window },

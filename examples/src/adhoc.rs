@@ -88,13 +88,7 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
         .unwrap_or_else(crate::control::default_path);
     let config = TemporaryHostConfig::new(&args.broker, &dir)
         .permanent_agent(permanent_agent_running(&agent_socket));
-    let display = args
-        .display
-        .clone()
-        .or_else(|| std::env::var("DISPLAY").ok());
-    if display.is_none() && !args.view_only {
-        bail!("no X display to inject input into: set $DISPLAY or --display, or pass --view-only");
-    }
+    let display = crate::target_display(args.display.clone(), args.view_only)?;
     let spec: SourceSpec = args.source.parse()?;
     let opts = OpenOptions {
         display: display.clone(),

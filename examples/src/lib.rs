@@ -24,6 +24,18 @@ pub fn init_tracing() {
         .init();
 }
 
+/// The X display to capture and inject into: `display`, else `$DISPLAY`; refused when there
+/// is none and input is to be injected.
+pub fn target_display(display: Option<String>, view_only: bool) -> Result<Option<String>> {
+    let display = display.or_else(|| std::env::var("DISPLAY").ok());
+    if display.is_none() && !view_only {
+        anyhow::bail!(
+            "no X display to inject input into: set $DISPLAY or --display, or pass --view-only"
+        );
+    }
+    Ok(display)
+}
+
 /// Transport settings for a session through `broker`: when the broker is on loopback the
 /// peers are too, and a wildcard bind would skip loopback, so bind 127.0.0.1; `bind`
 /// overrides.
