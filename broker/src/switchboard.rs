@@ -801,6 +801,8 @@ mod adhoc_tests;
 #[cfg(test)]
 mod durable_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod unattended_tests;

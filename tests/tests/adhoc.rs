@@ -100,6 +100,25 @@ fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The technician calls the session's temporary host.
+fn call(broker: &TestBroker, token: &str, invitation: &adhoc::Invitation) -> Controller {
+    let config = ControllerConfig::adhoc(
+        broker.url(),
+        token,
+        invitation.session,
+        invitation.link.clone(),
+    )
+    .transport(loopback());
+    Controller::start(config).expect("starting the controller")
+}
+
+/// Why the controller `c` was turned away.
+fn refusal(c: &Controller) -> String {
+    wait_controller(c, WAIT, |_| None::<()>)
+        .unwrap_err()
+        .to_string()
+}
+
 /// One connection: the technician calls, the temporary host serves the call, the picture
 /// arrives. Returns the controller, the host serving it and the Y-PSNR of the picture.
 fn connect(
@@ -109,15 +128,8 @@ fn connect(
     temp: &TemporaryHost,
     xvfb: &Xvfb,
 ) -> (Controller, Host, f64) {
-    let config = ControllerConfig::adhoc(
-        broker.url(),
-        token,
-        invitation.session,
-        invitation.link.clone(),
-    )
-    .transport(loopback());
     let started = Instant::now();
-    let c = Controller::start(config).expect("starting the controller");
+    let c = call(broker, token, invitation);
     let session = match next_event(temp, "a call") {
         TemporaryHostEvent::Call {
             session,
@@ -286,17 +298,7 @@ fn an_adhoc_session_takes_reconnects_and_survives_a_dropped_host_until_ended_now
     let reason = ended(&temp);
     assert!(reason.contains("alice ended"), "{reason}");
     assert!(!dir.exists(), "left behind: {:?}", files_in(&dir));
-    let config = ControllerConfig::adhoc(
-        broker.url(),
-        alice.as_str(),
-        invitation.session,
-        invitation.link.clone(),
-    )
-    .transport(loopback());
-    let c = Controller::start(config).unwrap();
-    let refused = wait_controller(&c, WAIT, |_| None::<()>)
-        .unwrap_err()
-        .to_string();
+    let refused = refusal(&call(&broker, alice, &invitation));
     assert!(refused.contains("ended"), "{refused}");
     // Its place in the quota is free again.
     adhoc::create(broker.url(), alice, None, WAIT).unwrap();
@@ -320,14 +322,7 @@ fn an_adhoc_session_ends_by_itself_24_hours_after_activation_on_broker_and_host(
     let activation = activated(&temp);
     broker.advance(DAY - Duration::from_secs(1));
     // Still active a second before the end: a call reaches the host.
-    let config = ControllerConfig::adhoc(
-        broker.url(),
-        alice.as_str(),
-        invitation.session,
-        invitation.link.clone(),
-    )
-    .transport(loopback());
-    let c = Controller::start(config).unwrap();
+    let c = call(&broker, alice, &invitation);
     assert!(matches!(
         next_event(&temp, "a call"),
         TemporaryHostEvent::Call { .. }
@@ -338,17 +333,7 @@ fn an_adhoc_session_ends_by_itself_24_hours_after_activation_on_broker_and_host(
     let reason = ended(&temp);
     assert!(reason.contains("lifetime"), "{reason}");
     assert!(!dir.exists(), "left behind: {:?}", files_in(&dir));
-    let config = ControllerConfig::adhoc(
-        broker.url(),
-        alice.as_str(),
-        invitation.session,
-        invitation.link.clone(),
-    )
-    .transport(loopback());
-    let c = Controller::start(config).unwrap();
-    let refused = wait_controller(&c, WAIT, |_| None::<()>)
-        .unwrap_err()
-        .to_string();
+    let refused = refusal(&call(&broker, alice, &invitation));
     assert!(refused.contains("end of its lifetime"), "{refused}");
 }
 

@@ -5,66 +5,15 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use deskwire_signal::adhoc::{AdhocId, InvitationToken, SecurityCode};
-use deskwire_signal::{
-    encode, BrokerMessage, ClientMessage, PolicyAcceptance, SessionPolicy, UnixMillis,
-};
-use rand::SeedableRng;
+use deskwire_signal::{encode, BrokerMessage, ClientMessage, UnixMillis};
 
-use super::{Authenticated, ConnId, Output, Requirements, Switchboard};
-use crate::codes::CodeLimits;
-use crate::limits::JoinLimits;
-use crate::store::{AuditEvent, CompanyId, TechnicianId};
+use super::test_support::{alice, board, out, sent};
+use super::{ConnId, Output, Switchboard};
+use crate::store::AuditEvent;
 
 const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 const T0: UnixMillis = UnixMillis(1_700_000_000_000);
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-fn board() -> Switchboard {
-    let limits = CodeLimits {
-        ttl: Duration::from_secs(600),
-        retention: Duration::from_secs(3600),
-        max_pending: 8,
-        max_tombstones: 64,
-    };
-    Switchboard::new(
-        limits,
-        JoinLimits::default(),
-        Requirements::default(),
-        rand::rngs::StdRng::seed_from_u64(5),
-    )
-}
-
-fn alice() -> Authenticated {
-    Authenticated {
-        technician: TechnicianId(3),
-        company: CompanyId(1),
-        policy: SessionPolicy {
-            technician: "alice".into(),
-            acceptance: PolicyAcceptance::Auto,
-            window_secs: 30,
-            control: true,
-            unattended: false,
-            admin_credentials_only: false,
-        },
-        max_sessions: None,
-        open_sessions: 0,
-        permissions: vec!["control"],
-    }
-}
-
-fn out(b: &mut Switchboard) -> Vec<Output> {
-    std::iter::from_fn(|| b.poll_output()).collect()
-}
-
-fn sent(outputs: &[Output]) -> Vec<(ConnId, BrokerMessage)> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send { to, msg } => Some((*to, msg.clone())),
-            _ => None,
-        })
-        .collect()
-}
 
 fn audited(outputs: &[Output]) -> Vec<AuditEvent> {
     outputs
@@ -81,7 +30,7 @@ fn technician(b: &mut Switchboard, msg: &ClientMessage, now: UnixMillis) -> (Con
     let c = b.handle_open(SRC);
     b.handle_text(c, &encode(msg), now);
     assert!(matches!(out(b).as_slice(), [Output::Authenticate { .. }]));
-    b.handle_authenticated(c, Ok(alice()), now);
+    b.handle_authenticated(c, Ok(alice(vec!["control"])), now);
     (c, out(b))
 }
 
@@ -128,7 +77,7 @@ fn activate(
 
 #[test]
 fn an_activated_host_is_called_for_each_connection_and_ends_with_its_lifetime() {
-    let mut b = board();
+    let mut b = board(5);
     let (id, token, code) = create(&mut b, T0).unwrap();
     let (host, o) = activate(&mut b, &token, &code.to_string(), T0);
     let Some((
@@ -212,7 +161,7 @@ fn an_activated_host_is_called_for_each_connection_and_ends_with_its_lifetime() 
 
 #[test]
 fn a_dropped_host_is_not_called_until_it_reattaches_with_its_token() {
-    let mut b = board();
+    let mut b = board(5);
     let (id, token, code) = create(&mut b, T0).unwrap();
     let (host, o) = activate(&mut b, &token, &code.to_string(), T0);
     let Some((
@@ -273,7 +222,7 @@ fn a_dropped_host_is_not_called_until_it_reattaches_with_its_token() {
 
 #[test]
 fn the_users_leave_and_the_technicians_end_now_close_the_session_and_free_the_quota() {
-    let mut b = board();
+    let mut b = board(5);
     let (id, token, code) = create(&mut b, T0).unwrap();
     let again = create(&mut b, T0).unwrap_err();
     assert!(again.contains("the limit is 1 per technician"), "{again}");
@@ -318,7 +267,7 @@ fn the_users_leave_and_the_technicians_end_now_close_the_session_and_free_the_qu
 #[test]
 fn a_wrong_security_code_is_refused_and_audited_and_anything_else_on_a_host_connection_is_refused()
 {
-    let mut b = board();
+    let mut b = board(5);
     let (_, token, code) = create(&mut b, T0).unwrap();
     let (_, o) = activate(&mut b, &token, "0000-0000", T0);
     assert!(

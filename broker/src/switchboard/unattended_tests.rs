@@ -8,66 +8,15 @@ use deskwire_signal::device::DeviceKey;
 use deskwire_signal::grant::{
     CredentialMode, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
 };
-use deskwire_signal::{
-    encode, BrokerMessage, ClientMessage, PolicyAcceptance, SessionPolicy, UnixMillis,
-};
-use rand::SeedableRng;
+use deskwire_signal::{encode, BrokerMessage, ClientMessage, UnixMillis};
 
-use super::{Authenticated, ConnId, Output, Requirements, Switchboard};
-use crate::codes::CodeLimits;
-use crate::limits::JoinLimits;
-use crate::store::{AuditEvent, CompanyId, GrantReport, TechnicianId};
+use super::test_support::{alice, board, out, sent};
+use super::{ConnId, Output, Switchboard};
+use crate::store::{AuditEvent, GrantReport};
 
 const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 8));
 const T0: UnixMillis = UnixMillis(1_700_000_000_000);
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-fn board() -> Switchboard {
-    let limits = CodeLimits {
-        ttl: Duration::from_secs(600),
-        retention: Duration::from_secs(3600),
-        max_pending: 8,
-        max_tombstones: 64,
-    };
-    Switchboard::new(
-        limits,
-        JoinLimits::default(),
-        Requirements::default(),
-        rand::rngs::StdRng::seed_from_u64(6),
-    )
-    .with_store()
-}
-
-fn alice(permissions: Vec<&'static str>) -> Authenticated {
-    Authenticated {
-        technician: TechnicianId(3),
-        company: CompanyId(1),
-        policy: SessionPolicy {
-            technician: "alice".into(),
-            acceptance: PolicyAcceptance::Auto,
-            window_secs: 30,
-            control: true,
-            unattended: true,
-            admin_credentials_only: false,
-        },
-        max_sessions: None,
-        open_sessions: 0,
-        permissions,
-    }
-}
-
-fn out(b: &mut Switchboard) -> Vec<Output> {
-    std::iter::from_fn(|| b.poll_output()).collect()
-}
-
-fn sent(o: &[Output]) -> Vec<(ConnId, BrokerMessage)> {
-    o.iter()
-        .filter_map(|o| match o {
-            Output::Send { to, msg } => Some((*to, msg.clone())),
-            _ => None,
-        })
-        .collect()
-}
 
 fn audited(o: &[Output]) -> Vec<(AuditEvent, String)> {
     o.iter()
@@ -140,7 +89,7 @@ fn call(
 
 #[test]
 fn a_call_inside_the_window_reaches_the_standing_agent_and_is_audited_as_allowed() {
-    let mut b = board();
+    let mut b = board(6).with_store();
     let key = DeviceKey::from_seed([4; 32]);
     let (agent, o) = stand_by(&mut b, &key, T0, T0);
     assert!(matches!(sent(&o).as_slice(), [(a, BrokerMessage::StandingBy {})] if *a == agent));
@@ -178,7 +127,7 @@ fn a_call_inside_the_window_reaches_the_standing_agent_and_is_audited_as_allowed
 
 #[test]
 fn the_broker_refuses_and_audits_calls_its_copy_does_not_allow() {
-    let mut b = board();
+    let mut b = board(6).with_store();
     let key = DeviceKey::from_seed([4; 32]);
     stand_by(&mut b, &key, T0, T0);
     let cases: [(Vec<&'static str>, Option<GrantReport>, UnixMillis, &str); 4] = [
@@ -219,7 +168,7 @@ fn the_broker_refuses_and_audits_calls_its_copy_does_not_allow() {
 
 #[test]
 fn an_agent_must_prove_a_recent_time_and_a_call_without_one_standing_by_is_refused() {
-    let mut b = board();
+    let mut b = board(6).with_store();
     let key = DeviceKey::from_seed([4; 32]);
     let (_, o) = stand_by(&mut b, &key, T0, T0.plus(Duration::from_secs(600)));
     assert!(
