@@ -16,8 +16,9 @@
 use std::collections::HashMap;
 
 use deskwire_signal::adhoc::{
-    AdhocBook, AdhocEvent, AdhocId, AdhocLimits, AdhocLink, AdhocStatus, Capabilities, Capability,
-    CompanyId, DeviceId, EndedBy, InvitationEntropy, InvitationToken, SecurityCode, TechnicianId,
+    Activation, AdhocBook, AdhocEvent, AdhocId, AdhocLimits, AdhocLink, AdhocStatus, Capabilities,
+    Capability, CompanyId, DeviceId, EndedBy, InvitationEntropy, InvitationToken, SecurityCode,
+    TechnicianId,
 };
 use deskwire_signal::{AdhocMail, BrokerMessage, ClientMessage, SessionCode, UnixMillis};
 use rand::Rng;
@@ -365,21 +366,11 @@ impl Switchboard {
                 let host_token = hex::encode(self.rng.random::<[u8; 32]>());
                 self.adhoc.host_tokens.insert(id, digest(&host_token));
                 self.adhoc_changed();
-                let ip = self.sources.get(&conn).copied();
                 let detail = format!(
                     "on {}, until {}",
                     activation.device_id, activation.expires_at
                 );
-                let technician = self.adhoc_technician(id);
-                self.audit_text_by(AuditEvent::AdhocActivated, ip, id, technician, detail);
-                self.attach_host(conn, id);
-                self.send(
-                    conn,
-                    BrokerMessage::AdhocActivated {
-                        activation,
-                        host_token: Some(host_token),
-                    },
-                );
+                self.attach_host(conn, activation, Some(host_token), detail);
             }
             Err(e) => {
                 // A wrong code counts towards burning the invitation: keep the count.
@@ -407,18 +398,8 @@ impl Switchboard {
         };
         match (session.status(now), session.activation()) {
             (AdhocStatus::Active { .. }, Some(activation)) => {
-                let ip = self.sources.get(&conn).copied();
-                let technician = self.adhoc_technician(id);
                 let detail = "the temporary host re-attached".to_owned();
-                self.audit_text_by(AuditEvent::AdhocActivated, ip, id, technician, detail);
-                self.attach_host(conn, id);
-                self.send(
-                    conn,
-                    BrokerMessage::AdhocActivated {
-                        activation,
-                        host_token: None,
-                    },
-                );
+                self.attach_host(conn, activation, None, detail);
             }
             _ => {
                 let why = format!("ad-hoc session {id} is over");
@@ -433,9 +414,27 @@ impl Switchboard {
         }
     }
 
-    /// `conn` is now session `id`'s host; an older connection of it is dropped (its socket
-    /// is half dead, or a copy of the host is running twice).
-    fn attach_host(&mut self, conn: ConnId, id: AdhocId) {
+    /// `conn` is now the host of `activation`'s session (audited with `detail`, told with
+    /// its `host_token` on first activation); an older connection of it is dropped (its
+    /// socket is half dead, or a copy of the host is running twice).
+    fn attach_host(
+        &mut self,
+        conn: ConnId,
+        activation: Activation,
+        host_token: Option<String>,
+        detail: String,
+    ) {
+        let id = activation.session;
+        let ip = self.sources.get(&conn).copied();
+        let technician = self.adhoc_technician(id);
+        self.audit_text_by(AuditEvent::AdhocActivated, ip, id, technician, detail);
+        self.send(
+            conn,
+            BrokerMessage::AdhocActivated {
+                activation,
+                host_token,
+            },
+        );
         self.conns.insert(conn, Role::AdhocHost { session: id });
         if let Some(old) = self.adhoc.hosts.insert(id, conn) {
             if old != conn {
