@@ -206,7 +206,6 @@ pub enum TemporaryHostEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Saved {
-    broker: String,
     session: AdhocId,
     host_token: String,
     secret: String,
@@ -503,7 +502,6 @@ impl Agent {
 
     fn save(&mut self, activation: &Activation, host_token: String) -> Result<(), SessionError> {
         let saved = Saved {
-            broker: self.config.broker.clone(),
             session: activation.session,
             host_token,
             secret: super::grants::hex(&self.secret),
