@@ -26,53 +26,41 @@ impl ControllerTask {
         // A LAN target answers as a broker would, starting at `peer_joined`; the password
         // takes the code's place.
         let lan = self.config.lan.as_ref().map(|t| t.password.clone());
+        // A grant's number and secret: for a LAN target, or for an agent called through
+        // the broker.
         let grant = self
             .config
             .lan
             .as_ref()
             .and_then(|t| t.grant.as_ref())
+            .or(self.config.unattended.as_ref().map(|u| &u.ticket))
             .map(|g| (g.id, g.secret));
         let refused = |message: String| match lan {
             Some(_) => DisconnectReason::Lan(message),
             None => DisconnectReason::Broker(message),
         };
-        let adhoc = self
-            .config
-            .adhoc
-            .as_ref()
-            .map(|a| (a.session, a.link.secret));
-        let unattended = self
-            .config
-            .unattended
-            .as_ref()
-            .map(|u| (u.device.clone(), u.ticket.id, u.ticket.secret));
-        match (&lan, adhoc) {
-            (Some(_), _) => {}
-            (None, _) if unattended.is_some() => {
-                let token = self.config.token.clone().unwrap_or_default();
-                let (device, grant, _) = unattended.clone().unwrap_or_default();
-                sig.send(&ClientMessage::CallUnattended {
-                    token,
-                    device,
-                    grant,
-                })
-                .await
-                .map_err(broker)?;
-            }
-            (None, Some((session, _))) => {
-                let token = self.config.token.clone().unwrap_or_default();
-                sig.send(&ClientMessage::CallAdhoc { token, session })
-                    .await
-                    .map_err(broker)?;
-            }
-            (None, None) => {
-                sig.send(&ClientMessage::CreateSession {
-                    token: self.config.token.clone(),
-                    resumable: self.config.resumable,
-                })
-                .await
-                .map_err(broker)?;
-            }
+        let adhoc_secret = self.config.adhoc.as_ref().map(|a| a.link.secret);
+        // A call (ad-hoc or unattended) gets a code made for its target, not for reading out.
+        let called = adhoc_secret.is_some() || self.config.unattended.is_some();
+        let token = self.config.token.clone();
+        let opening = match (&lan, &self.config.unattended, &self.config.adhoc) {
+            (Some(_), _, _) => None,
+            (None, Some(u), _) => Some(ClientMessage::CallUnattended {
+                token: token.unwrap_or_default(),
+                device: u.device.clone(),
+                grant: u.ticket.id,
+            }),
+            (None, None, Some(a)) => Some(ClientMessage::CallAdhoc {
+                token: token.unwrap_or_default(),
+                session: a.session,
+            }),
+            (None, None, None) => Some(ClientMessage::CreateSession {
+                token,
+                resumable: self.config.resumable,
+            }),
+        };
+        if let Some(opening) = opening {
+            sig.send(&opening).await.map_err(broker)?;
         }
         let mut expires: Option<UnixMillis> = None;
         let mut code: Option<ConnectionCode> = None;
@@ -112,8 +100,7 @@ impl ControllerTask {
                             .ok_or_else(|| DisconnectReason::Error("secret out of range".into()))?;
                         code = Some(full);
                         expires = Some(expires_at);
-                        // A call's code is for the host or the agent, not for reading out.
-                        if adhoc.is_none() && unattended.is_none() {
+                        if !called {
                             self.events.emit_important(ControllerEvent::Code { code: full, expires_at });
                         }
                     }
@@ -123,19 +110,14 @@ impl ControllerTask {
                             let hello = PeerSignal::LanHello { grant: grant.map(|g| g.0) };
                             sig.send(&ClientMessage::Relay { signal: hello }).await.map_err(broker)?;
                         }
-                        let (p, msg) = match (&lan, code, grant) {
-                            (Some(_), _, Some((id, secret))) => Pake::start_grant(id, &secret),
-                            (Some(password), _, None) => Pake::start_lan(password),
-                            (None, Some(_), _) if unattended.is_some() => {
-                                let (_, id, secret) = unattended.clone().unwrap_or_default();
-                                Pake::start_grant(id, &secret)
-                            }
-                            (None, Some(full), _) if adhoc.is_some() => {
-                                let secret = adhoc.map(|a| a.1).unwrap_or_default();
+                        let (p, msg) = match (&lan, code, grant, adhoc_secret) {
+                            (_, _, Some((id, secret)), _) => Pake::start_grant(id, &secret),
+                            (Some(password), _, None, _) => Pake::start_lan(password),
+                            (None, Some(full), None, Some(secret)) => {
                                 Pake::start_adhoc(full.session(), &secret)
                             }
-                            (None, Some(full), _) => Pake::start(&full),
-                            (None, None, _) => {
+                            (None, Some(full), None, None) => Pake::start(&full),
+                            (None, None, None, _) => {
                                 return Err(DisconnectReason::Broker("peer_joined before a code".into()))
                             }
                         };
