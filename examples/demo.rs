@@ -18,13 +18,11 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use deskwire_broker::{BrokerConfig, SystemClock};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
-use deskwire_engine::session::ControllerStats;
+use deskwire::ControllerStats;
 use deskwire_engine::stats::Histogram;
-use deskwire_engine::{
-    BandSpec, CodecConfig, Controller, ControllerConfig, ControllerEvent, Host, HostConfig,
-    HostEvent, PipelineConfig, TransportConfig,
-};
-use deskwire_examples::{init_tracing, write_png};
+use deskwire_engine::{BandSpec, CodecConfig, PipelineConfig};
+use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig};
+use deskwire_viewer::{init_tracing, write_png};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -14,7 +14,18 @@ use crate::config::CodecConfig;
 use crate::convert::{ColorSpace, I420Image};
 use crate::diff::Differ;
 use crate::workers::Workers;
-use crate::Error;
+
+/// Why one frame could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Colour conversion of the dirty rows failed.
+    #[error(transparent)]
+    Convert(#[from] crate::convert::ConvertError),
+    /// A band encoder failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
 
 /// What one captured frame produced.
 // `Changed` is large because an encoded frame holds its bands inline; boxing it would put an
@@ -79,7 +90,7 @@ impl FrameEncoder {
         &mut self,
         reference: Option<&Frame>,
         cur: &Frame,
-    ) -> Result<FrameOutcome, Error> {
+    ) -> Result<FrameOutcome, FrameError> {
         let t = Instant::now();
         let whole = [Rect::new(0, 0, cur.width(), cur.height())];
         let rects = match reference {

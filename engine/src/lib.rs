@@ -27,12 +27,9 @@ pub mod config;
 pub mod convert;
 pub mod diff;
 pub mod frame_encoder;
-pub mod input;
 pub mod pipeline;
 pub mod quality;
-pub mod session;
 pub mod stats;
-pub mod wire;
 mod workers;
 
 pub use codec::{
@@ -42,23 +39,15 @@ pub use codec::{
 pub use config::{BandSpec, CodecConfig, ConfigError, ContentTuning, PipelineConfig};
 pub use convert::{ColorSpace, ConvertError, I420Image};
 pub use diff::Differ;
-pub use frame_encoder::{FrameEncoder, FrameOutcome};
+pub use frame_encoder::{FrameEncoder, FrameError, FrameOutcome};
 pub use pipeline::Pipeline;
-/// Direct connections on the LAN: passwords, listening, discovery.
-pub use session::adhoc;
-pub use session::lan;
-pub use session::standby;
-pub use session::{
-    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
-    DisconnectReason, Host, HostConfig, HostEvent, LanTarget, SessionError, TransportConfig,
-};
 pub use stats::{PipelineStats, StageTimings};
 pub use workers::Workers;
 
-/// Every error the engine reports, by stage.
+/// Every error the media pipeline reports, by stage.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum PipelineError {
     /// A setting is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -71,6 +60,9 @@ pub enum Error {
     /// Encoding or decoding failed.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A frame could not be encoded.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),

@@ -25,7 +25,7 @@ use crate::config::PipelineConfig;
 use crate::frame_encoder::{FrameEncoder, FrameOutcome};
 use crate::stats::{bump, PipelineStats};
 use crate::workers::Workers;
-use crate::Error;
+use crate::PipelineError as Error;
 
 enum Control {
     Keyframe(Option<BandId>),

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use deskwire_broker::{BrokerConfig, ManualClock};
 use deskwire_capture::Frame;
-use deskwire_engine::session::{ConnectionCode, UnixMillis};
-use deskwire_engine::{Controller, ControllerEvent, HostEvent, TransportConfig};
+use deskwire::{ConnectionCode, UnixMillis};
+use deskwire::{Controller, ControllerEvent, HostEvent, TransportConfig};
 
 /// A broker serving on 127.0.0.1 from its own runtime thread, stopped on drop.
 pub struct TestBroker {

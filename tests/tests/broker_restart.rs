@@ -6,11 +6,8 @@ use std::time::Duration;
 
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
-use deskwire_engine::session::JoinRefusal;
-use deskwire_engine::{
-    AcceptanceMode, ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig,
-    HostEvent,
-};
+use deskwire::JoinRefusal;
+use deskwire::{AcceptanceMode, ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent};
 use deskwire_tests::session_fixtures::{code_of, loopback, wait_controller, wait_host, TestBroker};
 
 const WAIT: Duration = Duration::from_secs(15);

@@ -10,13 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use deskwire_capture::{open, OpenOptions, SourceSpec};
-use deskwire_engine::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
-use deskwire_engine::session::accounts::AdminAccounts;
-use deskwire_engine::session::UnixMillis;
-use deskwire_engine::{
-    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
-    DisconnectReason, Host, HostConfig, HostEvent, TransportConfig,
-};
+use deskwire::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
+use deskwire::accounts::AdminAccounts;
+use deskwire::UnixMillis;
+use deskwire::{AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent, TransportConfig};
 use deskwire_tests::netns::Lan;
 use deskwire_tests::session_fixtures::{wait_controller, wait_host};
 
@@ -278,7 +275,7 @@ fn a_target_that_requires_an_administrator_lets_in_only_a_technician_with_its_cr
 fn grant_host(
     lan: &Lan,
     display: &str,
-    grants: &deskwire_engine::session::grants::LocalGrants,
+    grants: &deskwire::grants::LocalGrants,
     accounts: &AdminAccounts,
 ) -> (Host, SocketAddr) {
     let ip = IpAddr::V4(lan.target_ip(0));
@@ -308,8 +305,8 @@ fn grant_host(
 
 #[test]
 fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the_grant() {
-    use deskwire_engine::session::grants::{GrantTicket, LocalGrants};
-    use deskwire_engine::session::GrantDecision;
+    use deskwire::grants::{GrantTicket, LocalGrants};
+    use deskwire::GrantDecision;
     use deskwire_signal::grant::{
         approve, CredentialMode, DailyWindow, GrantPolicy, GrantRequest, GrantZone, LocalTime,
         Schedule, Validity, ZoneName, ZoneOf,

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use deskwire_broker::store::{Permission, Permissions, Policy};
-use deskwire_engine::lan::check_lan_permission;
-use deskwire_engine::SessionError;
+use deskwire::lan::check_lan_permission;
+use deskwire::SessionError;
 use deskwire_tests::session_fixtures::TestBroker;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -36,7 +36,7 @@ fn a_group_with_the_lan_permission_is_allowed_and_one_without_it_is_told_why_not
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Nor may they read a device's LAN password.
-    match deskwire_engine::lan::fetch_lan_password(
+    match deskwire::lan::fetch_lan_password(
         broker.url(),
         &token,
         "dev-0000000000000000",
@@ -51,7 +51,7 @@ fn a_group_with_the_lan_permission_is_allowed_and_one_without_it_is_told_why_not
 
 #[test]
 fn a_managed_target_reports_its_lan_password_and_only_a_technician_with_the_permission_reads_it() {
-    use deskwire_engine::lan::{device_id, fetch_lan_password, report_lan_password, LanPasswords};
+    use deskwire::lan::{device_id, fetch_lan_password, report_lan_password, LanPasswords};
     let with = Permissions::NONE.with(Permission::Lan);
     let (broker, token) = TestBroker::start_with_accounts(with, Policy::default()).unwrap();
     let key = std::env::temp_dir().join(format!("deskwire-lan-report-{}.key", std::process::id()));

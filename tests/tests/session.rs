@@ -8,11 +8,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec, Timestamp, X11Source};
-use deskwire_engine::input::{InputEvent, InputRefusal, Key, NamedKey, PointerButton};
-use deskwire_engine::session::{ConnectionCode, JoinRefusal, SessionCode};
-use deskwire_engine::{
-    Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent,
-};
+use deskwire::input::{InputEvent, InputRefusal, Key, NamedKey, PointerButton};
+use deskwire::{ConnectionCode, JoinRefusal, SessionCode};
+use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent};
 use deskwire_tests::session_fixtures::{
     code_of, deskwire_threads, loopback, luma_psnr, wait_controller, wait_host, TestBroker,
 };

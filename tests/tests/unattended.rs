@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
-use deskwire_engine::session::accounts::AdminAccounts;
-use deskwire_engine::session::grants::LocalGrants;
-use deskwire_engine::session::{GrantDecision, UnixMillis};
-use deskwire_engine::{
-    ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent,
-};
+use deskwire::accounts::AdminAccounts;
+use deskwire::grants::LocalGrants;
+use deskwire::{GrantDecision, UnixMillis};
+use deskwire::{ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent};
 use deskwire_signal::grant::{
     CredentialMode, Grant, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName,
     ZoneOf,

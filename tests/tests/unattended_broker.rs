@@ -11,14 +11,11 @@ use std::time::{Duration, Instant};
 use deskwire_broker::store::{AuditId, Permission, Permissions, Policy, Store};
 use deskwire_broker::BrokerConfig;
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
-use deskwire_engine::session::accounts::AdminAccounts;
-use deskwire_engine::session::grants::{self, GrantTicket, LocalGrants};
-use deskwire_engine::session::{GrantDecision, UnixMillis};
-use deskwire_engine::standby::{Standby, StandbyConfig, StandbyEvent};
-use deskwire_engine::{
-    ConsentAnswer, Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host,
-    HostConfig, HostEvent,
-};
+use deskwire::accounts::AdminAccounts;
+use deskwire::grants::{self, GrantTicket, LocalGrants};
+use deskwire::{GrantDecision, UnixMillis};
+use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
+use deskwire::{ConsentAnswer, Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent};
 use deskwire_signal::grant::{
     CredentialMode, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
 };
@@ -199,7 +196,7 @@ fn an_unattended_call_through_the_broker_needs_both_the_brokers_and_the_targets_
     let ticket = approved_grant(&broker, token, &target);
     // The broker's virtual clock started before the approval; bring it to the real time.
     broker.clock().set(UnixMillis::now());
-    let device = deskwire_engine::lan::device_id(&target.device_key).unwrap();
+    let device = deskwire::lan::device_id(&target.device_key).unwrap();
 
     // Before the target reports the grant, the broker knows nothing of it.
     let standby = Standby::start(StandbyConfig::new(broker.url(), &target.device_key)).unwrap();

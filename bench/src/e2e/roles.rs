@@ -20,9 +20,7 @@ use anyhow::{bail, Context, Result};
 use deskwire_capture::{
     open, CaptureError, CaptureOutcome, Frame, OpenOptions, Source, SourceSpec, Timestamp,
 };
-use deskwire_engine::{
-    Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig,
-};
+use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig};
 use serde::{Deserialize, Serialize};
 
 /// `deskwire-bench e2e-controller`.

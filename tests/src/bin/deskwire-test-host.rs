@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
 use deskwire_capture::{open, OpenOptions};
-use deskwire_engine::{Host, HostConfig, HostEvent, TransportConfig};
+use deskwire::{Host, HostConfig, HostEvent, TransportConfig};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -1,0 +1,723 @@
+//! The target end: share this screen with a technician, through a broker with the code they
+//! read to you, or directly on the LAN with this computer's rotating password.
+//!
+//! ```text
+//! cargo run --release -p deskwire-agent -- --broker ws://HOST:PORT --code "123 456 7890"
+//! cargo run --release -p deskwire-agent -- --lan
+//! cargo run --release -p deskwire-agent -- ctl password
+//! cargo run --release -p deskwire-agent -- adhoc --broker ws://HOST:PORT --invite 'deskwire://adhoc/...'
+//! ```
+//! A wrong, expired or used code is reported and a new one can be typed ("Try Again");
+//! an empty line cancels. Before the technician gets in, you are asked on the terminal
+//! (`--acceptance request`, the default) or told and given time to refuse (`auto`). Type
+//! `t` and Enter to end a running session. A local control socket takes the same actions
+//! from scripts: `sender ctl password | sessions | terminate | code CODE`.
+#![allow(clippy::print_stdout)]
+
+use std::io::{BufRead, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use deskwire_capture::{open, OpenOptions, SourceSpec};
+use deskwire::lan::{
+    device_id, report_lan_password, Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT,
+};
+use deskwire::accounts::AdminAccounts;
+use deskwire::grants::{report_to_broker, LocalGrants};
+use deskwire::{ConnectionCode, GrantDecision, UnixMillis};
+use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
+use deskwire::{AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent, TransportConfig};
+use deskwire_agent::control::{self, Incoming, Request};
+use deskwire_agent::init_tracing;
+use deskwire_signal::grant::{CredentialMode, GrantPolicy};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deskwire-agent",
+    about = "Share this screen with a technician: through a broker with their code, or on the LAN with this computer's password",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add (or change) one of this computer's administrator accounts: technicians present
+    /// one when the sender runs with --admin-accounts. The password is read from stdin.
+    AddAdmin {
+        /// The accounts file.
+        #[arg(long)]
+        admin_accounts: PathBuf,
+        /// The account name.
+        name: String,
+    },
+    /// List this computer's unattended-access grants, or revoke one (`--revoke ID`).
+    Grants {
+        /// The grants file.
+        #[arg(long)]
+        grants: PathBuf,
+        /// Revoke this grant now.
+        #[arg(long)]
+        revoke: Option<u32>,
+        /// Tell this broker about the revocation too (with --device-key).
+        #[arg(long, requires = "device_key")]
+        broker: Option<String>,
+        /// This computer's device key, which signs the report.
+        #[arg(long)]
+        device_key: Option<PathBuf>,
+    },
+    /// Run the temporary host of an ad-hoc support session the technician invited you to
+    /// (`--invite LINK`, then the security code); it removes itself when the session ends.
+    Adhoc(deskwire_agent::adhoc::TemporaryHostArgs),
+    /// Ask the running sender: `password`, `sessions`, `terminate` or `code CODE`.
+    Ctl {
+        /// Its control socket.
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
+        /// The request.
+        #[arg(required = true, num_args = 1..)]
+        request: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Args {
+    /// Broker URL (with --code; with --lan, the broker that manages this computer, which
+    /// is told the LAN password, signed with --device-key).
+    #[arg(long, required_unless_present = "lan")]
+    broker: Option<String>,
+    /// Another broker to try when the first cannot be reached (repeatable, in order).
+    #[arg(long = "fallback-broker")]
+    fallback_brokers: Vec<String>,
+    /// This computer's device key (made on first use): joins then prove which device this is.
+    #[arg(long)]
+    device_key: Option<PathBuf>,
+    /// The connection code the technician read to you (ten digits).
+    #[arg(long, requires = "broker", conflicts_with = "lan")]
+    code: Option<String>,
+    /// Listen for technicians on the LAN instead; prints this computer's password.
+    #[arg(long)]
+    lan: bool,
+    /// Where to listen in LAN mode.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    listen: SocketAddr,
+    /// The name technicians see on the LAN (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Do not announce this computer on the LAN (mDNS).
+    #[arg(long)]
+    no_announce: bool,
+    /// Let technicians in only with the name and password of an administrator account in
+    /// this file (see `deskwire-agent add-admin`).
+    #[arg(long)]
+    admin_accounts: Option<PathBuf>,
+    /// Keep unattended-access grants the user approves in this file (without it, requests
+    /// are refused).
+    #[arg(long)]
+    grants: Option<PathBuf>,
+    /// Accounts a customer's own credentials are checked against (customer-credential
+    /// grants; see `deskwire-agent add-admin`).
+    #[arg(long, requires = "grants")]
+    customer_accounts: Option<PathBuf>,
+    /// Stand by at --broker for unattended calls under the grants in --grants (the device
+    /// key signs; approved grants are reported to the broker).
+    #[arg(long, requires_all = ["broker", "device_key", "grants"], conflicts_with_all = ["lan", "code"])]
+    standby: bool,
+    /// Serve one LAN session, then exit.
+    #[arg(long)]
+    once: bool,
+    /// The local control socket (default: $XDG_RUNTIME_DIR/deskwire-sender.sock).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
+    /// Screen source: auto, x11, xcap or synthetic:<static|typing|scroll|video|drag>.
+    #[arg(long, default_value = "auto")]
+    source: String,
+    /// Show the screen only; inject no keyboard or mouse input.
+    #[arg(long)]
+    view_only: bool,
+    /// X display to capture and inject into (default: $DISPLAY).
+    #[arg(long)]
+    display: Option<String>,
+    /// Size of a synthetic desktop.
+    #[arg(long, default_value_t = 1920)]
+    width: u32,
+    /// Size of a synthetic desktop.
+    #[arg(long, default_value_t = 1080)]
+    height: u32,
+    /// IP to gather WebRTC candidates on (default: 127.0.0.1 for a loopback broker, else all).
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// How to admit the technician: request (ask here and wait), auto (start unless you
+    /// refuse in time) or deny.
+    #[arg(long, default_value = "request")]
+    acceptance: String,
+    /// Seconds to answer (request) or to refuse (auto).
+    #[arg(long, default_value_t = 30)]
+    answer_within: u64,
+}
+
+fn main() -> Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    if let Some(Command::Ctl {
+        control_socket,
+        request,
+    }) = cli.command
+    {
+        let path = control_socket.unwrap_or_else(control::default_path);
+        println!("{}", control::call(&path, &request.join(" "))?);
+        return Ok(());
+    }
+    if let Some(Command::Adhoc(args)) = &cli.command {
+        return deskwire_agent::adhoc::run_temporary_host(args);
+    }
+    if let Some(Command::AddAdmin {
+        admin_accounts,
+        name,
+    }) = &cli.command
+    {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_line(&mut password)
+            .context("reading the password from stdin")?;
+        let accounts = AdminAccounts::at(admin_accounts);
+        accounts.set(name, password.trim_end_matches(['\r', '\n']))?;
+        println!("administrator {name} saved in {}", admin_accounts.display());
+        return Ok(());
+    }
+    if let Some(Command::Grants {
+        grants,
+        revoke,
+        broker,
+        device_key,
+    }) = &cli.command
+    {
+        let store = LocalGrants::at(grants);
+        let now = UnixMillis::now();
+        if let Some(id) = revoke {
+            if !store.revoke(*id, now)? {
+                bail!("there is no grant {id} in {}", grants.display());
+            }
+            println!("grant {id} revoked");
+            if let (Some(broker), Some(key), Some(entry)) = (broker, device_key, store.get(*id)?) {
+                report_to_broker(broker, key, &entry, Duration::from_secs(10))?;
+                println!("the broker was told");
+            }
+        }
+        for e in store.list()? {
+            let state = match e.grant.check(now) {
+                Ok(()) => "open now".to_owned(),
+                Err(why) => why.to_string(),
+            };
+            println!(
+                "{}: {} for {} ({}); {state}",
+                e.id,
+                e.grant.request().credential_mode,
+                e.technician.as_deref().unwrap_or("a technician"),
+                e.grant
+                    .expires_at()
+                    .map_or("no end".to_owned(), |t| format!("ends at {} ms", t.0)),
+            );
+        }
+        return Ok(());
+    }
+    let args = cli.args;
+    let display = deskwire_agent::target_display(args.display.clone(), args.view_only)?;
+    let window = Duration::from_secs(args.answer_within);
+    let acceptance = match args.acceptance.as_str() {
+        "request" => AcceptanceMode::AllowByRequest { timeout: window },
+        "auto" => AcceptanceMode::AllowAutomatically {
+            reject_window: window,
+        },
+        "deny" => AcceptanceMode::Deny,
+        other => bail!("--acceptance {other:?}: expected request, auto or deny"),
+    };
+    let spec: SourceSpec = args.source.parse()?;
+    let opts = OpenOptions {
+        display: display.clone(),
+        width: args.width,
+        height: args.height,
+        ..OpenOptions::default()
+    };
+    let open_source = || open(&spec, &opts).with_context(|| format!("opening source {spec}"));
+    let broker = args.broker.clone().unwrap_or_default();
+    let transport_url = match &args.broker {
+        Some(b) => b.clone(),
+        None => format!("ws://{}", args.listen),
+    };
+    let mut config = HostConfig::new(&broker)
+        .fallback_brokers(args.fallback_brokers.clone())
+        .acceptance(acceptance)
+        .view_only(args.view_only)
+        .input_display(display)
+        .transport(TransportConfig::for_broker(&transport_url, args.bind));
+    if let Some(path) = &args.device_key {
+        config = config.device_key(path);
+    }
+    if let Some(path) = &args.grants {
+        config = config.unattended(
+            LocalGrants::at(path),
+            GrantPolicy::default(),
+            args.customer_accounts.as_ref().map(AdminAccounts::at),
+        );
+    }
+    if let Some(path) = &args.admin_accounts {
+        let accounts = AdminAccounts::at(path);
+        if accounts.names()?.is_empty() {
+            bail!(
+                "{} has no administrator accounts: add one with `deskwire-agent add-admin --admin-accounts {} NAME`",
+                path.display(),
+                path.display()
+            );
+        }
+        config = config.require_admin(accounts);
+    }
+
+    let (control_tx, requests) = mpsc::channel();
+    let socket = args
+        .control_socket
+        .clone()
+        .unwrap_or_else(control::default_path);
+    let socket = control::serve(&socket, control_tx)?;
+    println!("control socket: {}", socket.display());
+    let mut ui = Ui {
+        lines: stdin_lines()?,
+        requests,
+        passwords: None,
+        shown_password: String::new(),
+        connected: false,
+        report_to: None,
+        grants_to: match (&args.broker, &args.device_key, &args.grants) {
+            (Some(b), Some(k), Some(g)) => Some((b.clone(), k.clone(), LocalGrants::at(g))),
+            _ => None,
+        },
+    };
+    let outcome = if args.standby {
+        let (Some(broker), Some(key)) = (&args.broker, &args.device_key) else {
+            bail!("--standby needs --broker and --device-key");
+        };
+        println!(
+            "this computer is {}; standing by for unattended calls",
+            device_id(key)?
+        );
+        let standby = Standby::start(StandbyConfig::new(broker, key))?;
+        loop {
+            match standby.events().recv() {
+                Ok(StandbyEvent::Call {
+                    session,
+                    grant,
+                    technician,
+                }) => {
+                    println!("{technician} connects under grant {grant}");
+                    let host = Host::start_unattended_call(
+                        config.clone(),
+                        open_source()?,
+                        session,
+                        grant,
+                    )?;
+                    let outcome = ui.serve(host)?;
+                    if matches!(outcome, Outcome::Cancelled) {
+                        break outcome;
+                    }
+                }
+                Ok(StandbyEvent::Online) => println!("standing by"),
+                Ok(StandbyEvent::Offline { error }) => println!("offline ({error}); retrying"),
+                Err(_) => bail!("the standby stopped"),
+            }
+        }
+    } else if args.lan {
+        let passwords = LanPasswords::daily();
+        ui.passwords = Some(passwords.clone());
+        if let Some(broker) = &args.broker {
+            let Some(key) = args.device_key.clone() else {
+                bail!("telling the broker this computer's LAN password needs --device-key (it signs the report)");
+            };
+            println!("this computer is {} to the broker", device_id(&key)?);
+            let mut brokers = vec![broker.clone()];
+            brokers.extend(args.fallback_brokers.iter().cloned());
+            ui.report_to = Some((brokers, key));
+        }
+        ui.show_password();
+        let name = args.name.clone().unwrap_or_else(host_name);
+        let _advert = if args.no_announce {
+            None
+        } else {
+            Some(Advertisement::start(&name, args.listen.port())?)
+        };
+        loop {
+            let lan = LanHostConfig::new(passwords.clone()).listen(args.listen);
+            let host = Host::start_lan(config.clone(), open_source()?, lan)?;
+            println!(
+                "listening on {} as {name:?}",
+                host.lan_addr().unwrap_or(args.listen)
+            );
+            let outcome = ui.serve(host)?;
+            if args.once || matches!(outcome, Outcome::Cancelled) {
+                break outcome;
+            }
+        }
+    } else {
+        let Some(code) = &args.code else {
+            bail!("--broker needs --code (the connection code the technician read to you)");
+        };
+        let mut code: ConnectionCode = code.parse().context("--code")?;
+        loop {
+            let host = Host::start(config.clone(), open_source()?, code)?;
+            let outcome = ui.serve(host)?;
+            // No broker answered (or it went away before the session started): the user
+            // may try again with a code, or cancel.
+            let Outcome::Ended(DisconnectReason::Broker(why)) = &outcome else {
+                break outcome;
+            };
+            if ui.connected {
+                break outcome;
+            }
+            println!("cannot go on with the broker: {why}");
+            match ui.ask_code()? {
+                Some(next) => code = next,
+                None => break Outcome::Cancelled,
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&socket);
+    let fine = match outcome {
+        Outcome::Ended(r) => matches!(
+            r,
+            DisconnectReason::Local | DisconnectReason::PeerBye { .. }
+        ),
+        Outcome::Terminated | Outcome::Cancelled => true,
+    };
+    std::process::exit(if fine { 0 } else { 1 });
+}
+
+/// How one host's run ended.
+enum Outcome {
+    /// The session (or the attempt) ended.
+    Ended(DisconnectReason),
+    /// Ended from this side: `t` on the terminal or `terminate` on the control socket.
+    Terminated,
+    /// Code entry was cancelled with an empty line.
+    Cancelled,
+}
+
+/// The terminal and the control socket.
+struct Ui {
+    lines: mpsc::Receiver<String>,
+    requests: mpsc::Receiver<Incoming>,
+    passwords: Option<LanPasswords>,
+    shown_password: String,
+    /// A session got as far as connected.
+    connected: bool,
+    /// Brokers managing this computer and its device key: told each new LAN password.
+    report_to: Option<(Vec<String>, PathBuf)>,
+    /// The broker, device key and grants file: each grant the user approves is reported,
+    /// so the broker can let unattended calls through (`--standby`).
+    grants_to: Option<(String, PathBuf, LocalGrants)>,
+}
+
+/// Where the current host stands, for `sessions` and the terminal.
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Waiting,
+    AskingCode,
+    Consenting,
+    /// The technician asks for unattended access (request number, customer credentials?).
+    GrantAsked(u32, bool),
+    Connected {
+        since: Option<Instant>,
+        control: bool,
+    },
+}
+
+impl Ui {
+    fn show_password(&mut self) {
+        if let Some(p) = &self.passwords {
+            let now = p.current().to_string();
+            if now != self.shown_password {
+                println!("LAN password: {now} (changes daily and at every restart)");
+                let _ = std::io::stdout().flush();
+                self.shown_password = now;
+                if let Some((brokers, key)) = self.report_to.clone() {
+                    // Off the terminal's loop: a slow broker must not hold up the user.
+                    let passwords = p.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("deskwire-lan-report".into())
+                        .spawn(move || {
+                            match report_lan_password(
+                                &brokers,
+                                &key,
+                                &passwords,
+                                Duration::from_secs(10),
+                            ) {
+                                Ok(()) => println!("the LAN password was reported to the broker"),
+                                Err(e) => {
+                                    println!("cannot report the LAN password to the broker: {e}")
+                                }
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        println!("cannot report the LAN password: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tell the broker about grant `id`, so its unattended calls can come through it.
+    fn report_grant(&self, id: u32) {
+        let Some((broker, key, grants)) = &self.grants_to else {
+            return;
+        };
+        let reported = grants.get(id).and_then(|entry| {
+            let entry = entry.ok_or(deskwire::SessionError::Ended)?;
+            report_to_broker(broker, key, &entry, Duration::from_secs(10))
+        });
+        match reported {
+            Ok(()) => println!("grant {id} reported to the broker"),
+            Err(e) => println!("grant {id} not reported to the broker: {e}"),
+        }
+    }
+
+    /// Ask for a code on the terminal until one parses; `None` on an empty line.
+    fn ask_code(&mut self) -> Result<Option<ConnectionCode>> {
+        prompt("to try again");
+        loop {
+            let Ok(line) = self.lines.recv() else {
+                return Ok(None); // the terminal closed
+            };
+            let line = line.trim();
+            if line.is_empty() {
+                println!("cancelled");
+                return Ok(None);
+            }
+            match line.parse() {
+                Ok(code) => return Ok(Some(code)),
+                Err(e) => prompt(&format!("{e}; try again")),
+            }
+        }
+    }
+
+    /// Drive `host` until its session ends, answering the terminal and the control socket.
+    fn serve(&mut self, host: Host) -> Result<Outcome> {
+        let mut state = State::Waiting;
+        loop {
+            self.show_password();
+            if let Ok(inc) = self.requests.try_recv() {
+                let reply = match &inc.request {
+                    Request::Password => match &self.passwords {
+                        Some(p) => Ok(format!("{} until {} ms", p.current(), p.rotates_at().0)),
+                        None => Err("not in LAN mode (start with --lan)".to_owned()),
+                    },
+                    Request::Sessions => Ok(describe(&state)),
+                    Request::Terminate => Ok("terminated".to_owned()),
+                    Request::Code(text) => match (&state, text.parse::<ConnectionCode>()) {
+                        (State::AskingCode, Ok(code)) => {
+                            state = State::Waiting;
+                            host.try_code(code)
+                                .map(|()| "code sent".to_owned())
+                                .map_err(|e| e.to_string())
+                        }
+                        (State::AskingCode, Err(e)) => Err(e.to_string()),
+                        _ => Err("no code is being asked for".to_owned()),
+                    },
+                };
+                let _ = inc.reply.send(reply);
+                if inc.request == Request::Terminate {
+                    println!("session terminated on this computer");
+                    host.shutdown()?;
+                    return Ok(Outcome::Terminated);
+                }
+            }
+            if let Ok(line) = self.lines.try_recv() {
+                let line = line.trim().to_owned();
+                match state {
+                    State::Consenting => {
+                        state = State::Waiting;
+                        let answer = match line.as_str() {
+                            "y" | "yes" => ConsentAnswer::Allow { control: true },
+                            "v" | "view" => ConsentAnswer::Allow { control: false },
+                            _ => ConsentAnswer::Reject,
+                        };
+                        host.answer_consent(answer)?;
+                    }
+                    State::GrantAsked(id, customer) => {
+                        state = State::Waiting;
+                        let decision = match (line.as_str(), customer) {
+                            ("y" | "yes", false) => GrantDecision::Approve,
+                            (text, true) if text.contains(' ') => {
+                                let (user, password) = text.split_once(' ').unwrap_or(("", ""));
+                                GrantDecision::ApproveWithCredentials {
+                                    user: user.to_owned(),
+                                    password: password.to_owned(),
+                                }
+                            }
+                            _ => GrantDecision::Reject,
+                        };
+                        host.answer_grant(id, decision)?;
+                    }
+                    State::AskingCode if line.is_empty() => {
+                        println!("cancelled");
+                        host.shutdown()?;
+                        return Ok(Outcome::Cancelled);
+                    }
+                    State::AskingCode => match line.parse::<ConnectionCode>() {
+                        Ok(code) => {
+                            state = State::Waiting;
+                            host.try_code(code)?;
+                        }
+                        Err(e) => prompt(&format!("{e}; try again")),
+                    },
+                    _ if line == "t" || line == "terminate" => {
+                        println!("session terminated on this computer");
+                        host.shutdown()?;
+                        return Ok(Outcome::Terminated);
+                    }
+                    _ => {}
+                }
+            }
+            let Ok(event) = host.events().recv_timeout(Duration::from_millis(50)) else {
+                continue;
+            };
+            match event {
+                HostEvent::CodeRefused { message, .. } => {
+                    state = State::AskingCode;
+                    prompt(&message);
+                }
+                HostEvent::Joined => println!("a technician is connecting"),
+                HostEvent::LanRefused { from, message } => {
+                    println!("refused a connection from {from}: {message}");
+                }
+                HostEvent::ConsentRequested {
+                    mode,
+                    control,
+                    timeout,
+                    technician,
+                } => {
+                    state = State::Consenting;
+                    let what = if control { "see and control" } else { "see" };
+                    let who = technician
+                        .map_or("The technician".to_owned(), |t| format!("Technician {t}"));
+                    let then = match mode {
+                        AcceptanceMode::AllowAutomatically { .. } => "it starts on its own",
+                        _ => "it is refused",
+                    };
+                    print!(
+                        "{who} asks to {what} this screen. Allow? [y = yes, v = view only, n = no] \
+                         (in {} s {then}): ",
+                        timeout.as_secs()
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                HostEvent::Connected { control, setup } => {
+                    self.connected = true;
+                    state = State::Connected {
+                        since: Some(Instant::now()),
+                        control,
+                    };
+                    println!(
+                        "connected in {} ms; the technician {} (t + Enter ends it)",
+                        setup.as_millis(),
+                        if control {
+                            "can see and control this screen"
+                        } else {
+                            "can see this screen"
+                        }
+                    );
+                }
+                HostEvent::GrantRequested {
+                    id,
+                    request,
+                    technician,
+                } => {
+                    let customer = request.credential_mode == CredentialMode::CustomerCredentials;
+                    state = State::GrantAsked(id, customer);
+                    let who = technician.unwrap_or_else(|| "The technician".to_owned());
+                    let how = if customer {
+                        "type your account name and password (name password) to allow, or n"
+                    } else {
+                        "they will need this computer's admin credentials each time; allow? [y/n]"
+                    };
+                    print!(
+                        "{who} asks to connect when nobody is here ({:?}, {} time). {how}: ",
+                        request.schedule.validity(),
+                        match request.zone.of {
+                            deskwire_signal::grant::ZoneOf::Customer => "your",
+                            deskwire_signal::grant::ZoneOf::Technician => "their",
+                        }
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                HostEvent::GrantDecided { result, .. } => match result {
+                    Ok(local) => {
+                        println!("unattended access granted (grant {local})");
+                        self.report_grant(local);
+                    }
+                    Err(why) => println!("unattended access not granted: {why}"),
+                },
+                HostEvent::Stats(s) => println!(
+                    "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
+                    s.fps, s.kbps, s.viewer_latency_p50
+                ),
+                HostEvent::Disconnected(reason) => {
+                    println!("session ended: {reason}");
+                    let _ = std::io::stdout().flush();
+                    host.shutdown()?;
+                    return Ok(Outcome::Ended(reason));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn describe(state: &State) -> String {
+    match state {
+        State::Waiting => "no session (waiting for a technician)".into(),
+        State::AskingCode => "no session (waiting for a code)".into(),
+        State::Consenting => "a technician is asking to connect".into(),
+        State::GrantAsked(..) => "1 session: the technician asks for unattended access".into(),
+        State::Connected { since, control } => format!(
+            "1 session: {} for {} s",
+            if *control { "control" } else { "view only" },
+            since.map_or(0, |s| s.elapsed().as_secs())
+        ),
+    }
+}
+
+/// Lines typed on the terminal, read on their own thread so events keep flowing.
+fn stdin_lines() -> Result<mpsc::Receiver<String>> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// This computer's name, for the LAN announcement.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "deskwire-target".into())
+}
+
+fn prompt(why: &str) {
+    print!("{why}\nenter the code again (empty line to cancel): ");
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,101 @@
+//! The ad-hoc flow through the example binaries, as a technician and a user would run it:
+//! `viewer --adhoc-create`, `sender adhoc --invite`, `viewer --adhoc` twice, `viewer
+//! --adhoc-end`, against a real broker with a database, on loopback.
+
+use std::process::Command;
+use std::time::Duration;
+
+use deskwire_tests::binaries::{viewer, Running};
+
+use deskwire_broker::store::{Permission, Permissions, Policy};
+use deskwire_tests::session_fixtures::TestBroker;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The value after `label: ` on its line of `text`.
+fn field<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
+        .trim()
+}
+
+#[test]
+fn a_technician_and_a_user_run_an_adhoc_session_with_the_example_binaries() {
+    let permissions = Permissions::NONE.with(Permission::Control);
+    let (broker, token) = TestBroker::start_with_accounts(permissions, Policy::default()).unwrap();
+    let url = broker.url();
+    let (ok, created) = viewer(&["--broker", url, "--token", &token, "--adhoc-create"], &[]);
+    assert!(ok, "{created}");
+    let (id, link, code) = (
+        field(&created, "ad-hoc session:"),
+        field(&created, "invitation link:"),
+        field(&created, "security code:"),
+    );
+    let (ok, text) = viewer(&["--broker", url, "--token", &token, "--adhoc-create"], &[]);
+    assert!(
+        !ok && text.contains("the limit is 1 per technician"),
+        "{text}"
+    );
+
+    let state = std::env::temp_dir().join(format!("dw-adhoc-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
+    cmd.args(["adhoc", "--broker", url, "--invite", link, "--view-only"])
+        .args([
+            "--source",
+            "synthetic:typing",
+            "--width",
+            "640",
+            "--height",
+            "480",
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("DESKWIRE_SECURITY_CODE", code)
+        .env("RUST_LOG", "error");
+    let sender = Running::start(cmd);
+    let wait_for = |what: &str| sender.wait_for(what, WAIT);
+    wait_for("active on this computer");
+    // Twice: a viewer leaving does not end the support session. Each writes the picture
+    // it decoded.
+    for n in 0..2 {
+        let shot = state.with_extension(format!("shot{n}.png"));
+        let shot_arg = shot.to_string_lossy().into_owned();
+        let (ok, text) = viewer(
+            &[
+                "--broker",
+                url,
+                "--token",
+                &token,
+                "--adhoc",
+                id,
+                "--invite",
+                link,
+                "--headless",
+                "--duration",
+                "1",
+                "--snapshot",
+                &shot_arg,
+            ],
+            &[],
+        );
+        assert!(ok && text.contains("snapshot:"), "ok {ok}: {text}");
+        let png = std::fs::read(&shot).expect("the snapshot");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 1000,
+            "{} bytes",
+            png.len()
+        );
+        let _ = std::fs::remove_file(&shot);
+        wait_for("they may connect again");
+    }
+    let (ok, text) = viewer(
+        &["--broker", url, "--token", &token, "--adhoc-end", id],
+        &[],
+    );
+    assert!(ok && text.contains("alice ended the session"), "{text}");
+    wait_for("the support session is over");
+    wait_for("removed");
+    assert!(!state.exists(), "the temporary host left its folder behind");
+}

@@ -1,0 +1,414 @@
+//! Direct connections on a LAN with no broker: network namespaces the test makes stand in
+//! for a technician's computer and two targets on one Ethernet segment. The targets run the
+//! real sender (`--lan`); the technician's side is the engine's `Controller` and `Browser`,
+//! run on a thread inside the technician's namespace.
+// The measured picture quality goes to stderr.
+#![allow(clippy::print_stderr)]
+
+#[allow(dead_code)] // each test file uses its own subset
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
+use deskwire::input::{InputEvent, Key, NamedKey};
+use deskwire::lan::{Browser, LanPassword, LanPeer};
+use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, TransportConfig};
+use deskwire_tests::netns::Lan;
+use deskwire_tests::session_fixtures::{luma_psnr, wait_controller};
+use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
+
+const WAIT: Duration = Duration::from_secs(15);
+const PORT: u16 = 8451;
+
+/// A sender in LAN mode inside a target's namespace; killed by PID when dropped.
+struct Target {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    socket: PathBuf,
+    password: LanPassword,
+}
+
+impl Target {
+    fn start(lan: &Lan, i: usize, name: &str, extra: &[&str]) -> Self {
+        let socket = std::env::temp_dir().join(format!(
+            "dw-lan-{}-{}-{name}.sock",
+            std::process::id(),
+            lan.target(i)
+        ));
+        let listen = SocketAddr::new(IpAddr::V4(lan.target_ip(i)), PORT).to_string();
+        let mut child = lan
+            .command(lan.target(i), env!("CARGO_BIN_EXE_deskwire-agent"))
+            .args([
+                "--lan",
+                "--name",
+                name,
+                "--listen",
+                &listen,
+                "--control-socket",
+            ])
+            .arg(&socket)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the sender");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut t = Self {
+            child,
+            lines,
+            socket,
+            password: LanPassword::from_random(0),
+        };
+        let shown = t.wait_line("LAN password: ");
+        t.password = shown
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no password in {shown:?}"));
+        t.wait_line("listening on ");
+        t
+    }
+
+    /// The rest of the next line that starts with `prefix`.
+    fn wait_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the sender printed no {prefix:?} line"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+    }
+
+    /// `sender ctl REQUEST` against this target's control socket.
+    fn ctl(&self, request: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"))
+            .args(["ctl", "--control-socket"])
+            .arg(&self.socket)
+            .args(request.split(' '))
+            .output()
+            .expect("running sender ctl");
+        assert!(
+            out.status.success(),
+            "sender ctl {request}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn transport(lan: &Lan) -> TransportConfig {
+    TransportConfig::default().bind(vec![IpAddr::V4(lan.controller_ip())])
+}
+
+/// Connect from the technician's namespace and wait for the first frame, or for the end.
+fn connect(
+    lan: &Lan,
+    to: SocketAddr,
+    password: LanPassword,
+) -> Result<Controller, DisconnectReason> {
+    let config = ControllerConfig::lan(to, password).transport(transport(lan));
+    let started = Instant::now();
+    let c = lan
+        .run_in(lan.controller(), move || Controller::start(config))
+        .expect("entering the technician's namespace")
+        .expect("starting the controller");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.events().recv_timeout(left) {
+            Ok(ControllerEvent::Frame(_)) => {
+                eprintln!(
+                    "LAN connect -> first frame: {} ms",
+                    started.elapsed().as_millis()
+                );
+                return Ok(c);
+            }
+            Ok(ControllerEvent::Disconnected(r)) => return Err(r),
+            Ok(_) => {}
+            Err(_) => panic!("no frame and no end in {WAIT:?}"),
+        }
+    }
+}
+
+fn refusal(r: Result<Controller, DisconnectReason>) -> String {
+    match r {
+        Err(DisconnectReason::Lan(why)) => why,
+        Err(other) => panic!("expected a LAN refusal, got {other}"),
+        Ok(_) => panic!("expected a LAN refusal, got a session"),
+    }
+}
+
+#[test]
+fn targets_are_found_on_the_lan_and_one_is_streamed_driven_and_ended_from_its_side() {
+    let lan = Lan::create(2).expect("making the test LAN");
+    let screen = Xvfb::start(1280, 720).expect("starting the target's Xvfb");
+    let scene = Scene::known(1280, 720);
+    scene.draw(&screen.display()).unwrap();
+    let typed = TypingTarget::start(&screen.display()).unwrap();
+    let display = screen.display();
+    let a = Target::start(
+        &lan,
+        0,
+        "reception-pc",
+        &[
+            "--source",
+            "x11",
+            "--display",
+            &display,
+            "--acceptance",
+            "auto",
+            "--answer-within",
+            "0",
+        ],
+    );
+    let _b = Target::start(
+        &lan,
+        1,
+        "accounting-pc",
+        &[
+            "--source",
+            "synthetic:static",
+            "--width",
+            "640",
+            "--height",
+            "480",
+            "--view-only",
+        ],
+    );
+
+    // The password is on the sender's terminal and behind its control socket, the same.
+    let by_ctl = a.ctl("password");
+    assert!(
+        by_ctl.starts_with(&a.password.to_string()),
+        "ctl says {by_ctl:?}, the terminal said {}",
+        a.password
+    );
+
+    // Discovery streams each target as it answers; filters pick by name or address.
+    let found: Vec<LanPeer> = lan
+        .run_in(lan.controller(), || {
+            let browser = Browser::start().expect("browsing");
+            let mut found: Vec<LanPeer> = Vec::new();
+            let deadline = Instant::now() + WAIT;
+            while found.len() < 2 && Instant::now() < deadline {
+                if let Ok(p) = browser.found().recv_timeout(Duration::from_millis(100)) {
+                    if !found.iter().any(|f| f.name == p.name) {
+                        found.push(p);
+                    }
+                }
+            }
+            found
+        })
+        .unwrap();
+    let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(found.len(), 2, "found {names:?}");
+    let reception = found
+        .iter()
+        .find(|p| p.name == "reception-pc")
+        .expect("reception-pc");
+    assert_eq!(
+        reception.socket_addr(),
+        Some(SocketAddr::new(IpAddr::V4(lan.target_ip(0)), PORT))
+    );
+    let by = |f: &str| -> Vec<&str> {
+        found
+            .iter()
+            .filter(|p| p.matches(f))
+            .map(|p| p.name.as_str())
+            .collect()
+    };
+    assert_eq!(by("RECEP"), ["reception-pc"]);
+    assert_eq!(by(&lan.target_ip(1).to_string()), ["accounting-pc"]);
+    assert_eq!(by("-pc").len(), 2);
+    assert!(by("warehouse").is_empty());
+
+    // A wrong password is refused, and the same address then waits before another try.
+    let to = reception.socket_addr().unwrap();
+    let wrong = LanPassword::from_random(12345);
+    let why = refusal(connect(&lan, to, wrong));
+    assert!(why.contains("wrong password"), "{why}");
+    let why = refusal(connect(&lan, to, a.password.clone()));
+    assert!(why.contains("too many wrong passwords"), "{why}");
+    let why = a.wait_line("refused a connection from ");
+    assert!(why.contains("10.77.0.1"), "{why}");
+
+    // After the back-off (one second after one failure) the right password gets in.
+    let mut session = None;
+    eventually("the back-off ended and the session started", WAIT, || {
+        session = connect(&lan, to, a.password.clone()).ok();
+        session.is_some()
+    });
+    let c = session.unwrap();
+
+    // What the technician sees is the target's screen.
+    let mut target = X11Source::open(Some(&display)).unwrap();
+    let mut shot = target.alloc_frame().unwrap();
+    let mut psnr = 0.0;
+    eventually("the picture matches the target's screen", WAIT, || {
+        let now = Timestamp::from_micros(1);
+        if !matches!(
+            target.capture(&mut shot, now),
+            Ok(CaptureOutcome::Fresh | CaptureOutcome::Unchanged)
+        ) {
+            return false;
+        }
+        psnr = c.with_frame(|f| luma_psnr(f, &shot)).unwrap_or(0.0);
+        psnr >= 35.0
+    });
+    eprintln!("LAN session: Y-PSNR {psnr:.1} dB against the target's screen");
+    assert!(a.ctl("sessions").starts_with("1 session: control"));
+
+    // What the technician types arrives in the target's application (under the pointer:
+    // there is no window manager, focus follows the pointer).
+    c.send_input(InputEvent::PointerMove { x: 60, y: 60 })
+        .unwrap();
+    c.send_input(InputEvent::Text("over the LAN".into()))
+        .unwrap();
+    for down in [true, false] {
+        c.send_input(InputEvent::Key {
+            key: Key::Named(NamedKey::Return),
+            down,
+        })
+        .unwrap();
+    }
+    eventually("the target's application got the line", WAIT, || {
+        typed.text() == "over the LAN\n"
+    });
+
+    // The target's side ends it; the technician hears so.
+    assert_eq!(a.ctl("terminate"), "terminated");
+    let ended = wait_controller(&c, WAIT, |e| match e {
+        ControllerEvent::Disconnected(r) => Some(r.clone()),
+        _ => None,
+    });
+    match ended {
+        Ok(DisconnectReason::PeerBye { .. }) => {}
+        Err(e) if e.to_string().contains("the peer ended the session") => {}
+        other => panic!("expected the target's goodbye, got {other:?}"),
+    }
+    a.wait_line("session terminated on this computer");
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn a_restarted_target_has_a_new_password_and_the_old_one_stops_working() {
+    let lan = Lan::create(1).expect("making the test LAN");
+    let args = [
+        "--source",
+        "synthetic:static",
+        "--width",
+        "640",
+        "--height",
+        "480",
+    ];
+    let view = [
+        &args[..],
+        &[
+            "--view-only",
+            "--no-announce",
+            "--acceptance",
+            "auto",
+            "--answer-within",
+            "0",
+        ],
+    ]
+    .concat();
+    let first = Target::start(&lan, 0, "kiosk", &view);
+    let old = first.password.clone();
+    drop(first);
+    let second = Target::start(&lan, 0, "kiosk", &view);
+    assert_ne!(second.password, old, "a restart rotates the password");
+    let to = SocketAddr::new(IpAddr::V4(lan.target_ip(0)), PORT);
+    let why = refusal(connect(&lan, to, old));
+    assert!(why.contains("wrong password"), "{why}");
+    let mut session = None;
+    eventually(
+        "the new password gets in once the back-off ended",
+        WAIT,
+        || {
+            session = connect(&lan, to, second.password.clone()).ok();
+            session.is_some()
+        },
+    );
+    session.unwrap().shutdown().unwrap();
+}
+
+#[test]
+fn the_viewer_refuses_the_lan_when_the_local_policy_or_the_broker_says_no() {
+    let policy = std::env::temp_dir().join(format!("dw-policy-{}.conf", std::process::id()));
+    std::fs::write(&policy, "connect_on_lan = no\n").unwrap();
+    let policy_arg = policy.to_string_lossy().into_owned();
+    let (ok, text) = deskwire_tests::binaries::viewer(
+        &[
+            "--browse",
+            "--browse-seconds",
+            "0.1",
+            "--policy",
+            &policy_arg,
+        ],
+        &[],
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("connect_on_lan = no"), "{text}");
+    std::fs::write(&policy, "connect_on_lan = yes\n").unwrap();
+    let (ok, text) = deskwire_tests::binaries::viewer(
+        &[
+            "--browse",
+            "--browse-seconds",
+            "0.1",
+            "--policy",
+            &policy_arg,
+        ],
+        &[],
+    );
+    assert!(ok, "{text}");
+    let _ = std::fs::remove_file(&policy);
+
+    use deskwire_broker::store::{Permission, Permissions, Policy};
+    let (broker, token) = deskwire_tests::session_fixtures::TestBroker::start_with_accounts(
+        Permissions::NONE.with(Permission::Control),
+        Policy::default(),
+    )
+    .unwrap();
+    let (ok, text) = deskwire_tests::binaries::viewer(
+        &[
+            "--browse",
+            "--browse-seconds",
+            "0.1",
+            "--broker",
+            broker.url(),
+            "--token",
+            &token,
+        ],
+        &[],
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("does not have the lan permission"), "{text}");
+}

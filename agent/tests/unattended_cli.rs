@@ -1,0 +1,139 @@
+//! Unattended access through the example binaries: `sender --standby` with a grant its user
+//! approved earlier, and `viewer --unattended` connecting with nobody at the target, through
+//! a real broker with a database that checks its own copy of the grant.
+
+use std::process::Command;
+use std::time::Duration;
+
+use deskwire_tests::binaries::{viewer, Running};
+
+use deskwire_broker::store::{Permission, Permissions, Policy};
+use deskwire::accounts::AdminAccounts;
+use deskwire::grants::{report_to_broker, LocalGrants};
+use deskwire::UnixMillis;
+use deskwire_signal::grant::{
+    approve, CredentialMode, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName,
+    ZoneOf,
+};
+use deskwire_tests::session_fixtures::TestBroker;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_standing_by_sender_lets_the_viewer_in_unattended_only_while_the_grant_is_open() {
+    let permissions = Permissions::NONE
+        .with(Permission::Control)
+        .with(Permission::Unattended);
+    let (broker, token) = TestBroker::start_with_accounts(permissions, Policy::default()).unwrap();
+    let url = broker.url();
+    let dir = std::env::temp_dir().join(format!("dw-unattended-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, grants_file, accounts_file, ticket_file) = (
+        dir.join("device.key"),
+        dir.join("grants.json"),
+        dir.join("accounts"),
+        dir.join("ticket.json"),
+    );
+    AdminAccounts::at(&accounts_file)
+        .set("root", "correct horse")
+        .unwrap();
+
+    // What an approval in an earlier session left: the target's grant and the technician's
+    // ticket; the target reported it to the broker.
+    let now = UnixMillis::now();
+    broker.clock().set(now);
+    let request = GrantRequest {
+        schedule: Schedule::new(Validity::Days { days: 1 }, None).unwrap(),
+        zone: GrantZone {
+            of: ZoneOf::Customer,
+            name: ZoneName::new("UTC").unwrap(),
+        },
+        credential_mode: CredentialMode::AskEachConnection,
+    };
+    let (grant, _) = approve(request, &GrantPolicy::default(), now).unwrap();
+    let grants = LocalGrants::at(&grants_file);
+    let ticket = grants.add(Some("alice".into()), grant).unwrap();
+    std::fs::write(&ticket_file, ticket.to_json()).unwrap();
+    let entry = grants.get(ticket.id).unwrap().unwrap();
+    report_to_broker(url, &key, &entry, WAIT).unwrap();
+    let device = deskwire::lan::device_id(&key).unwrap();
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
+    cmd.args(["--standby", "--broker", url, "--view-only"])
+        .args([
+            "--source",
+            "synthetic:typing",
+            "--width",
+            "640",
+            "--height",
+            "480",
+        ])
+        .arg("--device-key")
+        .arg(&key)
+        .arg("--grants")
+        .arg(&grants_file)
+        .arg("--customer-accounts")
+        .arg(&accounts_file)
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"))
+        .env("RUST_LOG", "error");
+    let sender = Running::start(cmd);
+    let wait_for = |what: &str| sender.wait_for(what, WAIT);
+    wait_for("standing by");
+
+    let shot = dir.join("shot.png");
+    let (shot_arg, ticket_arg) = (
+        shot.to_string_lossy().into_owned(),
+        ticket_file.to_string_lossy().into_owned(),
+    );
+    let connect = |admin_password: &str| {
+        let args = [
+            "--broker",
+            url,
+            "--token",
+            &token,
+            "--unattended",
+            &device,
+            "--grant",
+            &ticket_arg,
+            "--admin-user",
+            "root",
+            "--headless",
+            "--duration",
+            "1",
+            "--snapshot",
+            &shot_arg,
+        ];
+        viewer(&args, &[("DESKWIRE_ADMIN_PASSWORD", admin_password)])
+    };
+    let (ok, text) = connect("correct horse");
+    assert!(ok && text.contains("snapshot:"), "ok {ok}: {text}");
+    let png = std::fs::read(&shot).expect("the snapshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 1000,
+        "{} bytes",
+        png.len()
+    );
+    wait_for("connects under grant");
+
+    // The target's admin credentials are checked at each connection.
+    let (ok, text) = connect("wrong horse");
+    assert!(!ok, "a refused viewer exits with a failure: {text}");
+    assert!(
+        text.contains("administrator name or password is wrong"),
+        "{text}"
+    );
+    assert!(text.contains("no frame was decoded"), "{text}");
+
+    // Two days later by the broker's clock the grant has run out: refused there.
+    broker.advance(Duration::from_secs(2 * 24 * 3600));
+    let (ok, text) = connect("correct horse");
+    assert!(!ok, "a refused viewer exits with a failure: {text}");
+    assert!(
+        text.contains("does not let anyone in now") && text.contains("expired"),
+        "{text}"
+    );
+    assert!(!text.contains("snapshot:"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,539 @@
+//! Ad-hoc support sessions at both ends.
+//!
+//! The technician [`create`]s one and hands the user the invitation (a link whose secret
+//! half this side drew, and a security code), or has the broker e-mail it. The user runs a
+//! [`TemporaryHost`]: it activates the session, keeps a standing connection to the broker
+//! (re-attaching by itself when its network drops), and reports each technician's call
+//! ([`TemporaryHostEvent::Call`]), which the caller serves with [`crate::Host::start_adhoc_call`].
+//! When the session ends (the technician's [`end`], the user's [`TemporaryHost::end_now`],
+//! or its lifetime, by the broker's clock or this host's own) the temporary host removes
+//! its folder: the device key, the host token, the link secret. Nothing else is written.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use deskwire_signal::adhoc::{Activation, AdhocId, AdhocLink, Capabilities, SecurityCode};
+use deskwire_signal::{AdhocMail, BrokerMessage, ClientMessage, SessionCode, UnixMillis};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::lan::ask_broker;
+use crate::signalling::Signalling;
+use crate::{spawn_net, Events, SessionError};
+
+/// What the technician gets from [`create`]: show it once, then pass it on.
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    /// The ad-hoc session, for [`crate::ControllerConfig::adhoc`] and [`end`].
+    pub session: AdhocId,
+    /// The link the user opens (its secret half never went to the broker, unless e-mailed).
+    pub link: AdhocLink,
+    /// The security code the user types.
+    pub code: SecurityCode,
+    /// When the invitation stops working if not activated.
+    pub expires_at: UnixMillis,
+    /// What the technician may open.
+    pub capabilities: Capabilities,
+    /// Where the broker e-mailed it.
+    pub mailed_to: Option<String>,
+    /// Why the e-mail could not go (the session exists anyway).
+    pub mail_error: Option<String>,
+}
+
+/// Create an ad-hoc session on `broker` for the technician holding `token`; with
+/// `mail_to`, the broker e-mails the invitation there. Refused with the broker's reason (a
+/// quota names its limit). Blocks up to about `timeout`.
+pub fn create(
+    broker: &str,
+    token: &str,
+    mail_to: Option<&str>,
+    timeout: Duration,
+) -> Result<Invitation, SessionError> {
+    let secret: [u8; 16] = rand::random();
+    let ask = ClientMessage::CreateAdhoc {
+        token: token.to_owned(),
+        mail: mail_to.map(|to| AdhocMail {
+            to: to.to_owned(),
+            secret: crate::grants::hex(&secret),
+        }),
+    };
+    match ask_broker(broker, ask, timeout)? {
+        BrokerMessage::AdhocCreated {
+            session,
+            token,
+            code,
+            expires_at,
+            capabilities,
+            mailed_to,
+            mail_error,
+        } => Ok(Invitation {
+            session,
+            link: AdhocLink { token, secret },
+            code,
+            expires_at,
+            capabilities,
+            mailed_to,
+            mail_error,
+        }),
+        BrokerMessage::Error { message } => Err(SessionError::Adhoc(message)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// "End session now": ends ad-hoc session `session` on the broker, which tells its
+/// temporary host to remove itself. Returns the broker's account of it.
+pub fn end(
+    broker: &str,
+    token: &str,
+    session: AdhocId,
+    timeout: Duration,
+) -> Result<String, SessionError> {
+    let ask = ClientMessage::EndAdhoc {
+        token: token.to_owned(),
+        session,
+    };
+    match ask_broker(broker, ask, timeout)? {
+        BrokerMessage::AdhocEnded { reason, .. } => Ok(reason),
+        BrokerMessage::Error { message } => Err(SessionError::Adhoc(message)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(m: &BrokerMessage) -> SessionError {
+    SessionError::Broker(format!("unexpected answer from the broker: {m:?}"))
+}
+
+/// Reads the wall clock; tests pass their own.
+pub type WallClock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
+
+/// Settings of a [`TemporaryHost`].
+#[derive(Clone)]
+pub struct TemporaryHostConfig {
+    /// Broker URL, `ws://HOST:PORT`.
+    pub broker: String,
+    /// The folder the temporary host keeps its state in, made private (0700) and removed
+    /// entirely when the session ends.
+    pub state_dir: PathBuf,
+    /// A permanent agent runs on this computer (the caller checks): activation is refused.
+    pub permanent_agent: bool,
+    /// Give up on one connection attempt after this long.
+    pub connect_timeout: Duration,
+    /// Longest wait between two attempts to re-attach (the first waits 200 ms, doubling).
+    pub max_retry: Duration,
+    /// The clock this host checks the session's lifetime against, itself.
+    pub clock: WallClock,
+}
+
+impl std::fmt::Debug for TemporaryHostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemporaryHostConfig")
+            .field("broker", &self.broker)
+            .field("state_dir", &self.state_dir)
+            .field("permanent_agent", &self.permanent_agent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TemporaryHostConfig {
+    /// Defaults for `broker`, keeping state in `state_dir`.
+    pub fn new(broker: impl Into<String>, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            broker: broker.into(),
+            state_dir: state_dir.into(),
+            permanent_agent: false,
+            connect_timeout: Duration::from_secs(10),
+            max_retry: Duration::from_secs(5),
+            clock: Arc::new(UnixMillis::now),
+        }
+    }
+
+    /// Whether a permanent agent runs here.
+    pub fn permanent_agent(mut self, present: bool) -> Self {
+        self.permanent_agent = present;
+        self
+    }
+
+    /// Check the lifetime against this clock instead of the system's.
+    pub fn clock(mut self, clock: WallClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Longest wait between attempts to re-attach.
+    pub fn max_retry(mut self, max: Duration) -> Self {
+        self.max_retry = max;
+        self
+    }
+}
+
+/// What the temporary host reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemporaryHostEvent {
+    /// The session is active on this computer until `expires_at`.
+    Activated(Activation),
+    /// The standing connection is back after a drop (or a restart of this process).
+    Reattached,
+    /// A technician is connecting: serve them with [`crate::Host::start_adhoc_call`].
+    Call {
+        /// The code for this connection.
+        session: SessionCode,
+        /// Who.
+        technician: String,
+    },
+    /// The connection to the broker is down; the host tries again by itself.
+    Offline {
+        /// What happened.
+        error: String,
+    },
+    /// The session is over and this host's folder is gone. Nothing follows.
+    Ended {
+        /// Why.
+        reason: String,
+    },
+    /// The broker refused the activation (the message says why); the folder is gone.
+    /// Nothing follows.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the temporary host keeps between connections (and across a restart of its
+/// process), in `state_dir/adhoc.json`, readable by this user only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    session: AdhocId,
+    host_token: String,
+    secret: String,
+    expires_at: UnixMillis,
+}
+
+enum Command {
+    EndNow,
+    /// Cut the standing connection as a network drop would (it re-attaches).
+    Cut,
+    Shutdown,
+}
+
+/// The user's side of an ad-hoc session. See the module docs.
+#[derive(Debug)]
+pub struct TemporaryHost {
+    events: Receiver<TemporaryHostEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+    net: Option<JoinHandle<()>>,
+    secret: [u8; 16],
+    state_dir: PathBuf,
+}
+
+impl TemporaryHost {
+    /// Activate the invitation `link` with the security `code` the user typed.
+    pub fn activate(
+        config: TemporaryHostConfig,
+        link: &AdhocLink,
+        code: &str,
+    ) -> Result<Self, SessionError> {
+        make_private_dir(&config.state_dir)?;
+        let first = ClientMessage::ActivateAdhoc {
+            token: link.token.clone(),
+            code: code.to_owned(),
+            device: String::new(), // filled in once the key exists
+            permanent_agent: config.permanent_agent,
+        };
+        Self::spawn(config, link.secret, first, None)
+    }
+
+    /// Take up the session this folder holds, after this process restarted.
+    pub fn resume(config: TemporaryHostConfig) -> Result<Self, SessionError> {
+        let path = config.state_dir.join("adhoc.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            SessionError::Adhoc(format!(
+                "no ad-hoc session to resume in {}: {e}",
+                path.display()
+            ))
+        })?;
+        let saved: Saved = serde_json::from_str(&text).map_err(|e| {
+            SessionError::Adhoc(format!(
+                "{} is not a temporary host's state: {e}",
+                path.display()
+            ))
+        })?;
+        let secret = crate::grants::unhex(&saved.secret)
+            .ok_or_else(|| SessionError::Adhoc("the saved link secret is damaged".into()))?;
+        let first = ClientMessage::ReattachAdhoc {
+            session: saved.session,
+            host_token: saved.host_token.clone(),
+        };
+        Self::spawn(config, secret, first, Some(saved))
+    }
+
+    fn spawn(
+        config: TemporaryHostConfig,
+        secret: [u8; 16],
+        mut first: ClientMessage,
+        saved: Option<Saved>,
+    ) -> Result<Self, SessionError> {
+        let key = crate::device::load_or_create(&config.state_dir.join("device.key"))?;
+        if let ClientMessage::ActivateAdhoc { device, .. } = &mut first {
+            *device = key.id();
+        }
+        let (events, rx) = Events::new();
+        let (commands, cmd_rx) = mpsc::unbounded_channel();
+        let state_dir = config.state_dir.clone();
+        let net = spawn_net(move |_| async move {
+            let mut agent = Agent {
+                config,
+                secret,
+                events,
+                commands: cmd_rx,
+                saved,
+            };
+            agent.run(first).await;
+        })?;
+        Ok(Self {
+            events: rx,
+            commands,
+            net: Some(net),
+            secret,
+            state_dir,
+        })
+    }
+
+    /// Events, in order. After `Ended` or `Refused` no more follow.
+    pub fn events(&self) -> &Receiver<TemporaryHostEvent> {
+        &self.events
+    }
+
+    /// The secret each call's key exchange runs on (from the link).
+    pub fn call_secret(&self) -> [u8; 16] {
+        self.secret
+    }
+
+    /// This computer's key for the calls' joins ([`crate::HostConfig::device_key`]); it is
+    /// removed with the folder.
+    pub fn device_key(&self) -> PathBuf {
+        self.state_dir.join("device.key")
+    }
+
+    /// The user ends the session now: the broker is told, the folder removed.
+    pub fn end_now(&self) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::EndNow)
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// Drop the standing connection as a network failure would; the host re-attaches by
+    /// itself (for tests and diagnostics).
+    pub fn cut_connection(&self) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::Cut)
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// Stop this process's part without ending the session: the folder stays, and
+    /// [`TemporaryHost::resume`] takes it up again.
+    pub fn shutdown(mut self) -> Result<(), SessionError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), SessionError> {
+        let _ = self.commands.send(Command::Shutdown);
+        crate::join_net(&mut self.net)
+    }
+}
+
+impl Drop for TemporaryHost {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), SessionError> {
+    let fail = |e: std::io::Error| {
+        SessionError::Adhoc(format!("cannot make the folder {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// How a standing connection ended.
+enum Standing {
+    /// Lost (or cut): connect again.
+    Lost(String),
+    /// The session is over, or this process stops: no more connections.
+    Done,
+}
+
+/// How often the host checks the session's lifetime against its own clock.
+const LIFETIME_CHECK: Duration = Duration::from_millis(200);
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+
+struct Agent {
+    config: TemporaryHostConfig,
+    secret: [u8; 16],
+    events: Events<TemporaryHostEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    saved: Option<Saved>,
+}
+
+impl Agent {
+    async fn run(&mut self, first: ClientMessage) {
+        let mut hello = first;
+        let mut retry = FIRST_RETRY;
+        loop {
+            let lost =
+                match Signalling::connect(&self.config.broker, self.config.connect_timeout).await {
+                    Ok(mut sig) => match self.attach(&mut sig, &hello).await {
+                        Standing::Done => {
+                            sig.close().await;
+                            return;
+                        }
+                        Standing::Lost(why) => why,
+                    },
+                    Err(e) => e.to_string(),
+                };
+            // Once activated, every connection re-attaches with the saved token; before,
+            // the activation is simply sent again.
+            if let Some(saved) = &self.saved {
+                hello = ClientMessage::ReattachAdhoc {
+                    session: saved.session,
+                    host_token: saved.host_token.clone(),
+                };
+            }
+            tracing::info!(error = %lost, ?retry, "temporary host offline; trying again");
+            self.events
+                .emit_important(TemporaryHostEvent::Offline { error: lost });
+            let wake = tokio::time::Instant::now() + retry;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => break,
+                    cmd = self.commands.recv() => match cmd {
+                        // Offline: the broker hears of it when its own clock runs out.
+                        Some(Command::EndNow) => return self.finish("the user ended the session (offline)"),
+                        Some(Command::Cut) => {}
+                        Some(Command::Shutdown) | None => return,
+                    },
+                    () = tokio::time::sleep(LIFETIME_CHECK) => {
+                        if self.expired() {
+                            return self.finish("the ad-hoc session reached the end of its lifetime");
+                        }
+                    }
+                }
+            }
+            retry = (retry * 2).min(self.config.max_retry);
+        }
+    }
+
+    /// One standing connection: say hello, then serve calls until it drops or the session
+    /// ends.
+    async fn attach(&mut self, sig: &mut Signalling, hello: &ClientMessage) -> Standing {
+        if let Err(e) = sig.send(hello).await {
+            return Standing::Lost(e.to_string());
+        }
+        let mut ticker = tokio::time::interval(LIFETIME_CHECK);
+        loop {
+            tokio::select! {
+                msg = sig.recv() => match msg {
+                    Ok(BrokerMessage::AdhocActivated { activation, host_token }) => {
+                        match (host_token, &self.saved) {
+                            (Some(token), None) => {
+                                if let Err(e) = self.save(&activation, token) {
+                                    tracing::error!(error = %e, "cannot keep the session's state");
+                                }
+                                self.events.emit_important(TemporaryHostEvent::Activated(activation));
+                            }
+                            _ => self.events.emit_important(TemporaryHostEvent::Reattached),
+                        }
+                    }
+                    Ok(BrokerMessage::AdhocCall { session, technician }) => {
+                        self.events.emit_important(TemporaryHostEvent::Call { session, technician });
+                    }
+                    Ok(BrokerMessage::AdhocEnded { reason, .. }) => {
+                        self.finish(&reason);
+                        return Standing::Done;
+                    }
+                    Ok(BrokerMessage::Error { message }) => {
+                        if self.saved.is_none() {
+                            self.wipe();
+                            self.events.emit_important(TemporaryHostEvent::Refused { reason: message });
+                        } else {
+                            self.finish(&message);
+                        }
+                        return Standing::Done;
+                    }
+                    Ok(other) => tracing::debug!(?other, "ignored on the standing connection"),
+                    Err(e) => return Standing::Lost(e.to_string()),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::EndNow) => {
+                        let _ = sig.send(&ClientMessage::LeaveAdhoc {}).await;
+                        // The broker's answer is a courtesy; the folder goes either way.
+                        let _ = tokio::time::timeout(Duration::from_secs(2), sig.recv()).await;
+                        self.finish("the user ended the session");
+                        return Standing::Done;
+                    }
+                    Some(Command::Cut) => return Standing::Lost("connection cut".into()),
+                    Some(Command::Shutdown) | None => return Standing::Done,
+                },
+                _ = ticker.tick() => {
+                    if self.expired() {
+                        self.finish("the ad-hoc session reached the end of its lifetime");
+                        return Standing::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The session's deadline passed on this host's own clock.
+    fn expired(&self) -> bool {
+        self.saved
+            .as_ref()
+            .is_some_and(|s| (self.config.clock)() >= s.expires_at)
+    }
+
+    fn save(&mut self, activation: &Activation, host_token: String) -> Result<(), SessionError> {
+        let saved = Saved {
+            session: activation.session,
+            host_token,
+            secret: crate::grants::hex(&self.secret),
+            expires_at: activation.expires_at,
+        };
+        let text = serde_json::to_string(&saved)
+            .map_err(|e| SessionError::Adhoc(format!("cannot write the state: {e}")))?;
+        self.saved = Some(saved);
+        crate::accounts::write_private(&self.config.state_dir.join("adhoc.json"), text.as_bytes())
+            .map_err(|e| SessionError::Adhoc(format!("cannot write the state: {e}")))
+    }
+
+    /// Remove every trace, then say so.
+    fn finish(&mut self, reason: &str) {
+        self.wipe();
+        tracing::info!(
+            reason,
+            "ad-hoc session over; temporary host removed its state"
+        );
+        self.events.emit_important(TemporaryHostEvent::Ended {
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn wipe(&mut self) {
+        self.saved = None;
+        match std::fs::remove_dir_all(&self.config.state_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(error = %e, dir = %self.config.state_dir.display(), "cannot remove the temporary host's folder")
+            }
+        }
+    }
+}

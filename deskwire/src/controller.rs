@@ -1,0 +1,595 @@
+//! The technician's end: gets a code, answers the target's offer, decodes and shows.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use crossbeam_channel::Receiver;
+use deskwire_capture::Frame;
+use deskwire_signal::pake::SessionKeys;
+use deskwire_signal::{BrokerMessage, ClientMessage, PeerSignal};
+use tokio::sync::mpsc;
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+mod pairing;
+
+use deskwire_engine::codec::{BandDecoderSet, BandId, BandLayout};
+use deskwire_engine::convert::ColorSpace;
+use deskwire_engine::stats::Histogram;
+use deskwire_session::input::InputEvent;
+use deskwire_session::video::Reassembler;
+use deskwire_session::wire::{decode_video, Channel};
+use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
+
+use crate::config::ControllerConfig;
+use crate::signalling::Signalling;
+use crate::transport::{self, NetEvent, Pc, SessionRuntime};
+use crate::{micros_since, spawn_net, ControllerEvent, DisconnectReason, Events, FrameInfo, SessionError};
+
+enum Command {
+    Input(InputEvent),
+    KeyframeAll,
+    RequestGrant(u32, String),
+    Shutdown,
+}
+
+/// The longest a target may ask its user for (a peer saying more is not believed).
+const MAX_CONSENT_WAIT_MS: u64 = 10 * 60 * 1000;
+
+/// State shared between the handle, the network thread and the decode thread.
+#[derive(Debug, Default)]
+struct Shared {
+    decoders: Mutex<Option<BandDecoderSet>>,
+    latency_us: Histogram,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    /// Target clock minus ours, in microseconds; `i64::MIN` until known.
+    offset_us: AtomicI64,
+}
+
+/// The controller end of a session.
+///
+/// Asks the broker for a session and reports the connection code as
+/// [`ControllerEvent::Code`]; once the target joins, answers its offer, decodes the video
+/// on a `deskwire-decode` thread and sends input with [`Controller::send_input`].
+#[derive(Debug)]
+pub struct Controller {
+    events: Receiver<ControllerEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    net: Option<JoinHandle<()>>,
+    next_grant: std::sync::atomic::AtomicU32,
+}
+
+impl Controller {
+    /// Validate `config` and open a session at the broker.
+    pub fn start(config: ControllerConfig) -> Result<Self, SessionError> {
+        config.validate()?;
+        let (events, rx) = Events::new();
+        let (commands, cmd_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            offset_us: AtomicI64::new(i64::MIN),
+            ..Shared::default()
+        });
+        let task_shared = shared.clone();
+        let net = spawn_net(move |handle| async move {
+            let mut task = ControllerTask {
+                config,
+                events: events.clone(),
+                commands: cmd_rx,
+                handle,
+                shared: task_shared,
+                epoch: Instant::now(),
+            };
+            let reason = task.run().await;
+            tracing::info!(%reason, "controller session ended");
+            events.emit_important(ControllerEvent::Disconnected(reason));
+        })?;
+        Ok(Self {
+            events: rx,
+            commands,
+            shared,
+            net: Some(net),
+            next_grant: std::sync::atomic::AtomicU32::new(1),
+        })
+    }
+
+    /// Events, in order. After [`ControllerEvent::Disconnected`] no more follow.
+    pub fn events(&self) -> &Receiver<ControllerEvent> {
+        &self.events
+    }
+
+    /// Frames decoded and video bytes received so far, read now (the `Stats` event is only
+    /// about once a second): for measuring over an exact window.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.shared.frames.load(Relaxed),
+            self.shared.bytes.load(Relaxed),
+        )
+    }
+
+    /// Send a keyboard or mouse event to the target (coordinates in the target's pixels).
+    pub fn send_input(&self, event: InputEvent) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::Input(event))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// Ask the target's user for unattended access; returns the request's number, which
+    /// [`ControllerEvent::GrantAnswered`] repeats with the answer.
+    pub fn request_unattended(
+        &self,
+        request: &deskwire_signal::grant::GrantRequest,
+    ) -> Result<u32, SessionError> {
+        let json = serde_json::to_string(request)
+            .map_err(|e| SessionError::Grants(format!("cannot encode the request: {e}")))?;
+        let id = self
+            .next_grant
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.commands
+            .send(Command::RequestGrant(id, json))
+            .map_err(|_| SessionError::Ended)?;
+        Ok(id)
+    }
+
+    /// Ask the target for a keyframe of every band.
+    pub fn request_keyframe(&self) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::KeyframeAll)
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// Look at the latest picture (BGRA), if a stream has started.
+    pub fn with_frame<R>(&self, f: impl FnOnce(&Frame) -> R) -> Option<R> {
+        let guard = self
+            .shared
+            .decoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|d| f(d.canvas()))
+    }
+
+    /// Capture->decoded latency of every frame so far, in microseconds.
+    pub fn latency_us(&self) -> &Histogram {
+        &self.shared.latency_us
+    }
+
+    /// End the session, tell the peer, and join every thread.
+    pub fn shutdown(mut self) -> Result<(), SessionError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), SessionError> {
+        let _ = self.commands.send(Command::Shutdown);
+        crate::join_net(&mut self.net)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+struct ControllerTask {
+    config: ControllerConfig,
+    events: Events<ControllerEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handle: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    epoch: Instant,
+}
+
+/// What the network thread hands the decode thread, in arrival order.
+enum DecodeInput {
+    Start {
+        stream: u16,
+        layout: BandLayout,
+        color: ColorSpace,
+    },
+    Chunk(BytesMut),
+}
+
+impl ControllerTask {
+    async fn run(&mut self) -> DisconnectReason {
+        let timeout = self.config.connect_timeout;
+        let sig = match &self.config.lan {
+            Some(target) => Signalling::connect_lan(target.addr, timeout).await,
+            None => Signalling::connect(&self.config.broker, timeout).await,
+        };
+        let mut sig = match sig {
+            Ok(s) => s,
+            Err(e) => return DisconnectReason::from(e),
+        };
+        // Build the peer connection (sockets, certificate: tens of milliseconds) while the
+        // code is being read out, not after the target has joined.
+        let runtime = Arc::new(SessionRuntime::new(
+            self.handle.clone(),
+            self.config.transport.socket_buffer,
+        ));
+        let (pc, net_tx, mut net_rx) =
+            match transport::build_peer(&self.config.transport, runtime).await {
+                Ok(p) => p,
+                Err(e) => {
+                    sig.close().await;
+                    return DisconnectReason::Transport(e.to_string());
+                }
+            };
+        let result = self.pair(&mut sig).await;
+        let (offer, keys, joined_at) = match result {
+            Ok(v) => v,
+            Err(r) => {
+                sig.close().await;
+                let _ = pc.close().await;
+                return r;
+            }
+        };
+        let result = self
+            .answer(&pc, &net_tx, &mut net_rx, &mut sig, offer, &keys)
+            .await;
+        sig.close().await;
+        let reason = match result {
+            Ok(channels) => {
+                self.events.emit_important(ControllerEvent::Connected {
+                    setup: joined_at.elapsed(),
+                });
+                self.view(&channels, &mut net_rx).await
+            }
+            Err(r) => r,
+        };
+        let _ = pc.close().await;
+        reason
+    }
+
+    /// Answer the offer and wait for the target's three channels.
+    async fn answer(
+        &mut self,
+        pc: &Pc,
+        net_tx: &mpsc::UnboundedSender<NetEvent>,
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        sig: &mut Signalling,
+        offer: String,
+        keys: &SessionKeys,
+    ) -> Result<[Arc<dyn DataChannel>; 2], DisconnectReason> {
+        let t = |what: &str, e: &dyn std::fmt::Display| {
+            DisconnectReason::Transport(format!("{what}: {e}"))
+        };
+        tracing::debug!("offer received");
+        let offer =
+            RTCSessionDescription::offer(offer).map_err(|e| t("the offer is not valid SDP", &e))?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| t("cannot use the offer", &e))?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .map_err(|e| t("cannot answer", &e))?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| t("cannot set the answer", &e))?;
+        let mut backlog = Vec::new();
+        let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
+            .await
+            .map_err(|e| DisconnectReason::Transport(e.to_string()))?;
+        let mac = keys.mac_answer(&sdp);
+        sig.send(&ClientMessage::Relay {
+            signal: PeerSignal::Answer { sdp, mac },
+        })
+        .await
+        .map_err(DisconnectReason::from)?;
+
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let (mut input, mut control) = (None, None);
+        let mut seen = 0;
+        let mut pending: std::collections::VecDeque<NetEvent> = backlog.into();
+        let mut listening = true;
+        while seen < 3 {
+            let ev = match pending.pop_front() {
+                Some(ev) => Some(ev),
+                None => tokio::select! {
+                    ev = net_rx.recv() => ev,
+                    // A target that refuses our answer (it failed its verification) says
+                    // bye first: the attempt is over. Its leaving signalling is normal once
+                    // its channels are open, which may be before ours are.
+                    msg = sig.recv(), if listening => match msg {
+                        Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
+                            return Err(DisconnectReason::PeerBye { reason: deskwire_session::wire::ByeReason::Ended, detail: reason });
+                        }
+                        Ok(BrokerMessage::AttemptFailed { .. }) => {
+                            return Err(DisconnectReason::Error("the target could not verify this side's answer: it was altered on the way".into()));
+                        }
+                        Ok(BrokerMessage::Error { message }) => return Err(DisconnectReason::Broker(message)),
+                        Ok(_) => continue,
+                        Err(_) => {
+                            listening = false;
+                            continue;
+                        }
+                    },
+                    cmd = self.commands.recv() => {
+                        if matches!(cmd, Some(Command::Shutdown) | None) {
+                            return Err(DisconnectReason::Local);
+                        }
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(DisconnectReason::Transport("the data channels did not open in time".into()));
+                    }
+                },
+            };
+            match ev {
+                Some(NetEvent::Channel(dc)) => {
+                    let label = dc.label().await.unwrap_or_default();
+                    let Some(label) = Channel::from_label(&label) else {
+                        tracing::warn!(label, "ignoring an unknown data channel");
+                        continue;
+                    };
+                    seen += 1;
+                    match label {
+                        Channel::Input => input = Some(dc.clone()),
+                        Channel::Control => control = Some(dc.clone()),
+                        Channel::Video => {}
+                    }
+                    transport::pump(&self.handle, label, dc, net_tx.clone());
+                }
+                Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+                    return Err(DisconnectReason::Transport("ICE failed".into()))
+                }
+                Some(_) => {}
+                None => {
+                    return Err(DisconnectReason::Transport(
+                        "the peer connection closed".into(),
+                    ))
+                }
+            }
+        }
+        match (input, control) {
+            (Some(i), Some(c)) => Ok([i, c]),
+            _ => Err(DisconnectReason::Transport(
+                "the target opened the wrong channels".into(),
+            )),
+        }
+    }
+
+    /// The established session: the session core keeps time, pings and reports; the
+    /// decode thread turns video into pictures; input goes out as the application sends it.
+    async fn view(
+        &mut self,
+        channels: &[Arc<dyn DataChannel>; 2],
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+    ) -> DisconnectReason {
+        let [input_dc, control_dc] = channels;
+        let (decode_tx, decode_rx) = crossbeam_channel::bounded::<DecodeInput>(1024);
+        let (key_tx, mut key_rx) = mpsc::unbounded_channel::<(u16, u32)>();
+        let decoder = match spawn_decoder(
+            decode_rx,
+            key_tx,
+            self.shared.clone(),
+            self.events.clone(),
+            self.epoch,
+            self.config.keyframe_retry,
+        ) {
+            Ok(t) => t,
+            Err(e) => return DisconnectReason::Error(e.to_string()),
+        };
+        let mut core = ViewerSession::new(
+            ViewerSessionConfig {
+                peer_timeout: self.config.peer_timeout,
+                ..ViewerSessionConfig::default()
+            },
+            self.epoch.elapsed(),
+        );
+        let mut reason = None;
+        let mut flush_bye = false;
+        while reason.is_none() {
+            while let Some(event) = core.poll_event() {
+                match event {
+                    ViewerSessionEvent::StreamStarted { stream, layout, color } => {
+                        self.events.emit(ControllerEvent::StreamStarted {
+                            width: layout.width(),
+                            height: layout.height(),
+                            bands: layout.count(),
+                        });
+                        let _ = decode_tx.send(DecodeInput::Start { stream, layout, color });
+                    }
+                    ViewerSessionEvent::ClockOffset(o) => self.shared.offset_us.store(o, Relaxed),
+                    ViewerSessionEvent::Permissions { control } => {
+                        self.events.emit(ControllerEvent::Permissions { control });
+                    }
+                    ViewerSessionEvent::GrantAnswered { id, approved, detail } => {
+                        let result = if approved {
+                            crate::grants::GrantTicket::from_json(&detail)
+                                .map_err(|e| format!("the target sent an unreadable grant: {e}"))
+                        } else {
+                            Err(detail)
+                        };
+                        self.events.emit_important(ControllerEvent::GrantAnswered { id, result });
+                    }
+                    ViewerSessionEvent::Stats(stats) => self.events.emit(ControllerEvent::Stats(stats)),
+                    ViewerSessionEvent::Ended(end) => {
+                        reason.get_or_insert(DisconnectReason::from(end));
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(t) = core.poll_transmit() {
+                let dc = match t.channel {
+                    Channel::Input => input_dc,
+                    _ => control_dc,
+                };
+                if let Err(e) = dc.send(t.data).await {
+                    reason.get_or_insert(DisconnectReason::Transport(format!(
+                        "{} channel: {e}",
+                        t.channel.label()
+                    )));
+                    break;
+                }
+            }
+            if reason.is_some() {
+                break;
+            }
+            let wake = core
+                .poll_timeout()
+                .map_or(Duration::from_secs(1), |t| t.saturating_sub(self.epoch.elapsed()));
+            tokio::select! {
+                ev = net_rx.recv() => match ev {
+                    Some(NetEvent::Message(channel, data)) => {
+                        core.handle_message(self.epoch.elapsed(), channel, &data);
+                        if channel == Channel::Video {
+                            self.shared.bytes.fetch_add(data.len() as u64, Relaxed);
+                            // A full decode queue means the decoder is behind: the chunk is
+                            // stale, and the gap it leaves asks for a keyframe.
+                            let _ = decode_tx.try_send(DecodeInput::Chunk(data));
+                        }
+                    }
+                    Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+                        reason = Some(DisconnectReason::Transport("ICE failed".into()));
+                    }
+                    Some(NetEvent::State(RTCPeerConnectionState::Closed)) | Some(NetEvent::Closed(_)) => {
+                        reason = Some(transport::closed_reason(net_rx).await);
+                    }
+                    Some(_) => {}
+                    None => reason = Some(DisconnectReason::Transport("the peer connection closed".into())),
+                },
+                req = key_rx.recv() => {
+                    if let Some((s, bands)) = req {
+                        core.request_keyframe(s, bands);
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Input(ev)) => core.send_input(&ev),
+                    Some(Command::RequestGrant(id, request)) => core.request_grant(id, request),
+                    Some(Command::KeyframeAll) => core.request_keyframe_all(),
+                    Some(Command::Shutdown) | None => {
+                        core.close("the technician ended the session");
+                        flush_bye = true;
+                    }
+                },
+                _ = tokio::time::sleep(wake) => {
+                    let h = &self.shared.latency_us;
+                    let q = |p: f64| (h.count() > 0).then(|| Duration::from_micros(h.quantile(p)));
+                    core.handle_decoded(self.shared.frames.load(Relaxed), q(0.5), q(0.99));
+                    core.handle_timeout(self.epoch.elapsed());
+                }
+            }
+        }
+        if flush_bye {
+            let mut sent = true;
+            while let Some(t) = core.poll_transmit() {
+                sent &= control_dc.send(t.data).await.is_ok();
+            }
+            if sent {
+                transport::flush(control_dc).await;
+            }
+        }
+        drop(decode_tx);
+        let _ = decoder.join();
+        reason.unwrap_or(DisconnectReason::Local)
+    }
+}
+
+/// A frame being decoded band by band: reported once its bands stop coming.
+struct Pending {
+    frame_id: u64,
+    bands: u32,
+    latency: Option<Duration>,
+}
+
+/// The `deskwire-decode` thread: reassembly, recovery and H.264 decoding.
+fn spawn_decoder(
+    rx: Receiver<DecodeInput>,
+    keyframes: mpsc::UnboundedSender<(u16, u32)>,
+    shared: Arc<Shared>,
+    events: Events<ControllerEvent>,
+    epoch: Instant,
+    retry: Duration,
+) -> Result<JoinHandle<()>, SessionError> {
+    std::thread::Builder::new()
+        .name("deskwire-decode".into())
+        .spawn(move || {
+            let mut rasm = Reassembler::new(retry);
+            let mut pending: Option<Pending> = None;
+            let flush = |p: Option<Pending>| {
+                if let Some(p) = p {
+                    shared.frames.fetch_add(1, Relaxed);
+                    tracing::trace!(frame = p.frame_id, bands = p.bands, latency = ?p.latency, "frame decoded");
+                    if let Some(l) = p.latency {
+                        shared.latency_us.record(l.as_micros() as u64);
+                    }
+                    events.emit(ControllerEvent::Frame(FrameInfo {
+                        frame_id: p.frame_id,
+                        bands: p.bands,
+                        latency: p.latency,
+                    }));
+                }
+            };
+            loop {
+                // While a frame is open, wait only briefly for more of its bands.
+                let wait = if pending.is_some() { Duration::from_millis(2) } else { Duration::from_millis(50) };
+                let input = match rx.recv_timeout(wait) {
+                    Ok(i) => Some(i),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                };
+                match input {
+                    None => flush(pending.take()),
+                    Some(DecodeInput::Start { stream, layout, color }) => {
+                        flush(pending.take());
+                        let pixels: Vec<u32> = (0..layout.count())
+                            .map(|i| layout.width() * layout.band_height(i))
+                            .collect();
+                        rasm.handle_stream_start(stream, &pixels, epoch.elapsed());
+                        match BandDecoderSet::with_layout(layout, color) {
+                            Ok(d) => *shared.decoders.lock().unwrap_or_else(|p| p.into_inner()) = Some(d),
+                            Err(e) => tracing::error!(error = %e, "cannot create decoders"),
+                        }
+                    }
+                    Some(DecodeInput::Chunk(data)) => {
+                        let chunk = match decode_video(&data) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "malformed video chunk from the target");
+                                continue;
+                            }
+                        };
+                        let Ok(band) = rasm.handle_chunk(&chunk) else { continue };
+                        let (id, b, captured) = (band.frame_id, band.band, band.captured_at_us);
+                        let decoded = {
+                            let mut guard = shared.decoders.lock().unwrap_or_else(|p| p.into_inner());
+                            match guard.as_mut() {
+                                Some(d) => d.decode(BandId(b), band.data).map(|p| p.is_some()),
+                                None => Ok(false),
+                            }
+                        };
+                        match decoded {
+                            Ok(true) => {
+                                if pending.as_ref().is_some_and(|p| p.frame_id != id) {
+                                    flush(pending.take());
+                                }
+                                let p = pending.get_or_insert(Pending { frame_id: id, bands: 0, latency: None });
+                                p.bands |= 1 << b;
+                                let offset = shared.offset_us.load(Relaxed);
+                                if offset != i64::MIN {
+                                    let now = micros_since(epoch) as i64;
+                                    let captured_here = captured as i64 - offset;
+                                    p.latency = Some(Duration::from_micros(now.saturating_sub(captured_here).max(0) as u64));
+                                }
+                            }
+                            Ok(false) => rasm.mark_broken(b),
+                            Err(e) => {
+                                tracing::warn!(error = %e, band = b, "undecodable band; asking for a keyframe");
+                                rasm.mark_broken(b);
+                            }
+                        }
+                    }
+                }
+                if let Some(req) = rasm.poll_keyframe_request(epoch.elapsed()) {
+                    let _ = keyframes.send(req);
+                }
+            }
+            flush(pending.take());
+        })
+        .map_err(SessionError::Thread)
+}

@@ -1,0 +1,303 @@
+//! The target's own copy of the unattended-access grants its user approved, in a JSON file
+//! the agent owns (readable by its user only). The target checks an unattended connection
+//! against this copy at its own clock, never on the broker's word alone; its user (or admin)
+//! lists and revokes grants here.
+
+use std::path::{Path, PathBuf};
+
+use deskwire_signal::grant::Grant;
+use deskwire_signal::UnixMillis;
+
+use crate::SessionError;
+
+/// One grant as the target keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GrantEntry {
+    /// Its number on this computer.
+    pub id: u32,
+    /// Who asked for it, when the broker named them.
+    pub technician: Option<String>,
+    /// The grant.
+    pub grant: Grant,
+    /// The secret the technician connects with (the PAKE input), made at approval.
+    pub secret: Option<[u8; 16]>,
+}
+
+/// Tell `broker` about grant `entry` as it stands now (approved, or revoked), signed with the
+/// device key at `device_key`: the broker then checks its window at its own clock before it
+/// calls this computer's agent ([`crate::standby`]). Blocks up to about `timeout`.
+pub fn report_to_broker(
+    broker: &str,
+    device_key: &Path,
+    entry: &GrantEntry,
+    timeout: std::time::Duration,
+) -> Result<(), SessionError> {
+    let key = crate::device::load_or_create(device_key)?;
+    let record = serde_json::to_string(&entry.grant)
+        .map_err(|e| SessionError::Grants(format!("cannot write grant {}: {e}", entry.id)))?;
+    let now = UnixMillis::now();
+    let report = deskwire_signal::ClientMessage::ReportGrant {
+        device: key.prove_grant_report(entry.id, &record, now),
+        grant: entry.id,
+        technician: entry.technician.clone().unwrap_or_default(),
+        record,
+        reported_at: now,
+    };
+    match crate::lan::ask_broker(broker, report, timeout)? {
+        deskwire_signal::BrokerMessage::GrantReported {} => Ok(()),
+        deskwire_signal::BrokerMessage::Error { message } => Err(SessionError::Grants(format!(
+            "the broker refused the report of grant {}: {message}",
+            entry.id
+        ))),
+        other => Err(SessionError::Broker(format!(
+            "unexpected answer from the broker: {other:?}"
+        ))),
+    }
+}
+
+impl std::fmt::Debug for GrantEntry {
+    // Debug output ends up in logs; the secret must not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantEntry")
+            .field("id", &self.id)
+            .field("technician", &self.technician)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the technician takes away from an approved request: enough to connect later,
+/// with nobody at the target, for as long as the grant allows.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GrantTicket {
+    /// The grant's number on the target.
+    pub id: u32,
+    /// The secret the target made for it.
+    pub secret: [u8; 16],
+    /// The grant.
+    pub grant: Grant,
+}
+
+impl std::fmt::Debug for GrantTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantTicket")
+            .field("id", &self.id)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrantTicket {
+    /// As JSON, to keep (it is a secret: store it like a password).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "id": self.id,
+            "secret": hex(&self.secret),
+            "grant": self.grant,
+        })
+        .to_string()
+    }
+
+    /// From [`GrantTicket::to_json`].
+    pub fn from_json(text: &str) -> Result<Self, SessionError> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| fail(format!("not a grant ticket: {e}")))?;
+        let id = v["id"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| fail("a grant ticket has no id".into()))?;
+        let secret = v["secret"]
+            .as_str()
+            .and_then(unhex)
+            .ok_or_else(|| fail("a grant ticket has no valid secret".into()))?;
+        let grant = serde_json::from_value(v["grant"].clone())
+            .map_err(|e| fail(format!("the ticket's grant is not valid: {e}")))?;
+        Ok(Self { id, secret, grant })
+    }
+}
+
+/// Sixteen bytes as 32 lowercase hex digits.
+pub(crate) fn hex(bytes: &[u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 hex digits back to sixteen bytes.
+pub(crate) fn unhex(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The grants file.
+#[derive(Debug, Clone)]
+pub struct LocalGrants {
+    path: PathBuf,
+}
+
+impl LocalGrants {
+    /// The grants kept at `path` (the file need not exist yet).
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Where they are kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every grant, revoked and expired ones included (they stay for the record).
+    pub fn list(&self) -> Result<Vec<GrantEntry>, SessionError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(fail(format!("cannot read {}: {e}", self.path.display()))),
+        };
+        let values: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| fail(format!("{} is not a grants file: {e}", self.path.display())))?;
+        values
+            .into_iter()
+            .map(|v| {
+                let id = v["id"].as_u64().and_then(|n| u32::try_from(n).ok());
+                let technician = v["technician"].as_str().map(str::to_owned);
+                let grant = serde_json::from_value::<Grant>(v["grant"].clone());
+                let secret = v["secret"].as_str().and_then(unhex);
+                match (id, grant) {
+                    (Some(id), Ok(grant)) => Ok(GrantEntry {
+                        id,
+                        technician,
+                        grant,
+                        secret,
+                    }),
+                    (_, Err(e)) => Err(fail(format!(
+                        "a grant in {} is not valid: {e}",
+                        self.path.display()
+                    ))),
+                    (None, _) => Err(fail(format!(
+                        "a grant in {} has no id",
+                        self.path.display()
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Keep `grant` with a fresh secret; returns what the technician takes away.
+    pub fn add(
+        &self,
+        technician: Option<String>,
+        grant: Grant,
+    ) -> Result<GrantTicket, SessionError> {
+        let mut all = self.list()?;
+        let id = all.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+        let secret: [u8; 16] = rand::random();
+        all.push(GrantEntry {
+            id,
+            technician,
+            grant: grant.clone(),
+            secret: Some(secret),
+        });
+        self.write(&all)?;
+        Ok(GrantTicket { id, secret, grant })
+    }
+
+    /// Grant `id`, if kept.
+    pub fn get(&self, id: u32) -> Result<Option<GrantEntry>, SessionError> {
+        Ok(self.list()?.into_iter().find(|e| e.id == id))
+    }
+
+    /// Revoke grant `id` at `now`; `false` when there is no such grant.
+    pub fn revoke(&self, id: u32, now: UnixMillis) -> Result<bool, SessionError> {
+        let mut all = self.list()?;
+        let Some(entry) = all.iter_mut().find(|e| e.id == id) else {
+            return Ok(false);
+        };
+        entry.grant.revoke(now);
+        self.write(&all)?;
+        Ok(true)
+    }
+
+    fn write(&self, all: &[GrantEntry]) -> Result<(), SessionError> {
+        let values: Vec<serde_json::Value> = all
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id,
+                    "technician": e.technician,
+                    "grant": e.grant,
+                    "secret": e.secret.as_ref().map(hex),
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&values)
+            .map_err(|e| fail(format!("cannot encode the grants: {e}")))?;
+        crate::accounts::write_private(&self.path, text.as_bytes())
+            .map_err(|e| fail(format!("cannot write {}: {e}", self.path.display())))
+    }
+}
+
+fn fail(why: String) -> SessionError {
+    SessionError::Grants(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use deskwire_signal::grant::{
+        approve, CredentialMode, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity,
+        ZoneName, ZoneOf,
+    };
+
+    use super::*;
+
+    fn grant(at: UnixMillis) -> Grant {
+        let request = GrantRequest {
+            schedule: Schedule::new(Validity::Days { days: 3 }, None).unwrap(),
+            zone: GrantZone {
+                of: ZoneOf::Customer,
+                name: ZoneName::new("Europe/Berlin").unwrap(),
+            },
+            credential_mode: CredentialMode::AskEachConnection,
+        };
+        approve(request, &GrantPolicy::default(), at).unwrap().0
+    }
+
+    #[test]
+    fn grants_are_kept_listed_and_revoked_in_a_private_file() {
+        let path = std::env::temp_dir().join(format!("deskwire-grants-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let g = LocalGrants::at(&path);
+        assert!(g.list().unwrap().is_empty());
+        let t0 = UnixMillis(1_790_000_000_000);
+        let ticket = g.add(Some("alice".into()), grant(t0)).unwrap();
+        let b = g.add(None, grant(t0)).unwrap().id;
+        let a = ticket.id;
+        assert_eq!((a, b), (1, 2));
+        assert_eq!(g.get(1).unwrap().unwrap().secret, Some(ticket.secret));
+        assert_eq!(GrantTicket::from_json(&ticket.to_json()).unwrap(), ticket);
+        assert!(GrantTicket::from_json("{\"id\":1,\"secret\":\"zz\"}").is_err());
+        let listed = g.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].technician.as_deref(), Some("alice"));
+        assert_eq!(listed[0].grant, grant(t0));
+        assert!(listed[0].grant.check(t0).is_ok());
+        let later = t0.plus(std::time::Duration::from_secs(60));
+        assert!(g.revoke(a, later).unwrap());
+        assert!(!g.revoke(99, later).unwrap());
+        let listed = g.list().unwrap();
+        assert!(listed[0].grant.check(later).is_err(), "revoked");
+        assert!(listed[1].grant.check(later).is_ok(), "the other one stands");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        std::fs::write(&path, "[{\"id\":1,\"grant\":{}}]").unwrap();
+        assert!(g.list().unwrap_err().to_string().contains("not valid"));
+        let _ = std::fs::remove_file(&path);
+    }
+}

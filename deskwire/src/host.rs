@@ -1,0 +1,754 @@
+//! The target end: joins with a code, streams the screen, injects allowed input.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use deskwire_capture::Source;
+use deskwire_signal::device::DeviceKey;
+use deskwire_signal::ConnectionCode;
+use tokio::sync::mpsc;
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+mod connect;
+mod grants;
+mod lan;
+
+use deskwire_engine::codec::BandId;
+use deskwire_engine::pipeline::Pipeline;
+use deskwire_session::consent::ConsentAnswer;
+use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
+use deskwire_session::video::Packetizer;
+use deskwire_session::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
+
+use crate::config::HostConfig;
+use crate::inject::Injector;
+use crate::signalling::Signalling;
+use crate::transport::{self, NetEvent, SessionRuntime};
+use crate::{spawn_net, DisconnectReason, Events, HostEvent, SessionError};
+
+/// How often the target wakes the WebRTC driver while the channels are opening.
+const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
+
+/// What a host session starts from.
+#[derive(Clone, Copy)]
+enum Start {
+    /// An unattended call through the broker: this code, under this grant.
+    Grant {
+        session: deskwire_signal::SessionCode,
+        grant: u32,
+    },
+    /// A code the user typed (more may follow after a refusal).
+    Code(ConnectionCode),
+    /// An ad-hoc call: this code, and the link's secret.
+    Call {
+        session: deskwire_signal::SessionCode,
+        secret: [u8; 16],
+    },
+}
+
+enum Command {
+    TryCode(ConnectionCode),
+    AnswerConsent(ConsentAnswer),
+    AnswerGrant(u32, crate::GrantDecision),
+    SetControl(bool),
+    Shutdown,
+}
+
+/// The target end of a session.
+///
+/// Joins the broker session named by a connection code, then streams `source` to the
+/// controller and injects the controller's input when allowed. Events arrive on
+/// [`Host::events`]; a refused code yields [`HostEvent::CodeRefused`] and the host waits
+/// for [`Host::try_code`] or [`Host::shutdown`].
+#[derive(Debug)]
+pub struct Host {
+    events: Receiver<HostEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+    net: Option<JoinHandle<()>>,
+    lan_addr: Option<std::net::SocketAddr>,
+}
+
+impl Host {
+    /// Validate `config` and start joining with `code`. Capture starts only once the
+    /// session is established.
+    pub fn start(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        code: ConnectionCode,
+    ) -> Result<Self, SessionError> {
+        config.validate()?;
+        Self::spawn(config, source, None, move |task, source| {
+            Box::pin(async move { task.run(source, Start::Code(code)).await })
+        })
+    }
+
+    /// Serve one unattended call ([`crate::standby::StandbyEvent::Call`]): check grant
+    /// `grant` in this computer's own grants (`config.unattended`) at this computer's clock,
+    /// join `session`, run the key exchange on the grant's secret, ask for administrator
+    /// credentials when the grant says so, and start without asking anyone. A grant that
+    /// does not let anyone in now is refused here, whatever the broker said, and the
+    /// technician is told why.
+    pub fn start_unattended_call(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        session: deskwire_signal::SessionCode,
+        grant: u32,
+    ) -> Result<Self, SessionError> {
+        config.validate()?;
+        Self::spawn(config, source, None, move |task, source| {
+            Box::pin(async move { task.run(source, Start::Grant { session, grant }).await })
+        })
+    }
+
+    /// Serve one connection of an ad-hoc session: join the code of a
+    /// [`crate::adhoc::TemporaryHostEvent::Call`] and run the key exchange on the link's
+    /// secret ([`crate::adhoc::TemporaryHost::call_secret`]). Nobody is asked: the user
+    /// consented by activating the session. `config.device_key` should be the temporary
+    /// host's ([`crate::adhoc::TemporaryHost::device_key`]).
+    pub fn start_adhoc_call(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        session: deskwire_signal::SessionCode,
+        secret: [u8; 16],
+    ) -> Result<Self, SessionError> {
+        config.validate()?;
+        Self::spawn(config, source, None, move |task, source| {
+            Box::pin(async move { task.run(source, Start::Call { session, secret }).await })
+        })
+    }
+
+    /// Serve one session to a controller that connects directly on the LAN with the
+    /// current password of `lan.passwords`; no broker is involved. Wrong passwords are
+    /// refused ([`HostEvent::LanRefused`]) and their source backs off; the host keeps
+    /// listening until one controller gets a session (and the user's consent, per
+    /// `config.acceptance`). Listening starts before this returns: [`Host::lan_addr`].
+    pub fn start_lan(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        lan: crate::lan::LanHostConfig,
+    ) -> Result<Self, SessionError> {
+        config.validate_local()?;
+        let listener = std::net::TcpListener::bind(lan.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| SessionError::Lan(format!("cannot listen on {}: {e}", lan.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| SessionError::Lan(format!("cannot listen on {}: {e}", lan.listen)))?;
+        tracing::info!(%addr, "listening for LAN controllers");
+        Self::spawn(config, source, Some(addr), move |task, source| {
+            Box::pin(async move { task.run_lan(source, listener, lan).await })
+        })
+    }
+
+    fn spawn(
+        config: HostConfig,
+        source: Box<dyn Source>,
+        lan_addr: Option<std::net::SocketAddr>,
+        run: impl for<'a> FnOnce(
+                &'a mut HostTask,
+                Box<dyn Source>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = DisconnectReason> + 'a>,
+            > + Send
+            + 'static,
+    ) -> Result<Self, SessionError> {
+        let (w, h) = source.size();
+        config.pipeline.validate(w, h).map_err(deskwire_engine::PipelineError::from)?;
+        // Read (or make) the device key now, so a bad key file is an error here, not later.
+        let device = match &config.device_key {
+            Some(path) => Some(crate::device::load_or_create(path)?),
+            None => None,
+        };
+        let (events, rx) = Events::new();
+        let (commands, cmd_rx) = mpsc::unbounded_channel();
+        let net = spawn_net(move |handle| async move {
+            let mut task = HostTask {
+                config,
+                events: events.clone(),
+                commands: cmd_rx,
+                handle,
+                epoch: Instant::now(),
+                device,
+            };
+            let reason = run(&mut task, source).await;
+            tracing::info!(%reason, "host session ended");
+            events.emit_important(HostEvent::Disconnected(reason));
+        })?;
+        Ok(Self {
+            events: rx,
+            commands,
+            net: Some(net),
+            lan_addr,
+        })
+    }
+
+    /// Where a LAN host ([`Host::start_lan`]) listens.
+    pub fn lan_addr(&self) -> Option<std::net::SocketAddr> {
+        self.lan_addr
+    }
+
+    /// Events, in order. After [`HostEvent::Disconnected`] no more follow.
+    pub fn events(&self) -> &Receiver<HostEvent> {
+        &self.events
+    }
+
+    /// Enter another code after [`HostEvent::CodeRefused`] ("Try Again").
+    pub fn try_code(&self, code: ConnectionCode) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::TryCode(code))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// Grant or revoke control. Revoking releases every key and button the controller
+    /// holds and tells the controller.
+    pub fn set_control(&self, control: bool) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::SetControl(control))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// The user's answer to [`HostEvent::ConsentRequested`].
+    pub fn answer_consent(&self, answer: ConsentAnswer) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::AnswerConsent(answer))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// The user's decision on [`HostEvent::GrantRequested`] `id`; the outcome follows as
+    /// [`HostEvent::GrantDecided`].
+    pub fn answer_grant(
+        &self,
+        id: u32,
+        decision: crate::GrantDecision,
+    ) -> Result<(), SessionError> {
+        self.commands
+            .send(Command::AnswerGrant(id, decision))
+            .map_err(|_| SessionError::Ended)
+    }
+
+    /// End the session (or cancel code entry), tell the peer, and join every thread.
+    pub fn shutdown(mut self) -> Result<(), SessionError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), SessionError> {
+        let _ = self.commands.send(Command::Shutdown);
+        crate::join_net(&mut self.net)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Counters shared with the video-out thread.
+#[derive(Debug, Default)]
+struct SendCounters {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    bands_dropped: AtomicU64,
+}
+
+struct HostTask {
+    config: HostConfig,
+    events: Events<HostEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handle: tokio::runtime::Handle,
+    /// The session clock: capture times and pongs are microseconds since this instant.
+    epoch: Instant,
+    /// This computer's key, when it proves its identity to the broker.
+    device: Option<DeviceKey>,
+}
+
+/// An open peer connection: the connection, its events and the three channels.
+type Connected = (
+    transport::Pc,
+    mpsc::UnboundedReceiver<NetEvent>,
+    transport::Channels,
+);
+
+enum Wait<T> {
+    Got(T),
+    End(DisconnectReason),
+}
+
+/// How an attempt to connect ended without a session.
+enum Negotiation {
+    /// The peer's description did not verify: nothing connected; the user may enter the
+    /// code again.
+    Retry,
+    /// The technician's administrator name or password was wrong: nothing was connected.
+    BadCredentials,
+    End(DisconnectReason),
+}
+
+impl HostTask {
+    async fn run(&mut self, source: Box<dyn Source>, start: Start) -> DisconnectReason {
+        let started = Instant::now();
+        let timeout = self.config.connect_timeout;
+        let brokers: Vec<&str> = std::iter::once(self.config.broker.as_str())
+            .chain(self.config.fallback_brokers.iter().map(String::as_str))
+            .collect();
+        let mut sig = match Signalling::connect_any(&brokers, timeout).await {
+            Ok(s) => s,
+            Err(e) => return DisconnectReason::from(e),
+        };
+        let mut control = !self.config.view_only;
+        let mut source = Some(source);
+        let mut pipeline: Option<Arc<Pipeline>> = None;
+        let mut next = match start {
+            Start::Code(code) => Some(code),
+            Start::Call { .. } | Start::Grant { .. } => None,
+        };
+        let mut called = false;
+        let mut session_policy = None;
+        let connected = loop {
+            let mut admin = self.config.require_admin.clone();
+            let (secret, policy, unattended) = match start {
+                Start::Code(_) => match self.join(&mut sig, next.take(), &mut control).await {
+                    Wait::Got((code, policy)) => (connect::Secret::Code(code), policy, false),
+                    Wait::End(r) => break Err(r),
+                },
+                // A call is one attempt: the technician's side calls again if it failed.
+                Start::Call { .. } | Start::Grant { .. } if called => {
+                    break Err(DisconnectReason::Error(
+                        "the technician's side could not be verified; nothing was connected".into(),
+                    ))
+                }
+                Start::Call { session, secret } => {
+                    called = true;
+                    match self.join_call(&mut sig, session).await {
+                        // The user activated the session for this technician: they are
+                        // not asked again at each connection.
+                        Wait::Got(policy) => {
+                            (connect::Secret::Adhoc(session, secret), policy, true)
+                        }
+                        Wait::End(r) => break Err(r),
+                    }
+                }
+                Start::Grant { session, grant } => {
+                    called = true;
+                    // This computer's own copy decides, at its own clock, whatever the
+                    // broker let through.
+                    let own = self.unattended_grant(grant, deskwire_signal::UnixMillis::now());
+                    match (self.join_call(&mut sig, session).await, own) {
+                        (Wait::End(r), _) => break Err(r),
+                        (Wait::Got(policy), Ok((secret, needs))) => {
+                            admin = needs;
+                            (connect::Secret::Grant(grant, secret), policy, true)
+                        }
+                        (Wait::Got(_), Err(why)) => {
+                            tracing::warn!(grant, why, "unattended call refused");
+                            let bye = deskwire_signal::ClientMessage::Relay {
+                                signal: deskwire_signal::PeerSignal::Bye {
+                                    reason: format!("the computer refused: {why}"),
+                                },
+                            };
+                            let _ = sig.send(&bye).await;
+                            break Err(DisconnectReason::Error(format!(
+                                "unattended connection refused: {why}"
+                            )));
+                        }
+                    }
+                }
+            };
+            self.events.emit(HostEvent::Joined);
+            // Start capturing and encoding now, while ICE and DTLS run: the encoders'
+            // start-up and the first full encode then overlap the handshake instead of
+            // following it. Nothing leaves this process before the channels are open, and
+            // a failed verification keeps it running for the next attempt.
+            if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
+                break Err(r);
+            }
+            let runtime = Arc::new(SessionRuntime::new(
+                self.handle.clone(),
+                self.config.transport.socket_buffer,
+            ));
+            let (pc, net_tx, mut net_rx) =
+                match transport::build_peer(&self.config.transport, runtime).await {
+                    Ok(p) => p,
+                    Err(e) => break Err(DisconnectReason::Transport(e.to_string())),
+                };
+            let result = self
+                .negotiate(
+                    &pc,
+                    &net_tx,
+                    &mut net_rx,
+                    &mut sig,
+                    connect::Attempt {
+                        secret,
+                        control,
+                        policy: policy.as_ref(),
+                        unattended,
+                        admin,
+                    },
+                )
+                .await;
+            let reason = match result {
+                Ok((channels, granted)) => {
+                    control = granted;
+                    session_policy = policy;
+                    break Ok((pc, net_rx, channels));
+                }
+                Err(Negotiation::Retry) => None,
+                Err(Negotiation::BadCredentials) => {
+                    let why = "the administrator name or password is wrong";
+                    let bye = deskwire_signal::ClientMessage::Relay {
+                        signal: deskwire_signal::PeerSignal::Bye { reason: why.into() },
+                    };
+                    let _ = sig.send(&bye).await;
+                    Some(DisconnectReason::Error(why.into()))
+                }
+                Err(Negotiation::End(r)) => Some(r),
+            };
+            let _ = pc.close().await;
+            if let Some(r) = reason {
+                break Err(r);
+            }
+            // Not verified: nothing was connected. The broker has told this side why
+            // (join_refused), which `join` reports; wait there for another code.
+        };
+        sig.close().await;
+        let desk = grants::GrantDesk::new(session_policy.as_ref());
+        self.conclude(connected, pipeline, control, started, desk)
+            .await
+    }
+
+    /// Stream once connected, or stop what was started for an attempt that failed.
+    async fn conclude(
+        &mut self,
+        connected: Result<Connected, DisconnectReason>,
+        pipeline: Option<Arc<Pipeline>>,
+        control: bool,
+        started: Instant,
+        desk: grants::GrantDesk,
+    ) -> DisconnectReason {
+        match (connected, pipeline) {
+            (Ok((pc, mut net_rx, channels)), Some(p)) => {
+                let setup = started.elapsed();
+                let r = self
+                    .stream(p, &channels, &mut net_rx, (control, desk), setup)
+                    .await;
+                let _ = pc.close().await;
+                r
+            }
+            (Ok((pc, _, _)), None) => {
+                let _ = pc.close().await;
+                DisconnectReason::Error("connected without a pipeline".into())
+            }
+            (Err(r), p) => {
+                if let Some(p) = p {
+                    shutdown_pipeline(p);
+                }
+                r
+            }
+        }
+    }
+
+    /// Start capturing and encoding, once, for the first attempt.
+    fn ensure_pipeline(
+        &self,
+        source: &mut Option<Box<dyn Source>>,
+        pipeline: &mut Option<Arc<Pipeline>>,
+    ) -> Result<(), DisconnectReason> {
+        if pipeline.is_some() {
+            return Ok(());
+        }
+        let src = source
+            .take()
+            .ok_or_else(|| DisconnectReason::Error("no source to capture".into()))?;
+        let p = Pipeline::start(src, self.config.pipeline.clone())
+            .map_err(|e| DisconnectReason::Error(format!("cannot start capture: {e}")))?;
+        *pipeline = Some(Arc::new(p));
+        Ok(())
+    }
+
+    /// The established session: start capture, then let the session core answer the
+    /// viewer, gate its input and watch its liveness, until it ends.
+    async fn stream(
+        &mut self,
+        pipeline: Arc<Pipeline>,
+        channels: &transport::Channels,
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        (control, mut desk): (bool, grants::GrantDesk),
+        setup: Duration,
+    ) -> DisconnectReason {
+        let layout = pipeline.layout().clone();
+        let injector = if self.config.view_only {
+            None
+        } else {
+            let events = self.events.clone();
+            let report = Box::new(move |op: &InjectOp, r: Result<(), String>| {
+                if r.is_ok() {
+                    events.emit(HostEvent::InputInjected(InputKind::from(op)));
+                }
+            });
+            match Injector::start(self.config.input_display.clone(), report) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    shutdown_pipeline(pipeline);
+                    return DisconnectReason::Error(e);
+                }
+            }
+        };
+        let stream_id = 1u16;
+        let mut core = HostSession::new(
+            HostSessionConfig {
+                peer_timeout: self.config.peer_timeout,
+                stats_interval: Duration::from_secs(1),
+                view_only: self.config.view_only,
+            },
+            StreamInfo {
+                stream: stream_id,
+                width: layout.width(),
+                height: layout.height(),
+                color: self.config.pipeline.codec.color,
+                tops: layout.tops().to_vec(),
+            },
+            control,
+            self.epoch.elapsed(),
+        );
+        let mut reason = send_transmits(&mut core, channels).await.err();
+        self.events.emit_important(HostEvent::Connected {
+            control: core.control(),
+            setup,
+        });
+
+        // What was encoded while the channels opened is stale: drop it and start the stream
+        // with a keyframe of every band from the newest picture.
+        while pipeline.output().try_recv().is_ok() {}
+        pipeline.request_keyframe(None);
+        let counters = Arc::new(SendCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let video_out = match spawn_video_out(
+            self.handle.clone(),
+            pipeline.clone(),
+            channels.video.clone(),
+            stream_id,
+            self.config.transport.max_message,
+            self.epoch,
+            counters.clone(),
+            stop.clone(),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                reason.get_or_insert(DisconnectReason::Error(e.to_string()));
+                None
+            }
+        };
+
+        let mut flush_bye = false;
+        while reason.is_none() {
+            while let Some(event) = core.poll_event() {
+                match event {
+                    HostSessionEvent::KeyframeRequested { bands } => {
+                        for b in 0..layout.count() {
+                            if bands & (1 << b) != 0 {
+                                pipeline.request_keyframe(Some(BandId(b as u8)));
+                            }
+                        }
+                    }
+                    HostSessionEvent::Inject(op) => {
+                        let kind = InputKind::from(&op);
+                        let refused = match &injector {
+                            Some(inj) => inj.submit(op).err().map(|_| InputRefusal::QueueFull),
+                            None => Some(InputRefusal::ViewOnly),
+                        };
+                        if let Some(reason) = refused {
+                            self.events.emit(HostEvent::InputRefused { kind, reason });
+                        }
+                    }
+                    HostSessionEvent::Release(ops) => {
+                        if let Some(inj) = &injector {
+                            inj.submit_releases(ops);
+                        }
+                    }
+                    HostSessionEvent::InputRefused { kind, reason } => {
+                        self.events.emit(HostEvent::InputRefused { kind, reason });
+                    }
+                    HostSessionEvent::GrantRequested { id, request } => {
+                        match desk.handle_request(id, &request, core.control(), &self.config) {
+                            Ok(ask) => self.events.emit_important(ask),
+                            Err(answer) => core.send_control(answer),
+                        }
+                    }
+                    HostSessionEvent::Stats(stats) => self.events.emit(HostEvent::Stats(stats)),
+                    HostSessionEvent::Ended(end) => {
+                        reason.get_or_insert(DisconnectReason::from(end));
+                    }
+                    _ => {}
+                }
+            }
+            if let Err(e) = send_transmits(&mut core, channels).await {
+                reason.get_or_insert(e);
+            }
+            if reason.is_some() {
+                break;
+            }
+            let wake = core
+                .poll_timeout()
+                .map_or(Duration::from_secs(1), |t| t.saturating_sub(self.epoch.elapsed()));
+            tokio::select! {
+                ev = net_rx.recv() => match ev {
+                    Some(NetEvent::Message(channel, data)) => {
+                        core.handle_message(self.epoch.elapsed(), channel, &data);
+                    }
+                    Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+                        reason = Some(DisconnectReason::Transport("ICE failed".into()));
+                    }
+                    Some(NetEvent::State(RTCPeerConnectionState::Closed)) | Some(NetEvent::Closed(_)) => {
+                        reason = Some(transport::closed_reason(net_rx).await);
+                    }
+                    Some(_) => {}
+                    None => reason = Some(DisconnectReason::Transport("the peer connection closed".into())),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::SetControl(c)) => core.set_control(c),
+                    Some(Command::AnswerGrant(id, decision)) => {
+                        // Argon2 for customer credentials takes tens of milliseconds: a
+                        // rare pause, and only for a request the user is answering.
+                        let decided = desk.handle_decision(id, decision, &self.config, deskwire_signal::UnixMillis::now());
+                        if let Some((answer, event)) = decided {
+                            self.events.emit_important(event);
+                            core.send_control(answer);
+                        }
+                    }
+                    Some(Command::TryCode(_) | Command::AnswerConsent(_)) => {}
+                    Some(Command::Shutdown) | None => {
+                        core.close("the target ended the session");
+                        flush_bye = true;
+                    }
+                },
+                _ = tokio::time::sleep(wake) => {
+                    core.handle_video_sent(
+                        counters.frames.load(Relaxed),
+                        counters.bytes.load(Relaxed),
+                        counters.bands_dropped.load(Relaxed),
+                    );
+                    core.handle_timeout(self.epoch.elapsed());
+                }
+            }
+        }
+        // Let go of everything the viewer held before anything else stops.
+        while let Some(event) = core.poll_event() {
+            if let (HostSessionEvent::Release(ops), Some(inj)) = (event, &injector) {
+                inj.submit_releases(ops);
+            }
+        }
+        if flush_bye && send_transmits(&mut core, channels).await.is_ok() {
+            transport::flush(&channels.control).await;
+        }
+        if let Some(inj) = injector {
+            inj.shutdown();
+        }
+        stop.store(true, Relaxed);
+        if let Some(t) = video_out {
+            let _ = t.join();
+        }
+        shutdown_pipeline(pipeline);
+        reason.unwrap_or(DisconnectReason::Local)
+    }
+}
+
+/// Send what the session core queued, each on its channel.
+async fn send_transmits(
+    core: &mut HostSession,
+    channels: &transport::Channels,
+) -> Result<(), DisconnectReason> {
+    while let Some(t) = core.poll_transmit() {
+        channels.get(t.channel).send(t.data).await.map_err(|e| {
+            DisconnectReason::Transport(format!("{} channel: {e}", t.channel.label()))
+        })?;
+    }
+    Ok(())
+}
+
+fn shutdown_pipeline(pipeline: Arc<Pipeline>) {
+    match Arc::try_unwrap(pipeline) {
+        Ok(p) => {
+            if let Err(e) = p.shutdown() {
+                tracing::warn!(error = %e, "pipeline ended with an error");
+            }
+        }
+        // Dropping the last reference stops it too; this only happens if a thread that
+        // holds one did not exit, which joining it above rules out.
+        Err(_) => tracing::warn!("pipeline still shared at shutdown"),
+    }
+}
+
+/// The `deskwire-video-out` thread: chunks encoded frames onto the video channel. A full
+/// send buffer drops the band (and asks for a keyframe) instead of queueing stale video.
+#[allow(clippy::too_many_arguments)]
+fn spawn_video_out(
+    handle: tokio::runtime::Handle,
+    pipeline: Arc<Pipeline>,
+    dc: Arc<dyn DataChannel>,
+    stream: u16,
+    max_message: usize,
+    epoch: Instant,
+    counters: Arc<SendCounters>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, SessionError> {
+    let output = pipeline.output().clone();
+    // Capture times are on the pipeline's clock; the wire carries the session clock.
+    let shift_us = u64::try_from(
+        pipeline
+            .epoch()
+            .saturating_duration_since(epoch)
+            .as_micros(),
+    )
+    .unwrap_or(0);
+    std::thread::Builder::new()
+        .name("deskwire-video-out".into())
+        .spawn(move || {
+            let mut packetizer = Packetizer::new(stream, max_message);
+            let bands = pipeline.layout().count();
+            // Frames already in flight when the stream started depend on pictures the
+            // viewer never got; the stream begins at the requested all-band keyframe.
+            let mut started = false;
+            while !stop.load(Relaxed) {
+                let frame = match output.recv_timeout(Duration::from_millis(50)) {
+                    Ok(f) => f,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                };
+                if !started {
+                    started = frame.bands.len() == bands && frame.bands.iter().all(|b| b.keyframe);
+                    if !started {
+                        continue;
+                    }
+                }
+                let captured_at_us = shift_us + frame.captured_at.as_micros();
+                let mut bytes = 0u64;
+                let failed = packetizer.packetize(&frame, captured_at_us, |_, msg| {
+                    let len = msg.len() as u64;
+                    let ok = handle.block_on(dc.try_send(msg)).is_ok();
+                    if ok {
+                        bytes += len;
+                    }
+                    ok
+                });
+                for b in 0..32u8 {
+                    if failed & (1 << b) != 0 {
+                        counters.bands_dropped.fetch_add(1, Relaxed);
+                        pipeline.request_keyframe(Some(BandId(b)));
+                    }
+                }
+                tracing::trace!(
+                    frame = frame.id.0,
+                    bands = frame.bands.len(),
+                    bytes,
+                    "frame sent"
+                );
+                counters.frames.fetch_add(1, Relaxed);
+                counters.bytes.fetch_add(bytes, Relaxed);
+            }
+        })
+        .map_err(SessionError::Thread)
+}

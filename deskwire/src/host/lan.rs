@@ -1,0 +1,253 @@
+//! A LAN target: listen for controllers, answer each the way a broker would, and run the
+//! same key exchange, consent and MACed negotiation as with a broker, under the password.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use deskwire_capture::Source;
+use deskwire_signal::grant::CredentialMode;
+use deskwire_signal::lan::LanBackoff;
+use deskwire_signal::{BrokerMessage, JoinRefusal, PeerSignal, UnixMillis};
+use tokio::net::TcpListener;
+
+use crate::accounts::AdminAccounts;
+use crate::lan::LanHostConfig;
+use crate::signalling::Signalling;
+use crate::transport::{self, SessionRuntime};
+use crate::{DisconnectReason, HostEvent};
+use super::connect::{Attempt, Secret};
+use super::{Command, Connected, HostTask, Negotiation};
+use deskwire_engine::pipeline::Pipeline;
+
+impl HostTask {
+    /// Serve controllers on `listener` until one gets a session, then stream to it.
+    pub(super) async fn run_lan(
+        &mut self,
+        source: Box<dyn Source>,
+        listener: std::net::TcpListener,
+        lan: LanHostConfig,
+    ) -> DisconnectReason {
+        let started = Instant::now();
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => return DisconnectReason::Lan(format!("cannot listen: {e}")),
+        };
+        let mut backoff = LanBackoff::new(lan.backoff);
+        let mut control = !self.config.view_only;
+        let mut source = Some(source);
+        let mut pipeline: Option<Arc<Pipeline>> = None;
+        let connected: Result<Connected, DisconnectReason> = loop {
+            let (tcp, from) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot accept a LAN connection");
+                        continue;
+                    }
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::SetControl(c)) => {
+                        control = c && !self.config.view_only;
+                        continue;
+                    }
+                    Some(Command::TryCode(_) | Command::AnswerConsent(_) | Command::AnswerGrant(..)) => continue,
+                    Some(Command::Shutdown) | None => break Err(DisconnectReason::Local),
+                },
+            };
+            let mut sig = match Signalling::accept_direct(tcp, self.config.connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%from, error = %e, "not a controller");
+                    continue;
+                }
+            };
+            // A source that guessed wrong waits before it may guess again; it is told so
+            // without a key exchange, so waiting is the only way to another guess.
+            if let Err(wait) = backoff.check(from.ip(), UnixMillis::now()) {
+                let message = format!(
+                    "too many wrong passwords from {}; try again in {} s",
+                    from.ip(),
+                    wait.as_secs().max(1)
+                );
+                tracing::warn!(%from, ?wait, "LAN connection refused while its source backs off");
+                self.refuse(sig, from, JoinRefusal::TooManyAttempts, message)
+                    .await;
+                continue;
+            }
+            if let Err(e) = sig.send_as_broker(&BrokerMessage::PeerJoined {}).await {
+                tracing::debug!(%from, error = %e, "the controller left");
+                continue;
+            }
+            tracing::info!(%from, "LAN controller connected");
+            // The controller says first which secret it holds: the password, or a grant.
+            let grant = match self.hello(&mut sig).await {
+                Ok(g) => g,
+                Err(why) => {
+                    tracing::debug!(%from, why, "no hello from the LAN controller");
+                    continue;
+                }
+            };
+            let under_grant =
+                match grant.map(|id| (id, self.unattended_grant(id, UnixMillis::now()))) {
+                    None => None,
+                    Some((id, Ok((secret, admin)))) => Some((id, secret, admin)),
+                    Some((id, Err(why))) => {
+                        // Outside its window, revoked, expired or unknown: refused here, whatever
+                        // a broker might have said.
+                        tracing::warn!(%from, grant = id, why, "unattended connection refused");
+                        self.refuse(sig, from, JoinRefusal::Cancelled, why).await;
+                        continue;
+                    }
+                };
+            self.events.emit(HostEvent::Joined);
+            if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
+                break Err(r);
+            }
+            let runtime = Arc::new(SessionRuntime::new(
+                self.handle.clone(),
+                self.config.transport.socket_buffer,
+            ));
+            let (pc, net_tx, mut net_rx) =
+                match transport::build_peer(&self.config.transport, runtime).await {
+                    Ok(p) => p,
+                    Err(e) => break Err(DisconnectReason::Transport(e.to_string())),
+                };
+            let attempt = match under_grant {
+                None => Attempt {
+                    secret: Secret::Lan(lan.passwords.current_at(UnixMillis::now())),
+                    control,
+                    policy: None,
+                    unattended: false,
+                    admin: self.config.require_admin.clone(),
+                },
+                Some((id, secret, admin)) => Attempt {
+                    secret: Secret::Grant(id, secret),
+                    control: !self.config.view_only,
+                    policy: None,
+                    unattended: true,
+                    admin,
+                },
+            };
+            let result = self
+                .negotiate(&pc, &net_tx, &mut net_rx, &mut sig, attempt)
+                .await;
+            match result {
+                Ok((channels, granted)) => {
+                    backoff.record_success(from.ip());
+                    control = granted;
+                    sig.close().await;
+                    break Ok((pc, net_rx, channels));
+                }
+                Err(Negotiation::Retry) => {
+                    let wait = backoff.record_failure(from.ip(), UnixMillis::now());
+                    let failures = backoff.failures(from.ip());
+                    tracing::warn!(%from, failures, ?wait, "wrong LAN password; nothing was connected");
+                    let message =
+                        format!("wrong password; try again in {} s", wait.as_secs().max(1));
+                    let _ = pc.close().await;
+                    self.refuse(sig, from, JoinRefusal::VerificationFailed, message)
+                        .await;
+                    continue;
+                }
+                Err(Negotiation::BadCredentials) => {
+                    let wait = backoff.record_failure(from.ip(), UnixMillis::now());
+                    let message = format!(
+                        "the administrator name or password is wrong; try again in {} s",
+                        wait.as_secs().max(1)
+                    );
+                    let _ = pc.close().await;
+                    self.refuse(sig, from, JoinRefusal::VerificationFailed, message)
+                        .await;
+                    continue;
+                }
+                Err(Negotiation::End(DisconnectReason::Local)) => {
+                    let _ = pc.close().await;
+                    sig.close().await;
+                    break Err(DisconnectReason::Local);
+                }
+                Err(Negotiation::End(r)) => {
+                    // Refused by the user, the controller left, a transport failure: this
+                    // attempt is over, the target keeps listening.
+                    tracing::info!(%from, reason = %r, "LAN attempt ended without a session");
+                    sig.close().await;
+                }
+            }
+            let _ = pc.close().await;
+        };
+        drop(listener);
+        let desk = super::grants::GrantDesk::new(None);
+        self.conclude(connected, pipeline, control, started, desk)
+            .await
+    }
+
+    /// The LAN controller's hello: which grant it connects under, if any.
+    async fn hello(&mut self, sig: &mut Signalling) -> Result<Option<u32>, String> {
+        let wait = tokio::time::timeout(self.config.connect_timeout, sig.recv()).await;
+        match wait {
+            Ok(Ok(BrokerMessage::Relay {
+                signal: PeerSignal::LanHello { grant },
+            })) => Ok(grant),
+            Ok(Ok(other)) => Err(format!("expected a hello, got {other:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no hello in time".into()),
+        }
+    }
+
+    /// Grant `id` as this computer keeps it, if it lets someone in at `now`: its secret and
+    /// the accounts whose credentials the technician must present.
+    pub(super) fn unattended_grant(
+        &self,
+        id: u32,
+        now: UnixMillis,
+    ) -> Result<([u8; 16], Option<AdminAccounts>), String> {
+        let grants = self
+            .config
+            .grants
+            .as_ref()
+            .ok_or("this computer keeps no unattended-access grants")?;
+        let entry = grants
+            .get(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("this computer has no grant {id}"))?;
+        entry
+            .grant
+            .check(now)
+            .map_err(|why| format!("grant {id} does not let anyone in now: {why}"))?;
+        let secret = entry
+            .secret
+            .ok_or_else(|| format!("grant {id} has no secret to connect with"))?;
+        let admin = match entry.grant.request().credential_mode {
+            // The technician proves they administer this computer at every connection.
+            CredentialMode::AskEachConnection => Some(
+                self.config
+                    .require_admin
+                    .clone()
+                    .or_else(|| self.config.customer_accounts.clone())
+                    .ok_or(
+                        "this computer has no accounts to check administrator credentials against",
+                    )?,
+            ),
+            CredentialMode::CustomerCredentials => self.config.require_admin.clone(),
+        };
+        Ok((secret, admin))
+    }
+
+    /// Tell a LAN controller why it is turned away, close, and report it.
+    async fn refuse(
+        &mut self,
+        mut sig: Signalling,
+        from: std::net::SocketAddr,
+        reason: JoinRefusal,
+        message: String,
+    ) {
+        let _ = sig
+            .send_as_broker(&BrokerMessage::JoinRefused {
+                reason,
+                message: message.clone(),
+            })
+            .await;
+        sig.close().await;
+        self.events
+            .emit_important(HostEvent::LanRefused { from, message });
+    }
+}

@@ -1,0 +1,429 @@
+//! The session API: a [`Host`] on the target and a [`Controller`] at the technician, paired
+//! through a broker with a connection code and joined by WebRTC data channels.
+//!
+//! Each handle runs its network side on one named thread (`deskwire-net`) with its own tokio
+//! runtime, and reports what happens as [`HostEvent`]s / [`ControllerEvent`]s on a bounded
+//! channel. `shutdown()` says goodbye to the peer and joins every thread the handle started.
+//!
+//! ```no_run
+//! use deskwire_capture::{open, OpenOptions};
+//! use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The technician asks a broker for a session and reads the code to the user...
+//! let controller = Controller::start(ControllerConfig::new("ws://127.0.0.1:8450"))?;
+//! let code = loop {
+//!     if let ControllerEvent::Code { code, .. } = controller.events().recv()? {
+//!         break code;
+//!     }
+//! };
+//! // ...who enters it on the target, which then streams its screen.
+//! let source = open(&"synthetic:typing".parse()?, &OpenOptions::default())?;
+//! let host = Host::start(HostConfig::new("ws://127.0.0.1:8450").view_only(true), source, code)?;
+//! for event in controller.events().iter() {
+//!     match event {
+//!         ControllerEvent::Frame(info) => {
+//!             let size = controller.with_frame(|f| (f.width(), f.height()));
+//!             println!("frame {} {:?}, latency {:?}", info.frame_id, size, info.latency);
+//!             break;
+//!         }
+//!         ControllerEvent::Disconnected(reason) => return Err(reason.to_string().into()),
+//!         _ => {}
+//!     }
+//! }
+//! controller.shutdown()?;
+//! host.shutdown()?;
+//! # Ok(()) }
+//! ```
+
+pub mod accounts;
+pub mod adhoc;
+pub mod config;
+mod controller;
+mod device;
+pub mod grants;
+mod host;
+mod inject;
+pub mod lan;
+mod signalling;
+pub mod standby;
+mod transport;
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
+
+pub use config::{
+    AdhocTarget, AdminCredentials, ControllerConfig, HostConfig, LanTarget, MdnsMode,
+    SessionConfigError, TransportConfig, UnattendedTarget,
+};
+pub use deskwire_session::consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
+pub use controller::Controller;
+pub use host::Host;
+/// The keyboard and mouse events a viewer sends, and why the target refuses one.
+pub use deskwire_session::input;
+pub use deskwire_session::input::{InputEvent, InputKind, InputRefusal};
+pub use deskwire_session::{ControllerStats, HostStats};
+pub use deskwire_session::wire::ByeReason;
+
+
+/// Errors of the session API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] SessionConfigError),
+    /// The broker cannot be reached or misbehaved.
+    #[error("broker: {0}")]
+    Broker(String),
+    /// The peer connection failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The media pipeline failed.
+    #[error(transparent)]
+    Engine(#[from] deskwire_engine::PipelineError),
+    /// Input injection could not start.
+    #[error("input: {0}")]
+    Input(String),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    /// The session has ended; the call has no effect.
+    #[error("the session has ended")]
+    Ended,
+    /// This computer's device key cannot be read or made.
+    #[error("device key: {0}")]
+    Device(String),
+    /// A direct LAN connection failed or was refused.
+    #[error("LAN: {0}")]
+    Lan(String),
+    /// The target's administrator accounts cannot be read or changed.
+    #[error("administrator accounts: {0}")]
+    Accounts(String),
+    /// The target's grants file cannot be read or changed.
+    #[error("grants: {0}")]
+    Grants(String),
+    /// An ad-hoc session could not be created, activated or ended.
+    #[error("ad-hoc session: {0}")]
+    Adhoc(String),
+}
+
+/// The target user's decision on [`HostEvent::GrantRequested`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum GrantDecision {
+    /// Approve (enough for a grant whose technician presents admin credentials each time).
+    Approve,
+    /// Approve with the customer's own name and password, which the grant is bound to.
+    ApproveWithCredentials {
+        /// The account name.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// Refuse.
+    Reject,
+}
+
+impl std::fmt::Debug for GrantDecision {
+    // Events and commands end up in logs; the password must not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Approve => f.write_str("Approve"),
+            Self::ApproveWithCredentials { user, .. } => f
+                .debug_struct("ApproveWithCredentials")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
+            Self::Reject => f.write_str("Reject"),
+        }
+    }
+}
+
+impl From<SessionError> for DisconnectReason {
+    /// Keeps where it failed (broker, LAN link) without repeating it in the sentence.
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Broker(m) => DisconnectReason::Broker(m),
+            SessionError::Lan(m) => DisconnectReason::Lan(m),
+            SessionError::Transport(m) => DisconnectReason::Transport(m),
+            other => DisconnectReason::Error(other.to_string()),
+        }
+    }
+}
+
+impl From<deskwire_session::SessionEnd> for DisconnectReason {
+    fn from(end: deskwire_session::SessionEnd) -> Self {
+        use deskwire_session::SessionEnd;
+        match end {
+            SessionEnd::Local => DisconnectReason::Local,
+            SessionEnd::PeerBye { reason, detail } => DisconnectReason::PeerBye { reason, detail },
+            SessionEnd::PeerTimeout(d) => DisconnectReason::PeerTimeout(d),
+            other => DisconnectReason::Error(other.to_string()),
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// This side called `shutdown()`.
+    Local,
+    /// The peer said goodbye.
+    PeerBye {
+        /// Its reason code.
+        reason: ByeReason,
+        /// Its sentence.
+        detail: String,
+    },
+    /// Nothing heard from the peer for this long.
+    PeerTimeout(Duration),
+    /// The broker reported that the peer left before the session was established.
+    PeerLeft,
+    /// The broker is unreachable or closed the connection before the session was set up.
+    Broker(String),
+    /// The peer connection failed.
+    Transport(String),
+    /// The target's user (or its acceptance mode) did not let the technician in.
+    Consent(ConsentRefusal),
+    /// The direct LAN connection failed, or the target refused it (wrong password, back-off).
+    Lan(String),
+    /// Something else failed on this side.
+    Error(String),
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisconnectReason::Local => write!(f, "ended on this side"),
+            DisconnectReason::PeerBye { reason, detail } => {
+                write!(f, "the peer ended the session ({reason:?}: {detail})")
+            }
+            DisconnectReason::PeerTimeout(d) => write!(f, "nothing heard from the peer for {d:?}"),
+            DisconnectReason::PeerLeft => write!(f, "the peer left before the session started"),
+            DisconnectReason::Broker(e) => write!(f, "broker: {e}"),
+            DisconnectReason::Transport(e) => write!(f, "transport: {e}"),
+            DisconnectReason::Consent(r) => write!(f, "{}", r.message()),
+            DisconnectReason::Lan(e) => write!(f, "LAN: {e}"),
+            DisconnectReason::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// What happens at the target, as data.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HostEvent {
+    /// The broker refused the code. Call [`Host::try_code`] with another, or shut down.
+    CodeRefused {
+        /// Why.
+        reason: JoinRefusal,
+        /// The sentence to show the user.
+        message: String,
+    },
+    /// The code was accepted; the peer connection is being set up.
+    Joined,
+    /// Ask the user whether to let the technician in: answer with [`Host::answer_consent`]
+    /// before `timeout`. In [`AcceptanceMode::AllowAutomatically`] silence lets them in; in
+    /// [`AcceptanceMode::AllowByRequest`] it keeps them out.
+    ConsentRequested {
+        /// The mode in force (the stricter of this side's and the broker's).
+        mode: AcceptanceMode,
+        /// Whether the technician asks to control the screen (not only view it).
+        control: bool,
+        /// How long the question stays open.
+        timeout: Duration,
+        /// The technician's name, when the broker has accounts.
+        technician: Option<String>,
+    },
+    /// The session is established: video flows and, unless view-only, input is injected.
+    Connected {
+        /// Input from the controller is injected.
+        control: bool,
+        /// Time from sending the code to the channels being open.
+        setup: Duration,
+    },
+    /// An input event was injected.
+    InputInjected(InputKind),
+    /// An input event was refused.
+    InputRefused {
+        /// Its kind.
+        kind: InputKind,
+        /// Why.
+        reason: InputRefusal,
+    },
+    /// A LAN controller was turned away: a wrong password, or its address is still
+    /// backing off after earlier ones. The target keeps listening.
+    LanRefused {
+        /// Where it came from.
+        from: std::net::SocketAddr,
+        /// What it was told.
+        message: String,
+    },
+    /// The technician asks for unattended access: answer with [`Host::answer_grant`].
+    GrantRequested {
+        /// The request's number in this session.
+        id: u32,
+        /// What they ask for.
+        request: deskwire_signal::grant::GrantRequest,
+        /// Who, when the broker named them.
+        technician: Option<String>,
+    },
+    /// A request was decided: `Ok` with the grant's number in this computer's grants file,
+    /// or why not.
+    GrantDecided {
+        /// The request's number in this session.
+        id: u32,
+        /// The outcome.
+        result: Result<u32, String>,
+    },
+    /// Periodic statistics.
+    Stats(HostStats),
+    /// The session is over; no more events follow.
+    Disconnected(DisconnectReason),
+}
+
+/// One decoded frame at the controller. The picture is read with
+/// [`Controller::with_frame`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameInfo {
+    /// Encoded frame id.
+    pub frame_id: u64,
+    /// Bands updated (bit i = band i).
+    pub bands: u32,
+    /// Capture->decoded latency, once the clock offset is known.
+    pub latency: Option<Duration>,
+}
+
+/// What happens at the controller, as data.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ControllerEvent {
+    /// The code to read to the user.
+    Code {
+        /// The code.
+        code: ConnectionCode,
+        /// When it stops working if nobody joins.
+        expires_at: UnixMillis,
+    },
+    /// The connection to the broker broke while the code waited for the target; the
+    /// controller is re-attaching to the same code (see [`ControllerEvent::BrokerResumed`]).
+    BrokerLost,
+    /// Re-attached to the broker after [`ControllerEvent::BrokerLost`]: the code read to the
+    /// user still works.
+    BrokerResumed,
+    /// The target entered the code; the connection is being set up.
+    PeerJoined,
+    /// The target's answer to [`Controller::request_unattended`]: the grant, or why not.
+    GrantAnswered {
+        /// The request's number.
+        id: u32,
+        /// What the customer approved (with the secret to connect with later), or the
+        /// reason.
+        result: Result<grants::GrantTicket, String>,
+    },
+    /// The target is asking its user whether to let you in; the session waits up to this.
+    AwaitingConsent {
+        /// Longest wait.
+        timeout: Duration,
+    },
+    /// The target's code or description did not verify (a mistyped secret, or tampering on
+    /// the way): nothing was connected. The target may enter the code again; the third
+    /// failure burns it.
+    VerificationFailed {
+        /// What failed.
+        why: String,
+    },
+    /// The session is established.
+    Connected {
+        /// Time from the target joining to the channels being open.
+        setup: Duration,
+    },
+    /// A stream starts: frames of this size follow.
+    StreamStarted {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Bands.
+        bands: usize,
+    },
+    /// A frame was decoded.
+    Frame(FrameInfo),
+    /// What the target allows now.
+    Permissions {
+        /// Keyboard and mouse are injected.
+        control: bool,
+    },
+    /// Periodic statistics.
+    Stats(ControllerStats),
+    /// The session is over; no more events follow.
+    Disconnected(DisconnectReason),
+}
+
+/// Events queued for the application before new ones are dropped: an application that
+/// stops reading must not grow memory. Ends of the session are never dropped.
+const EVENT_QUEUE: usize = 4096;
+
+/// The sending side of a handle's event channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Events<E> {
+    tx: Sender<E>,
+}
+
+impl<E> Events<E> {
+    fn new() -> (Self, Receiver<E>) {
+        let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+        (Self { tx }, rx)
+    }
+
+    /// An ordinary event: dropped if the application is not keeping up.
+    pub(crate) fn emit(&self, e: E) {
+        let _ = self.tx.try_send(e);
+    }
+
+    /// An event the application must see (connected, disconnected).
+    pub(crate) fn emit_important(&self, e: E) {
+        let _ = self.tx.send_timeout(e, Duration::from_secs(1));
+    }
+}
+
+/// Run `main` on a new `deskwire-net` thread with its own single-threaded tokio runtime.
+pub(crate) fn spawn_net<F, Fut>(main: F) -> Result<JoinHandle<()>, SessionError>
+where
+    F: FnOnce(tokio::runtime::Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("deskwire-net-blocking")
+        .build()
+        .map_err(SessionError::Thread)?;
+    std::thread::Builder::new()
+        .name("deskwire-net".into())
+        .spawn(move || {
+            let handle = rt.handle().clone();
+            rt.block_on(main(handle));
+            // Tasks still running (channel pumps, webrtc drivers) are cancelled here.
+            rt.shutdown_timeout(Duration::from_secs(2));
+        })
+        .map_err(SessionError::Thread)
+}
+
+/// Join a `deskwire-net` thread started by [`spawn_net`], once (the handle is taken).
+pub(crate) fn join_net(net: &mut Option<JoinHandle<()>>) -> Result<(), SessionError> {
+    match net.take() {
+        Some(t) => t
+            .join()
+            .map_err(|_| SessionError::Transport("the network thread panicked".into())),
+        None => Ok(()),
+    }
+}
+
+/// Microseconds since `epoch`.
+pub(crate) fn micros_since(epoch: std::time::Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,369 @@
+//! WebRTC plumbing: the runtime adapter, the peer connection with our settings, and the
+//! three data channels.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
+use rtc::peer_connection::transport::RTCDtlsRole;
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, SettingEngineBuilder,
+};
+use webrtc::runtime::{AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
+
+use crate::config::{MdnsMode, TransportConfig};
+use crate::SessionError;
+
+pub(crate) use deskwire_session::wire::Channel;
+
+/// The three data channels of a session, by name.
+#[derive(Clone)]
+pub(crate) struct Channels {
+    pub(crate) video: Arc<dyn DataChannel>,
+    pub(crate) input: Arc<dyn DataChannel>,
+    pub(crate) control: Arc<dyn DataChannel>,
+}
+
+impl Channels {
+    pub(crate) fn get(&self, channel: Channel) -> &Arc<dyn DataChannel> {
+        match channel {
+            Channel::Video => &self.video,
+            Channel::Input => &self.input,
+            Channel::Control => &self.control,
+        }
+    }
+}
+
+/// What the peer connection and its channels tell the session task.
+pub(crate) enum NetEvent {
+    GatheringComplete,
+    State(RTCPeerConnectionState),
+    Channel(Arc<dyn DataChannel>),
+    Open(Channel),
+    Message(Channel, bytes::BytesMut),
+    Closed(Channel),
+}
+
+impl std::fmt::Debug for NetEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetEvent::GatheringComplete => write!(f, "GatheringComplete"),
+            NetEvent::State(s) => write!(f, "State({s})"),
+            NetEvent::Channel(_) => write!(f, "Channel"),
+            NetEvent::Open(l) => write!(f, "Open({})", l.label()),
+            NetEvent::Message(l, m) => write!(f, "Message({}, {} bytes)", l.label(), m.len()),
+            NetEvent::Closed(l) => write!(f, "Closed({})", l.label()),
+        }
+    }
+}
+
+/// A webrtc [`Runtime`] on the session's own tokio runtime.
+///
+/// Two reasons not to use webrtc's `TokioRuntime` as is: it parks connection drivers on a
+/// process-global pool of threads that never exit (we join every thread we start), and it
+/// leaves UDP sockets at the kernel's default buffer size, under which bursts of video are
+/// dropped by the kernel and SCTP stalls on its one-second minimum retransmission timeout.
+#[derive(Debug)]
+pub(crate) struct SessionRuntime {
+    handle: tokio::runtime::Handle,
+    socket_buffer: usize,
+    inner: webrtc::runtime::TokioRuntime,
+}
+
+impl SessionRuntime {
+    pub(crate) fn new(handle: tokio::runtime::Handle, socket_buffer: usize) -> Self {
+        Self {
+            handle,
+            socket_buffer,
+            inner: webrtc::runtime::TokioRuntime,
+        }
+    }
+}
+
+struct Task(tokio::task::JoinHandle<()>);
+
+impl webrtc::runtime::JoinHandle for Task {
+    fn detach(&self) {}
+    fn abort(&self) {
+        self.0.abort();
+    }
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Runtime for SessionRuntime {
+    fn spawn(
+        &self,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn webrtc::runtime::JoinHandle> {
+        Box::new(Task(self.handle.spawn(future)))
+    }
+
+    fn wrap_udp_socket(&self, socket: UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let sock = socket2::SockRef::from(&socket);
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max for unprivileged users.
+        if let Err(e) = sock.set_recv_buffer_size(self.socket_buffer) {
+            tracing::debug!(error = %e, "cannot enlarge the UDP receive buffer");
+        }
+        if let Err(e) = sock.set_send_buffer_size(self.socket_buffer) {
+            tracing::debug!(error = %e, "cannot enlarge the UDP send buffer");
+        }
+        let _guard = self.handle.enter();
+        self.inner.wrap_udp_socket(socket)
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        let _guard = self.handle.enter();
+        self.inner.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<Arc<dyn AsyncTcpStream>>> {
+        self.inner.connect_tcp(remote)
+    }
+
+    fn resolve_host<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        self.inner.resolve_host(host)
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.inner.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        let _guard = self.handle.enter();
+        self.inner.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.inner.block_on(future)
+    }
+
+    fn yield_now(&self) -> BoxFuture<'static, ()> {
+        self.inner.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "deskwire-tokio"
+    }
+}
+
+/// Forwards the peer connection's callbacks to the session task, never blocking the driver.
+struct Handler {
+    tx: mpsc::UnboundedSender<NetEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(NetEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(NetEvent::State(state));
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        let _ = self.tx.send(NetEvent::Channel(channel));
+    }
+}
+
+pub(crate) type Pc = Arc<dyn PeerConnection>;
+
+/// Build a peer connection with our settings; its events arrive on the returned receiver.
+pub(crate) async fn build_peer(
+    config: &TransportConfig,
+    runtime: Arc<SessionRuntime>,
+) -> Result<
+    (
+        Pc,
+        mpsc::UnboundedSender<NetEvent>,
+        mpsc::UnboundedReceiver<NetEvent>,
+    ),
+    SessionError,
+> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let events = tx.clone();
+    let mdns = match config.mdns {
+        MdnsMode::Disabled => MulticastDnsMode::Disabled,
+        MdnsMode::QueryOnly => MulticastDnsMode::QueryOnly,
+        MdnsMode::QueryAndGather => MulticastDnsMode::QueryAndGather,
+    };
+    let settings = SettingEngineBuilder::new()
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(config.max_message as u32))
+        .with_multicast_dns_mode(mdns)
+        .with_ice_connection_attempts(Some(config.ice_check_interval), None)
+        .with_ice_timeouts(
+            Some(config.ice_disconnected_timeout),
+            Some(config.ice_disconnected_timeout * 2),
+            Some(config.ice_keepalive_interval),
+        )
+        .with_include_loopback_candidate(config.bind.iter().any(|a| a.is_loopback()))
+        // The offerer (the target) becomes the DTLS client and so the SCTP client: it owns
+        // the channels, so it can wake the driver when the handshake stalls (see
+        // `host::negotiate`). Costs nothing here: the handshake cannot start before the
+        // answer reaches the offerer in either role when candidates come with the SDP.
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .build();
+    let ice_servers = config
+        .ice_servers
+        .iter()
+        .map(|url| webrtc::peer_connection::RTCIceServer {
+            urls: vec![url.clone()],
+            ..Default::default()
+        })
+        .collect();
+    let addrs: Vec<String> = config
+        .bind
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, 0).to_string())
+        .collect();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(ice_servers)
+                .build(),
+        )
+        .with_setting_engine(settings)
+        .with_runtime(runtime)
+        .with_handler(Arc::new(Handler { tx }))
+        .with_udp_addrs(addrs)
+        .with_data_channel_send_buffer_limit(config.send_buffer)
+        .build()
+        .await
+        .map_err(|e| SessionError::Transport(format!("cannot create the peer connection: {e}")))?;
+    Ok((Arc::new(pc), events, rx))
+}
+
+/// The target creates the channels: video partially reliable and unordered, the others
+/// reliable and ordered.
+pub(crate) async fn create_channels(
+    pc: &Pc,
+    config: &TransportConfig,
+) -> Result<Channels, SessionError> {
+    let lifetime = u16::try_from(config.video_packet_lifetime.as_millis()).unwrap_or(u16::MAX);
+    let video = RTCDataChannelInit {
+        ordered: false,
+        max_packet_life_time: Some(lifetime),
+        ..Default::default()
+    };
+    let create = |channel: Channel, init: RTCDataChannelInit| async move {
+        pc.create_data_channel(channel.label(), Some(init))
+            .await
+            .map_err(|e| {
+                SessionError::Transport(format!("cannot create channel {}: {e}", channel.label()))
+            })
+    };
+    Ok(Channels {
+        video: create(Channel::Video, video).await?,
+        input: create(Channel::Input, RTCDataChannelInit::default()).await?,
+        control: create(Channel::Control, RTCDataChannelInit::default()).await?,
+    })
+}
+
+/// Forward one channel's events to the session task until it closes.
+pub(crate) fn pump(
+    handle: &tokio::runtime::Handle,
+    label: Channel,
+    dc: Arc<dyn DataChannel>,
+    tx: mpsc::UnboundedSender<NetEvent>,
+) -> tokio::task::JoinHandle<()> {
+    handle.spawn(async move {
+        while let Some(ev) = dc.poll().await {
+            let out = match ev {
+                DataChannelEvent::OnOpen => NetEvent::Open(label),
+                DataChannelEvent::OnMessage(m) => NetEvent::Message(label, m.data),
+                DataChannelEvent::OnClose => {
+                    let _ = tx.send(NetEvent::Closed(label));
+                    return;
+                }
+                _ => continue,
+            };
+            if tx.send(out).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(NetEvent::Closed(label));
+    })
+}
+
+/// Offer or answer after full ICE gathering, as one SDP string.
+pub(crate) async fn gathered_sdp(
+    pc: &Pc,
+    events: &mut mpsc::UnboundedReceiver<NetEvent>,
+    backlog: &mut Vec<NetEvent>,
+    timeout: Duration,
+) -> Result<String, SessionError> {
+    let wait = async {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                NetEvent::GatheringComplete => return Ok(()),
+                other => backlog.push(other),
+            }
+        }
+        Err(SessionError::Transport(
+            "the peer connection closed while gathering".into(),
+        ))
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| SessionError::Transport("ICE gathering timed out".into()))??;
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| SessionError::Transport("no local description after gathering".into()))
+}
+
+/// A channel or the connection closed: the peer's goodbye may still be queued behind the
+/// close (each channel has its own pump), so look for it briefly before calling it a
+/// transport failure.
+pub(crate) async fn closed_reason(
+    net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+) -> crate::DisconnectReason {
+    let look = async {
+        while let Some(ev) = net_rx.recv().await {
+            if let NetEvent::Message(Channel::Control, data) = ev {
+                if let Ok(deskwire_session::wire::ControlMessage::Bye { reason, detail }) =
+                    deskwire_session::wire::decode_control(&data)
+                {
+                    return Some(crate::DisconnectReason::PeerBye { reason, detail });
+                }
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_millis(200), look)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| crate::DisconnectReason::Transport("the peer connection closed".into()))
+}
+
+/// Wait (briefly) until what was sent on `dc` is acknowledged, so a goodbye is not cut off
+/// by closing the connection right after it.
+pub(crate) async fn flush(dc: &Arc<dyn DataChannel>) {
+    let wait = async {
+        while dc.outstanding_bytes().await.is_ok_and(|n| n > 0) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(300), wait).await;
+}

@@ -1,0 +1,332 @@
+//! The target's side of an established session, sans-IO: what to answer, what to inject,
+//! when the viewer has gone quiet for too long.
+//!
+//! The driver feeds it every message that arrives ([`HostSession::handle_message`]), the
+//! user's decisions ([`HostSession::set_control`]) and the time
+//! ([`HostSession::handle_timeout`] at [`HostSession::poll_timeout`]); it sends what
+//! [`HostSession::poll_transmit`] returns and acts on [`HostSession::poll_event`]. Time is a
+//! [`Duration`] since the session's epoch, the same clock the video's capture times use.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use deskwire_engine::ColorSpace;
+
+use crate::end::{control, SessionEnd, Transmit};
+use crate::input::{InjectOp, InputGate, InputKind, InputRefusal};
+use crate::stats::HostStats;
+use crate::wire::{decode_control, decode_input, ByeReason, Channel, ControlMessage};
+
+/// The settings of [`HostSession`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSessionConfig {
+    /// The session ends when nothing was heard from the viewer for this long.
+    pub peer_timeout: Duration,
+    /// How often [`HostSessionEvent::Stats`] is reported.
+    pub stats_interval: Duration,
+    /// Nothing is ever injected, whatever control says.
+    pub view_only: bool,
+}
+
+impl Default for HostSessionConfig {
+    fn default() -> Self {
+        Self {
+            peer_timeout: Duration::from_secs(3),
+            stats_interval: Duration::from_secs(1),
+            view_only: false,
+        }
+    }
+}
+
+/// The stream the target sends: told to the viewer first, so it can set up its decoders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream's generation, carried by its video chunks.
+    pub stream: u16,
+    /// Frame width.
+    pub width: u32,
+    /// Frame height.
+    pub height: u32,
+    /// Colour matrix and range.
+    pub color: ColorSpace,
+    /// First row of each band.
+    pub tops: Vec<u32>,
+}
+
+/// What the target's driver has to act on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HostSessionEvent {
+    /// Encode these bands (bit i = band i) as keyframes.
+    KeyframeRequested {
+        /// Band bitmask, limited to the stream's bands.
+        bands: u32,
+    },
+    /// Inject this; the gate allowed it.
+    Inject(InjectOp),
+    /// Release these keys and buttons the viewer held (control revoked or the session
+    /// ended). Never dropped, even when the injector is behind.
+    Release(Vec<InjectOp>),
+    /// An input event was refused.
+    InputRefused {
+        /// Its kind.
+        kind: InputKind,
+        /// Why.
+        reason: InputRefusal,
+    },
+    /// The technician asks for unattended access (the request as JSON): answer with
+    /// [`HostSession::send_control`] and a `GrantAnswer`.
+    GrantRequested {
+        /// The request's number.
+        id: u32,
+        /// The request, JSON.
+        request: String,
+    },
+    /// Periodic statistics.
+    Stats(HostStats),
+    /// The session is over; the driver stops sending video and closes the connection after
+    /// sending what [`HostSession::poll_transmit`] still returns.
+    Ended(SessionEnd),
+}
+
+/// Totals the video sender counts, fed in with [`HostSession::handle_video_sent`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sent {
+    frames: u64,
+    bytes: u64,
+    bands_dropped: u64,
+}
+
+/// The target's session core. See the module documentation.
+#[derive(Debug)]
+pub struct HostSession {
+    config: HostSessionConfig,
+    stream: u16,
+    bands: usize,
+    gate: InputGate,
+    control: bool,
+    last_heard: Duration,
+    next_stats: Duration,
+    /// Totals at the last stats report, and when it was.
+    last_stats: (Duration, Sent),
+    sent: Sent,
+    viewer_latency: Option<(u32, u32)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<HostSessionEvent>,
+    end: Option<SessionEnd>,
+}
+
+impl HostSession {
+    /// The channels are open at `now`: the viewer is told the stream and its permissions.
+    pub fn new(config: HostSessionConfig, stream: StreamInfo, control: bool, now: Duration) -> Self {
+        let control = control && !config.view_only;
+        let mut gate = InputGate::new(stream.width, stream.height, control);
+        gate.set_established(true);
+        let mut s = Self {
+            next_stats: now + config.stats_interval,
+            config,
+            stream: stream.stream,
+            bands: stream.tops.len(),
+            gate,
+            control,
+            last_heard: now,
+            last_stats: (now, Sent::default()),
+            sent: Sent::default(),
+            viewer_latency: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            end: None,
+        };
+        s.send_control(ControlMessage::StreamStart {
+            stream: stream.stream,
+            width: stream.width.min(u32::from(u16::MAX)) as u16,
+            height: stream.height.min(u32::from(u16::MAX)) as u16,
+            color: stream.color,
+            tops: stream.tops,
+        });
+        s.send_control(ControlMessage::Permissions { control });
+        s
+    }
+
+    // Getters.
+
+    /// Whether the viewer's input is injected now.
+    pub fn control(&self) -> bool {
+        self.control
+    }
+
+    /// Why the session ended, once it has.
+    pub fn ended(&self) -> Option<&SessionEnd> {
+        self.end.as_ref()
+    }
+
+    // Inputs.
+
+    /// A message arrived from the viewer on `channel` at `now`. Malformed bytes are logged
+    /// and refused; they never end the session or panic.
+    pub fn handle_message(&mut self, now: Duration, channel: Channel, data: &[u8]) {
+        if self.end.is_some() {
+            return;
+        }
+        self.last_heard = self.last_heard.max(now);
+        match channel {
+            Channel::Control => self.handle_control(now, data),
+            Channel::Input => self.handle_input(data),
+            Channel::Video => tracing::debug!("ignored video from the viewer"),
+        }
+    }
+
+    fn handle_control(&mut self, now: Duration, data: &[u8]) {
+        match decode_control(data) {
+            Ok(ControlMessage::Ping { nonce, sent_us }) => self.send_control(ControlMessage::Pong {
+                nonce,
+                echo_us: sent_us,
+                target_us: micros(now),
+            }),
+            Ok(ControlMessage::KeyframeRequest { stream, bands }) if stream == self.stream => {
+                let mask = if self.bands >= 32 { u32::MAX } else { (1u32 << self.bands) - 1 };
+                if bands & mask != 0 {
+                    self.events.push_back(HostSessionEvent::KeyframeRequested { bands: bands & mask });
+                }
+            }
+            Ok(ControlMessage::ReceiverReport { latency_p50_us, latency_p99_us, .. }) => {
+                self.viewer_latency = Some((latency_p50_us, latency_p99_us));
+            }
+            Ok(ControlMessage::Bye { reason, detail }) => {
+                self.finish(SessionEnd::PeerBye { reason, detail });
+            }
+            Ok(ControlMessage::GrantRequest { id, request }) => {
+                self.events.push_back(HostSessionEvent::GrantRequested { id, request });
+            }
+            Ok(other) => tracing::debug!(?other, "ignored control message"),
+            Err(e) => tracing::warn!(error = %e, "malformed control message from the viewer"),
+        }
+    }
+
+    fn handle_input(&mut self, data: &[u8]) {
+        let event = match decode_input(data) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed input message from the viewer");
+                self.events.push_back(HostSessionEvent::InputRefused {
+                    kind: InputKind::Text,
+                    reason: InputRefusal::Malformed,
+                });
+                return;
+            }
+        };
+        let kind = InputKind::from(&event);
+        let event = match self.gate.handle_event(event) {
+            Ok(_) if self.config.view_only => HostSessionEvent::InputRefused {
+                kind,
+                reason: InputRefusal::ViewOnly,
+            },
+            Ok(op) => HostSessionEvent::Inject(op),
+            Err(reason) => HostSessionEvent::InputRefused { kind, reason },
+        };
+        self.events.push_back(event);
+    }
+
+    /// The video sender's totals so far (frames, bytes, bands dropped because the link was
+    /// not keeping up), for the statistics.
+    pub fn handle_video_sent(&mut self, frames: u64, bytes: u64, bands_dropped: u64) {
+        self.sent = Sent { frames, bytes, bands_dropped };
+    }
+
+    /// Time passed: end a silent session, report statistics when due.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.end.is_some() {
+            return;
+        }
+        let silent = now.saturating_sub(self.last_heard);
+        if silent > self.config.peer_timeout {
+            self.finish(SessionEnd::PeerTimeout(silent));
+            return;
+        }
+        if now >= self.next_stats {
+            let (t0, s0) = self.last_stats;
+            let secs = now.saturating_sub(t0).as_secs_f64().max(1e-6);
+            let latency = |us: u32| Duration::from_micros(u64::from(us));
+            self.events.push_back(HostSessionEvent::Stats(HostStats {
+                fps: (self.sent.frames - s0.frames.min(self.sent.frames)) as f64 / secs,
+                kbps: (self.sent.bytes - s0.bytes.min(self.sent.bytes)) as f64 * 8.0 / 1000.0 / secs,
+                frames_sent: self.sent.frames,
+                bytes_sent: self.sent.bytes,
+                bands_dropped: self.sent.bands_dropped,
+                viewer_latency_p50: self.viewer_latency.map(|l| latency(l.0)),
+                viewer_latency_p99: self.viewer_latency.map(|l| latency(l.1)),
+            }));
+            self.last_stats = (now, self.sent);
+            self.next_stats = now + self.config.stats_interval;
+        }
+    }
+
+    // Mutators.
+
+    /// The user grants or revokes control: revoking releases everything the viewer holds.
+    /// The viewer is told either way.
+    pub fn set_control(&mut self, control: bool) {
+        if self.end.is_some() {
+            return;
+        }
+        self.control = control && !self.config.view_only;
+        let releases = self.gate.set_control(self.control);
+        if !releases.is_empty() {
+            self.events.push_back(HostSessionEvent::Release(releases));
+        }
+        self.send_control(ControlMessage::Permissions { control: self.control });
+    }
+
+    /// Queue a control message for the viewer (a grant answer, for one).
+    pub fn send_control(&mut self, msg: ControlMessage) {
+        if self.end.is_none() {
+            self.transmits.push_back(control(&msg));
+        }
+    }
+
+    /// End the session from this side, saying goodbye with `detail`.
+    pub fn close(&mut self, detail: &str) {
+        if self.end.is_none() {
+            self.send_control(ControlMessage::Bye {
+                reason: ByeReason::Ended,
+                detail: detail.into(),
+            });
+            self.finish(SessionEnd::Local);
+        }
+    }
+
+    fn finish(&mut self, end: SessionEnd) {
+        let releases = self.gate.set_established(false);
+        if !releases.is_empty() {
+            self.events.push_back(HostSessionEvent::Release(releases));
+        }
+        self.events.push_back(HostSessionEvent::Ended(end.clone()));
+        self.end = Some(end);
+    }
+
+    // Outputs.
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event to act on.
+    pub fn poll_event(&mut self) -> Option<HostSessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`HostSession::handle_timeout`] must next be called; `None` once ended.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.end.is_some() {
+            return None;
+        }
+        // Just past the deadline, so the check at that instant sees the silence exceed it.
+        let silent_at = self.last_heard + self.config.peer_timeout + Duration::from_millis(1);
+        Some(silent_at.min(self.next_stats))
+    }
+}
+
+pub(crate) fn micros(t: Duration) -> u64 {
+    u64::try_from(t.as_micros()).unwrap_or(u64::MAX)
+}

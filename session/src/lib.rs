@@ -1,0 +1,30 @@
+//! The sans-IO session core of deskwire, in the manner of quinn-proto: everything a session
+//! decides, with no socket, thread, runtime or clock of its own.
+//!
+//! - [`wire`]: the peer-to-peer message format (video chunks, control, input).
+//! - [`video`]: cutting encoded bands into chunks and putting them back together, with the
+//!   keyframe-request rules.
+//! - [`consent`]: the target user's consent, decided at a given time.
+//! - [`input`]: the events a viewer sends and the gate that decides whether each is injected.
+//! - [`clock`]: the target's clock against the viewer's, from ping/pong round trips.
+//!
+//! Time is always passed in as a `now` ([`std::time::Duration`] since the session's epoch),
+//! so every rule here is tested in virtual time. The drivers in the `deskwire` crate own the
+//! network, threads and clocks and feed this crate what happens.
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod consent;
+pub mod input;
+pub mod video;
+pub mod wire;
+mod end;
+pub mod host;
+pub mod pair;
+mod stats;
+pub mod viewer;
+
+pub use end::{SessionEnd, Transmit};
+pub use host::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
+pub use stats::{ControllerStats, HostStats};
+pub use viewer::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};

@@ -1,0 +1,274 @@
+//! Two session cores joined by a simulated link, stepped in virtual time: seconds of
+//! protocol in microseconds of test, with delay, loss, a rate limit and outages.
+//!
+//! The link models what the data channels give the cores: `video` is unreliable (a lost or
+//! blacked-out chunk is gone), `control` and `input` are reliable and ordered (a lost
+//! message is sent again after `rto`, so loss shows up as delay, and an outage holds them
+//! back until it ends). Loss is drawn from a seeded generator, so a run is repeatable.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::host::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
+use crate::viewer::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
+use crate::wire::Channel;
+use crate::Transmit;
+
+/// One direction of the simulated link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkConfig {
+    /// One-way propagation delay.
+    pub delay: Duration,
+    /// Probability that a message is lost, 0.0..=1.0.
+    pub loss: f64,
+    /// Bottleneck rate in bits per second; `None` for unlimited.
+    pub rate_bps: Option<u64>,
+    /// Windows `(start, end)` in which nothing gets through.
+    pub outages: Vec<(Duration, Duration)>,
+    /// How long a reliable message waits before it is sent again after a loss.
+    pub rto: Duration,
+    /// Seed of the loss draws.
+    pub seed: u64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(10),
+            loss: 0.0,
+            rate_bps: None,
+            outages: Vec::new(),
+            rto: Duration::from_millis(200),
+            seed: 1,
+        }
+    }
+}
+
+impl LinkConfig {
+    fn in_outage(&self, t: Duration) -> Option<Duration> {
+        self.outages.iter().find(|(a, b)| *a <= t && t < *b).map(|(_, b)| *b)
+    }
+}
+
+#[derive(Debug)]
+struct InFlight {
+    at: Duration,
+    seq: u64,
+    channel: Channel,
+    data: BytesMut,
+}
+
+/// One direction: what is on the wire and when each message lands.
+#[derive(Debug)]
+struct Direction {
+    link: LinkConfig,
+    rng: u64,
+    seq: u64,
+    /// When the bottleneck has finished serialising what was sent before.
+    free_at: Duration,
+    /// The latest landing time of a reliable message: they arrive in order.
+    last_reliable: Duration,
+    in_flight: Vec<InFlight>,
+    delivered: u64,
+    lost: u64,
+}
+
+impl Direction {
+    fn new(link: LinkConfig) -> Self {
+        Self {
+            rng: link.seed.max(1),
+            link,
+            seq: 0,
+            free_at: Duration::ZERO,
+            last_reliable: Duration::ZERO,
+            in_flight: Vec::new(),
+            delivered: 0,
+            lost: 0,
+        }
+    }
+
+    /// xorshift64*: enough for loss draws, and the same every run.
+    fn draw(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn send(&mut self, now: Duration, t: Transmit) {
+        let bits = t.data.len() as u64 * 8;
+        let start = self.free_at.max(now);
+        let serialise = self
+            .link
+            .rate_bps
+            .map_or(Duration::ZERO, |r| Duration::from_nanos(bits * 1_000_000_000 / r.max(1)));
+        self.free_at = start + serialise;
+        let mut at = self.free_at + self.link.delay;
+        let reliable = t.channel != Channel::Video;
+        // A reliable message is sent again until a copy gets through.
+        let mut sent_at = start;
+        loop {
+            let dark = self.link.in_outage(sent_at);
+            let lost = self.draw() < self.link.loss;
+            match (dark, lost) {
+                (None, false) => break,
+                _ if !reliable => {
+                    self.lost += 1;
+                    return;
+                }
+                (Some(end), _) => sent_at = end.max(sent_at + self.link.rto),
+                (None, true) => sent_at += self.link.rto,
+            }
+            at = sent_at + serialise + self.link.delay;
+        }
+        if reliable {
+            at = at.max(self.last_reliable);
+            self.last_reliable = at;
+        }
+        self.seq += 1;
+        self.in_flight.push(InFlight { at, seq: self.seq, channel: t.channel, data: t.data });
+    }
+
+    fn next_at(&self) -> Option<Duration> {
+        self.in_flight.iter().map(|m| m.at).min()
+    }
+
+    /// The earliest message due at `now`, in send order among equals.
+    fn pop_due(&mut self, now: Duration) -> Option<InFlight> {
+        let i = self
+            .in_flight
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.at <= now)
+            .min_by_key(|(_, m)| (m.at, m.seq))
+            .map(|(i, _)| i)?;
+        self.delivered += 1;
+        Some(self.in_flight.swap_remove(i))
+    }
+}
+
+/// A target core and a viewer core on a simulated link, with every event they raised.
+#[derive(Debug)]
+pub struct Pair {
+    /// The target's core.
+    pub host: HostSession,
+    /// The viewer's core.
+    pub viewer: ViewerSession,
+    /// Everything the target's core raised, with when.
+    pub host_events: Vec<(Duration, HostSessionEvent)>,
+    /// Everything the viewer's core raised, with when.
+    pub viewer_events: Vec<(Duration, ViewerSessionEvent)>,
+    now: Duration,
+    to_viewer: Direction,
+    to_host: Direction,
+}
+
+/// Steps a run may take before the harness calls it a livelock.
+const MAX_STEPS: usize = 1_000_000;
+
+impl Pair {
+    /// Both cores start at time zero with the channels open; `down` carries target ->
+    /// viewer, `up` viewer -> target.
+    pub fn new(
+        host: HostSessionConfig,
+        viewer: ViewerSessionConfig,
+        stream: StreamInfo,
+        control: bool,
+        down: LinkConfig,
+        up: LinkConfig,
+    ) -> Self {
+        Self {
+            host: HostSession::new(host, stream, control, Duration::ZERO),
+            viewer: ViewerSession::new(viewer, Duration::ZERO),
+            host_events: Vec::new(),
+            viewer_events: Vec::new(),
+            now: Duration::ZERO,
+            to_viewer: Direction::new(down),
+            to_host: Direction::new(up),
+        }
+    }
+
+    /// The virtual time now.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Messages delivered and lost, target -> viewer.
+    pub fn down_counts(&self) -> (u64, u64) {
+        (self.to_viewer.delivered, self.to_viewer.lost)
+    }
+
+    /// Put a video message from the target on the link now (the cores do not make video).
+    pub fn send_video(&mut self, data: BytesMut) {
+        self.to_viewer.send(self.now, Transmit { channel: Channel::Video, data });
+    }
+
+    /// Run until `until`, delivering messages and firing timers in time order.
+    ///
+    /// # Panics
+    /// When a million steps do not reach `until`: the cores are livelocked.
+    pub fn run_until(&mut self, until: Duration) {
+        for _ in 0..MAX_STEPS {
+            self.flush();
+            let next = [
+                self.to_viewer.next_at(),
+                self.to_host.next_at(),
+                self.host.poll_timeout(),
+                self.viewer.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(t) if t <= until => self.step(t.max(self.now)),
+                _ => {
+                    self.now = until.max(self.now);
+                    return;
+                }
+            }
+        }
+        panic!("the session cores did not reach {until:?} in {MAX_STEPS} steps: livelock");
+    }
+
+    /// Run for `d` more.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    fn step(&mut self, now: Duration) {
+        self.now = now;
+        while let Some(m) = self.to_viewer.pop_due(now) {
+            self.viewer.handle_message(now, m.channel, &m.data);
+        }
+        while let Some(m) = self.to_host.pop_due(now) {
+            self.host.handle_message(now, m.channel, &m.data);
+        }
+        if self.host.poll_timeout().is_some_and(|t| t <= now) {
+            self.host.handle_timeout(now);
+        }
+        if self.viewer.poll_timeout().is_some_and(|t| t <= now) {
+            self.viewer.handle_timeout(now);
+        }
+        self.flush();
+    }
+
+    /// Move what the cores want to send onto the link, and what they raised into the logs.
+    fn flush(&mut self) {
+        let now = self.now;
+        while let Some(t) = self.host.poll_transmit() {
+            self.to_viewer.send(now, t);
+        }
+        while let Some(t) = self.viewer.poll_transmit() {
+            self.to_host.send(now, t);
+        }
+        while let Some(e) = self.host.poll_event() {
+            self.host_events.push((now, e));
+        }
+        while let Some(e) = self.viewer.poll_event() {
+            self.viewer_events.push((now, e));
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The technician's side of an established session, sans-IO: pings that keep the target's
+//! clock aligned and tell it we are here, keyframe requests, input, receiver reports, and
+//! the verdict when the target goes quiet.
+//!
+//! The driver feeds it every message that arrives ([`ViewerSession::handle_message`]), what
+//! the decoder did ([`ViewerSession::handle_decoded`]) and the time
+//! ([`ViewerSession::handle_timeout`] at [`ViewerSession::poll_timeout`]); it sends what
+//! [`ViewerSession::poll_transmit`] returns and acts on [`ViewerSession::poll_event`]. The
+//! video itself (reassembly, decoding) is the driver's, through [`crate::video`].
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use deskwire_engine::{BandLayout, ColorSpace};
+
+use crate::clock::ClockSync;
+use crate::end::{control, SessionEnd, Transmit};
+use crate::host::micros;
+use crate::input::InputEvent;
+use crate::stats::ControllerStats;
+use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
+
+/// The settings of [`ViewerSession`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerSessionConfig {
+    /// The session ends when nothing was heard from the target for this long.
+    pub peer_timeout: Duration,
+    /// How often the target is pinged (the ping is also the heartbeat it watches).
+    pub ping_interval: Duration,
+    /// How often statistics are reported, here and to the target.
+    pub stats_interval: Duration,
+}
+
+impl Default for ViewerSessionConfig {
+    fn default() -> Self {
+        Self {
+            peer_timeout: Duration::from_secs(3),
+            ping_interval: Duration::from_secs(1),
+            stats_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the viewer's driver has to act on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ViewerSessionEvent {
+    /// A stream starts: set up one decoder per band of `layout`.
+    StreamStarted {
+        /// Its generation, carried by its video chunks.
+        stream: u16,
+        /// The frame and its bands.
+        layout: BandLayout,
+        /// Colour matrix and range.
+        color: ColorSpace,
+    },
+    /// What the target allows now.
+    Permissions {
+        /// Keyboard and mouse are injected.
+        control: bool,
+    },
+    /// The target answered a grant request: approved with the grant as JSON, or refused
+    /// with the reason.
+    GrantAnswered {
+        /// The request's number.
+        id: u32,
+        /// Approved or not.
+        approved: bool,
+        /// The grant (JSON) or the reason.
+        detail: String,
+    },
+    /// A better estimate of the target's clock minus ours.
+    ClockOffset(i64),
+    /// Periodic statistics.
+    Stats(ControllerStats),
+    /// The session is over.
+    Ended(SessionEnd),
+}
+
+/// What the decoder reported, as totals and the session's latency quantiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Decoded {
+    frames: u64,
+    latency_p50: Option<Duration>,
+    latency_p99: Option<Duration>,
+}
+
+/// The viewer's session core. See the module documentation.
+#[derive(Debug)]
+pub struct ViewerSession {
+    config: ViewerSessionConfig,
+    stream: Option<u16>,
+    clock: ClockSync,
+    nonce: u32,
+    last_heard: Duration,
+    next_ping: Duration,
+    next_stats: Duration,
+    /// Totals at the last report, and when it was.
+    last_stats: (Duration, u64, u64),
+    bytes: u64,
+    decoded: Decoded,
+    keyframe_requests: u32,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ViewerSessionEvent>,
+    end: Option<SessionEnd>,
+}
+
+impl ViewerSession {
+    /// The channels are open at `now`; the first ping goes out at once.
+    pub fn new(config: ViewerSessionConfig, now: Duration) -> Self {
+        Self {
+            next_stats: now + config.stats_interval,
+            config,
+            stream: None,
+            clock: ClockSync::default(),
+            nonce: 0,
+            last_heard: now,
+            next_ping: now,
+            last_stats: (now, 0, 0),
+            bytes: 0,
+            decoded: Decoded::default(),
+            keyframe_requests: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            end: None,
+        }
+    }
+
+    // Getters.
+
+    /// The stream being shown, once the target started one.
+    pub fn stream(&self) -> Option<u16> {
+        self.stream
+    }
+
+    /// The latest round trip to the target.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.clock.rtt()
+    }
+
+    /// Target clock minus ours, once a pong has come back.
+    pub fn clock_offset_us(&self) -> Option<i64> {
+        self.clock.offset_us()
+    }
+
+    /// Video bytes received in the session.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Why the session ended, once it has.
+    pub fn ended(&self) -> Option<&SessionEnd> {
+        self.end.as_ref()
+    }
+
+    // Inputs.
+
+    /// A message arrived from the target on `channel` at `now`. Video is only counted here
+    /// (the driver reassembles and decodes it); malformed control bytes are logged and
+    /// refused, never fatal.
+    pub fn handle_message(&mut self, now: Duration, channel: Channel, data: &[u8]) {
+        if self.end.is_some() {
+            return;
+        }
+        self.last_heard = self.last_heard.max(now);
+        match channel {
+            Channel::Video => self.bytes += data.len() as u64,
+            Channel::Control => self.handle_control(now, data),
+            Channel::Input => tracing::debug!("ignored input from the target"),
+        }
+    }
+
+    fn handle_control(&mut self, now: Duration, data: &[u8]) {
+        match decode_control(data) {
+            Ok(ControlMessage::StreamStart { stream, width, height, color, tops }) => {
+                match BandLayout::from_tops(u32::from(width), u32::from(height), &tops) {
+                    Ok(layout) => {
+                        self.stream = Some(stream);
+                        self.events.push_back(ViewerSessionEvent::StreamStarted { stream, layout, color });
+                    }
+                    Err(e) => self.finish(SessionEnd::ProtocolViolation(format!(
+                        "the target sent an impossible stream: {e}"
+                    ))),
+                }
+            }
+            Ok(ControlMessage::Pong { echo_us, target_us, .. }) => {
+                let before = self.clock.offset_us();
+                self.clock.handle_pong(echo_us, target_us, micros(now));
+                if let Some(o) = self.clock.offset_us().filter(|o| Some(*o) != before) {
+                    self.events.push_back(ViewerSessionEvent::ClockOffset(o));
+                }
+            }
+            Ok(ControlMessage::Permissions { control }) => {
+                self.events.push_back(ViewerSessionEvent::Permissions { control });
+            }
+            Ok(ControlMessage::GrantAnswer { id, approved, detail }) => {
+                self.events.push_back(ViewerSessionEvent::GrantAnswered { id, approved, detail });
+            }
+            Ok(ControlMessage::Bye { reason, detail }) => {
+                self.finish(SessionEnd::PeerBye { reason, detail });
+            }
+            Ok(other) => tracing::debug!(?other, "ignored control message"),
+            Err(e) => tracing::warn!(error = %e, "malformed control message from the target"),
+        }
+    }
+
+    /// The decoder's totals: frames decoded so far and the session's latency quantiles.
+    pub fn handle_decoded(
+        &mut self,
+        frames: u64,
+        latency_p50: Option<Duration>,
+        latency_p99: Option<Duration>,
+    ) {
+        self.decoded = Decoded { frames, latency_p50, latency_p99 };
+    }
+
+    /// Time passed: ping, report, or end a silent session.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.end.is_some() {
+            return;
+        }
+        let silent = now.saturating_sub(self.last_heard);
+        if silent > self.config.peer_timeout {
+            self.finish(SessionEnd::PeerTimeout(silent));
+            return;
+        }
+        if now >= self.next_ping {
+            self.nonce = self.nonce.wrapping_add(1);
+            self.send_control(ControlMessage::Ping { nonce: self.nonce, sent_us: micros(now) });
+            self.next_ping = now + self.config.ping_interval;
+        }
+        if now >= self.next_stats {
+            let (t0, f0, b0) = self.last_stats;
+            let secs = now.saturating_sub(t0).as_secs_f64().max(1e-6);
+            let frames = self.decoded.frames;
+            let stats = ControllerStats {
+                fps: frames.saturating_sub(f0) as f64 / secs,
+                kbps: self.bytes.saturating_sub(b0) as f64 * 8.0 / 1000.0 / secs,
+                rtt: self.clock.rtt(),
+                latency_p50: self.decoded.latency_p50,
+                latency_p99: self.decoded.latency_p99,
+                frames_decoded: frames,
+                bytes_received: self.bytes,
+                keyframe_requests: self.keyframe_requests,
+                clock_offset_us: self.clock.offset_us(),
+            };
+            let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32);
+            self.send_control(ControlMessage::ReceiverReport {
+                frames: frames.saturating_sub(f0).min(u64::from(u32::MAX)) as u32,
+                latency_p50_us: us(stats.latency_p50),
+                latency_p99_us: us(stats.latency_p99),
+                keyframe_requests: self.keyframe_requests,
+            });
+            self.events.push_back(ViewerSessionEvent::Stats(stats));
+            self.last_stats = (now, frames, self.bytes);
+            self.next_stats = now + self.config.stats_interval;
+        }
+    }
+
+    // Mutators.
+
+    /// Ask the target for keyframes of these bands of `stream` (bit i = band i).
+    pub fn request_keyframe(&mut self, stream: u16, bands: u32) {
+        if self.end.is_none() {
+            self.keyframe_requests += 1;
+            self.send_control(ControlMessage::KeyframeRequest { stream, bands });
+        }
+    }
+
+    /// Ask for a keyframe of every band of the current stream (none before it started).
+    pub fn request_keyframe_all(&mut self) {
+        if let Some(s) = self.stream {
+            self.request_keyframe(s, u32::MAX);
+        }
+    }
+
+    /// Send a keyboard or mouse event.
+    pub fn send_input(&mut self, event: &InputEvent) {
+        if self.end.is_none() {
+            let mut data = BytesMut::with_capacity(16);
+            event.encode(&mut data);
+            self.transmits.push_back(Transmit { channel: Channel::Input, data });
+        }
+    }
+
+    /// Ask for unattended access (the request as JSON), answered by
+    /// [`ViewerSessionEvent::GrantAnswered`] with the same `id`.
+    pub fn request_grant(&mut self, id: u32, request: String) {
+        self.send_control(ControlMessage::GrantRequest { id, request });
+    }
+
+    /// End the session from this side, saying goodbye with `detail`.
+    pub fn close(&mut self, detail: &str) {
+        if self.end.is_none() {
+            self.send_control(ControlMessage::Bye { reason: ByeReason::Ended, detail: detail.into() });
+            self.finish(SessionEnd::Local);
+        }
+    }
+
+    fn send_control(&mut self, msg: ControlMessage) {
+        if self.end.is_none() {
+            self.transmits.push_back(control(&msg));
+        }
+    }
+
+    fn finish(&mut self, end: SessionEnd) {
+        self.events.push_back(ViewerSessionEvent::Ended(end.clone()));
+        self.end = Some(end);
+    }
+
+    // Outputs.
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event to act on.
+    pub fn poll_event(&mut self) -> Option<ViewerSessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`ViewerSession::handle_timeout`] must next be called; `None` once ended.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.end.is_some() {
+            return None;
+        }
+        let silent_at = self.last_heard + self.config.peer_timeout + Duration::from_millis(1);
+        Some(silent_at.min(self.next_ping).min(self.next_stats))
+    }
+}

@@ -1,0 +1,93 @@
+//! What the binary-driving tests share: finding the product binaries cargo built, and a
+//! child process killed by its PID when the test ends, whose output lines can be waited for.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A binary of the workspace (`deskwire-agent`, `deskwire-viewer`) that cargo built beside
+/// this test: `cargo test --workspace` builds every binary before it runs a test.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join(name))
+        .expect("a target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test), which builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// A running program whose stdout is read line by line; killed by its PID on drop.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Start `cmd` with its stdin held open and its stdout piped.
+    pub fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting a binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line containing `what`, failing after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the program never said {what:?} in {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `deskwire-viewer`, run to its end with `args` and these environment variables: its
+/// exit status and everything it printed.
+pub fn viewer(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(binary("deskwire-viewer"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "error")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("running the viewer");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

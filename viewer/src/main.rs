@@ -1,0 +1,646 @@
+//! The technician's end: get a connection code, read it to the user, see their screen in a
+//! window and drive it with the keyboard and mouse.
+//!
+//! ```text
+//! cargo run --release -p deskwire-viewer -- --broker ws://HOST:PORT
+//! cargo run --release -p deskwire-viewer -- --broker ws://HOST:PORT --headless --snapshot shot.png --duration 5
+//! ```
+//! Prints `connection code: <CODE>` as soon as the broker gives one. Closing the window ends
+//! the session. On the LAN, no broker: `--browse` lists the computers that announce
+//! themselves as they answer, and `--lan` connects to one (by address, or by the first whose
+//! name or address contains the text) with its password:
+//!
+//! ```text
+//! cargo run --release -p deskwire-viewer -- --browse
+//! cargo run --release -p deskwire-viewer -- --lan reception --password 7KQM-2X9P-4TRW
+//! ```
+//! Ad-hoc support: `--adhoc-create [--mail-to ADDR]` prints an invitation for the user's
+//! temporary host (`sender adhoc`), `--adhoc ID --invite LINK` connects to it (as often as
+//! needed for 24 h after activation) and `--adhoc-end ID` ends it now.
+#![allow(clippy::print_stdout)]
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use deskwire::lan::{
+    check_lan_permission, fetch_lan_password, Browser, LanPassword, LanPeer, DEFAULT_PORT,
+};
+use deskwire::grants::GrantTicket;
+use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, TransportConfig};
+use deskwire_viewer::policy::{self, LocalPolicy};
+use deskwire_viewer::window::{
+    remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
+};
+use deskwire_viewer::{init_tracing, write_png};
+use deskwire_signal::grant::{
+    CredentialMode, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
+};
+use minifb::{MouseButton, MouseMode, Window, WindowOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deskwire-viewer",
+    about = "Open a support session: see the user's screen in a window and drive it"
+)]
+struct Args {
+    /// Broker URL.
+    #[arg(long, required_unless_present_any = ["lan", "browse"])]
+    broker: Option<String>,
+    /// Connect directly to a LAN computer: `ADDR[:PORT]`, or text to find in the name or
+    /// address of a computer on the LAN (the first that matches).
+    #[arg(long, conflicts_with = "browse")]
+    lan: Option<String>,
+    /// With --lan and --broker: read the computer's password from the broker, which this
+    /// device (`dev-...`) reports it to.
+    #[arg(long, conflicts_with = "password", requires_all = ["lan", "broker"])]
+    device: Option<String>,
+    /// An administrator account of the target, for a target that asks for one; the password
+    /// comes from DESKWIRE_ADMIN_PASSWORD or, without it, one line on stdin.
+    #[arg(long)]
+    admin_user: Option<String>,
+    /// Once connected (with control), ask the user for unattended access for this many
+    /// days; you will present the target's admin credentials at each connection.
+    #[arg(long)]
+    request_unattended: Option<u32>,
+    /// Where to keep the grant (with its secret) when the user approves.
+    #[arg(long, requires = "request_unattended")]
+    save_grant: Option<PathBuf>,
+    /// With --lan or --unattended: connect under this saved grant, with nobody at the
+    /// target (the target's admin credentials may be asked: --admin-user).
+    #[arg(long, conflicts_with = "password")]
+    grant: Option<PathBuf>,
+    /// Connect unattended through --broker to this device (`dev-...`) under --grant; its
+    /// agent stands by (`sender --standby`).
+    #[arg(long, requires_all = ["broker", "token", "grant"], conflicts_with = "lan")]
+    unattended: Option<String>,
+    /// The time zone the unattended days count in (IANA name, e.g. Europe/Berlin).
+    #[arg(long, default_value = "UTC")]
+    zone: String,
+    /// The LAN computer's password (as its user or admin reads it to you).
+    #[arg(long, env = "DESKWIRE_LAN_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// List computers on the LAN as they answer (only those whose name or address contains
+    /// the text, if given), then exit.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    browse: Option<String>,
+    /// The local policy file consulted when no --broker manages you.
+    #[arg(long, default_value = policy::DEFAULT_PATH)]
+    policy: PathBuf,
+    /// How long to look for computers on the LAN.
+    #[arg(long, default_value_t = 5.0)]
+    browse_seconds: f64,
+    /// No window: stream for --duration seconds after connecting, then write --snapshot.
+    #[arg(long)]
+    headless: bool,
+    /// Where to write the last decoded picture (PNG) when the session ends.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Seconds to stay connected (headless mode).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// IP to gather WebRTC candidates on (default: 127.0.0.1 for a loopback broker, else all).
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// Create an ad-hoc support session and print its invitation (link and security code)
+    /// for the user, then exit.
+    #[arg(long, requires_all = ["broker", "token"])]
+    adhoc_create: bool,
+    /// With --adhoc-create: have the broker e-mail the invitation to this address.
+    #[arg(long, requires = "adhoc_create")]
+    mail_to: Option<String>,
+    /// Connect to this active ad-hoc session (its --invite link is needed too).
+    #[arg(long, requires_all = ["broker", "token", "invite"])]
+    adhoc: Option<u64>,
+    /// The ad-hoc session's invitation link, as --adhoc-create printed it.
+    #[arg(long, requires = "adhoc")]
+    invite: Option<String>,
+    /// End this ad-hoc session now ("End session now"); its temporary host removes itself.
+    #[arg(long, requires_all = ["broker", "token"])]
+    adhoc_end: Option<u64>,
+    /// Your API token, for a broker with accounts (`deskwire-broker admin create-token`).
+    #[arg(long, env = "DESKWIRE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+fn main() -> Result<()> {
+    init_tracing();
+    let args = Args::parse();
+    if args.lan.is_some() || args.browse.is_some() {
+        may_connect_on_lan(&args)?;
+    }
+    if let Some(filter) = &args.browse {
+        return browse(filter, args.browse_seconds, |peer| {
+            println!("found {} {}", peer.name, join_addrs(peer));
+            let _ = std::io::stdout().flush();
+            false
+        })
+        .map(|_| ());
+    }
+    if let (true, Some(broker), Some(token)) = (args.adhoc_create, &args.broker, &args.token) {
+        let invitation = deskwire::adhoc::create(
+            broker,
+            token,
+            args.mail_to.as_deref(),
+            deskwire_viewer::adhoc::REQUEST_TIMEOUT,
+        )?;
+        deskwire_viewer::adhoc::print_invitation(&invitation);
+        return Ok(());
+    }
+    if let (Some(id), Some(broker), Some(token)) = (args.adhoc_end, &args.broker, &args.token) {
+        let said = deskwire::adhoc::end(
+            broker,
+            token,
+            deskwire_signal::adhoc::AdhocId(id),
+            deskwire_viewer::adhoc::REQUEST_TIMEOUT,
+        )?;
+        println!("ad-hoc session {id} ended: {said}");
+        return Ok(());
+    }
+    if !args.headless && std::env::var_os("DISPLAY").is_none() {
+        bail!("no display to open a window on (DISPLAY is not set): run on a desktop, or use --headless --snapshot PATH");
+    }
+    let mut session = Session {
+        save_grant: args.save_grant.clone(),
+        ..Session::default()
+    };
+    if let Some(days) = args.request_unattended {
+        session.grant_request = Some(GrantRequest {
+            schedule: Schedule::new(Validity::Days { days }, None)
+                .context("--request-unattended")?,
+            zone: GrantZone {
+                of: ZoneOf::Technician,
+                name: ZoneName::new(&args.zone).context("--zone")?,
+            },
+            credential_mode: CredentialMode::AskEachConnection,
+        });
+    }
+    let config = match (&args.lan, &args.broker) {
+        (Some(target), _) => {
+            let ticket = match &args.grant {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading the grant {}", path.display()))?;
+                    Some(GrantTicket::from_json(&text)?)
+                }
+                None => None,
+            };
+            let password: LanPassword = match (&args.password, &args.device, &args.broker) {
+                _ if ticket.is_some() => LanPassword::from_random(0),
+                (Some(p), _, _) => p.parse().context("--password")?,
+                (None, Some(device), Some(broker)) => {
+                    let token = args.token.as_deref().context(
+                        "reading a LAN password from the broker needs your API token (--token)",
+                    )?;
+                    let (password, _) =
+                        fetch_lan_password(broker, token, device, Duration::from_secs(10))?;
+                    println!("got {device}'s LAN password from the broker");
+                    password
+                }
+                _ => bail!("--lan needs the computer's --password (or --device with --broker)"),
+            };
+            let addr = lan_target(target, args.browse_seconds)?;
+            println!("connecting to {addr}");
+            session.code = addr.to_string();
+            let url = format!("ws://{addr}");
+            match ticket {
+                Some(t) => ControllerConfig::lan_grant(addr, t),
+                None => ControllerConfig::lan(addr, password),
+            }
+            .transport(TransportConfig::for_broker(&url, args.bind))
+        }
+        (None, Some(broker)) if args.unattended.is_some() => {
+            let (Some(device), Some(path), Some(token)) =
+                (&args.unattended, &args.grant, &args.token)
+            else {
+                bail!("--unattended needs --grant FILE and --token");
+            };
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the grant {}", path.display()))?;
+            session.code = format!("{device} (unattended)");
+            ControllerConfig::unattended(broker, token, device, GrantTicket::from_json(&text)?)
+                .transport(TransportConfig::for_broker(broker, args.bind))
+        }
+        (None, Some(broker)) if args.adhoc.is_some() => {
+            let (Some(id), Some(link), Some(token)) = (args.adhoc, &args.invite, &args.token)
+            else {
+                bail!("--adhoc needs --invite LINK and --token");
+            };
+            let link = deskwire_signal::adhoc::AdhocLink::parse(link).context("--invite")?;
+            session.code = format!("ad-hoc session {id}");
+            ControllerConfig::adhoc(broker, token, deskwire_signal::adhoc::AdhocId(id), link)
+                .transport(TransportConfig::for_broker(broker, args.bind))
+        }
+        (None, Some(broker)) => {
+            let mut config =
+                ControllerConfig::new(broker).transport(TransportConfig::for_broker(broker, args.bind));
+            if let Some(token) = &args.token {
+                config = config.token(token.clone());
+            }
+            config
+        }
+        (None, None) => bail!("give --broker URL, --lan TARGET or --browse"),
+    };
+    let config = match &args.admin_user {
+        Some(user) => {
+            let password = match std::env::var("DESKWIRE_ADMIN_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    print!("{user}'s password on the target: ");
+                    let _ = std::io::stdout().flush();
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the administrator's password")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            config.admin_credentials(user.clone(), password)
+        }
+        None => config,
+    };
+    let controller = Controller::start(config)?;
+    let ended = if args.headless {
+        run_headless(&controller, &mut session, &args)
+    } else {
+        run_window(&controller, &mut session)
+    };
+    save(&controller, &args)?;
+    controller.shutdown()?;
+    match ended? {
+        None => Ok(()),
+        Some(reason) => {
+            // The target saying goodbye ends a session well; before any picture it is a
+            // refusal (wrong administrator credentials, a grant it does not honour).
+            let fine = match reason {
+                DisconnectReason::Local => true,
+                DisconnectReason::PeerBye { .. } => session.first_frame,
+                _ => false,
+            };
+            if fine {
+                Ok(())
+            } else {
+                bail!("session ended: {reason}")
+            }
+        }
+    }
+}
+
+/// Connecting on the LAN needs the permission: from the technician's group when a broker
+/// manages them (`--broker` with a token), else from the local policy file.
+fn may_connect_on_lan(args: &Args) -> Result<()> {
+    match (&args.broker, &args.token) {
+        (Some(broker), Some(token)) => {
+            let who = check_lan_permission(broker, token, Duration::from_secs(10))?;
+            println!("{who} may connect on the LAN (checked with the broker)");
+            Ok(())
+        }
+        (Some(_), None) => bail!(
+            "--broker manages your permissions: give your API token (--token or DESKWIRE_TOKEN) to connect on the LAN"
+        ),
+        (None, _) => match LocalPolicy::load(&args.policy)?.connect_on_lan {
+            Some(false) => bail!(
+                "connecting on the LAN is turned off for this computer's technicians ({}: connect_on_lan = no)",
+                args.policy.display()
+            ),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Report LAN computers (matching `filter`) to `found` as they answer, for `seconds` or
+/// until `found` returns true; returns the one it stopped at.
+fn browse(
+    filter: &str,
+    seconds: f64,
+    mut found: impl FnMut(&LanPeer) -> bool,
+) -> Result<Option<LanPeer>> {
+    let browser = Browser::start()?;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let Ok(peer) = browser.found().recv_timeout(left) else {
+            break;
+        };
+        if peer.matches(filter) && found(&peer) {
+            return Ok(Some(peer));
+        }
+    }
+    Ok(None)
+}
+
+/// `ADDR[:PORT]` as it is; anything else names a computer to find on the LAN.
+fn lan_target(target: &str, seconds: f64) -> Result<SocketAddr> {
+    if let Ok(addr) = target.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = target.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    println!("looking for {target:?} on the LAN");
+    let peer = browse(target, seconds, |peer| {
+        println!("found {} {}", peer.name, join_addrs(peer));
+        true
+    })?;
+    peer.and_then(|p| p.socket_addr())
+        .with_context(|| format!("no computer whose name or address contains {target:?} answered on the LAN in {seconds} s"))
+}
+
+/// Write `text` to `path`, readable by this user only.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+fn join_addrs(peer: &LanPeer) -> String {
+    let addrs: Vec<String> = peer
+        .addresses
+        .iter()
+        .map(|a| SocketAddr::new(*a, peer.port).to_string())
+        .collect();
+    addrs.join(" ")
+}
+
+/// What the viewer knows of the session, from the controller's events.
+#[derive(Debug, Default)]
+struct Session {
+    joined: Option<Instant>,
+    connected: bool,
+    first_frame: bool,
+    /// Remote screen size, once the stream started.
+    size: Option<(u32, u32)>,
+    /// Frames decoded so far.
+    frames: u64,
+    /// The target lets us drive it.
+    control: bool,
+    /// Unattended access to ask for once we may control the screen.
+    grant_request: Option<GrantRequest>,
+    /// Where to keep a granted ticket.
+    save_grant: Option<PathBuf>,
+    code: String,
+}
+
+impl Session {
+    /// Print what the user should know; `Some` when the session is over.
+    fn handle(&mut self, event: ControllerEvent) -> Option<DisconnectReason> {
+        match event {
+            ControllerEvent::Code { code, .. } => {
+                println!("connection code: {code}");
+                let _ = std::io::stdout().flush();
+                self.code = code.to_string();
+            }
+            ControllerEvent::PeerJoined => self.joined = Some(Instant::now()),
+            ControllerEvent::BrokerLost => println!("lost the broker; keeping the code alive"),
+            ControllerEvent::BrokerResumed => println!("the broker is back; the code still works"),
+            ControllerEvent::Connected { setup } => {
+                println!("connected in {} ms", setup.as_millis());
+                self.connected = true;
+            }
+            ControllerEvent::StreamStarted {
+                width,
+                height,
+                bands,
+            } => {
+                println!("stream {width}x{height} in {bands} bands");
+                self.size = Some((width, height));
+            }
+            ControllerEvent::Permissions { control } => {
+                println!(
+                    "{}",
+                    if control {
+                        "you may control the screen"
+                    } else {
+                        "view only"
+                    }
+                );
+                self.control = control;
+            }
+            ControllerEvent::GrantAnswered { result, .. } => match result {
+                Ok(ticket) => {
+                    println!(
+                        "unattended access granted (grant {}) until {}",
+                        ticket.id,
+                        ticket
+                            .grant
+                            .expires_at()
+                            .map_or("no end".to_owned(), |t| format!("{} ms", t.0))
+                    );
+                    if let Some(path) = &self.save_grant {
+                        match write_private(path, &ticket.to_json()) {
+                            Ok(()) => println!(
+                                "grant saved to {} (keep it like a password)",
+                                path.display()
+                            ),
+                            Err(e) => println!("cannot save the grant to {}: {e}", path.display()),
+                        }
+                    }
+                }
+                Err(why) => println!("unattended access refused: {why}"),
+            },
+            ControllerEvent::Frame(_) => {
+                self.frames += 1;
+                if !self.first_frame {
+                    self.first_frame = true;
+                    if let Some(j) = self.joined {
+                        println!(
+                            "first frame {} ms after the target joined",
+                            j.elapsed().as_millis()
+                        );
+                    }
+                }
+            }
+            ControllerEvent::Stats(s) => println!(
+                "{:.0} fps, {:.0} kbps, rtt {:?}, latency p50 {:?} p99 {:?}",
+                s.fps, s.kbps, s.rtt, s.latency_p50, s.latency_p99
+            ),
+            ControllerEvent::Disconnected(reason) => {
+                println!("session ended: {reason}");
+                return Some(reason);
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+fn run_headless(
+    controller: &Controller,
+    session: &mut Session,
+    args: &Args,
+) -> Result<Option<DisconnectReason>> {
+    let mut until: Option<Instant> = None;
+    loop {
+        if until.is_some_and(|t| Instant::now() >= t) {
+            return Ok(None);
+        }
+        let Ok(event) = controller.events().recv_timeout(Duration::from_millis(50)) else {
+            continue;
+        };
+        if let Some(reason) = session.handle(event) {
+            return Ok(Some(reason));
+        }
+        session.ask_for_grant(controller);
+        if session.connected && until.is_none() {
+            until = Some(Instant::now() + Duration::from_secs_f64(args.duration));
+        }
+    }
+}
+
+impl Session {
+    /// Ask for unattended access once, as soon as the session allows control.
+    fn ask_for_grant(&mut self, controller: &Controller) {
+        if self.control {
+            if let Some(request) = self.grant_request.take() {
+                match controller.request_unattended(&request) {
+                    Ok(_) => println!("asked the user for unattended access"),
+                    Err(e) => println!("cannot ask for unattended access: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Forwards the window's keyboard callbacks, in order, to the loop.
+struct Keys(mpsc::Sender<WindowInput>);
+
+impl minifb::InputCallback for Keys {
+    fn add_char(&mut self, c: u32) {
+        if let Some(c) = char::from_u32(c) {
+            let _ = self.0.send(WindowInput::Char(c));
+        }
+    }
+
+    fn set_key_state(&mut self, key: minifb::Key, down: bool) {
+        let _ = self.0.send(WindowInput::Key(key, down));
+    }
+}
+
+/// The largest window the remote screen opens in; it can be resized.
+const MAX_WINDOW: (f64, f64) = (1600.0, 900.0);
+
+fn run_window(controller: &Controller, session: &mut Session) -> Result<Option<DisconnectReason>> {
+    let mut window: Option<Window> = None;
+    let (key_tx, key_rx) = mpsc::channel();
+    let mut keys = KeyTranslator::default();
+    let mut pointer = PointerTracker::default();
+    let mut pixels: Vec<u32> = Vec::new();
+    let mut shown = 0u64;
+    loop {
+        while let Ok(event) = controller.events().try_recv() {
+            let restart = matches!(event, ControllerEvent::StreamStarted { .. });
+            if let Some(reason) = session.handle(event) {
+                return Ok(Some(reason));
+            }
+            session.ask_for_grant(controller);
+            if restart {
+                if let Some((w, h)) = session.size {
+                    // A new stream (or a new screen size): a window of the right shape.
+                    let scale = (MAX_WINDOW.0 / f64::from(w))
+                        .min(MAX_WINDOW.1 / f64::from(h))
+                        .min(1.0);
+                    let (ww, wh) = (
+                        (f64::from(w) * scale) as usize,
+                        (f64::from(h) * scale) as usize,
+                    );
+                    let mut win = Window::new(
+                        &format!("deskwire - {}", session.code),
+                        ww.max(1),
+                        wh.max(1),
+                        WindowOptions {
+                            resize: true,
+                            scale_mode: minifb::ScaleMode::Stretch,
+                            ..WindowOptions::default()
+                        },
+                    )
+                    .context("cannot open the viewer window")?;
+                    win.set_target_fps(60);
+                    win.set_input_callback(Box::new(Keys(key_tx.clone())));
+                    window = Some(win);
+                }
+            }
+        }
+        let (Some(win), Some(remote)) = (window.as_mut(), session.size) else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        if !win.is_open() {
+            return Ok(None);
+        }
+        if session.frames != shown {
+            shown = session.frames;
+            let size = controller.with_frame(|f| {
+                pixels.clear();
+                for y in 0..f.height() {
+                    // BGRA bytes read as a little-endian u32 are 0xAARRGGBB, the
+                    // window's 0RGB (the top byte is ignored).
+                    pixels.extend(
+                        f.row(y)
+                            .chunks_exact(4)
+                            .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]])),
+                    );
+                }
+                (f.width() as usize, f.height() as usize)
+            });
+            match size {
+                Some((w, h)) => win
+                    .update_with_buffer(&pixels, w, h)
+                    .context("cannot draw the remote screen")?,
+                None => win.update(),
+            }
+        } else {
+            win.update();
+        }
+
+        let mut out = Vec::new();
+        while let Ok(input) = key_rx.try_recv() {
+            keys.handle(input, &mut out);
+        }
+        keys.flush(&mut out);
+        let pos = win
+            .get_unscaled_mouse_pos(MouseMode::Discard)
+            .and_then(|p| remote_point(p, win.get_size(), remote));
+        pointer.handle(
+            PointerState {
+                pos,
+                buttons: [
+                    win.get_mouse_down(MouseButton::Left),
+                    win.get_mouse_down(MouseButton::Middle),
+                    win.get_mouse_down(MouseButton::Right),
+                ],
+                wheel: win.get_scroll_wheel().unwrap_or((0.0, 0.0)),
+            },
+            &mut out,
+        );
+        // A view-only target would refuse it all; don't send what cannot arrive.
+        if session.control {
+            for event in out {
+                if controller.send_input(event).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn save(controller: &Controller, args: &Args) -> Result<()> {
+    let Some(path) = &args.snapshot else {
+        return Ok(());
+    };
+    match controller.with_frame(|f| write_png(path, f)) {
+        Some(r) => {
+            r?;
+            println!("snapshot: {}", path.display());
+        }
+        None => println!("no frame was decoded; no snapshot written"),
+    }
+    Ok(())
+}
