@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use deskwire::ControllerStats;
+use deskwire::{
+    Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig,
+};
 use deskwire_broker::{BrokerConfig, SystemClock};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
-use deskwire::ControllerStats;
 use deskwire_engine::stats::Histogram;
 use deskwire_engine::{BandSpec, CodecConfig, PipelineConfig};
-use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig};
 use deskwire_viewer::{init_tracing, write_png};
 
 #[derive(Debug, Parser)]

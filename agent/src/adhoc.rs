@@ -12,11 +12,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{select, Receiver};
-use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire::adhoc::{TemporaryHost, TemporaryHostConfig, TemporaryHostEvent};
 use deskwire::{Host, HostConfig, HostEvent, TransportConfig};
+use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::adhoc::AdhocLink;
-
 
 /// `deskwire-agent adhoc`: run the temporary host of an ad-hoc support session.
 #[derive(Debug, clap::Args)]

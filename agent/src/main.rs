@@ -22,17 +22,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use deskwire_capture::{open, OpenOptions, SourceSpec};
+use deskwire::accounts::AdminAccounts;
+use deskwire::grants::{report_to_broker, LocalGrants};
 use deskwire::lan::{
     device_id, report_lan_password, Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT,
 };
-use deskwire::accounts::AdminAccounts;
-use deskwire::grants::{report_to_broker, LocalGrants};
-use deskwire::{ConnectionCode, GrantDecision, UnixMillis};
 use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
-use deskwire::{AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent, TransportConfig};
+use deskwire::{
+    AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent, TransportConfig,
+};
+use deskwire::{ConnectionCode, GrantDecision, UnixMillis};
 use deskwire_agent::control::{self, Incoming, Request};
 use deskwire_agent::init_tracing;
+use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::grant::{CredentialMode, GrantPolicy};
 
 #[derive(Debug, Parser)]

@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
 use deskwire::input::{InputEvent, Key, NamedKey};
 use deskwire::lan::{Browser, LanPassword, LanPeer};
 use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, TransportConfig};
+use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
 use deskwire_tests::netns::Lan;
 use deskwire_tests::session_fixtures::{luma_psnr, wait_controller};
 use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};

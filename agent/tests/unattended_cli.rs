@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use deskwire_tests::binaries::{viewer, Running};
 
-use deskwire_broker::store::{Permission, Permissions, Policy};
 use deskwire::accounts::AdminAccounts;
 use deskwire::grants::{report_to_broker, LocalGrants};
 use deskwire::UnixMillis;
+use deskwire_broker::store::{Permission, Permissions, Policy};
 use deskwire_signal::grant::{
     approve, CredentialMode, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName,
     ZoneOf,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use deskwire_capture::synthetic::{Scene, SyntheticSource};
 use deskwire_capture::{Frame, Rect, Source, Timestamp};
-use deskwire_engine::{BandDecoderSet, BandEncoderSet, BandSpec, CodecConfig, ColorSpace, Differ, I420Image, Workers};
+use deskwire_engine::{
+    BandDecoderSet, BandEncoderSet, BandSpec, CodecConfig, ColorSpace, Differ, I420Image, Workers,
+};
 
 const SIZES: [(u32, u32, &str); 2] = [(1920, 1080, "1080p"), (3840, 2160, "4k")];
 

@@ -11,7 +11,10 @@ use deskwire_capture::{
 use deskwire_engine::config::DEFAULT_BANDS;
 use deskwire_engine::quality::psnr_plane;
 use deskwire_engine::stats::read;
-use deskwire_engine::{BandDecoderSet, BandSpec, CodecConfig, ContentTuning, FrameEncoder, FrameOutcome, Pipeline, PipelineConfig, Workers};
+use deskwire_engine::{
+    BandDecoderSet, BandSpec, CodecConfig, ContentTuning, FrameEncoder, FrameOutcome, Pipeline,
+    PipelineConfig, Workers,
+};
 use serde::Serialize;
 
 #[derive(Debug, clap::Args)]

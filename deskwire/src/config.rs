@@ -646,7 +646,10 @@ mod tests {
         assert!(ip("ws://localhost:8450").is_loopback());
         assert!(ip("ws://broker.example:8450").is_unspecified());
         let forced = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-        assert_eq!(TransportConfig::for_broker("ws://broker.example", Some(forced)).bind, vec![forced]);
+        assert_eq!(
+            TransportConfig::for_broker("ws://broker.example", Some(forced)).bind,
+            vec![forced]
+        );
     }
 
     use super::*;

@@ -27,7 +27,9 @@ use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 use crate::config::ControllerConfig;
 use crate::signalling::Signalling;
 use crate::transport::{self, NetEvent, Pc, SessionRuntime};
-use crate::{micros_since, spawn_net, ControllerEvent, DisconnectReason, Events, FrameInfo, SessionError};
+use crate::{
+    micros_since, spawn_net, ControllerEvent, DisconnectReason, Events, FrameInfo, SessionError,
+};
 
 enum Command {
     Input(InputEvent),
@@ -386,28 +388,43 @@ impl ControllerTask {
         while reason.is_none() {
             while let Some(event) = core.poll_event() {
                 match event {
-                    ViewerSessionEvent::StreamStarted { stream, layout, color } => {
+                    ViewerSessionEvent::StreamStarted {
+                        stream,
+                        layout,
+                        color,
+                    } => {
                         self.events.emit(ControllerEvent::StreamStarted {
                             width: layout.width(),
                             height: layout.height(),
                             bands: layout.count(),
                         });
-                        let _ = decode_tx.send(DecodeInput::Start { stream, layout, color });
+                        let _ = decode_tx.send(DecodeInput::Start {
+                            stream,
+                            layout,
+                            color,
+                        });
                     }
                     ViewerSessionEvent::ClockOffset(o) => self.shared.offset_us.store(o, Relaxed),
                     ViewerSessionEvent::Permissions { control } => {
                         self.events.emit(ControllerEvent::Permissions { control });
                     }
-                    ViewerSessionEvent::GrantAnswered { id, approved, detail } => {
+                    ViewerSessionEvent::GrantAnswered {
+                        id,
+                        approved,
+                        detail,
+                    } => {
                         let result = if approved {
                             crate::grants::GrantTicket::from_json(&detail)
                                 .map_err(|e| format!("the target sent an unreadable grant: {e}"))
                         } else {
                             Err(detail)
                         };
-                        self.events.emit_important(ControllerEvent::GrantAnswered { id, result });
+                        self.events
+                            .emit_important(ControllerEvent::GrantAnswered { id, result });
                     }
-                    ViewerSessionEvent::Stats(stats) => self.events.emit(ControllerEvent::Stats(stats)),
+                    ViewerSessionEvent::Stats(stats) => {
+                        self.events.emit(ControllerEvent::Stats(stats))
+                    }
                     ViewerSessionEvent::Ended(end) => {
                         reason.get_or_insert(DisconnectReason::from(end));
                     }
@@ -430,9 +447,9 @@ impl ControllerTask {
             if reason.is_some() {
                 break;
             }
-            let wake = core
-                .poll_timeout()
-                .map_or(Duration::from_secs(1), |t| t.saturating_sub(self.epoch.elapsed()));
+            let wake = core.poll_timeout().map_or(Duration::from_secs(1), |t| {
+                t.saturating_sub(self.epoch.elapsed())
+            });
             tokio::select! {
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Message(channel, data)) => {

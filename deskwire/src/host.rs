@@ -157,7 +157,10 @@ impl Host {
             + 'static,
     ) -> Result<Self, SessionError> {
         let (w, h) = source.size();
-        config.pipeline.validate(w, h).map_err(deskwire_engine::PipelineError::from)?;
+        config
+            .pipeline
+            .validate(w, h)
+            .map_err(deskwire_engine::PipelineError::from)?;
         // Read (or make) the device key now, so a bad key file is an error here, not later.
         let device = match &config.device_key {
             Some(path) => Some(crate::device::load_or_create(path)?),
@@ -591,9 +594,9 @@ impl HostTask {
             if reason.is_some() {
                 break;
             }
-            let wake = core
-                .poll_timeout()
-                .map_or(Duration::from_secs(1), |t| t.saturating_sub(self.epoch.elapsed()));
+            let wake = core.poll_timeout().map_or(Duration::from_secs(1), |t| {
+                t.saturating_sub(self.epoch.elapsed())
+            });
             tokio::select! {
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Message(channel, data)) => {

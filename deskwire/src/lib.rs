@@ -59,15 +59,14 @@ pub use config::{
     AdhocTarget, AdminCredentials, ControllerConfig, HostConfig, LanTarget, MdnsMode,
     SessionConfigError, TransportConfig, UnattendedTarget,
 };
-pub use deskwire_session::consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
 pub use controller::Controller;
-pub use host::Host;
+pub use deskwire_session::consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
 /// The keyboard and mouse events a viewer sends, and why the target refuses one.
 pub use deskwire_session::input;
 pub use deskwire_session::input::{InputEvent, InputKind, InputRefusal};
-pub use deskwire_session::{ControllerStats, HostStats};
 pub use deskwire_session::wire::ByeReason;
-
+pub use deskwire_session::{ControllerStats, HostStats};
+pub use host::Host;
 
 /// Errors of the session API.
 #[derive(Debug, thiserror::Error)]

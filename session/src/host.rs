@@ -118,7 +118,12 @@ pub struct HostSession {
 
 impl HostSession {
     /// The channels are open at `now`: the viewer is told the stream and its permissions.
-    pub fn new(config: HostSessionConfig, stream: StreamInfo, control: bool, now: Duration) -> Self {
+    pub fn new(
+        config: HostSessionConfig,
+        stream: StreamInfo,
+        control: bool,
+        now: Duration,
+    ) -> Self {
         let control = control && !config.view_only;
         let mut gate = InputGate::new(stream.width, stream.height, control);
         gate.set_established(true);
@@ -178,25 +183,38 @@ impl HostSession {
 
     fn handle_control(&mut self, now: Duration, data: &[u8]) {
         match decode_control(data) {
-            Ok(ControlMessage::Ping { nonce, sent_us }) => self.send_control(ControlMessage::Pong {
-                nonce,
-                echo_us: sent_us,
-                target_us: micros(now),
-            }),
+            Ok(ControlMessage::Ping { nonce, sent_us }) => {
+                self.send_control(ControlMessage::Pong {
+                    nonce,
+                    echo_us: sent_us,
+                    target_us: micros(now),
+                })
+            }
             Ok(ControlMessage::KeyframeRequest { stream, bands }) if stream == self.stream => {
-                let mask = if self.bands >= 32 { u32::MAX } else { (1u32 << self.bands) - 1 };
+                let mask = if self.bands >= 32 {
+                    u32::MAX
+                } else {
+                    (1u32 << self.bands) - 1
+                };
                 if bands & mask != 0 {
-                    self.events.push_back(HostSessionEvent::KeyframeRequested { bands: bands & mask });
+                    self.events.push_back(HostSessionEvent::KeyframeRequested {
+                        bands: bands & mask,
+                    });
                 }
             }
-            Ok(ControlMessage::ReceiverReport { latency_p50_us, latency_p99_us, .. }) => {
+            Ok(ControlMessage::ReceiverReport {
+                latency_p50_us,
+                latency_p99_us,
+                ..
+            }) => {
                 self.viewer_latency = Some((latency_p50_us, latency_p99_us));
             }
             Ok(ControlMessage::Bye { reason, detail }) => {
                 self.finish(SessionEnd::PeerBye { reason, detail });
             }
             Ok(ControlMessage::GrantRequest { id, request }) => {
-                self.events.push_back(HostSessionEvent::GrantRequested { id, request });
+                self.events
+                    .push_back(HostSessionEvent::GrantRequested { id, request });
             }
             Ok(other) => tracing::debug!(?other, "ignored control message"),
             Err(e) => tracing::warn!(error = %e, "malformed control message from the viewer"),
@@ -230,7 +248,11 @@ impl HostSession {
     /// The video sender's totals so far (frames, bytes, bands dropped because the link was
     /// not keeping up), for the statistics.
     pub fn handle_video_sent(&mut self, frames: u64, bytes: u64, bands_dropped: u64) {
-        self.sent = Sent { frames, bytes, bands_dropped };
+        self.sent = Sent {
+            frames,
+            bytes,
+            bands_dropped,
+        };
     }
 
     /// Time passed: end a silent session, report statistics when due.
@@ -249,7 +271,9 @@ impl HostSession {
             let latency = |us: u32| Duration::from_micros(u64::from(us));
             self.events.push_back(HostSessionEvent::Stats(HostStats {
                 fps: (self.sent.frames - s0.frames.min(self.sent.frames)) as f64 / secs,
-                kbps: (self.sent.bytes - s0.bytes.min(self.sent.bytes)) as f64 * 8.0 / 1000.0 / secs,
+                kbps: (self.sent.bytes - s0.bytes.min(self.sent.bytes)) as f64 * 8.0
+                    / 1000.0
+                    / secs,
                 frames_sent: self.sent.frames,
                 bytes_sent: self.sent.bytes,
                 bands_dropped: self.sent.bands_dropped,
@@ -274,7 +298,9 @@ impl HostSession {
         if !releases.is_empty() {
             self.events.push_back(HostSessionEvent::Release(releases));
         }
-        self.send_control(ControlMessage::Permissions { control: self.control });
+        self.send_control(ControlMessage::Permissions {
+            control: self.control,
+        });
     }
 
     /// Queue a control message for the viewer (a grant answer, for one).

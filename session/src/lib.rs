@@ -15,14 +15,14 @@
 
 pub mod clock;
 pub mod consent;
-pub mod input;
-pub mod video;
-pub mod wire;
 mod end;
 pub mod host;
+pub mod input;
 pub mod pair;
 mod stats;
+pub mod video;
 pub mod viewer;
+pub mod wire;
 
 pub use end::{SessionEnd, Transmit};
 pub use host::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};

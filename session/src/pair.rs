@@ -47,7 +47,10 @@ impl Default for LinkConfig {
 
 impl LinkConfig {
     fn in_outage(&self, t: Duration) -> Option<Duration> {
-        self.outages.iter().find(|(a, b)| *a <= t && t < *b).map(|(_, b)| *b)
+        self.outages
+            .iter()
+            .find(|(a, b)| *a <= t && t < *b)
+            .map(|(_, b)| *b)
     }
 }
 
@@ -101,10 +104,9 @@ impl Direction {
     fn send(&mut self, now: Duration, t: Transmit) {
         let bits = t.data.len() as u64 * 8;
         let start = self.free_at.max(now);
-        let serialise = self
-            .link
-            .rate_bps
-            .map_or(Duration::ZERO, |r| Duration::from_nanos(bits * 1_000_000_000 / r.max(1)));
+        let serialise = self.link.rate_bps.map_or(Duration::ZERO, |r| {
+            Duration::from_nanos(bits * 1_000_000_000 / r.max(1))
+        });
         self.free_at = start + serialise;
         let mut at = self.free_at + self.link.delay;
         let reliable = t.channel != Channel::Video;
@@ -129,7 +131,12 @@ impl Direction {
             self.last_reliable = at;
         }
         self.seq += 1;
-        self.in_flight.push(InFlight { at, seq: self.seq, channel: t.channel, data: t.data });
+        self.in_flight.push(InFlight {
+            at,
+            seq: self.seq,
+            channel: t.channel,
+            data: t.data,
+        });
     }
 
     fn next_at(&self) -> Option<Duration> {
@@ -203,7 +210,13 @@ impl Pair {
 
     /// Put a video message from the target on the link now (the cores do not make video).
     pub fn send_video(&mut self, data: BytesMut) {
-        self.to_viewer.send(self.now, Transmit { channel: Channel::Video, data });
+        self.to_viewer.send(
+            self.now,
+            Transmit {
+                channel: Channel::Video,
+                data,
+            },
+        );
     }
 
     /// Run until `until`, delivering messages and firing timers in time order.

@@ -43,4 +43,3 @@ pub struct ControllerStats {
     /// Estimated target clock minus controller clock.
     pub clock_offset_us: Option<i64>,
 }
-

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use deskwire_engine::EncodedFrame;
 use crate::wire::{VideoChunk, MAX_WIRE_BANDS, VIDEO_HEADER_LEN};
+use deskwire_engine::EncodedFrame;
 
 /// Cuts encoded frames into wire chunks and numbers each band's frames.
 #[derive(Debug)]
@@ -185,10 +185,7 @@ impl Reassembler {
     }
 
     /// Take one chunk. Returns the band frame it completed, if it completed a decodable one.
-    pub fn handle_chunk(
-        &mut self,
-        c: &VideoChunk<'_>,
-    ) -> Result<CompleteBand<'_>, ChunkFate> {
+    pub fn handle_chunk(&mut self, c: &VideoChunk<'_>) -> Result<CompleteBand<'_>, ChunkFate> {
         if self.stream != Some(c.stream) {
             return Err(ChunkFate::OtherStream);
         }

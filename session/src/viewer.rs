@@ -173,18 +173,28 @@ impl ViewerSession {
 
     fn handle_control(&mut self, now: Duration, data: &[u8]) {
         match decode_control(data) {
-            Ok(ControlMessage::StreamStart { stream, width, height, color, tops }) => {
-                match BandLayout::from_tops(u32::from(width), u32::from(height), &tops) {
-                    Ok(layout) => {
-                        self.stream = Some(stream);
-                        self.events.push_back(ViewerSessionEvent::StreamStarted { stream, layout, color });
-                    }
-                    Err(e) => self.finish(SessionEnd::ProtocolViolation(format!(
-                        "the target sent an impossible stream: {e}"
-                    ))),
+            Ok(ControlMessage::StreamStart {
+                stream,
+                width,
+                height,
+                color,
+                tops,
+            }) => match BandLayout::from_tops(u32::from(width), u32::from(height), &tops) {
+                Ok(layout) => {
+                    self.stream = Some(stream);
+                    self.events.push_back(ViewerSessionEvent::StreamStarted {
+                        stream,
+                        layout,
+                        color,
+                    });
                 }
-            }
-            Ok(ControlMessage::Pong { echo_us, target_us, .. }) => {
+                Err(e) => self.finish(SessionEnd::ProtocolViolation(format!(
+                    "the target sent an impossible stream: {e}"
+                ))),
+            },
+            Ok(ControlMessage::Pong {
+                echo_us, target_us, ..
+            }) => {
                 let before = self.clock.offset_us();
                 self.clock.handle_pong(echo_us, target_us, micros(now));
                 if let Some(o) = self.clock.offset_us().filter(|o| Some(*o) != before) {
@@ -192,10 +202,19 @@ impl ViewerSession {
                 }
             }
             Ok(ControlMessage::Permissions { control }) => {
-                self.events.push_back(ViewerSessionEvent::Permissions { control });
+                self.events
+                    .push_back(ViewerSessionEvent::Permissions { control });
             }
-            Ok(ControlMessage::GrantAnswer { id, approved, detail }) => {
-                self.events.push_back(ViewerSessionEvent::GrantAnswered { id, approved, detail });
+            Ok(ControlMessage::GrantAnswer {
+                id,
+                approved,
+                detail,
+            }) => {
+                self.events.push_back(ViewerSessionEvent::GrantAnswered {
+                    id,
+                    approved,
+                    detail,
+                });
             }
             Ok(ControlMessage::Bye { reason, detail }) => {
                 self.finish(SessionEnd::PeerBye { reason, detail });
@@ -212,7 +231,11 @@ impl ViewerSession {
         latency_p50: Option<Duration>,
         latency_p99: Option<Duration>,
     ) {
-        self.decoded = Decoded { frames, latency_p50, latency_p99 };
+        self.decoded = Decoded {
+            frames,
+            latency_p50,
+            latency_p99,
+        };
     }
 
     /// Time passed: ping, report, or end a silent session.
@@ -227,7 +250,10 @@ impl ViewerSession {
         }
         if now >= self.next_ping {
             self.nonce = self.nonce.wrapping_add(1);
-            self.send_control(ControlMessage::Ping { nonce: self.nonce, sent_us: micros(now) });
+            self.send_control(ControlMessage::Ping {
+                nonce: self.nonce,
+                sent_us: micros(now),
+            });
             self.next_ping = now + self.config.ping_interval;
         }
         if now >= self.next_stats {
@@ -245,7 +271,9 @@ impl ViewerSession {
                 keyframe_requests: self.keyframe_requests,
                 clock_offset_us: self.clock.offset_us(),
             };
-            let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32);
+            let us = |d: Option<Duration>| {
+                d.map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32)
+            };
             self.send_control(ControlMessage::ReceiverReport {
                 frames: frames.saturating_sub(f0).min(u64::from(u32::MAX)) as u32,
                 latency_p50_us: us(stats.latency_p50),
@@ -280,7 +308,10 @@ impl ViewerSession {
         if self.end.is_none() {
             let mut data = BytesMut::with_capacity(16);
             event.encode(&mut data);
-            self.transmits.push_back(Transmit { channel: Channel::Input, data });
+            self.transmits.push_back(Transmit {
+                channel: Channel::Input,
+                data,
+            });
         }
     }
 
@@ -293,7 +324,10 @@ impl ViewerSession {
     /// End the session from this side, saying goodbye with `detail`.
     pub fn close(&mut self, detail: &str) {
         if self.end.is_none() {
-            self.send_control(ControlMessage::Bye { reason: ByeReason::Ended, detail: detail.into() });
+            self.send_control(ControlMessage::Bye {
+                reason: ByeReason::Ended,
+                detail: detail.into(),
+            });
             self.finish(SessionEnd::Local);
         }
     }
@@ -305,7 +339,8 @@ impl ViewerSession {
     }
 
     fn finish(&mut self, end: SessionEnd) {
-        self.events.push_back(ViewerSessionEvent::Ended(end.clone()));
+        self.events
+            .push_back(ViewerSessionEvent::Ended(end.clone()));
         self.end = Some(end);
     }
 

@@ -16,8 +16,8 @@
 
 use bytes::{BufMut, BytesMut};
 
-use deskwire_engine::ColorSpace;
 use crate::input::{InputEvent, Key, NamedKey, PointerButton, MAX_TEXT_BYTES};
+use deskwire_engine::ColorSpace;
 
 /// The wire version this engine speaks.
 pub const WIRE_VERSION: u8 = 1;

@@ -103,9 +103,15 @@ fn a_viewer_that_goes_silent_ends_the_target_after_the_peer_timeout() {
     let mut p = pair(true, link(10), up);
     p.run_until(Duration::from_secs(20));
     let (at, end) = host_end(&p).expect("the target ends the session");
-    assert!(matches!(end, SessionEnd::PeerTimeout(d) if d > Duration::from_secs(3)), "{end:?}");
+    assert!(
+        matches!(end, SessionEnd::PeerTimeout(d) if d > Duration::from_secs(3)),
+        "{end:?}"
+    );
     // The last ping got through at ~1 s (pings go out each second; the one at 2 s is lost).
-    assert!(at > Duration::from_secs(4) && at < Duration::from_secs(5), "{at:?}");
+    assert!(
+        at > Duration::from_secs(4) && at < Duration::from_secs(5),
+        "{at:?}"
+    );
 }
 
 #[test]
@@ -154,16 +160,21 @@ fn keyframe_requests_reach_the_target_for_its_stream_and_bands_only() {
 #[test]
 fn input_is_injected_with_control_and_refused_without() {
     let mut p = pair(false, link(5), link(5));
-    p.viewer.send_input(&InputEvent::PointerMove { x: 10, y: 10 });
+    p.viewer
+        .send_input(&InputEvent::PointerMove { x: 10, y: 10 });
     p.run_until(20 * MS);
     assert!(injected(&p).is_empty());
     assert!(p.host_events.iter().any(|(_, e)| matches!(
         e,
-        HostSessionEvent::InputRefused { reason: InputRefusal::ViewOnly, .. }
+        HostSessionEvent::InputRefused {
+            reason: InputRefusal::ViewOnly,
+            ..
+        }
     )));
 
     p.host.set_control(true);
-    p.viewer.send_input(&InputEvent::PointerMove { x: 10_000, y: 20 });
+    p.viewer
+        .send_input(&InputEvent::PointerMove { x: 10_000, y: 20 });
     p.run_until(40 * MS);
     assert_eq!(injected(&p), vec![InjectOp::MoveTo { x: 639, y: 20 }]);
     assert!(p
@@ -175,8 +186,14 @@ fn input_is_injected_with_control_and_refused_without() {
 #[test]
 fn revoking_control_releases_what_the_viewer_holds_and_tells_it() {
     let mut p = pair(true, link(5), link(5));
-    p.viewer.send_input(&InputEvent::Key { key: Key::Char('a'), down: true });
-    p.viewer.send_input(&InputEvent::Button { button: PointerButton::Left, down: true });
+    p.viewer.send_input(&InputEvent::Key {
+        key: Key::Char('a'),
+        down: true,
+    });
+    p.viewer.send_input(&InputEvent::Button {
+        button: PointerButton::Left,
+        down: true,
+    });
     p.run_until(20 * MS);
     assert_eq!(injected(&p).len(), 2);
     p.host.set_control(false);
@@ -186,8 +203,14 @@ fn revoking_control_releases_what_the_viewer_holds_and_tells_it() {
         _ => None,
     });
     let released = released.expect("held input is released");
-    assert!(released.contains(&InjectOp::Key { key: Key::Char('a'), down: false }));
-    assert!(released.contains(&InjectOp::Button { button: PointerButton::Left, down: false }));
+    assert!(released.contains(&InjectOp::Key {
+        key: Key::Char('a'),
+        down: false
+    }));
+    assert!(released.contains(&InjectOp::Button {
+        button: PointerButton::Left,
+        down: false
+    }));
     assert_eq!(
         p.viewer_events.last().map(|(_, e)| e.clone()),
         Some(ViewerSessionEvent::Permissions { control: false })
@@ -199,10 +222,20 @@ fn a_session_that_ends_by_timeout_releases_held_keys() {
     let mut up = link(5);
     up.outages = vec![(100 * MS, Duration::from_secs(60))];
     let mut p = pair(true, link(5), up);
-    p.viewer.send_input(&InputEvent::Key { key: Key::Char('x'), down: true });
+    p.viewer.send_input(&InputEvent::Key {
+        key: Key::Char('x'),
+        down: true,
+    });
     p.run_until(Duration::from_secs(10));
     let release_at = p.host_events.iter().find_map(|(t, e)| match e {
-        HostSessionEvent::Release(ops) if ops.contains(&InjectOp::Key { key: Key::Char('x'), down: false }) => Some(*t),
+        HostSessionEvent::Release(ops)
+            if ops.contains(&InjectOp::Key {
+                key: Key::Char('x'),
+                down: false,
+            }) =>
+        {
+            Some(*t)
+        }
         _ => None,
     });
     let (end_at, _) = host_end(&p).unwrap();
@@ -234,11 +267,22 @@ fn a_grant_request_is_raised_at_the_target_and_its_answer_reaches_the_viewer() {
     p.viewer.request_grant(3, "{\"days\":1}".into());
     p.run_until(20 * MS);
     assert!(p.host_events.iter().any(|(_, e)| *e
-        == HostSessionEvent::GrantRequested { id: 3, request: "{\"days\":1}".into() }));
-    p.host.send_control(ControlMessage::GrantAnswer { id: 3, approved: false, detail: "no".into() });
+        == HostSessionEvent::GrantRequested {
+            id: 3,
+            request: "{\"days\":1}".into()
+        }));
+    p.host.send_control(ControlMessage::GrantAnswer {
+        id: 3,
+        approved: false,
+        detail: "no".into(),
+    });
     p.run_until(40 * MS);
     assert!(p.viewer_events.iter().any(|(_, e)| *e
-        == ViewerSessionEvent::GrantAnswered { id: 3, approved: false, detail: "no".into() }));
+        == ViewerSessionEvent::GrantAnswered {
+            id: 3,
+            approved: false,
+            detail: "no".into()
+        }));
 }
 
 #[test]
@@ -264,7 +308,13 @@ fn reliable_messages_survive_loss_as_delay_and_arrive_in_order() {
 #[test]
 fn hostile_bytes_are_refused_without_ending_the_session() {
     let mut p = pair(true, link(5), link(5));
-    for junk in [&b""[..], b"\x01", b"\xff\xff\xff", b"\x01\x20\x00\x00\x00\x00", &[1u8; 200][..]] {
+    for junk in [
+        &b""[..],
+        b"\x01",
+        b"\xff\xff\xff",
+        b"\x01\x20\x00\x00\x00\x00",
+        &[1u8; 200][..],
+    ] {
         p.host.handle_message(p.now(), Channel::Control, junk);
         p.host.handle_message(p.now(), Channel::Input, junk);
         p.viewer.handle_message(p.now(), Channel::Control, junk);
@@ -274,7 +324,10 @@ fn hostile_bytes_are_refused_without_ending_the_session() {
     assert_eq!(viewer_end(&p), None);
     assert!(p.host_events.iter().any(|(_, e)| matches!(
         e,
-        HostSessionEvent::InputRefused { reason: InputRefusal::Malformed, .. }
+        HostSessionEvent::InputRefused {
+            reason: InputRefusal::Malformed,
+            ..
+        }
     )));
 }
 
@@ -293,7 +346,10 @@ fn an_impossible_stream_ends_the_viewer_with_the_reason() {
     .encode(&mut bad);
     p.viewer.handle_message(p.now(), Channel::Control, &bad);
     p.run_until(40 * MS);
-    assert!(matches!(viewer_end(&p), Some((_, SessionEnd::ProtocolViolation(_)))));
+    assert!(matches!(
+        viewer_end(&p),
+        Some((_, SessionEnd::ProtocolViolation(_)))
+    ));
 }
 
 #[test]
@@ -338,7 +394,10 @@ fn statistics_are_reported_each_second_on_both_sides() {
         _ => None,
     });
     let host = host.expect("target statistics");
-    assert!((host.fps - 30.0).abs() < 1e-6 && (host.kbps - 1000.0).abs() < 1e-6, "{host:?}");
+    assert!(
+        (host.fps - 30.0).abs() < 1e-6 && (host.kbps - 1000.0).abs() < 1e-6,
+        "{host:?}"
+    );
     let viewer = p.viewer_events.iter().find_map(|(_, e)| match e {
         ViewerSessionEvent::Stats(s) => Some(s.clone()),
         _ => None,

@@ -4,10 +4,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deskwire_broker::{BrokerConfig, ManualClock};
-use deskwire_capture::Frame;
 use deskwire::{ConnectionCode, UnixMillis};
 use deskwire::{Controller, ControllerEvent, HostEvent, TransportConfig};
+use deskwire_broker::{BrokerConfig, ManualClock};
+use deskwire_capture::Frame;
 
 /// A broker serving on 127.0.0.1 from its own runtime thread, stopped on drop.
 pub struct TestBroker {

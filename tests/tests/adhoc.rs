@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
-use deskwire_broker::{BrokerConfig, Clock};
-use deskwire_capture::{Source, Timestamp, X11Source};
 use deskwire::adhoc::{self, TemporaryHost, TemporaryHostConfig, TemporaryHostEvent};
 use deskwire::input::InputEvent;
 use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent};
+use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
+use deskwire_broker::{BrokerConfig, Clock};
+use deskwire_capture::{Source, Timestamp, X11Source};
 use deskwire_signal::adhoc::{Activation, AdhocLimits};
 use deskwire_tests::session_fixtures::{
     loopback, luma_psnr, wait_controller, wait_host, TestBroker,

@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
+use deskwire::JoinRefusal;
+use deskwire::{
+    AcceptanceMode, ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig,
+    HostEvent,
+};
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
-use deskwire::JoinRefusal;
-use deskwire::{AcceptanceMode, ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent};
 use deskwire_tests::session_fixtures::{code_of, loopback, wait_controller, wait_host, TestBroker};
 
 const WAIT: Duration = Duration::from_secs(15);

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use deskwire_capture::synthetic::{Scene, SyntheticSource};
 use deskwire_capture::{CaptureOutcome, Frame, Rect, Source, Timestamp};
 use deskwire_engine::quality::psnr_plane;
-use deskwire_engine::{BandDecoderSet, BandEncoderSet, BandId, BandSpec, CodecConfig, CodecError, ColorSpace, FrameEncoder, FrameOutcome, I420Image, Workers};
+use deskwire_engine::{
+    BandDecoderSet, BandEncoderSet, BandId, BandSpec, CodecConfig, CodecError, ColorSpace,
+    FrameEncoder, FrameOutcome, I420Image, Workers,
+};
 
 const W: u32 = 640;
 const H: u32 = 360;

@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
+use deskwire::{
+    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
+    DisconnectReason, Host, HostConfig, HostEvent,
+};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
-use deskwire::{AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent};
 use deskwire_tests::session_fixtures::{code_of, loopback, wait_controller, wait_host, TestBroker};
 use deskwire_tests::Xvfb;
 

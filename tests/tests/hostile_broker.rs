@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire::JoinRefusal;
 use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent};
+use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::pake::Pake;
 use deskwire_signal::{
     decode_client, encode, BrokerMessage, ClientMessage, ConnectionCode, PeerSignal,

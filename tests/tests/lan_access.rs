@@ -9,11 +9,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use deskwire_capture::{open, OpenOptions, SourceSpec};
-use deskwire::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
 use deskwire::accounts::AdminAccounts;
+use deskwire::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
 use deskwire::UnixMillis;
-use deskwire::{AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent, TransportConfig};
+use deskwire::{
+    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
+    DisconnectReason, Host, HostConfig, HostEvent, TransportConfig,
+};
+use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_tests::netns::Lan;
 use deskwire_tests::session_fixtures::{wait_controller, wait_host};
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use deskwire_broker::store::{Permission, Permissions, Policy};
 use deskwire::lan::check_lan_permission;
 use deskwire::SessionError;
+use deskwire_broker::store::{Permission, Permissions, Policy};
 use deskwire_tests::session_fixtures::TestBroker;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -36,12 +36,7 @@ fn a_group_with_the_lan_permission_is_allowed_and_one_without_it_is_told_why_not
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Nor may they read a device's LAN password.
-    match deskwire::lan::fetch_lan_password(
-        broker.url(),
-        &token,
-        "dev-0000000000000000",
-        WAIT,
-    ) {
+    match deskwire::lan::fetch_lan_password(broker.url(), &token, "dev-0000000000000000", WAIT) {
         Err(SessionError::Lan(why)) => {
             assert!(why.contains("does not have the lan permission"), "{why}")
         }

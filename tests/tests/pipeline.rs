@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use deskwire_capture::synthetic::Scene;
 use deskwire_capture::{open, OpenOptions, Rect, SourceSpec};
 use deskwire_engine::stats::read;
-use deskwire_engine::{BandDecoderSet, BandId, BandSpec, CodecConfig, ConfigError, Pipeline, PipelineConfig, PipelineError as Error};
+use deskwire_engine::{
+    BandDecoderSet, BandId, BandSpec, CodecConfig, ConfigError, Pipeline, PipelineConfig,
+    PipelineError as Error,
+};
 use deskwire_tests::{Painter, Scene as Known, Xvfb};
 
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -7,10 +7,12 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use deskwire_capture::{open, OpenOptions, Source, SourceSpec, Timestamp, X11Source};
 use deskwire::input::{InputEvent, InputRefusal, Key, NamedKey, PointerButton};
 use deskwire::{ConnectionCode, JoinRefusal, SessionCode};
-use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent};
+use deskwire::{
+    Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent,
+};
+use deskwire_capture::{open, OpenOptions, Source, SourceSpec, Timestamp, X11Source};
 use deskwire_tests::session_fixtures::{
     code_of, deskwire_threads, loopback, luma_psnr, wait_controller, wait_host, TestBroker,
 };

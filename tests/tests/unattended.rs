@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
-use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
 use deskwire::accounts::AdminAccounts;
 use deskwire::grants::LocalGrants;
+use deskwire::{
+    ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent,
+};
 use deskwire::{GrantDecision, UnixMillis};
-use deskwire::{ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent};
+use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
+use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
 use deskwire_signal::grant::{
     CredentialMode, Grant, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName,
     ZoneOf,

@@ -8,14 +8,17 @@
 
 use std::time::{Duration, Instant};
 
+use deskwire::accounts::AdminAccounts;
+use deskwire::grants::{self, GrantTicket, LocalGrants};
+use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
+use deskwire::{
+    ConsentAnswer, Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host,
+    HostConfig, HostEvent,
+};
+use deskwire::{GrantDecision, UnixMillis};
 use deskwire_broker::store::{AuditId, Permission, Permissions, Policy, Store};
 use deskwire_broker::BrokerConfig;
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
-use deskwire::accounts::AdminAccounts;
-use deskwire::grants::{self, GrantTicket, LocalGrants};
-use deskwire::{GrantDecision, UnixMillis};
-use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
-use deskwire::{ConsentAnswer, Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent};
 use deskwire_signal::grant::{
     CredentialMode, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
 };

@@ -27,19 +27,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use deskwire::grants::GrantTicket;
 use deskwire::lan::{
     check_lan_permission, fetch_lan_password, Browser, LanPassword, LanPeer, DEFAULT_PORT,
 };
-use deskwire::grants::GrantTicket;
 use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, TransportConfig};
+use deskwire_signal::grant::{
+    CredentialMode, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
+};
 use deskwire_viewer::policy::{self, LocalPolicy};
 use deskwire_viewer::window::{
     remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
 };
 use deskwire_viewer::{init_tracing, write_png};
-use deskwire_signal::grant::{
-    CredentialMode, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
-};
 use minifb::{MouseButton, MouseMode, Window, WindowOptions};
 
 #[derive(Debug, Parser)]
@@ -236,8 +236,8 @@ fn main() -> Result<()> {
                 .transport(TransportConfig::for_broker(broker, args.bind))
         }
         (None, Some(broker)) => {
-            let mut config =
-                ControllerConfig::new(broker).transport(TransportConfig::for_broker(broker, args.bind));
+            let mut config = ControllerConfig::new(broker)
+                .transport(TransportConfig::for_broker(broker, args.bind));
             if let Some(token) = &args.token {
                 config = config.token(token.clone());
             }

@@ -9,14 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
 use deskwire::ConnectionCode;
 use deskwire::{Host, HostConfig, HostEvent};
+use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
 use deskwire_tests::session_fixtures::{loopback, luma_psnr_at, wait_host, TestBroker};
 use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
 
 const WAIT: Duration = Duration::from_secs(10);
-
 
 /// The viewer process, killed by PID when dropped.
 struct Viewer(Child);

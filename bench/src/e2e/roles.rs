@@ -17,10 +17,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use deskwire::{
+    Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig,
+};
 use deskwire_capture::{
     open, CaptureError, CaptureOutcome, Frame, OpenOptions, Source, SourceSpec, Timestamp,
 };
-use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig};
 use serde::{Deserialize, Serialize};
 
 /// `deskwire-bench e2e-controller`.

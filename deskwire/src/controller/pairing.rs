@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use deskwire_signal::pake::{Pake, SessionKeys};
 use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal, UnixMillis};
 
+use super::{Command, ControllerTask, MAX_CONSENT_WAIT_MS};
 use crate::signalling::Signalling;
 use crate::{ControllerEvent, DisconnectReason, SessionError};
-use super::{Command, ControllerTask, MAX_CONSENT_WAIT_MS};
 use deskwire_session::wire::ByeReason;
 
 impl ControllerTask {

@@ -13,11 +13,11 @@ use deskwire_signal::{
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
-use deskwire_session::consent::{AcceptanceMode, ConsentOutcome, ConsentPrompt};
+use super::{Command, HostTask, Negotiation, Wait, NUDGE_INTERVAL};
 use crate::signalling::Signalling;
 use crate::transport::{self, Channel, NetEvent, Pc};
 use crate::{DisconnectReason, HostEvent, SessionError};
-use super::{Command, HostTask, Negotiation, Wait, NUDGE_INTERVAL};
+use deskwire_session::consent::{AcceptanceMode, ConsentOutcome, ConsentPrompt};
 use deskwire_session::wire::ByeReason;
 
 /// How long to wait before joining again while the technician reconnects, and how often.
@@ -237,7 +237,12 @@ impl HostTask {
             .await
             .map_err(transport_err)?;
         for channel in Channel::ALL {
-            transport::pump(&self.handle, channel, channels.get(channel).clone(), net_tx.clone());
+            transport::pump(
+                &self.handle,
+                channel,
+                channels.get(channel).clone(),
+                net_tx.clone(),
+            );
         }
         let offer = pc.create_offer(None).await.map_err(|e| {
             end(DisconnectReason::Transport(format!(

@@ -10,13 +10,13 @@ use deskwire_signal::lan::LanBackoff;
 use deskwire_signal::{BrokerMessage, JoinRefusal, PeerSignal, UnixMillis};
 use tokio::net::TcpListener;
 
+use super::connect::{Attempt, Secret};
+use super::{Command, Connected, HostTask, Negotiation};
 use crate::accounts::AdminAccounts;
 use crate::lan::LanHostConfig;
 use crate::signalling::Signalling;
 use crate::transport::{self, SessionRuntime};
 use crate::{DisconnectReason, HostEvent};
-use super::connect::{Attempt, Secret};
-use super::{Command, Connected, HostTask, Negotiation};
 use deskwire_engine::pipeline::Pipeline;
 
 impl HostTask {

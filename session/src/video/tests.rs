@@ -1,7 +1,7 @@
 use super::*;
-use deskwire_engine::{BandId, EncodedBand, FrameId};
 use crate::wire::decode_video;
 use bytes::Bytes;
+use deskwire_engine::{BandId, EncodedBand, FrameId};
 
 const RETRY: Duration = Duration::from_millis(100);
 

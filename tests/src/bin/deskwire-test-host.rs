@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
-use deskwire_capture::{open, OpenOptions};
 use deskwire::{Host, HostConfig, HostEvent, TransportConfig};
+use deskwire_capture::{open, OpenOptions};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
