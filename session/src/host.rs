@@ -7,13 +7,12 @@
 //! [`HostSession::poll_transmit`] returns and acts on [`HostSession::poll_event`]. Time is a
 //! [`Duration`] since the session's epoch, the same clock the video's capture times use.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use deskwire_engine::ColorSpace;
 
-use crate::end::{control, SessionEnd, Transmit};
 use crate::input::{InjectOp, InputGate, InputKind, InputRefusal};
+use crate::outbox::{Every, Liveness, Outbox, SessionEnd, Transmit};
 use crate::stats::HostStats;
 use crate::wire::{decode_control, decode_input, ByeReason, Channel, ControlMessage};
 
@@ -105,15 +104,13 @@ pub struct HostSession {
     bands: usize,
     gate: InputGate,
     control: bool,
-    last_heard: Duration,
-    next_stats: Duration,
-    /// Totals at the last stats report, and when it was.
-    last_stats: (Duration, Sent),
+    liveness: Liveness,
+    stats: Every,
+    /// Totals at the last stats report.
+    reported: Sent,
     sent: Sent,
     viewer_latency: Option<(u32, u32)>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<HostSessionEvent>,
-    end: Option<SessionEnd>,
+    out: Outbox<HostSessionEvent>,
 }
 
 impl HostSession {
@@ -128,19 +125,17 @@ impl HostSession {
         let mut gate = InputGate::new(stream.width, stream.height, control);
         gate.set_established(true);
         let mut s = Self {
-            next_stats: now + config.stats_interval,
+            liveness: Liveness::new(now, config.peer_timeout),
+            stats: Every::new(now, now + config.stats_interval, config.stats_interval),
             config,
             stream: stream.stream,
             bands: stream.tops.len(),
             gate,
             control,
-            last_heard: now,
-            last_stats: (now, Sent::default()),
+            reported: Sent::default(),
             sent: Sent::default(),
             viewer_latency: None,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            end: None,
+            out: Outbox::new(),
         };
         s.send_control(ControlMessage::StreamStart {
             stream: stream.stream,
@@ -162,7 +157,7 @@ impl HostSession {
 
     /// Why the session ended, once it has.
     pub fn ended(&self) -> Option<&SessionEnd> {
-        self.end.as_ref()
+        self.out.end()
     }
 
     // Inputs.
@@ -170,10 +165,10 @@ impl HostSession {
     /// A message arrived from the viewer on `channel` at `now`. Malformed bytes are logged
     /// and refused; they never end the session or panic.
     pub fn handle_message(&mut self, now: Duration, channel: Channel, data: &[u8]) {
-        if self.end.is_some() {
+        if !self.out.is_open() {
             return;
         }
-        self.last_heard = self.last_heard.max(now);
+        self.liveness.heard(now);
         match channel {
             Channel::Control => self.handle_control(now, data),
             Channel::Input => self.handle_input(data),
@@ -197,7 +192,7 @@ impl HostSession {
                     (1u32 << self.bands) - 1
                 };
                 if bands & mask != 0 {
-                    self.events.push_back(HostSessionEvent::KeyframeRequested {
+                    self.out.event(HostSessionEvent::KeyframeRequested {
                         bands: bands & mask,
                     });
                 }
@@ -213,8 +208,8 @@ impl HostSession {
                 self.finish(SessionEnd::PeerBye { reason, detail });
             }
             Ok(ControlMessage::GrantRequest { id, request }) => {
-                self.events
-                    .push_back(HostSessionEvent::GrantRequested { id, request });
+                self.out
+                    .event(HostSessionEvent::GrantRequested { id, request });
             }
             Ok(other) => tracing::debug!(?other, "ignored control message"),
             Err(e) => tracing::warn!(error = %e, "malformed control message from the viewer"),
@@ -226,7 +221,7 @@ impl HostSession {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "malformed input message from the viewer");
-                self.events.push_back(HostSessionEvent::InputRefused {
+                self.out.event(HostSessionEvent::InputRefused {
                     kind: InputKind::Text,
                     reason: InputRefusal::Malformed,
                 });
@@ -242,7 +237,7 @@ impl HostSession {
             Ok(op) => HostSessionEvent::Inject(op),
             Err(reason) => HostSessionEvent::InputRefused { kind, reason },
         };
-        self.events.push_back(event);
+        self.out.event(event);
     }
 
     /// The video sender's totals so far (frames, bytes, bands dropped because the link was
@@ -257,19 +252,17 @@ impl HostSession {
 
     /// Time passed: end a silent session, report statistics when due.
     pub fn handle_timeout(&mut self, now: Duration) {
-        if self.end.is_some() {
+        if !self.out.is_open() {
             return;
         }
-        let silent = now.saturating_sub(self.last_heard);
-        if silent > self.config.peer_timeout {
+        if let Some(silent) = self.liveness.timed_out(now) {
             self.finish(SessionEnd::PeerTimeout(silent));
             return;
         }
-        if now >= self.next_stats {
-            let (t0, s0) = self.last_stats;
-            let secs = now.saturating_sub(t0).as_secs_f64().max(1e-6);
+        if let Some(period) = self.stats.due(now) {
+            let (s0, secs) = (self.reported, period.as_secs_f64().max(1e-6));
             let latency = |us: u32| Duration::from_micros(u64::from(us));
-            self.events.push_back(HostSessionEvent::Stats(HostStats {
+            self.out.event(HostSessionEvent::Stats(HostStats {
                 fps: (self.sent.frames - s0.frames.min(self.sent.frames)) as f64 / secs,
                 kbps: (self.sent.bytes - s0.bytes.min(self.sent.bytes)) as f64 * 8.0
                     / 1000.0
@@ -280,8 +273,7 @@ impl HostSession {
                 viewer_latency_p50: self.viewer_latency.map(|l| latency(l.0)),
                 viewer_latency_p99: self.viewer_latency.map(|l| latency(l.1)),
             }));
-            self.last_stats = (now, self.sent);
-            self.next_stats = now + self.config.stats_interval;
+            self.reported = self.sent;
         }
     }
 
@@ -290,13 +282,13 @@ impl HostSession {
     /// The user grants or revokes control: revoking releases everything the viewer holds.
     /// The viewer is told either way.
     pub fn set_control(&mut self, control: bool) {
-        if self.end.is_some() {
+        if !self.out.is_open() {
             return;
         }
         self.control = control && !self.config.view_only;
         let releases = self.gate.set_control(self.control);
         if !releases.is_empty() {
-            self.events.push_back(HostSessionEvent::Release(releases));
+            self.out.event(HostSessionEvent::Release(releases));
         }
         self.send_control(ControlMessage::Permissions {
             control: self.control,
@@ -305,14 +297,12 @@ impl HostSession {
 
     /// Queue a control message for the viewer (a grant answer, for one).
     pub fn send_control(&mut self, msg: ControlMessage) {
-        if self.end.is_none() {
-            self.transmits.push_back(control(&msg));
-        }
+        self.out.send_control(&msg);
     }
 
     /// End the session from this side, saying goodbye with `detail`.
     pub fn close(&mut self, detail: &str) {
-        if self.end.is_none() {
+        if self.out.is_open() {
             self.send_control(ControlMessage::Bye {
                 reason: ByeReason::Ended,
                 detail: detail.into(),
@@ -324,32 +314,28 @@ impl HostSession {
     fn finish(&mut self, end: SessionEnd) {
         let releases = self.gate.set_established(false);
         if !releases.is_empty() {
-            self.events.push_back(HostSessionEvent::Release(releases));
+            self.out.event(HostSessionEvent::Release(releases));
         }
-        self.events.push_back(HostSessionEvent::Ended(end.clone()));
-        self.end = Some(end);
+        self.out.finish(end, HostSessionEvent::Ended);
     }
 
     // Outputs.
 
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.out.poll_transmit()
     }
 
     /// The next event to act on.
     pub fn poll_event(&mut self) -> Option<HostSessionEvent> {
-        self.events.pop_front()
+        self.out.poll_event()
     }
 
     /// When [`HostSession::handle_timeout`] must next be called; `None` once ended.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        if self.end.is_some() {
-            return None;
-        }
-        // Just past the deadline, so the check at that instant sees the silence exceed it.
-        let silent_at = self.last_heard + self.config.peer_timeout + Duration::from_millis(1);
-        Some(silent_at.min(self.next_stats))
+        self.out
+            .is_open()
+            .then(|| self.liveness.deadline().min(self.stats.next()))
     }
 }
 

@@ -15,16 +15,16 @@
 
 pub mod clock;
 pub mod consent;
-mod end;
 pub mod host;
 pub mod input;
+mod outbox;
 pub mod pair;
 mod stats;
 pub mod video;
 pub mod viewer;
 pub mod wire;
 
-pub use end::{SessionEnd, Transmit};
 pub use host::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
+pub use outbox::{SessionEnd, Transmit};
 pub use stats::{ControllerStats, HostStats};
 pub use viewer::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};

@@ -8,16 +8,15 @@
 //! [`ViewerSession::poll_transmit`] returns and acts on [`ViewerSession::poll_event`]. The
 //! video itself (reassembly, decoding) is the driver's, through [`crate::video`].
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use deskwire_engine::{BandLayout, ColorSpace};
 
 use crate::clock::ClockSync;
-use crate::end::{control, SessionEnd, Transmit};
 use crate::host::micros;
 use crate::input::InputEvent;
+use crate::outbox::{Every, Liveness, Outbox, SessionEnd, Transmit};
 use crate::stats::ControllerStats;
 use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
 
@@ -89,41 +88,35 @@ struct Decoded {
 /// The viewer's session core. See the module documentation.
 #[derive(Debug)]
 pub struct ViewerSession {
-    config: ViewerSessionConfig,
     stream: Option<u16>,
     clock: ClockSync,
     nonce: u32,
-    last_heard: Duration,
-    next_ping: Duration,
-    next_stats: Duration,
-    /// Totals at the last report, and when it was.
-    last_stats: (Duration, u64, u64),
+    liveness: Liveness,
+    ping: Every,
+    stats: Every,
+    /// Frames and bytes at the last report.
+    reported: (u64, u64),
     bytes: u64,
     decoded: Decoded,
     keyframe_requests: u32,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<ViewerSessionEvent>,
-    end: Option<SessionEnd>,
+    out: Outbox<ViewerSessionEvent>,
 }
 
 impl ViewerSession {
     /// The channels are open at `now`; the first ping goes out at once.
     pub fn new(config: ViewerSessionConfig, now: Duration) -> Self {
         Self {
-            next_stats: now + config.stats_interval,
-            config,
+            liveness: Liveness::new(now, config.peer_timeout),
+            ping: Every::new(now, now, config.ping_interval),
+            stats: Every::new(now, now + config.stats_interval, config.stats_interval),
             stream: None,
             clock: ClockSync::default(),
             nonce: 0,
-            last_heard: now,
-            next_ping: now,
-            last_stats: (now, 0, 0),
+            reported: (0, 0),
             bytes: 0,
             decoded: Decoded::default(),
             keyframe_requests: 0,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            end: None,
+            out: Outbox::new(),
         }
     }
 
@@ -151,7 +144,7 @@ impl ViewerSession {
 
     /// Why the session ended, once it has.
     pub fn ended(&self) -> Option<&SessionEnd> {
-        self.end.as_ref()
+        self.out.end()
     }
 
     // Inputs.
@@ -160,10 +153,10 @@ impl ViewerSession {
     /// (the driver reassembles and decodes it); malformed control bytes are logged and
     /// refused, never fatal.
     pub fn handle_message(&mut self, now: Duration, channel: Channel, data: &[u8]) {
-        if self.end.is_some() {
+        if !self.out.is_open() {
             return;
         }
-        self.last_heard = self.last_heard.max(now);
+        self.liveness.heard(now);
         match channel {
             Channel::Video => self.bytes += data.len() as u64,
             Channel::Control => self.handle_control(now, data),
@@ -182,7 +175,7 @@ impl ViewerSession {
             }) => match BandLayout::from_tops(u32::from(width), u32::from(height), &tops) {
                 Ok(layout) => {
                     self.stream = Some(stream);
-                    self.events.push_back(ViewerSessionEvent::StreamStarted {
+                    self.out.event(ViewerSessionEvent::StreamStarted {
                         stream,
                         layout,
                         color,
@@ -198,19 +191,18 @@ impl ViewerSession {
                 let before = self.clock.offset_us();
                 self.clock.handle_pong(echo_us, target_us, micros(now));
                 if let Some(o) = self.clock.offset_us().filter(|o| Some(*o) != before) {
-                    self.events.push_back(ViewerSessionEvent::ClockOffset(o));
+                    self.out.event(ViewerSessionEvent::ClockOffset(o));
                 }
             }
             Ok(ControlMessage::Permissions { control }) => {
-                self.events
-                    .push_back(ViewerSessionEvent::Permissions { control });
+                self.out.event(ViewerSessionEvent::Permissions { control });
             }
             Ok(ControlMessage::GrantAnswer {
                 id,
                 approved,
                 detail,
             }) => {
-                self.events.push_back(ViewerSessionEvent::GrantAnswered {
+                self.out.event(ViewerSessionEvent::GrantAnswered {
                     id,
                     approved,
                     detail,
@@ -240,25 +232,22 @@ impl ViewerSession {
 
     /// Time passed: ping, report, or end a silent session.
     pub fn handle_timeout(&mut self, now: Duration) {
-        if self.end.is_some() {
+        if !self.out.is_open() {
             return;
         }
-        let silent = now.saturating_sub(self.last_heard);
-        if silent > self.config.peer_timeout {
+        if let Some(silent) = self.liveness.timed_out(now) {
             self.finish(SessionEnd::PeerTimeout(silent));
             return;
         }
-        if now >= self.next_ping {
+        if self.ping.due(now).is_some() {
             self.nonce = self.nonce.wrapping_add(1);
             self.send_control(ControlMessage::Ping {
                 nonce: self.nonce,
                 sent_us: micros(now),
             });
-            self.next_ping = now + self.config.ping_interval;
         }
-        if now >= self.next_stats {
-            let (t0, f0, b0) = self.last_stats;
-            let secs = now.saturating_sub(t0).as_secs_f64().max(1e-6);
+        if let Some(period) = self.stats.due(now) {
+            let ((f0, b0), secs) = (self.reported, period.as_secs_f64().max(1e-6));
             let frames = self.decoded.frames;
             let stats = ControllerStats {
                 fps: frames.saturating_sub(f0) as f64 / secs,
@@ -280,9 +269,8 @@ impl ViewerSession {
                 latency_p99_us: us(stats.latency_p99),
                 keyframe_requests: self.keyframe_requests,
             });
-            self.events.push_back(ViewerSessionEvent::Stats(stats));
-            self.last_stats = (now, frames, self.bytes);
-            self.next_stats = now + self.config.stats_interval;
+            self.out.event(ViewerSessionEvent::Stats(stats));
+            self.reported = (frames, self.bytes);
         }
     }
 
@@ -290,7 +278,7 @@ impl ViewerSession {
 
     /// Ask the target for keyframes of these bands of `stream` (bit i = band i).
     pub fn request_keyframe(&mut self, stream: u16, bands: u32) {
-        if self.end.is_none() {
+        if self.out.is_open() {
             self.keyframe_requests += 1;
             self.send_control(ControlMessage::KeyframeRequest { stream, bands });
         }
@@ -305,14 +293,12 @@ impl ViewerSession {
 
     /// Send a keyboard or mouse event.
     pub fn send_input(&mut self, event: &InputEvent) {
-        if self.end.is_none() {
-            let mut data = BytesMut::with_capacity(16);
-            event.encode(&mut data);
-            self.transmits.push_back(Transmit {
-                channel: Channel::Input,
-                data,
-            });
-        }
+        let mut data = BytesMut::with_capacity(16);
+        event.encode(&mut data);
+        self.out.send(Transmit {
+            channel: Channel::Input,
+            data,
+        });
     }
 
     /// Ask for unattended access (the request as JSON), answered by
@@ -323,7 +309,7 @@ impl ViewerSession {
 
     /// End the session from this side, saying goodbye with `detail`.
     pub fn close(&mut self, detail: &str) {
-        if self.end.is_none() {
+        if self.out.is_open() {
             self.send_control(ControlMessage::Bye {
                 reason: ByeReason::Ended,
                 detail: detail.into(),
@@ -333,35 +319,32 @@ impl ViewerSession {
     }
 
     fn send_control(&mut self, msg: ControlMessage) {
-        if self.end.is_none() {
-            self.transmits.push_back(control(&msg));
-        }
+        self.out.send_control(&msg);
     }
 
     fn finish(&mut self, end: SessionEnd) {
-        self.events
-            .push_back(ViewerSessionEvent::Ended(end.clone()));
-        self.end = Some(end);
+        self.out.finish(end, ViewerSessionEvent::Ended);
     }
 
     // Outputs.
 
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.out.poll_transmit()
     }
 
     /// The next event to act on.
     pub fn poll_event(&mut self) -> Option<ViewerSessionEvent> {
-        self.events.pop_front()
+        self.out.poll_event()
     }
 
     /// When [`ViewerSession::handle_timeout`] must next be called; `None` once ended.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        if self.end.is_some() {
-            return None;
-        }
-        let silent_at = self.last_heard + self.config.peer_timeout + Duration::from_millis(1);
-        Some(silent_at.min(self.next_ping).min(self.next_stats))
+        self.out.is_open().then(|| {
+            self.liveness
+                .deadline()
+                .min(self.ping.next())
+                .min(self.stats.next())
+        })
     }
 }
