@@ -11,7 +11,6 @@ use deskwire_capture::Frame;
 use deskwire_signal::pake::SessionKeys;
 use deskwire_signal::{BrokerMessage, ClientMessage, PeerSignal};
 use tokio::sync::mpsc;
-use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 mod pairing;
@@ -25,8 +24,9 @@ use deskwire_session::wire::{decode_video, Channel};
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
 use crate::config::ControllerConfig;
+use crate::driver::{send_queued, CoreTimer};
 use crate::signalling::Signalling;
-use crate::transport::{self, NetEvent, Pc, SessionRuntime};
+use crate::transport::{self, Channels, NetEvent, Pc, SessionRuntime};
 use crate::{
     micros_since, spawn_net, ControllerEvent, DisconnectReason, Events, FrameInfo, SessionError,
 };
@@ -255,7 +255,7 @@ impl ControllerTask {
         sig: &mut Signalling,
         offer: String,
         keys: &SessionKeys,
-    ) -> Result<[Arc<dyn DataChannel>; 2], DisconnectReason> {
+    ) -> Result<Channels, DisconnectReason> {
         let t = |what: &str, e: &dyn std::fmt::Display| {
             DisconnectReason::Transport(format!("{what}: {e}"))
         };
@@ -284,7 +284,7 @@ impl ControllerTask {
         .map_err(DisconnectReason::from)?;
 
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
-        let (mut input, mut control) = (None, None);
+        let (mut video, mut input, mut control) = (None, None, None);
         let mut seen = 0;
         let mut pending: std::collections::VecDeque<NetEvent> = backlog.into();
         let mut listening = true;
@@ -330,9 +330,9 @@ impl ControllerTask {
                     };
                     seen += 1;
                     match label {
+                        Channel::Video => video = Some(dc.clone()),
                         Channel::Input => input = Some(dc.clone()),
                         Channel::Control => control = Some(dc.clone()),
-                        Channel::Video => {}
                     }
                     transport::pump(&self.handle, label, dc, net_tx.clone());
                 }
@@ -347,8 +347,12 @@ impl ControllerTask {
                 }
             }
         }
-        match (input, control) {
-            (Some(i), Some(c)) => Ok([i, c]),
+        match (video, input, control) {
+            (Some(video), Some(input), Some(control)) => Ok(Channels {
+                video,
+                input,
+                control,
+            }),
             _ => Err(DisconnectReason::Transport(
                 "the target opened the wrong channels".into(),
             )),
@@ -359,10 +363,9 @@ impl ControllerTask {
     /// decode thread turns video into pictures; input goes out as the application sends it.
     async fn view(
         &mut self,
-        channels: &[Arc<dyn DataChannel>; 2],
+        channels: &Channels,
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
     ) -> DisconnectReason {
-        let [input_dc, control_dc] = channels;
         let (decode_tx, decode_rx) = crossbeam_channel::bounded::<DecodeInput>(1024);
         let (key_tx, mut key_rx) = mpsc::unbounded_channel::<(u16, u32)>();
         let decoder = match spawn_decoder(
@@ -385,6 +388,7 @@ impl ControllerTask {
         );
         let mut reason = None;
         let mut flush_bye = false;
+        let mut timer = CoreTimer::new(self.epoch);
         while reason.is_none() {
             while let Some(event) = core.poll_event() {
                 match event {
@@ -431,25 +435,13 @@ impl ControllerTask {
                     _ => {}
                 }
             }
-            while let Some(t) = core.poll_transmit() {
-                let dc = match t.channel {
-                    Channel::Input => input_dc,
-                    _ => control_dc,
-                };
-                if let Err(e) = dc.send(t.data).await {
-                    reason.get_or_insert(DisconnectReason::Transport(format!(
-                        "{} channel: {e}",
-                        t.channel.label()
-                    )));
-                    break;
-                }
+            if let Err(e) = send_queued(channels, || core.poll_transmit()).await {
+                reason.get_or_insert(e);
             }
             if reason.is_some() {
                 break;
             }
-            let wake = core.poll_timeout().map_or(Duration::from_secs(1), |t| {
-                t.saturating_sub(self.epoch.elapsed())
-            });
+            timer.arm(core.poll_timeout());
             tokio::select! {
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Message(channel, data)) => {
@@ -484,7 +476,7 @@ impl ControllerTask {
                         flush_bye = true;
                     }
                 },
-                _ = tokio::time::sleep(wake) => {
+                () = timer.fired() => {
                     let h = &self.shared.latency_us;
                     let q = |p: f64| (h.count() > 0).then(|| Duration::from_micros(h.quantile(p)));
                     core.handle_decoded(self.shared.frames.load(Relaxed), q(0.5), q(0.99));
@@ -492,14 +484,8 @@ impl ControllerTask {
                 }
             }
         }
-        if flush_bye {
-            let mut sent = true;
-            while let Some(t) = core.poll_transmit() {
-                sent &= control_dc.send(t.data).await.is_ok();
-            }
-            if sent {
-                transport::flush(control_dc).await;
-            }
+        if flush_bye && send_queued(channels, || core.poll_transmit()).await.is_ok() {
+            transport::flush(&channels.control).await;
         }
         drop(decode_tx);
         let _ = decoder.join();

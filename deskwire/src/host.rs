@@ -25,6 +25,7 @@ use deskwire_session::video::Packetizer;
 use deskwire_session::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
 
 use crate::config::HostConfig;
+use crate::driver::{send_queued, CoreTimer};
 use crate::inject::Injector;
 use crate::signalling::Signalling;
 use crate::transport::{self, NetEvent, SessionRuntime};
@@ -517,7 +518,7 @@ impl HostTask {
             control,
             self.epoch.elapsed(),
         );
-        let mut reason = send_transmits(&mut core, channels).await.err();
+        let mut reason = send_queued(channels, || core.poll_transmit()).await.err();
         self.events.emit_important(HostEvent::Connected {
             control: core.control(),
             setup,
@@ -547,6 +548,7 @@ impl HostTask {
         };
 
         let mut flush_bye = false;
+        let mut timer = CoreTimer::new(self.epoch);
         while reason.is_none() {
             while let Some(event) = core.poll_event() {
                 match event {
@@ -588,15 +590,13 @@ impl HostTask {
                     _ => {}
                 }
             }
-            if let Err(e) = send_transmits(&mut core, channels).await {
+            if let Err(e) = send_queued(channels, || core.poll_transmit()).await {
                 reason.get_or_insert(e);
             }
             if reason.is_some() {
                 break;
             }
-            let wake = core.poll_timeout().map_or(Duration::from_secs(1), |t| {
-                t.saturating_sub(self.epoch.elapsed())
-            });
+            timer.arm(core.poll_timeout());
             tokio::select! {
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Message(channel, data)) => {
@@ -628,7 +628,7 @@ impl HostTask {
                         flush_bye = true;
                     }
                 },
-                _ = tokio::time::sleep(wake) => {
+                () = timer.fired() => {
                     core.handle_video_sent(
                         counters.frames.load(Relaxed),
                         counters.bytes.load(Relaxed),
@@ -644,7 +644,7 @@ impl HostTask {
                 inj.submit_releases(ops);
             }
         }
-        if flush_bye && send_transmits(&mut core, channels).await.is_ok() {
+        if flush_bye && send_queued(channels, || core.poll_transmit()).await.is_ok() {
             transport::flush(&channels.control).await;
         }
         if let Some(inj) = injector {
@@ -657,19 +657,6 @@ impl HostTask {
         shutdown_pipeline(pipeline);
         reason.unwrap_or(DisconnectReason::Local)
     }
-}
-
-/// Send what the session core queued, each on its channel.
-async fn send_transmits(
-    core: &mut HostSession,
-    channels: &transport::Channels,
-) -> Result<(), DisconnectReason> {
-    while let Some(t) = core.poll_transmit() {
-        channels.get(t.channel).send(t.data).await.map_err(|e| {
-            DisconnectReason::Transport(format!("{} channel: {e}", t.channel.label()))
-        })?;
-    }
-    Ok(())
 }
 
 fn shutdown_pipeline(pipeline: Arc<Pipeline>) {

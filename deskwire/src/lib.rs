@@ -41,6 +41,7 @@ pub mod adhoc;
 pub mod config;
 mod controller;
 mod device;
+mod driver;
 pub mod grants;
 mod host;
 mod inject;
