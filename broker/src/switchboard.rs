@@ -10,13 +10,13 @@ use std::net::IpAddr;
 
 use deskwire_signal::{
     decode_client, BrokerMessage, ClientMessage, PeerSignal, PolicyAcceptance, SessionCode,
-    SessionPolicy, UnixMillis, MAX_REASON_CHARS,
+    SessionPolicy, UnixMillis,
 };
 use rand::rngs::StdRng;
 
 use crate::codes::{CodeBook, CodeLimits, SessionId};
 use crate::limits::{JoinLimiter, JoinLimits};
-use crate::store::{AuditEvent, AuditRecord, EndedBy, SessionRecordId, TechnicianId};
+use crate::store::{AuditEvent, EndedBy, SessionRecordId, TechnicianId};
 
 mod adhoc;
 mod authorize;
@@ -726,73 +726,6 @@ impl Switchboard {
             }
             None => tracing::debug!(%session_id, "dropped a relay: the other peer has left"),
         }
-    }
-
-    /// Answer `conn` with `msg`, then close it.
-    fn answer_and_close(&mut self, conn: ConnId, msg: BrokerMessage) {
-        self.send(conn, msg);
-        self.handle_close(conn);
-        self.outputs.push_back(Output::Close { conn });
-    }
-
-    /// Tell `conn` what was wrong, then close it.
-    fn refuse(&mut self, conn: ConnId, message: &str) {
-        tracing::debug!(conn = conn.0, "closing after a protocol error: {message}");
-        // Peers check the length of error messages; decode errors can quote long input.
-        let message: String = message.chars().take(MAX_REASON_CHARS).collect();
-        self.answer_and_close(conn, BrokerMessage::Error { message });
-    }
-
-    fn send(&mut self, to: ConnId, msg: BrokerMessage) {
-        self.outputs.push_back(Output::Send { to, msg });
-    }
-
-    fn audit(
-        &mut self,
-        event: AuditEvent,
-        ip: Option<IpAddr>,
-        code: Option<SessionCode>,
-        detail: String,
-    ) {
-        self.audit_by(event, ip, code, None, detail);
-    }
-
-    /// An audit record naming the technician involved, if known.
-    fn audit_by(
-        &mut self,
-        event: AuditEvent,
-        ip: Option<IpAddr>,
-        code: Option<SessionCode>,
-        technician: Option<TechnicianId>,
-        detail: String,
-    ) {
-        let code = code.map(|c| c.to_string());
-        self.audit_record(event, ip, code.as_deref().unwrap_or(""), technician, detail);
-    }
-
-    fn audit_text(&mut self, event: AuditEvent, ip: Option<IpAddr>, session: &str, detail: String) {
-        self.audit_record(event, ip, session, None, detail);
-    }
-
-    fn audit_record(
-        &mut self,
-        event: AuditEvent,
-        ip: Option<IpAddr>,
-        session: &str,
-        technician: Option<TechnicianId>,
-        detail: String,
-    ) {
-        let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
-        let mut record = AuditRecord::new(at, event)
-            .detail(detail)
-            .maybe_technician(technician);
-        if let Some(ip) = ip {
-            record = record.source(ip);
-        }
-        if !session.is_empty() {
-            record = record.session(session);
-        }
-        self.outputs.push_back(Output::Audit(record));
     }
 }
 

@@ -69,6 +69,8 @@ mod session;
 #[cfg(test)]
 mod format_tests;
 #[cfg(test)]
+mod lifetime_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

@@ -1,11 +1,13 @@
 //! What the switchboard asks its driver to do: messages to queue, sockets to close, and
 //! store work whose answers come back as inputs.
 
-use deskwire_signal::{BrokerMessage, SessionCode, UnixMillis};
+use std::net::IpAddr;
 
-use super::ConnId;
+use deskwire_signal::{BrokerMessage, SessionCode, UnixMillis, MAX_REASON_CHARS};
+
+use super::{ConnId, Switchboard};
 use crate::codes::SessionId;
-use crate::store::{AuditRecord, EndedBy, SessionRecordId, TechnicianId};
+use crate::store::{AuditEvent, AuditRecord, EndedBy, SessionRecordId, TechnicianId};
 
 /// What the server must do after an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,4 +174,80 @@ pub(crate) enum Output {
         /// Why, for a human.
         reason: String,
     },
+}
+
+/// Emitting outputs: messages, closes and audit records.
+impl Switchboard {
+    /// Answer `conn` with `msg`, then close it.
+    pub(super) fn answer_and_close(&mut self, conn: ConnId, msg: BrokerMessage) {
+        self.send(conn, msg);
+        self.handle_close(conn);
+        self.outputs.push_back(Output::Close { conn });
+    }
+
+    /// Tell `conn` what was wrong, then close it.
+    pub(super) fn refuse(&mut self, conn: ConnId, message: &str) {
+        tracing::debug!(conn = conn.0, "closing after a protocol error: {message}");
+        // Peers check the length of error messages; decode errors can quote long input.
+        let message: String = message.chars().take(MAX_REASON_CHARS).collect();
+        self.answer_and_close(conn, BrokerMessage::Error { message });
+    }
+
+    pub(super) fn send(&mut self, to: ConnId, msg: BrokerMessage) {
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    pub(super) fn audit(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        code: Option<SessionCode>,
+        detail: String,
+    ) {
+        self.audit_by(event, ip, code, None, detail);
+    }
+
+    /// An audit record naming the technician involved, if known.
+    pub(super) fn audit_by(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        code: Option<SessionCode>,
+        technician: Option<TechnicianId>,
+        detail: String,
+    ) {
+        let code = code.map(|c| c.to_string());
+        self.audit_record(event, ip, code.as_deref().unwrap_or(""), technician, detail);
+    }
+
+    pub(super) fn audit_text(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        session: &str,
+        detail: String,
+    ) {
+        self.audit_record(event, ip, session, None, detail);
+    }
+
+    pub(super) fn audit_record(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        session: &str,
+        technician: Option<TechnicianId>,
+        detail: String,
+    ) {
+        let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
+        let mut record = AuditRecord::new(at, event)
+            .detail(detail)
+            .maybe_technician(technician);
+        if let Some(ip) = ip {
+            record = record.source(ip);
+        }
+        if !session.is_empty() {
+            record = record.session(session);
+        }
+        self.outputs.push_back(Output::Audit(record));
+    }
 }
