@@ -1,22 +1,20 @@
 //! Direct connections on a LAN with no broker: network namespaces the test makes stand in
 //! for a technician's computer and two targets on one Ethernet segment. The targets run the
-//! real sender (`--lan`); the technician's side is the engine's `Controller` and `Browser`,
+//! real agent (`deskwire-agent --lan`); the technician's side is the engine's `Controller` and `Browser`,
 //! run on a thread inside the technician's namespace.
 // The measured picture quality goes to stderr.
 #![allow(clippy::print_stderr)]
 
-#[allow(dead_code)] // each test file uses its own subset
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use deskwire::input::{InputEvent, Key, NamedKey};
 use deskwire::lan::{Browser, LanPassword, LanPeer};
 use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, TransportConfig};
 use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
+use deskwire_tests::binaries::Running;
 use deskwire_tests::netns::Lan;
 use deskwire_tests::session_fixtures::{luma_psnr, wait_controller};
 use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
@@ -24,10 +22,9 @@ use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
 const WAIT: Duration = Duration::from_secs(15);
 const PORT: u16 = 8451;
 
-/// A sender in LAN mode inside a target's namespace; killed by PID when dropped.
+/// An agent in LAN mode inside a target's namespace; killed by PID when dropped.
 struct Target {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+    agent: Running,
     socket: PathBuf,
     password: LanPassword,
 }
@@ -40,36 +37,21 @@ impl Target {
             lan.target(i)
         ));
         let listen = SocketAddr::new(IpAddr::V4(lan.target_ip(i)), PORT).to_string();
-        let mut child = lan
-            .command(lan.target(i), env!("CARGO_BIN_EXE_deskwire-agent"))
-            .args([
-                "--lan",
-                "--name",
-                name,
-                "--listen",
-                &listen,
-                "--control-socket",
-            ])
-            .arg(&socket)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the sender");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut cmd = lan.command(lan.target(i), env!("CARGO_BIN_EXE_deskwire-agent"));
+        cmd.args([
+            "--lan",
+            "--name",
+            name,
+            "--listen",
+            &listen,
+            "--control-socket",
+        ])
+        .arg(&socket)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null());
         let mut t = Self {
-            child,
-            lines,
+            agent: Running::start(cmd),
             socket,
             password: LanPassword::from_random(0),
         };
@@ -85,17 +67,9 @@ impl Target {
 
     /// The rest of the next line that starts with `prefix`.
     fn wait_line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("the sender printed no {prefix:?} line"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.to_owned();
-            }
-        }
+        let line = self.agent.wait_for(prefix, WAIT);
+        line.split_once(prefix)
+            .map_or(line.clone(), |(_, rest)| rest.to_owned())
     }
 
     /// `sender ctl REQUEST` against this target's control socket.
@@ -117,8 +91,7 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The agent itself is killed when `agent` drops, right after this.
         let _ = std::fs::remove_file(&self.socket);
     }
 }
