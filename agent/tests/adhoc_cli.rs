@@ -1,5 +1,5 @@
-//! The ad-hoc flow through the example binaries, as a technician and a user would run it:
-//! `viewer --adhoc-create`, `sender adhoc --invite`, `viewer --adhoc` twice, `viewer
+//! The ad-hoc flow through the product binaries, as a technician and a user would run it:
+//! `deskwire-viewer --adhoc-create`, `deskwire-agent adhoc --invite`, `deskwire-viewer --adhoc` twice, `viewer
 //! --adhoc-end`, against a real broker with a database, on loopback.
 
 use std::process::Command;

@@ -72,17 +72,17 @@ impl Target {
             .map_or(line.clone(), |(_, rest)| rest.to_owned())
     }
 
-    /// `sender ctl REQUEST` against this target's control socket.
+    /// `deskwire-agent ctl REQUEST` against this target's control socket.
     fn ctl(&self, request: &str) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"))
             .args(["ctl", "--control-socket"])
             .arg(&self.socket)
             .args(request.split(' '))
             .output()
-            .expect("running sender ctl");
+            .expect("running deskwire-agent ctl");
         assert!(
             out.status.success(),
-            "sender ctl {request}: {}",
+            "deskwire-agent ctl {request}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -176,7 +176,7 @@ fn targets_are_found_on_the_lan_and_one_is_streamed_driven_and_ended_from_its_si
         ],
     );
 
-    // The password is on the sender's terminal and behind its control socket, the same.
+    // The password is on the agent's terminal and behind its control socket, the same.
     let by_ctl = a.ctl("password");
     assert!(
         by_ctl.starts_with(&a.password.to_string()),

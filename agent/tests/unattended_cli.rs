@@ -1,5 +1,5 @@
-//! Unattended access through the example binaries: `sender --standby` with a grant its user
-//! approved earlier, and `viewer --unattended` connecting with nobody at the target, through
+//! Unattended access through the product binaries: `deskwire-agent --standby` with a grant its user
+//! approved earlier, and `deskwire-viewer --unattended` connecting with nobody at the target, through
 //! a real broker with a database that checks its own copy of the grant.
 
 use std::process::Command;

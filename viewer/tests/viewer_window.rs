@@ -1,4 +1,4 @@
-//! The viewer example with its window, as a technician uses it: on one X server (the
+//! deskwire-viewer with its window, as a technician uses it: on one X server (the
 //! technician's desktop) it shows the screen of another (the target's), and what is typed and
 //! pointed in its window arrives on the target.
 // The measured picture quality goes to stderr.
