@@ -34,7 +34,7 @@ pub struct TemporaryHostArgs {
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// The permanent agent's control socket: if an agent answers there, ad-hoc sessions are
-    /// refused on this computer (default: the sender's own default socket).
+    /// refused on this computer (default: the agent's own default socket).
     #[arg(long)]
     pub agent_socket: Option<PathBuf>,
     /// Screen source: auto, x11, xcap or synthetic:<static|typing|scroll|video|drag>.

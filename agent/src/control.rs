@@ -1,5 +1,5 @@
 //! The target agent's local control socket: scripts and support staff drive a running
-//! sender without its terminal (`sender ctl password`, `sender ctl terminate`, ...).
+//! agent without its terminal (`deskwire-agent ctl password`, `deskwire-agent ctl terminate`, ...).
 //!
 //! One request per connection: a line of text in, a line (`ok ...` or `error ...`) out. The
 //! socket is a Unix socket readable by this user only: whoever can use it can end sessions
@@ -146,13 +146,13 @@ pub fn call(path: &Path, request: &str) -> Result<String> {
     }
 }
 
-/// `$XDG_RUNTIME_DIR/deskwire-sender.sock`, else one in the temporary folder named for
+/// `$XDG_RUNTIME_DIR/deskwire-agent.sock`, else one in the temporary folder named for
 /// this user.
 pub fn default_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("deskwire-sender.sock"),
+        Some(dir) => PathBuf::from(dir).join("deskwire-agent.sock"),
         None => std::env::temp_dir().join(format!(
-            "deskwire-sender-{}.sock",
+            "deskwire-agent-{}.sock",
             std::env::var("USER").unwrap_or_else(|_| "user".into())
         )),
     }

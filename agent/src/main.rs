@@ -11,7 +11,7 @@
 //! an empty line cancels. Before the technician gets in, you are asked on the terminal
 //! (`--acceptance request`, the default) or told and given time to refuse (`auto`). Type
 //! `t` and Enter to end a running session. A local control socket takes the same actions
-//! from scripts: `sender ctl password | sessions | terminate | code CODE`.
+//! from scripts: `deskwire-agent ctl password | sessions | terminate | code CODE`.
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufRead, Write};
@@ -53,7 +53,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Add (or change) one of this computer's administrator accounts: technicians present
-    /// one when the sender runs with --admin-accounts. The password is read from stdin.
+    /// one when the agent runs with --admin-accounts. The password is read from stdin.
     AddAdmin {
         /// The accounts file.
         #[arg(long)]
@@ -79,7 +79,7 @@ enum Command {
     /// Run the temporary host of an ad-hoc support session the technician invited you to
     /// (`--invite LINK`, then the security code); it removes itself when the session ends.
     Adhoc(deskwire_agent::adhoc::TemporaryHostArgs),
-    /// Ask the running sender: `password`, `sessions`, `terminate` or `code CODE`.
+    /// Ask the running agent: `password`, `sessions`, `terminate` or `code CODE`.
     Ctl {
         /// Its control socket.
         #[arg(long)]
@@ -136,7 +136,7 @@ struct Args {
     /// Serve one LAN session, then exit.
     #[arg(long)]
     once: bool,
-    /// The local control socket (default: $XDG_RUNTIME_DIR/deskwire-sender.sock).
+    /// The local control socket (default: $XDG_RUNTIME_DIR/deskwire-agent.sock).
     #[arg(long)]
     control_socket: Option<PathBuf>,
     /// Screen source: auto, x11, xcap or synthetic:<static|typing|scroll|video|drag>.

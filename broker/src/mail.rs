@@ -369,7 +369,7 @@ fn render(invitation: &Invitation<'_>) -> Result<(String, String), MailError> {
          \n\
          To let {technician} connect to this computer, run the temporary host:\n\
          \n\
-         \x20   deskwire-sender adhoc --invite {link}\n\
+         \x20   deskwire-agent adhoc --invite {link}\n\
          \n\
          Invitation link: {link}\n\
          Security code:   {code}\n\
@@ -602,7 +602,7 @@ mod tests {
         let (subject, body) = render(&invitation()).expect("renders");
         assert_eq!(subject, "Remote support invitation from Ada Lovelace");
         for line in [
-            format!("    deskwire-sender adhoc --invite {LINK}\n"),
+            format!("    deskwire-agent adhoc --invite {LINK}\n"),
             format!("Invitation link: {LINK}\n"),
             "Security code:   7KQ2-M9XA\n".to_owned(),
             "expires at 2023-11-14T22:13:20Z".to_owned(),

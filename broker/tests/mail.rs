@@ -281,7 +281,7 @@ async fn invitation_arrives_with_link_code_and_expiry() {
         "{message:?}"
     );
     for expected in [
-        format!("deskwire-sender adhoc --invite {LINK}\n"),
+        format!("deskwire-agent adhoc --invite {LINK}\n"),
         format!("Invitation link: {LINK}\n"),
         format!("Security code:   {CODE}\n"),
         "expires at 2023-11-14T22:13:20Z".to_owned(),

@@ -15,7 +15,7 @@
 //! cargo run --release -p deskwire-viewer -- --lan reception --password 7KQM-2X9P-4TRW
 //! ```
 //! Ad-hoc support: `--adhoc-create [--mail-to ADDR]` prints an invitation for the user's
-//! temporary host (`sender adhoc`), `--adhoc ID --invite LINK` connects to it (as often as
+//! temporary host (`deskwire-agent adhoc`), `--adhoc ID --invite LINK` connects to it (as often as
 //! needed for 24 h after activation) and `--adhoc-end ID` ends it now.
 #![allow(clippy::print_stdout)]
 
@@ -75,7 +75,7 @@ struct Args {
     #[arg(long, conflicts_with = "password")]
     grant: Option<PathBuf>,
     /// Connect unattended through --broker to this device (`dev-...`) under --grant; its
-    /// agent stands by (`sender --standby`).
+    /// agent stands by (`deskwire-agent --standby`).
     #[arg(long, requires_all = ["broker", "token", "grant"], conflicts_with = "lan")]
     unattended: Option<String>,
     /// The time zone the unattended days count in (IANA name, e.g. Europe/Berlin).
