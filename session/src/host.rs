@@ -12,7 +12,7 @@ use std::time::Duration;
 use deskwire_engine::ColorSpace;
 
 use crate::input::{InjectOp, InputGate, InputKind, InputRefusal};
-use crate::outbox::{Every, Liveness, Outbox, SessionEnd, Transmit};
+use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit};
 use crate::stats::HostStats;
 use crate::wire::{decode_control, decode_input, ByeReason, Channel, ControlMessage};
 
@@ -337,8 +337,4 @@ impl HostSession {
             .is_open()
             .then(|| self.liveness.deadline().min(self.stats.next()))
     }
-}
-
-pub(crate) fn micros(t: Duration) -> u64 {
-    u64::try_from(t.as_micros()).unwrap_or(u64::MAX)
 }

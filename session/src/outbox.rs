@@ -179,6 +179,11 @@ impl Every {
     }
 }
 
+/// A session-clock instant in the microseconds the wire carries.
+pub(crate) fn micros(t: Duration) -> u64 {
+    u64::try_from(t.as_micros()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,8 @@ use bytes::BytesMut;
 use deskwire_engine::{BandLayout, ColorSpace};
 
 use crate::clock::ClockSync;
-use crate::host::micros;
 use crate::input::InputEvent;
-use crate::outbox::{Every, Liveness, Outbox, SessionEnd, Transmit};
+use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit};
 use crate::stats::ControllerStats;
 use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
 
