@@ -24,7 +24,7 @@ use deskwire_session::wire::{decode_video, Channel};
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
 use crate::config::ControllerConfig;
-use crate::driver::{send_queued, CoreTimer};
+use crate::driver::{ended_by, send_queued, CoreTimer};
 use crate::signalling::Signalling;
 use crate::transport::{self, Channels, NetEvent, Pc, SessionRuntime};
 use crate::{
@@ -453,14 +453,7 @@ impl ControllerTask {
                             let _ = decode_tx.try_send(DecodeInput::Chunk(data));
                         }
                     }
-                    Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
-                        reason = Some(DisconnectReason::Transport("ICE failed".into()));
-                    }
-                    Some(NetEvent::State(RTCPeerConnectionState::Closed)) | Some(NetEvent::Closed(_)) => {
-                        reason = Some(transport::closed_reason(net_rx).await);
-                    }
-                    Some(_) => {}
-                    None => reason = Some(DisconnectReason::Transport("the peer connection closed".into())),
+                    other => reason = ended_by(other, net_rx).await,
                 },
                 req = key_rx.recv() => {
                     if let Some((s, bands)) = req {

@@ -5,9 +5,30 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use deskwire_session::Transmit;
+use tokio::sync::mpsc;
+use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::transport::Channels;
+use crate::transport::{closed_reason, Channels, NetEvent};
 use crate::DisconnectReason;
+
+/// Whether a connection event other than a message ends an established session, and why.
+pub(crate) async fn ended_by(
+    ev: Option<NetEvent>,
+    net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+) -> Option<DisconnectReason> {
+    match ev {
+        Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
+            Some(DisconnectReason::Transport("ICE failed".into()))
+        }
+        Some(NetEvent::State(RTCPeerConnectionState::Closed) | NetEvent::Closed(_)) => {
+            Some(closed_reason(net_rx).await)
+        }
+        Some(_) => None,
+        None => Some(DisconnectReason::Transport(
+            "the peer connection closed".into(),
+        )),
+    }
+}
 
 /// Send what a core queued (`next` yields it), each message on its channel.
 pub(crate) async fn send_queued(

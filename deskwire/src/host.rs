@@ -11,7 +11,6 @@ use deskwire_signal::device::DeviceKey;
 use deskwire_signal::ConnectionCode;
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
-use webrtc::peer_connection::RTCPeerConnectionState;
 
 mod connect;
 mod grants;
@@ -25,7 +24,7 @@ use deskwire_session::video::Packetizer;
 use deskwire_session::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
 
 use crate::config::HostConfig;
-use crate::driver::{send_queued, CoreTimer};
+use crate::driver::{ended_by, send_queued, CoreTimer};
 use crate::inject::Injector;
 use crate::signalling::Signalling;
 use crate::transport::{self, NetEvent, SessionRuntime};
@@ -602,14 +601,7 @@ impl HostTask {
                     Some(NetEvent::Message(channel, data)) => {
                         core.handle_message(self.epoch.elapsed(), channel, &data);
                     }
-                    Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
-                        reason = Some(DisconnectReason::Transport("ICE failed".into()));
-                    }
-                    Some(NetEvent::State(RTCPeerConnectionState::Closed)) | Some(NetEvent::Closed(_)) => {
-                        reason = Some(transport::closed_reason(net_rx).await);
-                    }
-                    Some(_) => {}
-                    None => reason = Some(DisconnectReason::Transport("the peer connection closed".into())),
+                    other => reason = ended_by(other, net_rx).await,
                 },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetControl(c)) => core.set_control(c),
