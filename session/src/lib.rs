@@ -7,6 +7,8 @@
 //! - [`consent`]: the target user's consent, decided at a given time.
 //! - [`input`]: the events a viewer sends and the gate that decides whether each is injected.
 //! - [`clock`]: the target's clock against the viewer's, from ping/pong round trips.
+//! - [`rate`] and [`pacer`]: congestion control: what the path carries, from the viewer's
+//!   feedback, and the video sender that keeps to it with a queue bounded in time.
 //!
 //! Time is always passed in as a `now` ([`std::time::Duration`] since the session's epoch),
 //! so every rule here is tested in virtual time. The drivers in the `deskwire` crate own the
@@ -15,10 +17,13 @@
 
 pub mod clock;
 pub mod consent;
+mod feedback;
 pub mod host;
 pub mod input;
 mod outbox;
+pub mod pacer;
 pub mod pair;
+pub mod rate;
 mod stats;
 pub mod video;
 pub mod viewer;

@@ -53,6 +53,9 @@ impl Packetizer {
             };
             for (i, part) in data.chunks(self.max_payload).enumerate() {
                 let chunk = VideoChunk {
+                    // Stamped by the sender's pacer as the message leaves.
+                    send_seq: 0,
+                    sent_at_us: 0,
                     stream: self.stream,
                     band: band.band.0,
                     keyframe: band.keyframe,

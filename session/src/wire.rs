@@ -8,10 +8,11 @@
 //! browser's `DataView`.
 //!
 //! ```text
-//! video chunk (38-byte header, then payload):
-//!  0 version  1 kind=0x10  2 stream u16  4 band u8  5 flags u8 (bit 0: keyframe)
-//!  6 chunk index u16  8 chunk count u16  10 band seq u32  14 frame id u64
-//!  22 capture time us u64  30 band payload length u32  34 offset of this chunk u32
+//! video chunk (46-byte header, then payload):
+//!  0 version  1 kind=0x10  2 send seq u32  6 send time us u32 (both stamped as it leaves)
+//!  10 stream u16  12 band u8  13 flags u8 (bit 0: keyframe)
+//!  14 chunk index u16  16 chunk count u16  18 band seq u32  22 frame id u64
+//!  30 capture time us u64  38 band payload length u32  42 offset of this chunk u32
 //! ```
 
 use bytes::{BufMut, BytesMut};
@@ -22,7 +23,7 @@ use deskwire_engine::ColorSpace;
 /// The wire version this engine speaks.
 pub const WIRE_VERSION: u8 = 1;
 /// Bytes before a video chunk's payload.
-pub const VIDEO_HEADER_LEN: usize = 38;
+pub const VIDEO_HEADER_LEN: usize = 46;
 /// Largest encoded band (one H.264 access unit) a receiver accepts.
 pub const MAX_BAND_BYTES: u32 = 16 * 1024 * 1024;
 /// Most chunks one band frame may be split into.
@@ -45,6 +46,7 @@ mod kind {
     pub(super) const BYE: u8 = 0x26;
     pub(super) const GRANT_REQUEST: u8 = 0x27;
     pub(super) const GRANT_ANSWER: u8 = 0x28;
+    pub(super) const FEEDBACK: u8 = 0x29;
     pub(super) const POINTER_MOVE: u8 = 0x30;
     pub(super) const BUTTON: u8 = 0x31;
     pub(super) const WHEEL: u8 = 0x32;
@@ -134,115 +136,23 @@ fn invalid(field: &'static str, detail: impl Into<String>) -> WireError {
     }
 }
 
-/// One piece of one band's encoded frame, borrowed from the received message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VideoChunk<'a> {
-    /// Stream generation (changes when the stream restarts, e.g. on a resize).
-    pub stream: u16,
-    /// Band index.
-    pub band: u8,
-    /// The band frame is an IDR picture.
-    pub keyframe: bool,
-    /// This chunk's index, `< chunk_count`.
-    pub chunk_index: u16,
-    /// Chunks in the band frame.
-    pub chunk_count: u16,
-    /// Per-band sequence number: one more for every encoded frame of this band, so a gap
-    /// shows a lost frame.
-    pub band_seq: u32,
-    /// The encoded frame this band belongs to.
-    pub frame_id: u64,
-    /// Capture time, microseconds on the sender's session clock.
-    pub captured_at_us: u64,
-    /// Length of the whole band frame.
-    pub total_len: u32,
-    /// Where this chunk's payload sits in the band frame.
-    pub offset: u32,
-    /// The bytes.
-    pub payload: &'a [u8],
-}
-
-impl VideoChunk<'_> {
-    /// Append this chunk, header and payload, to `out`.
-    pub fn encode(&self, out: &mut BytesMut) {
-        out.reserve(VIDEO_HEADER_LEN + self.payload.len());
-        out.put_u8(WIRE_VERSION);
-        out.put_u8(kind::VIDEO);
-        out.put_u16_le(self.stream);
-        out.put_u8(self.band);
-        out.put_u8(u8::from(self.keyframe));
-        out.put_u16_le(self.chunk_index);
-        out.put_u16_le(self.chunk_count);
-        out.put_u32_le(self.band_seq);
-        out.put_u64_le(self.frame_id);
-        out.put_u64_le(self.captured_at_us);
-        out.put_u32_le(self.total_len);
-        out.put_u32_le(self.offset);
-        out.put_slice(self.payload);
-    }
-}
-
-/// Parse a message from the `video` channel.
-pub fn decode_video(buf: &[u8]) -> Result<VideoChunk<'_>, WireError> {
-    let mut r = Reader::open(buf, Channel::Video)?;
-    if r.kind != kind::VIDEO {
-        return Err(r.unknown());
-    }
-    let stream = r.u16()?;
-    let band = r.u8()?;
-    let flags = r.u8()?;
-    let chunk_index = r.u16()?;
-    let chunk_count = r.u16()?;
-    let band_seq = r.u32()?;
-    let frame_id = r.u64()?;
-    let captured_at_us = r.u64()?;
-    let total_len = r.u32()?;
-    let offset = r.u32()?;
-    let payload = r.rest();
-    if usize::from(band) >= MAX_WIRE_BANDS {
-        return Err(invalid(
-            "band",
-            format!("{band} (expected < {MAX_WIRE_BANDS})"),
-        ));
-    }
-    if flags & !1 != 0 {
-        return Err(invalid("flags", format!("{flags:#04x} has unknown bits")));
-    }
-    if chunk_count == 0 || chunk_count > MAX_CHUNKS || chunk_index >= chunk_count {
-        return Err(invalid(
-            "chunk",
-            format!("{chunk_index} of {chunk_count} (expected index < count <= {MAX_CHUNKS})"),
-        ));
-    }
-    if total_len == 0 || total_len > MAX_BAND_BYTES {
-        return Err(invalid(
-            "band length",
-            format!("{total_len} (expected 1..={MAX_BAND_BYTES})"),
-        ));
-    }
-    let end = u64::from(offset) + payload.len() as u64;
-    if payload.is_empty() || end > u64::from(total_len) {
-        return Err(invalid(
-            "chunk range",
-            format!(
-                "{offset}+{} outside a {total_len}-byte band frame",
-                payload.len()
-            ),
-        ));
-    }
-    Ok(VideoChunk {
-        stream,
-        band,
-        keyframe: flags & 1 != 0,
-        chunk_index,
-        chunk_count,
-        band_seq,
-        frame_id,
-        captured_at_us,
-        total_len,
-        offset,
-        payload,
-    })
+/// What the viewer's video channel delivered over one interval. Every field is the
+/// viewer's claim: the target clamps and checks them before they steer anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Feedback {
+    /// How long the interval was, microseconds on the viewer's clock.
+    pub interval_us: u32,
+    /// Video bytes received in it.
+    pub bytes: u32,
+    /// Video messages received in it.
+    pub received: u32,
+    /// Video messages missing from the sequence in it.
+    pub lost: u32,
+    /// How much later than the fastest recent message the interval's messages arrived, on
+    /// average, microseconds: the queue building up on the path.
+    pub queue_delay_us: u32,
+    /// The highest transport sequence number seen so far.
+    pub highest_seq: u32,
 }
 
 /// Why a peer is leaving.
@@ -324,6 +234,9 @@ pub enum ControlMessage {
         /// Keyframe requests made in the period.
         keyframe_requests: u32,
     },
+    /// Viewer -> target, about ten times a second while video flows: what the video
+    /// channel delivered since the last one, the input of the target's rate control.
+    Feedback(Feedback),
     /// Target -> controller: what the controller may do now.
     Permissions {
         /// Keyboard and mouse are injected.
@@ -411,6 +324,19 @@ impl ControlMessage {
                 out.put_u32_le(*latency_p99_us);
                 out.put_u32_le(*keyframe_requests);
             }
+            ControlMessage::Feedback(f) => {
+                out.put_u8(kind::FEEDBACK);
+                for v in [
+                    f.interval_us,
+                    f.bytes,
+                    f.received,
+                    f.lost,
+                    f.queue_delay_us,
+                    f.highest_seq,
+                ] {
+                    out.put_u32_le(v);
+                }
+            }
             ControlMessage::Permissions { control } => {
                 out.put_u8(kind::PERMISSIONS);
                 out.put_u8(u8::from(*control));
@@ -493,6 +419,14 @@ pub fn decode_control(buf: &[u8]) -> Result<ControlMessage, WireError> {
             latency_p99_us: r.u32()?,
             keyframe_requests: r.u32()?,
         },
+        kind::FEEDBACK => ControlMessage::Feedback(Feedback {
+            interval_us: r.u32()?,
+            bytes: r.u32()?,
+            received: r.u32()?,
+            lost: r.u32()?,
+            queue_delay_us: r.u32()?,
+            highest_seq: r.u32()?,
+        }),
         kind::PERMISSIONS => ControlMessage::Permissions {
             control: r.bool("control")?,
         },
@@ -763,6 +697,10 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+mod video;
+
+pub use video::{decode_video, stamp_video, video_stamp, VideoChunk};
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,8 @@ fn bytes_of(f: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
 
 fn chunk(payload: &[u8]) -> VideoChunk<'_> {
     VideoChunk {
+        send_seq: 0x0403_0201,
+        sent_at_us: 0x0807_0605,
         stream: 0x0102,
         band: 3,
         keyframe: true,
@@ -28,7 +30,8 @@ fn video_chunk_golden_bytes() {
     let got = bytes_of(|b| chunk(&[0xAA, 0xBB, 0xCC]).encode(b));
     #[rustfmt::skip]
     let want: Vec<u8> = vec![
-        1, 0x10, 0x02, 0x01, 3, 1, 1, 0, 2, 0,
+        1, 0x10, 1, 2, 3, 4, 5, 6, 7, 8,
+        0x02, 0x01, 3, 1, 1, 0, 2, 0,
         0x0D, 0x0C, 0x0B, 0x0A,
         0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,
         0x40, 0x42, 0x0F, 0, 0, 0, 0, 0,
@@ -38,6 +41,30 @@ fn video_chunk_golden_bytes() {
     ];
     assert_eq!(got, want);
     assert_eq!(decode_video(&got).unwrap(), chunk(&[0xAA, 0xBB, 0xCC]));
+}
+
+#[test]
+fn a_chunk_stamped_as_it_leaves_carries_the_new_stamp_and_nothing_else_changes() {
+    let mut msg = BytesMut::new();
+    chunk(&[1, 2, 3]).encode(&mut msg);
+    assert_eq!(video_stamp(&msg), Some((0x0403_0201, 0x0807_0605)));
+    stamp_video(&mut msg, 99, 12_345);
+    assert_eq!(video_stamp(&msg), Some((99, 12_345)));
+    let back = decode_video(&msg).unwrap();
+    assert_eq!((back.send_seq, back.sent_at_us), (99, 12_345));
+    assert_eq!(
+        back,
+        VideoChunk {
+            send_seq: 99,
+            sent_at_us: 12_345,
+            ..chunk(&[1, 2, 3])
+        }
+    );
+    // Too short to be a chunk: left alone, and no stamp is read from it.
+    let mut short = [1u8, 0x10, 0, 0];
+    stamp_video(&mut short, 5, 5);
+    assert_eq!(short, [1, 0x10, 0, 0]);
+    assert_eq!(video_stamp(&short), None);
 }
 
 #[test]
@@ -60,6 +87,19 @@ fn control_golden_bytes() {
         (
             ControlMessage::Permissions { control: true },
             vec![1, 0x25, 1],
+        ),
+        (
+            ControlMessage::Feedback(Feedback {
+                interval_us: 1,
+                bytes: 2,
+                received: 3,
+                lost: 4,
+                queue_delay_us: 5,
+                highest_seq: 0x0102_0304,
+            }),
+            vec![
+                1, 0x29, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 4, 3, 2, 1,
+            ],
         ),
         (
             ControlMessage::Bye {
@@ -265,7 +305,7 @@ fn video_chunks_with_impossible_geometry_are_refused() {
         );
     }
     let mut flags = bytes_of(|b| good.encode(b));
-    flags[5] = 0x80;
+    flags[13] = 0x80;
     assert!(matches!(
         decode_video(&flags),
         Err(WireError::Invalid { field: "flags", .. })

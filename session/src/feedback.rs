@@ -1,0 +1,203 @@
+//! The viewer's half of congestion control: it measures what the video channel delivers
+//! (bytes, messages missing from the transport sequence, how late messages arrive compared
+//! with the fastest recent one) and sums it up as a [`Feedback`] for the target's rate
+//! controller. Nothing is sent while no video arrives, so an idle session costs nothing.
+
+use std::time::Duration;
+
+use crate::wire::{video_stamp, Feedback};
+
+/// The fastest arrival is remembered per second over this many seconds: the path's base
+/// delay, against which a queue shows.
+const BASE_WINDOW_SECS: usize = 10;
+
+/// Measures the video channel between two feedbacks.
+#[derive(Debug)]
+pub(crate) struct ReceiveMeter {
+    /// When the current interval started (the last feedback, or the first arrival).
+    since: Option<Duration>,
+    bytes: u64,
+    received: u32,
+    /// Sum of (arrival - send time) over the interval, microseconds, relative.
+    delay_sum: i64,
+    /// The highest sequence number seen, extended past wrap-around.
+    highest: Option<u64>,
+    /// Cumulative counters at the last feedback: expected messages and received ones.
+    first: Option<u64>,
+    total_received: u64,
+    reported_expected: u64,
+    reported_received: u64,
+    /// Per-second minima of (arrival - send time): `(second, min)`.
+    minima: [(u64, i64); BASE_WINDOW_SECS],
+}
+
+impl ReceiveMeter {
+    pub(crate) fn new() -> Self {
+        Self {
+            since: None,
+            bytes: 0,
+            received: 0,
+            delay_sum: 0,
+            highest: None,
+            first: None,
+            total_received: 0,
+            reported_expected: 0,
+            reported_received: 0,
+            minima: [(u64::MAX, i64::MAX); BASE_WINDOW_SECS],
+        }
+    }
+
+    /// A video message of `len` bytes arrived at `now`. Messages without a readable stamp
+    /// count as bytes only.
+    pub(crate) fn handle_video(&mut self, now: Duration, msg: &[u8]) {
+        self.since.get_or_insert(now);
+        self.bytes += msg.len() as u64;
+        let Some((seq, sent_at_us)) = video_stamp(msg) else {
+            return;
+        };
+        self.received += 1;
+        self.total_received += 1;
+        let ext = match self.highest {
+            None => u64::from(seq),
+            Some(h) => {
+                // The sequence number closest to the highest one, past wrap-around.
+                let delta = seq.wrapping_sub(h as u32) as i32;
+                h.saturating_add_signed(i64::from(delta))
+            }
+        };
+        self.first.get_or_insert(ext);
+        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+        // Both clocks count microseconds from their own session start: the difference is
+        // the one-way delay plus a constant offset, which cancels against the minimum.
+        let arrived = (now.as_micros() as u64) as u32;
+        let d = i64::from(arrived.wrapping_sub(sent_at_us) as i32);
+        self.delay_sum += d;
+        let second = now.as_secs();
+        let slot = &mut self.minima[second as usize % BASE_WINDOW_SECS];
+        if slot.0 != second {
+            *slot = (second, d);
+        } else {
+            slot.1 = slot.1.min(d);
+        }
+    }
+
+    /// The feedback for the interval up to `now`, if any video arrived in it; the next
+    /// interval starts at `now`.
+    pub(crate) fn take(&mut self, now: Duration) -> Option<Feedback> {
+        let since = self.since?;
+        let interval = now.saturating_sub(since);
+        if interval.is_zero() {
+            return None;
+        }
+        let expected = match (self.first, self.highest) {
+            (Some(f), Some(h)) => h - f + 1,
+            _ => 0,
+        };
+        let lost = (expected - self.reported_expected)
+            .saturating_sub(self.total_received - self.reported_received);
+        let second = now.as_secs();
+        let base = self
+            .minima
+            .iter()
+            .filter(|(s, _)| *s != u64::MAX && second.saturating_sub(*s) < BASE_WINDOW_SECS as u64)
+            .map(|(_, m)| *m)
+            .min();
+        let queue_delay_us = match (base, self.received) {
+            (Some(base), n) if n > 0 => (self.delay_sum / i64::from(n) - base).max(0),
+            _ => 0,
+        };
+        let fb = Feedback {
+            interval_us: clamp_u32(interval.as_micros()),
+            bytes: clamp_u32(u128::from(self.bytes)),
+            received: self.received,
+            lost: clamp_u32(u128::from(lost)),
+            queue_delay_us: clamp_u32(queue_delay_us as u128),
+            highest_seq: self.highest.unwrap_or(0) as u32,
+        };
+        self.reported_expected = expected;
+        self.reported_received = self.total_received;
+        self.since = None;
+        self.bytes = 0;
+        self.received = 0;
+        self.delay_sum = 0;
+        Some(fb)
+    }
+}
+
+fn clamp_u32(v: u128) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{stamp_video, VIDEO_HEADER_LEN};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn msg(seq: u32, sent_at: Duration) -> Vec<u8> {
+        let mut m = vec![0u8; VIDEO_HEADER_LEN + 100];
+        m[0] = crate::wire::WIRE_VERSION;
+        m[1] = 0x10;
+        stamp_video(&mut m, seq, sent_at.as_micros() as u32);
+        m
+    }
+
+    #[test]
+    fn nothing_is_reported_while_no_video_arrives() {
+        let mut m = ReceiveMeter::new();
+        assert_eq!(m.take(100 * MS), None);
+    }
+
+    #[test]
+    fn bytes_losses_and_interval_are_counted_per_feedback() {
+        let mut m = ReceiveMeter::new();
+        for seq in [10u32, 11, 13, 14] {
+            m.handle_video(10 * MS, &msg(seq, Duration::ZERO));
+        }
+        let fb = m.take(110 * MS).unwrap();
+        assert_eq!(
+            (
+                fb.interval_us,
+                fb.bytes,
+                fb.received,
+                fb.lost,
+                fb.highest_seq
+            ),
+            (100_000, 4 * (VIDEO_HEADER_LEN as u32 + 100), 4, 1, 14)
+        );
+        // A late copy of 12 fills the hole in the next interval's count, never below zero.
+        m.handle_video(120 * MS, &msg(12, Duration::ZERO));
+        m.handle_video(120 * MS, &msg(15, Duration::ZERO));
+        let fb = m.take(200 * MS).unwrap();
+        assert_eq!((fb.received, fb.lost), (2, 0));
+    }
+
+    #[test]
+    fn sequence_numbers_wrapping_around_are_not_losses() {
+        let mut m = ReceiveMeter::new();
+        for seq in [u32::MAX - 1, u32::MAX, 0, 1] {
+            m.handle_video(MS, &msg(seq, Duration::ZERO));
+        }
+        assert_eq!(m.take(100 * MS).unwrap().lost, 0);
+    }
+
+    #[test]
+    fn a_growing_queue_shows_as_delay_above_the_fastest_recent_arrival() {
+        let mut m = ReceiveMeter::new();
+        // The sender's clock runs 5 s ahead; the path takes 20 ms, then 70 ms.
+        let ahead = Duration::from_secs(5);
+        m.handle_video(100 * MS, &msg(1, ahead + 80 * MS));
+        assert_eq!(m.take(150 * MS).unwrap().queue_delay_us, 0);
+        m.handle_video(250 * MS, &msg(2, ahead + 180 * MS));
+        assert_eq!(m.take(300 * MS).unwrap().queue_delay_us, 50_000);
+    }
+
+    #[test]
+    fn messages_without_a_stamp_count_as_bytes_only() {
+        let mut m = ReceiveMeter::new();
+        m.handle_video(MS, &[1, 0x10, 0]);
+        let fb = m.take(50 * MS).unwrap();
+        assert_eq!((fb.bytes, fb.received, fb.lost), (3, 0, 0));
+    }
+}

@@ -1,0 +1,226 @@
+//! The target's video sender, sans-IO: encoded frames are cut into chunks, queued, and let
+//! out at the pacing rate the congestion controller sets, each stamped with its transport
+//! sequence number and send time as it leaves.
+//!
+//! The queue is bounded in *time*: a new frame is taken only while what waits would drain
+//! within the budget (about a round trip plus a frame), so the encoder is held back (and
+//! the capture folds its changes into a later frame) instead of video piling up. A chunk
+//! that waited past the stale limit is dropped with the rest of its band, and that band
+//! sends nothing but a keyframe from then on: a picture nobody can decode is not worth the
+//! bits. Dropped bands are reported ([`VideoSender::poll_lost`]) so the session core can
+//! ask the encoder for a keyframe within its budget.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use deskwire_engine::EncodedFrame;
+
+use crate::video::Packetizer;
+use crate::wire::stamp_video;
+
+/// The settings of [`VideoSender`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacerConfig {
+    /// Largest message on the video channel, header included.
+    pub max_message: usize,
+    /// Pacing rate to start with, bits per second.
+    pub start_bps: u64,
+    /// A chunk that waited this long is stale and dropped with its band.
+    pub stale_after: Duration,
+}
+
+#[derive(Debug)]
+struct Queued {
+    band: u8,
+    enqueued: Duration,
+    msg: BytesMut,
+}
+
+/// What the sender did, in totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderTotals {
+    /// Frames taken from the encoder.
+    pub frames: u64,
+    /// Video bytes sent.
+    pub bytes: u64,
+    /// Band frames dropped before or while sending (stale, refused, or waiting for a
+    /// keyframe).
+    pub bands_dropped: u64,
+}
+
+/// Paces video out. See the module documentation.
+#[derive(Debug)]
+pub struct VideoSender {
+    config: PacerConfig,
+    packetizer: Packetizer,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    rate_bps: u64,
+    budget: Duration,
+    /// Bytes the pacer may still send now; negative after a message larger than the credit.
+    credit: f64,
+    refilled: Option<Duration>,
+    seq: u32,
+    /// Bands that send only keyframes until one comes.
+    broken: u32,
+    /// Bands dropped since the last [`VideoSender::poll_lost`].
+    lost: u32,
+    totals: SenderTotals,
+}
+
+impl VideoSender {
+    /// A sender for `stream`.
+    pub fn new(stream: u16, config: PacerConfig) -> Self {
+        Self {
+            packetizer: Packetizer::new(stream, config.max_message),
+            rate_bps: config.start_bps.max(1),
+            config,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            budget: Duration::from_millis(100),
+            credit: 0.0,
+            refilled: None,
+            seq: 0,
+            broken: 0,
+            lost: 0,
+            totals: SenderTotals::default(),
+        }
+    }
+
+    /// Let video out at `bps` from now on.
+    pub fn set_rate(&mut self, now: Duration, bps: u64) {
+        self.refill(now);
+        self.rate_bps = bps.max(1);
+    }
+
+    /// How long the queue may take to drain before no new frame is taken.
+    pub fn set_budget(&mut self, budget: Duration) {
+        self.budget = budget;
+    }
+
+    /// How long what waits would take to drain at the pacing rate.
+    pub fn backlog(&self) -> Duration {
+        Duration::from_micros(self.queued_bytes as u64 * 8 * 1_000_000 / self.rate_bps)
+    }
+
+    /// Whether a new frame should be taken from the encoder now.
+    pub fn wants_frame(&self) -> bool {
+        self.backlog() <= self.budget
+    }
+
+    /// Totals so far.
+    pub fn totals(&self) -> SenderTotals {
+        self.totals
+    }
+
+    /// Queue `frame`, captured at `captured_at_us` on the session clock. Bands waiting for
+    /// a keyframe skip everything else.
+    pub fn handle_frame(&mut self, now: Duration, frame: &EncodedFrame, captured_at_us: u64) {
+        self.totals.frames += 1;
+        for band in &frame.bands {
+            if band.keyframe {
+                self.broken &= !(1 << band.band.0);
+            }
+        }
+        let broken = self.broken;
+        let queue = &mut self.queue;
+        let queued_bytes = &mut self.queued_bytes;
+        let skipped = self
+            .packetizer
+            .packetize(frame, captured_at_us, |band, msg| {
+                if broken & (1 << band) != 0 {
+                    return false;
+                }
+                *queued_bytes += msg.len();
+                queue.push_back(Queued {
+                    band,
+                    enqueued: now,
+                    msg,
+                });
+                true
+            });
+        self.totals.bands_dropped += u64::from(skipped.count_ones());
+    }
+
+    /// The next message to send at `now`, stamped, if the pacing allows one.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<(u8, BytesMut)> {
+        self.refill(now);
+        self.drop_stale(now);
+        if self.credit < 0.0 {
+            return None;
+        }
+        let mut q = self.queue.pop_front()?;
+        self.queued_bytes -= q.msg.len();
+        self.credit -= q.msg.len() as f64;
+        self.seq = self.seq.wrapping_add(1);
+        stamp_video(&mut q.msg, self.seq, now.as_micros() as u64 as u32);
+        self.totals.bytes += q.msg.len() as u64;
+        Some((q.band, q.msg))
+    }
+
+    /// The channel refused the message [`VideoSender::poll_transmit`] just gave for `band`:
+    /// the rest of that band is dropped and it waits for a keyframe.
+    pub fn handle_refused(&mut self, band: u8) {
+        self.drop_band(band);
+    }
+
+    /// Bands that lost video since the last call (bit i = band i): they need a keyframe.
+    pub fn poll_lost(&mut self) -> u32 {
+        std::mem::take(&mut self.lost)
+    }
+
+    /// When [`VideoSender::poll_transmit`] may give the next message; `None` while the
+    /// queue is empty.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let front = self.queue.front()?;
+        let refilled = self.refilled.unwrap_or_default();
+        let wait = if self.credit >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_micros((-self.credit * 8.0 * 1e6 / self.rate_bps as f64) as u64 + 1)
+        };
+        Some((refilled + wait).min(front.enqueued + self.config.stale_after))
+    }
+
+    fn refill(&mut self, now: Duration) {
+        let last = *self.refilled.get_or_insert(now);
+        let elapsed = now.saturating_sub(last).as_secs_f64();
+        // Credit saved while idle is capped at a few milliseconds of rate (and at least two
+        // messages): enough to send a chunk at once, too little to burst a frame.
+        let cap = (self.rate_bps as f64 / 8.0 * 0.005).max(2.0 * self.config.max_message as f64);
+        self.credit = (self.credit + elapsed * self.rate_bps as f64 / 8.0).min(cap);
+        self.refilled = Some(now.max(last));
+    }
+
+    fn drop_stale(&mut self, now: Duration) {
+        while let Some(front) = self.queue.front() {
+            if now < front.enqueued + self.config.stale_after {
+                return;
+            }
+            let band = front.band;
+            self.drop_band(band);
+        }
+    }
+
+    fn drop_band(&mut self, band: u8) {
+        let before = self.queue.len();
+        let mut freed = 0;
+        self.queue.retain(|q| {
+            let keep = q.band != band;
+            if !keep {
+                freed += q.msg.len();
+            }
+            keep
+        });
+        self.queued_bytes -= freed;
+        if before != self.queue.len() || self.broken & (1 << band) == 0 {
+            self.totals.bands_dropped += 1;
+        }
+        self.broken |= 1 << band;
+        self.lost |= 1 << band;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+use super::*;
+use crate::wire::{decode_video, video_stamp, VIDEO_HEADER_LEN};
+use bytes::Bytes;
+use deskwire_engine::{BandId, EncodedBand, FrameId};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn frame(id: u64, bands: &[(u8, bool, usize)]) -> EncodedFrame {
+    EncodedFrame {
+        id: FrameId(id),
+        captured_at: deskwire_capture::Timestamp::from_micros(id * 1000),
+        width: 64,
+        height: 64,
+        bands: bands
+            .iter()
+            .map(|&(b, key, len)| EncodedBand {
+                band: BandId(b),
+                keyframe: key,
+                data: Bytes::from(vec![b; len]),
+                encode_us: 0,
+            })
+            .collect(),
+        timings: Default::default(),
+    }
+}
+
+/// 1000-byte payloads, 1 Mbit/s: one full chunk every ~8.4 ms.
+fn sender() -> VideoSender {
+    VideoSender::new(
+        1,
+        PacerConfig {
+            max_message: VIDEO_HEADER_LEN + 1000,
+            start_bps: 1_000_000,
+            stale_after: 200 * MS,
+        },
+    )
+}
+
+/// Drain everything the pacer lets out until `until`, stepping to each `poll_timeout`.
+fn drain(s: &mut VideoSender, from: Duration, until: Duration) -> Vec<(Duration, u8, BytesMut)> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now <= until {
+        while let Some((band, m)) = s.poll_transmit(now) {
+            out.push((now, band, m));
+        }
+        match s.poll_timeout() {
+            Some(t) if t > now => now = t,
+            Some(_) => now += MS,
+            None => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn video_leaves_at_the_pacing_rate_not_in_a_burst() {
+    let mut s = sender();
+    s.handle_frame(Duration::ZERO, &frame(1, &[(0, true, 10_000)]), 0);
+    let sent = drain(&mut s, Duration::ZERO, Duration::from_secs(1));
+    assert_eq!(sent.len(), 10);
+    let bytes: usize = sent.iter().map(|(_, _, m)| m.len()).sum();
+    let took = sent.last().unwrap().0 - sent[0].0;
+    let expect = Duration::from_micros((bytes as u64 - 2 * 1046) * 8); // less the first credit
+    assert!(
+        took + 10 * MS >= expect && took <= expect + 10 * MS,
+        "{took:?} vs {expect:?}"
+    );
+}
+
+#[test]
+fn every_message_is_stamped_in_sequence_with_its_send_time() {
+    let mut s = sender();
+    s.handle_frame(Duration::ZERO, &frame(1, &[(0, true, 3_000)]), 0);
+    let sent = drain(&mut s, Duration::ZERO, Duration::from_secs(1));
+    for (i, (at, _, m)) in sent.iter().enumerate() {
+        assert_eq!(video_stamp(m), Some((i as u32 + 1, at.as_micros() as u32)));
+        assert!(decode_video(m).is_ok());
+    }
+}
+
+#[test]
+fn no_new_frame_is_wanted_while_the_queue_would_take_longer_than_the_budget() {
+    let mut s = sender();
+    s.set_budget(50 * MS);
+    assert!(s.wants_frame());
+    // 10 kB at 1 Mbit/s is 80 ms of queue.
+    s.handle_frame(Duration::ZERO, &frame(1, &[(0, true, 10_000)]), 0);
+    assert!(!s.wants_frame());
+    s.set_rate(Duration::ZERO, 4_000_000);
+    assert!(s.wants_frame(), "at 4 Mbit/s it drains in 20 ms");
+}
+
+#[test]
+fn a_stale_band_is_dropped_whole_and_sends_only_a_keyframe_after() {
+    let mut s = sender();
+    s.set_rate(Duration::ZERO, 100_000);
+    s.handle_frame(
+        Duration::ZERO,
+        &frame(1, &[(0, true, 3_000), (1, true, 500)]),
+        0,
+    );
+    // Band 0's first chunk goes at once, then the rest waits past the stale limit.
+    let first = s.poll_transmit(Duration::ZERO).map(|(b, _)| b);
+    assert_eq!(first, Some(0));
+    let late = drain(&mut s, 300 * MS, 300 * MS);
+    assert!(
+        late.iter().all(|(_, b, _)| *b != 0),
+        "stale band 0 was sent"
+    );
+    assert_eq!(s.poll_lost() & 1, 1);
+    assert_eq!(s.poll_lost(), 0, "reported once");
+    // A delta for band 0 is skipped; its keyframe goes.
+    s.handle_frame(400 * MS, &frame(2, &[(0, false, 100)]), 0);
+    assert!(drain(&mut s, 400 * MS, 500 * MS).is_empty());
+    s.handle_frame(500 * MS, &frame(3, &[(0, true, 100)]), 0);
+    let sent = drain(&mut s, 500 * MS, 600 * MS);
+    assert_eq!(sent.len(), 1);
+    assert!(decode_video(&sent[0].2).unwrap().keyframe);
+}
+
+#[test]
+fn a_refused_message_drops_the_rest_of_its_band_and_reports_it() {
+    let mut s = sender();
+    s.set_rate(Duration::ZERO, 100_000_000);
+    s.handle_frame(
+        Duration::ZERO,
+        &frame(1, &[(0, true, 3_000), (1, true, 100)]),
+        0,
+    );
+    let (band, _) = s.poll_transmit(Duration::ZERO).unwrap();
+    s.handle_refused(band);
+    let rest: Vec<u8> = drain(&mut s, Duration::ZERO, MS)
+        .into_iter()
+        .map(|(_, b, _)| b)
+        .collect();
+    assert_eq!(rest, vec![1]);
+    assert_eq!(s.poll_lost(), 1);
+    assert_eq!(s.totals().bands_dropped, 1);
+}

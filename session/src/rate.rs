@@ -1,0 +1,236 @@
+//! The target's congestion control: how many bits per second the path to the viewer carries,
+//! estimated from the viewer's [`Feedback`], and what the encoder, the pacer and the frame
+//! rate should aim at so that the picture keeps moving instead of queueing.
+//!
+//! The shape follows libwebrtc's GCC: a delay signal (the queue building on the path, read
+//! from how late messages arrive compared with the fastest recent one) and a loss signal
+//! each decide "too much", "hold" or "room to grow". Too much cuts the target to 85 % of
+//! what actually arrived, at most once per round trip; room to grow raises it by a share
+//! per second, fast until the first sign of a limit, then gently. The target never grows
+//! past what the sender really used, so an idle screen does not talk itself into a rate the
+//! path was never shown to carry.
+
+use std::time::Duration;
+
+use crate::wire::Feedback;
+
+/// The bounds of the rate controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateConfig {
+    /// Where the estimate starts, bits per second.
+    pub start_bps: u64,
+    /// It never goes below this.
+    pub min_bps: u64,
+    /// Nor above this (the most the encoder is ever asked for).
+    pub max_bps: u64,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self {
+            start_bps: 2_500_000,
+            min_bps: 150_000,
+            max_bps: 20_000_000,
+        }
+    }
+}
+
+/// Why a [`RateConfig`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate bounds must satisfy 50000 <= min ({min}) <= start ({start}) <= max ({max}) <= 1000000000 bits/s")]
+pub struct RateConfigError {
+    min: u64,
+    start: u64,
+    max: u64,
+}
+
+impl RateConfig {
+    /// Check the bounds are in order and plausible.
+    pub fn validate(&self) -> Result<(), RateConfigError> {
+        let ok = 50_000 <= self.min_bps
+            && self.min_bps <= self.start_bps
+            && self.start_bps <= self.max_bps
+            && self.max_bps <= 1_000_000_000;
+        if ok {
+            Ok(())
+        } else {
+            Err(RateConfigError {
+                min: self.min_bps,
+                start: self.start_bps,
+                max: self.max_bps,
+            })
+        }
+    }
+}
+
+/// What the sender should aim at now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateTarget {
+    /// The path's estimated rate, bits per second.
+    pub estimate_bps: u64,
+    /// What the encoders together should produce: the estimate less the headers' share.
+    pub encoder_bps: u64,
+    /// How fast the pacer lets video out: above the estimate, so a keyframe drains in a
+    /// few frame times, but not so far above that it floods the bottleneck's queue.
+    pub pacing_bps: u64,
+    /// The most frames per second worth sending at this rate.
+    pub max_fps: u32,
+}
+
+/// The queue on the path above which the sender is "too much", whatever the trend.
+const OVERUSE_DELAY: Duration = Duration::from_millis(80);
+/// A smaller queue that is still growing this fast (per feedback) is too much too.
+const RISING_DELAY: Duration = Duration::from_millis(30);
+const RISE_STEP: Duration = Duration::from_millis(15);
+/// Above this queue, or above `HOLD_LOSS`, the target holds still.
+const HOLD_DELAY: Duration = Duration::from_millis(40);
+const HOLD_LOSS: f64 = 0.02;
+const OVERUSE_LOSS: f64 = 0.10;
+/// Growth per second: before the first limit was seen, and after.
+const STARTUP_GROWTH: f64 = 0.5;
+const STEADY_GROWTH: f64 = 0.10;
+/// Feedback intervals outside these bounds are refused: no correct viewer sends them.
+const MIN_INTERVAL_US: u32 = 1_000;
+const MAX_INTERVAL_US: u32 = 10_000_000;
+/// Larger claimed delays are clamped: past this, the answer (cut) is the same.
+const MAX_DELAY_US: u32 = 10_000_000;
+
+/// Why a feedback was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FeedbackRefusal {
+    /// Its interval is shorter than 1 ms or longer than 10 s.
+    #[error("a feedback interval of {0} us is not plausible")]
+    Interval(u32),
+}
+
+/// The rate controller. See the module documentation.
+#[derive(Debug)]
+pub(crate) struct RateController {
+    config: RateConfig,
+    target: f64,
+    /// What arrived at the viewer, smoothed, bits per second.
+    acked: Option<f64>,
+    /// The queue delay, smoothed.
+    delay: Option<f64>,
+    last_decrease: Option<Duration>,
+    /// A limit has been seen: growth is gentle from then on.
+    limited: bool,
+}
+
+impl RateController {
+    pub(crate) fn new(config: RateConfig) -> Self {
+        Self {
+            target: config.start_bps as f64,
+            config,
+            acked: None,
+            delay: None,
+            last_decrease: None,
+            limited: false,
+        }
+    }
+
+    /// The estimate now, bits per second.
+    pub(crate) fn estimate_bps(&self) -> u64 {
+        self.target as u64
+    }
+
+    /// What the sender should aim at.
+    pub(crate) fn target(&self) -> RateTarget {
+        let estimate = self.estimate_bps();
+        RateTarget {
+            estimate_bps: estimate,
+            // Chunk headers, SCTP, DTLS, UDP and IP cost about 5 % at full-size messages.
+            encoder_bps: estimate * 9 / 10,
+            pacing_bps: estimate * 5 / 4,
+            max_fps: fps_for(estimate),
+        }
+    }
+
+    /// One feedback arrived at `now`; `rtt` is the latest round trip, if known. Returns
+    /// whether the estimate moved.
+    pub(crate) fn handle_feedback(
+        &mut self,
+        now: Duration,
+        fb: &Feedback,
+        rtt: Option<Duration>,
+    ) -> Result<bool, FeedbackRefusal> {
+        if !(MIN_INTERVAL_US..=MAX_INTERVAL_US).contains(&fb.interval_us) {
+            return Err(FeedbackRefusal::Interval(fb.interval_us));
+        }
+        let secs = f64::from(fb.interval_us) / 1e6;
+        // What a lying viewer claims to have received cannot lift the estimate past the
+        // configured maximum: growth is bounded by `max_bps` and by what was sent.
+        let received = (f64::from(fb.bytes) * 8.0 / secs).min(self.config.max_bps as f64 * 2.0);
+        let total = u64::from(fb.received) + u64::from(fb.lost);
+        let loss = if total == 0 {
+            0.0
+        } else {
+            fb.lost as f64 / total as f64
+        };
+        let delay_now = f64::from(fb.queue_delay_us.min(MAX_DELAY_US)) / 1e6;
+        let before = self.delay;
+        let delay = smooth(self.delay, delay_now, 0.4);
+        self.delay = Some(delay);
+        let acked = smooth(self.acked, received, 0.3);
+        self.acked = Some(acked);
+
+        let rising = before.is_some_and(|b| delay - b > RISE_STEP.as_secs_f64());
+        let delay_overuse =
+            delay > OVERUSE_DELAY.as_secs_f64() || (delay > RISING_DELAY.as_secs_f64() && rising);
+        let loss_overuse = loss > OVERUSE_LOSS;
+        let old = self.target;
+        if delay_overuse || loss_overuse {
+            // Wait a round trip after a cut for its effect to show before cutting again.
+            let settle = rtt
+                .unwrap_or(Duration::from_millis(100))
+                .max(Duration::from_millis(150));
+            if self.last_decrease.is_none_or(|t| now >= t + settle) {
+                let mut cut = self.target;
+                if delay_overuse {
+                    // A queue is building: the path carries what arrived, not what was sent.
+                    cut = cut.min(0.85 * received.min(acked));
+                }
+                if loss_overuse {
+                    cut = cut.min(self.target * (1.0 - 0.5 * loss));
+                }
+                self.target = cut;
+                self.last_decrease = Some(now);
+                self.limited = true;
+            }
+        } else if loss <= HOLD_LOSS && delay <= HOLD_DELAY.as_secs_f64() {
+            // Grow only on evidence: the sender used most of what it was allowed.
+            if received >= 0.6 * self.target {
+                let rate = if self.limited {
+                    STEADY_GROWTH
+                } else {
+                    STARTUP_GROWTH
+                };
+                self.target *= 1.0 + rate * secs.min(1.0);
+                self.target = self.target.min(acked.max(received) * 1.5 + 100_000.0);
+                self.target = self.target.max(old);
+            }
+        }
+        self.target = self
+            .target
+            .clamp(self.config.min_bps as f64, self.config.max_bps as f64);
+        Ok((self.target - old).abs() > 1.0)
+    }
+}
+
+fn smooth(prev: Option<f64>, sample: f64, weight: f64) -> f64 {
+    prev.map_or(sample, |p| p + weight * (sample - p))
+}
+
+/// Frames per second worth sending at `bps`: fewer, better frames when bits are short.
+fn fps_for(bps: u64) -> u32 {
+    match bps {
+        4_000_000.. => 60,
+        1_500_000.. => 30,
+        700_000.. => 20,
+        350_000.. => 15,
+        _ => 10,
+    }
+}
+
+#[cfg(test)]
+mod tests;

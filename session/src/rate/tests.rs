@@ -1,0 +1,169 @@
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Feedback for a 100 ms interval in which `bps` arrived, with this loss and queue.
+fn fb(bps: u64, loss: f64, delay_ms: u32) -> Feedback {
+    let received = 100;
+    Feedback {
+        interval_us: 100_000,
+        bytes: (bps / 8 / 10) as u32,
+        received,
+        lost: (f64::from(received) * loss / (1.0 - loss)).round() as u32,
+        queue_delay_us: delay_ms * 1000,
+        highest_seq: 0,
+    }
+}
+
+fn controller(start: u64) -> RateController {
+    RateController::new(RateConfig {
+        start_bps: start,
+        ..RateConfig::default()
+    })
+}
+
+/// Feed one feedback every 100 ms for `secs`, the path carrying at most `link_bps`:
+/// what arrives is what was sent, capped at the link, and a queue grows while sending above.
+fn run(rc: &mut RateController, from: Duration, secs: u32, link_bps: u64) -> Duration {
+    let mut t = from;
+    let mut queue_ms = 0.0f64;
+    for _ in 0..secs * 10 {
+        t += 100 * MS;
+        let sent = rc.estimate_bps();
+        let arrived = sent.min(link_bps);
+        queue_ms = (queue_ms + (sent as f64 - link_bps as f64) / link_bps as f64 * 100.0)
+            .clamp(0.0, 100.0);
+        let loss = if queue_ms >= 100.0 { 0.05 } else { 0.0 };
+        rc.handle_feedback(t, &fb(arrived, loss, queue_ms as u32), Some(40 * MS))
+            .unwrap();
+    }
+    t
+}
+
+#[test]
+fn a_clean_path_that_carries_everything_lets_the_estimate_grow_to_the_maximum() {
+    let mut rc = controller(2_000_000);
+    run(&mut rc, Duration::ZERO, 10, 1_000_000_000);
+    assert_eq!(rc.estimate_bps(), RateConfig::default().max_bps);
+}
+
+#[test]
+fn the_estimate_settles_under_a_bottleneck_without_collapsing() {
+    let mut rc = controller(2_000_000);
+    let t = run(&mut rc, Duration::ZERO, 10, 6_000_000);
+    // Over the next seconds it stays between 60 % and 120 % of the link: it probes a
+    // little above and cuts back when the queue shows.
+    for s in 0..5 {
+        run(&mut rc, t + Duration::from_secs(s), 1, 6_000_000);
+        let e = rc.estimate_bps();
+        assert!(
+            (3_600_000..=7_200_000).contains(&e),
+            "estimate {e} after {s} s"
+        );
+    }
+}
+
+#[test]
+fn a_step_down_of_the_link_brings_the_estimate_under_it_within_a_second() {
+    let mut rc = controller(20_000_000);
+    let t = run(&mut rc, Duration::ZERO, 5, 20_000_000);
+    assert!(rc.estimate_bps() > 12_000_000, "{}", rc.estimate_bps());
+    run(&mut rc, t, 1, 2_000_000);
+    assert!(rc.estimate_bps() <= 2_000_000, "{}", rc.estimate_bps());
+}
+
+#[test]
+fn random_loss_below_the_hold_threshold_does_not_cut_the_rate() {
+    let mut rc = controller(3_000_000);
+    for i in 1..=50 {
+        rc.handle_feedback(i * 100 * MS, &fb(3_000_000, 0.015, 2), None)
+            .unwrap();
+    }
+    assert!(rc.estimate_bps() >= 3_000_000);
+}
+
+#[test]
+fn heavy_loss_cuts_the_rate_even_without_a_queue() {
+    let mut rc = controller(4_000_000);
+    rc.handle_feedback(100 * MS, &fb(4_000_000, 0.3, 0), None)
+        .unwrap();
+    assert!(rc.estimate_bps() <= 3_400_000, "{}", rc.estimate_bps());
+}
+
+#[test]
+fn an_idle_sender_does_not_grow_the_estimate_on_an_empty_path() {
+    let mut rc = controller(2_000_000);
+    for i in 1..=100 {
+        rc.handle_feedback(i * 100 * MS, &fb(50_000, 0.0, 0), None)
+            .unwrap();
+    }
+    assert_eq!(rc.estimate_bps(), 2_000_000);
+}
+
+#[test]
+fn cuts_wait_a_round_trip_for_the_last_one_to_show() {
+    let mut rc = controller(4_000_000);
+    rc.handle_feedback(100 * MS, &fb(3_000_000, 0.0, 120), Some(300 * MS))
+        .unwrap();
+    let first = rc.estimate_bps();
+    rc.handle_feedback(200 * MS, &fb(1_000_000, 0.0, 120), Some(300 * MS))
+        .unwrap();
+    assert_eq!(rc.estimate_bps(), first);
+    rc.handle_feedback(450 * MS, &fb(1_000_000, 0.0, 120), Some(300 * MS))
+        .unwrap();
+    assert!(rc.estimate_bps() < first);
+}
+
+#[test]
+fn hostile_feedback_is_refused_or_clamped_never_trusted() {
+    let mut rc = controller(2_000_000);
+    for interval_us in [0, 999, 10_000_001, u32::MAX] {
+        let bad = Feedback {
+            interval_us,
+            ..fb(2_000_000, 0.0, 0)
+        };
+        assert_eq!(
+            rc.handle_feedback(MS, &bad, None),
+            Err(FeedbackRefusal::Interval(interval_us))
+        );
+    }
+    // Claims of absurd throughput cannot push past the configured maximum.
+    for i in 1..=200 {
+        let liar = Feedback {
+            bytes: u32::MAX,
+            ..fb(0, 0.0, 0)
+        };
+        rc.handle_feedback(i * 100 * MS, &liar, None).unwrap();
+    }
+    assert_eq!(rc.estimate_bps(), RateConfig::default().max_bps);
+    // Absurd loss and delay only ever cut down to the floor.
+    for i in 201..=400 {
+        let gloom = Feedback {
+            lost: u32::MAX,
+            queue_delay_us: u32::MAX,
+            ..fb(1_000, 0.0, 0)
+        };
+        rc.handle_feedback(i * 100 * MS, &gloom, None).unwrap();
+    }
+    assert_eq!(rc.estimate_bps(), RateConfig::default().min_bps);
+}
+
+#[test]
+fn fewer_frames_are_asked_for_when_bits_are_short() {
+    assert_eq!(controller(8_000_000).target().max_fps, 60);
+    assert_eq!(controller(2_000_000).target().max_fps, 30);
+    assert_eq!(controller(200_000).target().max_fps, 10);
+    let t = controller(2_000_000).target();
+    assert!(t.encoder_bps < t.estimate_bps && t.estimate_bps < t.pacing_bps);
+}
+
+#[test]
+fn impossible_bounds_are_refused_with_the_rule() {
+    let bad = RateConfig {
+        start_bps: 10,
+        ..RateConfig::default()
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("min (150000) <= start (10)"), "{e}");
+    assert!(RateConfig::default().validate().is_ok());
+}
