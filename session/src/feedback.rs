@@ -81,6 +81,11 @@ impl ReceiveMeter {
         }
     }
 
+    /// Whether video arrived since the last feedback.
+    pub(crate) fn has_data(&self) -> bool {
+        self.since.is_some()
+    }
+
     /// The feedback for the interval up to `now`, if any video arrived in it; the next
     /// interval starts at `now`.
     pub(crate) fn take(&mut self, now: Duration) -> Option<Feedback> {
@@ -113,6 +118,7 @@ impl ReceiveMeter {
             lost: clamp_u32(u128::from(lost)),
             queue_delay_us: clamp_u32(queue_delay_us as u128),
             highest_seq: self.highest.unwrap_or(0) as u32,
+            rtt_us: 0,
         };
         self.reported_expected = expected;
         self.reported_received = self.total_received;

@@ -13,6 +13,8 @@ use deskwire_engine::ColorSpace;
 
 use crate::input::{InjectOp, InputGate, InputKind, InputRefusal};
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit};
+use crate::rate::{RateConfig, RateController, RateTarget};
+use crate::refresh::Refresh;
 use crate::stats::HostStats;
 use crate::wire::{decode_control, decode_input, ByeReason, Channel, ControlMessage};
 
@@ -25,14 +27,21 @@ pub struct HostSessionConfig {
     pub stats_interval: Duration,
     /// Nothing is ever injected, whatever control says.
     pub view_only: bool,
+    /// After this long without a word from the viewer the link counts as down: what the
+    /// viewer held is released, and the session waits (up to `peer_timeout`) for it back.
+    pub quiet_after: Duration,
+    /// The congestion controller's bounds.
+    pub rate: RateConfig,
 }
 
 impl Default for HostSessionConfig {
     fn default() -> Self {
         Self {
-            peer_timeout: Duration::from_secs(3),
+            peer_timeout: Duration::from_secs(30),
             stats_interval: Duration::from_secs(1),
             view_only: false,
+            quiet_after: Duration::from_millis(2500),
+            rate: RateConfig::default(),
         }
     }
 }
@@ -56,7 +65,18 @@ pub struct StreamInfo {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum HostSessionEvent {
-    /// Encode these bands (bit i = band i) as keyframes.
+    /// Aim the encoder, the frame rate and the pacer at this: the path's estimate moved.
+    /// Raised once at the start too.
+    RateChanged(RateTarget),
+    /// Nothing heard from the viewer for `quiet_after`: what it held was released (a
+    /// [`HostSessionEvent::Release`] comes first) and its input waits for the link.
+    LinkDown,
+    /// The viewer is heard again after [`HostSessionEvent::LinkDown`]; every band is
+    /// refreshed.
+    LinkUp,
+    /// Encode these bands (bit i = band i) as keyframes. Requests are coalesced and spread
+    /// over a few frames, and a band is not refreshed again before its last refresh
+    /// could have arrived.
     KeyframeRequested {
         /// Band bitmask, limited to the stream's bands.
         bands: u32,
@@ -110,6 +130,13 @@ pub struct HostSession {
     reported: Sent,
     sent: Sent,
     viewer_latency: Option<(u32, u32)>,
+    rate: RateController,
+    /// The target the driver was last told.
+    told: RateTarget,
+    /// The viewer's latest round trip, from its feedback.
+    rtt: Option<Duration>,
+    refresh: Refresh,
+    link_down: bool,
     out: Outbox<HostSessionEvent>,
 }
 
@@ -124,9 +151,12 @@ impl HostSession {
         let control = control && !config.view_only;
         let mut gate = InputGate::new(stream.width, stream.height, control);
         gate.set_established(true);
+        let rate = RateController::new(config.rate);
+        let told = rate.target();
         let mut s = Self {
             liveness: Liveness::new(now, config.peer_timeout),
             stats: Every::new(now, now + config.stats_interval, config.stats_interval),
+            rate,
             config,
             stream: stream.stream,
             bands: stream.tops.len(),
@@ -135,8 +165,13 @@ impl HostSession {
             reported: Sent::default(),
             sent: Sent::default(),
             viewer_latency: None,
+            told,
+            rtt: None,
+            refresh: Refresh::new(stream.tops.len()),
+            link_down: false,
             out: Outbox::new(),
         };
+        s.out.event(HostSessionEvent::RateChanged(s.rate.target()));
         s.send_control(ControlMessage::StreamStart {
             stream: stream.stream,
             width: stream.width.min(u32::from(u16::MAX)) as u16,
@@ -160,6 +195,24 @@ impl HostSession {
         self.out.end()
     }
 
+    /// What the sender should aim at now.
+    pub fn rate_target(&self) -> RateTarget {
+        self.rate.target()
+    }
+
+    /// How long video may queue before the sender stops taking frames: a round trip and a
+    /// frame, within 40..=250 ms.
+    pub fn queue_budget(&self) -> Duration {
+        let frame = Duration::from_secs(1) / self.rate.target().max_fps.max(1);
+        (self.rtt.unwrap_or(Duration::from_millis(50)) + frame)
+            .clamp(Duration::from_millis(40), Duration::from_millis(250))
+    }
+
+    /// Whether the link is down (nothing heard for `quiet_after`).
+    pub fn link_down(&self) -> bool {
+        self.link_down
+    }
+
     // Inputs.
 
     /// A message arrived from the viewer on `channel` at `now`. Malformed bytes are logged
@@ -169,6 +222,13 @@ impl HostSession {
             return;
         }
         self.liveness.heard(now);
+        if self.link_down {
+            self.link_down = false;
+            self.gate.set_established(true);
+            self.out.event(HostSessionEvent::LinkUp);
+            // What was on the way when the link went down is gone: refresh every band.
+            self.refresh.request(u32::MAX, now);
+        }
         match channel {
             Channel::Control => self.handle_control(now, data),
             Channel::Input => self.handle_input(data),
@@ -192,9 +252,23 @@ impl HostSession {
                     (1u32 << self.bands) - 1
                 };
                 if bands & mask != 0 {
-                    self.out.event(HostSessionEvent::KeyframeRequested {
-                        bands: bands & mask,
-                    });
+                    self.refresh.request(bands & mask, now);
+                    self.poll_refresh(now);
+                }
+            }
+            Ok(ControlMessage::Feedback(fb)) => {
+                if fb.rtt_us > 0 {
+                    self.rtt = Some(Duration::from_micros(u64::from(fb.rtt_us.min(10_000_000))));
+                }
+                match self.rate.handle_feedback(now, &fb, self.rtt) {
+                    Ok(_) => {
+                        let after = self.rate.target();
+                        if moved(&self.told, &after) {
+                            self.told = after;
+                            self.out.event(HostSessionEvent::RateChanged(after));
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "refused feedback from the viewer"),
                 }
             }
             Ok(ControlMessage::ReceiverReport {
@@ -250,6 +324,24 @@ impl HostSession {
         };
     }
 
+    /// The video sender dropped these bands (bit i = band i): they need a keyframe,
+    /// within the refresh budget.
+    pub fn handle_video_lost(&mut self, now: Duration, bands: u32) {
+        if self.out.is_open() && bands != 0 {
+            self.refresh.request(bands, now);
+            self.poll_refresh(now);
+        }
+    }
+
+    fn poll_refresh(&mut self, now: Duration) {
+        let holdoff = (self.rtt.unwrap_or(Duration::from_millis(100)) + Duration::from_millis(100))
+            .max(Duration::from_millis(200));
+        if let Some(bands) = self.refresh.poll(now, holdoff) {
+            self.out
+                .event(HostSessionEvent::KeyframeRequested { bands });
+        }
+    }
+
     /// Time passed: end a silent session, report statistics when due.
     pub fn handle_timeout(&mut self, now: Duration) {
         if !self.out.is_open() {
@@ -259,6 +351,15 @@ impl HostSession {
             self.finish(SessionEnd::PeerTimeout(silent));
             return;
         }
+        if !self.link_down && self.liveness.silent(now) > self.config.quiet_after {
+            self.link_down = true;
+            let releases = self.gate.set_established(false);
+            if !releases.is_empty() {
+                self.out.event(HostSessionEvent::Release(releases));
+            }
+            self.out.event(HostSessionEvent::LinkDown);
+        }
+        self.poll_refresh(now);
         if let Some(period) = self.stats.due(now) {
             let (s0, secs) = (self.reported, period.as_secs_f64().max(1e-6));
             let latency = |us: u32| Duration::from_micros(u64::from(us));
@@ -333,8 +434,20 @@ impl HostSession {
 
     /// When [`HostSession::handle_timeout`] must next be called; `None` once ended.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        self.out
-            .is_open()
-            .then(|| self.liveness.deadline().min(self.stats.next()))
+        self.out.is_open().then(|| {
+            let quiet =
+                self.liveness.last_heard() + self.config.quiet_after + Duration::from_millis(1);
+            let mut next = self.liveness.deadline().min(self.stats.next());
+            if !self.link_down {
+                next = next.min(quiet);
+            }
+            self.refresh.next().map_or(next, |r| next.min(r))
+        })
     }
+}
+
+/// Whether the target moved enough to retune the encoder: 5 % of rate, or another frame
+/// rate.
+fn moved(a: &RateTarget, b: &RateTarget) -> bool {
+    a.max_fps != b.max_fps || a.estimate_bps.abs_diff(b.estimate_bps) * 20 > a.estimate_bps
 }

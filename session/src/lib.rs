@@ -24,6 +24,7 @@ mod outbox;
 pub mod pacer;
 pub mod pair;
 pub mod rate;
+mod refresh;
 mod stats;
 pub mod video;
 pub mod viewer;

@@ -139,6 +139,15 @@ impl Liveness {
         (silent > self.timeout).then_some(silent)
     }
 
+    /// How long the peer has been silent at `now`.
+    pub(crate) fn silent(&self, now: Duration) -> Duration {
+        now.saturating_sub(self.last_heard)
+    }
+
+    pub(crate) fn last_heard(&self) -> Duration {
+        self.last_heard
+    }
+
     /// Just past the deadline, so the check at that instant sees the silence exceed it.
     pub(crate) fn deadline(&self) -> Duration {
         self.last_heard + self.timeout + Duration::from_millis(1)

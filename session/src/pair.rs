@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
+mod video;
+
+pub use video::{Shown, VideoLoad};
+
 use crate::host::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
 use crate::viewer::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 use crate::wire::Channel;
@@ -28,6 +32,12 @@ pub struct LinkConfig {
     pub outages: Vec<(Duration, Duration)>,
     /// How long a reliable message waits before it is sent again after a loss.
     pub rto: Duration,
+    /// The bottleneck's queue: a video message that would wait longer than this behind
+    /// the ones before it is dropped (tail drop), a reliable one is sent again after `rto`.
+    /// `None` for an endless queue.
+    pub queue: Option<Duration>,
+    /// Changes of `rate_bps` over time: from each instant on, the rate is the one given.
+    pub rate_steps: Vec<(Duration, u64)>,
     /// Seed of the loss draws.
     pub seed: u64,
 }
@@ -40,12 +50,23 @@ impl Default for LinkConfig {
             rate_bps: None,
             outages: Vec::new(),
             rto: Duration::from_millis(200),
+            queue: None,
+            rate_steps: Vec::new(),
             seed: 1,
         }
     }
 }
 
 impl LinkConfig {
+    fn rate_at(&self, t: Duration) -> Option<u64> {
+        self.rate_steps
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= t)
+            .map(|(_, r)| *r)
+            .or(self.rate_bps)
+    }
+
     fn in_outage(&self, t: Duration) -> Option<Duration> {
         self.outages
             .iter()
@@ -103,13 +124,22 @@ impl Direction {
 
     fn send(&mut self, now: Duration, t: Transmit) {
         let bits = t.data.len() as u64 * 8;
-        let start = self.free_at.max(now);
-        let serialise = self.link.rate_bps.map_or(Duration::ZERO, |r| {
+        let reliable = t.channel != Channel::Video;
+        let mut start = self.free_at.max(now);
+        if let Some(limit) = self.link.queue {
+            if start > now + limit {
+                if !reliable {
+                    self.lost += 1;
+                    return;
+                }
+                start = start.max(now + self.link.rto);
+            }
+        }
+        let serialise = self.link.rate_at(start).map_or(Duration::ZERO, |r| {
             Duration::from_nanos(bits * 1_000_000_000 / r.max(1))
         });
         self.free_at = start + serialise;
         let mut at = self.free_at + self.link.delay;
-        let reliable = t.channel != Channel::Video;
         // A reliable message is sent again until a copy gets through.
         let mut sent_at = start;
         loop {
@@ -171,6 +201,7 @@ pub struct Pair {
     now: Duration,
     to_viewer: Direction,
     to_host: Direction,
+    video: Option<video::VideoRun>,
 }
 
 /// Steps a run may take before the harness calls it a livelock.
@@ -195,7 +226,26 @@ impl Pair {
             now: Duration::ZERO,
             to_viewer: Direction::new(down),
             to_host: Direction::new(up),
+            video: None,
         }
+    }
+
+    /// Add a synthetic screen driven by the target's rate control: see [`VideoLoad`].
+    pub fn with_video(mut self, load: VideoLoad, stream: &StreamInfo) -> Self {
+        let pixels: Vec<u32> = (0..stream.tops.len())
+            .map(|i| {
+                let bottom = stream.tops.get(i + 1).copied().unwrap_or(stream.height);
+                stream.width * bottom.saturating_sub(stream.tops[i])
+            })
+            .collect();
+        let target = self.host.rate_target();
+        self.video = Some(video::VideoRun::new(load, stream.stream, &pixels, target));
+        self
+    }
+
+    /// Every band frame the viewer could show so far (with a synthetic screen).
+    pub fn shown(&self) -> &[Shown] {
+        self.video.as_ref().map_or(&[], |v| &v.shown)
     }
 
     /// The virtual time now.
@@ -231,6 +281,7 @@ impl Pair {
                 self.to_host.next_at(),
                 self.host.poll_timeout(),
                 self.viewer.poll_timeout(),
+                self.video.as_ref().and_then(|v| v.next_at()),
             ]
             .into_iter()
             .flatten()
@@ -255,6 +306,9 @@ impl Pair {
         self.now = now;
         while let Some(m) = self.to_viewer.pop_due(now) {
             self.viewer.handle_message(now, m.channel, &m.data);
+            if let (Some(v), Channel::Video) = (&mut self.video, m.channel) {
+                v.deliver(now, &m.data);
+            }
         }
         while let Some(m) = self.to_host.pop_due(now) {
             self.host.handle_message(now, m.channel, &m.data);
@@ -264,6 +318,24 @@ impl Pair {
         }
         if self.viewer.poll_timeout().is_some_and(|t| t <= now) {
             self.viewer.handle_timeout(now);
+        }
+        if let Some(v) = &mut self.video {
+            if let Some(req) = v.rasm.poll_keyframe_request(now) {
+                self.viewer.request_keyframe(req.0, req.1);
+            }
+            v.sender.set_budget(self.host.queue_budget());
+            v.tick(now);
+            while let Some((_, data)) = v.sender.poll_transmit(now) {
+                self.to_viewer.send(
+                    now,
+                    Transmit {
+                        channel: Channel::Video,
+                        data,
+                    },
+                );
+            }
+            let lost = v.sender.poll_lost();
+            self.host.handle_video_lost(now, lost);
         }
         self.flush();
     }
@@ -278,6 +350,13 @@ impl Pair {
             self.to_host.send(now, t);
         }
         while let Some(e) = self.host.poll_event() {
+            if let Some(v) = &mut self.video {
+                match &e {
+                    HostSessionEvent::RateChanged(t) => v.set_rate(now, *t),
+                    HostSessionEvent::KeyframeRequested { bands } => v.request_keyframes(*bands),
+                    _ => {}
+                }
+            }
             self.host_events.push((now, e));
         }
         while let Some(e) = self.viewer.poll_event() {

@@ -79,9 +79,12 @@ pub struct RateTarget {
 
 /// The queue on the path above which the sender is "too much", whatever the trend.
 const OVERUSE_DELAY: Duration = Duration::from_millis(80);
-/// A smaller queue that is still growing this fast (per feedback) is too much too.
-const RISING_DELAY: Duration = Duration::from_millis(30);
-const RISE_STEP: Duration = Duration::from_millis(15);
+/// A smaller queue that is still growing is too much too: above this, and growing by more
+/// than `RISE_PER_SAMPLE` per feedback on average over the last `TREND_SAMPLES` (two
+/// halves' means compared, so jitter averages out).
+const RISING_DELAY: Duration = Duration::from_millis(20);
+const RISE_PER_SAMPLE: Duration = Duration::from_millis(4);
+const TREND_SAMPLES: usize = 8;
 /// Above this queue, or above `HOLD_LOSS`, the target holds still.
 const HOLD_DELAY: Duration = Duration::from_millis(40);
 const HOLD_LOSS: f64 = 0.02;
@@ -112,6 +115,8 @@ pub(crate) struct RateController {
     acked: Option<f64>,
     /// The queue delay, smoothed.
     delay: Option<f64>,
+    /// The latest raw queue delays, oldest first.
+    trend: std::collections::VecDeque<f64>,
     last_decrease: Option<Duration>,
     /// A limit has been seen: growth is gentle from then on.
     limited: bool,
@@ -124,6 +129,7 @@ impl RateController {
             config,
             acked: None,
             delay: None,
+            trend: std::collections::VecDeque::with_capacity(TREND_SAMPLES),
             last_decrease: None,
             limited: false,
         }
@@ -168,13 +174,16 @@ impl RateController {
             fb.lost as f64 / total as f64
         };
         let delay_now = f64::from(fb.queue_delay_us.min(MAX_DELAY_US)) / 1e6;
-        let before = self.delay;
+        if self.trend.len() == TREND_SAMPLES {
+            self.trend.pop_front();
+        }
+        self.trend.push_back(delay_now);
         let delay = smooth(self.delay, delay_now, 0.4);
         self.delay = Some(delay);
         let acked = smooth(self.acked, received, 0.3);
         self.acked = Some(acked);
 
-        let rising = before.is_some_and(|b| delay - b > RISE_STEP.as_secs_f64());
+        let rising = self.rising();
         let delay_overuse =
             delay > OVERUSE_DELAY.as_secs_f64() || (delay > RISING_DELAY.as_secs_f64() && rising);
         let loss_overuse = loss > OVERUSE_LOSS;
@@ -214,6 +223,22 @@ impl RateController {
             .target
             .clamp(self.config.min_bps as f64, self.config.max_bps as f64);
         Ok((self.target - old).abs() > 1.0)
+    }
+}
+
+impl RateController {
+    /// Whether the queue delay grows, on average over the last samples.
+    fn rising(&self) -> bool {
+        let n = self.trend.len();
+        if n < 4 {
+            return false;
+        }
+        let half = n / 2;
+        let mean = |it: &mut dyn Iterator<Item = &f64>| it.sum::<f64>() / half as f64;
+        let old = mean(&mut self.trend.iter().take(half));
+        let new = mean(&mut self.trend.iter().skip(n - half));
+        // The two halves' centres are `n - half` samples apart.
+        (new - old) / (n - half) as f64 > RISE_PER_SAMPLE.as_secs_f64()
     }
 }
 

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use deskwire_engine::{BandLayout, ColorSpace};
 
 use crate::clock::ClockSync;
+use crate::feedback::ReceiveMeter;
 use crate::input::InputEvent;
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit};
 use crate::stats::ControllerStats;
@@ -28,14 +29,21 @@ pub struct ViewerSessionConfig {
     pub ping_interval: Duration,
     /// How often statistics are reported, here and to the target.
     pub stats_interval: Duration,
+    /// How often the target hears what the video channel delivered, while video flows.
+    pub feedback_interval: Duration,
+    /// After this long without a word from the target the link counts as down and the
+    /// technician is told the session is reconnecting.
+    pub quiet_after: Duration,
 }
 
 impl Default for ViewerSessionConfig {
     fn default() -> Self {
         Self {
-            peer_timeout: Duration::from_secs(3),
+            peer_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(1),
             stats_interval: Duration::from_secs(1),
+            feedback_interval: Duration::from_millis(100),
+            quiet_after: Duration::from_millis(2500),
         }
     }
 }
@@ -70,6 +78,11 @@ pub enum ViewerSessionEvent {
     },
     /// A better estimate of the target's clock minus ours.
     ClockOffset(i64),
+    /// Nothing heard from the target for `quiet_after`: the link is down and the session
+    /// waits for it (up to `peer_timeout`). Show "reconnecting".
+    Reconnecting,
+    /// The target is heard again after [`ViewerSessionEvent::Reconnecting`].
+    Reconnected,
     /// Periodic statistics.
     Stats(ControllerStats),
     /// The session is over.
@@ -98,6 +111,10 @@ pub struct ViewerSession {
     bytes: u64,
     decoded: Decoded,
     keyframe_requests: u32,
+    meter: ReceiveMeter,
+    feedback: Every,
+    quiet_after: Duration,
+    reconnecting: bool,
     out: Outbox<ViewerSessionEvent>,
 }
 
@@ -115,6 +132,14 @@ impl ViewerSession {
             bytes: 0,
             decoded: Decoded::default(),
             keyframe_requests: 0,
+            meter: ReceiveMeter::new(),
+            feedback: Every::new(
+                now,
+                now + config.feedback_interval,
+                config.feedback_interval,
+            ),
+            quiet_after: config.quiet_after,
+            reconnecting: false,
             out: Outbox::new(),
         }
     }
@@ -156,8 +181,15 @@ impl ViewerSession {
             return;
         }
         self.liveness.heard(now);
+        if self.reconnecting {
+            self.reconnecting = false;
+            self.out.event(ViewerSessionEvent::Reconnected);
+        }
         match channel {
-            Channel::Video => self.bytes += data.len() as u64,
+            Channel::Video => {
+                self.bytes += data.len() as u64;
+                self.meter.handle_video(now, data);
+            }
             Channel::Control => self.handle_control(now, data),
             Channel::Input => tracing::debug!("ignored input from the target"),
         }
@@ -237,6 +269,19 @@ impl ViewerSession {
         if let Some(silent) = self.liveness.timed_out(now) {
             self.finish(SessionEnd::PeerTimeout(silent));
             return;
+        }
+        if !self.reconnecting && self.liveness.silent(now) > self.quiet_after {
+            self.reconnecting = true;
+            self.out.event(ViewerSessionEvent::Reconnecting);
+        }
+        if self.feedback.due(now).is_some() {
+            if let Some(mut fb) = self.meter.take(now) {
+                fb.rtt_us = self
+                    .clock
+                    .rtt()
+                    .map_or(0, |r| r.as_micros().clamp(1, u128::from(u32::MAX)) as u32);
+                self.send_control(ControlMessage::Feedback(fb));
+            }
         }
         if self.ping.due(now).is_some() {
             self.nonce = self.nonce.wrapping_add(1);
@@ -340,10 +385,19 @@ impl ViewerSession {
     /// When [`ViewerSession::handle_timeout`] must next be called; `None` once ended.
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.out.is_open().then(|| {
-            self.liveness
+            let mut next = self
+                .liveness
                 .deadline()
                 .min(self.ping.next())
-                .min(self.stats.next())
+                .min(self.stats.next());
+            if !self.reconnecting {
+                next = next
+                    .min(self.liveness.last_heard() + self.quiet_after + Duration::from_millis(1));
+            }
+            if self.meter.has_data() {
+                next = next.min(self.feedback.next());
+            }
+            next
         })
     }
 }

@@ -153,6 +153,8 @@ pub struct Feedback {
     pub queue_delay_us: u32,
     /// The highest transport sequence number seen so far.
     pub highest_seq: u32,
+    /// The viewer's latest round trip to the target, microseconds; 0 before the first.
+    pub rtt_us: u32,
 }
 
 /// Why a peer is leaving.
@@ -333,6 +335,7 @@ impl ControlMessage {
                     f.lost,
                     f.queue_delay_us,
                     f.highest_seq,
+                    f.rtt_us,
                 ] {
                     out.put_u32_le(v);
                 }
@@ -426,6 +429,7 @@ pub fn decode_control(buf: &[u8]) -> Result<ControlMessage, WireError> {
             lost: r.u32()?,
             queue_delay_us: r.u32()?,
             highest_seq: r.u32()?,
+            rtt_us: r.u32()?,
         }),
         kind::PERMISSIONS => ControlMessage::Permissions {
             control: r.bool("control")?,

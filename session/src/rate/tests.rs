@@ -12,6 +12,7 @@ fn fb(bps: u64, loss: f64, delay_ms: u32) -> Feedback {
         lost: (f64::from(received) * loss / (1.0 - loss)).round() as u32,
         queue_delay_us: delay_ms * 1000,
         highest_seq: 0,
+        rtt_us: 0,
     }
 }
 

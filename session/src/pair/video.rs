@@ -1,0 +1,184 @@
+//! A synthetic screen for the [`super::Pair`]: an "encoder" that makes band frames of the
+//! size the rate controller asks for, the real [`VideoSender`] pacing them onto the link,
+//! and the real [`Reassembler`] at the viewer deciding what could be shown and asking for
+//! keyframes. Congestion control and recovery run end to end in virtual time.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use deskwire_engine::{BandId, EncodedBand, EncodedFrame, FrameId};
+
+use crate::pacer::{PacerConfig, VideoSender};
+use crate::rate::RateTarget;
+use crate::video::Reassembler;
+use crate::wire::decode_video;
+
+/// What the synthetic screen does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoLoad {
+    /// Bands of the stream (the [`crate::StreamInfo`] must have as many).
+    pub bands: usize,
+    /// Frames per second the screen changes at.
+    pub fps: u32,
+    /// The content changes until this instant, then stands still.
+    pub changing_until: Duration,
+    /// A keyframe costs this many times a changed band's frame.
+    pub keyframe_factor: u32,
+    /// Largest message on the video channel.
+    pub max_message: usize,
+    /// How long the viewer waits before asking again for a keyframe it did not get.
+    pub keyframe_retry: Duration,
+}
+
+impl Default for VideoLoad {
+    fn default() -> Self {
+        Self {
+            bands: 3,
+            fps: 60,
+            changing_until: Duration::MAX,
+            keyframe_factor: 6,
+            max_message: 16 * 1024,
+            keyframe_retry: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A band frame the viewer could show: when it arrived, which band, from which frame, and
+/// when that frame was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    /// Arrival at the viewer.
+    pub at: Duration,
+    /// The band.
+    pub band: u8,
+    /// The frame it belongs to.
+    pub frame: u64,
+    /// When the frame was captured.
+    pub captured: Duration,
+}
+
+#[derive(Debug)]
+pub(super) struct VideoRun {
+    load: VideoLoad,
+    pub(super) sender: VideoSender,
+    encoder_bps: u64,
+    max_fps: u32,
+    next_frame: Duration,
+    want_key: u32,
+    frame_id: u64,
+    pub(super) rasm: Reassembler,
+    pub(super) shown: Vec<Shown>,
+}
+
+impl VideoRun {
+    pub(super) fn new(load: VideoLoad, stream: u16, band_pixels: &[u32], rate: RateTarget) -> Self {
+        let mut rasm = Reassembler::new(load.keyframe_retry);
+        rasm.handle_stream_start(stream, band_pixels, Duration::ZERO);
+        let sender = VideoSender::new(
+            stream,
+            PacerConfig {
+                max_message: load.max_message,
+                start_bps: rate.pacing_bps,
+                stale_after: Duration::from_millis(300),
+            },
+        );
+        Self {
+            want_key: if load.bands >= 32 {
+                u32::MAX
+            } else {
+                (1 << load.bands) - 1
+            },
+            load,
+            sender,
+            encoder_bps: rate.encoder_bps,
+            max_fps: rate.max_fps,
+            next_frame: Duration::ZERO,
+            frame_id: 0,
+            rasm,
+            shown: Vec::new(),
+        }
+    }
+
+    pub(super) fn set_rate(&mut self, now: Duration, rate: RateTarget) {
+        self.encoder_bps = rate.encoder_bps;
+        self.max_fps = rate.max_fps;
+        self.sender.set_rate(now, rate.pacing_bps);
+    }
+
+    pub(super) fn request_keyframes(&mut self, bands: u32) {
+        self.want_key |= bands;
+    }
+
+    /// The next instant something happens here.
+    pub(super) fn next_at(&self) -> Option<Duration> {
+        let frame =
+            (self.changing(self.next_frame) || self.want_key != 0).then_some(self.next_frame);
+        [frame, self.sender.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn changing(&self, t: Duration) -> bool {
+        t < self.load.changing_until
+    }
+
+    /// Encode a frame if one is due and the sender takes it.
+    pub(super) fn tick(&mut self, now: Duration) {
+        if now < self.next_frame {
+            return;
+        }
+        let fps = self.load.fps.min(self.max_fps).max(1);
+        self.next_frame = now + Duration::from_secs(1) / fps;
+        let changing = self.changing(now);
+        if !(changing || self.want_key != 0) || !self.sender.wants_frame() {
+            // Held back: the capture folds the change into a later frame.
+            return;
+        }
+        let band_bytes = (self.encoder_bps / 8 / u64::from(fps) / self.load.bands as u64).max(64);
+        let bands = (0..self.load.bands)
+            .filter(|&b| changing || self.want_key & (1 << b) != 0)
+            .map(|b| {
+                let key = self.want_key & (1 << b) != 0;
+                let len = if key {
+                    band_bytes * u64::from(self.load.keyframe_factor)
+                } else {
+                    band_bytes
+                };
+                EncodedBand {
+                    band: BandId(b as u8),
+                    keyframe: key,
+                    data: Bytes::from(vec![b as u8; len as usize]),
+                    encode_us: 0,
+                }
+            })
+            .collect();
+        self.want_key = 0;
+        self.frame_id += 1;
+        let frame = EncodedFrame {
+            id: FrameId(self.frame_id),
+            captured_at: deskwire_capture::Timestamp::from_micros(now.as_micros() as u64),
+            width: 64,
+            height: 64,
+            bands,
+            timings: Default::default(),
+        };
+        self.sender
+            .handle_frame(now, &frame, now.as_micros() as u64);
+    }
+
+    /// A video message reached the viewer at `now`.
+    pub(super) fn deliver(&mut self, now: Duration, data: &[u8]) {
+        let Ok(chunk) = decode_video(data) else {
+            return;
+        };
+        if let Ok(b) = self.rasm.handle_chunk(&chunk) {
+            self.shown.push(Shown {
+                at: now,
+                band: b.band,
+                frame: b.frame_id,
+                captured: Duration::from_micros(b.captured_at_us),
+            });
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Keyframe refresh that cannot storm: requests for bands (from the viewer, or from the
+//! sender that dropped video) are merged, let out a few bands per frame time so a whole
+//! screen refresh is spread over several frames instead of one burst the link loses again,
+//! and a band is not refreshed twice before the first refresh could have arrived.
+
+use std::time::Duration;
+
+/// Time between two batches of refreshed bands: about a frame at 50 fps.
+const STEP: Duration = Duration::from_millis(20);
+
+#[derive(Debug)]
+pub(crate) struct Refresh {
+    mask: u32,
+    pending: u32,
+    /// When each band was last refreshed.
+    last: Vec<Option<Duration>>,
+    /// When the next batch may go; `None` while nothing is pending.
+    next: Option<Duration>,
+}
+
+impl Refresh {
+    pub(crate) fn new(bands: usize) -> Self {
+        Self {
+            mask: if bands >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << bands) - 1
+            },
+            pending: 0,
+            last: vec![None; bands.min(32)],
+            next: None,
+        }
+    }
+
+    /// These bands (bit i = band i) want a keyframe; bits beyond the stream are ignored.
+    pub(crate) fn request(&mut self, bands: u32, now: Duration) {
+        let new = bands & self.mask;
+        if new != 0 {
+            self.pending |= new;
+            self.next.get_or_insert(now);
+        }
+    }
+
+    /// The bands to refresh at `now`, if a batch is due: at most a quarter of the bands
+    /// (at least one), none refreshed less than `holdoff` ago.
+    pub(crate) fn poll(&mut self, now: Duration, holdoff: Duration) -> Option<u32> {
+        if self.pending == 0 {
+            self.next = None;
+            return None;
+        }
+        if self.next.is_some_and(|t| now < t) {
+            return None;
+        }
+        let per_batch = self.last.len().div_ceil(4).max(1);
+        let ready =
+            |i: usize, last: &[Option<Duration>]| last[i].is_none_or(|t| now >= t + holdoff);
+        let mut picked = 0u32;
+        for i in 0..self.last.len() {
+            if picked.count_ones() as usize == per_batch {
+                break;
+            }
+            if self.pending & (1 << i) != 0 && ready(i, &self.last) {
+                picked |= 1 << i;
+            }
+        }
+        if picked == 0 {
+            // Everything pending was refreshed just now: wait until the first may go again.
+            self.next = (0..self.last.len())
+                .filter(|i| self.pending & (1 << i) != 0)
+                .filter_map(|i| self.last[i].map(|t| t + holdoff))
+                .min();
+            return None;
+        }
+        for i in 0..self.last.len() {
+            if picked & (1 << i) != 0 {
+                self.last[i] = Some(now);
+            }
+        }
+        self.pending &= !picked;
+        self.next = (self.pending != 0).then_some(now + STEP);
+        Some(picked)
+    }
+
+    /// When [`Refresh::poll`] next has something to give.
+    pub(crate) fn next(&self) -> Option<Duration> {
+        self.next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const HOLD: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn a_whole_screen_refresh_is_spread_over_four_batches() {
+        let mut r = Refresh::new(8);
+        r.request(u32::MAX, Duration::ZERO);
+        let mut batches = Vec::new();
+        let mut now = Duration::ZERO;
+        while let Some(t) = r.next() {
+            now = now.max(t);
+            if let Some(b) = r.poll(now, HOLD) {
+                batches.push((now, b));
+            }
+        }
+        assert_eq!(
+            batches,
+            vec![
+                (Duration::ZERO, 0b11),
+                (20 * MS, 0b1100),
+                (40 * MS, 0b11_0000),
+                (60 * MS, 0b1100_0000)
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_requests_for_a_band_just_refreshed_wait_for_the_holdoff() {
+        let mut r = Refresh::new(2);
+        r.request(0b1, Duration::ZERO);
+        assert_eq!(r.poll(Duration::ZERO, HOLD), Some(0b1));
+        // The viewer asks again and again before the keyframe could have arrived.
+        for t in [10, 50, 150] {
+            r.request(0b1, t * MS);
+            assert_eq!(r.poll(t * MS, HOLD), None);
+        }
+        assert_eq!(r.next(), Some(HOLD));
+        assert_eq!(r.poll(HOLD, HOLD), Some(0b1));
+        assert_eq!(r.next(), None);
+    }
+
+    #[test]
+    fn bands_beyond_the_stream_are_ignored() {
+        let mut r = Refresh::new(3);
+        r.request(0b1000, Duration::ZERO);
+        assert_eq!(r.next(), None);
+        assert_eq!(r.poll(Duration::ZERO, HOLD), None);
+    }
+}

@@ -1,0 +1,241 @@
+//! Congestion control and recovery end to end in virtual time: the real rate controller,
+//! pacer, refresh budget and reassembler over the Pair's simulated bottleneck, with a
+//! synthetic screen that wants more bits than the link carries.
+
+use std::time::Duration;
+
+use deskwire_engine::ColorSpace;
+use deskwire_session::pair::{LinkConfig, Pair, Shown, VideoLoad};
+use deskwire_session::{
+    HostSessionConfig, HostSessionEvent, StreamInfo, ViewerSessionConfig, ViewerSessionEvent,
+};
+
+const MS: Duration = Duration::from_millis(1);
+const S: Duration = Duration::from_secs(1);
+
+fn stream() -> StreamInfo {
+    StreamInfo {
+        stream: 1,
+        width: 1920,
+        height: 1080,
+        color: ColorSpace::default(),
+        tops: (0..8).map(|i| i * 128).collect(),
+    }
+}
+
+/// A bottleneck like `tbf`: this rate, a 100 ms queue, `rtt` split over both ways.
+fn bottleneck(rate_bps: u64, rtt: Duration, loss: f64) -> LinkConfig {
+    LinkConfig {
+        delay: rtt / 2,
+        loss,
+        rate_bps: Some(rate_bps),
+        queue: Some(100 * MS),
+        seed: 11,
+        ..LinkConfig::default()
+    }
+}
+
+fn run(down: LinkConfig, load: VideoLoad, secs: u64) -> Pair {
+    let up = LinkConfig {
+        rate_bps: None,
+        queue: None,
+        rate_steps: Vec::new(),
+        outages: down.outages.clone(),
+        ..down.clone()
+    };
+    let mut p = Pair::new(
+        HostSessionConfig::default(),
+        ViewerSessionConfig::default(),
+        stream(),
+        false,
+        down,
+        up,
+    )
+    .with_video(VideoLoad { bands: 8, ..load }, &stream());
+    p.run_until(Duration::from_secs(secs));
+    p
+}
+
+/// Frames with at least one band shown, per second of arrival.
+fn fps(shown: &[Shown], from: u64, to: u64) -> Vec<usize> {
+    (from..to)
+        .map(|s| {
+            let mut frames: Vec<u64> = shown
+                .iter()
+                .filter(|x| x.at.as_secs() == s)
+                .map(|x| x.frame)
+                .collect();
+            frames.dedup();
+            frames.len()
+        })
+        .collect()
+}
+
+/// The longest time any band went without a new picture between `from` and `to`.
+fn longest_freeze(shown: &[Shown], bands: u8, from: Duration, to: Duration) -> Duration {
+    (0..bands)
+        .map(|b| {
+            let mut last = from;
+            let mut worst = Duration::ZERO;
+            for x in shown
+                .iter()
+                .filter(|x| x.band == b && x.at >= from && x.at <= to)
+            {
+                worst = worst.max(x.at - last);
+                last = x.at;
+            }
+            worst.max(to - last)
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+fn estimate_at(p: &Pair, t: Duration) -> u64 {
+    p.host_events
+        .iter()
+        .filter(|(at, _)| *at <= t)
+        .filter_map(|(_, e)| match e {
+            HostSessionEvent::RateChanged(r) => Some(r.estimate_bps),
+            _ => None,
+        })
+        .last()
+        .expect("a rate was set")
+}
+
+#[test]
+fn a_link_slower_than_the_content_keeps_the_picture_moving() {
+    // The screen wants 60 fps at up to 20 Mbit/s; the link carries 3 Mbit/s.
+    let p = run(
+        bottleneck(3_000_000, 40 * MS, 0.0),
+        VideoLoad::default(),
+        12,
+    );
+    let per_second = fps(p.shown(), 2, 12);
+    assert!(per_second.iter().all(|&f| f >= 20), "fps {per_second:?}");
+    let freeze = longest_freeze(p.shown(), 8, 2 * S, 12 * S);
+    assert!(freeze < 300 * MS, "a band froze for {freeze:?}");
+    let e = estimate_at(&p, 12 * S);
+    assert!((1_500_000..=3_600_000).contains(&e), "estimate {e}");
+    // Latency stays bounded: no picture arrives more than 400 ms after its capture.
+    let late = p
+        .shown()
+        .iter()
+        .filter(|x| x.at >= 2 * S)
+        .map(|x| x.at - x.captured)
+        .max();
+    assert!(late.unwrap() < 400 * MS, "latency {late:?}");
+}
+
+#[test]
+fn a_step_down_from_20_to_2_mbit_is_followed_within_a_second_without_a_long_freeze() {
+    let mut down = bottleneck(20_000_000, 30 * MS, 0.0);
+    down.rate_steps = vec![(5 * S, 2_000_000)];
+    let p = run(down, VideoLoad::default(), 10);
+    assert!(
+        estimate_at(&p, 5 * S) > 8_000_000,
+        "{}",
+        estimate_at(&p, 5 * S)
+    );
+    let after = estimate_at(&p, 6 * S);
+    assert!(
+        after <= 2_000_000,
+        "estimate {after} a second after the step"
+    );
+    let freeze = longest_freeze(p.shown(), 8, 4 * S, 10 * S);
+    assert!(freeze < S, "a band froze for {freeze:?}");
+}
+
+#[test]
+fn random_loss_neither_stalls_the_picture_nor_storms_keyframes() {
+    let p = run(
+        bottleneck(8_000_000, 40 * MS, 0.02),
+        VideoLoad::default(),
+        10,
+    );
+    let per_second = fps(p.shown(), 2, 10);
+    assert!(per_second.iter().all(|&f| f >= 20), "fps {per_second:?}");
+    let freeze = longest_freeze(p.shown(), 8, 2 * S, 10 * S);
+    assert!(freeze < 700 * MS, "a band froze for {freeze:?}");
+    // Refreshes are budgeted: far fewer keyframe batches than frames.
+    let batches = p
+        .host_events
+        .iter()
+        .filter(|(_, e)| matches!(e, HostSessionEvent::KeyframeRequested { .. }))
+        .count();
+    assert!(batches < 200, "{batches} keyframe batches in 10 s");
+}
+
+#[test]
+fn the_picture_converges_within_a_second_after_the_content_stops() {
+    let load = VideoLoad {
+        changing_until: 5 * S,
+        ..VideoLoad::default()
+    };
+    let p = run(bottleneck(3_000_000, 60 * MS, 0.01), load, 8);
+    // Each band's last picture is of a frame captured at or after the content stopped
+    // changing, and it arrived within a second of that.
+    for b in 0..8u8 {
+        let last = p.shown().iter().filter(|x| x.band == b).last().unwrap();
+        let final_frame = p
+            .shown()
+            .iter()
+            .filter(|x| x.band == b && x.captured >= 5 * S - 20 * MS)
+            .map(|x| x.at)
+            .next();
+        assert!(
+            final_frame.is_some_and(|at| at <= 6 * S),
+            "band {b}: last shown {last:?}"
+        );
+    }
+}
+
+fn outage(len: Duration) -> Pair {
+    let mut down = bottleneck(20_000_000, 30 * MS, 0.0);
+    down.outages = vec![(4 * S, 4 * S + len)];
+    run(down, VideoLoad::default(), 6 + len.as_secs())
+}
+
+#[test]
+fn outages_of_8_and_25_seconds_are_survived_and_the_picture_returns_quickly() {
+    for len in [8 * S, 25 * S] {
+        let p = outage(len);
+        assert!(
+            p.host.ended().is_none() && p.viewer.ended().is_none(),
+            "{len:?}"
+        );
+        let back = 4 * S + len;
+        // Every band shows a new picture within RTT + 300 ms of the link's return.
+        for b in 0..8u8 {
+            let first = p.shown().iter().find(|x| x.band == b && x.at >= back);
+            assert!(
+                first.is_some_and(|x| x.at <= back + 330 * MS),
+                "{len:?} band {b}: {first:?}"
+            );
+        }
+        let down = |e: &HostSessionEvent| matches!(e, HostSessionEvent::LinkDown);
+        let up = |e: &HostSessionEvent| matches!(e, HostSessionEvent::LinkUp);
+        assert!(p.host_events.iter().any(|(_, e)| down(e)));
+        assert!(p.host_events.iter().any(|(t, e)| up(e) && *t >= back));
+        let told = |e: &ViewerSessionEvent| matches!(e, ViewerSessionEvent::Reconnecting);
+        assert!(p.viewer_events.iter().any(|(t, e)| told(e) && *t < back));
+    }
+}
+
+#[test]
+fn an_idle_screen_sends_no_feedback() {
+    let load = VideoLoad {
+        changing_until: Duration::ZERO,
+        ..VideoLoad::default()
+    };
+    let mut p = run(bottleneck(20_000_000, 30 * MS, 0.0), load, 2);
+    let before = p.viewer.bytes_received();
+    let sent_before = p.down_counts().0;
+    p.run_for(10 * S);
+    // Nothing but pings and pongs: about one each way per second.
+    assert_eq!(p.viewer.bytes_received(), before);
+    let messages = p.down_counts().0 - sent_before;
+    assert!(
+        messages <= 12,
+        "{messages} messages to the viewer in 10 idle seconds"
+    );
+}
