@@ -665,6 +665,10 @@ impl Ui {
                     }
                     Err(why) => println!("unattended access not granted: {why}"),
                 },
+                HostEvent::LinkDown => println!(
+                    "the technician's connection dropped; any keys they held were released. Waiting for it to come back."
+                ),
+                HostEvent::LinkUp => println!("the technician's connection is back"),
                 HostEvent::Stats(s) => println!(
                     "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
                     s.fps, s.kbps, s.viewer_latency_p50

@@ -32,8 +32,12 @@ pub struct TransportConfig {
     /// Time between ICE connectivity checks. webrtc's 200 ms default costs three ticks
     /// before a loopback session opens.
     pub ice_check_interval: Duration,
-    /// Silence after which ICE calls the path disconnected (failed after twice that).
+    /// Silence after which ICE calls the path disconnected.
     pub ice_disconnected_timeout: Duration,
+    /// Silence after which ICE gives the path up and the connection closes: longer than
+    /// the session's peer timeout, so an outage the session means to survive does not end
+    /// the connection under it.
+    pub ice_failed_timeout: Duration,
     /// ICE keepalive period.
     pub ice_keepalive_interval: Duration,
     /// Largest data channel message, negotiated in the SDP (64 KiB..=256 KiB).
@@ -56,6 +60,7 @@ impl Default for TransportConfig {
             mdns: MdnsMode::default(),
             ice_check_interval: Duration::from_millis(5),
             ice_disconnected_timeout: Duration::from_secs(3),
+            ice_failed_timeout: Duration::from_secs(40),
             ice_keepalive_interval: Duration::from_secs(1),
             max_message: 256 * 1024,
             send_buffer: 2 * 1024 * 1024,
@@ -187,6 +192,12 @@ impl TransportConfig {
             ms(60_000),
         )?;
         check_duration(
+            "ice_failed_timeout",
+            self.ice_failed_timeout,
+            self.ice_disconnected_timeout,
+            ms(660_000),
+        )?;
+        check_duration(
             "ice_keepalive_interval",
             self.ice_keepalive_interval,
             ms(100),
@@ -281,7 +292,9 @@ impl HostConfig {
             pipeline: PipelineConfig::default(),
             transport: TransportConfig::default(),
             connect_timeout: Duration::from_secs(15),
-            peer_timeout: Duration::from_secs(3),
+            // Long enough to ride out a Wi-Fi roam or a tunnel: the link is reported down
+            // (and held keys released) after 2.5 s of silence, ended only after this.
+            peer_timeout: Duration::from_secs(30),
             acceptance: AcceptanceMode::AllowAutomatically {
                 reject_window: Duration::ZERO,
             },
@@ -488,7 +501,9 @@ impl ControllerConfig {
             broker: broker.into(),
             transport: TransportConfig::default(),
             connect_timeout: Duration::from_secs(15),
-            peer_timeout: Duration::from_secs(3),
+            // Long enough to ride out a Wi-Fi roam or a tunnel: the link is reported down
+            // (and held keys released) after 2.5 s of silence, ended only after this.
+            peer_timeout: Duration::from_secs(30),
             keyframe_retry: Duration::from_millis(250),
             token: None,
             lan: None,

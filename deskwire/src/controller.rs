@@ -409,6 +409,12 @@ impl ControllerTask {
                         });
                     }
                     ViewerSessionEvent::ClockOffset(o) => self.shared.offset_us.store(o, Relaxed),
+                    ViewerSessionEvent::Reconnecting => {
+                        self.events.emit_important(ControllerEvent::Reconnecting);
+                    }
+                    ViewerSessionEvent::Reconnected => {
+                        self.events.emit_important(ControllerEvent::Reconnected);
+                    }
                     ViewerSessionEvent::Permissions { control } => {
                         self.events.emit(ControllerEvent::Permissions { control });
                     }

@@ -280,6 +280,11 @@ pub enum HostEvent {
         /// The outcome.
         result: Result<u32, String>,
     },
+    /// Nothing heard from the technician for a while: the link is down. Whatever they
+    /// held was released; the session waits for the link (up to the peer timeout).
+    LinkDown,
+    /// The technician is heard again after [`HostEvent::LinkDown`].
+    LinkUp,
     /// Periodic statistics.
     Stats(HostStats),
     /// The session is over; no more events follow.
@@ -358,6 +363,11 @@ pub enum ControllerEvent {
         /// Keyboard and mouse are injected.
         control: bool,
     },
+    /// Nothing heard from the target for a while: the link is down and the session waits
+    /// for it (up to the peer timeout). Show "reconnecting".
+    Reconnecting,
+    /// The target is heard again after [`ControllerEvent::Reconnecting`].
+    Reconnected,
     /// Periodic statistics.
     Stats(ControllerStats),
     /// The session is over; no more events follow.

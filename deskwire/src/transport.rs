@@ -213,7 +213,7 @@ pub(crate) async fn build_peer(
         .with_ice_connection_attempts(Some(config.ice_check_interval), None)
         .with_ice_timeouts(
             Some(config.ice_disconnected_timeout),
-            Some(config.ice_disconnected_timeout * 2),
+            Some(config.ice_failed_timeout),
             Some(config.ice_keepalive_interval),
         )
         .with_include_loopback_candidate(config.bind.iter().any(|a| a.is_loopback()))

@@ -79,6 +79,11 @@ impl FrameEncoder {
         &self.image
     }
 
+    /// Aim the whole frame at `bps` from the next encode on.
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
+        self.encoders.set_bitrate(bps)
+    }
+
     /// Make the next encode of `band` (or of every band) a keyframe.
     pub fn request_keyframe(&mut self, band: Option<BandId>) -> Result<(), CodecError> {
         self.encoders.request_keyframe(band)

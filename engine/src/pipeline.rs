@@ -29,6 +29,7 @@ use crate::PipelineError as Error;
 
 enum Control {
     Keyframe(Option<BandId>),
+    Rate { bps: u32, max_fps: u32 },
 }
 
 /// A running pipeline. Encoded frames come out of [`Pipeline::output`].
@@ -49,6 +50,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Control::Keyframe(b) => write!(f, "Keyframe({b:?})"),
+            Control::Rate { bps, max_fps } => write!(f, "Rate({bps} bps, {max_fps} fps)"),
         }
     }
 }
@@ -97,6 +99,8 @@ impl Pipeline {
             stats: stats.clone(),
             prev: None,
             workers,
+            min_interval: None,
+            last_encode: None,
         };
         let mut threads = Vec::with_capacity(2);
         threads.push(spawn("deskwire-encode", move || encode.run())?);
@@ -130,6 +134,17 @@ impl Pipeline {
     pub fn request_keyframe(&self, band: Option<BandId>) {
         // A full control queue already holds keyframe requests; dropping one loses nothing.
         let _ = self.control.try_send(Control::Keyframe(band));
+    }
+
+    /// Aim the encoders at `bps` and encode at most `max_fps` frames a second from now on
+    /// (the congestion controller's target). Frames held back are not lost: capture folds
+    /// their changes into the next one.
+    pub fn set_rate(&self, bps: u32, max_fps: u32) {
+        // A full control queue is already busy; the next target follows soon.
+        let _ = self.control.try_send(Control::Rate {
+            bps: bps.max(100_000),
+            max_fps: max_fps.clamp(1, 240),
+        });
     }
 
     /// Live counters and histograms.
@@ -293,6 +308,9 @@ struct EncodeLoop {
     prev: Option<PooledFrame>,
     /// The band pool, if bands encode in parallel: the loop runs on one of its threads.
     workers: Option<Arc<Workers>>,
+    /// The least time between two encodes (the rate controller's frame rate).
+    min_interval: Option<Duration>,
+    last_encode: Option<Instant>,
 }
 
 impl EncodeLoop {
@@ -315,18 +333,31 @@ impl EncodeLoop {
 
     fn run_inner(&mut self) -> Result<(), Error> {
         loop {
+            // Under the frame-rate cap the next frame waits in the slot, where capture folds
+            // newer changes into it; control still gets through.
+            let hold = match (self.min_interval, self.last_encode) {
+                (Some(min), Some(last)) => (last + min).checked_duration_since(Instant::now()),
+                _ => None,
+            };
+            if let Some(hold) = hold {
+                select! {
+                    recv(self.stop_rx) -> _ => return Ok(()),
+                    recv(self.control_rx) -> msg => {
+                        let Ok(c) = msg else { return Ok(()) };
+                        if !self.control(c)? {
+                            return Ok(());
+                        }
+                    }
+                    default(hold) => {}
+                }
+                continue;
+            }
             select! {
                 recv(self.stop_rx) -> _ => return Ok(()),
                 recv(self.control_rx) -> msg => {
-                    let Ok(Control::Keyframe(band)) = msg else { return Ok(()) };
-                    self.core.request_keyframe(band)?;
-                    // Serve it now from the current picture, even if nothing is captured.
-                    if let Some(captured_at) = self.prev.as_ref().map(|p| p.timestamp()) {
-                        if let Some(out) = self.core.encode_pending(captured_at)? {
-                            if !self.send(out) {
-                                return Ok(());
-                            }
-                        }
+                    let Ok(c) = msg else { return Ok(()) };
+                    if !self.control(c)? {
+                        return Ok(());
                     }
                 }
                 recv(self.slot_rx) -> msg => {
@@ -335,6 +366,31 @@ impl EncodeLoop {
                         return Ok(());
                     }
                 }
+            }
+        }
+    }
+
+    /// Act on a control message. `Ok(false)` when the consumer or a stop ended it.
+    fn control(&mut self, c: Control) -> Result<bool, Error> {
+        match c {
+            Control::Rate { bps, max_fps } => {
+                // A rate the encoder refuses leaves it at the last one: worth a warning, not
+                // the end of the stream.
+                if let Err(e) = self.core.set_bitrate(bps) {
+                    tracing::warn!(error = %e, bps, "cannot retune the encoders");
+                }
+                self.min_interval = Some(Duration::from_secs(1) / max_fps);
+                Ok(true)
+            }
+            Control::Keyframe(band) => {
+                self.core.request_keyframe(band)?;
+                // Serve it now from the current picture, even if nothing is captured.
+                if let Some(captured_at) = self.prev.as_ref().map(|p| p.timestamp()) {
+                    if let Some(out) = self.core.encode_pending(captured_at)? {
+                        return Ok(self.send(out));
+                    }
+                }
+                Ok(true)
             }
         }
     }
@@ -364,6 +420,7 @@ impl EncodeLoop {
 
     /// Count and hand over an encoded frame; false when the consumer or a stop ended it.
     fn send(&mut self, out: EncodedFrame) -> bool {
+        self.last_encode = Some(Instant::now());
         let bytes = out.byte_len() as u64;
         self.stats
             .encode_us

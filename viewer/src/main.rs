@@ -458,6 +458,10 @@ impl Session {
                     }
                 }
             }
+            ControllerEvent::Reconnecting => {
+                println!("reconnecting: nothing heard from the computer; waiting for the link")
+            }
+            ControllerEvent::Reconnected => println!("reconnected"),
             ControllerEvent::Stats(s) => println!(
                 "{:.0} fps, {:.0} kbps, rtt {:?}, latency p50 {:?} p99 {:?}",
                 s.fps, s.kbps, s.rtt, s.latency_p50, s.latency_p99

@@ -228,6 +228,36 @@ impl BandEncoderSet {
         Ok(())
     }
 
+    /// Aim the bands together at `bps` from their next frame on, each its share by height.
+    /// The encoders keep their state: no keyframe follows.
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
+        let height = u64::from(self.layout.height().max(1));
+        for b in &mut self.bands {
+            let share = (u64::from(bps) * u64::from(b.height) / height).max(50_000);
+            let mut info = openh264_sys2::SBitrateInfo {
+                iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
+                iBitrate: i32::try_from(share).unwrap_or(i32::MAX),
+            };
+            // SAFETY: the encoder is initialised (created in `new`); ENCODER_OPTION_BITRATE
+            // reads one SBitrateInfo through the pointer during the call, and `info` outlives
+            // it. OpenH264 only retunes its rate control; it changes no parameter the crate
+            // relies on (sizes, layers, formats).
+            let rc = unsafe {
+                b.encoder.raw_api().set_option(
+                    openh264_sys2::ENCODER_OPTION_BITRATE,
+                    std::ptr::addr_of_mut!(info).cast(),
+                )
+            };
+            if rc != 0 {
+                return Err(CodecError::Encoder {
+                    band: b.id.0,
+                    reason: format!("cannot set the bitrate to {share} bps (OpenH264 error {rc})"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// True when some band is waiting to be encoded.
     pub fn has_work(&self) -> bool {
         self.bands.iter().any(|b| b.wanted)
