@@ -467,7 +467,7 @@ impl ControllerTask {
                     }
                 }
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Input(ev)) => core.send_input(&ev),
+                    Some(Command::Input(ev)) => core.send_input(self.epoch.elapsed(), &ev),
                     Some(Command::RequestGrant(id, request)) => core.request_grant(id, request),
                     Some(Command::KeyframeAll) => core.request_keyframe_all(),
                     Some(Command::Shutdown) | None => {

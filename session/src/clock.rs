@@ -80,3 +80,81 @@ mod tests {
         assert_eq!(c.offset_us(), None);
     }
 }
+
+/// Buckets of the lateness window: the fastest arrival per 10 s, over the last minute.
+const LATE_BUCKETS: usize = 6;
+const LATE_BUCKET_SECS: u64 = 10;
+
+/// How late the viewer's messages reach the target, against the fastest recent one: its
+/// stamps and our arrival times differ by the clocks' offset plus the path's delay, and the
+/// smallest difference of the last minute stands for the offset plus the bare path.
+#[derive(Debug)]
+pub(crate) struct Lateness {
+    minima: [(u64, i64); LATE_BUCKETS],
+}
+
+impl Lateness {
+    pub(crate) fn new() -> Self {
+        Self {
+            minima: [(u64::MAX, i64::MAX); LATE_BUCKETS],
+        }
+    }
+
+    /// A message stamped `sent_us` (the viewer's clock, wrapping) arrived at `now`; returns
+    /// how much later than the fastest recent one it is.
+    pub(crate) fn handle(&mut self, now: Duration, sent_us: u32) -> Duration {
+        let arrived = now.as_micros() as u64 as u32;
+        // Within +/- 35 minutes, which two session clocks started together always are.
+        let d = i64::from(arrived.wrapping_sub(sent_us) as i32);
+        let bucket = now.as_secs() / LATE_BUCKET_SECS;
+        let slot = &mut self.minima[bucket as usize % LATE_BUCKETS];
+        if slot.0 != bucket {
+            *slot = (bucket, d);
+        } else {
+            slot.1 = slot.1.min(d);
+        }
+        let base = self
+            .minima
+            .iter()
+            .filter(|(b, _)| *b != u64::MAX && bucket - *b < LATE_BUCKETS as u64)
+            .map(|(_, m)| *m)
+            .min()
+            .unwrap_or(d);
+        Duration::from_micros(d.saturating_sub(base).max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod lateness_tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn lateness_counts_from_the_fastest_recent_message_whatever_the_clock_offset() {
+        let mut l = Lateness::new();
+        // The viewer's clock runs 7 s behind ours; the path takes 20 ms.
+        let sent = |t: Duration| (t.as_micros() as u64 - 7_000_000) as u32;
+        assert_eq!(
+            l.handle(
+                Duration::from_secs(8),
+                sent(Duration::from_secs(8) - 20 * MS)
+            ),
+            Duration::ZERO
+        );
+        let now = Duration::from_secs(12);
+        assert_eq!(l.handle(now, sent(now - 1_520 * MS)), 1_500 * MS);
+    }
+
+    #[test]
+    fn the_fastest_arrival_is_forgotten_after_a_minute() {
+        let mut l = Lateness::new();
+        l.handle(Duration::from_secs(1), 1_000_000 - 10);
+        // The path got 300 ms slower for good: after a minute that is the new normal.
+        let now = Duration::from_secs(75);
+        assert_eq!(
+            l.handle(now, (75_000_000 - 300_000 - 10) as u32),
+            Duration::ZERO
+        );
+    }
+}

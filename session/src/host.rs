@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use deskwire_engine::ColorSpace;
 
-use crate::input::{InjectOp, InputGate, InputKind, InputRefusal};
+use crate::clock::Lateness;
+use crate::input::{InjectOp, InputEvent, InputGate, InputKind, InputRefusal};
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit};
 use crate::rate::{RateConfig, RateController, RateTarget};
 use crate::refresh::Refresh;
 use crate::stats::HostStats;
-use crate::wire::{decode_control, decode_input, ByeReason, Channel, ControlMessage};
+use crate::wire::{decode_control, decode_input_at, ByeReason, Channel, ControlMessage};
 
 /// The settings of [`HostSession`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +138,7 @@ pub struct HostSession {
     rtt: Option<Duration>,
     refresh: Refresh,
     link_down: bool,
+    lateness: Lateness,
     out: Outbox<HostSessionEvent>,
 }
 
@@ -169,6 +171,7 @@ impl HostSession {
             rtt: None,
             refresh: Refresh::new(stream.tops.len()),
             link_down: false,
+            lateness: Lateness::new(),
             out: Outbox::new(),
         };
         s.out.event(HostSessionEvent::RateChanged(s.rate.target()));
@@ -231,7 +234,7 @@ impl HostSession {
         }
         match channel {
             Channel::Control => self.handle_control(now, data),
-            Channel::Input => self.handle_input(data),
+            Channel::Input => self.handle_input(now, data),
             Channel::Video => tracing::debug!("ignored video from the viewer"),
         }
     }
@@ -239,6 +242,7 @@ impl HostSession {
     fn handle_control(&mut self, now: Duration, data: &[u8]) {
         match decode_control(data) {
             Ok(ControlMessage::Ping { nonce, sent_us }) => {
+                self.lateness.handle(now, sent_us as u32);
                 self.send_control(ControlMessage::Pong {
                     nonce,
                     echo_us: sent_us,
@@ -290,8 +294,8 @@ impl HostSession {
         }
     }
 
-    fn handle_input(&mut self, data: &[u8]) {
-        let event = match decode_input(data) {
+    fn handle_input(&mut self, now: Duration, data: &[u8]) {
+        let (event, sent_us) = match decode_input_at(data) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "malformed input message from the viewer");
@@ -303,6 +307,13 @@ impl HostSession {
             }
         };
         let kind = InputKind::from(&event);
+        if sent_us != 0 && self.lateness.handle(now, sent_us) > MAX_INPUT_LATENESS && acts(&event) {
+            self.out.event(HostSessionEvent::InputRefused {
+                kind,
+                reason: InputRefusal::Stale,
+            });
+            return;
+        }
         let event = match self.gate.handle_event(event) {
             Ok(_) if self.config.view_only => HostSessionEvent::InputRefused {
                 kind,
@@ -444,6 +455,18 @@ impl HostSession {
             self.refresh.next().map_or(next, |r| next.min(r))
         })
     }
+}
+
+/// Input later than this behind the viewer's fastest recent message is not acted on.
+const MAX_INPUT_LATENESS: Duration = Duration::from_secs(1);
+
+/// Whether an event does something (a press, a move, text), as opposed to releasing what is
+/// held: a late release is still wanted.
+fn acts(event: &InputEvent) -> bool {
+    !matches!(
+        event,
+        InputEvent::Key { down: false, .. } | InputEvent::Button { down: false, .. }
+    )
 }
 
 /// Whether the target moved enough to retune the encoder: 5 % of rate, or another frame

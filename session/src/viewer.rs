@@ -335,10 +335,12 @@ impl ViewerSession {
         }
     }
 
-    /// Send a keyboard or mouse event.
-    pub fn send_input(&mut self, event: &InputEvent) {
+    /// Send a keyboard or mouse event at `now`, stamped with it: the target refuses a press
+    /// that reaches it much later than the viewer's messages usually do.
+    pub fn send_input(&mut self, now: Duration, event: &InputEvent) {
         let mut data = BytesMut::with_capacity(16);
-        event.encode(&mut data);
+        // 0 means "unknown" on the wire; the first microsecond is not worth a special case.
+        event.encode_at(&mut data, (micros(now) as u32).max(1));
         self.out.send(Transmit {
             channel: Channel::Input,
             data,

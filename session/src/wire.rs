@@ -13,6 +13,7 @@
 //!  10 stream u16  12 band u8  13 flags u8 (bit 0: keyframe)
 //!  14 chunk index u16  16 chunk count u16  18 band seq u32  22 frame id u64
 //!  30 capture time us u64  38 band payload length u32  42 offset of this chunk u32
+//! input: 0 version  1 kind  2 send time us u32 (sender's clock, 0 unknown)  6 the event
 //! ```
 
 use bytes::{BufMut, BytesMut};
@@ -468,27 +469,38 @@ pub fn decode_control(buf: &[u8]) -> Result<ControlMessage, WireError> {
 }
 
 impl InputEvent {
-    /// Append this event to `out`.
+    /// Append this event to `out`, sent at an unknown time.
     pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_at(out, 0);
+    }
+
+    /// Append this event to `out`, stamped with when it was sent: microseconds on the
+    /// sender's session clock, wrapping; 0 for unknown. The target refuses presses that
+    /// arrive much later than the sender's messages usually do.
+    pub fn encode_at(&self, out: &mut BytesMut, sent_us: u32) {
         out.put_u8(WIRE_VERSION);
         match self {
             InputEvent::PointerMove { x, y } => {
                 out.put_u8(kind::POINTER_MOVE);
+                out.put_u32_le(sent_us);
                 out.put_i32_le(*x);
                 out.put_i32_le(*y);
             }
             InputEvent::Button { button, down } => {
                 out.put_u8(kind::BUTTON);
+                out.put_u32_le(sent_us);
                 out.put_u8(button.wire());
                 out.put_u8(u8::from(*down));
             }
             InputEvent::Wheel { dx, dy } => {
                 out.put_u8(kind::WHEEL);
+                out.put_u32_le(sent_us);
                 out.put_i16_le(*dx);
                 out.put_i16_le(*dy);
             }
             InputEvent::Key { key, down } => {
                 out.put_u8(kind::KEY);
+                out.put_u32_le(sent_us);
                 match key {
                     Key::Char(c) => {
                         out.put_u8(0);
@@ -503,6 +515,7 @@ impl InputEvent {
             }
             InputEvent::Text(text) => {
                 out.put_u8(kind::TEXT);
+                out.put_u32_le(sent_us);
                 let text = truncate_utf8(text, MAX_TEXT_BYTES);
                 out.put_u16_le(text.len() as u16);
                 out.put_slice(text.as_bytes());
@@ -513,7 +526,19 @@ impl InputEvent {
 
 /// Parse a message from the `input` channel.
 pub fn decode_input(buf: &[u8]) -> Result<InputEvent, WireError> {
+    decode_input_at(buf).map(|(event, _)| event)
+}
+
+/// Parse a message from the `input` channel with its send stamp (0: unknown).
+pub fn decode_input_at(buf: &[u8]) -> Result<(InputEvent, u32), WireError> {
     let mut r = Reader::open(buf, Channel::Input)?;
+    if !matches!(
+        r.kind,
+        kind::POINTER_MOVE | kind::BUTTON | kind::WHEEL | kind::KEY | kind::TEXT
+    ) {
+        return Err(r.unknown());
+    }
+    let sent_us = r.u32()?;
     let event = match r.kind {
         kind::POINTER_MOVE => InputEvent::PointerMove {
             x: r.i32()?,
@@ -564,7 +589,7 @@ pub fn decode_input(buf: &[u8]) -> Result<InputEvent, WireError> {
         _ => return Err(r.unknown()),
     };
     r.finish()?;
-    Ok(event)
+    Ok((event, sent_us))
 }
 
 fn color_wire(c: ColorSpace) -> u8 {

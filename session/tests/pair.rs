@@ -170,7 +170,7 @@ fn keyframe_requests_reach_the_target_for_its_stream_and_bands_only() {
 fn input_is_injected_with_control_and_refused_without() {
     let mut p = pair(false, link(5), link(5));
     p.viewer
-        .send_input(&InputEvent::PointerMove { x: 10, y: 10 });
+        .send_input(p.now(), &InputEvent::PointerMove { x: 10, y: 10 });
     p.run_until(20 * MS);
     assert!(injected(&p).is_empty());
     assert!(p.host_events.iter().any(|(_, e)| matches!(
@@ -183,7 +183,7 @@ fn input_is_injected_with_control_and_refused_without() {
 
     p.host.set_control(true);
     p.viewer
-        .send_input(&InputEvent::PointerMove { x: 10_000, y: 20 });
+        .send_input(p.now(), &InputEvent::PointerMove { x: 10_000, y: 20 });
     p.run_until(40 * MS);
     assert_eq!(injected(&p), vec![InjectOp::MoveTo { x: 639, y: 20 }]);
     assert!(p
@@ -195,14 +195,20 @@ fn input_is_injected_with_control_and_refused_without() {
 #[test]
 fn revoking_control_releases_what_the_viewer_holds_and_tells_it() {
     let mut p = pair(true, link(5), link(5));
-    p.viewer.send_input(&InputEvent::Key {
-        key: Key::Char('a'),
-        down: true,
-    });
-    p.viewer.send_input(&InputEvent::Button {
-        button: PointerButton::Left,
-        down: true,
-    });
+    p.viewer.send_input(
+        p.now(),
+        &InputEvent::Key {
+            key: Key::Char('a'),
+            down: true,
+        },
+    );
+    p.viewer.send_input(
+        p.now(),
+        &InputEvent::Button {
+            button: PointerButton::Left,
+            down: true,
+        },
+    );
     p.run_until(20 * MS);
     assert_eq!(injected(&p).len(), 2);
     p.host.set_control(false);
@@ -231,10 +237,13 @@ fn a_link_that_goes_quiet_releases_held_keys_long_before_the_session_times_out()
     let mut up = link(5);
     up.outages = vec![(100 * MS, Duration::from_secs(60))];
     let mut p = pair(true, link(5), up);
-    p.viewer.send_input(&InputEvent::Key {
-        key: Key::Char('x'),
-        down: true,
-    });
+    p.viewer.send_input(
+        p.now(),
+        &InputEvent::Key {
+            key: Key::Char('x'),
+            down: true,
+        },
+    );
     p.run_until(Duration::from_secs(40));
     let release_at = p.host_events.iter().find_map(|(t, e)| match e {
         HostSessionEvent::Release(ops)
@@ -311,7 +320,8 @@ fn reliable_messages_survive_loss_as_delay_and_arrive_in_order() {
     up.seed = 99;
     let mut p = pair(true, link(10), up);
     for i in 0..20 {
-        p.viewer.send_input(&InputEvent::PointerMove { x: i, y: 0 });
+        p.viewer
+            .send_input(p.now(), &InputEvent::PointerMove { x: i, y: 0 });
     }
     p.run_until(Duration::from_secs(2));
     let xs: Vec<i32> = injected(&p)
@@ -429,4 +439,53 @@ fn statistics_are_reported_each_second_on_both_sides() {
         _ => None,
     });
     assert_eq!(last.unwrap().viewer_latency_p50, Some(20 * MS));
+}
+
+#[test]
+fn input_held_up_by_an_outage_is_refused_as_stale_but_its_releases_still_go_through() {
+    let mut up = link(10);
+    up.outages = vec![(Duration::from_secs(2), Duration::from_millis(3_600))];
+    let mut p = pair(true, link(10), up);
+    p.run_until(Duration::from_millis(1_500)); // pings teach the target the usual lateness
+    let x = Key::Char('x');
+    p.viewer
+        .send_input(p.now(), &InputEvent::Key { key: x, down: true });
+    p.run_until(Duration::from_millis(2_100));
+    // Sent in the dark; they arrive 1.5 s late when the link returns.
+    p.viewer.send_input(
+        p.now(),
+        &InputEvent::Key {
+            key: x,
+            down: false,
+        },
+    );
+    p.viewer
+        .send_input(p.now(), &InputEvent::PointerMove { x: 5, y: 5 });
+    p.run_until(Duration::from_secs(4));
+    // Once the link is back, fresh input is acted on again.
+    p.viewer
+        .send_input(p.now(), &InputEvent::PointerMove { x: 7, y: 7 });
+    p.run_until(Duration::from_millis(4_100));
+    assert_eq!(
+        injected(&p),
+        vec![
+            InjectOp::Key { key: x, down: true },
+            InjectOp::Key {
+                key: x,
+                down: false
+            },
+            InjectOp::MoveTo { x: 7, y: 7 },
+        ]
+    );
+    let stale = p.host_events.iter().filter(|(_, e)| {
+        matches!(
+            e,
+            HostSessionEvent::InputRefused {
+                reason: InputRefusal::Stale,
+                ..
+            }
+        )
+    });
+    assert_eq!(stale.count(), 1);
+    assert_eq!(host_end(&p), None);
 }

@@ -26,6 +26,11 @@ pub enum InputRefusal {
     /// The bytes were not a valid input message.
     #[error("malformed input message")]
     Malformed,
+    /// A press, move or text that reached the target more than a second later than the
+    /// viewer's messages usually do (held up by an outage): acting on it now would surprise
+    /// the user. Releases still go through.
+    #[error("input that arrived more than a second late")]
+    Stale,
 }
 
 /// Keys held at once beyond which presses are refused; a real keyboard rolls over far sooner.

@@ -150,41 +150,44 @@ fn input_golden_bytes() {
     let cases: Vec<(InputEvent, Vec<u8>)> = vec![
         (
             InputEvent::PointerMove { x: -1, y: 2 },
-            vec![1, 0x30, 0xFF, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0],
+            vec![
+                1, 0x30, 0x78, 0x56, 0x34, 0x12, 0xFF, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0,
+            ],
         ),
         (
             InputEvent::Button {
                 button: PointerButton::Right,
                 down: true,
             },
-            vec![1, 0x31, 2, 1],
+            vec![1, 0x31, 0x78, 0x56, 0x34, 0x12, 2, 1],
         ),
         (
             InputEvent::Wheel { dx: 0, dy: -3 },
-            vec![1, 0x32, 0, 0, 0xFD, 0xFF],
+            vec![1, 0x32, 0x78, 0x56, 0x34, 0x12, 0, 0, 0xFD, 0xFF],
         ),
         (
             InputEvent::Key {
                 key: Key::Char('é'),
                 down: false,
             },
-            vec![1, 0x33, 0, 0xE9, 0, 0, 0, 0],
+            vec![1, 0x33, 0x78, 0x56, 0x34, 0x12, 0, 0xE9, 0, 0, 0, 0],
         ),
         (
             InputEvent::Key {
                 key: Key::Named(NamedKey::Return),
                 down: true,
             },
-            vec![1, 0x33, 1, 1, 0, 0, 0, 1],
+            vec![1, 0x33, 0x78, 0x56, 0x34, 0x12, 1, 1, 0, 0, 0, 1],
         ),
         (
             InputEvent::Text("hé".into()),
-            vec![1, 0x34, 3, 0, b'h', 0xC3, 0xA9],
+            vec![1, 0x34, 0x78, 0x56, 0x34, 0x12, 3, 0, b'h', 0xC3, 0xA9],
         ),
     ];
     for (ev, want) in cases {
-        let got = bytes_of(|b| ev.encode(b));
+        let got = bytes_of(|b| ev.encode_at(b, 0x1234_5678));
         assert_eq!(got, want, "{ev:?}");
+        assert_eq!(decode_input_at(&got).unwrap(), (ev.clone(), 0x1234_5678));
         assert_eq!(decode_input(&got).unwrap(), ev);
     }
 }
@@ -317,7 +320,7 @@ fn video_chunks_with_impossible_geometry_are_refused() {
 #[test]
 fn oversized_lengths_are_refused_before_allocating() {
     // A text claiming 65535 bytes with none present: refused on the length, not by reading.
-    let m = [1, 0x34, 0xFF, 0xFF];
+    let m = [1, 0x34, 0, 0, 0, 0, 0xFF, 0xFF];
     assert!(matches!(
         decode_input(&m),
         Err(WireError::Invalid { field: "text", .. })
@@ -343,11 +346,11 @@ fn oversized_lengths_are_refused_before_allocating() {
 #[test]
 fn invalid_values_are_refused_with_the_field_name() {
     let cases: [(&[u8], &str); 5] = [
-        (&[1, 0x31, 9, 1], "button"),
-        (&[1, 0x31, 0, 2], "button state"),
-        (&[1, 0x33, 0, 0, 0xD8, 0, 0, 1], "key"),
-        (&[1, 0x33, 1, 200, 0, 0, 0, 1], "key"),
-        (&[1, 0x34, 1, 0, 0xFF], "text"),
+        (&[1, 0x31, 0, 0, 0, 0, 9, 1], "button"),
+        (&[1, 0x31, 0, 0, 0, 0, 0, 2], "button state"),
+        (&[1, 0x33, 0, 0, 0, 0, 0, 0, 0xD8, 0, 0, 1], "key"),
+        (&[1, 0x33, 0, 0, 0, 0, 1, 200, 0, 0, 0, 1], "key"),
+        (&[1, 0x34, 0, 0, 0, 0, 1, 0, 0xFF], "text"),
     ];
     for (m, field) in cases {
         match decode_input(m) {
