@@ -45,8 +45,9 @@ pub struct TransportConfig {
     /// Bytes a channel may have queued but unacknowledged; beyond it video is dropped
     /// (input and control are never near it).
     pub send_buffer: usize,
-    /// How long SCTP keeps retrying a video message: about a round trip, after which the
-    /// frame is stale anyway.
+    /// How long SCTP keeps retrying a video message: a few round trips, so a lost piece of
+    /// a keyframe is sent again instead of the whole keyframe, while a band frame that
+    /// cannot make it in time is given up (the viewer then asks for a refresh).
     pub video_packet_lifetime: Duration,
     /// UDP socket send and receive buffer size.
     pub socket_buffer: usize,
@@ -64,7 +65,7 @@ impl Default for TransportConfig {
             ice_keepalive_interval: Duration::from_secs(1),
             max_message: 256 * 1024,
             send_buffer: 2 * 1024 * 1024,
-            video_packet_lifetime: Duration::from_millis(150),
+            video_packet_lifetime: Duration::from_millis(400),
             socket_buffer: 4 * 1024 * 1024,
         }
     }

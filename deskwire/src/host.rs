@@ -21,6 +21,7 @@ use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::consent::ConsentAnswer;
 use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
 use deskwire_session::pacer::{PacerConfig, VideoSender};
+use deskwire_session::rate::RateConfig;
 use deskwire_session::rate::RateTarget;
 use deskwire_session::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
 
@@ -30,7 +31,7 @@ use crate::inject::Injector;
 use crate::signalling::Signalling;
 use crate::transport::{self, NetEvent, SessionRuntime};
 use crate::{spawn_net, DisconnectReason, Events, HostEvent, SessionError};
-use video_out::{spawn_video_out, SendCounters, VideoOut, VIDEO_CHUNK};
+use video_out::{spawn_video_out, SendCounters, VideoOut, VideoReport, VIDEO_CHUNK};
 
 /// How often the target wakes the WebRTC driver while the channels are opening.
 const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
@@ -499,6 +500,12 @@ impl HostTask {
             HostSessionConfig {
                 peer_timeout: self.config.peer_timeout,
                 view_only: self.config.view_only,
+                rate: RateConfig {
+                    // The configured floor is the best quality; a slow link may go coarser.
+                    best_qp: self.config.pipeline.codec.max_qp,
+                    worst_qp: self.config.pipeline.codec.max_qp.max(40),
+                    ..RateConfig::default()
+                },
                 ..HostSessionConfig::default()
             },
             StreamInfo {
@@ -524,7 +531,7 @@ impl HostTask {
         let counters = Arc::new(SendCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (pace_tx, pace_rx) = crossbeam_channel::unbounded::<(RateTarget, Duration)>();
-        let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<u32>();
+        let (report_tx, mut report_rx) = mpsc::unbounded_channel::<VideoReport>();
         let target = core.rate_target();
         let video_out = match spawn_video_out(VideoOut {
             handle: self.handle.clone(),
@@ -535,14 +542,16 @@ impl HostTask {
                 PacerConfig {
                     max_message: self.config.transport.max_message.min(VIDEO_CHUNK),
                     start_bps: target.pacing_bps,
-                    stale_after: self.config.transport.video_packet_lifetime * 2,
+                    // A safety net only: admission already bounds the queue in time, and
+                    // a large keyframe on a slow link may rightly take a while to leave.
+                    stale_after: Duration::from_secs(2),
                 },
             ),
             epoch: self.epoch,
             counters: counters.clone(),
             stop: stop.clone(),
             pace: pace_rx,
-            lost: lost_tx,
+            reports: report_tx,
         }) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -564,6 +573,7 @@ impl HostTask {
                     HostSessionEvent::LinkDown => self.events.emit(HostEvent::LinkDown),
                     HostSessionEvent::LinkUp => self.events.emit(HostEvent::LinkUp),
                     HostSessionEvent::KeyframeRequested { bands } => {
+                        tracing::debug!(bands = format_args!("{bands:#b}"), "refreshing bands");
                         for b in 0..layout.count() {
                             if bands & (1 << b) != 0 {
                                 pipeline.request_keyframe(Some(BandId(b as u8)));
@@ -615,7 +625,10 @@ impl HostTask {
                     }
                     other => reason = ended_by(other, net_rx).await,
                 },
-                Some(bands) = lost_rx.recv() => core.handle_video_lost(self.epoch.elapsed(), bands),
+                Some(report) = report_rx.recv() => match report {
+                    VideoReport::Lost(bands) => core.handle_video_lost(self.epoch.elapsed(), bands),
+                    VideoReport::KeysSent(bands) => core.handle_keyframes_sent(self.epoch.elapsed(), bands),
+                },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetControl(c)) => core.set_control(c),
                     Some(Command::AnswerGrant(id, decision)) => {

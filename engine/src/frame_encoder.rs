@@ -84,6 +84,11 @@ impl FrameEncoder {
         self.encoders.set_bitrate(bps)
     }
 
+    /// Let quality fall to quantiser `max_qp` (see [`BandEncoderSet::set_max_qp`]).
+    pub fn set_quality_floor(&mut self, max_qp: u8) {
+        self.encoders.set_max_qp(max_qp);
+    }
+
     /// Make the next encode of `band` (or of every band) a keyframe.
     pub fn request_keyframe(&mut self, band: Option<BandId>) -> Result<(), CodecError> {
         self.encoders.request_keyframe(band)

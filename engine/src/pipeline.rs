@@ -29,7 +29,7 @@ use crate::PipelineError as Error;
 
 enum Control {
     Keyframe(Option<BandId>),
-    Rate { bps: u32, max_fps: u32 },
+    Rate { bps: u32, max_fps: u32, max_qp: u8 },
 }
 
 /// A running pipeline. Encoded frames come out of [`Pipeline::output`].
@@ -50,7 +50,11 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Control::Keyframe(b) => write!(f, "Keyframe({b:?})"),
-            Control::Rate { bps, max_fps } => write!(f, "Rate({bps} bps, {max_fps} fps)"),
+            Control::Rate {
+                bps,
+                max_fps,
+                max_qp,
+            } => write!(f, "Rate({bps} bps, {max_fps} fps, qp <= {max_qp})"),
         }
     }
 }
@@ -136,14 +140,16 @@ impl Pipeline {
         let _ = self.control.try_send(Control::Keyframe(band));
     }
 
-    /// Aim the encoders at `bps` and encode at most `max_fps` frames a second from now on
-    /// (the congestion controller's target). Frames held back are not lost: capture folds
-    /// their changes into the next one.
-    pub fn set_rate(&self, bps: u32, max_fps: u32) {
+    /// Aim the encoders at `bps`, encode at most `max_fps` frames a second and let quality
+    /// fall to quantiser `max_qp` from now on (the congestion controller's target). Frames
+    /// held back are not lost: capture folds their changes into the next one. A new
+    /// `max_qp` costs each band a keyframe at its next change.
+    pub fn set_rate(&self, bps: u32, max_fps: u32, max_qp: u8) {
         // A full control queue is already busy; the next target follows soon.
         let _ = self.control.try_send(Control::Rate {
             bps: bps.max(100_000),
             max_fps: max_fps.clamp(1, 240),
+            max_qp: max_qp.clamp(12, 51),
         });
     }
 
@@ -373,7 +379,12 @@ impl EncodeLoop {
     /// Act on a control message. `Ok(false)` when the consumer or a stop ended it.
     fn control(&mut self, c: Control) -> Result<bool, Error> {
         match c {
-            Control::Rate { bps, max_fps } => {
+            Control::Rate {
+                bps,
+                max_fps,
+                max_qp,
+            } => {
+                self.core.set_quality_floor(max_qp);
                 // A rate the encoder refuses leaves it at the last one: worth a warning, not
                 // the end of the stream.
                 if let Err(e) = self.core.set_bitrate(bps) {

@@ -11,11 +11,16 @@ use crate::wire::{video_stamp, Feedback};
 /// delay, against which a queue shows.
 const BASE_WINDOW_SECS: usize = 10;
 
+/// An arrival this soon after the last feedback continues the flow it measured.
+const CONTINUOUS: Duration = Duration::from_millis(250);
+
 /// Measures the video channel between two feedbacks.
 #[derive(Debug)]
 pub(crate) struct ReceiveMeter {
     /// When the current interval started (the last feedback, or the first arrival).
     since: Option<Duration>,
+    /// When the last feedback was taken.
+    taken: Option<Duration>,
     bytes: u64,
     received: u32,
     /// Sum of (arrival - send time) over the interval, microseconds, relative.
@@ -35,6 +40,7 @@ impl ReceiveMeter {
     pub(crate) fn new() -> Self {
         Self {
             since: None,
+            taken: None,
             bytes: 0,
             received: 0,
             delay_sum: 0,
@@ -50,7 +56,13 @@ impl ReceiveMeter {
     /// A video message of `len` bytes arrived at `now`. Messages without a readable stamp
     /// count as bytes only.
     pub(crate) fn handle_video(&mut self, now: Duration, msg: &[u8]) {
-        self.since.get_or_insert(now);
+        // A flow that continues counts from the last feedback, or the rate of an interval
+        // that began with a gap would be overstated; after a pause, from this arrival.
+        let since = self
+            .taken
+            .filter(|t| now.saturating_sub(*t) < CONTINUOUS)
+            .unwrap_or(now);
+        self.since.get_or_insert(since);
         self.bytes += msg.len() as u64;
         let Some((seq, sent_at_us)) = video_stamp(msg) else {
             return;
@@ -123,6 +135,7 @@ impl ReceiveMeter {
         self.reported_expected = expected;
         self.reported_received = self.total_received;
         self.since = None;
+        self.taken = Some(now);
         self.bytes = 0;
         self.received = 0;
         self.delay_sum = 0;
@@ -177,6 +190,11 @@ mod tests {
         m.handle_video(120 * MS, &msg(15, Duration::ZERO));
         let fb = m.take(200 * MS).unwrap();
         assert_eq!((fb.received, fb.lost), (2, 0));
+        // A continuing flow's interval runs from the last feedback, not the first arrival.
+        assert_eq!(fb.interval_us, 90_000);
+        // After a pause, from the first arrival.
+        m.handle_video(900 * MS, &msg(16, Duration::ZERO));
+        assert_eq!(m.take(1_000 * MS).unwrap().interval_us, 100_000);
     }
 
     #[test]

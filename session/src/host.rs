@@ -339,15 +339,27 @@ impl HostSession {
     /// within the refresh budget.
     pub fn handle_video_lost(&mut self, now: Duration, bands: u32) {
         if self.out.is_open() && bands != 0 {
+            self.refresh.dropped(bands);
             self.refresh.request(bands, now);
             self.poll_refresh(now);
+        }
+    }
+
+    /// The video sender let the last piece of these bands' keyframes out: a refresh of
+    /// them can reach the viewer from now on (bit i = band i).
+    pub fn handle_keyframes_sent(&mut self, now: Duration, bands: u32) {
+        if bands != 0 {
+            self.refresh.sent(bands, now);
         }
     }
 
     fn poll_refresh(&mut self, now: Duration) {
         let holdoff = (self.rtt.unwrap_or(Duration::from_millis(100)) + Duration::from_millis(100))
             .max(Duration::from_millis(200));
-        if let Some(bands) = self.refresh.poll(now, holdoff) {
+        // Batches of keyframes 20 ms apart at 8 Mbit/s and above, further apart below.
+        let estimate = self.rate.estimate_bps().max(1);
+        let step = Duration::from_millis(20).mul_f64((8_000_000.0 / estimate as f64).max(1.0));
+        if let Some(bands) = self.refresh.poll_paced(now, holdoff, step) {
             self.out
                 .event(HostSessionEvent::KeyframeRequested { bands });
         }
@@ -472,5 +484,7 @@ fn acts(event: &InputEvent) -> bool {
 /// Whether the target moved enough to retune the encoder: 5 % of rate, or another frame
 /// rate.
 fn moved(a: &RateTarget, b: &RateTarget) -> bool {
-    a.max_fps != b.max_fps || a.estimate_bps.abs_diff(b.estimate_bps) * 20 > a.estimate_bps
+    a.max_fps != b.max_fps
+        || a.max_qp != b.max_qp
+        || a.estimate_bps.abs_diff(b.estimate_bps) * 20 > a.estimate_bps
 }

@@ -17,7 +17,10 @@ use bytes::BytesMut;
 use deskwire_engine::EncodedFrame;
 
 use crate::video::Packetizer;
-use crate::wire::stamp_video;
+use crate::wire::{decode_video, stamp_video};
+
+/// The smallest video message: header and payload in one ordinary packet.
+const MIN_CHUNK: usize = 1100;
 
 /// The settings of [`VideoSender`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,8 @@ pub struct PacerConfig {
 struct Queued {
     band: u8,
     enqueued: Duration,
+    /// The last piece of a keyframe.
+    ends_key: bool,
     msg: BytesMut,
 }
 
@@ -66,6 +71,8 @@ pub struct VideoSender {
     broken: u32,
     /// Bands dropped since the last [`VideoSender::poll_lost`].
     lost: u32,
+    /// Bands whose keyframe left since the last [`VideoSender::poll_keys_sent`].
+    keys_sent: u32,
     totals: SenderTotals,
 }
 
@@ -84,14 +91,20 @@ impl VideoSender {
             seq: 0,
             broken: 0,
             lost: 0,
+            keys_sent: 0,
             totals: SenderTotals::default(),
         }
     }
 
-    /// Let video out at `bps` from now on.
+    /// Let video out at `bps` from now on. Chunks shrink with the rate (about 10 ms of it,
+    /// down to one packet's worth), so a slow link still carries several per feedback
+    /// interval: losses and rates stay measurable, and a lost packet costs little.
     pub fn set_rate(&mut self, now: Duration, bps: u64) {
         self.refill(now);
         self.rate_bps = bps.max(1);
+        let chunk = (bps / 8 / 100) as usize;
+        self.packetizer
+            .set_max_message(chunk.clamp(MIN_CHUNK, self.config.max_message.max(MIN_CHUNK)));
     }
 
     /// How long the queue may take to drain before no new frame is taken.
@@ -133,9 +146,12 @@ impl VideoSender {
                     return false;
                 }
                 *queued_bytes += msg.len();
+                let ends_key = decode_video(&msg)
+                    .is_ok_and(|c| c.keyframe && c.chunk_index + 1 == c.chunk_count);
                 queue.push_back(Queued {
                     band,
                     enqueued: now,
+                    ends_key,
                     msg,
                 });
                 true
@@ -155,6 +171,9 @@ impl VideoSender {
         self.credit -= q.msg.len() as f64;
         self.seq = self.seq.wrapping_add(1);
         stamp_video(&mut q.msg, self.seq, now.as_micros() as u64 as u32);
+        if q.ends_key {
+            self.keys_sent |= 1 << q.band;
+        }
         self.totals.bytes += q.msg.len() as u64;
         Some((q.band, q.msg))
     }
@@ -168,6 +187,11 @@ impl VideoSender {
     /// Bands that lost video since the last call (bit i = band i): they need a keyframe.
     pub fn poll_lost(&mut self) -> u32 {
         std::mem::take(&mut self.lost)
+    }
+
+    /// Bands whose keyframe left since the last call (bit i = band i).
+    pub fn poll_keys_sent(&mut self) -> u32 {
+        std::mem::take(&mut self.keys_sent)
     }
 
     /// When [`VideoSender::poll_transmit`] may give the next message; `None` while the

@@ -336,6 +336,8 @@ impl Pair {
             }
             let lost = v.sender.poll_lost();
             self.host.handle_video_lost(now, lost);
+            let keys = v.sender.poll_keys_sent();
+            self.host.handle_keyframes_sent(now, keys);
         }
         self.flush();
     }

@@ -23,6 +23,10 @@ pub struct RateConfig {
     pub min_bps: u64,
     /// Nor above this (the most the encoder is ever asked for).
     pub max_bps: u64,
+    /// The quality floor (largest quantiser) when bits are plentiful.
+    pub best_qp: u8,
+    /// The quality floor on the slowest link: coarser pictures rather than frozen ones.
+    pub worst_qp: u8,
 }
 
 impl Default for RateConfig {
@@ -31,17 +35,21 @@ impl Default for RateConfig {
             start_bps: 2_500_000,
             min_bps: 150_000,
             max_bps: 20_000_000,
+            best_qp: 28,
+            worst_qp: 40,
         }
     }
 }
 
 /// Why a [`RateConfig`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("rate bounds must satisfy 50000 <= min ({min}) <= start ({start}) <= max ({max}) <= 1000000000 bits/s")]
+#[error("rate bounds must satisfy 50000 <= min ({min}) <= start ({start}) <= max ({max}) <= 1000000000 bits/s and 12 <= best_qp ({best_qp}) <= worst_qp ({worst_qp}) <= 51")]
 pub struct RateConfigError {
     min: u64,
     start: u64,
     max: u64,
+    best_qp: u8,
+    worst_qp: u8,
 }
 
 impl RateConfig {
@@ -50,7 +58,10 @@ impl RateConfig {
         let ok = 50_000 <= self.min_bps
             && self.min_bps <= self.start_bps
             && self.start_bps <= self.max_bps
-            && self.max_bps <= 1_000_000_000;
+            && self.max_bps <= 1_000_000_000
+            && 12 <= self.best_qp
+            && self.best_qp <= self.worst_qp
+            && self.worst_qp <= 51;
         if ok {
             Ok(())
         } else {
@@ -58,6 +69,8 @@ impl RateConfig {
                 min: self.min_bps,
                 start: self.start_bps,
                 max: self.max_bps,
+                best_qp: self.best_qp,
+                worst_qp: self.worst_qp,
             })
         }
     }
@@ -70,20 +83,27 @@ pub struct RateTarget {
     pub estimate_bps: u64,
     /// What the encoders together should produce: the estimate less the headers' share.
     pub encoder_bps: u64,
-    /// How fast the pacer lets video out: above the estimate, so a keyframe drains in a
-    /// few frame times, but not so far above that it floods the bottleneck's queue.
+    /// How fast the pacer lets video out: a little above the estimate, so the queue drains
+    /// while the encoder (aiming below it) keeps up. Not more: a keyframe let out faster
+    /// than the path carries overflows the bottleneck's queue, and the losses ask for more
+    /// keyframes.
     pub pacing_bps: u64,
     /// The most frames per second worth sending at this rate.
     pub max_fps: u32,
+    /// The quality floor: the largest quantiser the encoder may use. It moves seldom
+    /// (each move costs the bands a keyframe): coarser at once when bits run short,
+    /// finer only after the rate has held for a while.
+    pub max_qp: u8,
 }
 
 /// The queue on the path above which the sender is "too much", whatever the trend.
-const OVERUSE_DELAY: Duration = Duration::from_millis(80);
-/// A smaller queue that is still growing is too much too: above this, and growing by more
-/// than `RISE_PER_SAMPLE` per feedback on average over the last `TREND_SAMPLES` (two
-/// halves' means compared, so jitter averages out).
-const RISING_DELAY: Duration = Duration::from_millis(20);
-const RISE_PER_SAMPLE: Duration = Duration::from_millis(4);
+const OVERUSE_DELAY: Duration = Duration::from_millis(60);
+/// A queue that is still growing is too much too, whatever its size (a standing queue
+/// hides in the base delay): growing by more than `RISE_PER_SAMPLE` per feedback on
+/// average over the last `TREND_SAMPLES` (two halves' means compared, so jitter averages
+/// out), and by more than `RISING_DELAY` over them.
+const RISING_DELAY: Duration = Duration::from_millis(15);
+const RISE_PER_SAMPLE: Duration = Duration::from_millis(2);
 const TREND_SAMPLES: usize = 8;
 /// Above this queue, or above `HOLD_LOSS`, the target holds still.
 const HOLD_DELAY: Duration = Duration::from_millis(40);
@@ -92,6 +112,21 @@ const OVERUSE_LOSS: f64 = 0.10;
 /// Growth per second: before the first limit was seen, and after.
 const STARTUP_GROWTH: f64 = 0.5;
 const STEADY_GROWTH: f64 = 0.10;
+/// Growth once the last cut is this long past: the path has room again (a cleared queue,
+/// a better cell), and creeping up at the steady pace would take tens of seconds.
+const PROBE_AFTER: Duration = Duration::from_secs(3);
+const PROBE_GROWTH: f64 = 0.25;
+/// How long a lower rate must hold before quality drops, and a higher one before it rises.
+const COARSER_AFTER: Duration = Duration::from_millis(500);
+const FINER_AFTER: Duration = Duration::from_secs(3);
+
+/// Fewer messages than this in an interval, received and lost alike, say nothing about
+/// the path.
+const MIN_EVIDENCE: u32 = 4;
+
+/// How many feedbacks' receive rates a cut looks back over.
+const CARRIED_SAMPLES: usize = 3;
+
 /// Feedback intervals outside these bounds are refused: no correct viewer sends them.
 const MIN_INTERVAL_US: u32 = 1_000;
 const MAX_INTERVAL_US: u32 = 10_000_000;
@@ -113,6 +148,10 @@ pub(crate) struct RateController {
     target: f64,
     /// What arrived at the viewer, smoothed, bits per second.
     acked: Option<f64>,
+    /// The receive rates of the latest feedbacks, newest last: a cut starts from the best
+    /// of them, since one interval alone can be emptied by a transport stall while the
+    /// path itself still carries its rate.
+    window: std::collections::VecDeque<f64>,
     /// The queue delay, smoothed.
     delay: Option<f64>,
     /// The latest raw queue delays, oldest first.
@@ -120,6 +159,9 @@ pub(crate) struct RateController {
     last_decrease: Option<Duration>,
     /// A limit has been seen: growth is gentle from then on.
     limited: bool,
+    max_qp: u8,
+    /// A different quality floor the rate asks for, since when.
+    qp_wanted: Option<(u8, Duration)>,
 }
 
 impl RateController {
@@ -128,10 +170,13 @@ impl RateController {
             target: config.start_bps as f64,
             config,
             acked: None,
+            window: std::collections::VecDeque::new(),
             delay: None,
             trend: std::collections::VecDeque::with_capacity(TREND_SAMPLES),
             last_decrease: None,
             limited: false,
+            max_qp: qp_for(config.start_bps, &config),
+            qp_wanted: None,
         }
     }
 
@@ -145,10 +190,12 @@ impl RateController {
         let estimate = self.estimate_bps();
         RateTarget {
             estimate_bps: estimate,
-            // Chunk headers, SCTP, DTLS, UDP and IP cost about 5 % at full-size messages.
-            encoder_bps: estimate * 9 / 10,
-            pacing_bps: estimate * 5 / 4,
+            // Chunk headers, SCTP, DTLS, UDP and IP cost 5-8 % (small chunks on slow links),
+            // and the rest leaves room for keyframes.
+            encoder_bps: estimate * 17 / 20,
+            pacing_bps: estimate * 21 / 20,
             max_fps: fps_for(estimate),
+            max_qp: self.max_qp,
         }
     }
 
@@ -173,6 +220,12 @@ impl RateController {
         } else {
             fb.lost as f64 / total as f64
         };
+        if fb.received < MIN_EVIDENCE && fb.lost < MIN_EVIDENCE {
+            // Next to nothing arrived and next to nothing is missing: the transport stalled
+            // (SCTP waiting out a retransmission timer) rather than the path shrinking.
+            // Cutting to what trickled through would leave the rate far below the path.
+            return Ok(false);
+        }
         let delay_now = f64::from(fb.queue_delay_us.min(MAX_DELAY_US)) / 1e6;
         if self.trend.len() == TREND_SAMPLES {
             self.trend.pop_front();
@@ -182,10 +235,15 @@ impl RateController {
         self.delay = Some(delay);
         let acked = smooth(self.acked, received, 0.3);
         self.acked = Some(acked);
+        if self.window.len() == CARRIED_SAMPLES {
+            self.window.pop_front();
+        }
+        self.window.push_back(received);
+        let carried = self.window.iter().copied().fold(0.0, f64::max);
 
         let rising = self.rising();
-        let delay_overuse =
-            delay > OVERUSE_DELAY.as_secs_f64() || (delay > RISING_DELAY.as_secs_f64() && rising);
+        let delay_overuse = delay > OVERUSE_DELAY.as_secs_f64()
+            || (rising && self.delay_span() > RISING_DELAY.as_secs_f64());
         let loss_overuse = loss > OVERUSE_LOSS;
         let old = self.target;
         if delay_overuse || loss_overuse {
@@ -195,24 +253,27 @@ impl RateController {
                 .max(Duration::from_millis(150));
             if self.last_decrease.is_none_or(|t| now >= t + settle) {
                 let mut cut = self.target;
-                if delay_overuse {
+                if delay_overuse && fb.received >= MIN_EVIDENCE {
                     // A queue is building: the path carries what arrived, not what was sent.
-                    cut = cut.min(0.85 * received.min(acked));
+                    cut = cut.min(0.85 * carried);
                 }
                 if loss_overuse {
                     cut = cut.min(self.target * (1.0 - 0.5 * loss));
                 }
-                self.target = cut;
-                self.last_decrease = Some(now);
+                if cut < self.target {
+                    self.target = cut;
+                    self.last_decrease = Some(now);
+                }
                 self.limited = true;
             }
         } else if loss <= HOLD_LOSS && delay <= HOLD_DELAY.as_secs_f64() {
             // Grow only on evidence: the sender used most of what it was allowed.
             if received >= 0.6 * self.target {
-                let rate = if self.limited {
-                    STEADY_GROWTH
-                } else {
-                    STARTUP_GROWTH
+                let settled = self.last_decrease.is_some_and(|t| now >= t + PROBE_AFTER);
+                let rate = match (self.limited, settled) {
+                    (false, _) => STARTUP_GROWTH,
+                    (true, false) => STEADY_GROWTH,
+                    (true, true) => PROBE_GROWTH,
                 };
                 self.target *= 1.0 + rate * secs.min(1.0);
                 self.target = self.target.min(acked.max(received) * 1.5 + 100_000.0);
@@ -222,11 +283,46 @@ impl RateController {
         self.target = self
             .target
             .clamp(self.config.min_bps as f64, self.config.max_bps as f64);
-        Ok((self.target - old).abs() > 1.0)
+        let qp_before = self.max_qp;
+        self.update_quality_floor(now);
+        Ok((self.target - old).abs() > 1.0 || self.max_qp != qp_before)
     }
 }
 
 impl RateController {
+    /// Move the quality floor toward what the estimate affords, once that has held.
+    fn update_quality_floor(&mut self, now: Duration) {
+        let want = qp_for(self.estimate_bps(), &self.config);
+        if want == self.max_qp {
+            self.qp_wanted = None;
+            return;
+        }
+        let since = match self.qp_wanted {
+            Some((q, since)) if q == want => since,
+            _ => {
+                self.qp_wanted = Some((want, now));
+                now
+            }
+        };
+        let hold = if want > self.max_qp {
+            COARSER_AFTER
+        } else {
+            FINER_AFTER
+        };
+        if now >= since + hold {
+            self.max_qp = want;
+            self.qp_wanted = None;
+        }
+    }
+
+    /// How far the queue delay moved over the trend samples: a rise of a few milliseconds
+    /// is noise, not a queue.
+    fn delay_span(&self) -> f64 {
+        let newest = self.trend.back().copied().unwrap_or(0.0);
+        let oldest = self.trend.front().copied().unwrap_or(0.0);
+        newest - oldest
+    }
+
     /// Whether the queue delay grows, on average over the last samples.
     fn rising(&self) -> bool {
         let n = self.trend.len();
@@ -244,6 +340,19 @@ impl RateController {
 
 fn smooth(prev: Option<f64>, sample: f64, weight: f64) -> f64 {
     prev.map_or(sample, |p| p + weight * (sample - p))
+}
+
+/// The quality floor `bps` affords: the configured best at 8 Mbit/s and above, three
+/// steps coarser for each halving, never past the configured worst.
+fn qp_for(bps: u64, config: &RateConfig) -> u8 {
+    let steps = match bps {
+        8_000_000.. => 0,
+        4_000_000.. => 3,
+        2_000_000.. => 6,
+        1_000_000.. => 9,
+        _ => 12,
+    };
+    config.best_qp.saturating_add(steps).min(config.worst_qp)
 }
 
 /// Frames per second worth sending at `bps`: fewer, better frames when bits are short.

@@ -1,17 +1,25 @@
 //! Keyframe refresh that cannot storm: requests for bands (from the viewer, or from the
 //! sender that dropped video) are merged, let out a few bands per frame time so a whole
 //! screen refresh is spread over several frames instead of one burst the link loses again,
-//! and a band is not refreshed twice before the first refresh could have arrived.
+//! and a band is not refreshed twice before the first refresh could have arrived: not while
+//! its keyframe waits to leave (on a slow link a keyframe takes a while), and not within
+//! the holdoff after it left.
 
 use std::time::Duration;
 
-/// Time between two batches of refreshed bands: about a frame at 50 fps.
+/// Time between two batches of refreshed bands on a fast link: about a frame at 50 fps.
+#[cfg(test)]
 const STEP: Duration = Duration::from_millis(20);
+/// A keyframe not reported sent within this long is taken as lost (the encoder or the
+/// sender dropped it without a word): the band may be refreshed again.
+const IN_FLIGHT_LIMIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub(crate) struct Refresh {
     mask: u32,
     pending: u32,
+    /// Bands whose keyframe was asked for and has not left yet.
+    in_flight: u32,
     /// When each band was last refreshed.
     last: Vec<Option<Duration>>,
     /// When the next batch may go; `None` while nothing is pending.
@@ -27,6 +35,7 @@ impl Refresh {
                 (1u32 << bands) - 1
             },
             pending: 0,
+            in_flight: 0,
             last: vec![None; bands.min(32)],
             next: None,
         }
@@ -41,9 +50,45 @@ impl Refresh {
         }
     }
 
+    /// These bands' keyframes left the sender at `now`: the holdoff counts from here.
+    pub(crate) fn sent(&mut self, bands: u32, now: Duration) {
+        let bands = bands & self.mask & self.in_flight;
+        self.in_flight &= !bands;
+        for (i, last) in self.last.iter_mut().enumerate() {
+            if bands & (1 << i) != 0 {
+                *last = Some(now);
+            }
+        }
+        // What waited for these is decided afresh at the next poll.
+        if bands != 0 && self.pending != 0 {
+            self.next = Some(now);
+        }
+    }
+
+    /// These bands' keyframes were dropped before leaving: they may go again at once.
+    pub(crate) fn dropped(&mut self, bands: u32) {
+        self.in_flight &= !bands;
+        if self.pending != 0 {
+            // Due at once: the next poll may refresh them.
+            self.next = Some(Duration::ZERO);
+        }
+    }
+
     /// The bands to refresh at `now`, if a batch is due: at most a quarter of the bands
     /// (at least one), none refreshed less than `holdoff` ago.
+    #[cfg(test)]
     pub(crate) fn poll(&mut self, now: Duration, holdoff: Duration) -> Option<u32> {
+        self.poll_paced(now, holdoff, STEP)
+    }
+
+    /// [`Refresh::poll`], with `step` between batches: longer on a slow link, where a
+    /// batch of keyframes takes longer to leave.
+    pub(crate) fn poll_paced(
+        &mut self,
+        now: Duration,
+        holdoff: Duration,
+        step: Duration,
+    ) -> Option<u32> {
         if self.pending == 0 {
             self.next = None;
             return None;
@@ -52,8 +97,16 @@ impl Refresh {
             return None;
         }
         let per_batch = self.last.len().div_ceil(4).max(1);
-        let ready =
-            |i: usize, last: &[Option<Duration>]| last[i].is_none_or(|t| now >= t + holdoff);
+        // A keyframe unreported for too long is taken as gone.
+        for (i, last) in self.last.iter().enumerate() {
+            if self.in_flight & (1 << i) != 0 && last.is_some_and(|t| now >= t + IN_FLIGHT_LIMIT) {
+                self.in_flight &= !(1 << i);
+            }
+        }
+        let in_flight = self.in_flight;
+        let ready = |i: usize, last: &[Option<Duration>]| {
+            in_flight & (1 << i) == 0 && last[i].is_none_or(|t| now >= t + holdoff)
+        };
         let mut picked = 0u32;
         for i in 0..self.last.len() {
             if picked.count_ones() as usize == per_batch {
@@ -64,10 +117,18 @@ impl Refresh {
             }
         }
         if picked == 0 {
-            // Everything pending was refreshed just now: wait until the first may go again.
+            // Everything pending was refreshed just now or is still on its way out: wait
+            // until the first may go again (or its keyframe is taken as lost).
             self.next = (0..self.last.len())
                 .filter(|i| self.pending & (1 << i) != 0)
-                .filter_map(|i| self.last[i].map(|t| t + holdoff))
+                .filter_map(|i| {
+                    let wait = if in_flight & (1 << i) != 0 {
+                        IN_FLIGHT_LIMIT
+                    } else {
+                        holdoff
+                    };
+                    self.last[i].map(|t| (t + wait).max(now + step))
+                })
                 .min();
             return None;
         }
@@ -77,7 +138,8 @@ impl Refresh {
             }
         }
         self.pending &= !picked;
-        self.next = (self.pending != 0).then_some(now + STEP);
+        self.in_flight |= picked;
+        self.next = (self.pending != 0).then_some(now + step);
         Some(picked)
     }
 
@@ -122,14 +184,37 @@ mod tests {
         let mut r = Refresh::new(2);
         r.request(0b1, Duration::ZERO);
         assert_eq!(r.poll(Duration::ZERO, HOLD), Some(0b1));
-        // The viewer asks again and again before the keyframe could have arrived.
-        for t in [10, 50, 150] {
+        // The keyframe takes 500 ms to leave on a slow link; the viewer asks again and
+        // again meanwhile, and after it left, before it could have arrived.
+        for t in [10, 50, 150, 300, 499] {
             r.request(0b1, t * MS);
-            assert_eq!(r.poll(t * MS, HOLD), None);
+            assert_eq!(r.poll(t * MS, HOLD), None, "{t} ms");
         }
-        assert_eq!(r.next(), Some(HOLD));
-        assert_eq!(r.poll(HOLD, HOLD), Some(0b1));
+        r.sent(0b1, 500 * MS);
+        for t in [550, 650] {
+            r.request(0b1, t * MS);
+            assert_eq!(r.poll(t * MS, HOLD), None, "{t} ms");
+        }
+        assert_eq!(r.next(), Some(500 * MS + HOLD));
+        assert_eq!(r.poll(500 * MS + HOLD, HOLD), Some(0b1));
         assert_eq!(r.next(), None);
+    }
+
+    #[test]
+    fn a_keyframe_never_reported_sent_or_dropped_frees_its_band_again() {
+        let mut r = Refresh::new(1);
+        r.request(1, Duration::ZERO);
+        assert_eq!(r.poll(Duration::ZERO, HOLD), Some(1));
+        r.request(1, 10 * MS);
+        assert_eq!(r.poll(10 * MS, HOLD), None);
+        assert_eq!(r.poll(IN_FLIGHT_LIMIT, HOLD), Some(1), "taken as lost");
+        r.dropped(1);
+        r.request(1, IN_FLIGHT_LIMIT + HOLD);
+        assert_eq!(
+            r.poll(IN_FLIGHT_LIMIT + HOLD, HOLD),
+            Some(1),
+            "dropped: may go again"
+        );
     }
 
     #[test]

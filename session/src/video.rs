@@ -26,6 +26,11 @@ impl Packetizer {
         }
     }
 
+    /// Cut chunks of at most `max_message` bytes, header included, from the next frame on.
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_payload = max_message.saturating_sub(VIDEO_HEADER_LEN).max(1);
+    }
+
     /// Every chunk of `frame`, band by band: `emit(band, message)` returns false when the
     /// message could not be queued, and the rest of that band is skipped. Returns the bitmask
     /// of bands that were not sent whole (their decoders will need a keyframe).

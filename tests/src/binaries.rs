@@ -67,6 +67,31 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Every line until the program exits (its stdout closes), failing after `timeout`.
+    pub fn lines_until_exit(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the program did not exit within {timeout:?}; it said {lines:#?}")
+                }
+            }
+        }
+    }
+
+    /// The lines it printed so far, without waiting.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -4,6 +4,7 @@
 //! Nothing here skips: when Xvfb is missing, [`Xvfb::start`] fails and says how to install it.
 
 pub mod binaries;
+pub mod impaired;
 pub mod netns;
 pub mod session_fixtures;
 

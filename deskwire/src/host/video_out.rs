@@ -27,8 +27,18 @@ pub(super) struct VideoOut {
     pub(super) stop: Arc<AtomicBool>,
     /// New rate targets and queue budgets from the session core.
     pub(super) pace: Receiver<(RateTarget, Duration)>,
-    /// Bands the sender dropped, for the session core's refresh budget.
-    pub(super) lost: mpsc::UnboundedSender<u32>,
+    /// Bands the sender dropped, and bands whose keyframe left, for the session core's
+    /// refresh budget.
+    pub(super) reports: mpsc::UnboundedSender<VideoReport>,
+}
+
+/// What the video thread tells the session loop (bit i = band i).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum VideoReport {
+    /// These bands lost video: they need a keyframe.
+    Lost(u32),
+    /// These bands' keyframes left.
+    KeysSent(u32),
 }
 
 /// Counters shared with the video-out thread.
@@ -48,17 +58,23 @@ struct FrameRateFit {
     target: Option<RateTarget>,
     /// A changed frame's size, smoothed, bytes.
     frame_bytes: Option<f64>,
-    told: Option<(u32, u32)>,
+    told: Option<(u32, u32, u8)>,
 }
 
 impl FrameRateFit {
-    fn handle_frame(&mut self, bytes: usize) {
+    /// A frame was taken; keyframes are left out of the typical size (refreshes are rare
+    /// and budgeted apart).
+    fn handle_frame(&mut self, bytes: usize, has_keyframe: bool) {
+        if has_keyframe {
+            return;
+        }
         let b = bytes as f64;
         self.frame_bytes = Some(self.frame_bytes.map_or(b, |f| f + 0.2 * (b - f)));
     }
 
-    /// A new (bitrate, frame rate) for the encoder, when it changed enough to matter.
-    fn poll(&mut self) -> Option<(u32, u32)> {
+    /// A new (bitrate, frame rate, quality floor) for the encoder, when it changed enough
+    /// to matter.
+    fn poll(&mut self) -> Option<(u32, u32, u8)> {
         let t = self.target?;
         let fits = self.frame_bytes.map_or(t.max_fps, |f| {
             (t.estimate_bps as f64 / (f * 8.0).max(1.0)).clamp(2.0, 240.0) as u32
@@ -67,10 +83,14 @@ impl FrameRateFit {
         let bps = u32::try_from(t.encoder_bps).unwrap_or(u32::MAX);
         let changed = self
             .told
-            .is_none_or(|(b, f)| b != bps || f.abs_diff(fps) * 5 > f.max(1));
+            .is_none_or(|(b, f, q)| b != bps || q != t.max_qp || f.abs_diff(fps) * 5 > f.max(1));
+        if t.max_qp != self.told.map_or(t.max_qp, |(_, _, q)| q) {
+            // Frames at the new floor cost something else: measure afresh.
+            self.frame_bytes = None;
+        }
         changed.then(|| {
-            self.told = Some((bps, fps));
-            (bps, fps)
+            self.told = Some((bps, fps, t.max_qp));
+            (bps, fps, t.max_qp)
         })
     }
 }
@@ -79,9 +99,11 @@ impl FrameRateFit {
 /// message would leave as one burst) and a lost packet costs one small retransmission.
 pub(super) const VIDEO_CHUNK: usize = 4 * 1024;
 
-/// What the SCTP association may hold of video beyond what the pacer let out: a little,
-/// so the pacer (which knows what is stale) keeps the queue, not the transport.
-const TRANSPORT_BACKLOG: usize = 64 * 1024;
+/// What the SCTP association may hold of video beyond what the pacer let out: about this
+/// long at the pacing rate, so the pacer keeps the queue, not the transport (whose video
+/// messages expire after `video_packet_lifetime` and would be lost, not late).
+const TRANSPORT_BACKLOG: Duration = Duration::from_millis(40);
+const MIN_TRANSPORT_BACKLOG: usize = 8 * 1024;
 
 /// The `deskwire-video-out` thread: takes encoded frames while the pacer's queue is within
 /// its time budget, and lets chunks out at the pacing rate onto the video channel.
@@ -103,21 +125,26 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
             // viewer never got; the stream begins at the requested all-band keyframe.
             let mut started = false;
             let mut fit = FrameRateFit::default();
+            let mut backlog_cap = MIN_TRANSPORT_BACKLOG;
             while !v.stop.load(Relaxed) {
                 let now = v.epoch.elapsed();
                 while let Ok((target, budget)) = v.pace.try_recv() {
                     v.sender.set_rate(now, target.pacing_bps);
+                    backlog_cap = ((target.pacing_bps as f64 / 8.0
+                        * TRANSPORT_BACKLOG.as_secs_f64())
+                        as usize)
+                        .max(MIN_TRANSPORT_BACKLOG);
                     v.sender.set_budget(budget);
                     fit.target = Some(target);
                 }
-                if let Some((bps, fps)) = fit.poll() {
-                    v.pipeline.set_rate(bps, fps);
+                if let Some((bps, fps, qp)) = fit.poll() {
+                    v.pipeline.set_rate(bps, fps, qp);
                 }
                 // Let out what the pacing allows, while the transport is not backed up.
                 let backed_up = v
                     .handle
                     .block_on(v.dc.outstanding_bytes())
-                    .is_ok_and(|n| n > TRANSPORT_BACKLOG);
+                    .is_ok_and(|n| n > backlog_cap);
                 if !backed_up {
                     while let Some((band, msg)) = v.sender.poll_transmit(v.epoch.elapsed()) {
                         if v.handle.block_on(v.dc.try_send(msg)).is_err() {
@@ -128,7 +155,11 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                 }
                 let lost = v.sender.poll_lost();
                 if lost != 0 {
-                    let _ = v.lost.send(lost);
+                    let _ = v.reports.send(VideoReport::Lost(lost));
+                }
+                let keys = v.sender.poll_keys_sent();
+                if keys != 0 {
+                    let _ = v.reports.send(VideoReport::KeysSent(keys));
                 }
                 let totals = v.sender.totals();
                 v.counters.frames.store(totals.frames, Relaxed);
@@ -162,7 +193,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     }
                 }
                 let captured_at_us = shift_us + frame.captured_at.as_micros();
-                fit.handle_frame(frame.byte_len());
+                fit.handle_frame(frame.byte_len(), frame.bands.iter().any(|b| b.keyframe));
                 v.sender
                     .handle_frame(v.epoch.elapsed(), &frame, captured_at_us);
                 tracing::trace!(

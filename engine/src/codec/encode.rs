@@ -74,6 +74,12 @@ pub struct BandEncoderSet {
     bands: Vec<BandState>,
     workers: Option<Arc<Workers>>,
     next_id: u64,
+    /// What new encoders are made from.
+    config: CodecConfig,
+    max_qp: u8,
+    bitrate_bps: u32,
+    /// Bands still on an older quality floor (bit i = band i).
+    qp_pending: u32,
 }
 
 impl std::fmt::Debug for BandEncoderSet {
@@ -144,34 +150,7 @@ impl BandEncoderSet {
         for i in 0..layout.count() {
             let share = u64::from(config.bitrate_bps) * u64::from(layout.band_height(i))
                 / u64::from(height);
-            let cfg = EncoderConfig::new()
-                .usage_type(match config.tuning {
-                    ContentTuning::Camera => UsageType::CameraVideoRealTime,
-                    ContentTuning::Screen => UsageType::ScreenContentRealTime,
-                })
-                .bitrate(BitRate::from_bps(share.max(50_000) as u32))
-                .max_frame_rate(FrameRate::from_hz(config.max_fps as f32))
-                .rate_control_mode(RateControlMode::Bitrate)
-                // Never drop a picture: a skipped band would leave stale pixels on screen
-                // until that band happened to change again.
-                .skip_frames(false)
-                .complexity(Complexity::Low)
-                // A minimum of 0 makes OpenH264 discard both bounds for its defaults (max ~42), so
-                // the quality floor would silently vanish; 12 is the lowest it accepts.
-                .qp(QpRange::new(12, config.max_qp))
-                // Bands refresh on request (a viewer that lost data asks), not on a timer.
-                .intra_frame_period(openh264::encoder::IntraFramePeriod::from_num_frames(0))
-                .scene_change_detect(false)
-                .background_detection(false)
-                .num_threads(1)
-                .vui(config.color.vui());
-            let encoder =
-                Encoder::with_api_config(OpenH264API::from_source(), cfg).map_err(|e| {
-                    CodecError::Encoder {
-                        band: i as u8,
-                        reason: e.to_string(),
-                    }
-                })?;
+            let encoder = new_encoder(config, i as u8, share, config.max_qp)?;
             bands.push(BandState {
                 id: BandId(i as u8),
                 encoder,
@@ -191,7 +170,44 @@ impl BandEncoderSet {
             bands,
             workers,
             next_id: 0,
+            config: config.clone(),
+            max_qp: config.max_qp,
+            bitrate_bps: config.bitrate_bps,
+            qp_pending: 0,
         })
+    }
+
+    /// Let the encoders go up to quantiser `max_qp` (the quality floor). OpenH264 only
+    /// takes a new QP range when it starts, so each band gets a new encoder, whose first
+    /// frame is a keyframe. Bands switch one per encoded frame, so the keyframes spread
+    /// over several frames instead of one burst as large as the screen; unchanged bands
+    /// keep their picture until they change.
+    pub fn set_max_qp(&mut self, max_qp: u8) {
+        let max_qp = max_qp.clamp(12, 51);
+        if max_qp != self.max_qp {
+            self.max_qp = max_qp;
+            self.qp_pending = (0..self.bands.len()).fold(0, |m, i| m | 1 << i);
+        }
+    }
+
+    /// Move one band still on the old quality floor to the new one, preferring a band that
+    /// is about to be encoded anyway.
+    fn switch_one_band(&mut self) -> Result<(), CodecError> {
+        if self.qp_pending == 0 {
+            return Ok(());
+        }
+        let pending = |i: usize| self.qp_pending & (1 << i) != 0;
+        let pick = (0..self.bands.len())
+            .find(|&i| pending(i) && self.bands[i].wanted)
+            .or_else(|| (0..self.bands.len()).find(|&i| pending(i)));
+        let Some(i) = pick else { return Ok(()) };
+        let height = u64::from(self.layout.height().max(1));
+        let b = &mut self.bands[i];
+        let share = u64::from(self.bitrate_bps) * u64::from(b.height) / height;
+        b.encoder = new_encoder(&self.config, b.id.0, share, self.max_qp)?;
+        b.started = false;
+        self.qp_pending &= !(1 << i);
+        Ok(())
     }
 
     /// The band layout.
@@ -231,29 +247,49 @@ impl BandEncoderSet {
     /// Aim the bands together at `bps` from their next frame on, each its share by height.
     /// The encoders keep their state: no keyframe follows.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
+        self.bitrate_bps = bps;
         let height = u64::from(self.layout.height().max(1));
         for b in &mut self.bands {
             let share = (u64::from(bps) * u64::from(b.height) / height).max(50_000);
-            let mut info = openh264_sys2::SBitrateInfo {
-                iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
-                iBitrate: i32::try_from(share).unwrap_or(i32::MAX),
+            let share = i32::try_from(share).unwrap_or(i32::MAX / 2);
+            // OpenH264 refuses a target above the layer's maximum and a maximum below the
+            // target, so the order depends on the direction: try the target first; if that
+            // is refused, lift the maximum and try again. The maximum then sits at twice the
+            // target, room for a keyframe.
+            let set = |b: &mut BandState, option, value: i32| {
+                let mut info = openh264_sys2::SBitrateInfo {
+                    iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
+                    iBitrate: value,
+                };
+                // SAFETY: the encoder is initialised (created in `new`); both bitrate options
+                // read one SBitrateInfo through the pointer during the call, and `info`
+                // outlives it. They retune rate control only, no parameter the crate relies on.
+                unsafe {
+                    b.encoder
+                        .raw_api()
+                        .set_option(option, std::ptr::addr_of_mut!(info).cast())
+                }
             };
-            // SAFETY: the encoder is initialised (created in `new`); ENCODER_OPTION_BITRATE
-            // reads one SBitrateInfo through the pointer during the call, and `info` outlives
-            // it. OpenH264 only retunes its rate control; it changes no parameter the crate
-            // relies on (sizes, layers, formats).
-            let rc = unsafe {
-                b.encoder.raw_api().set_option(
-                    openh264_sys2::ENCODER_OPTION_BITRATE,
-                    std::ptr::addr_of_mut!(info).cast(),
-                )
-            };
+            let mut rc = set(b, openh264_sys2::ENCODER_OPTION_BITRATE, share);
+            if rc != 0 {
+                set(
+                    b,
+                    openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+                    share.saturating_mul(2),
+                );
+                rc = set(b, openh264_sys2::ENCODER_OPTION_BITRATE, share);
+            }
             if rc != 0 {
                 return Err(CodecError::Encoder {
                     band: b.id.0,
                     reason: format!("cannot set the bitrate to {share} bps (OpenH264 error {rc})"),
                 });
             }
+            set(
+                b,
+                openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+                share.saturating_mul(2),
+            );
         }
         Ok(())
     }
@@ -272,6 +308,7 @@ impl BandEncoderSet {
         if !self.has_work() {
             return Ok(None);
         }
+        self.switch_one_band()?;
         let ts = openh264::Timestamp::from_millis(captured_at.as_micros() / 1000);
         let run = |b: &mut BandState| {
             if b.wanted {
@@ -309,6 +346,40 @@ impl BandEncoderSet {
         self.next_id += 1;
         Ok(Some(frame))
     }
+}
+
+/// One band's OpenH264 encoder, aiming at `share` bits per second within QP 12..=`max_qp`.
+fn new_encoder(
+    config: &CodecConfig,
+    band: u8,
+    share: u64,
+    max_qp: u8,
+) -> Result<Encoder, CodecError> {
+    let cfg = EncoderConfig::new()
+        .usage_type(match config.tuning {
+            ContentTuning::Camera => UsageType::CameraVideoRealTime,
+            ContentTuning::Screen => UsageType::ScreenContentRealTime,
+        })
+        .bitrate(BitRate::from_bps(share.max(50_000) as u32))
+        .max_frame_rate(FrameRate::from_hz(config.max_fps as f32))
+        .rate_control_mode(RateControlMode::Bitrate)
+        // Never drop a picture: a skipped band would leave stale pixels on screen
+        // until that band happened to change again.
+        .skip_frames(false)
+        .complexity(Complexity::Low)
+        // A minimum of 0 makes OpenH264 discard both bounds for its defaults (max ~42), so
+        // the quality floor would silently vanish; 12 is the lowest it accepts.
+        .qp(QpRange::new(12, max_qp))
+        // Bands refresh on request (a viewer that lost data asks), not on a timer.
+        .intra_frame_period(openh264::encoder::IntraFramePeriod::from_num_frames(0))
+        .scene_change_detect(false)
+        .background_detection(false)
+        .num_threads(1)
+        .vui(config.color.vui());
+    Encoder::with_api_config(OpenH264API::from_source(), cfg).map_err(|e| CodecError::Encoder {
+        band,
+        reason: e.to_string(),
+    })
 }
 
 fn encode_band(b: &mut BandState, image: &I420Image, ts: openh264::Timestamp) {

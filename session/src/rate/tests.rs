@@ -110,9 +110,13 @@ fn cuts_wait_a_round_trip_for_the_last_one_to_show() {
     rc.handle_feedback(200 * MS, &fb(1_000_000, 0.0, 120), Some(300 * MS))
         .unwrap();
     assert_eq!(rc.estimate_bps(), first);
+    // A round trip later it may cut again, from the best of the last three intervals
+    // (one bad interval may be a transport stall, not the path).
     rc.handle_feedback(450 * MS, &fb(1_000_000, 0.0, 120), Some(300 * MS))
         .unwrap();
-    assert!(rc.estimate_bps() < first);
+    rc.handle_feedback(550 * MS, &fb(1_000_000, 0.0, 120), Some(300 * MS))
+        .unwrap();
+    assert_eq!(rc.estimate_bps(), 850_000);
 }
 
 #[test]
@@ -166,5 +170,35 @@ fn impossible_bounds_are_refused_with_the_rule() {
     };
     let e = bad.validate().unwrap_err().to_string();
     assert!(e.contains("min (150000) <= start (10)"), "{e}");
+    let bad = RateConfig {
+        best_qp: 45,
+        ..RateConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("best_qp (45) <= worst_qp (40)"));
     assert!(RateConfig::default().validate().is_ok());
+}
+
+#[test]
+fn the_quality_floor_coarsens_soon_after_the_rate_falls_and_refines_only_after_it_held() {
+    let mut rc = controller(10_000_000);
+    assert_eq!(rc.target().max_qp, 28);
+    // The link drops to a quarter: the floor follows (two or three steps coarser, as the
+    // estimate settles around the link) within seconds.
+    let t = run(&mut rc, Duration::ZERO, 3, 2_500_000);
+    let coarse = rc.target().max_qp;
+    assert!(
+        [34, 37].contains(&coarse),
+        "{coarse} at {} bit/s",
+        rc.estimate_bps()
+    );
+    // Back to a fast link: finer only after the rate held for 3 s.
+    let t = run(&mut rc, t, 1, 1_000_000_000);
+    assert!(rc.target().max_qp > 28, "too early to refine");
+    run(&mut rc, t, 12, 1_000_000_000);
+    assert!(rc.estimate_bps() >= 8_000_000, "{}", rc.estimate_bps());
+    assert_eq!(rc.target().max_qp, 28);
 }

@@ -1,0 +1,40 @@
+//! A step down of the link's rate on a real session across the emulated link: the agent's
+//! sending rate follows it under the new rate and the session goes on.
+
+use deskwire_netem::LinkProfile;
+use deskwire_tests::impaired::{assert_session_lasted, fps, session, testbed};
+
+/// The agent's sending rate, one figure per stats line.
+fn kbps(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("sending ")?;
+            let (_, after) = rest.split_once(" fps, ")?;
+            after.split_once(" kbps")?.0.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_step_from_20_to_2_mbit_brings_the_sending_rate_under_the_link_and_the_session_goes_on() {
+    // 20 Mbit/s for the link's first 5 s, then 2 Mbit/s.
+    let bed = testbed(LinkProfile::named("step").unwrap());
+    let (viewer, agent) = session(&bed, 9);
+    eprintln!("viewer: {viewer:#?}\nagent: {agent:#?}");
+    let sent = kbps(&agent);
+    assert!(sent.len() >= 7, "{sent:?}");
+    // Above the new rate before the step; under it over the last three seconds.
+    assert!(
+        sent.iter().any(|&k| k > 4_000),
+        "never used the fast link: {sent:?}"
+    );
+    let tail = &sent[sent.len() - 3..];
+    assert!(tail.iter().all(|&k| k <= 2_000), "sending {sent:?} kbit/s");
+    let shown = fps(&viewer);
+    assert!(
+        shown[shown.len() - 3..].iter().sum::<u32>() > 0,
+        "no picture after the step: {shown:?}"
+    );
+    assert_session_lasted(&viewer, &agent);
+}
