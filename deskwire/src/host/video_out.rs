@@ -77,7 +77,7 @@ impl FrameRateFit {
     fn poll(&mut self) -> Option<(u32, u32, u8)> {
         let t = self.target?;
         let fits = self.frame_bytes.map_or(t.max_fps, |f| {
-            (t.estimate_bps as f64 / (f * 8.0).max(1.0)).clamp(2.0, 240.0) as u32
+            (t.encoder_bps as f64 / (f * 8.0).max(1.0)).clamp(2.0, 240.0) as u32
         });
         let fps = t.max_fps.min(fits).max(2);
         let bps = u32::try_from(t.encoder_bps).unwrap_or(u32::MAX);
