@@ -98,7 +98,7 @@ fn estimate_at(p: &Pair, t: Duration) -> u64 {
             HostSessionEvent::RateChanged(r) => Some(r.estimate_bps),
             _ => None,
         })
-        .last()
+        .next_back()
         .expect("a rate was set")
 }
 
@@ -175,7 +175,7 @@ fn the_picture_converges_within_a_second_after_the_content_stops() {
     // Each band's last picture is of a frame captured at or after the content stopped
     // changing, and it arrived within a second of that.
     for b in 0..8u8 {
-        let last = p.shown().iter().filter(|x| x.band == b).last().unwrap();
+        let last = p.shown().iter().rfind(|x| x.band == b).unwrap();
         let final_frame = p
             .shown()
             .iter()

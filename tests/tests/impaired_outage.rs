@@ -1,5 +1,7 @@
 //! An outage on a real session across the emulated link: the session rides it out, both
 //! ends say so, and the picture comes back with the link.
+// The tests print what both programs said, for the record and for a failure's reader.
+#![allow(clippy::print_stderr)]
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! A step down of the link's rate on a real session across the emulated link: the agent's
 //! sending rate follows it under the new rate and the session goes on.
+// The tests print what both programs said, for the record and for a failure's reader.
+#![allow(clippy::print_stderr)]
 
 use deskwire_netem::LinkProfile;
 use deskwire_tests::impaired::{assert_session_lasted, fps, session, testbed};

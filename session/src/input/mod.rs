@@ -178,8 +178,6 @@ pub enum InjectOp {
     Text(String),
 }
 
-/// How an injection went, reported from the inject thread.
-
 /// The kind of an input event, for reporting without copying text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
