@@ -60,9 +60,11 @@ impl Default for TransportConfig {
             ice_servers: Vec::new(),
             mdns: MdnsMode::default(),
             ice_check_interval: Duration::from_millis(5),
-            ice_disconnected_timeout: Duration::from_secs(3),
+            // Liveness is the session's own (quiet link, peer timeout); ICE only has to keep
+            // NAT bindings and consent fresh, and every check costs bytes on an idle link.
+            ice_disconnected_timeout: Duration::from_secs(15),
             ice_failed_timeout: Duration::from_secs(40),
-            ice_keepalive_interval: Duration::from_secs(1),
+            ice_keepalive_interval: Duration::from_secs(5),
             max_message: 256 * 1024,
             send_buffer: 2 * 1024 * 1024,
             video_packet_lifetime: Duration::from_millis(400),

@@ -513,9 +513,15 @@ fn spawn_decoder(
         .spawn(move || {
             let mut rasm = Reassembler::new(retry);
             let mut pending: Option<Pending> = None;
-            let flush = |p: Option<Pending>| {
+            // A frame's bands may arrive in several groups (paced video spreads them over
+            // the frame time): each group is shown at once, but the frame counts once.
+            let mut counted: Option<u64> = None;
+            let mut flush = |p: Option<Pending>| {
                 if let Some(p) = p {
-                    shared.frames.fetch_add(1, Relaxed);
+                    if counted != Some(p.frame_id) {
+                        counted = Some(p.frame_id);
+                        shared.frames.fetch_add(1, Relaxed);
+                    }
                     tracing::trace!(frame = p.frame_id, bands = p.bands, latency = ?p.latency, "frame decoded");
                     if let Some(l) = p.latency {
                         shared.latency_us.record(l.as_micros() as u64);

@@ -13,7 +13,7 @@ use deskwire_engine::ColorSpace;
 
 use crate::clock::Lateness;
 use crate::input::{InjectOp, InputEvent, InputGate, InputKind, InputRefusal};
-use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit};
+use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
 use crate::rate::{RateConfig, RateController, RateTarget};
 use crate::refresh::Refresh;
 use crate::stats::HostStats;
@@ -31,6 +31,9 @@ pub struct HostSessionConfig {
     /// After this long without a word from the viewer the link counts as down: what the
     /// viewer held is released, and the session waits (up to `peer_timeout`) for it back.
     pub quiet_after: Duration,
+    /// The same while idle (no video sent, no input received for 3 s), when the viewer
+    /// only sends its slow heartbeat: longer than the viewer's `idle_ping_interval`.
+    pub idle_quiet_after: Duration,
     /// The congestion controller's bounds.
     pub rate: RateConfig,
 }
@@ -42,6 +45,7 @@ impl Default for HostSessionConfig {
             stats_interval: Duration::from_secs(1),
             view_only: false,
             quiet_after: Duration::from_millis(2500),
+            idle_quiet_after: Duration::from_millis(12_500),
             rate: RateConfig::default(),
         }
     }
@@ -138,6 +142,10 @@ pub struct HostSession {
     rtt: Option<Duration>,
     refresh: Refresh,
     link_down: bool,
+    /// Frames sent when activity was last noted.
+    active_frames: u64,
+    /// The last video sent or input received.
+    last_active: Duration,
     lateness: Lateness,
     out: Outbox<HostSessionEvent>,
 }
@@ -171,6 +179,8 @@ impl HostSession {
             rtt: None,
             refresh: Refresh::new(stream.tops.len()),
             link_down: false,
+            active_frames: 0,
+            last_active: now,
             lateness: Lateness::new(),
             out: Outbox::new(),
         };
@@ -209,6 +219,23 @@ impl HostSession {
         let frame = Duration::from_secs(1) / self.rate.target().max_fps.max(1);
         (self.rtt.unwrap_or(Duration::from_millis(50)) + frame)
             .clamp(Duration::from_millis(40), Duration::from_millis(250))
+    }
+
+    /// When the silence since the viewer was last heard means the link is down: sooner
+    /// while active, later while idle (activity judged at that moment).
+    fn quiet_due(&self) -> Duration {
+        let heard = self.liveness.last_heard();
+        let soon = heard + self.config.quiet_after + Duration::from_millis(1);
+        // Video sent is noted at each statistics wake, so activity may be that much stale.
+        // Held keys keep the session active: they must be released soon after a drop.
+        let active_until = self.last_active + ACTIVE_FOR + self.config.stats_interval;
+        if soon < active_until || self.gate.holds_any() {
+            soon
+        } else {
+            heard
+                + self.config.idle_quiet_after.max(self.config.quiet_after)
+                + Duration::from_millis(1)
+        }
     }
 
     /// Whether the link is down (nothing heard for `quiet_after`).
@@ -295,6 +322,7 @@ impl HostSession {
     }
 
     fn handle_input(&mut self, now: Duration, data: &[u8]) {
+        self.last_active = self.last_active.max(now);
         let (event, sent_us) = match decode_input_at(data) {
             Ok(e) => e,
             Err(e) => {
@@ -374,7 +402,11 @@ impl HostSession {
             self.finish(SessionEnd::PeerTimeout(silent));
             return;
         }
-        if !self.link_down && self.liveness.silent(now) > self.config.quiet_after {
+        if self.sent.frames > self.active_frames {
+            self.active_frames = self.sent.frames;
+            self.last_active = self.last_active.max(now);
+        }
+        if !self.link_down && now >= self.quiet_due() {
             self.link_down = true;
             let releases = self.gate.set_established(false);
             if !releases.is_empty() {
@@ -458,8 +490,7 @@ impl HostSession {
     /// When [`HostSession::handle_timeout`] must next be called; `None` once ended.
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.out.is_open().then(|| {
-            let quiet =
-                self.liveness.last_heard() + self.config.quiet_after + Duration::from_millis(1);
+            let quiet = self.quiet_due();
             let mut next = self.liveness.deadline().min(self.stats.next());
             if !self.link_down {
                 next = next.min(quiet);

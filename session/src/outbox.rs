@@ -139,11 +139,6 @@ impl Liveness {
         (silent > self.timeout).then_some(silent)
     }
 
-    /// How long the peer has been silent at `now`.
-    pub(crate) fn silent(&self, now: Duration) -> Duration {
-        now.saturating_sub(self.last_heard)
-    }
-
     pub(crate) fn last_heard(&self) -> Duration {
         self.last_heard
     }
@@ -187,6 +182,10 @@ impl Every {
         self.next
     }
 }
+
+/// A session counts as active for this long after its last video or input; then it idles,
+/// and its heartbeat slows down so that a still desktop costs next to nothing on the wire.
+pub(crate) const ACTIVE_FOR: Duration = Duration::from_secs(3);
 
 /// A session-clock instant in the microseconds the wire carries.
 pub(crate) fn micros(t: Duration) -> u64 {

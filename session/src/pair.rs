@@ -258,6 +258,11 @@ impl Pair {
         (self.to_viewer.delivered, self.to_viewer.lost)
     }
 
+    /// Messages delivered and lost, viewer -> target.
+    pub fn up_counts(&self) -> (u64, u64) {
+        (self.to_host.delivered, self.to_host.lost)
+    }
+
     /// Put a video message from the target on the link now (the cores do not make video).
     pub fn send_video(&mut self, data: BytesMut) {
         self.to_viewer.send(
@@ -338,6 +343,9 @@ impl Pair {
             self.host.handle_video_lost(now, lost);
             let keys = v.sender.poll_keys_sent();
             self.host.handle_keyframes_sent(now, keys);
+            let t = v.sender.totals();
+            self.host
+                .handle_video_sent(t.frames, t.bytes, t.bands_dropped);
         }
         self.flush();
     }

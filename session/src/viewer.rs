@@ -16,7 +16,7 @@ use deskwire_engine::{BandLayout, ColorSpace};
 use crate::clock::ClockSync;
 use crate::feedback::ReceiveMeter;
 use crate::input::InputEvent;
-use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit};
+use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
 use crate::stats::ControllerStats;
 use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
 
@@ -25,8 +25,12 @@ use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
 pub struct ViewerSessionConfig {
     /// The session ends when nothing was heard from the target for this long.
     pub peer_timeout: Duration,
-    /// How often the target is pinged (the ping is also the heartbeat it watches).
+    /// How often the target is pinged while video or input flows (the ping is also the
+    /// heartbeat it watches).
     pub ping_interval: Duration,
+    /// How often while idle (no video received, no input sent for 3 s). The target's
+    /// `idle_quiet_after` must be longer.
+    pub idle_ping_interval: Duration,
     /// How often statistics are reported, here and to the target.
     pub stats_interval: Duration,
     /// How often the target hears what the video channel delivered, while video flows.
@@ -41,6 +45,7 @@ impl Default for ViewerSessionConfig {
         Self {
             peer_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(1),
+            idle_ping_interval: Duration::from_secs(10),
             stats_interval: Duration::from_secs(1),
             feedback_interval: Duration::from_millis(100),
             quiet_after: Duration::from_millis(2500),
@@ -104,7 +109,6 @@ pub struct ViewerSession {
     clock: ClockSync,
     nonce: u32,
     liveness: Liveness,
-    ping: Every,
     stats: Every,
     /// Frames and bytes at the last report.
     reported: (u64, u64),
@@ -113,6 +117,13 @@ pub struct ViewerSession {
     keyframe_requests: u32,
     meter: ReceiveMeter,
     feedback: Every,
+    ping_interval: Duration,
+    idle_ping_interval: Duration,
+    last_ping: Option<Duration>,
+    /// The last video received or input sent.
+    last_active: Duration,
+    /// Keys and buttons pressed and not yet released, as far as this side sent.
+    holding: u32,
     quiet_after: Duration,
     reconnecting: bool,
     out: Outbox<ViewerSessionEvent>,
@@ -123,7 +134,6 @@ impl ViewerSession {
     pub fn new(config: ViewerSessionConfig, now: Duration) -> Self {
         Self {
             liveness: Liveness::new(now, config.peer_timeout),
-            ping: Every::new(now, now, config.ping_interval),
             stats: Every::new(now, now + config.stats_interval, config.stats_interval),
             stream: None,
             clock: ClockSync::default(),
@@ -133,6 +143,11 @@ impl ViewerSession {
             decoded: Decoded::default(),
             keyframe_requests: 0,
             meter: ReceiveMeter::new(),
+            ping_interval: config.ping_interval,
+            idle_ping_interval: config.idle_ping_interval,
+            last_ping: None,
+            last_active: now,
+            holding: 0,
             feedback: Every::new(
                 now,
                 now + config.feedback_interval,
@@ -187,6 +202,7 @@ impl ViewerSession {
         }
         match channel {
             Channel::Video => {
+                self.last_active = now;
                 self.bytes += data.len() as u64;
                 self.meter.handle_video(now, data);
             }
@@ -270,7 +286,7 @@ impl ViewerSession {
             self.finish(SessionEnd::PeerTimeout(silent));
             return;
         }
-        if !self.reconnecting && self.liveness.silent(now) > self.quiet_after {
+        if !self.reconnecting && now >= self.quiet_due() {
             self.reconnecting = true;
             self.out.event(ViewerSessionEvent::Reconnecting);
         }
@@ -283,7 +299,8 @@ impl ViewerSession {
                 self.send_control(ControlMessage::Feedback(fb));
             }
         }
-        if self.ping.due(now).is_some() {
+        if now >= self.ping_due() {
+            self.last_ping = Some(now);
             self.nonce = self.nonce.wrapping_add(1);
             self.send_control(ControlMessage::Ping {
                 nonce: self.nonce,
@@ -307,12 +324,16 @@ impl ViewerSession {
             let us = |d: Option<Duration>| {
                 d.map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32)
             };
-            self.send_control(ControlMessage::ReceiverReport {
-                frames: frames.saturating_sub(f0).min(u64::from(u32::MAX)) as u32,
-                latency_p50_us: us(stats.latency_p50),
-                latency_p99_us: us(stats.latency_p99),
-                keyframe_requests: self.keyframe_requests,
-            });
+            // Nothing decoded and nothing received: nothing to report, and an idle session
+            // should cost nothing on the wire.
+            if frames > f0 || self.bytes > b0 {
+                self.send_control(ControlMessage::ReceiverReport {
+                    frames: frames.saturating_sub(f0).min(u64::from(u32::MAX)) as u32,
+                    latency_p50_us: us(stats.latency_p50),
+                    latency_p99_us: us(stats.latency_p99),
+                    keyframe_requests: self.keyframe_requests,
+                });
+            }
             self.out.event(ViewerSessionEvent::Stats(stats));
             self.reported = (frames, self.bytes);
         }
@@ -335,9 +356,55 @@ impl ViewerSession {
         }
     }
 
+    /// Active: video arrived or input went out lately, or a key or button is held down
+    /// (the target must learn of a drop soon, to release it).
+    /// While reconnecting it stays active too: the first ping through tells the target the
+    /// link is back.
+    fn active(&self, now: Duration) -> bool {
+        now < self.last_active + ACTIVE_FOR || self.holding > 0 || self.reconnecting
+    }
+
+    /// When the next ping is due: a second after the last while active, ten while idle
+    /// (activity judged at the moment it would go).
+    fn ping_due(&self) -> Duration {
+        let Some(last) = self.last_ping else {
+            return Duration::ZERO;
+        };
+        let soon = last + self.ping_interval;
+        if self.active(soon) {
+            soon
+        } else {
+            last + self.idle_ping_interval
+        }
+    }
+
+    /// When the silence since the target was last heard means the link is down: sooner
+    /// while active, later while idle, when the target only answers the slow heartbeat.
+    fn quiet_due(&self) -> Duration {
+        let heard = self.liveness.last_heard();
+        let soon = heard + self.quiet_after + Duration::from_millis(1);
+        if self.active(soon) {
+            soon
+        } else {
+            soon + self.idle_ping_interval
+        }
+    }
+
     /// Send a keyboard or mouse event at `now`, stamped with it: the target refuses a press
     /// that reaches it much later than the viewer's messages usually do.
     pub fn send_input(&mut self, now: Duration, event: &InputEvent) {
+        // Back from idle, the heartbeat speeds up at once (the next ping is due a second
+        // after the last), so a drop is seen soon.
+        self.last_active = self.last_active.max(now);
+        match event {
+            InputEvent::Key { down: true, .. } | InputEvent::Button { down: true, .. } => {
+                self.holding = self.holding.saturating_add(1);
+            }
+            InputEvent::Key { down: false, .. } | InputEvent::Button { down: false, .. } => {
+                self.holding = self.holding.saturating_sub(1);
+            }
+            _ => {}
+        }
         let mut data = BytesMut::with_capacity(16);
         // 0 means "unknown" on the wire; the first microsecond is not worth a special case.
         event.encode_at(&mut data, (micros(now) as u32).max(1));
@@ -390,11 +457,10 @@ impl ViewerSession {
             let mut next = self
                 .liveness
                 .deadline()
-                .min(self.ping.next())
-                .min(self.stats.next());
+                .min(self.stats.next())
+                .min(self.ping_due());
             if !self.reconnecting {
-                next = next
-                    .min(self.liveness.last_heard() + self.quiet_after + Duration::from_millis(1));
+                next = next.min(self.quiet_due());
             }
             if self.meter.has_data() {
                 next = next.min(self.feedback.next());

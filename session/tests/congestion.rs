@@ -222,20 +222,30 @@ fn outages_of_8_and_25_seconds_are_survived_and_the_picture_returns_quickly() {
 }
 
 #[test]
-fn an_idle_screen_sends_no_feedback() {
+fn an_idle_session_slows_its_heartbeat_to_one_ping_in_ten_seconds_and_never_calls_the_link_down() {
     let load = VideoLoad {
         changing_until: Duration::ZERO,
         ..VideoLoad::default()
     };
-    let mut p = run(bottleneck(20_000_000, 30 * MS, 0.0), load, 2);
+    let mut p = run(bottleneck(20_000_000, 30 * MS, 0.0), load, 5);
     let before = p.viewer.bytes_received();
-    let sent_before = p.down_counts().0;
-    p.run_for(10 * S);
-    // Nothing but pings and pongs: about one each way per second.
-    assert_eq!(p.viewer.bytes_received(), before);
-    let messages = p.down_counts().0 - sent_before;
+    let (down0, up0) = (p.down_counts().0, p.up_counts().0);
+    p.run_for(60 * S);
+    assert_eq!(p.viewer.bytes_received(), before, "no video while idle");
+    // A ping and its pong every 10 s: no feedback, no receiver reports.
+    let (down, up) = (p.down_counts().0 - down0, p.up_counts().0 - up0);
     assert!(
-        messages <= 12,
-        "{messages} messages to the viewer in 10 idle seconds"
+        down <= 7 && up <= 7,
+        "{up} messages up, {down} down in 60 idle seconds"
     );
+    let alarms = p
+        .host_events
+        .iter()
+        .filter(|(_, e)| matches!(e, HostSessionEvent::LinkDown));
+    assert_eq!(alarms.count(), 0);
+    let told = p
+        .viewer_events
+        .iter()
+        .filter(|(_, e)| matches!(e, ViewerSessionEvent::Reconnecting));
+    assert_eq!(told.count(), 0);
 }

@@ -80,6 +80,11 @@ impl InputGate {
         }
     }
 
+    /// Whether the viewer holds a key or a button down now.
+    pub fn holds_any(&self) -> bool {
+        !self.held_keys.is_empty() || self.held_buttons.iter().any(|b| *b)
+    }
+
     /// Grant or revoke control. Revoking releases everything held.
     pub fn set_control(&mut self, control: bool) -> Vec<InjectOp> {
         self.control = control;
