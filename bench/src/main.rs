@@ -8,6 +8,7 @@
 
 mod alloc;
 mod e2e;
+mod net;
 mod peers;
 mod plot;
 mod stages;
@@ -35,6 +36,9 @@ enum Command {
     /// Real sessions per scene (target and controller in separate processes on loopback
     /// WebRTC) side by side with ffmpeg + x264 and the naive crate pipeline.
     E2e(e2e::Args),
+    /// Real sessions across an emulated impaired link (`deskwire-netem`), one per profile:
+    /// frame rate, freezes, latency, rate, convergence. Needs root (network namespaces).
+    Net(net::Args),
     /// The controller end of one e2e session (driven by `e2e`).
     #[command(name = "e2e-controller", hide = true)]
     E2eController(e2e::roles::ControllerArgs),
@@ -59,6 +63,7 @@ fn main() {
         Command::E2e(args) => e2e::run(&args),
         Command::E2eController(args) => e2e::roles::run_controller(&args),
         Command::E2eTarget(args) => e2e::roles::run_target(&args),
+        Command::Net(args) => net::run(&args),
         Command::PeerNaive(args) => peers::naive_main(&args),
     };
     if let Err(e) = result {

@@ -67,7 +67,7 @@ impl Default for TransportConfig {
             ice_keepalive_interval: Duration::from_secs(5),
             max_message: 256 * 1024,
             send_buffer: 2 * 1024 * 1024,
-            video_packet_lifetime: Duration::from_millis(400),
+            video_packet_lifetime: Duration::from_millis(1000),
             socket_buffer: 4 * 1024 * 1024,
         }
     }

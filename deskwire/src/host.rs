@@ -22,7 +22,6 @@ use deskwire_session::consent::ConsentAnswer;
 use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
 use deskwire_session::pacer::{PacerConfig, VideoSender};
 use deskwire_session::rate::RateConfig;
-use deskwire_session::rate::RateTarget;
 use deskwire_session::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
 
 use crate::config::HostConfig;
@@ -31,7 +30,7 @@ use crate::inject::Injector;
 use crate::signalling::Signalling;
 use crate::transport::{self, NetEvent, SessionRuntime};
 use crate::{spawn_net, DisconnectReason, Events, HostEvent, SessionError};
-use video_out::{spawn_video_out, SendCounters, VideoOut, VideoReport, VIDEO_CHUNK};
+use video_out::{spawn_video_out, Pace, SendCounters, VideoOut, VideoReport, VIDEO_CHUNK};
 
 /// How often the target wakes the WebRTC driver while the channels are opening.
 const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
@@ -530,7 +529,7 @@ impl HostTask {
         pipeline.request_keyframe(None);
         let counters = Arc::new(SendCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (pace_tx, pace_rx) = crossbeam_channel::unbounded::<(RateTarget, Duration)>();
+        let (pace_tx, pace_rx) = crossbeam_channel::unbounded::<Pace>();
         let (report_tx, mut report_rx) = mpsc::unbounded_channel::<VideoReport>();
         let target = core.rate_target();
         let video_out = match spawn_video_out(VideoOut {
@@ -568,7 +567,11 @@ impl HostTask {
                     HostSessionEvent::RateChanged(t) => {
                         tracing::debug!(?t, "rate target");
                         // The video thread retunes the encoder: it also knows what frames cost.
-                        let _ = pace_tx.send((t, core.queue_budget()));
+                        let _ = pace_tx.send(Pace {
+                            target: t,
+                            budget: core.queue_budget(),
+                            rtt: core.rtt(),
+                        });
                     }
                     HostSessionEvent::LinkDown => self.events.emit(HostEvent::LinkDown),
                     HostSessionEvent::LinkUp => self.events.emit(HostEvent::LinkUp),

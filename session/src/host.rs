@@ -238,6 +238,11 @@ impl HostSession {
         }
     }
 
+    /// The viewer's latest round trip, from its feedback.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
     /// Whether the link is down (nothing heard for `quiet_after`).
     pub fn link_down(&self) -> bool {
         self.link_down

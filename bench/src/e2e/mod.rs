@@ -8,7 +8,7 @@
 //! workload, or freezes the synthetic source), lets the last picture arrive and compares what
 //! the controller shows with what the target showed.
 
-mod report;
+pub(crate) mod report;
 pub(crate) mod roles;
 
 use std::io::{BufRead, BufReader, Write};
@@ -224,7 +224,7 @@ impl Broker {
 }
 
 /// A child process speaking the line protocol; killed by PID when dropped.
-struct Role {
+pub(crate) struct Role {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
@@ -232,7 +232,7 @@ struct Role {
 }
 
 impl Role {
-    fn spawn(name: &'static str, mut cmd: Command) -> Result<Self> {
+    pub(crate) fn spawn(name: &'static str, mut cmd: Command) -> Result<Self> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -262,7 +262,7 @@ impl Role {
     }
 
     /// The next line that starts with `prefix` (others are skipped), within `timeout`.
-    fn expect(&self, prefix: &str, timeout: Duration) -> Result<String> {
+    pub(crate) fn expect(&self, prefix: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -275,7 +275,7 @@ impl Role {
         }
     }
 
-    fn tell(&mut self, line: &str) -> Result<()> {
+    pub(crate) fn tell(&mut self, line: &str) -> Result<()> {
         writeln!(self.stdin, "{line}").with_context(|| format!("telling the {}", self.name))
     }
 }

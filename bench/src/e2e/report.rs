@@ -16,7 +16,7 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[rank - 1])
 }
 
-pub(crate) fn print_json(r: &SceneResult) -> anyhow::Result<()> {
+pub(crate) fn print_json(r: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string(r)?)?;
     out.flush()?;

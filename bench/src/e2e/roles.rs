@@ -10,7 +10,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufRead, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
@@ -39,6 +39,10 @@ pub(crate) struct ControllerArgs {
     /// Where to write the last decoded picture.
     #[arg(long)]
     frame_out: PathBuf,
+    /// The address to gather candidates on (loopback by default; a namespace's own
+    /// address for `net`).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
 }
 
 /// `deskwire-bench e2e-target`.
@@ -59,6 +63,9 @@ pub(crate) struct TargetArgs {
     /// Where to write the last picture the source gave (synthetic sources only).
     #[arg(long)]
     reference_out: PathBuf,
+    /// The address to gather candidates on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,6 +77,8 @@ pub(crate) struct ControllerReport {
     pub cpu_ms: f64,
     /// Capture->decoded latency of every frame decoded while measuring.
     pub latencies_ms: Vec<f64>,
+    /// When each frame was first shown, milliseconds into the measurement.
+    pub frame_times_ms: Vec<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,8 +88,8 @@ pub(crate) struct TargetReport {
     pub measured_s: f64,
 }
 
-fn loopback() -> TransportConfig {
-    TransportConfig::default().bind(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+fn bound(ip: IpAddr) -> TransportConfig {
+    TransportConfig::default().bind(vec![ip])
 }
 
 pub(crate) fn unix_us() -> u64 {
@@ -153,7 +162,7 @@ pub(crate) fn read_luma(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
 
 pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
     let stdin = stdin_lines()?;
-    let c = Controller::start(ControllerConfig::new(&args.broker).transport(loopback()))?;
+    let c = Controller::start(ControllerConfig::new(&args.broker).transport(bound(args.bind)))?;
     let warmup = Duration::from_millis(args.warmup_ms);
     let measure = Duration::from_millis(args.measure_ms);
     let mut first_frame = 0u64;
@@ -161,6 +170,8 @@ pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
     let mut end: Option<(Instant, f64, (u64, u64))> = None;
     let mut connected: Option<Instant> = None;
     let mut latencies = Vec::new();
+    let mut frame_times = Vec::new();
+    let mut last_frame = None;
     let deadline = Instant::now() + Duration::from_secs(60) + warmup + measure;
     loop {
         if Instant::now() > deadline {
@@ -174,9 +185,14 @@ pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
                     if first_frame == 0 {
                         first_frame = unix_us();
                     }
-                    if start.is_some() && end.is_none() {
+                    if let (Some(s), None) = (start, end) {
                         if let Some(l) = f.latency {
                             latencies.push(l.as_secs_f64() * 1000.0);
+                        }
+                        // A frame whose bands came in several groups is shown once.
+                        if last_frame != Some(f.frame_id) {
+                            last_frame = Some(f.frame_id);
+                            frame_times.push(s.0.elapsed().as_secs_f64() * 1000.0);
                         }
                     }
                 }
@@ -211,6 +227,7 @@ pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
         measured_s: (e.0 - s.0).as_secs_f64(),
         cpu_ms: e.1 - s.1,
         latencies_ms: latencies,
+        frame_times_ms: frame_times,
     };
     say(&serde_json::to_string(&report)?);
     c.shutdown()?;
@@ -265,7 +282,7 @@ pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
         calls: calls.clone(),
     };
     let mut config = HostConfig::new(&args.broker)
-        .transport(loopback())
+        .transport(bound(args.bind))
         .view_only(true);
     if let Some(d) = &args.display {
         config = config.input_display(Some(d.clone()));

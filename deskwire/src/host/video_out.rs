@@ -26,10 +26,19 @@ pub(super) struct VideoOut {
     pub(super) counters: Arc<SendCounters>,
     pub(super) stop: Arc<AtomicBool>,
     /// New rate targets and queue budgets from the session core.
-    pub(super) pace: Receiver<(RateTarget, Duration)>,
+    pub(super) pace: Receiver<Pace>,
     /// Bands the sender dropped, and bands whose keyframe left, for the session core's
     /// refresh budget.
     pub(super) reports: mpsc::UnboundedSender<VideoReport>,
+}
+
+/// What the session loop tells the video thread: the rate target, the queue budget and the
+/// latest round trip.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pace {
+    pub(super) target: RateTarget,
+    pub(super) budget: Duration,
+    pub(super) rtt: Option<Duration>,
 }
 
 /// What the video thread tells the session loop (bit i = band i).
@@ -99,8 +108,8 @@ impl FrameRateFit {
 /// message would leave as one burst) and a lost packet costs one small retransmission.
 pub(super) const VIDEO_CHUNK: usize = 4 * 1024;
 
-/// What the SCTP association may hold of video beyond what the pacer let out: about this
-/// long at the pacing rate, so the pacer keeps the queue, not the transport (whose video
+/// What the SCTP association may hold of video beyond what is in flight: about this long
+/// at the pacing rate, so the pacer keeps the queue, not the transport (whose video
 /// messages expire after `video_packet_lifetime` and would be lost, not late).
 const TRANSPORT_BACKLOG: Duration = Duration::from_millis(40);
 const MIN_TRANSPORT_BACKLOG: usize = 8 * 1024;
@@ -128,11 +137,16 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
             let mut backlog_cap = MIN_TRANSPORT_BACKLOG;
             while !v.stop.load(Relaxed) {
                 let now = v.epoch.elapsed();
-                while let Ok((target, budget)) = v.pace.try_recv() {
+                while let Ok(Pace {
+                    target,
+                    budget,
+                    rtt,
+                }) = v.pace.try_recv()
+                {
                     v.sender.set_rate(now, target.pacing_bps);
-                    backlog_cap = ((target.pacing_bps as f64 / 8.0
-                        * TRANSPORT_BACKLOG.as_secs_f64())
-                        as usize)
+                    // What is in flight (a round trip of it) counts as outstanding too.
+                    let hold = TRANSPORT_BACKLOG + rtt.unwrap_or(Duration::from_millis(100));
+                    backlog_cap = ((target.pacing_bps as f64 / 8.0 * hold.as_secs_f64()) as usize)
                         .max(MIN_TRANSPORT_BACKLOG);
                     v.sender.set_budget(budget);
                     fit.target = Some(target);

@@ -270,6 +270,12 @@ impl BandEncoderSet {
                         .set_option(option, std::ptr::addr_of_mut!(info).cast())
                 }
             };
+            if !b.started {
+                // OpenH264 initialises an encoder at its first frame and takes no option
+                // before: one that has not encoded yet is simply made anew at the new rate.
+                b.encoder = new_encoder(&self.config, b.id.0, share as u64, self.max_qp)?;
+                continue;
+            }
             let mut rc = set(b, openh264_sys2::ENCODER_OPTION_BITRATE, share);
             if rc != 0 {
                 set(

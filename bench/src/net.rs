@@ -1,0 +1,300 @@
+//! `deskwire-bench net --profile NAME`: a real session per profile across the emulated
+//! link (`deskwire-netem`): the target in namespace A, broker and controller in B, the
+//! synthetic scene on the target. Per profile: delivered frame rate (mean and the worst
+//! second), freeze time (gaps over 200 ms), capture -> shown latency, what the link carried
+//! against its rate, and how close the picture is to the screen a moment after the content
+//! stops (Y-PSNR).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use deskwire_engine::quality::psnr_plane;
+use deskwire_netem::testbed::Testbed;
+use deskwire_netem::LinkProfile;
+use serde::Serialize;
+
+use crate::e2e::report::quantile;
+use crate::e2e::roles::{read_luma, ControllerReport};
+use crate::e2e::Role;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Link profile (repeatable): lan, cable, dsl, lte, hotel-wifi, satellite, step,
+    /// outage-8, outage-25. Default: all but the outages.
+    #[arg(long = "profile")]
+    profiles: Vec<String>,
+    /// Synthetic scene on the target: scroll, typing, video, drag, static.
+    #[arg(long, default_value = "scroll")]
+    scene: String,
+    #[arg(long, default_value_t = 1920)]
+    width: u32,
+    #[arg(long, default_value_t = 1080)]
+    height: u32,
+    /// Seconds measured per profile, after the warm-up.
+    #[arg(long, default_value_t = 15.0)]
+    seconds: f64,
+    /// Seconds after the channels open before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// How long after the content stops the picture is compared with the screen.
+    #[arg(long, default_value_t = 1.0)]
+    settle: f64,
+    /// One JSON object per profile per line on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Where to write the Markdown table.
+    #[arg(long, default_value = "target/bench-net")]
+    out: PathBuf,
+}
+
+const DEFAULT_PROFILES: [&str; 7] = [
+    "lan",
+    "cable",
+    "dsl",
+    "lte",
+    "hotel-wifi",
+    "satellite",
+    "step",
+];
+
+/// A gap between shown frames longer than this is a freeze.
+const FREEZE_MS: f64 = 200.0;
+
+/// One profile's figures.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct NetResult {
+    pub profile: String,
+    pub scene: String,
+    /// The downlink's rate at the start, Mbit/s (`None`: unlimited).
+    pub link_mbit: Option<f64>,
+    pub seconds: f64,
+    pub fps: f64,
+    /// The fewest frames shown in any whole second.
+    pub worst_second_fps: u32,
+    pub freeze_ms: f64,
+    pub freeze_pct: f64,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
+    pub kbps: f64,
+    /// Y-PSNR of what the controller shows `settle` seconds after the content stopped.
+    pub converged_psnr_y_db: Option<f64>,
+}
+
+pub(crate) fn run(args: &Args) -> Result<()> {
+    let profiles: Vec<String> = if args.profiles.is_empty() {
+        DEFAULT_PROFILES.iter().map(|p| (*p).to_owned()).collect()
+    } else {
+        args.profiles.clone()
+    };
+    if !(1.0..=600.0).contains(&args.seconds) || !(0.0..=60.0).contains(&args.warmup) {
+        bail!("--seconds must be in 1..=600 and --warmup in 0..=60");
+    }
+    if !(0.1..=30.0).contains(&args.settle) {
+        bail!("--settle must be in 0.1..=30 seconds");
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("the bench's directory")?;
+    let netem = dir.join("deskwire-netem");
+    let broker = dir.join("deskwire-broker");
+    for b in [&netem, &broker] {
+        if !b.exists() {
+            bail!(
+                "{} is missing: build it first (cargo build --release --workspace)",
+                b.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut results = Vec::new();
+    for name in &profiles {
+        let profile = LinkProfile::named(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let r = run_profile(args, &profile, &netem, &broker)
+            .with_context(|| format!("profile {name}"))?;
+        if args.json {
+            crate::e2e::report::print_json(&r)?;
+        }
+        results.push(r);
+    }
+    let table = markdown(&results);
+    if !args.json {
+        crate::e2e::report::print_table(&table);
+    }
+    std::fs::write(args.out.join("net.md"), &table)?;
+    Ok(())
+}
+
+fn run_profile(
+    args: &Args,
+    profile: &LinkProfile,
+    netem: &std::path::Path,
+    broker_bin: &std::path::Path,
+) -> Result<NetResult> {
+    let bed = Testbed::start(profile, netem).map_err(|e| {
+        anyhow::anyhow!("cannot build the emulated link (needs root, iproute2, /dev/net/tun): {e}")
+    })?;
+    let exe = std::env::current_exe()?;
+    let listen = format!("{}:8450", bed.addr_b());
+    let url = format!("ws://{listen}");
+    let mut cmd = bed.command_in_b(broker_bin);
+    cmd.args(["--listen", &listen])
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let mut broker = BrokerChild(cmd.spawn().context("starting the broker")?);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let frame_out = args.out.join(format!("{}-controller.frame", profile.name));
+    let reference_out = args.out.join(format!("{}-target.frame", profile.name));
+    let mut cmd = bed.command_in_b(&exe);
+    cmd.args(["e2e-controller", "--broker", &url])
+        .arg(format!("--bind={}", bed.addr_b()))
+        .arg(format!("--warmup-ms={}", (args.warmup * 1000.0) as u64))
+        .arg(format!("--measure-ms={}", (args.seconds * 1000.0) as u64))
+        .arg("--frame-out")
+        .arg(&frame_out);
+    let mut controller = Role::spawn("controller", cmd)?;
+    let code = controller.expect("code ", Duration::from_secs(15))?;
+    let mut cmd = bed.command_in_a(&exe);
+    cmd.args(["e2e-target", "--broker", &url, "--code", &code])
+        .arg(format!("--source=synthetic:{}", args.scene))
+        .arg(format!("--bind={}", bed.addr_a()))
+        .arg(format!("--width={}", args.width))
+        .arg(format!("--height={}", args.height))
+        .arg("--reference-out")
+        .arg(&reference_out);
+    let mut target = Role::spawn("target", cmd)?;
+    target.expect("entered ", Duration::from_secs(15))?;
+    let window = Duration::from_secs_f64(args.warmup + args.seconds);
+    controller.expect("measure-start", Duration::from_secs(30) + window)?;
+    target.tell("start")?;
+    controller.expect("measure-end", Duration::from_secs(30) + window)?;
+    target.tell("stop")?;
+    target.tell("freeze")?;
+    std::thread::sleep(Duration::from_secs_f64(args.settle));
+    controller.tell("snapshot")?;
+    let c: ControllerReport = serde_json::from_str(
+        &controller
+            .expect("{", Duration::from_secs(20))
+            .map(|s| format!("{{{s}"))?,
+    )
+    .context("the controller's report")?;
+    target.expect("{", Duration::from_secs(20))?;
+    let shown = read_luma(&frame_out)?;
+    let reference = read_luma(&reference_out)?;
+    let psnr = (shown.0 == reference.0 && shown.1 == reference.1).then(|| {
+        let n = shown.2.len();
+        psnr_plane(&shown.2, n, &reference.2, n, n, 1).min(99.0)
+    });
+    let _ = std::fs::remove_file(&frame_out);
+    let _ = std::fs::remove_file(&reference_out);
+    broker.stop();
+    drop(bed);
+
+    let measured_ms = c.measured_s * 1000.0;
+    let mut lat = c.latencies_ms.clone();
+    lat.sort_by(f64::total_cmp);
+    let freeze_ms = freezes(&c.frame_times_ms, measured_ms);
+    Ok(NetResult {
+        profile: profile.name.clone(),
+        scene: args.scene.clone(),
+        link_mbit: profile.a_to_b.rate.map(|r| r as f64 / 1e6),
+        seconds: c.measured_s,
+        fps: c.frame_times_ms.len() as f64 / c.measured_s.max(1e-9),
+        worst_second_fps: worst_second(&c.frame_times_ms, measured_ms),
+        freeze_ms,
+        freeze_pct: 100.0 * freeze_ms / measured_ms.max(1e-9),
+        latency_ms_p50: quantile(&lat, 0.50),
+        latency_ms_p95: quantile(&lat, 0.95),
+        kbps: c.bytes as f64 * 8.0 / 1000.0 / c.measured_s.max(1e-9),
+        converged_psnr_y_db: psnr,
+    })
+}
+
+/// The broker process in B, stopped by its PID.
+struct BrokerChild(std::process::Child);
+
+impl BrokerChild {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for BrokerChild {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The time spent in gaps longer than [`FREEZE_MS`] between shown frames, the window's
+/// start and end included.
+fn freezes(times_ms: &[f64], window_ms: f64) -> f64 {
+    let mut edges = Vec::with_capacity(times_ms.len() + 2);
+    edges.push(0.0);
+    edges.extend(times_ms.iter().copied().filter(|t| *t <= window_ms));
+    edges.push(window_ms);
+    edges
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|gap| *gap > FREEZE_MS)
+        .fold(0.0, |a, b| a + b)
+}
+
+/// The fewest frames shown in any whole second of the window.
+fn worst_second(times_ms: &[f64], window_ms: f64) -> u32 {
+    let seconds = (window_ms / 1000.0).floor() as usize;
+    let mut counts = vec![0u32; seconds.max(1)];
+    for t in times_ms {
+        if let Some(c) = counts.get_mut((t / 1000.0) as usize) {
+            *c += 1;
+        }
+    }
+    counts.into_iter().min().unwrap_or(0)
+}
+
+fn markdown(results: &[NetResult]) -> String {
+    let mut t = String::from(
+        "| profile | link Mbit/s | fps | worst s | freeze | latency p50 / p95 ms | kbit/s | PSNR after stop |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    for r in results {
+        t.push_str(&format!(
+            "| {} | {} | {:.1} | {} | {:.0} ms ({:.1} %) | {} / {} | {:.0} | {} |\n",
+            r.profile,
+            r.link_mbit
+                .map_or("unlimited".to_owned(), |m| format!("{m:.1}")),
+            r.fps,
+            r.worst_second_fps,
+            r.freeze_ms,
+            r.freeze_pct,
+            opt(r.latency_ms_p50),
+            opt(r.latency_ms_p95),
+            r.kbps,
+            r.converged_psnr_y_db
+                .map_or("-".to_owned(), |p| format!("{p:.1} dB")),
+        ));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freezes_count_only_gaps_over_200_ms_window_edges_included() {
+        // 0..100 ok, 100..450 freeze (350), 450..500 ok, then nothing to 1000 (500).
+        assert_eq!(freezes(&[100.0, 450.0, 500.0], 1000.0), 850.0);
+        assert_eq!(freezes(&[], 1000.0), 1000.0);
+    }
+
+    #[test]
+    fn the_worst_second_is_the_one_with_fewest_frames() {
+        let times: Vec<f64> = (0..30).map(|i| f64::from(i) * 33.0).collect(); // 1st second
+        assert_eq!(worst_second(&times, 2000.0), 0);
+        assert_eq!(worst_second(&times, 999.0), 30);
+    }
+}
