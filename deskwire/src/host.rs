@@ -499,11 +499,20 @@ impl HostTask {
             HostSessionConfig {
                 peer_timeout: self.config.peer_timeout,
                 view_only: self.config.view_only,
-                rate: RateConfig {
-                    // The configured floor is the best quality; a slow link may go coarser.
-                    best_qp: self.config.pipeline.codec.max_qp,
-                    worst_qp: self.config.pipeline.codec.max_qp.max(40),
-                    ..RateConfig::default()
+                rate: {
+                    let d = RateConfig::default();
+                    let configured = u64::from(self.config.pipeline.codec.bitrate_bps);
+                    RateConfig {
+                        // Start where the encoder was configured (the pre-congestion-control
+                        // behaviour): a slow path cuts it within a round trip or two, while
+                        // a fast one is not held to a slow ramp.
+                        start_bps: configured.clamp(d.min_bps, d.max_bps),
+                        max_encoder_bps: configured,
+                        // The configured floor is the best quality; a slow link may go coarser.
+                        best_qp: self.config.pipeline.codec.max_qp,
+                        worst_qp: self.config.pipeline.codec.max_qp.max(40),
+                        ..d
+                    }
                 },
                 ..HostSessionConfig::default()
             },

@@ -390,7 +390,11 @@ impl EncodeLoop {
                 if let Err(e) = self.core.set_bitrate(bps) {
                     tracing::warn!(error = %e, bps, "cannot retune the encoders");
                 }
-                self.min_interval = Some(Duration::from_secs(1) / max_fps);
+                // A little slack under the cap: captures come on a fixed tick, and a hold
+                // that ends just after one would skip to the next and halve the rate. At
+                // 60 fps and above nothing is held (capture's own tick decides).
+                self.min_interval =
+                    (max_fps < 60).then(|| Duration::from_secs(1) / max_fps * 9 / 10);
                 Ok(true)
             }
             Control::Keyframe(band) => {

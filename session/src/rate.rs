@@ -21,8 +21,12 @@ pub struct RateConfig {
     pub start_bps: u64,
     /// It never goes below this.
     pub min_bps: u64,
-    /// Nor above this (the most the encoder is ever asked for).
+    /// Nor above this.
     pub max_bps: u64,
+    /// The most the encoder is ever asked for, however fast the path: what the
+    /// configuration chose as enough for a sharp picture. The pacer may still go faster,
+    /// so keyframes leave quickly on a fast path.
+    pub max_encoder_bps: u64,
     /// The quality floor (largest quantiser) when bits are plentiful.
     pub best_qp: u8,
     /// The quality floor on the slowest link: coarser pictures rather than frozen ones.
@@ -35,6 +39,7 @@ impl Default for RateConfig {
             start_bps: 2_500_000,
             min_bps: 150_000,
             max_bps: 20_000_000,
+            max_encoder_bps: 20_000_000,
             best_qp: 28,
             worst_qp: 40,
         }
@@ -102,7 +107,7 @@ const OVERUSE_DELAY: Duration = Duration::from_millis(60);
 /// hides in the base delay): growing by more than `RISE_PER_SAMPLE` per feedback on
 /// average over the last `TREND_SAMPLES` (two halves' means compared, so jitter averages
 /// out), and by more than `RISING_DELAY` over them.
-const RISING_DELAY: Duration = Duration::from_millis(15);
+const RISING_DELAY: Duration = Duration::from_millis(25);
 const RISE_PER_SAMPLE: Duration = Duration::from_millis(2);
 const TREND_SAMPLES: usize = 8;
 /// Above this queue, or above `HOLD_LOSS`, the target holds still.
@@ -192,7 +197,7 @@ impl RateController {
             estimate_bps: estimate,
             // Chunk headers, SCTP, DTLS, UDP and IP cost 5-8 % (small chunks on slow links),
             // and the rest leaves room for keyframes.
-            encoder_bps: estimate * 17 / 20,
+            encoder_bps: (estimate * 17 / 20).min(self.config.max_encoder_bps),
             pacing_bps: estimate * 21 / 20,
             max_fps: fps_for(estimate),
             max_qp: self.max_qp,
