@@ -413,6 +413,9 @@ impl EncodeLoop {
     /// Diff, convert and encode one frame. `Ok(false)` when the consumer or a stop ended it.
     fn process(&mut self, slot: Slot) -> Result<bool, Error> {
         let Slot { frame, capture_us } = slot;
+        // The frame-rate cap counts from when work on a frame starts: counting from when it
+        // was sent would add the encode time to every interval.
+        self.last_encode = Some(Instant::now());
         match self.core.handle_frame(self.prev.as_deref(), &frame)? {
             FrameOutcome::Unchanged { diff_us } => {
                 self.stats.diff_us.record(u64::from(diff_us));
@@ -435,7 +438,6 @@ impl EncodeLoop {
 
     /// Count and hand over an encoded frame; false when the consumer or a stop ended it.
     fn send(&mut self, out: EncodedFrame) -> bool {
-        self.last_encode = Some(Instant::now());
         let bytes = out.byte_len() as u64;
         self.stats
             .encode_us
