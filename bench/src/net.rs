@@ -138,7 +138,7 @@ fn run_profile(
     let listen = format!("{}:8450", bed.addr_b());
     let url = format!("ws://{listen}");
     let mut cmd = bed.command_in_b(broker_bin);
-    cmd.args(["--listen", &listen])
+    cmd.args(["--listen", &listen, "--database", "sqlite::memory:"])
         .env("RUST_LOG", "error")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());

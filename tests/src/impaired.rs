@@ -16,7 +16,8 @@ pub fn session(bed: &Testbed, secs: u32) -> (Vec<String>, Vec<String>) {
     let broker_addr = format!("{}:8450", bed.addr_b());
     let url = format!("ws://{broker_addr}");
     let mut broker = bed.command_in_b(binary("deskwire-broker"));
-    broker.args(["--listen", &broker_addr]);
+    // An in-memory store: nothing is written into the source tree.
+    broker.args(["--listen", &broker_addr, "--database", "sqlite::memory:"]);
     let broker = Running::start(broker);
     std::thread::sleep(Duration::from_millis(300)); // the broker binds its port
     let mut viewer = bed.command_in_b(binary("deskwire-viewer"));
