@@ -58,45 +58,57 @@ pub(super) struct SendCounters {
     pub(super) bands_dropped: AtomicU64,
 }
 
-/// The encoder's frame rate fitted to what frames really cost: OpenH264 keeps its quality
+/// The encoder's frame rate fitted to what the path drains: OpenH264 keeps its quality
 /// floor whatever bitrate it is given, so on a slow link it is the frame rate that gives.
 /// Encoding more frames than the link drains would only park them in the pipeline's output,
-/// where they age.
+/// where they age. Driven by the pacer's queue, not by frame sizes: on scrolling content a
+/// lower rate makes every frame larger (more moved per frame), and a size-based fit spirals
+/// down.
 #[derive(Debug, Default)]
 struct FrameRateFit {
     target: Option<RateTarget>,
-    /// A changed frame's size, smoothed, bytes.
-    frame_bytes: Option<f64>,
+    /// The cap now, frames per second.
+    fps: Option<f64>,
+    /// Samples of "the pacer's queue is over its budget" since the last adjustment.
+    over: u32,
+    samples: u32,
+    adjusted: Option<Instant>,
     told: Option<(u32, u32, u8)>,
 }
 
+/// How often the frame-rate cap is adjusted.
+const FIT_EVERY: Duration = Duration::from_millis(100);
+
 impl FrameRateFit {
-    /// A frame was taken; keyframes are left out of the typical size (refreshes are rare
-    /// and budgeted apart).
-    fn handle_frame(&mut self, bytes: usize, has_keyframe: bool) {
-        if has_keyframe {
-            return;
-        }
-        let b = bytes as f64;
-        self.frame_bytes = Some(self.frame_bytes.map_or(b, |f| f + 0.2 * (b - f)));
+    /// One look at the pacer: is its queue over budget now?
+    fn sample(&mut self, over_budget: bool) {
+        self.samples += 1;
+        self.over += u32::from(over_budget);
     }
 
     /// A new (bitrate, frame rate, quality floor) for the encoder, when it changed enough
-    /// to matter.
-    fn poll(&mut self) -> Option<(u32, u32, u8)> {
+    /// to matter: the cap drops by 15 % while the queue was mostly over budget, and climbs
+    /// back (10 % and one frame) while it was not.
+    fn poll(&mut self, now: Instant) -> Option<(u32, u32, u8)> {
         let t = self.target?;
-        let fits = self.frame_bytes.map_or(t.max_fps, |f| {
-            (t.encoder_bps as f64 / (f * 8.0).max(1.0)).clamp(2.0, 240.0) as u32
-        });
-        let fps = t.max_fps.min(fits).max(2);
+        let max = f64::from(t.max_fps.max(2));
+        let mut fps = self.fps.unwrap_or(max).min(max);
+        if self.adjusted.is_none_or(|a| now >= a + FIT_EVERY) && self.samples > 0 {
+            if self.over * 2 > self.samples {
+                fps = (fps * 0.85).max(2.0);
+            } else {
+                fps = (fps * 1.1 + 1.0).min(max);
+            }
+            self.adjusted = Some(now);
+            self.over = 0;
+            self.samples = 0;
+        }
+        self.fps = Some(fps);
+        let fps = fps as u32;
         let bps = u32::try_from(t.encoder_bps).unwrap_or(u32::MAX);
         let changed = self
             .told
-            .is_none_or(|(b, f, q)| b != bps || q != t.max_qp || f.abs_diff(fps) * 5 > f.max(1));
-        if t.max_qp != self.told.map_or(t.max_qp, |(_, _, q)| q) {
-            // Frames at the new floor cost something else: measure afresh.
-            self.frame_bytes = None;
-        }
+            .is_none_or(|(b, f, q)| b != bps || q != t.max_qp || f.abs_diff(fps) * 10 > f.max(1));
         changed.then(|| {
             self.told = Some((bps, fps, t.max_qp));
             (bps, fps, t.max_qp)
@@ -151,7 +163,8 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     v.sender.set_budget(budget);
                     fit.target = Some(target);
                 }
-                if let Some((bps, fps, qp)) = fit.poll() {
+                fit.sample(!v.sender.wants_frame());
+                if let Some((bps, fps, qp)) = fit.poll(Instant::now()) {
                     v.pipeline.set_rate(bps, fps, qp);
                 }
                 // Let out what the pacing allows, while the transport is not backed up.
@@ -207,7 +220,6 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     }
                 }
                 let captured_at_us = shift_us + frame.captured_at.as_micros();
-                fit.handle_frame(frame.byte_len(), frame.bands.iter().any(|b| b.keyframe));
                 v.sender
                     .handle_frame(v.epoch.elapsed(), &frame, captured_at_us);
                 tracing::trace!(
