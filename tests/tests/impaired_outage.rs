@@ -34,9 +34,11 @@ fn an_outage_is_ridden_out_and_the_picture_returns_with_the_link() {
         .position(|l| l.starts_with("reconnected"))
         .expect("reconnected shown");
     assert!(back > reconnecting);
+    // New pictures after the link is back (their rate on this content and machine is the
+    // bench's business: `deskwire-bench net`).
     let after = fps(&viewer[back..]);
     assert!(
-        after.iter().any(|&f| f >= 5),
+        after.iter().filter(|&&f| f > 0).count() >= 2,
         "fps after the outage {after:?}"
     );
     assert!(
