@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use deskwire_engine::EncodedFrame;
 
 use crate::video::Packetizer;
-use crate::wire::{decode_video, stamp_video};
+use crate::wire::stamp_video;
 
 /// The smallest video message: header and payload in one ordinary packet.
 const MIN_CHUNK: usize = 1100;
@@ -146,17 +146,24 @@ impl VideoSender {
                     return false;
                 }
                 *queued_bytes += msg.len();
-                let ends_key = decode_video(&msg)
-                    .is_ok_and(|c| c.keyframe && c.chunk_index + 1 == c.chunk_count);
                 queue.push_back(Queued {
                     band,
                     enqueued: now,
-                    ends_key,
+                    ends_key: false,
                     msg,
                 });
                 true
             });
         self.totals.bands_dropped += u64::from(skipped.count_ones());
+        // A keyframe band queued whole ends with its last chunk, the newest of its band.
+        for band in frame.bands.iter().filter(|b| b.keyframe) {
+            let bit = 1u32 << band.band.0;
+            if skipped & bit == 0 {
+                if let Some(q) = self.queue.iter_mut().rev().find(|q| q.band == band.band.0) {
+                    q.ends_key = true;
+                }
+            }
+        }
     }
 
     /// The next message to send at `now`, stamped, if the pacing allows one.
