@@ -224,18 +224,14 @@ impl HostSession {
     /// When the silence since the viewer was last heard means the link is down: sooner
     /// while active, later while idle (activity judged at that moment).
     fn quiet_due(&self) -> Duration {
-        let heard = self.liveness.last_heard();
-        let soon = heard + self.config.quiet_after + Duration::from_millis(1);
         // Video sent is noted at each statistics wake, so activity may be that much stale.
         // Held keys keep the session active: they must be released soon after a drop.
         let active_until = self.last_active + ACTIVE_FOR + self.config.stats_interval;
-        if soon < active_until || self.gate.holds_any() {
-            soon
-        } else {
-            heard
-                + self.config.idle_quiet_after.max(self.config.quiet_after)
-                + Duration::from_millis(1)
-        }
+        let holds = self.gate.holds_any();
+        self.liveness
+            .quiet_due(self.config.quiet_after, self.config.idle_quiet_after, |t| {
+                t < active_until || holds
+            })
     }
 
     /// The viewer's latest round trip, from its feedback.

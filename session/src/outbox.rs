@@ -139,8 +139,22 @@ impl Liveness {
         (silent > self.timeout).then_some(silent)
     }
 
-    pub(crate) fn last_heard(&self) -> Duration {
-        self.last_heard
+
+    /// When the silence since the peer was last heard means the link is down: `quiet`
+    /// after it if the session is still `active` at that moment, else `idle_quiet` after
+    /// it (an idle peer only sends its slow heartbeat). Just past, like [`Self::deadline`].
+    pub(crate) fn quiet_due(
+        &self,
+        quiet: Duration,
+        idle_quiet: Duration,
+        active: impl Fn(Duration) -> bool,
+    ) -> Duration {
+        let soon = self.last_heard + quiet + Duration::from_millis(1);
+        if active(soon) {
+            soon
+        } else {
+            self.last_heard + idle_quiet.max(quiet) + Duration::from_millis(1)
+        }
     }
 
     /// Just past the deadline, so the check at that instant sees the silence exceed it.

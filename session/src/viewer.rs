@@ -381,13 +381,11 @@ impl ViewerSession {
     /// When the silence since the target was last heard means the link is down: sooner
     /// while active, later while idle, when the target only answers the slow heartbeat.
     fn quiet_due(&self) -> Duration {
-        let heard = self.liveness.last_heard();
-        let soon = heard + self.quiet_after + Duration::from_millis(1);
-        if self.active(soon) {
-            soon
-        } else {
-            soon + self.idle_ping_interval
-        }
+        self.liveness.quiet_due(
+            self.quiet_after,
+            self.quiet_after + self.idle_ping_interval,
+            |t| self.active(t),
+        )
     }
 
     /// Send a keyboard or mouse event at `now`, stamped with it: the target refuses a press
