@@ -48,15 +48,6 @@ pub(crate) struct Args {
     out: PathBuf,
 }
 
-const DEFAULT_PROFILES: [&str; 7] = [
-    "lan",
-    "cable",
-    "dsl",
-    "lte",
-    "hotel-wifi",
-    "satellite",
-    "step",
-];
 
 /// A gap between shown frames longer than this is a freeze.
 const FREEZE_MS: f64 = 200.0;
@@ -83,7 +74,13 @@ pub(crate) struct NetResult {
 
 pub(crate) fn run(args: &Args) -> Result<()> {
     let profiles: Vec<String> = if args.profiles.is_empty() {
-        DEFAULT_PROFILES.iter().map(|p| (*p).to_owned()).collect()
+        // Every named profile but the outages (which leave little to measure in a window)
+        // and `custom` (a perfect link).
+        deskwire_netem::PROFILE_NAMES
+            .iter()
+            .filter(|p| !p.starts_with("outage") && **p != "custom")
+            .map(|p| (*p).to_owned())
+            .collect()
     } else {
         args.profiles.clone()
     };
