@@ -139,7 +139,6 @@ impl Liveness {
         (silent > self.timeout).then_some(silent)
     }
 
-
     /// When the silence since the peer was last heard means the link is down: `quiet`
     /// after it if the session is still `active` at that moment, else `idle_quiet` after
     /// it (an idle peer only sends its slow heartbeat). Just past, like [`Self::deadline`].

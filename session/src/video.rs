@@ -308,4 +308,4 @@ fn seq_le(a: u32, b: u32) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,28 +1,8 @@
 use super::*;
+use crate::video::tests::frame;
 use crate::wire::{decode_video, video_stamp, VIDEO_HEADER_LEN};
-use bytes::Bytes;
-use deskwire_engine::{BandId, EncodedBand, FrameId};
 
 const MS: Duration = Duration::from_millis(1);
-
-fn frame(id: u64, bands: &[(u8, bool, usize)]) -> EncodedFrame {
-    EncodedFrame {
-        id: FrameId(id),
-        captured_at: deskwire_capture::Timestamp::from_micros(id * 1000),
-        width: 64,
-        height: 64,
-        bands: bands
-            .iter()
-            .map(|&(b, key, len)| EncodedBand {
-                band: BandId(b),
-                keyframe: key,
-                data: Bytes::from(vec![b; len]),
-                encode_us: 0,
-            })
-            .collect(),
-        timings: Default::default(),
-    }
-}
 
 /// 1000-byte payloads, 1 Mbit/s: one full chunk every ~8.4 ms.
 fn sender() -> VideoSender {

@@ -5,7 +5,8 @@ use deskwire_engine::{BandId, EncodedBand, FrameId};
 
 const RETRY: Duration = Duration::from_millis(100);
 
-fn frame(id: u64, bands: &[(u8, bool, usize)]) -> EncodedFrame {
+/// An encoded frame of these `(band, keyframe, bytes)`, for tests here and of the pacer.
+pub(crate) fn frame(id: u64, bands: &[(u8, bool, usize)]) -> EncodedFrame {
     EncodedFrame {
         id: FrameId(id),
         captured_at: deskwire_capture::Timestamp::from_micros(id * 1000),
