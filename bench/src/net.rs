@@ -48,7 +48,6 @@ pub(crate) struct Args {
     out: PathBuf,
 }
 
-
 /// A gap between shown frames longer than this is a freeze.
 const FREEZE_MS: f64 = 200.0;
 

@@ -105,6 +105,7 @@ impl Pipeline {
             workers,
             min_interval: None,
             last_encode: None,
+            retune_warned: false,
         };
         let mut threads = Vec::with_capacity(2);
         threads.push(spawn("deskwire-encode", move || encode.run())?);
@@ -317,6 +318,8 @@ struct EncodeLoop {
     /// The least time between two encodes (the rate controller's frame rate).
     min_interval: Option<Duration>,
     last_encode: Option<Instant>,
+    /// A refused retune was reported already.
+    retune_warned: bool,
 }
 
 impl EncodeLoop {
@@ -385,10 +388,14 @@ impl EncodeLoop {
                 max_qp,
             } => {
                 self.core.set_quality_floor(max_qp);
-                // A rate the encoder refuses leaves it at the last one: worth a warning, not
-                // the end of the stream.
+                // A rate the encoder refuses leaves it at the last one: worth one warning, not
+                // the end of the stream, nor a warning at every retune.
                 if let Err(e) = self.core.set_bitrate(bps) {
-                    tracing::warn!(error = %e, bps, "cannot retune the encoders");
+                    if std::mem::replace(&mut self.retune_warned, true) {
+                        tracing::debug!(error = %e, bps, "cannot retune the encoders");
+                    } else {
+                        tracing::warn!(error = %e, bps, "cannot retune the encoders (said once)");
+                    }
                 }
                 // A little slack under the cap: captures come on a fixed tick, and a hold
                 // that ends just after one would skip to the next and halve the rate. At
