@@ -63,7 +63,7 @@ impl Default for TransportConfig {
             // Liveness is the session's own (quiet link, peer timeout); ICE only has to keep
             // NAT bindings and consent fresh, and every check costs bytes on an idle link.
             ice_disconnected_timeout: Duration::from_secs(15),
-            ice_failed_timeout: Duration::from_secs(40),
+            ice_failed_timeout: Duration::from_secs(60),
             ice_keepalive_interval: Duration::from_secs(5),
             max_message: 256 * 1024,
             send_buffer: 2 * 1024 * 1024,
@@ -297,7 +297,9 @@ impl HostConfig {
             connect_timeout: Duration::from_secs(15),
             // Long enough to ride out a Wi-Fi roam or a tunnel: the link is reported down
             // (and held keys released) after 2.5 s of silence, ended only after this.
-            peer_timeout: Duration::from_secs(30),
+            // Longer than the outages it should ride out (30 s) plus SCTP's backed-off
+            // retransmission (after 25 s dark its next try comes ~6 s after the link returns).
+            peer_timeout: Duration::from_secs(45),
             acceptance: AcceptanceMode::AllowAutomatically {
                 reject_window: Duration::ZERO,
             },
@@ -506,7 +508,9 @@ impl ControllerConfig {
             connect_timeout: Duration::from_secs(15),
             // Long enough to ride out a Wi-Fi roam or a tunnel: the link is reported down
             // (and held keys released) after 2.5 s of silence, ended only after this.
-            peer_timeout: Duration::from_secs(30),
+            // Longer than the outages it should ride out (30 s) plus SCTP's backed-off
+            // retransmission (after 25 s dark its next try comes ~6 s after the link returns).
+            peer_timeout: Duration::from_secs(45),
             keyframe_retry: Duration::from_millis(250),
             token: None,
             lan: None,
