@@ -86,9 +86,27 @@ impl Running {
         }
     }
 
-    /// The lines it printed so far, without waiting.
-    pub fn lines_so_far(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
+    /// Every line up to and including the first containing `what`, failing after `timeout`.
+    pub fn lines_until(&self, what: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    let done = line.contains(what);
+                    lines.push(line);
+                    if done {
+                        return lines;
+                    }
+                }
+                Err(_) => {
+                    panic!("the program never said {what:?} in {timeout:?}; it said {lines:#?}")
+                }
+            }
+        }
     }
 }
 

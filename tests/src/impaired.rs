@@ -47,7 +47,8 @@ pub fn session(bed: &Testbed, secs: u32) -> (Vec<String>, Vec<String>) {
     ]);
     let agent = Running::start(agent);
     let viewer_lines = viewer.lines_until_exit(Duration::from_secs(u64::from(secs) + 15));
-    let agent_lines = agent.lines_so_far();
+    // The agent says how the session ended a moment after the viewer left.
+    let agent_lines = agent.lines_until("session ended", Duration::from_secs(10));
     drop(broker);
     (viewer_lines, agent_lines)
 }
