@@ -255,10 +255,17 @@ impl BandEncoderSet {
             // OpenH264 refuses a target above the layer's maximum and a maximum below the
             // target, so the order depends on the direction: try the target first; if that
             // is refused, lift the maximum and try again. The maximum then sits at twice the
-            // target, room for a keyframe.
+            // target, room for a keyframe. The maximum is the layer's own: set for "all
+            // layers" it lands in a field the check against the target never reads, and
+            // every raise above the rate the encoder was made with is refused.
             let set = |b: &mut BandState, option, value: i32| {
+                let layer = if option == openh264_sys2::ENCODER_OPTION_MAX_BITRATE {
+                    openh264_sys2::SPATIAL_LAYER_0
+                } else {
+                    openh264_sys2::SPATIAL_LAYER_ALL
+                };
                 let mut info = openh264_sys2::SBitrateInfo {
-                    iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
+                    iLayer: layer,
                     iBitrate: value,
                 };
                 // SAFETY: the encoder is initialised (created in `new`); both bitrate options
@@ -426,4 +433,67 @@ fn encode_band(b: &mut BandState, image: &I420Image, ts: openh264::Timestamp) {
         data,
         encode_us: start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BandSpec;
+    use crate::convert::ColorSpace;
+    use deskwire_capture::Frame;
+
+    fn encode_some(set: &mut BandEncoderSet, frames: std::ops::Range<u32>) {
+        let mut f = Frame::new(320, 64);
+        for n in frames {
+            for (i, b) in f.data_mut().iter_mut().enumerate() {
+                *b = (i as u32 ^ n.wrapping_mul(0x9E37)) as u8;
+            }
+            let mut img = I420Image::new(320, 64);
+            img.convert_all(&f, ColorSpace::default()).unwrap();
+            set.mark_damaged(&[Rect::new(0, 0, 320, 64)]);
+            let ts = Timestamp::from_micros(u64::from(n) * 16_000);
+            set.encode(&img, ts).unwrap().expect("a frame");
+        }
+    }
+
+    /// What each band's rate control was told: (target, the layer's maximum).
+    fn layer_rates(set: &mut BandEncoderSet) -> Vec<(i32, i32)> {
+        set.bands
+            .iter_mut()
+            .map(|b| {
+                // SAFETY: all-zero is a valid SEncParamExt (plain integers and arrays of
+                // them); the encoder fills it through the pointer during the call.
+                let mut p: openh264_sys2::SEncParamExt = unsafe { std::mem::zeroed() };
+                // SAFETY: an initialised encoder reads its parameters into `p`, which
+                // outlives the call.
+                let rc = unsafe {
+                    b.encoder.raw_api().get_option(
+                        openh264_sys2::ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+                        std::ptr::addr_of_mut!(p).cast(),
+                    )
+                };
+                assert_eq!(rc, 0);
+                let l = p.sSpatialLayers[0];
+                (l.iSpatialBitrate, l.iMaxSpatialBitrate)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bitrate_can_be_raised_above_the_one_the_encoders_started_with() {
+        let config = CodecConfig {
+            bands: BandSpec::Count(2),
+            bitrate_bps: 200_000,
+            ..CodecConfig::default()
+        };
+        let mut set = BandEncoderSet::new(320, 64, &config, None).unwrap();
+        encode_some(&mut set, 0..3);
+        set.set_bitrate(4_000_000).expect("a raise is taken");
+        assert_eq!(layer_rates(&mut set), [(2_000_000, 4_000_000); 2]);
+        encode_some(&mut set, 3..5);
+        set.set_bitrate(300_000).expect("a cut is taken");
+        assert_eq!(layer_rates(&mut set), [(150_000, 300_000); 2]);
+        set.set_bitrate(8_000_000).expect("and a raise again");
+        assert_eq!(layer_rates(&mut set), [(4_000_000, 8_000_000); 2]);
+    }
 }
