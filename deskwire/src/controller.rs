@@ -19,7 +19,7 @@ use deskwire_engine::codec::{BandDecoderSet, BandId, BandLayout};
 use deskwire_engine::convert::ColorSpace;
 use deskwire_engine::stats::Histogram;
 use deskwire_session::input::InputEvent;
-use deskwire_session::video::Reassembler;
+use deskwire_session::video::{ChunkFate, Reassembler};
 use deskwire_session::wire::{decode_video, Channel};
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
@@ -50,6 +50,8 @@ struct Shared {
     bytes: AtomicU64,
     /// Target clock minus ours, in microseconds; `i64::MIN` until known.
     offset_us: AtomicI64,
+    /// Round trip to the target in microseconds; 0 until known.
+    rtt_us: AtomicU64,
 }
 
 /// The controller end of a session.
@@ -408,7 +410,12 @@ impl ControllerTask {
                             color,
                         });
                     }
-                    ViewerSessionEvent::ClockOffset(o) => self.shared.offset_us.store(o, Relaxed),
+                    ViewerSessionEvent::ClockOffset(o) => {
+                        self.shared.offset_us.store(o, Relaxed);
+                        if let Some(rtt) = core.rtt() {
+                            self.shared.rtt_us.store(rtt.as_micros() as u64, Relaxed);
+                        }
+                    }
                     ViewerSessionEvent::Reconnecting => {
                         self.events.emit_important(ControllerEvent::Reconnecting);
                     }
@@ -499,6 +506,46 @@ struct Pending {
     latency: Option<Duration>,
 }
 
+/// A debug line a second about what the decode thread got: what a slow link looks like from
+/// the receiving side.
+#[derive(Debug, Default)]
+struct DecodeTrace {
+    since: Option<Instant>,
+    fates: [u32; 6],
+    decoded: u32,
+    requests: u32,
+}
+
+impl DecodeTrace {
+    fn chunk(&mut self, fate: ChunkFate) {
+        self.fates[fate as usize] += 1;
+    }
+
+    fn maybe_log(&mut self, now: Instant, requests: u32) {
+        let since = *self.since.get_or_insert(now);
+        if now < since + Duration::from_secs(1) {
+            return;
+        }
+        let [pending, complete, other, stale, inconsistent, dropped] = self.fates;
+        tracing::debug!(
+            pending,
+            complete,
+            other,
+            stale,
+            inconsistent,
+            dropped,
+            decoded = self.decoded,
+            keyframe_requests = requests - self.requests,
+            "video in, last second"
+        );
+        *self = Self {
+            since: Some(now),
+            requests,
+            ..Self::default()
+        };
+    }
+}
+
 /// The `deskwire-decode` thread: reassembly, recovery and H.264 decoding.
 fn spawn_decoder(
     rx: Receiver<DecodeInput>,
@@ -512,6 +559,7 @@ fn spawn_decoder(
         .name("deskwire-decode".into())
         .spawn(move || {
             let mut rasm = Reassembler::new(retry);
+            let mut trace = DecodeTrace::default();
             let mut pending: Option<Pending> = None;
             // A frame's bands may arrive in several groups (paced video spreads them over
             // the frame time): each group is shown at once, but the frame counts once.
@@ -554,45 +602,51 @@ fn spawn_decoder(
                             Err(e) => tracing::error!(error = %e, "cannot create decoders"),
                         }
                     }
-                    Some(DecodeInput::Chunk(data)) => {
-                        let chunk = match decode_video(&data) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "malformed video chunk from the target");
-                                continue;
+                    Some(DecodeInput::Chunk(data)) => match decode_video(&data) {
+                        Ok(chunk) => {
+                            let fate = rasm.handle_chunk(&chunk);
+                            trace.chunk(fate);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "malformed video chunk from the target"),
+                    },
+                }
+                let rtt = shared.rtt_us.load(Relaxed);
+                if rtt > 0 {
+                    rasm.set_rtt(Duration::from_micros(rtt));
+                }
+                let now = epoch.elapsed();
+                while let Some(band) = rasm.poll_band(now) {
+                    let (id, b, captured) = (band.frame_id, band.band, band.captured_at_us);
+                    let decoded = {
+                        let mut guard = shared.decoders.lock().unwrap_or_else(|p| p.into_inner());
+                        match guard.as_mut() {
+                            Some(d) => d.decode(BandId(b), band.data).map(|p| p.is_some()),
+                            None => Ok(false),
+                        }
+                    };
+                    match decoded {
+                        Ok(true) => {
+                            if pending.as_ref().is_some_and(|p| p.frame_id != id) {
+                                flush(pending.take());
                             }
-                        };
-                        let Ok(band) = rasm.handle_chunk(&chunk) else { continue };
-                        let (id, b, captured) = (band.frame_id, band.band, band.captured_at_us);
-                        let decoded = {
-                            let mut guard = shared.decoders.lock().unwrap_or_else(|p| p.into_inner());
-                            match guard.as_mut() {
-                                Some(d) => d.decode(BandId(b), band.data).map(|p| p.is_some()),
-                                None => Ok(false),
-                            }
-                        };
-                        match decoded {
-                            Ok(true) => {
-                                if pending.as_ref().is_some_and(|p| p.frame_id != id) {
-                                    flush(pending.take());
-                                }
-                                let p = pending.get_or_insert(Pending { frame_id: id, bands: 0, latency: None });
-                                p.bands |= 1 << b;
-                                let offset = shared.offset_us.load(Relaxed);
-                                if offset != i64::MIN {
-                                    let now = micros_since(epoch) as i64;
-                                    let captured_here = captured as i64 - offset;
-                                    p.latency = Some(Duration::from_micros(now.saturating_sub(captured_here).max(0) as u64));
-                                }
-                            }
-                            Ok(false) => rasm.mark_broken(b),
-                            Err(e) => {
-                                tracing::warn!(error = %e, band = b, "undecodable band; asking for a keyframe");
-                                rasm.mark_broken(b);
+                            let p = pending.get_or_insert(Pending { frame_id: id, bands: 0, latency: None });
+                            p.bands |= 1 << b;
+                            let offset = shared.offset_us.load(Relaxed);
+                            if offset != i64::MIN {
+                                let now = micros_since(epoch) as i64;
+                                let captured_here = captured as i64 - offset;
+                                p.latency = Some(Duration::from_micros(now.saturating_sub(captured_here).max(0) as u64));
                             }
                         }
+                        Ok(false) => rasm.mark_broken(b),
+                        Err(e) => {
+                            tracing::warn!(error = %e, band = b, "undecodable band; asking for a keyframe");
+                            rasm.mark_broken(b);
+                        }
                     }
+                    trace.decoded += 1;
                 }
+                trace.maybe_log(Instant::now(), rasm.requests());
                 if let Some(req) = rasm.poll_keyframe_request(epoch.elapsed()) {
                     let _ = keyframes.send(req);
                 }

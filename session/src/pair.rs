@@ -1,8 +1,9 @@
 //! Two session cores joined by a simulated link, stepped in virtual time: seconds of
 //! protocol in microseconds of test, with delay, loss, a rate limit and outages.
 //!
-//! The link models what the data channels give the cores: `video` is unreliable (a lost or
-//! blacked-out chunk is gone), `control` and `input` are reliable and ordered (a lost
+//! The link models what the data channels give the cores: `video` is unordered and either
+//! unreliable (a lost or blacked-out chunk is gone) or, like the product's channel, partially
+//! reliable (sent again after a delay while it is younger than its lifetime), `control` and `input` are reliable and ordered (a lost
 //! message is sent again after `rto`, so loss shows up as delay, and an outage holds them
 //! back until it ends). Loss is drawn from a seeded generator, so a run is repeatable.
 
@@ -38,6 +39,12 @@ pub struct LinkConfig {
     pub queue: Option<Duration>,
     /// Changes of `rate_bps` over time: from each instant on, the rate is the one given.
     pub rate_steps: Vec<(Duration, u64)>,
+    /// Partial reliability of `video`: a lost chunk is sent again this long after the loss
+    /// (SCTP's fast retransmit, about one round trip) while younger than `video_lifetime`.
+    /// `None`: a lost chunk is gone.
+    pub video_resend_after: Option<Duration>,
+    /// How long SCTP keeps trying to deliver a video chunk.
+    pub video_lifetime: Duration,
     /// Seed of the loss draws.
     pub seed: u64,
 }
@@ -52,6 +59,8 @@ impl Default for LinkConfig {
             rto: Duration::from_millis(200),
             queue: None,
             rate_steps: Vec::new(),
+            video_resend_after: None,
+            video_lifetime: Duration::from_secs(1),
             seed: 1,
         }
     }
@@ -125,14 +134,23 @@ impl Direction {
     fn send(&mut self, now: Duration, t: Transmit) {
         let bits = t.data.len() as u64 * 8;
         let reliable = t.channel != Channel::Video;
+        let resend = if reliable {
+            Some(self.link.rto)
+        } else {
+            self.link.video_resend_after
+        };
         let mut start = self.free_at.max(now);
         if let Some(limit) = self.link.queue {
             if start > now + limit {
-                if !reliable {
-                    self.lost += 1;
-                    return;
+                match resend {
+                    Some(after) if reliable || after <= self.link.video_lifetime => {
+                        start = start.max(now + after);
+                    }
+                    _ => {
+                        self.lost += 1;
+                        return;
+                    }
                 }
-                start = start.max(now + self.link.rto);
             }
         }
         let serialise = self.link.rate_at(start).map_or(Duration::ZERO, |r| {
@@ -140,20 +158,26 @@ impl Direction {
         });
         self.free_at = start + serialise;
         let mut at = self.free_at + self.link.delay;
-        // A reliable message is sent again until a copy gets through.
+        // A reliable message is sent again until a copy gets through, a partially reliable
+        // one until its lifetime runs out.
         let mut sent_at = start;
         loop {
             let dark = self.link.in_outage(sent_at);
             let lost = self.draw() < self.link.loss;
-            match (dark, lost) {
-                (None, false) => break,
-                _ if !reliable => {
+            let after = match (dark, lost, resend) {
+                (None, false, _) => break,
+                (_, _, None) => {
                     self.lost += 1;
                     return;
                 }
-                (Some(end), _) => sent_at = end.max(sent_at + self.link.rto),
-                (None, true) => sent_at += self.link.rto,
+                (Some(end), _, Some(after)) => end.max(sent_at + after),
+                (None, true, Some(after)) => sent_at + after,
+            };
+            if !reliable && after > start + self.link.video_lifetime {
+                self.lost += 1;
+                return;
             }
+            sent_at = after;
             at = sent_at + serialise + self.link.delay;
         }
         if reliable {
@@ -325,6 +349,10 @@ impl Pair {
             self.viewer.handle_timeout(now);
         }
         if let Some(v) = &mut self.video {
+            if let Some(rtt) = self.viewer.rtt() {
+                v.rasm.set_rtt(rtt);
+            }
+            v.poll_shown(now);
             if let Some(req) = v.rasm.poll_keyframe_request(now) {
                 self.viewer.request_keyframe(req.0, req.1);
             }

@@ -23,13 +23,16 @@ fn stream() -> StreamInfo {
     }
 }
 
-/// A bottleneck like `tbf`: this rate, a 100 ms queue, `rtt` split over both ways.
+/// A bottleneck like `tbf`: this rate, a 100 ms queue, `rtt` split over both ways; video is
+/// partially reliable like the product's channel (a lost chunk comes again about a round
+/// trip later, within 1 s).
 fn bottleneck(rate_bps: u64, rtt: Duration, loss: f64) -> LinkConfig {
     LinkConfig {
         delay: rtt / 2,
         loss,
         rate_bps: Some(rate_bps),
         queue: Some(100 * MS),
+        video_resend_after: Some(rtt + 20 * MS),
         seed: 11,
         ..LinkConfig::default()
     }
@@ -146,12 +149,44 @@ fn a_step_down_from_20_to_2_mbit_is_followed_within_a_second_without_a_long_free
 }
 
 #[test]
-fn random_loss_neither_stalls_the_picture_nor_storms_keyframes() {
+fn chunks_lost_and_sent_again_in_time_cost_no_keyframe_and_no_long_freeze() {
     let p = run(
         bottleneck(8_000_000, 40 * MS, 0.02),
         VideoLoad::default(),
         10,
     );
+    let freeze = longest_freeze(p.shown(), 8, 2 * S, 10 * S);
+    assert!(freeze < 300 * MS, "a band froze for {freeze:?}");
+    let requested = p
+        .host_events
+        .iter()
+        .filter(|(_, e)| matches!(e, HostSessionEvent::KeyframeRequested { .. }))
+        .count();
+    assert_eq!(
+        requested, 0,
+        "every loss was repaired by its retransmission"
+    );
+    // Bands go out in order and each band's frames reach the decoder in order.
+    for b in 0..8u8 {
+        let frames: Vec<u64> = p
+            .shown()
+            .iter()
+            .filter(|x| x.band == b)
+            .map(|x| x.frame)
+            .collect();
+        assert!(
+            frames.windows(2).all(|w| w[0] < w[1]),
+            "band {b} out of order"
+        );
+    }
+}
+
+#[test]
+fn random_loss_without_retransmission_neither_stalls_the_picture_nor_storms_keyframes() {
+    // A channel without retransmissions (a lost chunk is gone): every loss costs a refresh.
+    let mut link = bottleneck(8_000_000, 40 * MS, 0.02);
+    link.video_resend_after = None;
+    let p = run(link, VideoLoad::default(), 10);
     let per_second = fps(p.shown(), 2, 10);
     assert!(per_second.iter().all(|&f| f >= 20), "fps {per_second:?}");
     let freeze = longest_freeze(p.shown(), 8, 2 * S, 10 * S);

@@ -113,7 +113,7 @@ impl VideoRun {
     pub(super) fn next_at(&self) -> Option<Duration> {
         let frame =
             (self.changing(self.next_frame) || self.want_key != 0).then_some(self.next_frame);
-        [frame, self.sender.poll_timeout()]
+        [frame, self.sender.poll_timeout(), self.rasm.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -172,7 +172,13 @@ impl VideoRun {
         let Ok(chunk) = decode_video(data) else {
             return;
         };
-        if let Ok(b) = self.rasm.handle_chunk(&chunk) {
+        self.rasm.handle_chunk(&chunk);
+        self.poll_shown(now);
+    }
+
+    /// Hand out what the reassembler lets the decoder have (and let it give up on gaps).
+    pub(super) fn poll_shown(&mut self, now: Duration) {
+        while let Some(b) = self.rasm.poll_band(now) {
             self.shown.push(Shown {
                 at: now,
                 band: b.band,

@@ -2,6 +2,7 @@ use super::*;
 use crate::wire::decode_video;
 use bytes::Bytes;
 use deskwire_engine::{BandId, EncodedBand, FrameId};
+use std::time::Duration;
 
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -44,14 +45,25 @@ fn rx() -> Reassembler {
     r
 }
 
-/// Feed messages; return (band, frame id, bytes) of every completed band frame.
+/// Feed messages; return (band, frame id, bytes) of every band frame handed out.
 fn feed(r: &mut Reassembler, msgs: &[BytesMut]) -> Vec<(u8, u64, Vec<u8>)> {
+    feed_at(r, msgs, Duration::ZERO)
+}
+
+fn feed_at(r: &mut Reassembler, msgs: &[BytesMut], now: Duration) -> Vec<(u8, u64, Vec<u8>)> {
     let mut done = Vec::new();
     for m in msgs {
         let c = decode_video(m).unwrap();
-        if let Ok(b) = r.handle_chunk(&c) {
-            done.push((b.band, b.frame_id, b.data.to_vec()));
-        }
+        r.handle_chunk(&c);
+        done.extend(drain(r, now));
+    }
+    done
+}
+
+fn drain(r: &mut Reassembler, now: Duration) -> Vec<(u8, u64, Vec<u8>)> {
+    let mut done = Vec::new();
+    while let Some(b) = r.poll_band(now) {
+        done.push((b.band, b.frame_id, b.data.to_vec()));
     }
     done
 }
@@ -102,40 +114,140 @@ fn a_band_starts_only_with_a_keyframe_and_asks_for_one() {
 }
 
 #[test]
-fn a_gap_in_a_band_chain_requests_that_band_at_a_limited_rate() {
+fn a_gap_in_a_band_chain_waits_then_requests_that_band_at_a_limited_rate() {
     let mut p = Packetizer::new(7, 1200);
     let mut r = rx();
     let key = packets(&mut p, &frame(1, &[(0, true, 50), (1, true, 50)]));
     assert_eq!(feed(&mut r, &key).len(), 2);
     let _lost = packets(&mut p, &frame(2, &[(1, false, 50)]));
     let after = packets(&mut p, &frame(3, &[(1, false, 50)]));
-    assert!(
-        feed(&mut r, &after).is_empty(),
-        "frame 3 of band 1 follows a lost frame"
-    );
     let t0 = Duration::from_secs(5);
+    assert!(
+        feed_at(&mut r, &after, t0).is_empty(),
+        "frame 3 of band 1 waits for the lost frame 2"
+    );
     assert_eq!(
         r.poll_keyframe_request(t0),
+        None,
+        "a retransmission may come"
+    );
+    let wait = r.gap_wait();
+    assert_eq!(r.poll_timeout(), Some(t0 + wait));
+    assert!(drain(&mut r, t0 + wait).is_empty());
+    let t1 = t0 + wait;
+    assert_eq!(
+        r.poll_keyframe_request(t1),
         Some((7, 0b10)),
         "only the broken band"
     );
     assert_eq!(
-        r.poll_keyframe_request(t0 + RETRY / 2),
+        r.poll_keyframe_request(t1 + RETRY / 2),
         None,
         "rate-limited"
     );
     assert_eq!(
-        r.poll_keyframe_request(t0 + RETRY),
+        r.poll_keyframe_request(t1 + RETRY),
         Some((7, 0b10)),
         "asked again"
     );
     assert_eq!(r.requests(), 2);
     // Band 0 keeps flowing meanwhile.
     let ok = packets(&mut p, &frame(4, &[(0, false, 50)]));
-    assert_eq!(feed(&mut r, &ok).len(), 1);
+    assert_eq!(feed_at(&mut r, &ok, t1).len(), 1);
     let recovered = packets(&mut p, &frame(5, &[(1, true, 50)]));
-    assert_eq!(feed(&mut r, &recovered).len(), 1);
-    assert_eq!(r.poll_keyframe_request(t0 + RETRY * 3), None);
+    assert_eq!(feed_at(&mut r, &recovered, t1).len(), 1);
+    assert_eq!(r.poll_keyframe_request(t1 + RETRY * 3), None);
+}
+
+#[test]
+fn a_chunk_resent_within_the_gap_wait_repairs_the_chain_without_a_keyframe() {
+    let mut p = Packetizer::new(7, VIDEO_HEADER_LEN + 20);
+    let mut r = rx();
+    let key = packets(&mut p, &frame(1, &[(0, true, 50), (1, true, 50)]));
+    assert_eq!(feed(&mut r, &key).len(), 2);
+    let f2 = packets(&mut p, &frame(2, &[(0, false, 50)]));
+    let f3 = packets(&mut p, &frame(3, &[(0, false, 50)]));
+    let t = Duration::from_millis(100);
+    assert!(feed_at(&mut r, &f2[1..], t).is_empty());
+    assert!(
+        feed_at(&mut r, &f3, t).is_empty(),
+        "frame 3 waits for frame 2"
+    );
+    let wait = r.gap_wait();
+    let late = feed_at(&mut r, &f2[..1], t + wait / 2);
+    let ids: Vec<u64> = late.iter().map(|d| d.1).collect();
+    assert_eq!(ids, [2, 3], "both, in order");
+    assert_eq!(late[0].2, &frame(2, &[(0, false, 50)]).bands[0].data[..]);
+    assert_eq!(r.poll_keyframe_request(t + RETRY * 10), None);
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn a_lost_chunk_of_the_last_frame_is_noticed_without_a_later_frame() {
+    let mut p = Packetizer::new(7, VIDEO_HEADER_LEN + 20);
+    let mut r = rx();
+    let key = packets(&mut p, &frame(1, &[(0, true, 50), (1, true, 50)]));
+    assert_eq!(feed(&mut r, &key).len(), 2);
+    let f2 = packets(&mut p, &frame(2, &[(0, false, 50)]));
+    let t = Duration::from_secs(1);
+    assert!(feed_at(&mut r, &f2[..2], t).is_empty());
+    let wait = r.gap_wait();
+    assert!(drain(&mut r, t + wait - Duration::from_millis(1)).is_empty());
+    assert_eq!(r.poll_keyframe_request(t), None);
+    drain(&mut r, t + wait);
+    assert_eq!(
+        r.poll_keyframe_request(t + wait),
+        Some((7, 0b01)),
+        "the content stopped on a broken frame: ask for the band again"
+    );
+}
+
+#[test]
+fn a_whole_keyframe_skips_a_missing_frame_at_once() {
+    let mut p = Packetizer::new(7, 1200);
+    let mut r = rx();
+    let key = packets(&mut p, &frame(1, &[(0, true, 50), (1, true, 50)]));
+    assert_eq!(feed(&mut r, &key).len(), 2);
+    let _lost = packets(&mut p, &frame(2, &[(0, false, 50)]));
+    let key = packets(&mut p, &frame(3, &[(0, true, 50)]));
+    let done = feed(&mut r, &key);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].1, 3);
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn frames_piling_up_behind_a_gap_stay_bounded_and_a_keyframe_still_gets_in() {
+    let mut p = Packetizer::new(7, 1200);
+    let mut r = rx();
+    let key = packets(&mut p, &frame(1, &[(0, true, 50), (1, true, 50)]));
+    assert_eq!(feed(&mut r, &key).len(), 2);
+    let _lost = packets(&mut p, &frame(2, &[(0, false, 50)]));
+    let mut fates = Vec::new();
+    for id in 3..200 {
+        for m in packets(&mut p, &frame(id, &[(0, false, 50)])) {
+            fates.push(r.handle_chunk(&decode_video(&m).unwrap()));
+        }
+    }
+    assert!(fates.contains(&ChunkFate::Dropped), "the wait was given up");
+    assert!(drain(&mut r, Duration::ZERO).is_empty());
+    assert_eq!(
+        r.poll_keyframe_request(Duration::from_secs(1)),
+        Some((7, 1))
+    );
+    let key = packets(&mut p, &frame(200, &[(0, true, 50)]));
+    assert_eq!(feed(&mut r, &key).len(), 1);
+}
+
+#[test]
+fn the_gap_wait_follows_the_round_trip_within_bounds() {
+    let mut r = rx();
+    r.set_rtt(Duration::from_millis(30));
+    assert_eq!(r.gap_wait(), Duration::from_millis(160));
+    r.set_rtt(Duration::from_millis(1));
+    assert_eq!(r.gap_wait(), Duration::from_millis(150));
+    r.set_rtt(Duration::from_secs(3));
+    assert_eq!(r.gap_wait(), Duration::from_secs(1));
 }
 
 #[test]
@@ -147,11 +259,11 @@ fn frames_older_than_what_was_shown_are_dropped() {
     assert_eq!(feed(&mut r, &f1).len(), 1);
     assert_eq!(feed(&mut r, &f2).len(), 1);
     let c = decode_video(&f1[0]).unwrap();
-    assert_eq!(r.handle_chunk(&c).err(), Some(ChunkFate::Stale));
+    assert_eq!(r.handle_chunk(&c), ChunkFate::Stale);
 }
 
 #[test]
-fn a_newer_frame_abandons_an_incomplete_older_one() {
+fn a_newer_keyframe_abandons_an_incomplete_older_one() {
     let mut p = Packetizer::new(7, VIDEO_HEADER_LEN + 10);
     let mut r = rx();
     let f1 = packets(&mut p, &frame(1, &[(0, true, 30)]));
@@ -162,7 +274,7 @@ fn a_newer_frame_abandons_an_incomplete_older_one() {
     assert_eq!(done[0].1, 2);
     // The rest of frame 1 is now stale.
     let c = decode_video(&f1[2]).unwrap();
-    assert_eq!(r.handle_chunk(&c).err(), Some(ChunkFate::Stale));
+    assert_eq!(r.handle_chunk(&c), ChunkFate::Stale);
 }
 
 #[test]
@@ -171,22 +283,22 @@ fn chunks_of_another_stream_or_beyond_the_band_limit_are_refused() {
     let mut r = rx();
     let other = packets(&mut p, &frame(1, &[(0, true, 50)]));
     assert_eq!(
-        r.handle_chunk(&decode_video(&other[0]).unwrap()).err(),
-        Some(ChunkFate::OtherStream)
+        r.handle_chunk(&decode_video(&other[0]).unwrap()),
+        ChunkFate::OtherStream
     );
     let mut p = Packetizer::new(7, 1_000_000);
     let huge = packets(&mut p, &frame(1, &[(0, true, 64 * 1024 + 1)]));
     let mut small = Reassembler::new(RETRY);
     small.handle_stream_start(7, &[16], Duration::ZERO);
     assert_eq!(
-        small.handle_chunk(&decode_video(&huge[0]).unwrap()).err(),
-        Some(ChunkFate::Inconsistent)
+        small.handle_chunk(&decode_video(&huge[0]).unwrap()),
+        ChunkFate::Inconsistent
     );
     let mut p = Packetizer::new(7, 1200);
     let band5 = packets(&mut p, &frame(1, &[(5, true, 10)]));
     assert_eq!(
-        r.handle_chunk(&decode_video(&band5[0]).unwrap()).err(),
-        Some(ChunkFate::Inconsistent)
+        r.handle_chunk(&decode_video(&band5[0]).unwrap()),
+        ChunkFate::Inconsistent
     );
 }
 
@@ -215,7 +327,7 @@ fn chunks_that_do_not_add_up_to_the_band_length_are_refused() {
         payload: &first.payload[..5],
         ..first
     };
-    assert_eq!(r.handle_chunk(&short).err(), Some(ChunkFate::Pending));
+    assert_eq!(r.handle_chunk(&short), ChunkFate::Pending);
     let second = decode_video(&msgs[1]).unwrap();
-    assert_eq!(r.handle_chunk(&second).err(), Some(ChunkFate::Inconsistent));
+    assert_eq!(r.handle_chunk(&second), ChunkFate::Inconsistent);
 }
