@@ -167,6 +167,8 @@ pub(crate) struct RateController {
     max_qp: u8,
     /// A different quality floor the rate asks for, since when.
     qp_wanted: Option<(u8, Duration)>,
+    /// Until then a queue does not cut the estimate: see [`Self::hold_delay_cuts`].
+    hold_until: Option<Duration>,
 }
 
 impl RateController {
@@ -182,7 +184,17 @@ impl RateController {
             limited: false,
             max_qp: qp_for(config.start_bps, &config),
             qp_wanted: None,
+            hold_until: None,
         }
+    }
+
+    /// Every band's keyframe is about to leave at once (the stream starts, the link came
+    /// back): until `until`, a growing queue is that burst and the transport's slow start
+    /// (SCTP opens its window from 4 KiB), not the path. Cutting on it measured the path at
+    /// what slow start let through and locked a 20 Mbit/s link at 5 Mbit/s, where scrolling
+    /// content no longer fits at a frame rate that keeps it cheap. Loss still cuts.
+    pub(crate) fn hold_delay_cuts(&mut self, until: Duration) {
+        self.hold_until = Some(until);
     }
 
     /// The estimate now, bits per second.
@@ -247,8 +259,10 @@ impl RateController {
         let carried = self.window.iter().copied().fold(0.0, f64::max);
 
         let rising = self.rising();
-        let delay_overuse = delay > OVERUSE_DELAY.as_secs_f64()
-            || (rising && self.delay_span() > RISING_DELAY.as_secs_f64());
+        let held = self.hold_until.is_some_and(|t| now < t);
+        let delay_overuse = !held
+            && (delay > OVERUSE_DELAY.as_secs_f64()
+                || (rising && self.delay_span() > RISING_DELAY.as_secs_f64()));
         let loss_overuse = loss > OVERUSE_LOSS;
         let old = self.target;
         if delay_overuse || loss_overuse {
@@ -347,14 +361,16 @@ fn smooth(prev: Option<f64>, sample: f64, weight: f64) -> f64 {
     prev.map_or(sample, |p| p + weight * (sample - p))
 }
 
-/// The quality floor `bps` affords: the configured best at 8 Mbit/s and above, three
-/// steps coarser for each halving, never past the configured worst.
+/// The quality floor `bps` affords: the configured best at 16 Mbit/s and above, coarser
+/// for each halving, never past the configured worst. The floor is a ceiling on the
+/// encoder's quantiser, not its choice: the encoder's rate control picks finer quantisers
+/// whenever the bitrate affords them. A floor too fine for the rate leaves the encoder
+/// unable to meet it, the queue fills, frames are skipped and each frame after a skip
+/// costs more (scrolled further): measured, a 20 Mbit/s link whose estimate dipped to
+/// 5.8 Mbit/s fell from 60 to 2 fps with the floor at 28.
 fn qp_for(bps: u64, config: &RateConfig) -> u8 {
     let steps = match bps {
-        8_000_000.. => 0,
-        4_000_000.. => 3,
-        2_000_000.. => 6,
-        1_000_000.. => 9,
+        16_000_000.. => 0,
         _ => 12,
     };
     config.best_qp.saturating_add(steps).min(config.worst_qp)

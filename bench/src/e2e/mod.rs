@@ -233,12 +233,25 @@ pub(crate) struct Role {
 
 impl Role {
     pub(crate) fn spawn(name: &'static str, mut cmd: Command) -> Result<Self> {
+        // webrtc warns about things that are normal on loopback; keep real problems.
+        // `DESKWIRE_BENCH_LOG=<filter>` traces the roles instead, each into its own file.
+        match std::env::var("DESKWIRE_BENCH_LOG") {
+            Ok(filter) => {
+                let path = std::env::temp_dir().join(format!("deskwire-bench-{name}.log"));
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                cmd.env("RUST_LOG", filter)
+                    .env("NO_COLOR", "1")
+                    .stderr(file);
+            }
+            Err(_) => {
+                cmd.env("RUST_LOG", "warn,rtc=error,rtc_ice=error,rtc_dtls=error")
+                    .stderr(Stdio::inherit());
+            }
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // webrtc warns about things that are normal on loopback; keep real problems.
-            .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,rtc_dtls=error")
             .spawn()
             .with_context(|| format!("starting the {name}"))?;
         let stdin = child.stdin.take().context("stdin")?;

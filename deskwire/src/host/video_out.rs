@@ -50,6 +50,50 @@ pub(super) enum VideoReport {
     KeysSent(u32),
 }
 
+/// A debug line a second about what the video thread did: what a slow link looks like from
+/// the sending side.
+#[derive(Debug, Default)]
+struct SendTrace {
+    since: Option<Instant>,
+    last: deskwire_session::pacer::SenderTotals,
+    backed_up: u32,
+    refused: u32,
+    lost_bands: u32,
+    keys_sent: u32,
+}
+
+impl SendTrace {
+    fn maybe_log(
+        &mut self,
+        now: Instant,
+        totals: &deskwire_session::pacer::SenderTotals,
+        fps_cap: Option<f64>,
+        backlog_cap: usize,
+    ) {
+        let since = *self.since.get_or_insert(now);
+        if now < since + Duration::from_secs(1) {
+            return;
+        }
+        tracing::debug!(
+            frames = totals.frames - self.last.frames,
+            kbit = (totals.bytes - self.last.bytes) * 8 / 1000,
+            bands_dropped = totals.bands_dropped - self.last.bands_dropped,
+            lost_bands = self.lost_bands,
+            keys_sent = self.keys_sent,
+            refused = self.refused,
+            backed_up_loops = self.backed_up,
+            fps_cap = fps_cap.unwrap_or(0.0) as u32,
+            backlog_cap,
+            "video out, last second"
+        );
+        *self = Self {
+            since: Some(now),
+            last: *totals,
+            ..Self::default()
+        };
+    }
+}
+
 /// Counters shared with the video-out thread.
 #[derive(Debug, Default)]
 pub(super) struct SendCounters {
@@ -58,12 +102,13 @@ pub(super) struct SendCounters {
     pub(super) bands_dropped: AtomicU64,
 }
 
-/// The encoder's frame rate fitted to what the path drains: OpenH264 keeps its quality
-/// floor whatever bitrate it is given, so on a slow link it is the frame rate that gives.
-/// Encoding more frames than the link drains would only park them in the pipeline's output,
-/// where they age. Driven by the pacer's queue, not by frame sizes: on scrolling content a
-/// lower rate makes every frame larger (more moved per frame), and a size-based fit spirals
-/// down.
+/// The encoder's frame rate, cut only as a last resort. The encoder follows the bitrate it
+/// is given (its rate control spends `bitrate / frame rate` per frame), so the bitrate is the
+/// lever; the frame rate gives only when the pacer's queue stays over budget anyway (the
+/// quality floor reached). Cutting it early spirals on scrolling content: each frame then
+/// moves further, costs more and gets a larger per-frame budget, so the queue stays full and
+/// the rate keeps falling (measured: 2-3 fps on a 20 Mbit/s link). Hence a floor of a
+/// quarter of the rate controller's cap and a quick climb back.
 #[derive(Debug, Default)]
 struct FrameRateFit {
     target: Option<RateTarget>,
@@ -72,12 +117,16 @@ struct FrameRateFit {
     /// Samples of "the pacer's queue is over its budget" since the last adjustment.
     over: u32,
     samples: u32,
+    /// Adjustment windows in a row that were almost all over budget.
+    streak: u32,
     adjusted: Option<Instant>,
     told: Option<(u32, u32, u8)>,
 }
 
 /// How often the frame-rate cap is adjusted.
 const FIT_EVERY: Duration = Duration::from_millis(100);
+/// Windows in a row over budget before the frame rate gives (a keyframe batch is shorter).
+const FIT_PATIENCE: u32 = 4;
 
 impl FrameRateFit {
     /// One look at the pacer: is its queue over budget now?
@@ -87,17 +136,24 @@ impl FrameRateFit {
     }
 
     /// A new (bitrate, frame rate, quality floor) for the encoder, when it changed enough
-    /// to matter: the cap drops by 15 % while the queue was mostly over budget, and climbs
-    /// back (10 % and one frame) while it was not.
+    /// to matter.
     fn poll(&mut self, now: Instant) -> Option<(u32, u32, u8)> {
         let t = self.target?;
         let max = f64::from(t.max_fps.max(2));
-        let mut fps = self.fps.unwrap_or(max).min(max);
+        let floor = (max / 4.0).max(5.0).min(max);
+        let mut fps = self.fps.unwrap_or(max).clamp(floor, max);
         if self.adjusted.is_none_or(|a| now >= a + FIT_EVERY) && self.samples > 0 {
-            if self.over * 2 > self.samples {
-                fps = (fps * 0.85).max(2.0);
+            if self.over * 5 >= self.samples * 4 {
+                self.streak += 1;
+                if self.streak >= FIT_PATIENCE {
+                    fps = (fps * 0.8).max(floor);
+                    self.streak = 0;
+                }
             } else {
-                fps = (fps * 1.1 + 1.0).min(max);
+                self.streak = 0;
+                if self.over * 2 <= self.samples {
+                    fps = (fps * 1.25 + 1.0).min(max);
+                }
             }
             self.adjusted = Some(now);
             self.over = 0;
@@ -147,6 +203,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
             let mut started = false;
             let mut fit = FrameRateFit::default();
             let mut backlog_cap = MIN_TRANSPORT_BACKLOG;
+            let mut trace = SendTrace::default();
             while !v.stop.load(Relaxed) {
                 let now = v.epoch.elapsed();
                 while let Ok(Pace {
@@ -172,23 +229,28 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     .handle
                     .block_on(v.dc.outstanding_bytes())
                     .is_ok_and(|n| n > backlog_cap);
+                trace.backed_up += u32::from(backed_up);
                 if !backed_up {
                     while let Some((band, msg)) = v.sender.poll_transmit(v.epoch.elapsed()) {
                         if v.handle.block_on(v.dc.try_send(msg)).is_err() {
                             v.sender.handle_refused(band);
+                            trace.refused += 1;
                             break;
                         }
                     }
                 }
                 let lost = v.sender.poll_lost();
                 if lost != 0 {
+                    trace.lost_bands += lost.count_ones();
                     let _ = v.reports.send(VideoReport::Lost(lost));
                 }
                 let keys = v.sender.poll_keys_sent();
                 if keys != 0 {
+                    trace.keys_sent += keys.count_ones();
                     let _ = v.reports.send(VideoReport::KeysSent(keys));
                 }
                 let totals = v.sender.totals();
+                trace.maybe_log(Instant::now(), &totals, fit.fps, backlog_cap);
                 v.counters.frames.store(totals.frames, Relaxed);
                 v.counters.bytes.store(totals.bytes, Relaxed);
                 v.counters
