@@ -121,10 +121,15 @@ struct FrameRateFit {
     streak: u32,
     adjusted: Option<Instant>,
     told: Option<(u32, u32, u8)>,
+    /// What the sender took lately, bits per second, and the byte count it started from.
+    sent_bps: Option<f64>,
+    sent_mark: Option<(Instant, u64)>,
 }
 
 /// How often the frame-rate cap is adjusted.
 const FIT_EVERY: Duration = Duration::from_millis(100);
+/// A frame-rate "cap" the pipeline treats as none.
+const UNCAPPED_FPS: f64 = 60.0;
 /// Windows in a row over budget before the frame rate gives (a keyframe batch is shorter).
 const FIT_PATIENCE: u32 = 4;
 
@@ -135,11 +140,31 @@ impl FrameRateFit {
         self.over += u32::from(over_budget);
     }
 
+    /// The sender's byte count now: what the content costs.
+    fn note_sent(&mut self, now: Instant, bytes: u64) {
+        let (since, from) = *self.sent_mark.get_or_insert((now, bytes));
+        let secs = now.saturating_duration_since(since).as_secs_f64();
+        if secs >= 0.5 {
+            self.sent_bps = Some(bytes.saturating_sub(from) as f64 * 8.0 / secs);
+            self.sent_mark = Some((now, bytes));
+        }
+    }
+
     /// A new (bitrate, frame rate, quality floor) for the encoder, when it changed enough
     /// to matter.
     fn poll(&mut self, now: Instant) -> Option<(u32, u32, u8)> {
         let t = self.target?;
-        let max = f64::from(t.max_fps.max(2));
+        // The controller's cap trades frames for quality when bits are short. Content that
+        // uses less than half its bitrate (typing, a cursor) is not short of bits: a low
+        // estimate there only says little was sent, and every frame is worth sending.
+        let cheap = self
+            .sent_bps
+            .is_some_and(|sent| sent < t.encoder_bps as f64 * 0.5);
+        let max = if cheap {
+            UNCAPPED_FPS
+        } else {
+            f64::from(t.max_fps.max(2))
+        };
         let floor = (max / 4.0).max(5.0).min(max);
         let mut fps = self.fps.unwrap_or(max).clamp(floor, max);
         if self.adjusted.is_none_or(|a| now >= a + FIT_EVERY) && self.samples > 0 {
@@ -221,6 +246,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     fit.target = Some(target);
                 }
                 fit.sample(!v.sender.wants_frame());
+                fit.note_sent(Instant::now(), v.sender.totals().bytes);
                 if let Some((bps, fps, qp)) = fit.poll(Instant::now()) {
                     v.pipeline.set_rate(bps, fps, qp);
                 }
@@ -292,4 +318,68 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
             }
         })
         .map_err(SessionError::Thread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(estimate_bps: u64, max_fps: u32) -> RateTarget {
+        RateTarget {
+            estimate_bps,
+            encoder_bps: estimate_bps * 17 / 20,
+            pacing_bps: estimate_bps * 21 / 20,
+            max_fps,
+            max_qp: 40,
+        }
+    }
+
+    /// Run the fit for `windows` adjustment windows with the queue over budget or not and
+    /// the sender taking `sent_bps`; returns the frame rate it asked for last.
+    fn run(fit: &mut FrameRateFit, t0: Instant, windows: u32, over: bool, sent_bps: u64) -> u32 {
+        let mut fps = 0;
+        for w in 0..windows {
+            let now = t0 + FIT_EVERY * w;
+            fit.sample(over);
+            fit.note_sent(now, u64::from(w) * sent_bps / 8 / 10);
+            if let Some((_, f, _)) = fit.poll(now) {
+                fps = f;
+            }
+        }
+        fit.fps.map_or(fps, |f| f as u32)
+    }
+
+    #[test]
+    fn cheap_content_is_not_held_to_the_controllers_frame_rate_cap() {
+        let t0 = Instant::now();
+        let mut fit = FrameRateFit {
+            target: Some(target(300_000, 15)),
+            ..FrameRateFit::default()
+        };
+        // Typing: 60 kbit/s of a 255 kbit/s encoder budget.
+        assert_eq!(run(&mut fit, t0, 20, false, 60_000), 60);
+        // Content that uses its bits gets the cap.
+        let mut fit = FrameRateFit {
+            target: Some(target(300_000, 15)),
+            ..FrameRateFit::default()
+        };
+        assert_eq!(run(&mut fit, t0, 20, false, 250_000), 15);
+    }
+
+    #[test]
+    fn the_frame_rate_gives_only_after_a_lasting_queue_and_never_below_a_quarter() {
+        let t0 = Instant::now();
+        let mut fit = FrameRateFit {
+            target: Some(target(8_000_000, 60)),
+            ..FrameRateFit::default()
+        };
+        // A keyframe batch: three windows over budget change nothing.
+        assert_eq!(run(&mut fit, t0, 3, true, 7_000_000), 60);
+        // A lasting queue: down in steps, to the floor of 15 and no further.
+        let t1 = t0 + FIT_EVERY * 3;
+        assert_eq!(run(&mut fit, t1, 200, true, 7_000_000), 15);
+        // The queue drains: back to the cap within a second.
+        let t2 = t1 + FIT_EVERY * 200;
+        assert_eq!(run(&mut fit, t2, 10, false, 7_000_000), 60);
+    }
 }
