@@ -539,6 +539,7 @@ impl HostTask {
         let counters = Arc::new(SendCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (pace_tx, pace_rx) = crossbeam_channel::unbounded::<Pace>();
+        let keys_wanted = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (report_tx, mut report_rx) = mpsc::unbounded_channel::<VideoReport>();
         let target = core.rate_target();
         let video_out = match spawn_video_out(VideoOut {
@@ -559,6 +560,7 @@ impl HostTask {
             counters: counters.clone(),
             stop: stop.clone(),
             pace: pace_rx,
+            keys_wanted: keys_wanted.clone(),
             reports: report_tx,
         }) {
             Ok(t) => Some(t),
@@ -586,6 +588,8 @@ impl HostTask {
                     HostSessionEvent::LinkUp => self.events.emit(HostEvent::LinkUp),
                     HostSessionEvent::KeyframeRequested { bands } => {
                         tracing::debug!(bands = format_args!("{bands:#b}"), "refreshing bands");
+                        // The sender stops spending the link on what the viewer discards.
+                        keys_wanted.fetch_or(bands, std::sync::atomic::Ordering::Relaxed);
                         for b in 0..layout.count() {
                             if bands & (1 << b) != 0 {
                                 pipeline.request_keyframe(Some(BandId(b as u8)));

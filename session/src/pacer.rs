@@ -37,6 +37,8 @@ pub struct PacerConfig {
 struct Queued {
     band: u8,
     enqueued: Duration,
+    /// A piece of a keyframe.
+    key: bool,
     /// The last piece of a keyframe.
     ends_key: bool,
     msg: BytesMut,
@@ -137,6 +139,11 @@ impl VideoSender {
             }
         }
         let broken = self.broken;
+        let key_bands = frame
+            .bands
+            .iter()
+            .filter(|b| b.keyframe)
+            .fold(0u32, |m, b| m | 1 << b.band.0);
         let queue = &mut self.queue;
         let queued_bytes = &mut self.queued_bytes;
         let skipped = self
@@ -149,6 +156,7 @@ impl VideoSender {
                 queue.push_back(Queued {
                     band,
                     enqueued: now,
+                    key: key_bands & (1 << band) != 0,
                     ends_key: false,
                     msg,
                 });
@@ -183,6 +191,31 @@ impl VideoSender {
         }
         self.totals.bytes += q.msg.len() as u64;
         Some((q.band, q.msg))
+    }
+
+    /// The viewer asked for keyframes of `bands` (bit i = band i): it discards anything
+    /// else of theirs until they come, so their waiting delta chunks are dropped and new
+    /// ones skipped. On a slow link those would hold the queue over budget, no frame would
+    /// be taken, and the keyframe would wait behind the frames already encoded (measured:
+    /// seconds without a picture after a step down to 2 Mbit/s). A band with a keyframe
+    /// already queued keeps it and what follows it.
+    pub fn handle_keyframe_request(&mut self, bands: u32) {
+        let keyed = self
+            .queue
+            .iter()
+            .filter(|q| q.key)
+            .fold(0u32, |m, q| m | 1 << q.band);
+        let bands = bands & !keyed;
+        let mut freed = 0;
+        self.queue.retain(|q| {
+            let keep = q.key || bands & (1 << q.band) == 0;
+            if !keep {
+                freed += q.msg.len();
+            }
+            keep
+        });
+        self.queued_bytes -= freed;
+        self.broken |= bands;
     }
 
     /// The channel refused the message [`VideoSender::poll_transmit`] just gave for `band`:

@@ -2,7 +2,7 @@
 //! session crate's pacing [`VideoSender`] onto the video channel, and the encoder's frame
 //! rate fitted to what frames cost.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ pub(super) struct VideoOut {
     pub(super) stop: Arc<AtomicBool>,
     /// New rate targets and queue budgets from the session core.
     pub(super) pace: Receiver<Pace>,
+    /// Bands the viewer asked keyframes for since the thread last looked (bit i = band i).
+    pub(super) keys_wanted: Arc<AtomicU32>,
     /// Bands the sender dropped, and bands whose keyframe left, for the session core's
     /// refresh budget.
     pub(super) reports: mpsc::UnboundedSender<VideoReport>,
@@ -244,6 +246,10 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                         .max(MIN_TRANSPORT_BACKLOG);
                     v.sender.set_budget(budget);
                     fit.target = Some(target);
+                }
+                let wanted = v.keys_wanted.swap(0, Relaxed);
+                if wanted != 0 {
+                    v.sender.handle_keyframe_request(wanted);
                 }
                 fit.sample(!v.sender.wants_frame());
                 fit.note_sent(Instant::now(), v.sender.totals().bytes);

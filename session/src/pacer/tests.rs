@@ -118,3 +118,46 @@ fn a_refused_message_drops_the_rest_of_its_band_and_reports_it() {
     assert_eq!(s.poll_lost(), 1);
     assert_eq!(s.totals().bands_dropped, 1);
 }
+
+#[test]
+fn a_keyframe_request_drops_the_bands_waiting_deltas_but_not_a_queued_keyframe() {
+    let mut s = sender();
+    s.set_rate(Duration::ZERO, 100_000);
+    s.set_budget(250 * MS);
+    // Band 0 has deltas waiting, band 1 a keyframe then a delta, band 2 deltas not asked for.
+    s.handle_frame(
+        Duration::ZERO,
+        &frame(1, &[(0, false, 2_000), (1, true, 1_500), (2, false, 500)]),
+        0,
+    );
+    s.handle_frame(Duration::ZERO, &frame(2, &[(1, false, 500)]), 0);
+    assert!(
+        !s.wants_frame(),
+        "4.5 KB at 100 kbit/s: 360 ms, over the budget"
+    );
+    s.handle_keyframe_request(0b011);
+    assert!(s.wants_frame(), "band 0's deltas no longer hold the queue");
+    // A new delta of band 0 is skipped until its keyframe; band 1 goes on from its key.
+    s.handle_frame(10 * MS, &frame(3, &[(0, false, 300), (1, false, 300)]), 0);
+    s.handle_frame(20 * MS, &frame(4, &[(0, true, 300)]), 0);
+    // Faster from here, so nothing goes stale while it drains.
+    s.set_rate(20 * MS, 1_000_000);
+    let sent: Vec<(u8, bool, u64)> = drain(&mut s, 20 * MS, 2000 * MS)
+        .iter()
+        .map(|(_, b, m)| {
+            let c = decode_video(m).unwrap();
+            (*b, c.keyframe, c.frame_id)
+        })
+        .collect();
+    let frames = |band: u8| -> Vec<(bool, u64)> {
+        sent.iter()
+            .filter(|x| x.0 == band)
+            .map(|x| (x.1, x.2))
+            .collect()
+    };
+    assert_eq!(frames(0), [(true, 4)], "only band 0's keyframe");
+    let band1: Vec<u64> = frames(1).iter().map(|x| x.1).collect();
+    assert!(band1.starts_with(&[1]) && band1.contains(&2) && band1.contains(&3));
+    assert!(frames(2).iter().all(|x| x.1 == 1), "band 2 untouched");
+    assert_eq!(s.poll_lost(), 0, "a request is not a loss to report back");
+}

@@ -107,6 +107,7 @@ impl VideoRun {
 
     pub(super) fn request_keyframes(&mut self, bands: u32) {
         self.want_key |= bands;
+        self.sender.handle_keyframe_request(bands);
     }
 
     /// The next instant something happens here.
