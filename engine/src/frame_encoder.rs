@@ -108,7 +108,7 @@ impl FrameEncoder {
             None => &whole[..],
         };
         let diff_us = micros(t);
-        if rects.is_empty() && !self.encoders.has_work() {
+        if rects.is_empty() && !self.encoders.has_work() && !self.encoders.refining() {
             return Ok(FrameOutcome::Unchanged { diff_us });
         }
         let t = Instant::now();
@@ -121,6 +121,21 @@ impl FrameEncoder {
             f.timings.convert_us = convert_us;
         }
         Ok(FrameOutcome::Changed(out))
+    }
+
+    /// True while bands that stopped changing have refinement passes to go.
+    pub fn refining(&self) -> bool {
+        self.encoders.refining()
+    }
+
+    /// The next refinement pass of bands that stopped changing, from the current picture,
+    /// when no new frame came (see [`BandEncoderSet::mark_damaged`]).
+    pub fn refine(&mut self, captured_at: Timestamp) -> Result<Option<EncodedFrame>, CodecError> {
+        if !self.encoders.refining() {
+            return Ok(None);
+        }
+        self.encoders.mark_damaged(&[]);
+        self.encode_pending(captured_at)
     }
 
     /// Encode whatever is pending (keyframe requests) from the current picture, even when no

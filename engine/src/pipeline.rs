@@ -106,6 +106,7 @@ impl Pipeline {
             min_interval: None,
             last_encode: None,
             retune_warned: false,
+            epoch,
         };
         let mut threads = Vec::with_capacity(2);
         threads.push(spawn("deskwire-encode", move || encode.run())?);
@@ -320,7 +321,13 @@ struct EncodeLoop {
     last_encode: Option<Instant>,
     /// A refused retune was reported already.
     retune_warned: bool,
+    /// What capture times count from.
+    epoch: Instant,
 }
+
+/// How long after the last capture a band that stopped changing gets its next refinement
+/// pass: a frame at 30 fps, so a screen still moving is not refined between its frames.
+const REFINE_AFTER: Duration = Duration::from_millis(33);
 
 impl EncodeLoop {
     fn run(mut self) -> Result<(), Error> {
@@ -375,7 +382,27 @@ impl EncodeLoop {
                         return Ok(());
                     }
                 }
+                default(self.refine_wait()) => {
+                    // Nothing new was captured: bands that stopped changing get their next
+                    // refinement pass, stamped now (the screen looks like this now).
+                    let now = Timestamp::from_micros(self.epoch.elapsed().as_micros() as u64);
+                    if let Some(out) = self.core.refine(now)? {
+                        self.last_encode = Some(Instant::now());
+                        if !self.send(out) {
+                            return Ok(());
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// How long to wait for a new capture before refining still bands.
+    fn refine_wait(&self) -> Duration {
+        if self.core.refining() {
+            REFINE_AFTER
+        } else {
+            Duration::from_secs(3600)
         }
     }
 

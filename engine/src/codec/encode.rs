@@ -64,6 +64,8 @@ struct BandState {
     started: bool,
     wanted: bool,
     force_key: bool,
+    /// Frames in which the band, still again, is encoded anyway (see `mark_damaged`).
+    refine: u8,
     out: Option<EncodedBand>,
     error: Option<String>,
 }
@@ -161,6 +163,7 @@ impl BandEncoderSet {
                 // Every band starts with a keyframe, so the first frame encodes them all.
                 wanted: true,
                 force_key: false,
+                refine: 0,
                 out: None,
                 error: None,
             });
@@ -216,12 +219,35 @@ impl BandEncoderSet {
     }
 
     /// Mark the bands these rectangles touch as needing an encode.
+    ///
+    /// A band that stops changing is encoded again for the next [`REFINE_PASSES`] frames
+    /// (the same picture): while it moved, its rate control spent little per frame, and a
+    /// still band would otherwise keep that coarse picture until it changes again. With
+    /// nothing moving, the repeated picture costs little and rate control refines it.
+    /// A band that never moved (the first keyframe of a still screen) is not refined.
     pub fn mark_damaged(&mut self, rects: &[Rect]) {
+        let mut damaged = 0u64;
         for r in rects {
             for i in self.layout.bands_touching(r) {
-                self.bands[i].wanted = true;
+                damaged |= 1 << i;
             }
         }
+        for (i, b) in self.bands.iter_mut().enumerate() {
+            if damaged & (1 << i) != 0 {
+                b.wanted = true;
+                if b.started {
+                    b.refine = REFINE_PASSES;
+                }
+            } else if b.refine > 0 {
+                b.refine -= 1;
+                b.wanted = true;
+            }
+        }
+    }
+
+    /// True while a band that stopped changing still has refinement passes to go.
+    pub fn refining(&self) -> bool {
+        self.bands.iter().any(|b| b.refine > 0)
     }
 
     /// Make the next encode of `band` (or of every band) a keyframe, even if it is unchanged.
@@ -362,6 +388,9 @@ impl BandEncoderSet {
 }
 
 /// One band's OpenH264 encoder, aiming at `share` bits per second within QP 12..=`max_qp`.
+/// Frames a band is encoded again after it stops changing.
+pub const REFINE_PASSES: u8 = 12;
+
 fn new_encoder(
     config: &CodecConfig,
     band: u8,
@@ -477,6 +506,43 @@ mod tests {
                 (l.iSpatialBitrate, l.iMaxSpatialBitrate)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_band_that_stops_moving_is_refined_for_a_few_frames_and_a_still_one_never() {
+        let config = CodecConfig {
+            bands: BandSpec::Count(2),
+            ..CodecConfig::default()
+        };
+        let mut set = BandEncoderSet::new(320, 64, &config, None).unwrap();
+        encode_some(&mut set, 0..1);
+        // Band 0 (rows 0-31) moves for three frames.
+        let mut f = Frame::new(320, 64);
+        let mut img = I420Image::new(320, 64);
+        for n in 1..4u32 {
+            for (i, b) in f.data_mut().iter_mut().enumerate().take(320 * 32 * 4) {
+                *b = (i as u32 ^ n.wrapping_mul(0x9E37)) as u8;
+            }
+            img.convert_all(&f, ColorSpace::default()).unwrap();
+            set.mark_damaged(&[Rect::new(0, 0, 320, 32)]);
+            set.encode(&img, Timestamp::from_micros(u64::from(n) * 16_000))
+                .unwrap();
+        }
+        // Then it stands still: refined REFINE_PASSES times, band 1 never.
+        let mut refined = 0;
+        for n in 4..40u64 {
+            set.mark_damaged(&[]);
+            let Some(out) = set
+                .encode(&img, Timestamp::from_micros(n * 16_000))
+                .unwrap()
+            else {
+                continue;
+            };
+            assert!(out.bands.iter().all(|b| b.band == BandId(0) && !b.keyframe));
+            refined += 1;
+        }
+        assert_eq!(refined, usize::from(REFINE_PASSES));
+        assert!(!set.refining());
     }
 
     #[test]
