@@ -184,7 +184,7 @@ impl HostSession {
             lateness: Lateness::new(),
             out: Outbox::new(),
         };
-        s.rate.hold_delay_cuts(now + BURST_GRACE);
+        s.rate.hold_delay_cuts(now);
         s.out.event(HostSessionEvent::RateChanged(s.rate.target()));
         s.send_control(ControlMessage::StreamStart {
             stream: stream.stream,
@@ -260,7 +260,7 @@ impl HostSession {
             self.out.event(HostSessionEvent::LinkUp);
             // What was on the way when the link went down is gone: refresh every band.
             self.refresh.request(u32::MAX, now);
-            self.rate.hold_delay_cuts(now + BURST_GRACE);
+            self.rate.hold_delay_cuts(now);
         }
         match channel {
             Channel::Control => self.handle_control(now, data),
@@ -505,9 +505,6 @@ impl HostSession {
 
 /// Input later than this behind the viewer's fastest recent message is not acted on.
 const MAX_INPUT_LATENESS: Duration = Duration::from_secs(1);
-/// How long the all-band keyframe burst of a stream's start (or of the link's return) and
-/// the transport's slow start get before a queue counts against the path.
-const BURST_GRACE: Duration = Duration::from_millis(1500);
 
 /// Whether an event does something (a press, a move, text), as opposed to releasing what is
 /// held: a late release is still wanted.

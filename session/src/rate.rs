@@ -102,6 +102,9 @@ pub struct RateTarget {
 }
 
 /// The queue on the path above which the sender is "too much", whatever the trend.
+/// How long the all-band keyframe burst of a stream's start (or of the link's return) and
+/// the transport's slow start get at least before a queue counts against the path.
+const BURST_GRACE: Duration = Duration::from_millis(1500);
 const OVERUSE_DELAY: Duration = Duration::from_millis(60);
 /// A queue that is still growing is too much too, whatever its size (a standing queue
 /// hides in the base delay): growing by more than `RISE_PER_SAMPLE` per feedback on
@@ -167,8 +170,8 @@ pub(crate) struct RateController {
     max_qp: u8,
     /// A different quality floor the rate asks for, since when.
     qp_wanted: Option<(u8, Duration)>,
-    /// Until then a queue does not cut the estimate: see [`Self::hold_delay_cuts`].
-    hold_until: Option<Duration>,
+    /// Since when a queue does not cut the estimate: see [`Self::hold_delay_cuts`].
+    hold_from: Option<Duration>,
 }
 
 impl RateController {
@@ -184,17 +187,24 @@ impl RateController {
             limited: false,
             max_qp: qp_for(config.start_bps, &config),
             qp_wanted: None,
-            hold_until: None,
+            hold_from: None,
         }
     }
 
     /// Every band's keyframe is about to leave at once (the stream starts, the link came
-    /// back): until `until`, a growing queue is that burst and the transport's slow start
+    /// back): for a while from `from`, a growing queue is that burst and the transport's slow start
     /// (SCTP opens its window from 4 KiB), not the path. Cutting on it measured the path at
     /// what slow start let through and locked a 20 Mbit/s link at 5 Mbit/s, where scrolling
     /// content no longer fits at a frame rate that keeps it cheap. Loss still cuts.
-    pub(crate) fn hold_delay_cuts(&mut self, until: Duration) {
-        self.hold_until = Some(until);
+    /// The hold lasts `BURST_GRACE` or five round trips, whichever is longer: slow start
+    /// doubles the window once per round trip.
+    pub(crate) fn hold_delay_cuts(&mut self, from: Duration) {
+        self.hold_from = Some(from);
+    }
+
+    fn held(&self, now: Duration, rtt: Option<Duration>) -> bool {
+        let grace = rtt.map_or(BURST_GRACE, |r| BURST_GRACE.max(r * 5));
+        self.hold_from.is_some_and(|from| now < from + grace)
     }
 
     /// The estimate now, bits per second.
@@ -259,7 +269,7 @@ impl RateController {
         let carried = self.window.iter().copied().fold(0.0, f64::max);
 
         let rising = self.rising();
-        let held = self.hold_until.is_some_and(|t| now < t);
+        let held = self.held(now, rtt);
         let delay_overuse = !held
             && (delay > OVERUSE_DELAY.as_secs_f64()
                 || (rising && self.delay_span() > RISING_DELAY.as_secs_f64()));

@@ -202,7 +202,7 @@ fn the_quality_floor_coarsens_soon_after_the_rate_falls_and_refines_only_after_i
 #[test]
 fn a_queue_during_the_start_burst_does_not_cut_but_loss_does_and_the_hold_ends() {
     let mut rc = controller(8_000_000);
-    rc.hold_delay_cuts(1500 * MS);
+    rc.hold_delay_cuts(Duration::ZERO);
     // Slow start and the first keyframes: little arrives late. Not the path.
     rc.handle_feedback(500 * MS, &fb(2_000_000, 0.0, 200), Some(40 * MS))
         .unwrap();
@@ -216,4 +216,17 @@ fn a_queue_during_the_start_burst_does_not_cut_but_loss_does_and_the_hold_ends()
     rc.handle_feedback(2000 * MS, &fb(2_000_000, 0.0, 200), Some(40 * MS))
         .unwrap();
     assert!(rc.estimate_bps() <= 2_000_000, "{}", rc.estimate_bps());
+}
+
+#[test]
+fn on_a_long_path_the_start_hold_lasts_five_round_trips() {
+    let mut rc = controller(8_000_000);
+    rc.hold_delay_cuts(Duration::ZERO);
+    // 600 ms round trips: slow start needs seconds, not 1.5 s.
+    rc.handle_feedback(2500 * MS, &fb(2_000_000, 0.0, 400), Some(600 * MS))
+        .unwrap();
+    assert_eq!(rc.estimate_bps(), 8_000_000);
+    rc.handle_feedback(3100 * MS, &fb(2_000_000, 0.0, 400), Some(600 * MS))
+        .unwrap();
+    assert!(rc.estimate_bps() < 8_000_000);
 }

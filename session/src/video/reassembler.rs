@@ -162,6 +162,7 @@ pub struct Reassembler {
     bands: Vec<BandRx>,
     retry: Duration,
     gap_wait: Duration,
+    rtt: Option<Duration>,
     last_request: Option<Duration>,
     requests: u32,
     /// The buffer of the last frame handed out (borrowed by [`CompleteBand`]).
@@ -177,6 +178,7 @@ impl Reassembler {
             bands: Vec::new(),
             retry,
             gap_wait: DEFAULT_GAP_WAIT,
+            rtt: None,
             last_request: None,
             requests: 0,
             out: Vec::new(),
@@ -187,6 +189,7 @@ impl Reassembler {
     /// Fit the wait for a missing chunk to the round trip: a retransmission takes about one
     /// RTT after the loss is noticed; past SCTP's 1 s minimum RTO the chunk has expired.
     pub fn set_rtt(&mut self, rtt: Duration) {
+        self.rtt = Some(rtt);
         self.gap_wait = (rtt * 2 + Duration::from_millis(100))
             .clamp(Duration::from_millis(150), Duration::from_secs(1));
     }
@@ -355,8 +358,9 @@ impl Reassembler {
         }
     }
 
-    /// Bands waiting for a keyframe, if it is time to ask (again). `now` is any monotonic
-    /// clock the caller keeps.
+    /// Bands waiting for a keyframe, if it is time to ask (again): at most once per retry
+    /// interval, and never sooner than a round trip and 50 ms. `now` is any monotonic clock
+    /// the caller keeps.
     pub fn poll_keyframe_request(&mut self, now: Duration) -> Option<(u16, u32)> {
         let stream = self.stream?;
         let mask = self
@@ -368,7 +372,12 @@ impl Reassembler {
         if mask == 0 {
             return None;
         }
-        if self.last_request.is_some_and(|t| now < t + self.retry) {
+        // A keyframe cannot come back sooner than a round trip: on a long path a shorter
+        // retry only asks again for what is already on its way.
+        let retry = self.rtt.map_or(self.retry, |rtt| {
+            self.retry.max(rtt + Duration::from_millis(50))
+        });
+        if self.last_request.is_some_and(|t| now < t + retry) {
             return None;
         }
         self.last_request = Some(now);

@@ -39,8 +39,10 @@ fn packets(p: &mut Packetizer, f: &EncodedFrame) -> Vec<BytesMut> {
     out
 }
 
+/// A reassembler on a short path (the retry interval governs its requests).
 fn rx() -> Reassembler {
     let mut r = Reassembler::new(RETRY);
+    r.set_rtt(Duration::from_millis(1));
     r.handle_stream_start(7, &[64 * 32, 64 * 32], Duration::ZERO);
     r
 }
@@ -237,6 +239,23 @@ fn frames_piling_up_behind_a_gap_stay_bounded_and_a_keyframe_still_gets_in() {
     );
     let key = packets(&mut p, &frame(200, &[(0, true, 50)]));
     assert_eq!(feed(&mut r, &key).len(), 1);
+}
+
+#[test]
+fn on_a_long_path_a_keyframe_is_not_asked_for_again_within_the_round_trip() {
+    let mut r = rx();
+    r.set_rtt(Duration::from_millis(600));
+    let t = Duration::from_secs(1);
+    assert_eq!(r.poll_keyframe_request(t), Some((7, 0b11)));
+    assert_eq!(
+        r.poll_keyframe_request(t + RETRY),
+        None,
+        "it cannot be back yet"
+    );
+    assert_eq!(
+        r.poll_keyframe_request(t + Duration::from_millis(650)),
+        Some((7, 0b11))
+    );
 }
 
 #[test]
