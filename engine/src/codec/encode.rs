@@ -418,10 +418,26 @@ fn new_encoder(
         .background_detection(false)
         .num_threads(1)
         .vui(config.color.vui());
-    Encoder::with_api_config(OpenH264API::from_source(), cfg).map_err(|e| CodecError::Encoder {
-        band,
-        reason: e.to_string(),
-    })
+    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), cfg).map_err(|e| {
+        CodecError::Encoder {
+            band,
+            reason: e.to_string(),
+        }
+    })?;
+    // OpenH264 prints its own warnings to stderr while it initialises (at the first frame),
+    // before the wrapper quiets it: "bitrate can't be controlled ... without enabling skip
+    // frame" for every band of every stream. We never skip on purpose and check every
+    // return code, so quiet it from the start.
+    let mut level = openh264_sys2::WELS_LOG_QUIET as i32;
+    // SAFETY: the trace level is the one option OpenH264 takes before initialisation; it
+    // reads one int through the pointer during the call, and `level` outlives it.
+    unsafe {
+        encoder.raw_api().set_option(
+            openh264_sys2::ENCODER_OPTION_TRACE_LEVEL,
+            std::ptr::addr_of_mut!(level).cast(),
+        );
+    }
+    Ok(encoder)
 }
 
 fn encode_band(b: &mut BandState, image: &I420Image, ts: openh264::Timestamp) {
