@@ -15,7 +15,7 @@ use deskwire_engine::{BandLayout, ColorSpace};
 
 use crate::clock::ClockSync;
 use crate::feedback::ReceiveMeter;
-use crate::input::InputEvent;
+use crate::input::{InputEvent, Key, MAX_HELD_KEYS};
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
 use crate::stats::ControllerStats;
 use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
@@ -122,8 +122,11 @@ pub struct ViewerSession {
     last_ping: Option<Duration>,
     /// The last video received or input sent.
     last_active: Duration,
-    /// Keys and buttons pressed and not yet released, as far as this side sent.
-    holding: u32,
+    /// Keys pressed and not yet released, as far as this side sent (auto-repeat presses a
+    /// held key again without a release, so they are kept by identity, not counted).
+    held_keys: Vec<Key>,
+    /// Buttons pressed and not yet released (bit = the button's wire number).
+    held_buttons: u8,
     quiet_after: Duration,
     reconnecting: bool,
     out: Outbox<ViewerSessionEvent>,
@@ -147,7 +150,8 @@ impl ViewerSession {
             idle_ping_interval: config.idle_ping_interval,
             last_ping: None,
             last_active: now,
-            holding: 0,
+            held_keys: Vec::new(),
+            held_buttons: 0,
             feedback: Every::new(
                 now,
                 now + config.feedback_interval,
@@ -361,7 +365,10 @@ impl ViewerSession {
     /// While reconnecting it stays active too: the first ping through tells the target the
     /// link is back.
     fn active(&self, now: Duration) -> bool {
-        now < self.last_active + ACTIVE_FOR || self.holding > 0 || self.reconnecting
+        now < self.last_active + ACTIVE_FOR
+            || !self.held_keys.is_empty()
+            || self.held_buttons != 0
+            || self.reconnecting
     }
 
     /// When the next ping is due: a second after the last while active, ten while idle
@@ -394,12 +401,20 @@ impl ViewerSession {
         // Back from idle, the heartbeat speeds up at once (the next ping is due a second
         // after the last), so a drop is seen soon.
         self.last_active = self.last_active.max(now);
-        match event {
-            InputEvent::Key { down: true, .. } | InputEvent::Button { down: true, .. } => {
-                self.holding = self.holding.saturating_add(1);
+        match *event {
+            InputEvent::Key { key, down: true } => {
+                if !self.held_keys.contains(&key) && self.held_keys.len() < MAX_HELD_KEYS {
+                    self.held_keys.push(key);
+                }
             }
-            InputEvent::Key { down: false, .. } | InputEvent::Button { down: false, .. } => {
-                self.holding = self.holding.saturating_sub(1);
+            InputEvent::Key { key, down: false } => self.held_keys.retain(|k| *k != key),
+            InputEvent::Button { button, down } => {
+                let bit = 1u8 << button.wire();
+                if down {
+                    self.held_buttons |= bit;
+                } else {
+                    self.held_buttons &= !bit;
+                }
             }
             _ => {}
         }

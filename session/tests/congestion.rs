@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use deskwire_engine::ColorSpace;
+use deskwire_session::input::{InputEvent, Key};
 use deskwire_session::pair::{LinkConfig, Pair, Shown, VideoLoad};
 use deskwire_session::{
     HostSessionConfig, HostSessionEvent, StreamInfo, ViewerSessionConfig, ViewerSessionEvent,
@@ -283,4 +284,28 @@ fn an_idle_session_slows_its_heartbeat_to_one_ping_in_ten_seconds_and_never_call
         .iter()
         .filter(|(_, e)| matches!(e, ViewerSessionEvent::Reconnecting));
     assert_eq!(told.count(), 0);
+}
+
+#[test]
+fn a_key_pressed_again_by_auto_repeat_and_released_once_lets_the_heartbeat_slow_down() {
+    let load = VideoLoad {
+        changing_until: Duration::ZERO,
+        ..VideoLoad::default()
+    };
+    let mut p = run(bottleneck(20_000_000, 30 * MS, 0.0), load, 5);
+    let key = |down| InputEvent::Key {
+        key: Key::Char('a'),
+        down,
+    };
+    // A held key repeats its press; one release ends it.
+    for _ in 0..3 {
+        p.viewer.send_input(p.now(), &key(true));
+        p.run_for(30 * MS);
+    }
+    p.viewer.send_input(p.now(), &key(false));
+    p.run_for(5 * S);
+    let up0 = p.up_counts().0;
+    p.run_for(60 * S);
+    let up = p.up_counts().0 - up0;
+    assert!(up <= 7, "{up} messages up in 60 idle seconds");
 }

@@ -34,7 +34,7 @@ pub enum InputRefusal {
 }
 
 /// Keys held at once beyond which presses are refused; a real keyboard rolls over far sooner.
-const MAX_HELD_KEYS: usize = 16;
+pub(crate) const MAX_HELD_KEYS: usize = 16;
 
 /// Decides, on the target, which controller input may be injected.
 ///

@@ -8,6 +8,8 @@
 
 mod gate;
 
+pub(crate) use gate::MAX_HELD_KEYS;
+
 pub use gate::{InputGate, InputRefusal};
 
 /// A pointer button.
