@@ -390,7 +390,7 @@ impl HostSession {
         // Batches of keyframes 20 ms apart at 8 Mbit/s and above, further apart below.
         let estimate = self.rate.estimate_bps().max(1);
         let step = Duration::from_millis(20).mul_f64((8_000_000.0 / estimate as f64).max(1.0));
-        if let Some(bands) = self.refresh.poll_paced(now, holdoff, step) {
+        if let Some(bands) = self.refresh.poll(now, holdoff, step) {
             self.out
                 .event(HostSessionEvent::KeyframeRequested { bands });
         }

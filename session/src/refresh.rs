@@ -7,9 +7,6 @@
 
 use std::time::Duration;
 
-/// Time between two batches of refreshed bands on a fast link: about a frame at 50 fps.
-#[cfg(test)]
-const STEP: Duration = Duration::from_millis(20);
 /// A keyframe not reported sent within this long is taken as lost (the encoder or the
 /// sender dropped it without a word): the band may be refreshed again.
 const IN_FLIGHT_LIMIT: Duration = Duration::from_secs(2);
@@ -75,20 +72,9 @@ impl Refresh {
     }
 
     /// The bands to refresh at `now`, if a batch is due: at most a quarter of the bands
-    /// (at least one), none refreshed less than `holdoff` ago.
-    #[cfg(test)]
-    pub(crate) fn poll(&mut self, now: Duration, holdoff: Duration) -> Option<u32> {
-        self.poll_paced(now, holdoff, STEP)
-    }
-
-    /// [`Refresh::poll`], with `step` between batches: longer on a slow link, where a
-    /// batch of keyframes takes longer to leave.
-    pub(crate) fn poll_paced(
-        &mut self,
-        now: Duration,
-        holdoff: Duration,
-        step: Duration,
-    ) -> Option<u32> {
+    /// (at least one), none refreshed less than `holdoff` ago, batches `step` apart (longer
+    /// on a slow link, where a batch of keyframes takes longer to leave).
+    pub(crate) fn poll(&mut self, now: Duration, holdoff: Duration, step: Duration) -> Option<u32> {
         if self.pending == 0 {
             self.next = None;
             return None;
@@ -155,6 +141,8 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
     const HOLD: Duration = Duration::from_millis(200);
+    /// Time between two batches on a fast link: about a frame at 50 fps.
+    const STEP: Duration = Duration::from_millis(20);
 
     #[test]
     fn a_whole_screen_refresh_is_spread_over_four_batches() {
@@ -164,7 +152,7 @@ mod tests {
         let mut now = Duration::ZERO;
         while let Some(t) = r.next() {
             now = now.max(t);
-            if let Some(b) = r.poll(now, HOLD) {
+            if let Some(b) = r.poll(now, HOLD, STEP) {
                 batches.push((now, b));
             }
         }
@@ -183,20 +171,20 @@ mod tests {
     fn repeated_requests_for_a_band_just_refreshed_wait_for_the_holdoff() {
         let mut r = Refresh::new(2);
         r.request(0b1, Duration::ZERO);
-        assert_eq!(r.poll(Duration::ZERO, HOLD), Some(0b1));
+        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP), Some(0b1));
         // The keyframe takes 500 ms to leave on a slow link; the viewer asks again and
         // again meanwhile, and after it left, before it could have arrived.
         for t in [10, 50, 150, 300, 499] {
             r.request(0b1, t * MS);
-            assert_eq!(r.poll(t * MS, HOLD), None, "{t} ms");
+            assert_eq!(r.poll(t * MS, HOLD, STEP), None, "{t} ms");
         }
         r.sent(0b1, 500 * MS);
         for t in [550, 650] {
             r.request(0b1, t * MS);
-            assert_eq!(r.poll(t * MS, HOLD), None, "{t} ms");
+            assert_eq!(r.poll(t * MS, HOLD, STEP), None, "{t} ms");
         }
         assert_eq!(r.next(), Some(500 * MS + HOLD));
-        assert_eq!(r.poll(500 * MS + HOLD, HOLD), Some(0b1));
+        assert_eq!(r.poll(500 * MS + HOLD, HOLD, STEP), Some(0b1));
         assert_eq!(r.next(), None);
     }
 
@@ -204,14 +192,18 @@ mod tests {
     fn a_keyframe_never_reported_sent_or_dropped_frees_its_band_again() {
         let mut r = Refresh::new(1);
         r.request(1, Duration::ZERO);
-        assert_eq!(r.poll(Duration::ZERO, HOLD), Some(1));
+        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP), Some(1));
         r.request(1, 10 * MS);
-        assert_eq!(r.poll(10 * MS, HOLD), None);
-        assert_eq!(r.poll(IN_FLIGHT_LIMIT, HOLD), Some(1), "taken as lost");
+        assert_eq!(r.poll(10 * MS, HOLD, STEP), None);
+        assert_eq!(
+            r.poll(IN_FLIGHT_LIMIT, HOLD, STEP),
+            Some(1),
+            "taken as lost"
+        );
         r.dropped(1);
         r.request(1, IN_FLIGHT_LIMIT + HOLD);
         assert_eq!(
-            r.poll(IN_FLIGHT_LIMIT + HOLD, HOLD),
+            r.poll(IN_FLIGHT_LIMIT + HOLD, HOLD, STEP),
             Some(1),
             "dropped: may go again"
         );
@@ -222,6 +214,6 @@ mod tests {
         let mut r = Refresh::new(3);
         r.request(0b1000, Duration::ZERO);
         assert_eq!(r.next(), None);
-        assert_eq!(r.poll(Duration::ZERO, HOLD), None);
+        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP), None);
     }
 }
