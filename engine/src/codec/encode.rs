@@ -150,8 +150,7 @@ impl BandEncoderSet {
         let layout = BandLayout::new(width, height, config.bands)?;
         let mut bands = Vec::with_capacity(layout.count());
         for i in 0..layout.count() {
-            let share = u64::from(config.bitrate_bps) * u64::from(layout.band_height(i))
-                / u64::from(height);
+            let share = band_share(config.bitrate_bps, layout.band_height(i), height);
             let encoder = new_encoder(config, i as u8, share, config.max_qp)?;
             bands.push(BandState {
                 id: BandId(i as u8),
@@ -204,9 +203,9 @@ impl BandEncoderSet {
             .find(|&i| pending(i) && self.bands[i].wanted)
             .or_else(|| (0..self.bands.len()).find(|&i| pending(i)));
         let Some(i) = pick else { return Ok(()) };
-        let height = u64::from(self.layout.height().max(1));
+        let height = self.layout.height();
         let b = &mut self.bands[i];
-        let share = u64::from(self.bitrate_bps) * u64::from(b.height) / height;
+        let share = band_share(self.bitrate_bps, b.height, height);
         b.encoder = new_encoder(&self.config, b.id.0, share, self.max_qp)?;
         b.started = false;
         self.qp_pending &= !(1 << i);
@@ -273,50 +272,42 @@ impl BandEncoderSet {
     /// Aim the bands together at `bps` from their next frame on, each its share by height.
     /// The encoders keep their state: no keyframe follows.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
+        use openh264_sys2::{
+            ENCODER_OPTION_BITRATE as BITRATE, ENCODER_OPTION_MAX_BITRATE as MAX_BITRATE,
+            SPATIAL_LAYER_0, SPATIAL_LAYER_ALL,
+        };
         self.bitrate_bps = bps;
-        let height = u64::from(self.layout.height().max(1));
+        let height = self.layout.height();
         for b in &mut self.bands {
-            let share = (u64::from(bps) * u64::from(b.height) / height).max(50_000);
+            let share = band_share(bps, b.height, height).max(50_000);
             let share = i32::try_from(share).unwrap_or(i32::MAX / 2);
-            // OpenH264 refuses a target above the layer's maximum and a maximum below the
-            // target, so the order depends on the direction: try the target first; if that
-            // is refused, lift the maximum and try again. The maximum then sits at twice the
-            // target, room for a keyframe. The maximum is the layer's own: set for "all
-            // layers" it lands in a field the check against the target never reads, and
-            // every raise above the rate the encoder was made with is refused.
-            let set = |b: &mut BandState, option, value: i32| {
-                let layer = if option == openh264_sys2::ENCODER_OPTION_MAX_BITRATE {
-                    openh264_sys2::SPATIAL_LAYER_0
-                } else {
-                    openh264_sys2::SPATIAL_LAYER_ALL
-                };
-                let mut info = openh264_sys2::SBitrateInfo {
-                    iLayer: layer,
-                    iBitrate: value,
-                };
-                // SAFETY: the encoder is initialised (created in `new`); both bitrate options
-                // read one SBitrateInfo through the pointer during the call, and `info`
-                // outlives it. They retune rate control only, no parameter the crate relies on.
-                unsafe {
-                    b.encoder
-                        .raw_api()
-                        .set_option(option, std::ptr::addr_of_mut!(info).cast())
-                }
-            };
             if !b.started {
                 // OpenH264 initialises an encoder at its first frame and takes no option
                 // before: one that has not encoded yet is simply made anew at the new rate.
                 b.encoder = new_encoder(&self.config, b.id.0, share as u64, self.max_qp)?;
                 continue;
             }
-            let mut rc = set(b, openh264_sys2::ENCODER_OPTION_BITRATE, share);
-            if rc != 0 {
-                set(
-                    b,
-                    openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+            // OpenH264 refuses a target above the layer's maximum and a maximum below the
+            // target, so the order depends on the direction: try the target first; if that
+            // is refused, lift the maximum and try again. The maximum then sits at twice the
+            // target, room for a keyframe. The maximum is the layer's own: set for "all
+            // layers" it lands in a field the check against the target never reads, and
+            // every raise above the rate the encoder was made with is refused.
+            let target = |b: &mut BandState| {
+                set_bitrate_option(&mut b.encoder, BITRATE, SPATIAL_LAYER_ALL, share)
+            };
+            let maximum = |b: &mut BandState| {
+                set_bitrate_option(
+                    &mut b.encoder,
+                    MAX_BITRATE,
+                    SPATIAL_LAYER_0,
                     share.saturating_mul(2),
-                );
-                rc = set(b, openh264_sys2::ENCODER_OPTION_BITRATE, share);
+                )
+            };
+            let mut rc = target(b);
+            if rc != 0 {
+                maximum(b);
+                rc = target(b);
             }
             if rc != 0 {
                 return Err(CodecError::Encoder {
@@ -324,11 +315,7 @@ impl BandEncoderSet {
                     reason: format!("cannot set the bitrate to {share} bps (OpenH264 error {rc})"),
                 });
             }
-            set(
-                b,
-                openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
-                share.saturating_mul(2),
-            );
+            maximum(b);
         }
         Ok(())
     }
@@ -387,10 +374,31 @@ impl BandEncoderSet {
     }
 }
 
-/// One band's OpenH264 encoder, aiming at `share` bits per second within QP 12..=`max_qp`.
 /// Frames a band is encoded again after it stops changing.
 pub const REFINE_PASSES: u8 = 12;
 
+/// A band's share of `bps`, by its height out of the frame's.
+fn band_share(bps: u32, band_height: u32, height: u32) -> u64 {
+    u64::from(bps) * u64::from(band_height) / u64::from(height.max(1))
+}
+
+/// Set one of OpenH264's bitrate options on `layer`; OpenH264's return code.
+fn set_bitrate_option(encoder: &mut Encoder, option: i32, layer: i32, bps: i32) -> i32 {
+    let mut info = openh264_sys2::SBitrateInfo {
+        iLayer: layer,
+        iBitrate: bps,
+    };
+    // SAFETY: the encoder is initialised (it has encoded a frame); both bitrate options read
+    // one SBitrateInfo through the pointer during the call, and `info` outlives it. They
+    // retune rate control only, no parameter the crate relies on.
+    unsafe {
+        encoder
+            .raw_api()
+            .set_option(option, std::ptr::addr_of_mut!(info).cast())
+    }
+}
+
+/// One band's OpenH264 encoder, aiming at `share` bits per second within QP 12..=`max_qp`.
 fn new_encoder(
     config: &CodecConfig,
     band: u8,
