@@ -17,7 +17,6 @@ use crate::wire::VideoChunk;
 const MAX_WAITING: usize = 8;
 /// How long a band waits for a missing chunk before the round trip is known.
 const DEFAULT_GAP_WAIT: Duration = Duration::from_millis(400);
-const BITSET_WORDS: usize = (crate::wire::MAX_CHUNKS as usize).div_ceil(64);
 
 /// A band frame put back together, ready to decode.
 #[derive(Debug)]
@@ -59,8 +58,15 @@ struct Assembly {
     count: u16,
     got: u16,
     filled: u32,
+    store: Storage,
+}
+
+/// An assembly's buffers, reused from frame to frame: the band frame's bytes and which of
+/// its chunks arrived (one bit each).
+#[derive(Debug, Default)]
+struct Storage {
     buf: Vec<u8>,
-    received: Box<[u64; BITSET_WORDS]>,
+    received: Vec<u64>,
 }
 
 impl Assembly {
@@ -87,7 +93,7 @@ impl BandRx {
     }
 
     /// The frame the decoder needs is not coming: wait for a keyframe, keep only keyframes.
-    fn give_up(&mut self, spare: &mut Vec<Vec<u8>>) {
+    fn give_up(&mut self, spare: &mut Vec<Storage>) {
         self.need_key = true;
         self.stalled_since = None;
         let mut kept = VecDeque::new();
@@ -95,16 +101,16 @@ impl BandRx {
             if a.keyframe {
                 kept.push_back(a);
             } else {
-                spare.push(a.buf);
+                spare.push(a.store);
             }
         }
         self.waiting = kept;
     }
 
     /// Drop everything before index `i`.
-    fn drop_before(&mut self, i: usize, spare: &mut Vec<Vec<u8>>) {
+    fn drop_before(&mut self, i: usize, spare: &mut Vec<Storage>) {
         for a in self.waiting.drain(..i) {
-            spare.push(a.buf);
+            spare.push(a.store);
         }
     }
 
@@ -114,7 +120,7 @@ impl BandRx {
         &mut self,
         now: Duration,
         gap_wait: Duration,
-        spare: &mut Vec<Vec<u8>>,
+        spare: &mut Vec<Storage>,
     ) -> Option<Assembly> {
         // A whole keyframe makes everything before it unnecessary.
         if let Some(i) = self.waiting.iter().rposition(|a| a.keyframe && a.whole()) {
@@ -165,9 +171,9 @@ pub struct Reassembler {
     rtt: Option<Duration>,
     last_request: Option<Duration>,
     requests: u32,
-    /// The buffer of the last frame handed out (borrowed by [`CompleteBand`]).
-    out: Vec<u8>,
-    spare: Vec<Vec<u8>>,
+    /// The buffers of the last frame handed out (borrowed by [`CompleteBand`]).
+    out: Storage,
+    spare: Vec<Storage>,
 }
 
 impl Reassembler {
@@ -181,7 +187,7 @@ impl Reassembler {
             rtt: None,
             last_request: None,
             requests: 0,
-            out: Vec::new(),
+            out: Storage::default(),
             spare: Vec::new(),
         }
     }
@@ -266,15 +272,19 @@ impl Reassembler {
                     // Keyframes that never completed make room for this one, oldest first.
                     while full(band) {
                         match band.waiting.pop_front() {
-                            Some(a) => self.spare.push(a.buf),
+                            Some(a) => self.spare.push(a.store),
                             None => break,
                         }
                     }
                 }
                 let at = band.waiting.partition_point(|a| seq_le(a.seq, c.band_seq));
-                let mut buf = self.spare.pop().unwrap_or_default();
-                buf.clear();
-                buf.resize(c.total_len as usize, 0);
+                let mut store = self.spare.pop().unwrap_or_default();
+                store.buf.clear();
+                store.buf.resize(c.total_len as usize, 0);
+                store.received.clear();
+                store
+                    .received
+                    .resize(usize::from(c.chunk_count).div_ceil(64), 0);
                 band.waiting.insert(
                     at,
                     Assembly {
@@ -286,8 +296,7 @@ impl Reassembler {
                         count: c.chunk_count,
                         got: 0,
                         filled: 0,
-                        buf,
-                        received: Box::new([0; BITSET_WORDS]),
+                        store,
                     },
                 );
                 at
@@ -300,12 +309,12 @@ impl Reassembler {
         let a = &mut band.waiting[i];
         let (word, bit) = (usize::from(c.chunk_index) / 64, c.chunk_index % 64);
         let mask = 1u64 << bit;
-        if a.received[word] & mask == 0 {
-            a.received[word] |= mask;
+        if a.store.received[word] & mask == 0 {
+            a.store.received[word] |= mask;
             a.got += 1;
             a.filled = a.filled.saturating_add(c.payload.len() as u32);
             let start = c.offset as usize;
-            a.buf[start..start + c.payload.len()].copy_from_slice(c.payload);
+            a.store.buf[start..start + c.payload.len()].copy_from_slice(c.payload);
         }
         if !a.whole() {
             return ChunkFate::Pending;
@@ -313,7 +322,7 @@ impl Reassembler {
         if a.filled != a.total_len {
             // Chunks that overlap or leave holes: not a frame this sender could have cut.
             if let Some(a) = band.waiting.remove(i) {
-                self.spare.push(a.buf);
+                self.spare.push(a.store);
             }
             band.give_up(&mut self.spare);
             return ChunkFate::Inconsistent;
@@ -327,15 +336,15 @@ impl Reassembler {
     pub fn poll_band(&mut self, now: Duration) -> Option<CompleteBand<'_>> {
         for (b, band) in self.bands.iter_mut().enumerate() {
             if let Some(a) = band.take_ready(now, self.gap_wait, &mut self.spare) {
-                let mut buf = a.buf;
-                buf.truncate(a.total_len as usize);
-                self.spare.push(std::mem::replace(&mut self.out, buf));
+                let mut store = a.store;
+                store.buf.truncate(a.total_len as usize);
+                self.spare.push(std::mem::replace(&mut self.out, store));
                 self.spare.truncate(2 * MAX_WAITING);
                 return Some(CompleteBand {
                     band: b as u8,
                     frame_id: a.frame_id,
                     captured_at_us: a.captured_at_us,
-                    data: &self.out,
+                    data: &self.out.buf,
                 });
             }
         }
