@@ -232,7 +232,8 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
             let mut backlog_cap = MIN_TRANSPORT_BACKLOG;
             let mut trace = SendTrace::default();
             while !v.stop.load(Relaxed) {
-                let now = v.epoch.elapsed();
+                let wall = Instant::now();
+                let now = wall.saturating_duration_since(v.epoch);
                 while let Ok(Pace {
                     target,
                     budget,
@@ -252,8 +253,8 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     v.sender.handle_keyframe_request(wanted);
                 }
                 fit.sample(!v.sender.wants_frame());
-                fit.note_sent(Instant::now(), v.sender.totals().bytes);
-                if let Some((bps, fps, qp)) = fit.poll(Instant::now()) {
+                fit.note_sent(wall, v.sender.totals().bytes);
+                if let Some((bps, fps, qp)) = fit.poll(wall) {
                     v.pipeline.set_rate(bps, fps, qp);
                 }
                 // Let out what the pacing allows, while the transport is not backed up.
@@ -282,7 +283,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     let _ = v.reports.send(VideoReport::KeysSent(keys));
                 }
                 let totals = v.sender.totals();
-                trace.maybe_log(Instant::now(), &totals, fit.fps, backlog_cap);
+                trace.maybe_log(wall, &totals, fit.fps, backlog_cap);
                 v.counters.frames.store(totals.frames, Relaxed);
                 v.counters.bytes.store(totals.bytes, Relaxed);
                 v.counters
