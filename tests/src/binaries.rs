@@ -51,32 +51,30 @@ impl Running {
         Self { child, lines }
     }
 
+    /// The next line, waiting until `deadline`.
+    fn next_line(&self, deadline: Instant) -> Result<String, mpsc::RecvTimeoutError> {
+        self.lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// The next line containing `what`, failing after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
+            match self.next_line(deadline) {
                 Ok(line) if line.contains(what) => return line,
                 Ok(_) => {}
                 Err(_) => panic!("the program never said {what:?} in {timeout:?}"),
             }
         }
     }
-}
 
-impl Running {
     /// Every line until the program exits (its stdout closes), failing after `timeout`.
     pub fn lines_until_exit(&self, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let mut lines = Vec::new();
         loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
+            match self.next_line(deadline) {
                 Ok(line) => lines.push(line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -91,20 +89,13 @@ impl Running {
         let deadline = Instant::now() + timeout;
         let mut lines = Vec::new();
         loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    let done = line.contains(what);
-                    lines.push(line);
-                    if done {
-                        return lines;
-                    }
-                }
-                Err(_) => {
-                    panic!("the program never said {what:?} in {timeout:?}; it said {lines:#?}")
-                }
+            let Ok(line) = self.next_line(deadline) else {
+                panic!("the program never said {what:?} in {timeout:?}; it said {lines:#?}")
+            };
+            let done = line.contains(what);
+            lines.push(line);
+            if done {
+                return lines;
             }
         }
     }
