@@ -511,6 +511,7 @@ struct Pending {
 #[derive(Debug, Default)]
 struct DecodeTrace {
     since: Option<Instant>,
+    /// Chunks by [`ChunkFate`], in its declaration order.
     fates: [u32; 6],
     decoded: u32,
     requests: u32,
@@ -614,7 +615,8 @@ fn spawn_decoder(
                 if rtt > 0 {
                     rasm.set_rtt(Duration::from_micros(rtt));
                 }
-                let now = epoch.elapsed();
+                let wall = Instant::now();
+                let now = wall.saturating_duration_since(epoch);
                 while let Some(band) = rasm.poll_band(now) {
                     let (id, b, captured) = (band.frame_id, band.band, band.captured_at_us);
                     let decoded = {
@@ -646,7 +648,7 @@ fn spawn_decoder(
                     }
                     trace.decoded += 1;
                 }
-                trace.maybe_log(Instant::now(), rasm.requests());
+                trace.maybe_log(wall, rasm.requests());
                 if let Some(req) = rasm.poll_keyframe_request(epoch.elapsed()) {
                     let _ = keyframes.send(req);
                 }

@@ -192,8 +192,8 @@ impl RateController {
     }
 
     /// Every band's keyframe is about to leave at once (the stream starts, the link came
-    /// back): for a while from `from`, a growing queue is that burst and the transport's slow start
-    /// (SCTP opens its window from 4 KiB), not the path. Cutting on it measured the path at
+    /// back): for a while from `from`, a growing queue is that burst and the transport's
+    /// slow start (SCTP opens its window from 4 KiB), not the path. Cutting on it measured the path at
     /// what slow start let through and locked a 20 Mbit/s link at 5 Mbit/s, where scrolling
     /// content no longer fits at a frame rate that keeps it cheap. Loss still cuts.
     /// The hold lasts `BURST_GRACE` or five round trips, whichever is longer: slow start
