@@ -4,6 +4,8 @@
 //! - [`wire`]: the peer-to-peer message format (video chunks, control, input).
 //! - [`video`]: cutting encoded bands into chunks and putting them back together, with the
 //!   keyframe-request rules.
+//! - [`pairing`]: the security order before any peer connection: key exchange, key
+//!   confirmation, administrator credentials, consent, MACed offer and answer.
 //! - [`consent`]: the target user's consent, decided at a given time.
 //! - [`input`]: the events a viewer sends and the gate that decides whether each is injected.
 //! - [`clock`]: the target's clock against the viewer's, from ping/pong round trips.
@@ -23,6 +25,7 @@ pub mod input;
 mod outbox;
 pub mod pacer;
 pub mod pair;
+pub mod pairing;
 pub mod rate;
 mod refresh;
 mod stats;
