@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use crossbeam_channel::Receiver;
 use deskwire_capture::Frame;
-use deskwire_signal::pake::SessionKeys;
-use deskwire_signal::{BrokerMessage, ClientMessage, PeerSignal};
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
@@ -21,6 +19,7 @@ use deskwire_engine::stats::Histogram;
 use deskwire_session::input::InputEvent;
 use deskwire_session::video::{ChunkFate, Reassembler};
 use deskwire_session::wire::{decode_video, Channel};
+use deskwire_session::pairing::{ViewerPairing, ViewerPairingEvent};
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
 use crate::config::ControllerConfig;
@@ -37,9 +36,6 @@ enum Command {
     RequestGrant(u32, String),
     Shutdown,
 }
-
-/// The longest a target may ask its user for (a peer saying more is not believed).
-const MAX_CONSENT_WAIT_MS: u64 = 10 * 60 * 1000;
 
 /// State shared between the handle, the network thread and the decode thread.
 #[derive(Debug, Default)]
@@ -223,7 +219,7 @@ impl ControllerTask {
                 }
             };
         let result = self.pair(&mut sig).await;
-        let (offer, keys, joined_at) = match result {
+        let (mut core, offer, joined_at) = match result {
             Ok(v) => v,
             Err(r) => {
                 sig.close().await;
@@ -232,7 +228,7 @@ impl ControllerTask {
             }
         };
         let result = self
-            .answer(&pc, &net_tx, &mut net_rx, &mut sig, offer, &keys)
+            .answer(&pc, &net_tx, &mut net_rx, &mut sig, offer, &mut core)
             .await;
         sig.close().await;
         let reason = match result {
@@ -256,7 +252,7 @@ impl ControllerTask {
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
         sig: &mut Signalling,
         offer: String,
-        keys: &SessionKeys,
+        core: &mut ViewerPairing,
     ) -> Result<Channels, DisconnectReason> {
         let t = |what: &str, e: &dyn std::fmt::Display| {
             DisconnectReason::Transport(format!("{what}: {e}"))
@@ -278,12 +274,10 @@ impl ControllerTask {
         let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
             .await
             .map_err(|e| DisconnectReason::Transport(e.to_string()))?;
-        let mac = keys.mac_answer(&sdp);
-        sig.send(&ClientMessage::Relay {
-            signal: PeerSignal::Answer { sdp, mac },
-        })
-        .await
-        .map_err(DisconnectReason::from)?;
+        core.handle_local_answer(sdp);
+        while let Some(msg) = core.poll_transmit() {
+            sig.send(&msg).await.map_err(DisconnectReason::from)?;
+        }
 
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
         let (mut video, mut input, mut control) = (None, None, None);
@@ -299,14 +293,14 @@ impl ControllerTask {
                     // bye first: the attempt is over. Its leaving signalling is normal once
                     // its channels are open, which may be before ours are.
                     msg = sig.recv(), if listening => match msg {
-                        Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
-                            return Err(DisconnectReason::PeerBye { reason: deskwire_session::wire::ByeReason::Ended, detail: reason });
+                        Ok(msg) => {
+                            // Once answered, the core keeps no deadline: `now` is unused.
+                            core.handle_broker(Duration::ZERO, msg);
+                            if let Some(ViewerPairingEvent::Ended(why)) = core.poll_event() {
+                                return Err(pairing::pairing_end(why));
+                            }
+                            continue;
                         }
-                        Ok(BrokerMessage::AttemptFailed { .. }) => {
-                            return Err(DisconnectReason::Error("the target could not verify this side's answer: it was altered on the way".into()));
-                        }
-                        Ok(BrokerMessage::Error { message }) => return Err(DisconnectReason::Broker(message)),
-                        Ok(_) => continue,
                         Err(_) => {
                             listening = false;
                             continue;

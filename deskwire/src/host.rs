@@ -19,6 +19,7 @@ mod video_out;
 use deskwire_engine::codec::BandId;
 use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::consent::ConsentAnswer;
+use deskwire_session::pairing::PairingSecret;
 use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
 use deskwire_session::pacer::{PacerConfig, VideoSender};
 use deskwire_session::rate::RateConfig;
@@ -309,7 +310,7 @@ impl HostTask {
             let mut admin = self.config.require_admin.clone();
             let (secret, policy, unattended) = match start {
                 Start::Code(_) => match self.join(&mut sig, next.take(), &mut control).await {
-                    Wait::Got((code, policy)) => (connect::Secret::Code(code), policy, false),
+                    Wait::Got((code, policy)) => (PairingSecret::Code(code), policy, false),
                     Wait::End(r) => break Err(r),
                 },
                 // A call is one attempt: the technician's side calls again if it failed.
@@ -324,7 +325,7 @@ impl HostTask {
                         // The user activated the session for this technician: they are
                         // not asked again at each connection.
                         Wait::Got(policy) => {
-                            (connect::Secret::Adhoc(session, secret), policy, true)
+                            (PairingSecret::Adhoc(session, secret), policy, true)
                         }
                         Wait::End(r) => break Err(r),
                     }
@@ -338,7 +339,7 @@ impl HostTask {
                         (Wait::End(r), _) => break Err(r),
                         (Wait::Got(policy), Ok((secret, needs))) => {
                             admin = needs;
-                            (connect::Secret::Grant(grant, secret), policy, true)
+                            (PairingSecret::Grant(grant, secret), policy, true)
                         }
                         (Wait::Got(_), Err(why)) => {
                             tracing::warn!(grant, why, "unattended call refused");

@@ -1,19 +1,25 @@
-//! Pairing at the technician's end: create the session (or greet a LAN target), run the key
-//! exchange, answer a request for administrator credentials, and wait for a target whose
-//! offer verifies; re-attach to the code if the broker goes away meanwhile.
+//! Pairing at the technician's end: drive `deskwire_session::pairing::ViewerPairing` (create
+//! the session or greet a LAN target, the key exchange, administrator credentials, a target
+//! whose offer verifies) over the signalling connection; re-attach to the code if the broker
+//! goes away meanwhile.
 
 use std::time::{Duration, Instant};
 
-use deskwire_signal::pake::{Pake, SessionKeys};
-use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal, UnixMillis};
+use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, UnixMillis};
 
-use super::{Command, ControllerTask, MAX_CONSENT_WAIT_MS};
+use super::{Command, ControllerTask};
 use crate::signalling::Signalling;
-use crate::{ControllerEvent, DisconnectReason, SessionError};
+use crate::{ControllerEvent, DisconnectReason};
+use deskwire_session::pairing::{
+    PairingEnd, PairingRoute, ViewerPairing, ViewerPairingConfig, ViewerPairingEvent,
+    BAD_CREDENTIALS,
+};
 use deskwire_session::wire::ByeReason;
 
 impl ControllerTask {
-    /// Create the session, report the code, wait for a target whose offer verifies.
+    /// Drive the pairing core until a target's offer verifies: open the route, report the
+    /// code, run the key exchange, answer a request for credentials. Returns the core (it
+    /// MACs the answer next), the verified offer and when the target joined.
     ///
     /// The code's secret half is drawn here and never sent to the broker. An offer whose
     /// MAC does not verify (a mistyped secret, or a broker in the middle) is reported to the
@@ -21,203 +27,104 @@ impl ControllerTask {
     pub(super) async fn pair(
         &mut self,
         sig: &mut Signalling,
-    ) -> Result<(String, SessionKeys, Instant), DisconnectReason> {
-        let broker = |e: SessionError| DisconnectReason::from(e);
-        // A LAN target answers as a broker would, starting at `peer_joined`; the password
-        // takes the code's place.
-        let lan = self.config.lan.as_ref().map(|t| t.password.clone());
-        // A grant's number and secret: for a LAN target, or for an agent called through
-        // the broker.
-        let grant = self
-            .config
-            .lan
-            .as_ref()
-            .and_then(|t| t.grant.as_ref())
-            .or(self.config.unattended.as_ref().map(|u| &u.ticket))
-            .map(|g| (g.id, g.secret));
-        let refused = |message: String| match lan {
-            Some(_) => DisconnectReason::Lan(message),
-            None => DisconnectReason::Broker(message),
-        };
-        let adhoc_secret = self.config.adhoc.as_ref().map(|a| a.link.secret);
-        // A call (ad-hoc or unattended) gets a code made for its target, not for reading out.
-        let called = adhoc_secret.is_some() || self.config.unattended.is_some();
-        let token = self.config.token.clone();
-        let opening = match (&lan, &self.config.unattended, &self.config.adhoc) {
-            (Some(_), _, _) => None,
-            (None, Some(u), _) => Some(ClientMessage::CallUnattended {
-                token: token.unwrap_or_default(),
-                device: u.device.clone(),
-                grant: u.ticket.id,
-            }),
-            (None, None, Some(a)) => Some(ClientMessage::CallAdhoc {
-                token: token.unwrap_or_default(),
-                session: a.session,
-            }),
-            (None, None, None) => Some(ClientMessage::CreateSession {
-                token,
-                resumable: self.config.resumable,
-            }),
-        };
-        if let Some(opening) = opening {
-            sig.send(&opening).await.map_err(broker)?;
-        }
-        let mut expires: Option<UnixMillis> = None;
-        let mut code: Option<ConnectionCode> = None;
-        // Proves to a restarted broker that this side created the code.
-        let mut resume: Option<String> = None;
-        let mut joined_at: Option<Instant> = None;
-        let mut pake: Option<Pake> = None;
-        let mut keys: Option<SessionKeys> = None;
-        // While the target's user is being asked, how long they may take.
-        let mut consent_wait = Duration::ZERO;
+    ) -> Result<(ViewerPairing, String, Instant), DisconnectReason> {
+        let clock = Instant::now();
+        let mut core = ViewerPairing::new(
+            ViewerPairingConfig {
+                route: self.route(),
+                admin: self
+                    .config
+                    .admin
+                    .as_ref()
+                    .map(|a| (a.user.clone(), a.password.clone())),
+                timeout: self.config.connect_timeout,
+                code_secret: rand::random_range(0..ConnectionCode::SECRET_SPACE),
+                credentials_nonce: rand::random(),
+                unix_at_start: UnixMillis::now(),
+            },
+            Duration::ZERO,
+        );
         loop {
-            // Before the target joins, the code's lifetime bounds the wait; after, the
-            // connect timeout does (plus the time the target's user may take to answer).
-            let wait = match (joined_at, expires) {
-                (Some(t), _) => (t + self.config.connect_timeout + consent_wait)
-                    .saturating_duration_since(Instant::now()),
-                (None, Some(at)) => at.since(UnixMillis::now()) + Duration::from_secs(1),
-                (None, None) => self.config.connect_timeout,
-            };
-            let mut failed: Option<String> = None;
+            let mut sent = Ok(());
+            while let Some(msg) = core.poll_transmit() {
+                if let Err(e) = sig.send(&msg).await {
+                    sent = Err(e);
+                    break;
+                }
+            }
+            while let Some(ev) = core.poll_event() {
+                let ev = match ev {
+                    ViewerPairingEvent::Code { code, expires_at } => {
+                        ControllerEvent::Code { code, expires_at }
+                    }
+                    ViewerPairingEvent::PeerJoined => ControllerEvent::PeerJoined,
+                    ViewerPairingEvent::AwaitingConsent { timeout } => {
+                        ControllerEvent::AwaitingConsent { timeout }
+                    }
+                    ViewerPairingEvent::VerificationFailed { why } => {
+                        ControllerEvent::VerificationFailed { why }
+                    }
+                    ViewerPairingEvent::Offer { sdp, joined_at } => {
+                        sent.map_err(DisconnectReason::from)?;
+                        return Ok((core, sdp, clock + joined_at));
+                    }
+                    ViewerPairingEvent::Ended(why) => return Err(pairing_end(why)),
+                };
+                self.events.emit_important(ev);
+            }
+            sent.map_err(DisconnectReason::from)?;
+            let deadline = core
+                .poll_timeout()
+                .map(|t| tokio::time::Instant::from_std(clock + t));
             tokio::select! {
                 msg = sig.recv() => match msg {
+                    Ok(msg) => core.handle_broker(clock.elapsed(), msg),
                     // The broker went away while the code waits for the target: re-attach
                     // to the same code, which the user may be typing right now.
-                    Err(e) => match (joined_at, code, resume.clone()) {
-                        (None, Some(full), Some(token)) => {
+                    Err(e) => match core.handle_broker_lost() {
+                        Some(ticket) => {
                             tracing::warn!(error = %e, "lost the broker while the code waits; re-attaching");
-                            *sig = self.resume(full, &token, expires).await?;
+                            *sig = self.resume(ticket.code, &ticket.token, ticket.expires_at).await?;
                         }
-                        _ => return Err(broker(e)),
+                        None => return Err(DisconnectReason::from(e)),
                     },
-                    Ok(msg) => match msg {
-                    BrokerMessage::SessionCreated { session, expires_at, resume: token } => {
-                        resume = token;
-                        let secret = rand::random_range(0..ConnectionCode::SECRET_SPACE);
-                        let full = ConnectionCode::new(session, secret)
-                            .ok_or_else(|| DisconnectReason::Error("secret out of range".into()))?;
-                        code = Some(full);
-                        expires = Some(expires_at);
-                        if !called {
-                            self.events.emit_important(ControllerEvent::Code { code: full, expires_at });
-                        }
-                    }
-                    BrokerMessage::PeerJoined {} => {
-                        if lan.is_some() {
-                            // A LAN target learns first which secret this side holds.
-                            let hello = PeerSignal::LanHello { grant: grant.map(|g| g.0) };
-                            sig.send(&ClientMessage::Relay { signal: hello }).await.map_err(broker)?;
-                        }
-                        let (p, msg) = match (&lan, code, grant, adhoc_secret) {
-                            (_, _, Some((id, secret)), _) => Pake::start_grant(id, &secret),
-                            (Some(password), _, None, _) => Pake::start_lan(password),
-                            (None, Some(full), None, Some(secret)) => {
-                                Pake::start_adhoc(full.session(), &secret)
-                            }
-                            (None, Some(full), None, None) => Pake::start(&full),
-                            (None, None, None, _) => {
-                                return Err(DisconnectReason::Broker("peer_joined before a code".into()))
-                            }
-                        };
-                        joined_at = Some(Instant::now());
-                        pake = Some(p);
-                        keys = None;
-                        sig.send(&ClientMessage::Relay { signal: PeerSignal::Pake { msg } })
-                            .await
-                            .map_err(broker)?;
-                        self.events.emit_important(ControllerEvent::PeerJoined);
-                    }
-                    BrokerMessage::Relay { signal: PeerSignal::Pake { msg } } => {
-                        match pake.take().map(|p| p.finish(&msg)) {
-                            Some(Ok(k)) => {
-                                // Prove we hold the key before the target asks its user.
-                                let mac = k.mac_confirm();
-                                sig.send(&ClientMessage::Relay { signal: PeerSignal::Confirm { mac } })
-                                    .await
-                                    .map_err(broker)?;
-                                keys = Some(k);
-                            }
-                            Some(Err(e)) => failed = Some(e.to_string()),
-                            None => failed = Some("an unexpected key-exchange message".into()),
-                        }
-                    }
-                    BrokerMessage::Relay { signal: PeerSignal::CredentialsRequired {} } => {
-                        let (Some(k), Some(admin)) = (keys.as_ref(), self.config.admin.as_ref()) else {
-                            let why = "the target asks for one of its administrators' name and password";
-                            let _ = sig.send(&ClientMessage::Relay { signal: PeerSignal::Bye { reason: "no administrator credentials".into() } }).await;
-                            return Err(refused(why.into()));
-                        };
-                        let sealed = k.seal_credentials(&admin.user, &admin.password, rand::random());
-                        sig.send(&ClientMessage::Relay { signal: PeerSignal::Credentials { sealed } })
-                            .await
-                            .map_err(broker)?;
-                    }
-                    BrokerMessage::Relay { signal: PeerSignal::AwaitingConsent { for_ms } } => {
-                        let timeout = Duration::from_millis(for_ms.min(MAX_CONSENT_WAIT_MS));
-                        consent_wait = timeout;
-                        joined_at = Some(Instant::now());
-                        self.events.emit_important(ControllerEvent::AwaitingConsent { timeout });
-                    }
-                    // One side found the other unverifiable (a mistyped secret, or
-                    // tampering): the broker unpaired the target; the code may be typed again.
-                    BrokerMessage::AttemptFailed { failures } => {
-                        let why = format!("attempt {failures} failed verification; nothing was connected");
-                        self.events.emit_important(ControllerEvent::VerificationFailed { why });
-                        (pake, keys, joined_at, consent_wait) = (None, None, None, Duration::ZERO);
-                    }
-                    BrokerMessage::Relay { signal: PeerSignal::Offer { sdp, mac } } => {
-                        match keys.as_ref().map(|k| k.verify_offer(&sdp, &mac)) {
-                            Some(Ok(())) => {
-                                let at = joined_at.unwrap_or_else(Instant::now);
-                                let k = keys.take().ok_or_else(|| DisconnectReason::Error("no keys".into()))?;
-                                return Ok((sdp, k, at));
-                            }
-                            Some(Err(e)) => failed = Some(e.to_string()),
-                            None => failed = Some("an offer before the key exchange".into()),
-                        }
-                    }
-                    BrokerMessage::Relay { signal: PeerSignal::Bye { reason } } => {
-                        return Err(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason });
-                    }
-                    BrokerMessage::PeerLeft {} => return Err(DisconnectReason::PeerLeft),
-                    BrokerMessage::Error { message } => return Err(refused(message)),
-                    // Only a LAN target says this to a controller: a wrong password, or
-                    // this address must wait after earlier wrong ones.
-                    BrokerMessage::JoinRefused { message, .. } if lan.is_some() => {
-                        return Err(DisconnectReason::Lan(message));
-                    }
-                    other => tracing::debug!(?other, "ignored while pairing"),
-                },
                 },
                 cmd = self.commands.recv() => {
                     if matches!(cmd, Some(Command::Shutdown) | None) {
                         return Err(DisconnectReason::Local);
                     }
                 }
-                _ = tokio::time::sleep(wait) => {
-                    let what = if joined_at.is_some() { "no offer from the target in time" } else { "the code expired before anyone joined" };
-                    return Err(DisconnectReason::Broker(what.into()));
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    core.handle_timeout(clock.elapsed());
                 }
             }
-            if let Some(why) = failed {
-                // The broker answers with attempt_failed, handled above.
-                tracing::warn!(
-                    why,
-                    "the target's offer failed verification; nothing was connected"
-                );
-                sig.send(&ClientMessage::VerificationFailed {})
-                    .await
-                    .map_err(broker)?;
-                if lan.is_some() {
-                    // No broker to pair another attempt: this one is over.
-                    return Err(DisconnectReason::Lan(format!(
-                        "the target could not be verified ({why}); nothing was connected"
-                    )));
-                }
-                (pake, keys) = (None, None);
-            }
+        }
+    }
+
+    /// How this configuration reaches its target.
+    fn route(&self) -> PairingRoute {
+        let config = &self.config;
+        let token = || config.token.clone().unwrap_or_default();
+        match (&config.lan, &config.unattended, &config.adhoc) {
+            (Some(t), _, _) => PairingRoute::Lan {
+                password: t.password.clone(),
+                grant: t.grant.as_ref().map(|g| (g.id, g.secret)),
+            },
+            (None, Some(u), _) => PairingRoute::Unattended {
+                token: token(),
+                device: u.device.clone(),
+                grant: u.ticket.id,
+                secret: u.ticket.secret,
+            },
+            (None, None, Some(a)) => PairingRoute::Adhoc {
+                token: token(),
+                session: a.session,
+                secret: a.link.secret,
+            },
+            (None, None, None) => PairingRoute::Code {
+                token: config.token.clone(),
+                resumable: config.resumable,
+            },
         }
     }
 
@@ -281,5 +188,22 @@ impl ControllerTask {
             }
             wait = (wait * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+/// Why a pairing attempt ended, as the session's end.
+pub(super) fn pairing_end(why: PairingEnd) -> DisconnectReason {
+    match why {
+        PairingEnd::Unverified(why) => DisconnectReason::Error(why),
+        PairingEnd::BadCredentials => DisconnectReason::Error(BAD_CREDENTIALS.into()),
+        PairingEnd::PeerBye(detail) => DisconnectReason::PeerBye {
+            reason: ByeReason::Ended,
+            detail,
+        },
+        PairingEnd::PeerLeft => DisconnectReason::PeerLeft,
+        PairingEnd::Broker(m) => DisconnectReason::Broker(m),
+        PairingEnd::Lan(m) => DisconnectReason::Lan(m),
+        PairingEnd::Consent(r) => DisconnectReason::Consent(r),
+        PairingEnd::TimedOut(what) => DisconnectReason::Broker(what.into()),
     }
 }

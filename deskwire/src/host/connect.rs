@@ -1,15 +1,11 @@
-//! Connecting: the code, the key exchange and confirmation, the user's consent, then the
-//! offer and answer (each MACed) until the channels open. Nothing reaches the peer
-//! connection before both the code and the user said yes.
+//! Connecting: the code, then the pairing order (key exchange and confirmation, credentials,
+//! the user's consent, the MACed offer and answer), until the channels open. The order is
+//! `deskwire_session::pairing::AgentPairing`'s; this file does its I/O. Nothing reaches the
+//! peer connection before both the code and the user said yes.
 
 use std::time::{Duration, Instant};
 
-use deskwire_signal::lan::LanPassword;
-use deskwire_signal::pake::Pake;
-use deskwire_signal::{
-    BrokerMessage, ClientMessage, ConnectionCode, JoinRefusal, PeerSignal, PolicyAcceptance,
-    SessionPolicy,
-};
+use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, JoinRefusal, SessionPolicy};
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
@@ -17,40 +13,19 @@ use super::{Command, HostTask, Negotiation, Wait, NUDGE_INTERVAL};
 use crate::signalling::Signalling;
 use crate::transport::{self, Channel, NetEvent, Pc};
 use crate::{DisconnectReason, HostEvent, SessionError};
-use deskwire_session::consent::{AcceptanceMode, ConsentOutcome, ConsentPrompt};
+use deskwire_session::pairing::{
+    AgentPairing, AgentPairingConfig, AgentPairingEvent, PairingEnd, PairingSecret,
+};
 use deskwire_session::wire::ByeReason;
 
 /// How long to wait before joining again while the technician reconnects, and how often.
 const AWAY_RETRY: Duration = Duration::from_millis(500);
 const MAX_AWAY_RETRIES: u32 = 60;
 
-/// What the two peers both know, which the PAKE binds the session to.
-pub(super) enum Secret {
-    /// The connection code the broker accepted (its session half).
-    Code(ConnectionCode),
-    /// This LAN target's password.
-    Lan(LanPassword),
-    /// An unattended-access grant's number and secret.
-    Grant(u32, [u8; 16]),
-    /// An ad-hoc call's code and the invitation link's secret.
-    Adhoc(deskwire_signal::SessionCode, [u8; 16]),
-}
-
-impl Secret {
-    fn start(&self) -> (Pake, String) {
-        match self {
-            Secret::Code(code) => Pake::start(code),
-            Secret::Lan(password) => Pake::start_lan(password),
-            Secret::Grant(id, secret) => Pake::start_grant(*id, secret),
-            Secret::Adhoc(session, secret) => Pake::start_adhoc(*session, secret),
-        }
-    }
-}
-
 /// What one attempt to connect starts from.
 pub(super) struct Attempt<'a> {
     /// The shared secret.
-    pub(super) secret: Secret,
+    pub(super) secret: PairingSecret,
     /// This side allows control.
     pub(super) control: bool,
     /// The technician's group policy, from a broker with accounts.
@@ -167,7 +142,8 @@ impl HostTask {
         }
     }
 
-    /// Offer, wait for the answer, and wait for the three channels to open.
+    /// Drive the pairing core through one attempt: key exchange, confirmation, credentials,
+    /// consent, then the offer, the answer, and the three channels opening.
     pub(super) async fn negotiate(
         &mut self,
         pc: &Pc,
@@ -184,55 +160,110 @@ impl HostTask {
             admin,
         } = attempt;
         let end = Negotiation::End;
-        let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
         let broker_err = |e: SessionError| end(DisconnectReason::from(e));
-        // Key exchange first, then the controller's key confirmation: only a technician who
-        // knows the whole code gets as far as a question to the user.
-        let (pake, msg) = secret.start();
-        sig.send(&ClientMessage::Relay {
-            signal: PeerSignal::Pake { msg },
-        })
-        .await
-        .map_err(broker_err)?;
-        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
-        let mut pake = Some(pake);
-        let mut keys = None;
-        let keys = loop {
-            match self.next_signal(sig, deadline).await? {
-                PeerSignal::Pake { msg } => {
-                    let Some(p) = pake.take() else {
-                        return Err(self.unverified(sig, "a second key-exchange message").await);
-                    };
-                    match p.finish(&msg) {
-                        Ok(k) => keys = Some(k),
-                        Err(e) => return Err(self.unverified(sig, &e.to_string()).await),
+        let clock = Instant::now();
+        let mut core = AgentPairing::new(
+            AgentPairingConfig {
+                secret,
+                control,
+                policy: policy.cloned(),
+                unattended,
+                require_admin: admin.is_some(),
+                acceptance: self.config.acceptance,
+                timeout: self.config.connect_timeout,
+            },
+            Duration::ZERO,
+        );
+        let mut admin = admin;
+        let mut offered: Option<(transport::Channels, Vec<NetEvent>)> = None;
+        loop {
+            let mut sent = Ok(());
+            while let Some(msg) = core.poll_transmit() {
+                if let Err(e) = sig.send(&msg).await {
+                    sent = Err(e);
+                    break;
+                }
+            }
+            if let Err(e) = sent {
+                // The attempt's own ending (a refusal whose goodbye could not be sent)
+                // says more than the broker's failure.
+                while let Some(ev) = core.poll_event() {
+                    if let AgentPairingEvent::Ended(why) = ev {
+                        return Err(negotiation_end(why));
                     }
                 }
-                PeerSignal::Confirm { mac } => match keys.take() {
-                    Some(k) if k.verify_confirm(&mac).is_ok() => break k,
-                    _ => {
-                        return Err(self
-                            .unverified(sig, "the key confirmation does not match")
-                            .await)
-                    }
-                },
-                other => tracing::debug!(?other, "ignored before the key confirmation"),
+                return Err(broker_err(e));
             }
-        };
-        if let Some(accounts) = admin {
-            self.admin_credentials(sig, &keys, accounts, deadline)
-                .await?;
+            if let Some(ev) = core.poll_event() {
+                match ev {
+                    AgentPairingEvent::CheckCredentials { user, password } => {
+                        let accounts = admin.take().ok_or_else(|| {
+                            end(DisconnectReason::Error("credentials checked twice".into()))
+                        })?;
+                        let ok = check_credentials(accounts, user, password).await?;
+                        core.handle_credentials_checked(clock.elapsed(), ok);
+                    }
+                    AgentPairingEvent::AskUser {
+                        mode,
+                        control,
+                        timeout,
+                        technician,
+                    } => self.events.emit_important(HostEvent::ConsentRequested {
+                        mode,
+                        control,
+                        timeout,
+                        technician,
+                    }),
+                    AgentPairingEvent::MakeOffer => {
+                        let (channels, backlog, sdp) = self.make_offer(pc, net_tx, net_rx).await?;
+                        offered = Some((channels, backlog));
+                        core.handle_local_offer(clock.elapsed(), sdp);
+                    }
+                    AgentPairingEvent::Connected { answer, control } => {
+                        let (channels, backlog) = offered.take().ok_or_else(|| {
+                            end(DisconnectReason::Error("an answer before the offer".into()))
+                        })?;
+                        self.open(pc, net_tx, net_rx, &channels, backlog, answer)
+                            .await?;
+                        return Ok((channels, control));
+                    }
+                    AgentPairingEvent::Unpaired { reason, message } => {
+                        self.events
+                            .emit_important(HostEvent::CodeRefused { reason, message });
+                    }
+                    AgentPairingEvent::Ended(why) => return Err(negotiation_end(why)),
+                }
+                continue;
+            }
+            let deadline = core
+                .poll_timeout()
+                .map(|t| tokio::time::Instant::from_std(clock + t));
+            tokio::select! {
+                msg = sig.recv() => match msg {
+                    Ok(msg) => core.handle_broker(clock.elapsed(), msg),
+                    Err(e) => return Err(broker_err(e)),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::AnswerConsent(a)) => core.handle_consent(clock.elapsed(), a),
+                    Some(Command::Shutdown) | None => return Err(end(DisconnectReason::Local)),
+                    Some(_) => {}
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    core.handle_timeout(clock.elapsed());
+                }
+            }
         }
-        let granted = if unattended {
-            tracing::info!(
-                "unattended session (a grant, or an activated ad-hoc session): nobody is asked"
-            );
-            // The technician's group still decides whether they may control.
-            control && policy.is_none_or(|p| p.control)
-        } else {
-            self.consent(sig, control, policy).await?
-        };
+    }
 
+    /// Everyone said yes: create the channels, start pumping them, and gather the offer.
+    async fn make_offer(
+        &mut self,
+        pc: &Pc,
+        net_tx: &mpsc::UnboundedSender<NetEvent>,
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+    ) -> Result<(transport::Channels, Vec<NetEvent>, String), Negotiation> {
+        let end = Negotiation::End;
+        let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
         let channels = transport::create_channels(pc, &self.config.transport)
             .await
             .map_err(transport_err)?;
@@ -258,24 +289,20 @@ impl HostTask {
         let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
             .await
             .map_err(transport_err)?;
-        let mac = keys.mac_offer(&sdp);
-        sig.send(&ClientMessage::Relay {
-            signal: PeerSignal::Offer { sdp, mac },
-        })
-        .await
-        .map_err(broker_err)?;
-        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
-        let answer = loop {
-            match self.next_signal(sig, deadline).await? {
-                PeerSignal::Answer { sdp, mac } => {
-                    if let Err(e) = keys.verify_answer(&sdp, &mac) {
-                        return Err(self.unverified(sig, &e.to_string()).await);
-                    }
-                    break sdp;
-                }
-                other => tracing::debug!(?other, "ignored while waiting for the answer"),
-            }
-        };
+        Ok((channels, backlog, sdp))
+    }
+
+    /// The answer verified: use it, and wait for the three channels to open.
+    async fn open(
+        &mut self,
+        pc: &Pc,
+        net_tx: &mpsc::UnboundedSender<NetEvent>,
+        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        channels: &transport::Channels,
+        backlog: Vec<NetEvent>,
+        answer: String,
+    ) -> Result<(), Negotiation> {
+        let end = Negotiation::End;
         let answer = RTCSessionDescription::answer(answer).map_err(|e| {
             end(DisconnectReason::Transport(format!(
                 "the answer is not valid SDP: {e}"
@@ -286,7 +313,7 @@ impl HostTask {
                 "cannot use the answer: {e}"
             )))
         })?;
-
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
         let mut open = 0;
         for ev in backlog {
             if matches!(ev, NetEvent::Open(_)) {
@@ -300,8 +327,8 @@ impl HostTask {
         // nothing. This side is the DTLS client (see `build_peer`), so it is the one with
         // queued handshake data and channel handles to poke.
         let mut nudge = tokio::time::interval(NUDGE_INTERVAL);
-        // The controller may send (input, pings) as soon as its own channels are open,
-        // which can be before all of ours are: keep that for the session, in order.
+        // The viewer may send (input, pings) as soon as its own channels are open, which
+        // can be before all of ours are: keep that for the session, in order.
         let mut early = Vec::new();
         while open < 3 {
             tokio::select! {
@@ -341,187 +368,49 @@ impl HostTask {
                 let _ = net_tx.send(ev);
             }
         }
-        Ok((channels, granted))
-    }
-
-    /// The next signal relayed from the controller, or how the attempt ended: unpaired by
-    /// the broker after a failed verification (`Retry`), a bye, the peer leaving, shutdown,
-    /// or `deadline`.
-    async fn next_signal(
-        &mut self,
-        sig: &mut Signalling,
-        deadline: tokio::time::Instant,
-    ) -> Result<PeerSignal, Negotiation> {
-        let end = Negotiation::End;
-        loop {
-            tokio::select! {
-                msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
-                        return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
-                    }
-                    Ok(BrokerMessage::Relay { signal }) => return Ok(signal),
-                    // The controller found this side unverifiable and told the broker, which
-                    // unpaired us: back to code entry, where the user hears why.
-                    Ok(BrokerMessage::JoinRefused { reason, message }) => {
-                        self.events.emit_important(HostEvent::CodeRefused { reason, message });
-                        return Err(Negotiation::Retry);
-                    }
-                    Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
-                    Ok(BrokerMessage::Error { message }) => return Err(end(DisconnectReason::Broker(message))),
-                    Ok(other) => tracing::debug!(?other, "ignored while connecting"),
-                    Err(e) => return Err(end(DisconnectReason::from(e))),
-                },
-                cmd = self.commands.recv() => {
-                    if matches!(cmd, Some(Command::Shutdown) | None) {
-                        return Err(end(DisconnectReason::Local));
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(end(DisconnectReason::Transport("the controller did not answer in time".into())))
-                }
-            }
-        }
-    }
-
-    /// Ask the controller for an administrator's name and password, sealed under the PAKE
-    /// key, and check them against this computer's own accounts.
-    async fn admin_credentials(
-        &mut self,
-        sig: &mut Signalling,
-        keys: &deskwire_signal::pake::SessionKeys,
-        accounts: crate::accounts::AdminAccounts,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), Negotiation> {
-        let ask = ClientMessage::Relay {
-            signal: PeerSignal::CredentialsRequired {},
-        };
-        sig.send(&ask)
-            .await
-            .map_err(|e| Negotiation::End(DisconnectReason::from(e)))?;
-        let sealed = loop {
-            match self.next_signal(sig, deadline).await? {
-                PeerSignal::Credentials { sealed } => break sealed,
-                other => tracing::debug!(?other, "ignored while waiting for credentials"),
-            }
-        };
-        let (user, password) = match keys.open_credentials(&sealed) {
-            Ok(pair) => pair,
-            Err(e) => return Err(self.unverified(sig, &e.to_string()).await),
-        };
-        // Argon2 takes tens of milliseconds: off the network thread.
-        let name = user.clone();
-        let checked = tokio::task::spawn_blocking(move || accounts.verify(&user, &password)).await;
-        match checked {
-            Ok(Ok(true)) => {
-                tracing::info!(user = name, "administrator credentials accepted");
-                Ok(())
-            }
-            Ok(Ok(false)) => {
-                tracing::warn!(user = name, "wrong administrator credentials");
-                Err(Negotiation::BadCredentials)
-            }
-            Ok(Err(e)) => Err(Negotiation::End(DisconnectReason::Error(e.to_string()))),
-            Err(e) => Err(Negotiation::End(DisconnectReason::Error(format!(
-                "the credential check failed: {e}"
-            )))),
-        }
-    }
-
-    /// Ask the user per the acceptance mode; `Ok(control)` when the session may start.
-    ///
-    /// The broker's word (the technician's group policy) can only make this stricter than
-    /// this side's own settings, never looser.
-    async fn consent(
-        &mut self,
-        sig: &mut Signalling,
-        control: bool,
-        policy: Option<&SessionPolicy>,
-    ) -> Result<bool, Negotiation> {
-        let end = Negotiation::End;
-        let clock = Instant::now();
-        let mode = match policy {
-            Some(p) => self.config.acceptance.stricter(broker_mode(p)),
-            None => self.config.acceptance,
-        };
-        let control = control && policy.is_none_or(|p| p.control);
-        let technician = policy.map(|p| p.technician.clone());
-        let mut prompt = ConsentPrompt::new(mode, control, Duration::ZERO);
-        if prompt.asks_the_user() {
-            let timeout = prompt.deadline();
-            let wait = ClientMessage::Relay {
-                signal: PeerSignal::AwaitingConsent {
-                    for_ms: timeout.as_millis() as u64,
-                },
-            };
-            sig.send(&wait)
-                .await
-                .map_err(|e| end(DisconnectReason::from(e)))?;
-            self.events.emit_important(HostEvent::ConsentRequested {
-                mode,
-                control,
-                timeout,
-                technician,
-            });
-        }
-        loop {
-            match prompt.poll(clock.elapsed()) {
-                Some(ConsentOutcome::Granted { control }) => return Ok(control),
-                Some(ConsentOutcome::Refused(why)) => {
-                    tracing::info!(?why, "the session was not accepted");
-                    let bye = ClientMessage::Relay {
-                        signal: PeerSignal::Bye {
-                            reason: why.message().into(),
-                        },
-                    };
-                    let _ = sig.send(&bye).await;
-                    return Err(end(DisconnectReason::Consent(why)));
-                }
-                None => {}
-            }
-            let deadline = tokio::time::Instant::from_std(clock + prompt.deadline());
-            tokio::select! {
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::AnswerConsent(a)) => prompt.handle_answer(a),
-                    Some(Command::Shutdown) | None => return Err(end(DisconnectReason::Local)),
-                    Some(_) => {}
-                },
-                msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::PeerLeft {}) => return Err(end(DisconnectReason::PeerLeft)),
-                    Ok(BrokerMessage::Relay { signal: PeerSignal::Bye { reason } }) => {
-                        return Err(end(DisconnectReason::PeerBye { reason: ByeReason::Ended, detail: reason }))
-                    }
-                    Ok(other) => tracing::debug!(?other, "ignored while asking the user"),
-                    Err(e) => return Err(end(DisconnectReason::from(e))),
-                },
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-    }
-
-    /// The controller's description (or key exchange) did not verify: report it to the
-    /// broker, which unpairs this side and tells it why; then wait for another code.
-    async fn unverified(&mut self, sig: &mut Signalling, why: &str) -> Negotiation {
-        tracing::warn!(
-            why,
-            "the controller's description failed verification; nothing was connected"
-        );
-        match sig.send(&ClientMessage::VerificationFailed {}).await {
-            Ok(()) => Negotiation::Retry,
-            Err(e) => Negotiation::End(DisconnectReason::from(e)),
-        }
+        Ok(())
     }
 }
 
-/// A group's acceptance policy as a mode.
-fn broker_mode(p: &SessionPolicy) -> AcceptanceMode {
-    let window = Duration::from_secs(u64::from(p.window_secs));
-    match p.acceptance {
-        PolicyAcceptance::Auto => AcceptanceMode::AllowAutomatically {
-            reject_window: window,
-        },
-        PolicyAcceptance::Request => AcceptanceMode::AllowByRequest {
-            timeout: window.max(Duration::from_secs(1)),
-        },
-        PolicyAcceptance::Deny => AcceptanceMode::Deny,
+/// Check a technician's administrator name and password against this computer's accounts.
+/// Argon2 takes tens of milliseconds: off the network thread.
+async fn check_credentials(
+    accounts: crate::accounts::AdminAccounts,
+    user: String,
+    password: String,
+) -> Result<bool, Negotiation> {
+    let name = user.clone();
+    let checked = tokio::task::spawn_blocking(move || accounts.verify(&user, &password)).await;
+    match checked {
+        Ok(Ok(true)) => {
+            tracing::info!(user = name, "administrator credentials accepted");
+            Ok(true)
+        }
+        Ok(Ok(false)) => {
+            tracing::warn!(user = name, "wrong administrator credentials");
+            Ok(false)
+        }
+        Ok(Err(e)) => Err(Negotiation::End(DisconnectReason::Error(e.to_string()))),
+        Err(e) => Err(Negotiation::End(DisconnectReason::Error(format!(
+            "the credential check failed: {e}"
+        )))),
+    }
+}
+
+/// How a pairing attempt that ended without a connection goes on: back to code entry after
+/// a failed verification, a refusal for wrong credentials, or the end.
+fn negotiation_end(why: PairingEnd) -> Negotiation {
+    match why {
+        PairingEnd::Unverified(_) => Negotiation::Retry,
+        PairingEnd::BadCredentials => Negotiation::BadCredentials,
+        PairingEnd::PeerBye(detail) => Negotiation::End(DisconnectReason::PeerBye {
+            reason: ByeReason::Ended,
+            detail,
+        }),
+        PairingEnd::PeerLeft => Negotiation::End(DisconnectReason::PeerLeft),
+        PairingEnd::Broker(m) => Negotiation::End(DisconnectReason::Broker(m)),
+        PairingEnd::Lan(m) => Negotiation::End(DisconnectReason::Lan(m)),
+        PairingEnd::Consent(r) => Negotiation::End(DisconnectReason::Consent(r)),
+        PairingEnd::TimedOut(what) => Negotiation::End(DisconnectReason::Transport(what.into())),
     }
 }

@@ -10,7 +10,8 @@ use deskwire_signal::lan::LanBackoff;
 use deskwire_signal::{BrokerMessage, JoinRefusal, PeerSignal, UnixMillis};
 use tokio::net::TcpListener;
 
-use super::connect::{Attempt, Secret};
+use super::connect::Attempt;
+use deskwire_session::pairing::PairingSecret;
 use super::{Command, Connected, HostTask, Negotiation};
 use crate::accounts::AdminAccounts;
 use crate::lan::LanHostConfig;
@@ -114,14 +115,14 @@ impl HostTask {
                 };
             let attempt = match under_grant {
                 None => Attempt {
-                    secret: Secret::Lan(lan.passwords.current_at(UnixMillis::now())),
+                    secret: PairingSecret::Lan(lan.passwords.current_at(UnixMillis::now())),
                     control,
                     policy: None,
                     unattended: false,
                     admin: self.config.require_admin.clone(),
                 },
                 Some((id, secret, admin)) => Attempt {
-                    secret: Secret::Grant(id, secret),
+                    secret: PairingSecret::Grant(id, secret),
                     control: !self.config.view_only,
                     policy: None,
                     unattended: true,
