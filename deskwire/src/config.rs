@@ -435,18 +435,29 @@ pub struct ControllerConfig {
     pub keyframe_retry: Duration,
     /// The technician's API token, for a broker with accounts.
     pub token: Option<String>,
-    /// Connect straight to a LAN target instead of through the broker.
-    pub lan: Option<LanTarget>,
-    /// Connect to an ad-hoc session's temporary host instead of creating a code.
-    pub adhoc: Option<AdhocTarget>,
-    /// Connect unattended, through the broker, to a device's agent under a grant.
-    pub unattended: Option<UnattendedTarget>,
+    /// How the target is reached: a code to read out (the default), a LAN target, an
+    /// ad-hoc session's temporary host, or a device's agent under an unattended grant.
+    pub route: ControllerRoute,
     /// The target's administrator name and password, for a target that requires them.
     pub admin: Option<AdminCredentials>,
     /// Ask the broker for a resume token, so a lost broker connection (a broker restart)
     /// does not cost the code while it waits for the target. Brokers older than resume
     /// support refuse the request: turn it off for them.
     pub resumable: bool,
+}
+
+/// How the viewer reaches its target: exactly one of these, so no combination of settings
+/// can be ambiguous.
+#[derive(Debug, Clone)]
+pub enum ControllerRoute {
+    /// Through the broker: create a connection code for the target's user to type.
+    Code,
+    /// Straight to a LAN target, no broker.
+    Lan(LanTarget),
+    /// Through the broker, to an ad-hoc session's temporary host.
+    Adhoc(AdhocTarget),
+    /// Through the broker, unattended, to a device's agent under a grant.
+    Unattended(UnattendedTarget),
 }
 
 /// An administrator account of the target, as the technician types it.
@@ -513,9 +524,7 @@ impl ControllerConfig {
             peer_timeout: Duration::from_secs(45),
             keyframe_retry: Duration::from_millis(250),
             token: None,
-            lan: None,
-            adhoc: None,
-            unattended: None,
+            route: ControllerRoute::Code,
             admin: None,
             resumable: true,
         }
@@ -549,7 +558,7 @@ impl ControllerConfig {
         link: deskwire_signal::adhoc::AdhocLink,
     ) -> Self {
         Self {
-            adhoc: Some(AdhocTarget { session, link }),
+            route: ControllerRoute::Adhoc(AdhocTarget { session, link }),
             // A call's code is made for one connection: nothing to resume.
             resumable: false,
             ..Self::new(broker).token(token)
@@ -566,7 +575,7 @@ impl ControllerConfig {
         ticket: crate::grants::GrantTicket,
     ) -> Self {
         Self {
-            unattended: Some(UnattendedTarget {
+            route: ControllerRoute::Unattended(UnattendedTarget {
                 device: device.into(),
                 ticket,
             }),
@@ -578,7 +587,7 @@ impl ControllerConfig {
     /// Defaults for an unattended connection to the LAN target at `addr` under `grant`.
     pub fn lan_grant(addr: std::net::SocketAddr, grant: crate::grants::GrantTicket) -> Self {
         Self {
-            lan: Some(LanTarget {
+            route: ControllerRoute::Lan(LanTarget {
                 addr,
                 // Unused under a grant; any value will do.
                 password: deskwire_signal::lan::LanPassword::from_random(0),
@@ -591,7 +600,7 @@ impl ControllerConfig {
     /// Defaults for a direct connection to the LAN target at `addr`, no broker.
     pub fn lan(addr: std::net::SocketAddr, password: deskwire_signal::lan::LanPassword) -> Self {
         Self {
-            lan: Some(LanTarget {
+            route: ControllerRoute::Lan(LanTarget {
                 addr,
                 password,
                 grant: None,
@@ -620,7 +629,7 @@ impl ControllerConfig {
 
     /// Check every setting.
     pub fn validate(&self) -> Result<(), SessionConfigError> {
-        if self.lan.is_none() {
+        if !matches!(self.route, ControllerRoute::Lan(_)) {
             check_url(&self.broker)?;
         }
         self.transport.validate()?;

@@ -17,12 +17,12 @@ use deskwire_engine::codec::{BandDecoderSet, BandId, BandLayout};
 use deskwire_engine::convert::ColorSpace;
 use deskwire_engine::stats::Histogram;
 use deskwire_session::input::InputEvent;
+use deskwire_session::pairing::{ViewerPairing, ViewerPairingEvent};
 use deskwire_session::video::{ChunkFate, Reassembler};
 use deskwire_session::wire::{decode_video, Channel};
-use deskwire_session::pairing::{ViewerPairing, ViewerPairingEvent};
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
-use crate::config::ControllerConfig;
+use crate::config::{ControllerConfig, ControllerRoute};
 use crate::driver::{ended_by, send_queued, CoreTimer};
 use crate::signalling::Signalling;
 use crate::transport::{self, Channels, NetEvent, Pc, SessionRuntime};
@@ -196,9 +196,9 @@ enum DecodeInput {
 impl ControllerTask {
     async fn run(&mut self) -> DisconnectReason {
         let timeout = self.config.connect_timeout;
-        let sig = match &self.config.lan {
-            Some(target) => Signalling::connect_lan(target.addr, timeout).await,
-            None => Signalling::connect(&self.config.broker, timeout).await,
+        let sig = match &self.config.route {
+            ControllerRoute::Lan(target) => Signalling::connect_lan(target.addr, timeout).await,
+            _ => Signalling::connect(&self.config.broker, timeout).await,
         };
         let mut sig = match sig {
             Ok(s) => s,

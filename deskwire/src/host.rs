@@ -19,9 +19,9 @@ mod video_out;
 use deskwire_engine::codec::BandId;
 use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::consent::ConsentAnswer;
-use deskwire_session::pairing::PairingSecret;
 use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
 use deskwire_session::pacer::{PacerConfig, VideoSender};
+use deskwire_session::pairing::PairingSecret;
 use deskwire_session::rate::RateConfig;
 use deskwire_session::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
 
@@ -324,9 +324,7 @@ impl HostTask {
                     match self.join_call(&mut sig, session).await {
                         // The user activated the session for this technician: they are
                         // not asked again at each connection.
-                        Wait::Got(policy) => {
-                            (PairingSecret::Adhoc(session, secret), policy, true)
-                        }
+                        Wait::Got(policy) => (PairingSecret::Adhoc(session, secret), policy, true),
                         Wait::End(r) => break Err(r),
                     }
                 }

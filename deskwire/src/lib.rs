@@ -57,8 +57,8 @@ use crossbeam_channel::{Receiver, Sender};
 pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
 pub use config::{
-    AdhocTarget, AdminCredentials, ControllerConfig, HostConfig, LanTarget, MdnsMode,
-    SessionConfigError, TransportConfig, UnattendedTarget,
+    AdhocTarget, AdminCredentials, ControllerConfig, ControllerRoute, HostConfig, LanTarget,
+    MdnsMode, SessionConfigError, TransportConfig, UnattendedTarget,
 };
 pub use controller::Controller;
 pub use deskwire_session::consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, UnixMillis};
 
 use super::{Command, ControllerTask};
+use crate::config::ControllerRoute;
 use crate::signalling::Signalling;
 use crate::{ControllerEvent, DisconnectReason};
 use deskwire_session::pairing::{
@@ -105,23 +106,23 @@ impl ControllerTask {
     fn route(&self) -> PairingRoute {
         let config = &self.config;
         let token = || config.token.clone().unwrap_or_default();
-        match (&config.lan, &config.unattended, &config.adhoc) {
-            (Some(t), _, _) => PairingRoute::Lan {
+        match &config.route {
+            ControllerRoute::Lan(t) => PairingRoute::Lan {
                 password: t.password.clone(),
                 grant: t.grant.as_ref().map(|g| (g.id, g.secret)),
             },
-            (None, Some(u), _) => PairingRoute::Unattended {
+            ControllerRoute::Unattended(u) => PairingRoute::Unattended {
                 token: token(),
                 device: u.device.clone(),
                 grant: u.ticket.id,
                 secret: u.ticket.secret,
             },
-            (None, None, Some(a)) => PairingRoute::Adhoc {
+            ControllerRoute::Adhoc(a) => PairingRoute::Adhoc {
                 token: token(),
                 session: a.session,
                 secret: a.link.secret,
             },
-            (None, None, None) => PairingRoute::Code {
+            ControllerRoute::Code => PairingRoute::Code {
                 token: config.token.clone(),
                 resumable: config.resumable,
             },

@@ -11,7 +11,6 @@ use deskwire_signal::{BrokerMessage, JoinRefusal, PeerSignal, UnixMillis};
 use tokio::net::TcpListener;
 
 use super::connect::Attempt;
-use deskwire_session::pairing::PairingSecret;
 use super::{Command, Connected, HostTask, Negotiation};
 use crate::accounts::AdminAccounts;
 use crate::lan::LanHostConfig;
@@ -19,6 +18,7 @@ use crate::signalling::Signalling;
 use crate::transport::{self, SessionRuntime};
 use crate::{DisconnectReason, HostEvent};
 use deskwire_engine::pipeline::Pipeline;
+use deskwire_session::pairing::PairingSecret;
 
 impl HostTask {
     /// Serve controllers on `listener` until one gets a session, then stream to it.
