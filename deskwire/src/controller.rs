@@ -24,6 +24,7 @@ use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
 use crate::config::{ControllerConfig, ControllerRoute};
 use crate::driver::{ended_by, send_queued, CoreTimer};
+use crate::grants::GrantAnswerError;
 use crate::signalling::Signalling;
 use crate::transport::{self, Channels, NetEvent, Pc, SessionRuntime};
 use crate::{
@@ -426,9 +427,9 @@ impl ControllerTask {
                     } => {
                         let result = if approved {
                             crate::grants::GrantTicket::from_json(&detail)
-                                .map_err(|e| format!("the target sent an unreadable grant: {e}"))
+                                .map_err(|e| GrantAnswerError::Unreadable(e.to_string()))
                         } else {
-                            Err(detail)
+                            Err(GrantAnswerError::Refused(detail))
                         };
                         self.events
                             .emit_important(ControllerEvent::GrantAnswered { id, result });

@@ -301,3 +301,15 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+/// Why a request for unattended access brought no grant, at the technician's end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantAnswerError {
+    /// The target refused; its sentence says why.
+    #[error("the target refused: {0}")]
+    Refused(String),
+    /// The target approved, but what it sent is not a grant this side can read.
+    #[error("the target sent an unreadable grant: {0}")]
+    Unreadable(String),
+}

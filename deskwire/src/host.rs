@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 mod connect;
 mod grants;
+pub use grants::GrantRefusal;
 mod lan;
 mod video_out;
 

@@ -67,7 +67,8 @@ pub use deskwire_session::input;
 pub use deskwire_session::input::{InputEvent, InputKind, InputRefusal};
 pub use deskwire_session::wire::ByeReason;
 pub use deskwire_session::{ControllerStats, HostStats};
-pub use host::Host;
+pub use grants::GrantAnswerError;
+pub use host::{GrantRefusal, Host};
 
 /// Errors of the session API.
 #[derive(Debug, thiserror::Error)]
@@ -278,7 +279,7 @@ pub enum HostEvent {
         /// The request's number in this session.
         id: u32,
         /// The outcome.
-        result: Result<u32, String>,
+        result: Result<u32, GrantRefusal>,
     },
     /// Nothing heard from the technician for a while: the link is down. Whatever they
     /// held was released; the session waits for the link (up to the peer timeout).
@@ -326,9 +327,8 @@ pub enum ControllerEvent {
     GrantAnswered {
         /// The request's number.
         id: u32,
-        /// What the customer approved (with the secret to connect with later), or the
-        /// reason.
-        result: Result<grants::GrantTicket, String>,
+        /// What the customer approved (with the secret to connect with later), or why not.
+        result: Result<grants::GrantTicket, GrantAnswerError>,
     },
     /// The target is asking its user whether to let you in; the session waits up to this.
     AwaitingConsent {

@@ -9,7 +9,7 @@ use deskwire::grants::LocalGrants;
 use deskwire::{
     ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent,
 };
-use deskwire::{GrantDecision, UnixMillis};
+use deskwire::{GrantAnswerError, GrantDecision, UnixMillis};
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
 use deskwire_signal::grant::{
@@ -104,7 +104,16 @@ fn live(
 fn answered(c: &Controller, id: u32) -> Result<Grant, String> {
     wait_controller(c, WAIT, |e| match e {
         ControllerEvent::GrantAnswered { id: got, result } if *got == id => {
-            Some(result.clone().map(|ticket| ticket.grant))
+            // A refusal carries the target's sentence; anything else is a failure here.
+            Some(
+                result
+                    .clone()
+                    .map(|ticket| ticket.grant)
+                    .map_err(|e| match e {
+                        GrantAnswerError::Refused(why) => why,
+                        other => panic!("{other}"),
+                    }),
+            )
         }
         _ => None,
     })

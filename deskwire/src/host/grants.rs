@@ -11,11 +11,64 @@ use crate::config::HostConfig;
 use crate::{GrantDecision, HostEvent};
 use deskwire_session::wire::ControlMessage;
 
+/// Why a request for unattended access was not granted. Its sentence is what the
+/// technician is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantRefusal {
+    /// The session may not control, so it may not ask either.
+    #[error("a view-only session cannot ask for unattended access")]
+    ViewOnly,
+    /// The technician's group lacks the permission.
+    #[error("{technician}'s group does not have the unattended permission")]
+    GroupForbids {
+        /// Who asked.
+        technician: String,
+    },
+    /// This computer keeps no grants file.
+    #[error("this computer does not keep unattended-access grants")]
+    NoGrants,
+    /// Requests already wait for the user (or this number is taken).
+    #[error("too many requests are waiting for the user")]
+    TooManyWaiting,
+    /// The request could not be read.
+    #[error("the request is not valid: {0}")]
+    InvalidRequest(String),
+    /// The group may only use the computer's administrator credentials.
+    #[error(
+        "{technician}'s group may not use the customer's credentials: ask for the computer's \
+         admin credentials at each connection instead"
+    )]
+    CustomerCredentialsForbidden {
+        /// Who asked.
+        technician: String,
+    },
+    /// Customer credentials were asked for, but this computer has no accounts to check.
+    #[error("this computer has no accounts to check the customer's credentials against")]
+    NoCustomerAccounts,
+    /// The user said no.
+    #[error("the user refused unattended access")]
+    RefusedByUser,
+    /// Customer-credential access was approved without a name and password.
+    #[error("customer-credential access needs the customer's name and password")]
+    CredentialsMissing,
+    /// The customer's name or password is wrong.
+    #[error("the customer's credentials are wrong")]
+    WrongCredentials,
+    /// The request does not fit this computer's grant policy.
+    #[error(transparent)]
+    Policy(#[from] deskwire_signal::grant::GrantError),
+    /// The accounts or the grants file could not be read or written (the sentence says
+    /// which and why).
+    #[error("{0}")]
+    Storage(String),
+}
+
 /// Requests waiting for the user, and why new ones are refused (if they are).
 pub(super) struct GrantDesk {
     pending: HashMap<u32, GrantRequest>,
     /// The group's verdict: `Err` names why it may not ask.
-    group: Result<(), String>,
+    group: Result<(), GrantRefusal>,
     technician: Option<String>,
     /// The group may not choose the customer's credentials.
     admin_credentials_only: bool,
@@ -27,10 +80,9 @@ const MAX_PENDING: usize = 4;
 impl GrantDesk {
     pub(super) fn new(policy: Option<&SessionPolicy>) -> Self {
         let group = match policy {
-            Some(p) if !p.unattended => Err(format!(
-                "{}'s group does not have the unattended permission",
-                p.technician
-            )),
+            Some(p) if !p.unattended => Err(GrantRefusal::GroupForbids {
+                technician: p.technician.clone(),
+            }),
             _ => Ok(()),
         };
         Self {
@@ -50,42 +102,37 @@ impl GrantDesk {
         control: bool,
         config: &HostConfig,
     ) -> Result<HostEvent, ControlMessage> {
-        let refuse = |why: String| ControlMessage::GrantAnswer {
+        let refuse = |why: GrantRefusal| ControlMessage::GrantAnswer {
             id,
             approved: false,
-            detail: why,
+            detail: why.to_string(),
         };
         if !control {
-            return Err(refuse(
-                "a view-only session cannot ask for unattended access".into(),
-            ));
+            return Err(refuse(GrantRefusal::ViewOnly));
         }
         self.group.clone().map_err(refuse)?;
         if config.grants.is_none() {
-            return Err(refuse(
-                "this computer does not keep unattended-access grants".into(),
-            ));
+            return Err(refuse(GrantRefusal::NoGrants));
         }
         if self.pending.len() >= MAX_PENDING || self.pending.contains_key(&id) {
-            return Err(refuse("too many requests are waiting for the user".into()));
+            return Err(refuse(GrantRefusal::TooManyWaiting));
         }
         let request: GrantRequest = serde_json::from_str(json)
-            .map_err(|e| refuse(format!("the request is not valid: {e}")))?;
+            .map_err(|e| refuse(GrantRefusal::InvalidRequest(e.to_string())))?;
         if request.credential_mode == CredentialMode::CustomerCredentials
             && self.admin_credentials_only
         {
-            return Err(refuse(format!(
-                "{}'s group may not use the customer's credentials: ask for the computer's \
-                 admin credentials at each connection instead",
-                self.technician.as_deref().unwrap_or("the technician")
-            )));
+            return Err(refuse(GrantRefusal::CustomerCredentialsForbidden {
+                technician: self
+                    .technician
+                    .clone()
+                    .unwrap_or_else(|| "the technician".into()),
+            }));
         }
         if request.credential_mode == CredentialMode::CustomerCredentials
             && config.customer_accounts.is_none()
         {
-            return Err(refuse(
-                "this computer has no accounts to check the customer's credentials against".into(),
-            ));
+            return Err(refuse(GrantRefusal::NoCustomerAccounts));
         }
         self.pending.insert(id, request.clone());
         Ok(HostEvent::GrantRequested {
@@ -115,7 +162,7 @@ impl GrantDesk {
             Err(why) => ControlMessage::GrantAnswer {
                 id,
                 approved: false,
-                detail: why.clone(),
+                detail: why.to_string(),
             },
         };
         let result = outcome.map(|(local_id, _)| local_id);
@@ -129,10 +176,10 @@ impl GrantDesk {
         decision: GrantDecision,
         config: &HostConfig,
         now: UnixMillis,
-    ) -> Result<(u32, String), String> {
+    ) -> Result<(u32, String), GrantRefusal> {
         let mode = request.credential_mode;
         match (&decision, mode) {
-            (GrantDecision::Reject, _) => return Err("the user refused unattended access".into()),
+            (GrantDecision::Reject, _) => return Err(GrantRefusal::RefusedByUser),
             (
                 GrantDecision::ApproveWithCredentials { user, password },
                 CredentialMode::CustomerCredentials,
@@ -140,29 +187,23 @@ impl GrantDesk {
                 let accounts = config
                     .customer_accounts
                     .as_ref()
-                    .ok_or("this computer has no accounts to check credentials against")?;
+                    .ok_or(GrantRefusal::NoCustomerAccounts)?;
                 match accounts.verify(user, password) {
                     Ok(true) => {}
-                    Ok(false) => return Err("the customer's credentials are wrong".into()),
-                    Err(e) => return Err(e.to_string()),
+                    Ok(false) => return Err(GrantRefusal::WrongCredentials),
+                    Err(e) => return Err(GrantRefusal::Storage(e.to_string())),
                 }
             }
             (GrantDecision::Approve, CredentialMode::CustomerCredentials) => {
-                return Err(
-                    "customer-credential access needs the customer's name and password".into(),
-                )
+                return Err(GrantRefusal::CredentialsMissing)
             }
             (_, CredentialMode::AskEachConnection) => {}
         }
-        let (grant, adjustment) =
-            approve(request, &config.grant_policy, now).map_err(|e| e.to_string())?;
-        let grants = config
-            .grants
-            .as_ref()
-            .ok_or("this computer does not keep unattended-access grants")?;
+        let (grant, adjustment) = approve(request, &config.grant_policy, now)?;
+        let grants = config.grants.as_ref().ok_or(GrantRefusal::NoGrants)?;
         let ticket = grants
             .add(self.technician.clone(), grant)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| GrantRefusal::Storage(e.to_string()))?;
         tracing::info!(local = ticket.id, ?adjustment, "unattended access granted");
         // The ticket (with its secret) goes to the technician over the encrypted,
         // authenticated control channel; the broker never sees it.
