@@ -24,7 +24,7 @@ use deskwire_broker::{BrokerConfig, SystemClock};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_engine::stats::Histogram;
 use deskwire_engine::{BandSpec, CodecConfig, PipelineConfig};
-use deskwire_viewer::{init_tracing, write_png};
+use deskwire_viewer::write_png;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,7 +54,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    init_tracing();
+    deskwire::init_tracing();
     let args = Args::parse();
     let display = std::env::var("DISPLAY").ok();
     let spec: SourceSpec = match &args.source {

@@ -33,7 +33,6 @@ use deskwire::{
 };
 use deskwire::{ConnectionCode, GrantDecision, UnixMillis};
 use deskwire_agent::control::{self, Incoming, Request};
-use deskwire_agent::init_tracing;
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::grant::{CredentialMode, GrantPolicy};
 
@@ -167,7 +166,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    init_tracing();
+    deskwire::init_tracing();
     let cli = Cli::parse();
     if let Some(Command::Ctl {
         control_socket,

@@ -39,7 +39,7 @@ use deskwire_viewer::policy::{self, LocalPolicy};
 use deskwire_viewer::window::{
     remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
 };
-use deskwire_viewer::{init_tracing, write_png};
+use deskwire_viewer::write_png;
 use minifb::{MouseButton, MouseMode, Window, WindowOptions};
 
 #[derive(Debug, Parser)]
@@ -128,7 +128,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    init_tracing();
+    deskwire::init_tracing();
     let args = Args::parse();
     if args.lan.is_some() || args.browse.is_some() {
         may_connect_on_lan(&args)?;
