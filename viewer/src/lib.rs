@@ -1,9 +1,8 @@
 //! The technician's program, `deskwire-viewer`, as a library: the window's input
-//! translation, the technician's local policy, ad-hoc invitations, snapshots. Built on the
+//! translation, ad-hoc invitations, snapshots. Built on the
 //! public `deskwire` API only.
 
 pub mod adhoc;
-pub mod policy;
 pub mod window;
 
 use std::path::Path;
