@@ -8,6 +8,8 @@
 //! [`Advertisement`] announces a target with DNS-SD over mDNS; [`Browser`] lists them as they
 //! answer, so a technician can pick one before the list is complete.
 //!
+//! [`LanAgent`] is a whole LAN target, session after session (`deskwire-agent --lan`).
+//!
 //! A technician connects only with a [`LanPermission`] ([`check_lan_permission`]: their
 //! broker or the local policy decides).
 
@@ -25,8 +27,12 @@ use deskwire_signal::{BrokerMessage, ClientMessage, UnixMillis};
 
 use crate::SessionError;
 
+mod agent;
 mod permission;
 
+pub use agent::{
+    LanAgent, LanAgentConfig, LanAgentError, LanAgentEvent, PasswordReportError, PasswordReportTo,
+};
 pub use permission::{
     check_lan_permission, LanPermission, LanPermissionError, LocalPolicy, LocalPolicyError,
     PolicySyntaxError, DEFAULT_POLICY_PATH,
