@@ -10,126 +10,55 @@
 #![allow(clippy::print_stdout)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
-use deskwire::ControllerStats;
 use deskwire::{
     Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig,
 };
-use deskwire_broker::{BrokerConfig, SystemClock};
-use deskwire_capture::{open, OpenOptions, SourceSpec};
-use deskwire_engine::stats::Histogram;
 use deskwire_engine::{BandSpec, CodecConfig, PipelineConfig};
-use deskwire_viewer::{init_tracing, write_png};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "demo",
-    about = "Broker, target and technician on loopback: stream a screen for a few seconds"
-)]
-struct Args {
-    /// Source: auto, x11, xcap or synthetic:<static|typing|scroll|video|drag>.
-    /// Default: auto when $DISPLAY is set, else synthetic:typing.
-    #[arg(long)]
-    source: Option<String>,
-    /// How long to stream after the session is established.
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
-    /// Number of horizontal bands, each its own H.264 stream (default: the engine's).
-    #[arg(long)]
-    bands: Option<u32>,
-    /// Size of a synthetic desktop.
-    #[arg(long, default_value_t = 1920)]
-    width: u32,
-    /// Size of a synthetic desktop.
-    #[arg(long, default_value_t = 1080)]
-    height: u32,
-    /// Where to write the last decoded picture.
-    #[arg(long, default_value = "deskwire-demo.png")]
-    snapshot: PathBuf,
-}
+use deskwire_examples::{demo_source, wait_for_code, DemoArgs, LoopbackBroker, SessionReport};
+use deskwire_viewer::write_png;
 
 fn main() -> Result<()> {
-    init_tracing();
-    let args = Args::parse();
-    let display = std::env::var("DISPLAY").ok();
-    let spec: SourceSpec = match &args.source {
-        Some(s) => s.parse()?,
-        None if display.is_some() => SourceSpec::Auto,
-        None => "synthetic:typing".parse()?,
-    };
-    let synthetic = matches!(spec, SourceSpec::Synthetic(_));
-    let opts = OpenOptions {
-        width: args.width,
-        height: args.height,
-        ..OpenOptions::default()
-    };
-    let source = open(&spec, &opts).with_context(|| format!("opening source {spec}"))?;
+    deskwire::init_tracing();
+    let args = DemoArgs::parse();
+    let (spec, source) = demo_source(args.source.as_deref(), args.width, args.height)?;
     let (w, h) = source.size();
+    let broker = LoopbackBroker::start()?;
+    println!("broker on {}", broker.url());
 
-    // The broker, on its own runtime thread.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("demo-broker")
-        .enable_all()
-        .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let url = format!("ws://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let broker = rt.spawn(deskwire_broker::run(
-        listener,
-        BrokerConfig::default(),
-        Arc::new(SystemClock),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    println!("broker on {url}");
-
+    // The technician asks the broker for a code...
     let transport = TransportConfig::default().bind(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-    let controller = Controller::start(ControllerConfig::new(&url).transport(transport.clone()))?;
-    let code = loop {
-        match controller.events().recv_timeout(Duration::from_secs(10)) {
-            Ok(ControllerEvent::Code { code, .. }) => break code,
-            Ok(ControllerEvent::Disconnected(r)) => bail!("technician side ended: {r}"),
-            Ok(_) => {}
-            Err(_) => bail!("no connection code from the broker in 10 s"),
-        }
-    };
+    let config = ControllerConfig::new(broker.url()).transport(transport.clone());
+    let controller = Controller::start(config)?;
+    let code = wait_for_code(&controller, Duration::from_secs(10))?;
     println!("connection code: {code}");
 
-    let mut codec = CodecConfig::default();
-    if let Some(b) = args.bands {
-        codec = codec.bands(BandSpec::Count(b));
-    }
-    // A synthetic desktop has no display to inject into, so it is view-only.
-    let host_config = HostConfig::new(&url)
+    // ...and the target enters it. With no display to inject into, it is view-only.
+    let display = std::env::var("DISPLAY").ok();
+    let view_only = matches!(spec, deskwire_capture::SourceSpec::Synthetic(_)) || display.is_none();
+    let codec = match args.bands {
+        Some(b) => CodecConfig::default().bands(BandSpec::Count(b)),
+        None => CodecConfig::default(),
+    };
+    let host_config = HostConfig::new(broker.url())
         .transport(transport)
-        .view_only(synthetic || display.is_none())
+        .view_only(view_only)
         .input_display(display)
         .pipeline(PipelineConfig::default().codec(codec));
     let entered = Instant::now();
     let host = Host::start(host_config, source, code)?;
     println!("streaming {spec}, {w}x{h}, for {:.1} s", args.seconds);
 
-    let mut first_frame = None;
-    // In microseconds, as the controller keeps its own latency figures.
-    let (warm, steady) = (Histogram::default(), Histogram::default());
+    let mut report = SessionReport::new(entered);
     let mut end = None;
-    let mut stats = ControllerStats::default();
-    let mut host_stats = None;
-    loop {
-        if end.is_some_and(|t| Instant::now() >= t) {
-            break;
-        }
+    while end.is_none_or(|t| Instant::now() < t) {
         while let Ok(e) = host.events().try_recv() {
             match e {
                 HostEvent::Disconnected(r) => bail!("target side ended: {r}"),
-                HostEvent::Stats(s) => host_stats = Some(s),
+                HostEvent::Stats(s) => report.handle_host_stats(s),
                 _ => {}
             }
         }
@@ -139,84 +68,25 @@ fn main() -> Result<()> {
             }
             continue;
         };
+        report.handle_controller(&event);
         match event {
             ControllerEvent::Connected { setup } => {
-                println!(
-                    "connected: channels open {} ms after the target joined",
-                    setup.as_millis()
-                );
+                let ms = setup.as_millis();
+                println!("connected: channels open {ms} ms after the target joined");
                 end = Some(Instant::now() + Duration::from_secs_f64(args.seconds));
             }
-            ControllerEvent::Frame(f) => {
-                let since_entry = entered.elapsed();
-                let first = *first_frame.get_or_insert(since_entry);
-                if let Some(l) = f.latency {
-                    // The first second carries the start-up keyframe of every band (a few
-                    // hundred KB through SCTP slow start): reported apart from steady state.
-                    let bucket = if since_entry - first < WARMUP {
-                        &warm
-                    } else {
-                        &steady
-                    };
-                    bucket.record(l.as_micros() as u64);
-                }
-            }
-            ControllerEvent::Stats(s) => stats = s,
             ControllerEvent::Disconnected(r) => bail!("technician side ended: {r}"),
             _ => {}
         }
     }
-    let ms = |d: Option<Duration>| {
-        d.map_or("n/a".to_owned(), |d| {
-            format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-        })
-    };
-    let us = |h: &Histogram, v: u64| ms((h.count() > 0).then(|| Duration::from_micros(v)));
-    println!("session:");
-    println!("  code entry -> first decoded frame  {}", ms(first_frame));
-    println!(
-        "  frames decoded                     {}",
-        stats.frames_decoded
-    );
-    println!("  fps (last second)                  {:.1}", stats.fps);
-    println!("  kbps on the video channel          {:.1}", stats.kbps);
-    println!(
-        "  capture -> decoded latency p50     {}   (after the first second, {} frames)",
-        us(&steady, steady.quantile(0.50)),
-        steady.count()
-    );
-    println!(
-        "  capture -> decoded latency p99     {}",
-        us(&steady, steady.quantile(0.99))
-    );
-    println!(
-        "  first second: p50 {}, max {}    ({} frames)",
-        us(&warm, warm.quantile(0.50)),
-        us(&warm, warm.max()),
-        warm.count()
-    );
-    println!("  round trip                         {}", ms(stats.rtt));
-    println!(
-        "  keyframe requests                  {}",
-        stats.keyframe_requests
-    );
-    if let Some(s) = host_stats {
-        println!("  band frames dropped at the sender  {}", s.bands_dropped);
-    }
+    println!("{report}");
     let saved = controller.with_frame(|f| write_png(&args.snapshot, f));
     controller.shutdown()?;
     host.shutdown()?;
-    let _ = stop_tx.send(());
-    let _ = rt.block_on(broker);
+    drop(broker);
     match saved {
-        Some(r) => {
-            r?;
-            println!("snapshot: {}", args.snapshot.display());
-        }
+        Some(r) => r.map(|()| println!("snapshot: {}", args.snapshot.display()))?,
         None => println!("no frame was decoded; no snapshot written"),
     }
     Ok(())
 }
-
-/// Frames decoded in the first second after the first one count as warm-up.
-const WARMUP: Duration = Duration::from_secs(1);

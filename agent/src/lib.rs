@@ -6,17 +6,6 @@ pub mod control;
 
 use anyhow::Result;
 
-/// Log to stderr, `info` unless `RUST_LOG` says otherwise.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// The X display to capture and inject into: `display`, else `$DISPLAY`; refused when there
 /// is none and input is to be injected.
 pub fn target_display(display: Option<String>, view_only: bool) -> Result<Option<String>> {

@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
 use deskwire::accounts::AdminAccounts;
 use deskwire::grants::{report_to_broker, LocalGrants};
 use deskwire::lan::{
-    device_id, report_lan_password, Advertisement, LanHostConfig, LanPasswords, DEFAULT_PORT,
+    device_id, LanAgent, LanAgentConfig, LanAgentEvent, PasswordReportTo, DEFAULT_PORT,
 };
 use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
 use deskwire::{
@@ -33,7 +33,6 @@ use deskwire::{
 };
 use deskwire::{ConnectionCode, GrantDecision, UnixMillis};
 use deskwire_agent::control::{self, Incoming, Request};
-use deskwire_agent::init_tracing;
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::grant::{CredentialMode, GrantPolicy};
 
@@ -167,7 +166,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    init_tracing();
+    deskwire::init_tracing();
     let cli = Cli::parse();
     if let Some(Command::Ctl {
         control_socket,
@@ -293,10 +292,7 @@ fn main() -> Result<()> {
     let mut ui = Ui {
         lines: stdin_lines()?,
         requests,
-        passwords: None,
-        shown_password: String::new(),
         connected: false,
-        report_to: None,
         grants_to: match (&args.broker, &args.device_key, &args.grants) {
             (Some(b), Some(k), Some(g)) => Some((b.clone(), k.clone(), LocalGrants::at(g))),
             _ => None,
@@ -325,7 +321,7 @@ fn main() -> Result<()> {
                         session,
                         grant,
                     )?;
-                    let outcome = ui.serve(host)?;
+                    let outcome = ui.serve(host, None)?;
                     if matches!(outcome, Outcome::Cancelled) {
                         break outcome;
                     }
@@ -336,33 +332,40 @@ fn main() -> Result<()> {
             }
         }
     } else if args.lan {
-        let passwords = LanPasswords::daily();
-        ui.passwords = Some(passwords.clone());
+        let mut lan = LanAgentConfig {
+            listen: args.listen,
+            announce: !args.no_announce,
+            once: args.once,
+            ..LanAgentConfig::default()
+        };
+        if let Some(name) = &args.name {
+            lan.name = name.clone();
+        }
         if let Some(broker) = &args.broker {
             let Some(key) = args.device_key.clone() else {
                 bail!("telling the broker this computer's LAN password needs --device-key (it signs the report)");
             };
-            println!("this computer is {} to the broker", device_id(&key)?);
             let mut brokers = vec![broker.clone()];
             brokers.extend(args.fallback_brokers.iter().cloned());
-            ui.report_to = Some((brokers, key));
+            lan.report_to = Some(PasswordReportTo {
+                brokers,
+                device_key: key,
+            });
         }
-        ui.show_password();
-        let name = args.name.clone().unwrap_or_else(host_name);
-        let _advert = if args.no_announce {
-            None
-        } else {
-            Some(Advertisement::start(&name, args.listen.port())?)
-        };
+        let mut agent = LanAgent::start(lan)?;
+        if let Some(id) = agent.device_id() {
+            println!("this computer is {id} to the broker");
+        }
+        ui.show_lan(&mut agent);
         loop {
-            let lan = LanHostConfig::new(passwords.clone()).listen(args.listen);
-            let host = Host::start_lan(config.clone(), open_source()?, lan)?;
+            let host = agent.start_host(config.clone(), open_source()?)?;
             println!(
-                "listening on {} as {name:?}",
-                host.lan_addr().unwrap_or(args.listen)
+                "listening on {} as {:?}",
+                host.lan_addr().unwrap_or(args.listen),
+                agent.name()
             );
-            let outcome = ui.serve(host)?;
-            if args.once || matches!(outcome, Outcome::Cancelled) {
+            let outcome = ui.serve(host, Some(&mut agent))?;
+            if !agent.serves_another() || matches!(outcome, Outcome::Cancelled) {
                 break outcome;
             }
         }
@@ -373,7 +376,7 @@ fn main() -> Result<()> {
         let mut code: ConnectionCode = code.parse().context("--code")?;
         loop {
             let host = Host::start(config.clone(), open_source()?, code)?;
-            let outcome = ui.serve(host)?;
+            let outcome = ui.serve(host, None)?;
             // No broker answered (or it went away before the session started): the user
             // may try again with a code, or cancel.
             let Outcome::Ended(DisconnectReason::Broker(why)) = &outcome else {
@@ -414,12 +417,8 @@ enum Outcome {
 struct Ui {
     lines: mpsc::Receiver<String>,
     requests: mpsc::Receiver<Incoming>,
-    passwords: Option<LanPasswords>,
-    shown_password: String,
     /// A session got as far as connected.
     connected: bool,
-    /// Brokers managing this computer and its device key: told each new LAN password.
-    report_to: Option<(Vec<String>, PathBuf)>,
     /// The broker, device key and grants file: each grant the user approves is reported,
     /// so the broker can let unattended calls through (`--standby`).
     grants_to: Option<(String, PathBuf, LocalGrants)>,
@@ -441,35 +440,19 @@ enum State {
 }
 
 impl Ui {
-    fn show_password(&mut self) {
-        if let Some(p) = &self.passwords {
-            let now = p.current().to_string();
-            if now != self.shown_password {
-                println!("LAN password: {now} (changes daily and at every restart)");
-                let _ = std::io::stdout().flush();
-                self.shown_password = now;
-                if let Some((brokers, key)) = self.report_to.clone() {
-                    // Off the terminal's loop: a slow broker must not hold up the user.
-                    let passwords = p.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("deskwire-lan-report".into())
-                        .spawn(move || {
-                            match report_lan_password(
-                                &brokers,
-                                &key,
-                                &passwords,
-                                Duration::from_secs(10),
-                            ) {
-                                Ok(()) => println!("the LAN password was reported to the broker"),
-                                Err(e) => {
-                                    println!("cannot report the LAN password to the broker: {e}")
-                                }
-                            }
-                        });
-                    if let Err(e) = spawned {
-                        println!("cannot report the LAN password: {e}");
-                    }
+    /// Print what the LAN agent has to tell: a new password, and whether the brokers got it.
+    fn show_lan(&mut self, agent: &mut LanAgent) {
+        while let Some(event) = agent.poll_event() {
+            match event {
+                LanAgentEvent::Password { password, .. } => {
+                    println!("LAN password: {password} (changes daily and at every restart)");
+                    let _ = std::io::stdout().flush();
                 }
+                LanAgentEvent::PasswordReported => {
+                    println!("the LAN password was reported to the broker")
+                }
+                LanAgentEvent::PasswordNotReported(why) => println!("{why}"),
+                _ => {}
             }
         }
     }
@@ -508,15 +491,21 @@ impl Ui {
         }
     }
 
-    /// Drive `host` until its session ends, answering the terminal and the control socket.
-    fn serve(&mut self, host: Host) -> Result<Outcome> {
+    /// Drive `host` until its session ends, answering the terminal and the control socket
+    /// (and telling what `lan` has to tell, in LAN mode).
+    fn serve(&mut self, host: Host, mut lan: Option<&mut LanAgent>) -> Result<Outcome> {
         let mut state = State::Waiting;
         loop {
-            self.show_password();
+            if let Some(agent) = lan.as_deref_mut() {
+                self.show_lan(agent);
+            }
             if let Ok(inc) = self.requests.try_recv() {
                 let reply = match &inc.request {
-                    Request::Password => match &self.passwords {
-                        Some(p) => Ok(format!("{} until {} ms", p.current(), p.rotates_at().0)),
+                    Request::Password => match &lan {
+                        Some(agent) => {
+                            let p = agent.passwords();
+                            Ok(format!("{} until {} ms", p.current(), p.rotates_at().0))
+                        }
                         None => Err("not in LAN mode (start with --lan)".to_owned()),
                     },
                     Request::Sessions => Ok(describe(&state)),
@@ -712,15 +701,6 @@ fn stdin_lines() -> Result<mpsc::Receiver<String>> {
             }
         })?;
     Ok(rx)
-}
-
-/// This computer's name, for the LAN announcement.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "deskwire-target".into())
 }
 
 fn prompt(why: &str) {

@@ -16,7 +16,7 @@ use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, 
 use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
 use deskwire_tests::binaries::Running;
 use deskwire_tests::netns::Lan;
-use deskwire_tests::session_fixtures::{luma_psnr, wait_controller};
+use deskwire_tests::session_fixtures::{lan_permission, luma_psnr, wait_controller};
 use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -106,7 +106,7 @@ fn connect(
     to: SocketAddr,
     password: LanPassword,
 ) -> Result<Controller, DisconnectReason> {
-    let config = ControllerConfig::lan(to, password).transport(transport(lan));
+    let config = ControllerConfig::lan(to, password, lan_permission()).transport(transport(lan));
     let started = Instant::now();
     let c = lan
         .run_in(lan.controller(), move || Controller::start(config))

@@ -498,7 +498,8 @@ pub struct UnattendedTarget {
     pub ticket: crate::grants::GrantTicket,
 }
 
-/// A LAN target to connect to directly, with its password.
+/// A LAN target to connect to directly, with its password, and the technician's
+/// permission to go around the broker ([`crate::lan::check_lan_permission`] gives it).
 #[derive(Debug, Clone)]
 pub struct LanTarget {
     /// Where it listens.
@@ -508,6 +509,9 @@ pub struct LanTarget {
     /// Connect under this unattended-access grant instead (the password is then unused):
     /// nobody at the target needs to answer while the grant's window is open.
     pub grant: Option<crate::grants::GrantTicket>,
+    /// That this technician may connect on the LAN: required, so no program can skip the
+    /// check.
+    pub permission: crate::lan::LanPermission,
 }
 
 impl ControllerConfig {
@@ -585,25 +589,35 @@ impl ControllerConfig {
     }
 
     /// Defaults for an unattended connection to the LAN target at `addr` under `grant`.
-    pub fn lan_grant(addr: std::net::SocketAddr, grant: crate::grants::GrantTicket) -> Self {
+    pub fn lan_grant(
+        addr: std::net::SocketAddr,
+        grant: crate::grants::GrantTicket,
+        permission: crate::lan::LanPermission,
+    ) -> Self {
         Self {
             route: ControllerRoute::Lan(LanTarget {
                 addr,
                 // Unused under a grant; any value will do.
                 password: deskwire_signal::lan::LanPassword::from_random(0),
                 grant: Some(grant),
+                permission,
             }),
             ..Self::new("")
         }
     }
 
     /// Defaults for a direct connection to the LAN target at `addr`, no broker.
-    pub fn lan(addr: std::net::SocketAddr, password: deskwire_signal::lan::LanPassword) -> Self {
+    pub fn lan(
+        addr: std::net::SocketAddr,
+        password: deskwire_signal::lan::LanPassword,
+        permission: crate::lan::LanPermission,
+    ) -> Self {
         Self {
             route: ControllerRoute::Lan(LanTarget {
                 addr,
                 password,
                 grant: None,
+                permission,
             }),
             ..Self::new("")
         }

@@ -46,6 +46,8 @@ pub mod grants;
 mod host;
 mod inject;
 pub mod lan;
+#[cfg(feature = "init-tracing")]
+mod logging;
 mod signalling;
 pub mod standby;
 mod transport;
@@ -69,6 +71,8 @@ pub use deskwire_session::wire::ByeReason;
 pub use deskwire_session::{ControllerStats, HostStats};
 pub use grants::GrantAnswerError;
 pub use host::{GrantRefusal, Host};
+#[cfg(feature = "init-tracing")]
+pub use logging::init_tracing;
 
 /// Errors of the session API.
 #[derive(Debug, thiserror::Error)]

@@ -280,3 +280,15 @@ pub fn deskwire_threads() -> Vec<String> {
     }
     names
 }
+
+/// A technician's permission to connect on the LAN, as one with no broker and no policy
+/// file gets it: the library's real check, with nothing to refuse.
+pub fn lan_permission() -> deskwire::lan::LanPermission {
+    deskwire::lan::check_lan_permission(
+        None,
+        None,
+        std::path::Path::new("/nonexistent/deskwire-tests/technician.conf"),
+        Duration::from_secs(1),
+    )
+    .expect("a missing policy file allows connecting on the LAN")
+}

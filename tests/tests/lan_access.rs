@@ -18,7 +18,7 @@ use deskwire::{
 };
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_tests::netns::Lan;
-use deskwire_tests::session_fixtures::{wait_controller, wait_host};
+use deskwire_tests::session_fixtures::{lan_permission, wait_controller, wait_host};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -71,7 +71,7 @@ fn host_with(
 }
 
 fn controller(lan: &Lan, to: SocketAddr, password: LanPassword) -> Controller {
-    controller_with(lan, ControllerConfig::lan(to, password))
+    controller_with(lan, ControllerConfig::lan(to, password, lan_permission()))
 }
 
 fn controller_with(lan: &Lan, config: ControllerConfig) -> Controller {
@@ -241,7 +241,7 @@ fn a_target_that_requires_an_administrator_lets_in_only_a_technician_with_its_cr
         reject_window: Duration::ZERO,
     };
     let (h, to) = host_with(&lan, mode, passwords.clone(), Some(admins));
-    let lan_config = || ControllerConfig::lan(to, passwords.current());
+    let lan_config = || ControllerConfig::lan(to, passwords.current(), lan_permission());
 
     // Without credentials: told what is missing.
     let c = controller_with(&lan, lan_config());
@@ -380,7 +380,7 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     // 2. Later, nobody at the target: the grant lets the technician in (with the target's
     //    admin credentials, as the grant's mode asks); the user is never asked.
     let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
-    let config = ControllerConfig::lan_grant(to, ticket.clone())
+    let config = ControllerConfig::lan_grant(to, ticket.clone(), lan_permission())
         .admin_credentials("it-admin", "Tr0ub4dor&3");
     let c = controller_with(&lan, config);
     let first = wait_host(h.events(), WAIT, |e| match e {
@@ -398,7 +398,10 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
 
     // 3. Without the admin credentials the grant's mode asks for: refused.
     let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
-    let c = controller_with(&lan, ControllerConfig::lan_grant(to, ticket.clone()));
+    let c = controller_with(
+        &lan,
+        ControllerConfig::lan_grant(to, ticket.clone(), lan_permission()),
+    );
     match ended(&c) {
         DisconnectReason::Lan(why) => assert!(why.contains("administrators"), "{why}"),
         other => panic!("expected a refusal, got {other}"),
@@ -416,8 +419,8 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     let (closed, _) = approve(request(Some(window)), &GrantPolicy::default(), now).unwrap();
     let closed = grants.add(None, closed).unwrap();
     let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
-    let config =
-        ControllerConfig::lan_grant(to, closed).admin_credentials("it-admin", "Tr0ub4dor&3");
+    let config = ControllerConfig::lan_grant(to, closed, lan_permission())
+        .admin_credentials("it-admin", "Tr0ub4dor&3");
     let c = controller_with(&lan, config);
     match ended(&c) {
         DisconnectReason::Lan(why) => assert!(why.contains("does not let anyone in now"), "{why}"),
@@ -427,8 +430,8 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
 
     // 5. Revoked by the user: refused too.
     assert!(grants.revoke(ticket.id, UnixMillis::now()).unwrap());
-    let config =
-        ControllerConfig::lan_grant(to, ticket).admin_credentials("it-admin", "Tr0ub4dor&3");
+    let config = ControllerConfig::lan_grant(to, ticket, lan_permission())
+        .admin_credentials("it-admin", "Tr0ub4dor&3");
     let c = controller_with(&lan, config);
     match ended(&c) {
         DisconnectReason::Lan(why) => assert!(why.contains("revoked"), "{why}"),

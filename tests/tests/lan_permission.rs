@@ -3,12 +3,25 @@
 
 use std::time::Duration;
 
-use deskwire::lan::check_lan_permission;
+use std::path::Path;
+
+use deskwire::lan::{check_lan_permission, LanPermissionError};
 use deskwire::SessionError;
 use deskwire_broker::store::{Permission, Permissions, Policy};
 use deskwire_tests::session_fixtures::TestBroker;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// No policy file: with a broker, the broker alone decides.
+const POLICY: &str = "/nonexistent/deskwire-tests/technician.conf";
+
+fn check(broker: &TestBroker, token: &str) -> Result<String, LanPermissionError> {
+    check_lan_permission(Some(broker.url()), Some(token), Path::new(POLICY), WAIT).map(|p| {
+        p.technician()
+            .expect("the broker names the technician")
+            .to_owned()
+    })
+}
 
 #[test]
 fn a_group_with_the_lan_permission_is_allowed_and_one_without_it_is_told_why_not() {
@@ -16,21 +29,20 @@ fn a_group_with_the_lan_permission_is_allowed_and_one_without_it_is_told_why_not
         .with(Permission::ViewOnly)
         .with(Permission::Lan);
     let (broker, token) = TestBroker::start_with_accounts(with, Policy::default()).unwrap();
-    assert_eq!(
-        check_lan_permission(broker.url(), &token, WAIT).unwrap(),
-        "alice"
-    );
+    assert_eq!(check(&broker, &token).unwrap(), "alice");
     // A wrong token is not a technician at all.
-    match check_lan_permission(broker.url(), "dw_not_a_real_token", WAIT) {
-        Err(SessionError::Lan(why)) => assert!(why.contains("not valid"), "{why}"),
+    match check(&broker, "dw_not_a_real_token") {
+        Err(LanPermissionError::RefusedByBroker(why)) => {
+            assert!(why.contains("not valid"), "{why}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     drop(broker);
 
     let without = Permissions::NONE.with(Permission::Control);
     let (broker, token) = TestBroker::start_with_accounts(without, Policy::default()).unwrap();
-    match check_lan_permission(broker.url(), &token, WAIT) {
-        Err(SessionError::Lan(why)) => {
+    match check(&broker, &token) {
+        Err(LanPermissionError::RefusedByBroker(why)) => {
             assert!(why.contains("does not have the lan permission"), "{why}")
         }
         other => panic!("expected a refusal, got {other:?}"),

@@ -1,26 +1,14 @@
 //! The technician's program, `deskwire-viewer`, as a library: the window's input
-//! translation, the technician's local policy, ad-hoc invitations, snapshots. Built on the
+//! translation, ad-hoc invitations, snapshots. Built on the
 //! public `deskwire` API only.
 
 pub mod adhoc;
-pub mod policy;
 pub mod window;
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use deskwire_capture::Frame;
-
-/// Log to stderr, `info` unless `RUST_LOG` says otherwise.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 /// Write a BGRA frame as an RGB PNG.
 pub fn write_png(path: &Path, frame: &Frame) -> Result<()> {

@@ -29,17 +29,17 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use deskwire::grants::GrantTicket;
 use deskwire::lan::{
-    check_lan_permission, fetch_lan_password, Browser, LanPassword, LanPeer, DEFAULT_PORT,
+    check_lan_permission, fetch_lan_password, Browser, LanPassword, LanPeer, LanPermission,
+    LanPermissionError, DEFAULT_POLICY_PATH, DEFAULT_PORT,
 };
 use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, TransportConfig};
 use deskwire_signal::grant::{
     CredentialMode, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
 };
-use deskwire_viewer::policy::{self, LocalPolicy};
 use deskwire_viewer::window::{
     remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
 };
-use deskwire_viewer::{init_tracing, write_png};
+use deskwire_viewer::write_png;
 use minifb::{MouseButton, MouseMode, Window, WindowOptions};
 
 #[derive(Debug, Parser)]
@@ -89,7 +89,7 @@ struct Args {
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     browse: Option<String>,
     /// The local policy file consulted when no --broker manages you.
-    #[arg(long, default_value = policy::DEFAULT_PATH)]
+    #[arg(long, default_value = DEFAULT_POLICY_PATH)]
     policy: PathBuf,
     /// How long to look for computers on the LAN.
     #[arg(long, default_value_t = 5.0)]
@@ -128,11 +128,13 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    init_tracing();
+    deskwire::init_tracing();
     let args = Args::parse();
-    if args.lan.is_some() || args.browse.is_some() {
-        may_connect_on_lan(&args)?;
-    }
+    let lan_permission = if args.lan.is_some() || args.browse.is_some() {
+        Some(may_connect_on_lan(&args)?)
+    } else {
+        None
+    };
     if let Some(filter) = &args.browse {
         return browse(filter, args.browse_seconds, |peer| {
             println!("found {} {}", peer.name, join_addrs(peer));
@@ -203,13 +205,16 @@ fn main() -> Result<()> {
                 }
                 _ => bail!("--lan needs the computer's --password (or --device with --broker)"),
             };
+            let permission = lan_permission
+                .clone()
+                .expect("checked at the start: --lan was given");
             let addr = lan_target(target, args.browse_seconds)?;
             println!("connecting to {addr}");
             session.code = addr.to_string();
             let url = format!("ws://{addr}");
             match ticket {
-                Some(t) => ControllerConfig::lan_grant(addr, t),
-                None => ControllerConfig::lan(addr, password),
+                Some(t) => ControllerConfig::lan_grant(addr, t, permission),
+                None => ControllerConfig::lan(addr, password, permission),
             }
             .transport(TransportConfig::for_broker(&url, args.bind))
         }
@@ -292,23 +297,24 @@ fn main() -> Result<()> {
 
 /// Connecting on the LAN needs the permission: from the technician's group when a broker
 /// manages them (`--broker` with a token), else from the local policy file.
-fn may_connect_on_lan(args: &Args) -> Result<()> {
-    match (&args.broker, &args.token) {
-        (Some(broker), Some(token)) => {
-            let who = check_lan_permission(broker, token, Duration::from_secs(10))?;
-            println!("{who} may connect on the LAN (checked with the broker)");
-            Ok(())
+fn may_connect_on_lan(args: &Args) -> Result<LanPermission> {
+    let checked = check_lan_permission(
+        args.broker.as_deref(),
+        args.token.as_deref(),
+        &args.policy,
+        Duration::from_secs(10),
+    );
+    match checked {
+        Ok(permission) => {
+            if let Some(who) = permission.technician() {
+                println!("{who} may connect on the LAN (checked with the broker)");
+            }
+            Ok(permission)
         }
-        (Some(_), None) => bail!(
+        Err(LanPermissionError::NoToken) => bail!(
             "--broker manages your permissions: give your API token (--token or DESKWIRE_TOKEN) to connect on the LAN"
         ),
-        (None, _) => match LocalPolicy::load(&args.policy)?.connect_on_lan {
-            Some(false) => bail!(
-                "connecting on the LAN is turned off for this computer's technicians ({}: connect_on_lan = no)",
-                args.policy.display()
-            ),
-            _ => Ok(()),
-        },
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -7,6 +7,11 @@
 //!
 //! [`Advertisement`] announces a target with DNS-SD over mDNS; [`Browser`] lists them as they
 //! answer, so a technician can pick one before the list is complete.
+//!
+//! [`LanAgent`] is a whole LAN target, session after session (`deskwire-agent --lan`).
+//!
+//! A technician connects only with a [`LanPermission`] ([`check_lan_permission`]: their
+//! broker or the local policy decides).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -22,26 +27,16 @@ use deskwire_signal::{BrokerMessage, ClientMessage, UnixMillis};
 
 use crate::SessionError;
 
-/// Ask `broker` whether the technician holding `token` may connect on the LAN (their
-/// group's `lan` permission). `Ok` with their name, or the broker's reason why not. Blocks
-/// the calling thread up to about `timeout`.
-pub fn check_lan_permission(
-    broker: &str,
-    token: &str,
-    timeout: Duration,
-) -> Result<String, SessionError> {
-    let ask = ClientMessage::Authorize {
-        token: token.to_owned(),
-        permission: "lan".to_owned(),
-    };
-    match ask_broker(broker, ask, timeout)? {
-        BrokerMessage::Authorized { technician, .. } => Ok(technician),
-        BrokerMessage::Error { message } => Err(SessionError::Lan(format!(
-            "the broker does not allow connecting on the LAN: {message}"
-        ))),
-        other => Err(unexpected(&other)),
-    }
-}
+mod agent;
+mod permission;
+
+pub use agent::{
+    LanAgent, LanAgentConfig, LanAgentError, LanAgentEvent, PasswordReportError, PasswordReportTo,
+};
+pub use permission::{
+    check_lan_permission, LanPermission, LanPermissionError, LocalPolicy, LocalPolicyError,
+    PolicySyntaxError, DEFAULT_POLICY_PATH,
+};
 
 /// Report this LAN target's current password to the first of `brokers` that answers,
 /// signed with the device key at `device_key` (made on first use): a technician allowed to
