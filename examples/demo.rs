@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use deskwire::{
-    Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig,
-};
+use deskwire::{Host, HostConfig, HostEvent, TransportConfig, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_engine::{BandSpec, CodecConfig, PipelineConfig};
 use deskwire_examples::{demo_source, wait_for_code, DemoArgs, LoopbackBroker, SessionReport};
 use deskwire_viewer::write_png;
@@ -31,9 +29,9 @@ fn main() -> Result<()> {
 
     // The technician asks the broker for a code...
     let transport = TransportConfig::default().bind(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-    let config = ControllerConfig::new(broker.url()).transport(transport.clone());
-    let controller = Controller::start(config)?;
-    let code = wait_for_code(&controller, Duration::from_secs(10))?;
+    let config = ViewerConfig::new(broker.url()).transport(transport.clone());
+    let viewer = Viewer::start(config)?;
+    let code = wait_for_code(&viewer, Duration::from_secs(10))?;
     println!("connection code: {code}");
 
     // ...and the target enters it. With no display to inject into, it is view-only.
@@ -62,26 +60,26 @@ fn main() -> Result<()> {
                 _ => {}
             }
         }
-        let Ok(event) = controller.events().recv_timeout(Duration::from_millis(20)) else {
+        let Ok(event) = viewer.events().recv_timeout(Duration::from_millis(20)) else {
             if end.is_none() && entered.elapsed() > Duration::from_secs(20) {
                 bail!("the session did not start within 20 s");
             }
             continue;
         };
-        report.handle_controller(&event);
+        report.handle_viewer(&event);
         match event {
-            ControllerEvent::Connected { setup } => {
+            ViewerEvent::Connected { setup } => {
                 let ms = setup.as_millis();
                 println!("connected: channels open {ms} ms after the target joined");
                 end = Some(Instant::now() + Duration::from_secs_f64(args.seconds));
             }
-            ControllerEvent::Disconnected(r) => bail!("technician side ended: {r}"),
+            ViewerEvent::Disconnected(r) => bail!("technician side ended: {r}"),
             _ => {}
         }
     }
     println!("{report}");
-    let saved = controller.with_frame(|f| write_png(&args.snapshot, f));
-    controller.shutdown()?;
+    let saved = viewer.with_frame(|f| write_png(&args.snapshot, f));
+    viewer.shutdown()?;
     host.shutdown()?;
     drop(broker);
     match saved {

@@ -1,6 +1,6 @@
 //! Direct connections on a LAN with no broker: network namespaces the test makes stand in
 //! for a technician's computer and two targets on one Ethernet segment. The targets run the
-//! real agent (`deskwire-agent --lan`); the technician's side is the engine's `Controller` and `Browser`,
+//! real agent (`deskwire-agent --lan`); the technician's side is the engine's `Viewer` and `Browser`,
 //! run on a thread inside the technician's namespace.
 // The measured picture quality goes to stderr.
 #![allow(clippy::print_stderr)]
@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use deskwire::input::{InputEvent, Key, NamedKey};
 use deskwire::lan::{Browser, LanPassword, LanPeer};
-use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, TransportConfig};
+use deskwire::{DisconnectReason, TransportConfig, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
 use deskwire_tests::binaries::Running;
 use deskwire_tests::netns::Lan;
-use deskwire_tests::session_fixtures::{lan_permission, luma_psnr, wait_controller};
+use deskwire_tests::session_fixtures::{lan_permission, luma_psnr, wait_viewer};
 use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -97,40 +97,36 @@ impl Drop for Target {
 }
 
 fn transport(lan: &Lan) -> TransportConfig {
-    TransportConfig::default().bind(vec![IpAddr::V4(lan.controller_ip())])
+    TransportConfig::default().bind(vec![IpAddr::V4(lan.viewer_ip())])
 }
 
 /// Connect from the technician's namespace and wait for the first frame, or for the end.
-fn connect(
-    lan: &Lan,
-    to: SocketAddr,
-    password: LanPassword,
-) -> Result<Controller, DisconnectReason> {
-    let config = ControllerConfig::lan(to, password, lan_permission()).transport(transport(lan));
+fn connect(lan: &Lan, to: SocketAddr, password: LanPassword) -> Result<Viewer, DisconnectReason> {
+    let config = ViewerConfig::lan(to, password, lan_permission()).transport(transport(lan));
     let started = Instant::now();
     let c = lan
-        .run_in(lan.controller(), move || Controller::start(config))
+        .run_in(lan.viewer(), move || Viewer::start(config))
         .expect("entering the technician's namespace")
-        .expect("starting the controller");
+        .expect("starting the viewer");
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match c.events().recv_timeout(left) {
-            Ok(ControllerEvent::Frame(_)) => {
+            Ok(ViewerEvent::Frame(_)) => {
                 eprintln!(
                     "LAN connect -> first frame: {} ms",
                     started.elapsed().as_millis()
                 );
                 return Ok(c);
             }
-            Ok(ControllerEvent::Disconnected(r)) => return Err(r),
+            Ok(ViewerEvent::Disconnected(r)) => return Err(r),
             Ok(_) => {}
             Err(_) => panic!("no frame and no end in {WAIT:?}"),
         }
     }
 }
 
-fn refusal(r: Result<Controller, DisconnectReason>) -> String {
+fn refusal(r: Result<Viewer, DisconnectReason>) -> String {
     match r {
         Err(DisconnectReason::Lan(why)) => why,
         Err(other) => panic!("expected a LAN refusal, got {other}"),
@@ -186,7 +182,7 @@ fn targets_are_found_on_the_lan_and_one_is_streamed_driven_and_ended_from_its_si
 
     // Discovery streams each target as it answers; filters pick by name or address.
     let found: Vec<LanPeer> = lan
-        .run_in(lan.controller(), || {
+        .run_in(lan.viewer(), || {
             let browser = Browser::start().expect("browsing");
             let mut found: Vec<LanPeer> = Vec::new();
             let deadline = Instant::now() + WAIT;
@@ -277,8 +273,8 @@ fn targets_are_found_on_the_lan_and_one_is_streamed_driven_and_ended_from_its_si
 
     // The target's side ends it; the technician hears so.
     assert_eq!(a.ctl("terminate"), "terminated");
-    let ended = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::Disconnected(r) => Some(r.clone()),
+    let ended = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::Disconnected(r) => Some(r.clone()),
         _ => None,
     });
     match ended {

@@ -33,15 +33,15 @@ struct Cli {
 enum Command {
     /// Per-stage timings, bytes, quality and pipeline throughput.
     Stages(stages::Args),
-    /// Real sessions per scene (target and controller in separate processes on loopback
+    /// Real sessions per scene (target and viewer in separate processes on loopback
     /// WebRTC) side by side with ffmpeg + x264 and the naive crate pipeline.
     E2e(e2e::Args),
     /// Real sessions across an emulated impaired link (`deskwire-netem`), one per profile:
     /// frame rate, freezes, latency, rate, convergence. Needs root (network namespaces).
     Net(net::Args),
-    /// The controller end of one e2e session (driven by `e2e`).
-    #[command(name = "e2e-controller", hide = true)]
-    E2eController(e2e::roles::ControllerArgs),
+    /// The viewer end of one e2e session (driven by `e2e`).
+    #[command(name = "e2e-viewer", hide = true)]
+    E2eViewer(e2e::roles::ViewerArgs),
     /// The target end of one e2e session (driven by `e2e`).
     #[command(name = "e2e-target", hide = true)]
     E2eTarget(e2e::roles::TargetArgs),
@@ -61,7 +61,7 @@ fn main() {
     let result = match cli.command {
         Command::Stages(args) => stages::run(&args),
         Command::E2e(args) => e2e::run(&args),
-        Command::E2eController(args) => e2e::roles::run_controller(&args),
+        Command::E2eViewer(args) => e2e::roles::run_viewer(&args),
         Command::E2eTarget(args) => e2e::roles::run_target(&args),
         Command::Net(args) => net::run(&args),
         Command::PeerNaive(args) => peers::naive_main(&args),

@@ -1,5 +1,5 @@
 //! `deskwire-bench net --profile NAME`: a real session per profile across the emulated
-//! link (`deskwire-netem`): the target in namespace A, broker and controller in B, the
+//! link (`deskwire-netem`): the target in namespace A, broker and viewer in B, the
 //! synthetic scene on the target. Per profile: delivered frame rate (mean and the worst
 //! second), freeze time (gaps over 200 ms), capture -> shown latency, what the link carried
 //! against its rate, and how close the picture is to the screen a moment after the content
@@ -15,7 +15,7 @@ use deskwire_netem::LinkProfile;
 use serde::Serialize;
 
 use crate::e2e::report::quantile;
-use crate::e2e::roles::{read_luma, ControllerReport};
+use crate::e2e::roles::{read_luma, ViewerReport};
 use crate::e2e::Role;
 
 #[derive(Debug, clap::Args)]
@@ -67,7 +67,7 @@ pub(crate) struct NetResult {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p95: Option<f64>,
     pub kbps: f64,
-    /// Y-PSNR of what the controller shows `settle` seconds after the content stopped.
+    /// Y-PSNR of what the viewer shows `settle` seconds after the content stopped.
     pub converged_psnr_y_db: Option<f64>,
 }
 
@@ -141,17 +141,17 @@ fn run_profile(
     let mut broker = BrokerChild(cmd.spawn().context("starting the broker")?);
     std::thread::sleep(Duration::from_millis(300));
 
-    let frame_out = args.out.join(format!("{}-controller.frame", profile.name));
+    let frame_out = args.out.join(format!("{}-viewer.frame", profile.name));
     let reference_out = args.out.join(format!("{}-target.frame", profile.name));
     let mut cmd = bed.command_in_b(&exe);
-    cmd.args(["e2e-controller", "--broker", &url])
+    cmd.args(["e2e-viewer", "--broker", &url])
         .arg(format!("--bind={}", bed.addr_b()))
         .arg(format!("--warmup-ms={}", (args.warmup * 1000.0) as u64))
         .arg(format!("--measure-ms={}", (args.seconds * 1000.0) as u64))
         .arg("--frame-out")
         .arg(&frame_out);
-    let mut controller = Role::spawn("controller", cmd)?;
-    let code = controller.expect("code ", Duration::from_secs(15))?;
+    let mut viewer = Role::spawn("viewer", cmd)?;
+    let code = viewer.expect("code ", Duration::from_secs(15))?;
     let mut cmd = bed.command_in_a(&exe);
     cmd.args(["e2e-target", "--broker", &url, "--code", &code])
         .arg(format!("--source=synthetic:{}", args.scene))
@@ -163,19 +163,19 @@ fn run_profile(
     let mut target = Role::spawn("target", cmd)?;
     target.expect("entered ", Duration::from_secs(15))?;
     let window = Duration::from_secs_f64(args.warmup + args.seconds);
-    controller.expect("measure-start", Duration::from_secs(30) + window)?;
+    viewer.expect("measure-start", Duration::from_secs(30) + window)?;
     target.tell("start")?;
-    controller.expect("measure-end", Duration::from_secs(30) + window)?;
+    viewer.expect("measure-end", Duration::from_secs(30) + window)?;
     target.tell("stop")?;
     target.tell("freeze")?;
     std::thread::sleep(Duration::from_secs_f64(args.settle));
-    controller.tell("snapshot")?;
-    let c: ControllerReport = serde_json::from_str(
-        &controller
+    viewer.tell("snapshot")?;
+    let c: ViewerReport = serde_json::from_str(
+        &viewer
             .expect("{", Duration::from_secs(20))
             .map(|s| format!("{{{s}"))?,
     )
-    .context("the controller's report")?;
+    .context("the viewer's report")?;
     target.expect("{", Duration::from_secs(20))?;
     let shown = read_luma(&frame_out)?;
     let reference = read_luma(&reference_out)?;

@@ -14,7 +14,7 @@ const FIELDS: [&str; 18] = [
     "fps",
     "kbps",
     "cpu_ms_per_frame_target",
-    "cpu_ms_per_frame_controller",
+    "cpu_ms_per_frame_viewer",
     "psnr_y_db",
     "first_frame_ms",
     "ffmpeg_x264",
@@ -46,7 +46,7 @@ fn quick_e2e_reports_every_field_for_a_synthetic_and_a_real_scene_with_peers() {
         for f in FIELDS {
             assert!(r.get(f).is_some(), "{} lacks {f}: {r}", r["scene"]);
         }
-        // A session really ran: frames arrived, and what the controller shows is what the
+        // A session really ran: frames arrived, and what the viewer shows is what the
         // target showed.
         assert!(r["frames"].as_u64().unwrap() > 0, "no frames: {r}");
         let psnr = r["psnr_y_db"].as_f64().expect("a PSNR");

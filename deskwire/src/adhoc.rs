@@ -27,7 +27,7 @@ use crate::{spawn_net, Events, SessionError};
 /// What the technician gets from [`create`]: show it once, then pass it on.
 #[derive(Debug, Clone)]
 pub struct Invitation {
-    /// The ad-hoc session, for [`crate::ControllerConfig::adhoc`] and [`end`].
+    /// The ad-hoc session, for [`crate::ViewerConfig::adhoc`] and [`end`].
     pub session: AdhocId,
     /// The link the user opens (its secret half never went to the broker, unless e-mailed).
     pub link: AdhocLink,

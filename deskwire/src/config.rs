@@ -266,7 +266,7 @@ pub struct HostConfig {
     pub transport: TransportConfig,
     /// Give up on the broker and the peer connection after this long.
     pub connect_timeout: Duration,
-    /// Declare the controller gone after this long without hearing from it.
+    /// Declare the viewer gone after this long without hearing from it.
     pub peer_timeout: Duration,
     /// How this computer admits a technician. Default: at once, without a prompt (an
     /// embedding application that shows a prompt sets a mode that asks).
@@ -419,9 +419,9 @@ impl HostConfig {
 /// The longest a user may be left to answer a session request.
 const MAX_CONSENT_WAIT: Duration = Duration::from_secs(10 * 60);
 
-/// Settings of the technician's end ([`crate::Controller`]).
+/// Settings of the technician's end ([`crate::Viewer`]).
 #[derive(Debug, Clone)]
-pub struct ControllerConfig {
+pub struct ViewerConfig {
     /// Broker URL, `ws://HOST:PORT`.
     pub broker: String,
     /// WebRTC settings.
@@ -437,7 +437,7 @@ pub struct ControllerConfig {
     pub token: Option<String>,
     /// How the target is reached: a code to read out (the default), a LAN target, an
     /// ad-hoc session's temporary host, or a device's agent under an unattended grant.
-    pub route: ControllerRoute,
+    pub route: ViewerRoute,
     /// The target's administrator name and password, for a target that requires them.
     pub admin: Option<AdminCredentials>,
     /// Ask the broker for a resume token, so a lost broker connection (a broker restart)
@@ -449,7 +449,7 @@ pub struct ControllerConfig {
 /// How the viewer reaches its target: exactly one of these, so no combination of settings
 /// can be ambiguous.
 #[derive(Debug, Clone)]
-pub enum ControllerRoute {
+pub enum ViewerRoute {
     /// Through the broker: create a connection code for the target's user to type.
     Code,
     /// Straight to a LAN target, no broker.
@@ -514,7 +514,7 @@ pub struct LanTarget {
     pub permission: crate::lan::LanPermission,
 }
 
-impl ControllerConfig {
+impl ViewerConfig {
     /// Defaults with this broker.
     pub fn new(broker: impl Into<String>) -> Self {
         Self {
@@ -528,7 +528,7 @@ impl ControllerConfig {
             peer_timeout: Duration::from_secs(45),
             keyframe_retry: Duration::from_millis(250),
             token: None,
-            route: ControllerRoute::Code,
+            route: ViewerRoute::Code,
             admin: None,
             resumable: true,
         }
@@ -547,7 +547,7 @@ impl ControllerConfig {
         self
     }
 
-    /// Whether to ask for a resume token (see [`ControllerConfig::resumable`]).
+    /// Whether to ask for a resume token (see [`ViewerConfig::resumable`]).
     pub fn resumable(mut self, resumable: bool) -> Self {
         self.resumable = resumable;
         self
@@ -562,7 +562,7 @@ impl ControllerConfig {
         link: deskwire_signal::adhoc::AdhocLink,
     ) -> Self {
         Self {
-            route: ControllerRoute::Adhoc(AdhocTarget { session, link }),
+            route: ViewerRoute::Adhoc(AdhocTarget { session, link }),
             // A call's code is made for one connection: nothing to resume.
             resumable: false,
             ..Self::new(broker).token(token)
@@ -579,7 +579,7 @@ impl ControllerConfig {
         ticket: crate::grants::GrantTicket,
     ) -> Self {
         Self {
-            route: ControllerRoute::Unattended(UnattendedTarget {
+            route: ViewerRoute::Unattended(UnattendedTarget {
                 device: device.into(),
                 ticket,
             }),
@@ -595,7 +595,7 @@ impl ControllerConfig {
         permission: crate::lan::LanPermission,
     ) -> Self {
         Self {
-            route: ControllerRoute::Lan(LanTarget {
+            route: ViewerRoute::Lan(LanTarget {
                 addr,
                 // Unused under a grant; any value will do.
                 password: deskwire_signal::lan::LanPassword::from_random(0),
@@ -613,7 +613,7 @@ impl ControllerConfig {
         permission: crate::lan::LanPermission,
     ) -> Self {
         Self {
-            route: ControllerRoute::Lan(LanTarget {
+            route: ViewerRoute::Lan(LanTarget {
                 addr,
                 password,
                 grant: None,
@@ -643,7 +643,7 @@ impl ControllerConfig {
 
     /// Check every setting.
     pub fn validate(&self) -> Result<(), SessionConfigError> {
-        if !matches!(self.route, ControllerRoute::Lan(_)) {
+        if !matches!(self.route, ViewerRoute::Lan(_)) {
             check_url(&self.broker)?;
         }
         self.transport.validate()?;
@@ -702,10 +702,10 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         HostConfig::new("ws://127.0.0.1:1").validate().unwrap();
-        ControllerConfig::new("ws://broker.example:8450")
+        ViewerConfig::new("ws://broker.example:8450")
             .validate()
             .unwrap();
-        assert!(ControllerConfig::new("wss://broker.example")
+        assert!(ViewerConfig::new("wss://broker.example")
             .validate()
             .is_err());
     }
@@ -723,7 +723,7 @@ mod tests {
             e.to_string(),
             "invalid max_message 1048576 (expected 65536..=262144)"
         );
-        let e = ControllerConfig::new("ws://a:1")
+        let e = ViewerConfig::new("ws://a:1")
             .peer_timeout(Duration::from_millis(10))
             .validate()
             .unwrap_err();

@@ -65,7 +65,7 @@ enum Command {
 /// The target end of a session.
 ///
 /// Joins the broker session named by a connection code, then streams `source` to the
-/// controller and injects the controller's input when allowed. Events arrive on
+/// viewer and injects the viewer's input when allowed. Events arrive on
 /// [`Host::events`]; a refused code yields [`HostEvent::CodeRefused`] and the host waits
 /// for [`Host::try_code`] or [`Host::shutdown`].
 #[derive(Debug)]
@@ -125,10 +125,10 @@ impl Host {
         })
     }
 
-    /// Serve one session to a controller that connects directly on the LAN with the
+    /// Serve one session to a viewer that connects directly on the LAN with the
     /// current password of `lan.passwords`; no broker is involved. Wrong passwords are
     /// refused ([`HostEvent::LanRefused`]) and their source backs off; the host keeps
-    /// listening until one controller gets a session (and the user's consent, per
+    /// listening until one viewer gets a session (and the user's consent, per
     /// `config.acceptance`). Listening starts before this returns: [`Host::lan_addr`].
     pub fn start_lan(
         config: HostConfig,
@@ -142,7 +142,7 @@ impl Host {
         let addr = listener
             .local_addr()
             .map_err(|e| SessionError::Lan(format!("cannot listen on {}: {e}", lan.listen)))?;
-        tracing::info!(%addr, "listening for LAN controllers");
+        tracing::info!(%addr, "listening for LAN viewers");
         Self::spawn(config, source, Some(addr), move |task, source| {
             Box::pin(async move { task.run_lan(source, listener, lan).await })
         })
@@ -210,8 +210,8 @@ impl Host {
             .map_err(|_| SessionError::Ended)
     }
 
-    /// Grant or revoke control. Revoking releases every key and button the controller
-    /// holds and tells the controller.
+    /// Grant or revoke control. Revoking releases every key and button the viewer
+    /// holds and tells the viewer.
     pub fn set_control(&self, control: bool) -> Result<(), SessionError> {
         self.commands
             .send(Command::SetControl(control))

@@ -1,37 +1,37 @@
-//! The session API: a [`Host`] on the target and a [`Controller`] at the technician, paired
+//! The session API: a [`Host`] on the target and a [`Viewer`] at the technician, paired
 //! through a broker with a connection code and joined by WebRTC data channels.
 //!
 //! Each handle runs its network side on one named thread (`deskwire-net`) with its own tokio
-//! runtime, and reports what happens as [`HostEvent`]s / [`ControllerEvent`]s on a bounded
+//! runtime, and reports what happens as [`HostEvent`]s / [`ViewerEvent`]s on a bounded
 //! channel. `shutdown()` says goodbye to the peer and joins every thread the handle started.
 //!
 //! ```no_run
 //! use deskwire_capture::{open, OpenOptions};
-//! use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig};
+//! use deskwire::{Viewer, ViewerConfig, ViewerEvent, Host, HostConfig};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // The technician asks a broker for a session and reads the code to the user...
-//! let controller = Controller::start(ControllerConfig::new("ws://127.0.0.1:8450"))?;
+//! let viewer = Viewer::start(ViewerConfig::new("ws://127.0.0.1:8450"))?;
 //! let code = loop {
-//!     if let ControllerEvent::Code { code, .. } = controller.events().recv()? {
+//!     if let ViewerEvent::Code { code, .. } = viewer.events().recv()? {
 //!         break code;
 //!     }
 //! };
 //! // ...who enters it on the target, which then streams its screen.
 //! let source = open(&"synthetic:typing".parse()?, &OpenOptions::default())?;
 //! let host = Host::start(HostConfig::new("ws://127.0.0.1:8450").view_only(true), source, code)?;
-//! for event in controller.events().iter() {
+//! for event in viewer.events().iter() {
 //!     match event {
-//!         ControllerEvent::Frame(info) => {
-//!             let size = controller.with_frame(|f| (f.width(), f.height()));
+//!         ViewerEvent::Frame(info) => {
+//!             let size = viewer.with_frame(|f| (f.width(), f.height()));
 //!             println!("frame {} {:?}, latency {:?}", info.frame_id, size, info.latency);
 //!             break;
 //!         }
-//!         ControllerEvent::Disconnected(reason) => return Err(reason.to_string().into()),
+//!         ViewerEvent::Disconnected(reason) => return Err(reason.to_string().into()),
 //!         _ => {}
 //!     }
 //! }
-//! controller.shutdown()?;
+//! viewer.shutdown()?;
 //! host.shutdown()?;
 //! # Ok(()) }
 //! ```
@@ -39,7 +39,6 @@
 pub mod accounts;
 pub mod adhoc;
 pub mod config;
-mod controller;
 mod device;
 mod driver;
 pub mod grants;
@@ -51,6 +50,7 @@ mod logging;
 mod signalling;
 pub mod standby;
 mod transport;
+mod viewer;
 
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -59,20 +59,20 @@ use crossbeam_channel::{Receiver, Sender};
 pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
 pub use config::{
-    AdhocTarget, AdminCredentials, ControllerConfig, ControllerRoute, HostConfig, LanTarget,
-    MdnsMode, SessionConfigError, TransportConfig, UnattendedTarget,
+    AdhocTarget, AdminCredentials, HostConfig, LanTarget, MdnsMode, SessionConfigError,
+    TransportConfig, UnattendedTarget, ViewerConfig, ViewerRoute,
 };
-pub use controller::Controller;
 pub use deskwire_session::consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
 /// The keyboard and mouse events a viewer sends, and why the target refuses one.
 pub use deskwire_session::input;
 pub use deskwire_session::input::{InputEvent, InputKind, InputRefusal};
 pub use deskwire_session::wire::ByeReason;
-pub use deskwire_session::{ControllerStats, HostStats};
+pub use deskwire_session::{HostStats, ViewerStats};
 pub use grants::GrantAnswerError;
 pub use host::{GrantRefusal, Host};
 #[cfg(feature = "init-tracing")]
 pub use logging::init_tracing;
+pub use viewer::Viewer;
 
 /// Errors of the session API.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +246,7 @@ pub enum HostEvent {
     },
     /// The session is established: video flows and, unless view-only, input is injected.
     Connected {
-        /// Input from the controller is injected.
+        /// Input from the viewer is injected.
         control: bool,
         /// Time from sending the code to the channels being open.
         setup: Duration,
@@ -260,7 +260,7 @@ pub enum HostEvent {
         /// Why.
         reason: InputRefusal,
     },
-    /// A LAN controller was turned away: a wrong password, or its address is still
+    /// A LAN viewer was turned away: a wrong password, or its address is still
     /// backing off after earlier ones. The target keeps listening.
     LanRefused {
         /// Where it came from.
@@ -296,8 +296,8 @@ pub enum HostEvent {
     Disconnected(DisconnectReason),
 }
 
-/// One decoded frame at the controller. The picture is read with
-/// [`Controller::with_frame`].
+/// One decoded frame at the viewer. The picture is read with
+/// [`Viewer::with_frame`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameInfo {
     /// Encoded frame id.
@@ -308,10 +308,10 @@ pub struct FrameInfo {
     pub latency: Option<Duration>,
 }
 
-/// What happens at the controller, as data.
+/// What happens at the viewer, as data.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum ControllerEvent {
+pub enum ViewerEvent {
     /// The code to read to the user.
     Code {
         /// The code.
@@ -320,14 +320,14 @@ pub enum ControllerEvent {
         expires_at: UnixMillis,
     },
     /// The connection to the broker broke while the code waited for the target; the
-    /// controller is re-attaching to the same code (see [`ControllerEvent::BrokerResumed`]).
+    /// viewer is re-attaching to the same code (see [`ViewerEvent::BrokerResumed`]).
     BrokerLost,
-    /// Re-attached to the broker after [`ControllerEvent::BrokerLost`]: the code read to the
+    /// Re-attached to the broker after [`ViewerEvent::BrokerLost`]: the code read to the
     /// user still works.
     BrokerResumed,
     /// The target entered the code; the connection is being set up.
     PeerJoined,
-    /// The target's answer to [`Controller::request_unattended`]: the grant, or why not.
+    /// The target's answer to [`Viewer::request_unattended`]: the grant, or why not.
     GrantAnswered {
         /// The request's number.
         id: u32,
@@ -370,10 +370,10 @@ pub enum ControllerEvent {
     /// Nothing heard from the target for a while: the link is down and the session waits
     /// for it (up to the peer timeout). Show "reconnecting".
     Reconnecting,
-    /// The target is heard again after [`ControllerEvent::Reconnecting`].
+    /// The target is heard again after [`ViewerEvent::Reconnecting`].
     Reconnected,
     /// Periodic statistics.
-    Stats(ControllerStats),
+    Stats(ViewerStats),
     /// The session is over; no more events follow.
     Disconnected(DisconnectReason),
 }

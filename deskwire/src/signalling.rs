@@ -1,5 +1,5 @@
 //! The peer's side of the signalling path: the broker's WebSocket, or on the LAN a direct
-//! WebSocket between the controller and the target, where the target stands in for the
+//! WebSocket between the viewer and the target, where the target stands in for the
 //! broker (see [`Signalling::accept_direct`]).
 
 use std::time::Duration;
@@ -19,10 +19,10 @@ use crate::SessionError;
 /// Which end of which path this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
-    /// A peer talking to a broker (or a controller talking to a LAN target, which answers
+    /// A peer talking to a broker (or a viewer talking to a LAN target, which answers
     /// as a broker would).
     ToBroker,
-    /// A LAN target talking straight to its controller: it reads what a controller sends a
+    /// A LAN target talking straight to its viewer: it reads what a viewer sends a
     /// broker and answers what a broker would relay.
     DirectTarget,
 }
@@ -30,7 +30,7 @@ enum Path {
 pub(crate) struct Signalling {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     path: Path,
-    /// "the broker" or "the target" / "the controller", for error messages.
+    /// "the broker" or "the target" / "the viewer", for error messages.
     peer: &'static str,
 }
 
@@ -90,7 +90,7 @@ impl Signalling {
         })
     }
 
-    /// The target's end of a controller's direct LAN connection.
+    /// The target's end of a viewer's direct LAN connection.
     pub(crate) async fn accept_direct(
         tcp: TcpStream,
         timeout: Duration,
@@ -107,7 +107,7 @@ impl Signalling {
         Ok(Self {
             ws,
             path: Path::DirectTarget,
-            peer: "the controller",
+            peer: "the viewer",
         })
     }
 
@@ -119,7 +119,7 @@ impl Signalling {
     }
 
     /// Send a message as the broker would (a LAN target greeting or refusing its
-    /// controller).
+    /// viewer).
     pub(crate) async fn send_as_broker(&mut self, msg: &BrokerMessage) -> Result<(), SessionError> {
         let text = encode(msg);
         self.ws
@@ -154,7 +154,7 @@ impl Signalling {
         let text = match (self.path, msg) {
             (Path::ToBroker, _) => encode(msg),
             // What a broker would relay; the target's own verification failure is told to
-            // the controller by the LAN loop, which knows the back-off to announce.
+            // the viewer by the LAN loop, which knows the back-off to announce.
             (Path::DirectTarget, ClientMessage::Relay { signal }) => {
                 encode(&BrokerMessage::Relay {
                     signal: signal.clone(),
@@ -196,10 +196,10 @@ impl Signalling {
                 Path::ToBroker => decode_broker(text.as_str()).map_err(|e| self.err(bad(e))),
                 Path::DirectTarget => match decode_client(text.as_str()) {
                     Ok(ClientMessage::Relay { signal }) => Ok(BrokerMessage::Relay { signal }),
-                    // The controller could not verify this side: as a broker would, unpair.
+                    // The viewer could not verify this side: as a broker would, unpair.
                     Ok(ClientMessage::VerificationFailed {}) => Ok(BrokerMessage::JoinRefused {
                         reason: JoinRefusal::VerificationFailed,
-                        message: "the controller could not verify this computer".into(),
+                        message: "the viewer could not verify this computer".into(),
                     }),
                     Ok(other) => {
                         tracing::debug!(?other, "ignored on a direct LAN link");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use deskwire::{ConnectionCode, Controller, ControllerEvent, ControllerStats, HostStats};
+use deskwire::{ConnectionCode, HostStats, Viewer, ViewerEvent, ViewerStats};
 use deskwire_broker::{BrokerConfig, SystemClock};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
 use deskwire_engine::stats::Histogram;
@@ -125,14 +125,14 @@ pub fn demo_source(
     Ok((spec, source))
 }
 
-/// The connection code the broker gives `controller`, within `timeout`.
-pub fn wait_for_code(controller: &Controller, timeout: Duration) -> Result<ConnectionCode> {
+/// The connection code the broker gives `viewer`, within `timeout`.
+pub fn wait_for_code(viewer: &Viewer, timeout: Duration) -> Result<ConnectionCode> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match controller.events().recv_timeout(left) {
-            Ok(ControllerEvent::Code { code, .. }) => return Ok(code),
-            Ok(ControllerEvent::Disconnected(r)) => bail!("technician side ended: {r}"),
+        match viewer.events().recv_timeout(left) {
+            Ok(ViewerEvent::Code { code, .. }) => return Ok(code),
+            Ok(ViewerEvent::Disconnected(r)) => bail!("technician side ended: {r}"),
             Ok(_) => {}
             Err(_) => bail!("no connection code from the broker in {timeout:?}"),
         }
@@ -142,16 +142,16 @@ pub fn wait_for_code(controller: &Controller, timeout: Duration) -> Result<Conne
 /// Frames decoded in the first second after the first one count as warm-up.
 const WARMUP: Duration = Duration::from_secs(1);
 
-/// A session's figures as the demo prints them (`Display`), from the controller's events.
+/// A session's figures as the demo prints them (`Display`), from the viewer's events.
 #[derive(Debug)]
 pub struct SessionReport {
     /// When the code was entered at the target.
     entered: Instant,
     first_frame: Option<Duration>,
-    // In microseconds, as the controller keeps its own latency figures.
+    // In microseconds, as the viewer keeps its own latency figures.
     warm: Histogram,
     steady: Histogram,
-    stats: ControllerStats,
+    stats: ViewerStats,
     host: Option<HostStats>,
 }
 
@@ -163,15 +163,15 @@ impl SessionReport {
             first_frame: None,
             warm: Histogram::default(),
             steady: Histogram::default(),
-            stats: ControllerStats::default(),
+            stats: ViewerStats::default(),
             host: None,
         }
     }
 
-    /// Count a controller event.
-    pub fn handle_controller(&mut self, event: &ControllerEvent) {
+    /// Count a viewer event.
+    pub fn handle_viewer(&mut self, event: &ViewerEvent) {
         match event {
-            ControllerEvent::Frame(f) => {
+            ViewerEvent::Frame(f) => {
                 let since_entry = self.entered.elapsed();
                 let first = *self.first_frame.get_or_insert(since_entry);
                 if let Some(l) = f.latency {
@@ -185,7 +185,7 @@ impl SessionReport {
                     bucket.record(l.as_micros() as u64);
                 }
             }
-            ControllerEvent::Stats(s) => self.stats = s.clone(),
+            ViewerEvent::Stats(s) => self.stats = s.clone(),
             _ => {}
         }
     }

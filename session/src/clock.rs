@@ -1,4 +1,4 @@
-//! Aligning the target's capture clock with the controller's, from ping/pong round trips.
+//! Aligning the target's capture clock with the viewer's, from ping/pong round trips.
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use std::time::Duration;
 /// delay only ever adds to a round trip and skews the midpoint.
 const WINDOW: usize = 16;
 
-/// An NTP-style estimate of `target clock - controller clock`.
+/// An NTP-style estimate of `target clock - viewer clock`.
 ///
 /// Sans-IO: the caller passes in the three timestamps of every pong.
 #[derive(Debug, Default)]
@@ -18,7 +18,7 @@ pub(crate) struct ClockSync {
 }
 
 impl ClockSync {
-    /// A pong arrived: the ping left at `sent_us` and came back at `recv_us` (controller
+    /// A pong arrived: the ping left at `sent_us` and came back at `recv_us` (viewer
     /// clock); the target stamped `target_us` when it answered.
     pub(crate) fn handle_pong(&mut self, sent_us: u64, target_us: u64, recv_us: u64) {
         if recv_us < sent_us {
@@ -33,7 +33,7 @@ impl ClockSync {
         self.last_rtt_us = Some(rtt);
     }
 
-    /// Target clock minus controller clock, once a pong has arrived.
+    /// Target clock minus viewer clock, once a pong has arrived.
     pub(crate) fn offset_us(&self) -> Option<i64> {
         self.samples[..self.len]
             .iter()

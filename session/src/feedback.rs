@@ -1,7 +1,7 @@
 //! The viewer's half of congestion control: it measures what the video channel delivers
 //! (bytes, messages missing from the transport sequence, how late messages arrive compared
 //! with the fastest recent one) and sums it up as a [`Feedback`] for the target's rate
-//! controller. Nothing is sent while no video arrives, so an idle session costs nothing.
+//! viewer. Nothing is sent while no video arrives, so an idle session costs nothing.
 
 use std::time::Duration;
 

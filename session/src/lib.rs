@@ -35,5 +35,5 @@ pub mod wire;
 
 pub use host::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
 pub use outbox::{SessionEnd, Transmit};
-pub use stats::{ControllerStats, HostStats};
+pub use stats::{HostStats, ViewerStats};
 pub use viewer::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};

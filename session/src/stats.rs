@@ -21,9 +21,9 @@ pub struct HostStats {
     pub viewer_latency_p99: Option<Duration>,
 }
 
-/// Controller-side statistics, reported about once a second.
+/// Viewer-side statistics, reported about once a second.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ControllerStats {
+pub struct ViewerStats {
     /// Frames decoded per second over the last period.
     pub fps: f64,
     /// Video payload received, kilobits per second over the last period.
@@ -40,6 +40,6 @@ pub struct ControllerStats {
     pub bytes_received: u64,
     /// Keyframe requests sent in the session.
     pub keyframe_requests: u32,
-    /// Estimated target clock minus controller clock.
+    /// Estimated target clock minus viewer clock.
     pub clock_offset_us: Option<i64>,
 }

@@ -1,5 +1,5 @@
 //! Video over the `video` channel: cutting encoded bands into chunks on the target and
-//! putting them back together on the controller, with the recovery rules. Sans-IO.
+//! putting them back together on the viewer, with the recovery rules. Sans-IO.
 
 use bytes::BytesMut;
 

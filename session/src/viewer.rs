@@ -17,7 +17,7 @@ use crate::clock::ClockSync;
 use crate::feedback::ReceiveMeter;
 use crate::input::{InputEvent, Key, MAX_HELD_KEYS};
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
-use crate::stats::ControllerStats;
+use crate::stats::ViewerStats;
 use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
 
 /// The settings of [`ViewerSession`].
@@ -89,7 +89,7 @@ pub enum ViewerSessionEvent {
     /// The target is heard again after [`ViewerSessionEvent::Reconnecting`].
     Reconnected,
     /// Periodic statistics.
-    Stats(ControllerStats),
+    Stats(ViewerStats),
     /// The session is over.
     Ended(SessionEnd),
 }
@@ -314,7 +314,7 @@ impl ViewerSession {
         if let Some(period) = self.stats.due(now) {
             let ((f0, b0), secs) = (self.reported, period.as_secs_f64().max(1e-6));
             let frames = self.decoded.frames;
-            let stats = ControllerStats {
+            let stats = ViewerStats {
                 fps: frames.saturating_sub(f0) as f64 / secs,
                 kbps: self.bytes.saturating_sub(b0) as f64 * 8.0 / 1000.0 / secs,
                 rtt: self.clock.rtt(),

@@ -190,7 +190,7 @@ impl ByeReason {
 /// Messages on the reliable, ordered `control` channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlMessage {
-    /// Target -> controller: a stream starts; decoders are set up from this.
+    /// Target -> viewer: a stream starts; decoders are set up from this.
     StreamStart {
         /// Stream generation carried by its video chunks.
         stream: u16,
@@ -203,21 +203,21 @@ pub enum ControlMessage {
         /// First row of each band.
         tops: Vec<u32>,
     },
-    /// Controller -> target: send keyframes for these bands (bit i = band i).
+    /// Viewer -> target: send keyframes for these bands (bit i = band i).
     KeyframeRequest {
         /// Stream the request is about.
         stream: u16,
         /// Band bitmask.
         bands: u32,
     },
-    /// Controller -> target: clock probe; also the heartbeat.
+    /// Viewer -> target: clock probe; also the heartbeat.
     Ping {
         /// Matches the pong.
         nonce: u32,
-        /// Controller clock at sending, microseconds.
+        /// Viewer clock at sending, microseconds.
         sent_us: u64,
     },
-    /// Target -> controller: the answer to a ping.
+    /// Target -> viewer: the answer to a ping.
     Pong {
         /// The ping's nonce.
         nonce: u32,
@@ -226,7 +226,7 @@ pub enum ControlMessage {
         /// Target session clock on receipt, microseconds.
         target_us: u64,
     },
-    /// Controller -> target: what the viewer saw over the last period.
+    /// Viewer -> target: what the viewer saw over the last period.
     ReceiverReport {
         /// Frames decoded in the period.
         frames: u32,
@@ -240,12 +240,12 @@ pub enum ControlMessage {
     /// Viewer -> target, about ten times a second while video flows: what the video
     /// channel delivered since the last one, the input of the target's rate control.
     Feedback(Feedback),
-    /// Target -> controller: what the controller may do now.
+    /// Target -> viewer: what the viewer may do now.
     Permissions {
         /// Keyboard and mouse are injected.
         control: bool,
     },
-    /// Controller -> target: the technician asks for unattended access (a
+    /// Viewer -> target: the technician asks for unattended access (a
     /// `deskwire_signal::grant::GrantRequest` as JSON); answered by `GrantAnswer`.
     GrantRequest {
         /// Matches the answer.
@@ -253,7 +253,7 @@ pub enum ControlMessage {
         /// The request, JSON.
         request: String,
     },
-    /// Target -> controller: the customer's answer to a `GrantRequest`.
+    /// Target -> viewer: the customer's answer to a `GrantRequest`.
     GrantAnswer {
         /// The request's id.
         id: u32,

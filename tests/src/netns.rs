@@ -11,10 +11,10 @@ use anyhow::{bail, Context, Result};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// One LAN: `controller()` at 10.77.0.1, targets at 10.77.0.2, .3, ...
+/// One LAN: `viewer()` at 10.77.0.1, targets at 10.77.0.2, .3, ...
 #[derive(Debug)]
 pub struct Lan {
-    controller: String,
+    viewer: String,
     targets: Vec<String>,
 }
 
@@ -45,7 +45,7 @@ impl Lan {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let lan = Self {
-            controller: format!("{tag}c"),
+            viewer: format!("{tag}c"),
             targets: (0..targets).map(|i| format!("{tag}t{i}")).collect(),
         };
         // Built step by step; whatever exists is removed by `Drop` if a step fails.
@@ -55,7 +55,7 @@ impl Lan {
             })?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        let c = lan.controller.as_str();
+        let c = lan.viewer.as_str();
         ip(&["-n", c, "link", "add", "br0", "type", "bridge"])?;
         // No IGMP querier here: without snooping, the bridge floods mDNS to every port.
         ip(&[
@@ -90,16 +90,16 @@ impl Lan {
     }
 
     fn namespaces(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.controller.as_str()).chain(self.targets.iter().map(String::as_str))
+        std::iter::once(self.viewer.as_str()).chain(self.targets.iter().map(String::as_str))
     }
 
     /// The technician's namespace.
-    pub fn controller(&self) -> &str {
-        &self.controller
+    pub fn viewer(&self) -> &str {
+        &self.viewer
     }
 
     /// The technician's address.
-    pub fn controller_ip(&self) -> Ipv4Addr {
+    pub fn viewer_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 77, 0, 1)
     }
 

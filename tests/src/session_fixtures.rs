@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deskwire::{ConnectionCode, UnixMillis};
-use deskwire::{Controller, ControllerEvent, HostEvent, TransportConfig};
+use deskwire::{HostEvent, TransportConfig, Viewer, ViewerEvent};
 use deskwire_broker::{BrokerConfig, ManualClock};
 use deskwire_capture::Frame;
 
@@ -193,11 +193,11 @@ pub fn loopback() -> TransportConfig {
     TransportConfig::default().bind(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
 }
 
-/// The next controller event that `pick` accepts, failing on disconnect or after `timeout`.
-pub fn wait_controller<T>(
-    c: &Controller,
+/// The next viewer event that `pick` accepts, failing on disconnect or after `timeout`.
+pub fn wait_viewer<T>(
+    c: &Viewer,
     timeout: Duration,
-    mut pick: impl FnMut(&ControllerEvent) -> Option<T>,
+    mut pick: impl FnMut(&ViewerEvent) -> Option<T>,
 ) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -205,12 +205,12 @@ pub fn wait_controller<T>(
         let e = c
             .events()
             .recv_timeout(left)
-            .map_err(|_| anyhow::anyhow!("no matching controller event in {timeout:?}"))?;
+            .map_err(|_| anyhow::anyhow!("no matching viewer event in {timeout:?}"))?;
         if let Some(t) = pick(&e) {
             return Ok(t);
         }
-        if let ControllerEvent::Disconnected(r) = e {
-            anyhow::bail!("controller disconnected: {r}");
+        if let ViewerEvent::Disconnected(r) = e {
+            anyhow::bail!("viewer disconnected: {r}");
         }
     }
 }
@@ -233,10 +233,10 @@ pub fn wait_host<T>(
     }
 }
 
-/// The code the controller reports.
-pub fn code_of(c: &Controller) -> anyhow::Result<ConnectionCode> {
-    wait_controller(c, Duration::from_secs(10), |e| match e {
-        ControllerEvent::Code { code, .. } => Some(*code),
+/// The code the viewer reports.
+pub fn code_of(c: &Viewer) -> anyhow::Result<ConnectionCode> {
+    wait_viewer(c, Duration::from_secs(10), |e| match e {
+        ViewerEvent::Code { code, .. } => Some(*code),
         _ => None,
     })
 }

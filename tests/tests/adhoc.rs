@@ -14,14 +14,12 @@ use std::time::{Duration, Instant};
 
 use deskwire::adhoc::{self, TemporaryHost, TemporaryHostConfig, TemporaryHostEvent};
 use deskwire::input::InputEvent;
-use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent};
+use deskwire::{Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_broker::{BrokerConfig, Clock};
 use deskwire_capture::{Source, Timestamp, X11Source};
 use deskwire_signal::adhoc::{Activation, AdhocLimits};
-use deskwire_tests::session_fixtures::{
-    loopback, luma_psnr, wait_controller, wait_host, TestBroker,
-};
+use deskwire_tests::session_fixtures::{loopback, luma_psnr, wait_host, wait_viewer, TestBroker};
 use deskwire_tests::{capture_fresh, Scene, Xvfb};
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::ConnectionExt;
@@ -101,33 +99,33 @@ fn files_in(dir: &Path) -> Vec<String> {
 }
 
 /// The technician calls the session's temporary host.
-fn call(broker: &TestBroker, token: &str, invitation: &adhoc::Invitation) -> Controller {
-    let config = ControllerConfig::adhoc(
+fn call(broker: &TestBroker, token: &str, invitation: &adhoc::Invitation) -> Viewer {
+    let config = ViewerConfig::adhoc(
         broker.url(),
         token,
         invitation.session,
         invitation.link.clone(),
     )
     .transport(loopback());
-    Controller::start(config).expect("starting the controller")
+    Viewer::start(config).expect("starting the viewer")
 }
 
-/// Why the controller `c` was turned away.
-fn refusal(c: &Controller) -> String {
-    wait_controller(c, WAIT, |_| None::<()>)
+/// Why the viewer `c` was turned away.
+fn refusal(c: &Viewer) -> String {
+    wait_viewer(c, WAIT, |_| None::<()>)
         .unwrap_err()
         .to_string()
 }
 
 /// One connection: the technician calls, the temporary host serves the call, the picture
-/// arrives. Returns the controller, the host serving it and the Y-PSNR of the picture.
+/// arrives. Returns the viewer, the host serving it and the Y-PSNR of the picture.
 fn connect(
     broker: &TestBroker,
     token: &str,
     invitation: &adhoc::Invitation,
     temp: &TemporaryHost,
     xvfb: &Xvfb,
-) -> (Controller, Host, f64) {
+) -> (Viewer, Host, f64) {
     let started = Instant::now();
     let c = call(broker, token, invitation);
     let session = match next_event(temp, "a call") {
@@ -153,12 +151,12 @@ fn connect(
         _ => None,
     })
     .expect("the call connects");
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     })
     .expect("a picture arrives");
     let first = started.elapsed();
-    let _ = wait_controller(&c, Duration::from_millis(500), |_| None::<()>);
+    let _ = wait_viewer(&c, Duration::from_millis(500), |_| None::<()>);
     let mut reference = X11Source::open(Some(&xvfb.display())).unwrap();
     let mut frame = reference.alloc_frame().unwrap();
     capture_fresh(&mut reference, &mut frame, Timestamp::from_micros(1), WAIT).unwrap();
@@ -169,7 +167,7 @@ fn connect(
     (c, h, psnr)
 }
 
-fn hang_up(c: Controller, h: Host) {
+fn hang_up(c: Viewer, h: Host) {
     c.shutdown().unwrap();
     wait_host(h.events(), WAIT, |e| {
         matches!(e, HostEvent::Disconnected(_)).then_some(())

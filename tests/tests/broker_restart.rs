@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use deskwire::JoinRefusal;
 use deskwire::{
-    AcceptanceMode, ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig,
-    HostEvent,
+    AcceptanceMode, ConsentAnswer, Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent,
 };
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
-use deskwire_tests::session_fixtures::{code_of, loopback, wait_controller, wait_host, TestBroker};
+use deskwire_tests::session_fixtures::{code_of, loopback, wait_host, wait_viewer, TestBroker};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -36,8 +35,8 @@ fn a_code_survives_a_broker_restart_and_still_works_exactly_once() {
     let (mut broker, token) =
         TestBroker::start_with_accounts(Permissions::NONE.with(Permission::ViewOnly), policy)
             .unwrap();
-    let c = Controller::start(
-        ControllerConfig::new(broker.url())
+    let c = Viewer::start(
+        ViewerConfig::new(broker.url())
             .transport(loopback())
             .token(token),
     )
@@ -47,12 +46,12 @@ fn a_code_survives_a_broker_restart_and_still_works_exactly_once() {
     broker
         .restart()
         .expect("restarting the broker on its database");
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::BrokerLost).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::BrokerLost).then_some(())
     })
     .unwrap();
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::BrokerResumed).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::BrokerResumed).then_some(())
     })
     .unwrap();
 
@@ -74,8 +73,8 @@ fn a_code_survives_a_broker_restart_and_still_works_exactly_once() {
         matches!(e, HostEvent::Connected { .. }).then_some(())
     })
     .unwrap();
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     })
     .unwrap();
 

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use deskwire::{
-    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
-    DisconnectReason, Host, HostConfig, HostEvent,
+    AcceptanceMode, ConsentAnswer, ConsentRefusal, DisconnectReason, Host, HostConfig, HostEvent,
+    Viewer, ViewerConfig, ViewerEvent,
 };
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
-use deskwire_tests::session_fixtures::{code_of, loopback, wait_controller, wait_host, TestBroker};
+use deskwire_tests::session_fixtures::{code_of, loopback, wait_host, wait_viewer, TestBroker};
 use deskwire_tests::Xvfb;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -23,7 +23,7 @@ fn synthetic() -> Box<dyn Source> {
 }
 
 /// A session whose target may be controlled: it injects into a private Xvfb.
-fn start(mode: AcceptanceMode) -> (Xvfb, TestBroker, Controller, Host) {
+fn start(mode: AcceptanceMode) -> (Xvfb, TestBroker, Viewer, Host) {
     // RUST_LOG=deskwire_engine=debug shows the negotiation when a test fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -31,7 +31,7 @@ fn start(mode: AcceptanceMode) -> (Xvfb, TestBroker, Controller, Host) {
         .try_init();
     let xvfb = Xvfb::start(320, 240).expect("starting Xvfb");
     let broker = TestBroker::start().unwrap();
-    let c = Controller::start(ControllerConfig::new(broker.url()).transport(loopback())).unwrap();
+    let c = Viewer::start(ViewerConfig::new(broker.url()).transport(loopback())).unwrap();
     let code = code_of(&c).unwrap();
     let config = HostConfig::new(broker.url())
         .transport(loopback())
@@ -61,10 +61,10 @@ fn host_ended(h: &Host) -> DisconnectReason {
     .unwrap()
 }
 
-fn controller_ended(c: &Controller) -> DisconnectReason {
-    wait_controller(c, WAIT, |e| match e {
-        ControllerEvent::Disconnected(r) => Some(r.clone()),
-        ControllerEvent::Connected { .. } | ControllerEvent::Frame(_) => {
+fn viewer_ended(c: &Viewer) -> DisconnectReason {
+    wait_viewer(c, WAIT, |e| match e {
+        ViewerEvent::Disconnected(r) => Some(r.clone()),
+        ViewerEvent::Connected { .. } | ViewerEvent::Frame(_) => {
             panic!("the technician got in although refused")
         }
         _ => None,
@@ -79,9 +79,9 @@ fn by_request_the_session_waits_for_the_user_and_gets_only_what_they_allow() {
     };
     let (_x, _broker, c, h) = start(mode);
     assert_eq!(asked(&h), (mode, true));
-    let timeout = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::AwaitingConsent { timeout } => Some(*timeout),
-        ControllerEvent::Connected { .. } => panic!("connected before the user answered"),
+    let timeout = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::AwaitingConsent { timeout } => Some(*timeout),
+        ViewerEvent::Connected { .. } => panic!("connected before the user answered"),
         _ => None,
     })
     .unwrap();
@@ -89,14 +89,14 @@ fn by_request_the_session_waits_for_the_user_and_gets_only_what_they_allow() {
     // View, but no control.
     h.answer_consent(ConsentAnswer::Allow { control: false })
         .unwrap();
-    let control = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::Permissions { control } => Some(*control),
+    let control = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::Permissions { control } => Some(*control),
         _ => None,
     })
     .unwrap();
     assert!(!control, "the user allowed viewing only");
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     })
     .unwrap();
     c.shutdown().unwrap();
@@ -114,7 +114,7 @@ fn a_user_who_rejects_keeps_the_technician_out_with_a_reason() {
         host_ended(&h),
         DisconnectReason::Consent(ConsentRefusal::RejectedByUser)
     );
-    match controller_ended(&c) {
+    match viewer_ended(&c) {
         DisconnectReason::PeerBye { detail, .. } => {
             assert!(detail.contains("rejected"), "{detail}")
         }
@@ -134,7 +134,7 @@ fn an_unanswered_request_times_out_and_deny_refuses_at_once() {
         host_ended(&h),
         DisconnectReason::Consent(ConsentRefusal::TimedOut)
     );
-    controller_ended(&c);
+    viewer_ended(&c);
     h.shutdown().unwrap();
     c.shutdown().unwrap();
 
@@ -143,7 +143,7 @@ fn an_unanswered_request_times_out_and_deny_refuses_at_once() {
         host_ended(&h),
         DisconnectReason::Consent(ConsentRefusal::DeniedByPolicy)
     );
-    match controller_ended(&c) {
+    match viewer_ended(&c) {
         DisconnectReason::PeerBye { detail, .. } => {
             assert!(detail.contains("does not accept"), "{detail}")
         }
@@ -182,8 +182,8 @@ fn the_group_policy_from_the_broker_can_only_make_the_target_stricter() {
         TestBroker::start_with_accounts(Permissions::NONE.with(Permission::ViewOnly), policy)
             .unwrap();
     let xvfb = Xvfb::start(320, 240).expect("starting Xvfb");
-    let c = Controller::start(
-        ControllerConfig::new(broker.url())
+    let c = Viewer::start(
+        ViewerConfig::new(broker.url())
             .transport(loopback())
             .token(token),
     )
@@ -221,8 +221,8 @@ fn the_group_policy_from_the_broker_can_only_make_the_target_stricter() {
     // Even a user who allows control cannot give more than the group has.
     h.answer_consent(ConsentAnswer::Allow { control: true })
         .unwrap();
-    let control = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::Permissions { control } => Some(*control),
+    let control = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::Permissions { control } => Some(*control),
         _ => None,
     })
     .unwrap();
@@ -233,11 +233,10 @@ fn the_group_policy_from_the_broker_can_only_make_the_target_stricter() {
     let _ = std::fs::remove_file(&key);
 
     // Without a token this broker opens no session at all.
-    let anonymous =
-        Controller::start(ControllerConfig::new(broker.url()).transport(loopback())).unwrap();
-    match wait_controller(&anonymous, WAIT, |e| match e {
-        ControllerEvent::Disconnected(r) => Some(r.clone()),
-        ControllerEvent::Code { .. } => panic!("a code without a token"),
+    let anonymous = Viewer::start(ViewerConfig::new(broker.url()).transport(loopback())).unwrap();
+    match wait_viewer(&anonymous, WAIT, |e| match e {
+        ViewerEvent::Disconnected(r) => Some(r.clone()),
+        ViewerEvent::Code { .. } => panic!("a code without a token"),
         _ => None,
     })
     .unwrap()

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deskwire::JoinRefusal;
-use deskwire::{Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent};
+use deskwire::{Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::pake::Pake;
 use deskwire_signal::{
     decode_client, encode, BrokerMessage, ClientMessage, ConnectionCode, PeerSignal,
 };
-use deskwire_tests::session_fixtures::{loopback, wait_controller, TestBroker};
+use deskwire_tests::session_fixtures::{loopback, wait_viewer, TestBroker};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(10);
 enum Attack {
     /// Put its own DTLS fingerprint in the target's offer (to terminate DTLS itself).
     SwapOfferFingerprint,
-    /// The same in the controller's answer.
+    /// The same in the viewer's answer.
     SwapAnswerFingerprint,
     /// Run its own PAKE with each side, guessing the secret, and re-MAC the descriptions.
     GuessTheSecret,
@@ -50,15 +50,15 @@ fn swap_fingerprint(sdp: &str) -> String {
 struct Guess {
     code: Option<ConnectionCode>,
     with_target: Option<deskwire_signal::pake::SessionKeys>,
-    with_controller: Option<deskwire_signal::pake::SessionKeys>,
+    with_viewer: Option<deskwire_signal::pake::SessionKeys>,
 }
 
-/// Rewrite one message a peer sends to the broker (`from_controller` says which peer).
+/// Rewrite one message a peer sends to the broker (`from_viewer` says which peer).
 /// `Err` is a reply the attacker sends back to that peer instead of forwarding anything.
 fn tamper(
     attack: Attack,
     text: &str,
-    from_controller: bool,
+    from_viewer: bool,
     guess: &mut Guess,
 ) -> Result<String, String> {
     let Ok(msg) = decode_client(text) else {
@@ -97,8 +97,8 @@ fn tamper(
                 .expect("the test sets the guess before the target joins");
             let (ours, reply) = Pake::start(&code);
             let keys = ours.finish(&msg).ok();
-            if from_controller {
-                guess.with_controller = keys;
+            if from_viewer {
+                guess.with_viewer = keys;
             } else {
                 guess.with_target = keys;
             }
@@ -126,10 +126,10 @@ fn tamper(
                 signal: PeerSignal::Offer { sdp, .. },
             },
         ) => {
-            // Our own certificate in the offer, MACed with the key agreed with the controller.
+            // Our own certificate in the offer, MACed with the key agreed with the viewer.
             let sdp = swap_fingerprint(&sdp);
             let mac = guess
-                .with_controller
+                .with_viewer
                 .as_ref()
                 .map(|k| k.mac_offer(&sdp))
                 .unwrap_or_default();
@@ -158,15 +158,15 @@ async fn hostile_proxy(upstream: String, attack: Attack, guess: Shared) -> Strin
                 };
                 let (mut down_tx, mut down_rx) = down.split();
                 let (mut up_tx, mut up_rx) = up.split();
-                let mut from_controller = false;
+                let mut from_viewer = false;
                 loop {
                     tokio::select! {
                         m = down_rx.next() => {
                             let Some(Ok(Message::Text(t))) = m else { break };
                             if t.as_str().contains("\"create_session\"") {
-                                from_controller = true;
+                                from_viewer = true;
                             }
-                            let out = tamper(attack, t.as_str(), from_controller, &mut *guess.lock().await);
+                            let out = tamper(attack, t.as_str(), from_viewer, &mut *guess.lock().await);
                             let sent = match out {
                                 Ok(o) => up_tx.send(Message::text(o)).await,
                                 Err(reply) => down_tx.send(Message::text(reply)).await,
@@ -200,16 +200,16 @@ fn attempt(attack: Attack) -> bool {
     let guess: Shared = Arc::new(tokio::sync::Mutex::new(Guess {
         code: None,
         with_target: None,
-        with_controller: None,
+        with_viewer: None,
     }));
     let url = rt.block_on(hostile_proxy(
         broker.url().to_owned(),
         attack,
         guess.clone(),
     ));
-    let c = Controller::start(ControllerConfig::new(&url).transport(loopback())).unwrap();
-    let code = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::Code { code, .. } => Some(*code),
+    let c = Viewer::start(ViewerConfig::new(&url).transport(loopback())).unwrap();
+    let code = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::Code { code, .. } => Some(*code),
         _ => None,
     })
     .unwrap();
@@ -245,8 +245,8 @@ fn attempt(attack: Attack) -> bool {
         }
         while let Ok(e) = c.events().try_recv() {
             match e {
-                ControllerEvent::Connected { .. } | ControllerEvent::Frame(_) => return false,
-                ControllerEvent::VerificationFailed { .. } => caught = true,
+                ViewerEvent::Connected { .. } | ViewerEvent::Frame(_) => return false,
+                ViewerEvent::VerificationFailed { .. } => caught = true,
                 _ => {}
             }
         }
@@ -260,7 +260,7 @@ fn attempt(attack: Attack) -> bool {
         .any(|e| matches!(e, HostEvent::Connected { .. }))
         || c.events()
             .try_iter()
-            .any(|e| matches!(e, ControllerEvent::Connected { .. }));
+            .any(|e| matches!(e, ViewerEvent::Connected { .. }));
     let _ = h.shutdown();
     let _ = c.shutdown();
     rt.shutdown_timeout(Duration::from_secs(1));

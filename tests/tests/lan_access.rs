@@ -2,7 +2,7 @@
 //! (the user may reject in time, silence lets the technician in), allow by request (the user
 //! must accept; silence refuses), deny; and a password that rotated after a day.
 //!
-//! The target is the engine's `Host::start_lan` and the technician's side its `Controller`,
+//! The target is the engine's `Host::start_lan` and the technician's side its `Viewer`,
 //! each on a thread inside its own namespace. Every refused attempt leaves the target
 //! listening for the next one, as a managed computer does.
 
@@ -13,12 +13,12 @@ use deskwire::accounts::AdminAccounts;
 use deskwire::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
 use deskwire::UnixMillis;
 use deskwire::{
-    AcceptanceMode, ConsentAnswer, ConsentRefusal, Controller, ControllerConfig, ControllerEvent,
-    DisconnectReason, Host, HostConfig, HostEvent, TransportConfig,
+    AcceptanceMode, ConsentAnswer, ConsentRefusal, DisconnectReason, Host, HostConfig, HostEvent,
+    TransportConfig, Viewer, ViewerConfig, ViewerEvent,
 };
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_tests::netns::Lan;
-use deskwire_tests::session_fixtures::{lan_permission, wait_controller, wait_host};
+use deskwire_tests::session_fixtures::{lan_permission, wait_host, wait_viewer};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -70,22 +70,22 @@ fn host_with(
     (h, addr)
 }
 
-fn controller(lan: &Lan, to: SocketAddr, password: LanPassword) -> Controller {
-    controller_with(lan, ControllerConfig::lan(to, password, lan_permission()))
+fn viewer(lan: &Lan, to: SocketAddr, password: LanPassword) -> Viewer {
+    viewer_with(lan, ViewerConfig::lan(to, password, lan_permission()))
 }
 
-fn controller_with(lan: &Lan, config: ControllerConfig) -> Controller {
+fn viewer_with(lan: &Lan, config: ViewerConfig) -> Viewer {
     let config =
-        config.transport(TransportConfig::default().bind(vec![IpAddr::V4(lan.controller_ip())]));
-    lan.run_in(lan.controller(), move || Controller::start(config))
+        config.transport(TransportConfig::default().bind(vec![IpAddr::V4(lan.viewer_ip())]));
+    lan.run_in(lan.viewer(), move || Viewer::start(config))
         .unwrap()
-        .expect("starting the controller")
+        .expect("starting the viewer")
 }
 
 /// The end of `c`'s session: how it ended.
-fn ended(c: &Controller) -> DisconnectReason {
-    wait_controller(c, WAIT, |e| match e {
-        ControllerEvent::Disconnected(r) => Some(r.clone()),
+fn ended(c: &Viewer) -> DisconnectReason {
+    wait_viewer(c, WAIT, |e| match e {
+        ViewerEvent::Disconnected(r) => Some(r.clone()),
         _ => None,
     })
     .expect("the session ended")
@@ -98,13 +98,13 @@ fn asked(h: &Host) {
     .expect("the user was asked");
 }
 
-fn connected(h: &Host, c: &Controller) {
+fn connected(h: &Host, c: &Viewer) {
     wait_host(h.events(), WAIT, |e| {
         matches!(e, HostEvent::Connected { .. }).then_some(())
     })
     .expect("the target connected");
-    wait_controller(c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    wait_viewer(c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     })
     .expect("the technician sees the screen");
 }
@@ -119,7 +119,7 @@ fn allow_by_request_refuses_on_reject_and_on_silence_and_connects_on_accept() {
     let (h, to) = host(&lan, mode, passwords.clone());
 
     // The user says no.
-    let c = controller(&lan, to, passwords.current());
+    let c = viewer(&lan, to, passwords.current());
     asked(&h);
     h.answer_consent(ConsentAnswer::Reject).unwrap();
     let r = ended(&c);
@@ -132,7 +132,7 @@ fn allow_by_request_refuses_on_reject_and_on_silence_and_connects_on_accept() {
     c.shutdown().unwrap();
 
     // Nobody answers: refused when the question times out; the target still listens.
-    let c = controller(&lan, to, passwords.current());
+    let c = viewer(&lan, to, passwords.current());
     asked(&h);
     let r = ended(&c);
     assert!(
@@ -142,7 +142,7 @@ fn allow_by_request_refuses_on_reject_and_on_silence_and_connects_on_accept() {
     c.shutdown().unwrap();
 
     // The user says yes: the session starts.
-    let c = controller(&lan, to, passwords.current());
+    let c = viewer(&lan, to, passwords.current());
     asked(&h);
     h.answer_consent(ConsentAnswer::Allow { control: false })
         .unwrap();
@@ -160,7 +160,7 @@ fn allow_automatically_lets_silence_in_and_a_reject_in_time_out() {
     };
     let (h, to) = host(&lan, mode, passwords.clone());
 
-    let c = controller(&lan, to, passwords.current());
+    let c = viewer(&lan, to, passwords.current());
     asked(&h);
     h.answer_consent(ConsentAnswer::Reject).unwrap();
     let r = ended(&c);
@@ -177,7 +177,7 @@ fn allow_automatically_lets_silence_in_and_a_reject_in_time_out() {
         reject_window: Duration::from_millis(300),
     };
     let (h, to) = host(&lan, mode, passwords.clone());
-    let c = controller(&lan, to, passwords.current());
+    let c = viewer(&lan, to, passwords.current());
     asked(&h);
     connected(&h, &c);
     c.shutdown().unwrap();
@@ -190,7 +190,7 @@ fn deny_refuses_every_technician_with_the_right_password() {
     let passwords = LanPasswords::daily();
     let (h, to) = host(&lan, AcceptanceMode::Deny, passwords.clone());
     for _ in 0..2 {
-        let c = controller(&lan, to, passwords.current());
+        let c = viewer(&lan, to, passwords.current());
         let r = ended(&c);
         assert!(
             r.to_string()
@@ -215,7 +215,7 @@ fn yesterdays_password_stops_working_once_a_day_has_passed() {
         reject_window: Duration::ZERO,
     };
     let (h, to) = host(&lan, mode, passwords.clone());
-    let c = controller(&lan, to, yesterdays.clone());
+    let c = viewer(&lan, to, yesterdays.clone());
     match ended(&c) {
         DisconnectReason::Lan(why) => assert!(why.contains("wrong password"), "{why}"),
         other => panic!("expected a wrong-password refusal, got {other}"),
@@ -223,7 +223,7 @@ fn yesterdays_password_stops_working_once_a_day_has_passed() {
     c.shutdown().unwrap();
     let today = passwords.current();
     assert_ne!(today, yesterdays);
-    let c = controller(&lan, to, today);
+    let c = viewer(&lan, to, today);
     connected(&h, &c);
     c.shutdown().unwrap();
     h.shutdown().unwrap();
@@ -241,17 +241,17 @@ fn a_target_that_requires_an_administrator_lets_in_only_a_technician_with_its_cr
         reject_window: Duration::ZERO,
     };
     let (h, to) = host_with(&lan, mode, passwords.clone(), Some(admins));
-    let lan_config = || ControllerConfig::lan(to, passwords.current(), lan_permission());
+    let lan_config = || ViewerConfig::lan(to, passwords.current(), lan_permission());
 
     // Without credentials: told what is missing.
-    let c = controller_with(&lan, lan_config());
+    let c = viewer_with(&lan, lan_config());
     match ended(&c) {
         DisconnectReason::Lan(why) => assert!(why.contains("administrators"), "{why}"),
         other => panic!("expected a LAN refusal, got {other}"),
     }
     c.shutdown().unwrap();
     // With a wrong password: refused, and nothing connected.
-    let c = controller_with(
+    let c = viewer_with(
         &lan,
         lan_config().admin_credentials("it-admin", "tr0ub4dor&3"),
     );
@@ -264,7 +264,7 @@ fn a_target_that_requires_an_administrator_lets_in_only_a_technician_with_its_cr
     }
     c.shutdown().unwrap();
     // With the right ones: in.
-    let c = controller_with(
+    let c = viewer_with(
         &lan,
         lan_config().admin_credentials("it-admin", "Tr0ub4dor&3"),
     );
@@ -355,7 +355,7 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
         .unwrap()
         .unwrap();
     let to = h.lan_addr().unwrap();
-    let c = controller(&lan, to, passwords.current());
+    let c = viewer(&lan, to, passwords.current());
     asked(&h);
     h.answer_consent(ConsentAnswer::Allow { control: true })
         .unwrap();
@@ -368,8 +368,8 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     .unwrap();
     assert_eq!(asked_id, id);
     h.answer_grant(id, GrantDecision::Approve).unwrap();
-    let ticket: GrantTicket = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::GrantAnswered { result, .. } => Some(result.clone()),
+    let ticket: GrantTicket = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::GrantAnswered { result, .. } => Some(result.clone()),
         _ => None,
     })
     .unwrap()
@@ -380,9 +380,9 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     // 2. Later, nobody at the target: the grant lets the technician in (with the target's
     //    admin credentials, as the grant's mode asks); the user is never asked.
     let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
-    let config = ControllerConfig::lan_grant(to, ticket.clone(), lan_permission())
+    let config = ViewerConfig::lan_grant(to, ticket.clone(), lan_permission())
         .admin_credentials("it-admin", "Tr0ub4dor&3");
-    let c = controller_with(&lan, config);
+    let c = viewer_with(&lan, config);
     let first = wait_host(h.events(), WAIT, |e| match e {
         HostEvent::ConsentRequested { .. } => Some("asked"),
         HostEvent::Connected { .. } => Some("connected"),
@@ -398,9 +398,9 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
 
     // 3. Without the admin credentials the grant's mode asks for: refused.
     let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
-    let c = controller_with(
+    let c = viewer_with(
         &lan,
-        ControllerConfig::lan_grant(to, ticket.clone(), lan_permission()),
+        ViewerConfig::lan_grant(to, ticket.clone(), lan_permission()),
     );
     match ended(&c) {
         DisconnectReason::Lan(why) => assert!(why.contains("administrators"), "{why}"),
@@ -419,9 +419,9 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     let (closed, _) = approve(request(Some(window)), &GrantPolicy::default(), now).unwrap();
     let closed = grants.add(None, closed).unwrap();
     let (h, to) = grant_host(&lan, &x.display(), &grants, &accounts);
-    let config = ControllerConfig::lan_grant(to, closed, lan_permission())
+    let config = ViewerConfig::lan_grant(to, closed, lan_permission())
         .admin_credentials("it-admin", "Tr0ub4dor&3");
-    let c = controller_with(&lan, config);
+    let c = viewer_with(&lan, config);
     match ended(&c) {
         DisconnectReason::Lan(why) => assert!(why.contains("does not let anyone in now"), "{why}"),
         other => panic!("expected a refusal, got {other}"),
@@ -430,9 +430,9 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
 
     // 5. Revoked by the user: refused too.
     assert!(grants.revoke(ticket.id, UnixMillis::now()).unwrap());
-    let config = ControllerConfig::lan_grant(to, ticket, lan_permission())
+    let config = ViewerConfig::lan_grant(to, ticket, lan_permission())
         .admin_credentials("it-admin", "Tr0ub4dor&3");
-    let c = controller_with(&lan, config);
+    let c = viewer_with(&lan, config);
     match ended(&c) {
         DisconnectReason::Lan(why) => assert!(why.contains("revoked"), "{why}"),
         other => panic!("expected a refusal, got {other}"),

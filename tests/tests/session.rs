@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use deskwire::input::{InputEvent, InputRefusal, Key, NamedKey, PointerButton};
 use deskwire::{ConnectionCode, JoinRefusal, SessionCode};
-use deskwire::{
-    Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host, HostConfig, HostEvent,
-};
+use deskwire::{DisconnectReason, Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec, Timestamp, X11Source};
 use deskwire_tests::session_fixtures::{
-    code_of, deskwire_threads, loopback, luma_psnr, wait_controller, wait_host, TestBroker,
+    code_of, deskwire_threads, loopback, luma_psnr, wait_host, wait_viewer, TestBroker,
 };
 use deskwire_tests::{capture_fresh, Scene, TypingTarget, Xvfb};
 use x11rb::connection::Connection;
@@ -29,9 +27,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn controller(broker: &TestBroker) -> Controller {
-    Controller::start(ControllerConfig::new(broker.url()).transport(loopback()))
-        .expect("starting the controller")
+fn viewer(broker: &TestBroker) -> Viewer {
+    Viewer::start(ViewerConfig::new(broker.url()).transport(loopback()))
+        .expect("starting the viewer")
 }
 
 fn host_on(
@@ -57,9 +55,9 @@ fn synthetic() -> Box<dyn Source> {
     open(&"synthetic:typing".parse::<SourceSpec>().unwrap(), &opts).unwrap()
 }
 
-fn connected(c: &Controller) {
-    wait_controller(c, WAIT, |e| {
-        matches!(e, ControllerEvent::Connected { .. }).then_some(())
+fn connected(c: &Viewer) {
+    wait_viewer(c, WAIT, |e| {
+        matches!(e, ViewerEvent::Connected { .. }).then_some(())
     })
     .expect("the session connects");
 }
@@ -82,19 +80,19 @@ fn the_viewer_shows_what_is_on_the_target_screen() {
     let scene = Scene::known(1280, 720);
     scene.draw(&xvfb.display()).unwrap();
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     let entered = Instant::now();
     let source = Box::new(X11Source::open(Some(&xvfb.display())).unwrap());
     let h = host_on(&broker, source, code, true, None);
     connected(&c);
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     })
     .unwrap();
     let first = entered.elapsed();
     // Give the encoder's refinement of the first frames a moment, then compare.
-    let _ = wait_controller(&c, Duration::from_millis(500), |_| None::<()>);
+    let _ = wait_viewer(&c, Duration::from_millis(500), |_| None::<()>);
     let mut reference = X11Source::open(Some(&xvfb.display())).unwrap();
     let mut frame = reference.alloc_frame().unwrap();
     capture_fresh(&mut reference, &mut frame, Timestamp::from_micros(1), WAIT).unwrap();
@@ -117,7 +115,7 @@ fn the_viewer_shows_what_is_on_the_target_screen() {
 }
 
 #[test]
-fn controller_input_moves_clicks_and_types_on_the_target() {
+fn viewer_input_moves_clicks_and_types_on_the_target() {
     let _s = serial();
     let xvfb = Xvfb::start(800, 600).expect("starting Xvfb");
     let display = xvfb.display();
@@ -125,7 +123,7 @@ fn controller_input_moves_clicks_and_types_on_the_target() {
     let typed = TypingTarget::start(&display).unwrap();
 
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     let source = Box::new(X11Source::open(Some(&display)).unwrap());
     let h = host_on(&broker, source, code, false, Some(display.clone()));
@@ -137,7 +135,7 @@ fn controller_input_moves_clicks_and_types_on_the_target() {
 
     c.send_input(InputEvent::PointerMove { x: 123, y: 77 })
         .unwrap();
-    eventually("the pointer is where the controller put it", || {
+    eventually("the pointer is where the viewer put it", || {
         let (x, y, _) = pointer(&display);
         (x, y) == (123, 77)
     });
@@ -199,13 +197,13 @@ fn a_view_only_session_injects_nothing() {
     let display = xvfb.display();
     let before = pointer(&display);
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     let source = Box::new(X11Source::open(Some(&display)).unwrap());
     let h = host_on(&broker, source, code, true, Some(display.clone()));
     connected(&c);
-    let control = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::Permissions { control } => Some(*control),
+    let control = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::Permissions { control } => Some(*control),
         _ => None,
     })
     .unwrap();
@@ -241,12 +239,12 @@ fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input(
     let xvfb = Xvfb::start(640, 480).expect("starting Xvfb");
     let display = xvfb.display();
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     let source = Box::new(X11Source::open(Some(&display)).unwrap());
     let h = host_on(&broker, source, code, false, Some(display.clone()));
     connected(&c);
-    // Input counts from when the target has the session up (the controller hears so in
+    // Input counts from when the target has the session up (the viewer hears so in
     // `Permissions`); before that it is refused as not established.
     wait_host(h.events(), WAIT, |e| {
         matches!(e, HostEvent::Connected { control: true, .. }).then_some(())
@@ -264,8 +262,8 @@ fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input(
     eventually("button 1 is released by the downgrade", || {
         pointer(&display).2 & 0x100 == 0
     });
-    let control = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::Permissions { control } if !*control => Some(*control),
+    let control = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::Permissions { control } if !*control => Some(*control),
         _ => None,
     })
     .unwrap();
@@ -294,7 +292,7 @@ fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input(
 fn a_target_fails_over_to_the_next_broker_when_the_first_is_unreachable() {
     let _s = serial();
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     // Nothing listens on the first one (a port just freed).
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -314,7 +312,7 @@ fn a_target_fails_over_to_the_next_broker_when_the_first_is_unreachable() {
 fn a_wrong_code_can_be_corrected_and_a_used_code_is_refused() {
     let _s = serial();
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     let other = SessionCode::from_number((code.session().number() + 1) % SessionCode::SPACE);
     let wrong = ConnectionCode::new(other.unwrap(), code.secret()).unwrap();
@@ -358,7 +356,7 @@ fn wrong_secret(code: ConnectionCode) -> ConnectionCode {
 fn a_mistyped_secret_connects_nothing_and_the_right_code_then_works() {
     let _s = serial();
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     let h = host_on(&broker, synthetic(), wrong_secret(code), true, None);
     let refusal = wait_host(h.events(), WAIT, |e| match e {
@@ -368,9 +366,9 @@ fn a_mistyped_secret_connects_nothing_and_the_right_code_then_works() {
     })
     .unwrap();
     assert_eq!(refusal, JoinRefusal::VerificationFailed);
-    wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::VerificationFailed { .. } => Some(()),
-        ControllerEvent::Connected { .. } => panic!("connected with the wrong secret"),
+    wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::VerificationFailed { .. } => Some(()),
+        ViewerEvent::Connected { .. } => panic!("connected with the wrong secret"),
         _ => None,
     })
     .unwrap();
@@ -386,7 +384,7 @@ fn a_mistyped_secret_connects_nothing_and_the_right_code_then_works() {
 fn three_failed_verifications_burn_the_code() {
     let _s = serial();
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     let h = host_on(&broker, synthetic(), wrong_secret(code), true, None);
     let refused = |h: &Host| {
@@ -410,8 +408,8 @@ fn three_failed_verifications_burn_the_code() {
     // Burned for good: the right code no longer works either, and the technician is told.
     h.try_code(code).unwrap();
     assert_eq!(refused(&h), JoinRefusal::Burned);
-    let ended = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::Disconnected(r) => Some(r.clone()),
+    let ended = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::Disconnected(r) => Some(r.clone()),
         _ => None,
     })
     .unwrap();
@@ -424,7 +422,7 @@ fn three_failed_verifications_burn_the_code() {
 fn an_expired_code_is_refused_with_its_reason() {
     let _s = serial();
     let broker = TestBroker::start().unwrap();
-    let c = controller(&broker);
+    let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     broker.advance(Duration::from_secs(10 * 60 + 1));
     let h = host_on(&broker, synthetic(), code, true, None);
@@ -447,12 +445,12 @@ fn a_vanished_target_shows_reconnecting_within_seconds_ends_at_the_peer_timeout_
     // Without a goodbye, a killed target looks like an outage: the technician is told at
     // once that the session is reconnecting, and it ends at the peer timeout (short here;
     // 30 s by default, to ride out real outages).
-    let c = Controller::start(
-        ControllerConfig::new(broker.url())
+    let c = Viewer::start(
+        ViewerConfig::new(broker.url())
             .transport(loopback())
             .peer_timeout(Duration::from_secs(5)),
     )
-    .expect("starting the controller");
+    .expect("starting the viewer");
     let code = code_of(&c).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_deskwire-test-host"))
         .arg(broker.url())
@@ -467,16 +465,16 @@ fn a_vanished_target_shows_reconnecting_within_seconds_ends_at_the_peer_timeout_
         .unwrap();
     assert_eq!(line.trim(), "connected");
     connected(&c);
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     })
     .unwrap();
 
     child.kill().unwrap(); // SIGKILL: no goodbye of any kind
     let killed = Instant::now();
     let _ = child.wait();
-    wait_controller(&c, Duration::from_secs(5), |e| {
-        matches!(e, ControllerEvent::Reconnecting).then_some(())
+    wait_viewer(&c, Duration::from_secs(5), |e| {
+        matches!(e, ViewerEvent::Reconnecting).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let told = killed.elapsed();
@@ -484,8 +482,8 @@ fn a_vanished_target_shows_reconnecting_within_seconds_ends_at_the_peer_timeout_
         told < Duration::from_secs(4),
         "reconnecting shown after {told:?}"
     );
-    let reason = wait_controller(&c, Duration::from_secs(10), |e| match e {
-        ControllerEvent::Disconnected(r) => Some(r.clone()),
+    let reason = wait_viewer(&c, Duration::from_secs(10), |e| match e {
+        ViewerEvent::Disconnected(r) => Some(r.clone()),
         _ => None,
     })
     .unwrap_or_else(|e| panic!("{e}"));

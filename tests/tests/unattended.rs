@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use deskwire::accounts::AdminAccounts;
 use deskwire::grants::LocalGrants;
-use deskwire::{
-    ConsentAnswer, Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent,
-};
+use deskwire::{ConsentAnswer, Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent};
 use deskwire::{GrantAnswerError, GrantDecision, UnixMillis};
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
@@ -16,7 +14,7 @@ use deskwire_signal::grant::{
     CredentialMode, Grant, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName,
     ZoneOf,
 };
-use deskwire_tests::session_fixtures::{code_of, loopback, wait_controller, wait_host, TestBroker};
+use deskwire_tests::session_fixtures::{code_of, loopback, wait_host, wait_viewer, TestBroker};
 use deskwire_tests::Xvfb;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -52,7 +50,7 @@ fn temp(name: &str) -> std::path::PathBuf {
 /// A live session through `broker`: control unless `view_only`; the target keeps grants in
 /// `grants` and checks customer credentials against `customers`.
 struct Live {
-    c: Controller,
+    c: Viewer,
     h: Host,
     _x: Xvfb,
 }
@@ -65,11 +63,11 @@ fn live(
     customers: Option<AdminAccounts>,
 ) -> Live {
     let x = Xvfb::start(320, 240).expect("starting Xvfb");
-    let mut cc = ControllerConfig::new(broker.url()).transport(loopback());
+    let mut cc = ViewerConfig::new(broker.url()).transport(loopback());
     if let Some(t) = token {
         cc = cc.token(t);
     }
-    let c = Controller::start(cc).unwrap();
+    let c = Viewer::start(cc).unwrap();
     let code = code_of(&c).unwrap();
     let config = HostConfig::new(broker.url())
         .transport(loopback())
@@ -94,16 +92,16 @@ fn live(
         })
         .unwrap();
     }
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     })
     .unwrap();
     Live { c, h, _x: x }
 }
 
-fn answered(c: &Controller, id: u32) -> Result<Grant, String> {
-    wait_controller(c, WAIT, |e| match e {
-        ControllerEvent::GrantAnswered { id: got, result } if *got == id => {
+fn answered(c: &Viewer, id: u32) -> Result<Grant, String> {
+    wait_viewer(c, WAIT, |e| match e {
+        ViewerEvent::GrantAnswered { id: got, result } if *got == id => {
             // A refusal carries the target's sentence; anything else is a failure here.
             Some(
                 result

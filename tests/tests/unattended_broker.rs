@@ -12,8 +12,7 @@ use deskwire::accounts::AdminAccounts;
 use deskwire::grants::{self, GrantTicket, LocalGrants};
 use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
 use deskwire::{
-    ConsentAnswer, Controller, ControllerConfig, ControllerEvent, DisconnectReason, Host,
-    HostConfig, HostEvent,
+    ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent,
 };
 use deskwire::{GrantDecision, UnixMillis};
 use deskwire_broker::store::{AuditId, Permission, Permissions, Policy, Store};
@@ -22,7 +21,7 @@ use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
 use deskwire_signal::grant::{
     CredentialMode, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
 };
-use deskwire_tests::session_fixtures::{code_of, loopback, wait_controller, wait_host, TestBroker};
+use deskwire_tests::session_fixtures::{code_of, loopback, wait_host, wait_viewer, TestBroker};
 use deskwire_tests::Xvfb;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -71,8 +70,8 @@ impl Target {
 /// A live session in which alice asks for three days of unattended access and the user
 /// approves; returns her ticket.
 fn approved_grant(broker: &TestBroker, token: &str, target: &Target) -> GrantTicket {
-    let c = Controller::start(
-        ControllerConfig::new(broker.url())
+    let c = Viewer::start(
+        ViewerConfig::new(broker.url())
             .token(token)
             .transport(loopback()),
     )
@@ -85,8 +84,8 @@ fn approved_grant(broker: &TestBroker, token: &str, target: &Target) -> GrantTic
     .unwrap();
     h.answer_consent(ConsentAnswer::Allow { control: true })
         .unwrap();
-    wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     })
     .unwrap();
     let request = GrantRequest {
@@ -103,8 +102,8 @@ fn approved_grant(broker: &TestBroker, token: &str, target: &Target) -> GrantTic
     })
     .unwrap();
     h.answer_grant(id, GrantDecision::Approve).unwrap();
-    let ticket = wait_controller(&c, WAIT, |e| match e {
-        ControllerEvent::GrantAnswered { id: got, result } if *got == id => Some(result.clone()),
+    let ticket = wait_viewer(&c, WAIT, |e| match e {
+        ViewerEvent::GrantAnswered { id: got, result } if *got == id => Some(result.clone()),
         _ => None,
     })
     .unwrap()
@@ -116,7 +115,7 @@ fn approved_grant(broker: &TestBroker, token: &str, target: &Target) -> GrantTic
 }
 
 /// Alice calls `device` under `ticket`; the agent serves the call. `Ok` once frames arrive
-/// (nobody asked), or the reason the controller was refused.
+/// (nobody asked), or the reason the viewer was refused.
 fn call(
     broker: &TestBroker,
     token: &str,
@@ -126,10 +125,10 @@ fn call(
     target: &Target,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    let config = ControllerConfig::unattended(broker.url(), token, device, ticket.clone())
+    let config = ViewerConfig::unattended(broker.url(), token, device, ticket.clone())
         .admin_credentials("root", "correct horse")
         .transport(loopback());
-    let c = Controller::start(config).unwrap();
+    let c = Viewer::start(config).unwrap();
     let (session, grant) = match standby.events().recv_timeout(Duration::from_secs(2)) {
         Ok(StandbyEvent::Call {
             session,
@@ -140,17 +139,17 @@ fn call(
             (session, grant)
         }
         Ok(other) => panic!("expected a call, got {other:?}"),
-        // The broker refused: the controller says why.
+        // The broker refused: the viewer says why.
         Err(_) => {
-            return Err(wait_controller(&c, WAIT, |_| None::<()>)
+            return Err(wait_viewer(&c, WAIT, |_| None::<()>)
                 .unwrap_err()
                 .to_string());
         }
     };
     let h =
         Host::start_unattended_call(target.config(broker), synthetic(), session, grant).unwrap();
-    let got = wait_controller(&c, WAIT, |e| {
-        matches!(e, ControllerEvent::Frame(_)).then_some(())
+    let got = wait_viewer(&c, WAIT, |e| {
+        matches!(e, ViewerEvent::Frame(_)).then_some(())
     });
     let result = match got {
         Ok(()) => Ok(started.elapsed()),

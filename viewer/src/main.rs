@@ -32,7 +32,7 @@ use deskwire::lan::{
     check_lan_permission, fetch_lan_password, Browser, LanPassword, LanPeer, LanPermission,
     LanPermissionError, DEFAULT_POLICY_PATH, DEFAULT_PORT,
 };
-use deskwire::{Controller, ControllerConfig, ControllerEvent, DisconnectReason, TransportConfig};
+use deskwire::{DisconnectReason, TransportConfig, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_signal::grant::{
     CredentialMode, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
 };
@@ -213,8 +213,8 @@ fn main() -> Result<()> {
             session.code = addr.to_string();
             let url = format!("ws://{addr}");
             match ticket {
-                Some(t) => ControllerConfig::lan_grant(addr, t, permission),
-                None => ControllerConfig::lan(addr, password, permission),
+                Some(t) => ViewerConfig::lan_grant(addr, t, permission),
+                None => ViewerConfig::lan(addr, password, permission),
             }
             .transport(TransportConfig::for_broker(&url, args.bind))
         }
@@ -227,7 +227,7 @@ fn main() -> Result<()> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the grant {}", path.display()))?;
             session.code = format!("{device} (unattended)");
-            ControllerConfig::unattended(broker, token, device, GrantTicket::from_json(&text)?)
+            ViewerConfig::unattended(broker, token, device, GrantTicket::from_json(&text)?)
                 .transport(TransportConfig::for_broker(broker, args.bind))
         }
         (None, Some(broker)) if args.adhoc.is_some() => {
@@ -237,12 +237,12 @@ fn main() -> Result<()> {
             };
             let link = deskwire_signal::adhoc::AdhocLink::parse(link).context("--invite")?;
             session.code = format!("ad-hoc session {id}");
-            ControllerConfig::adhoc(broker, token, deskwire_signal::adhoc::AdhocId(id), link)
+            ViewerConfig::adhoc(broker, token, deskwire_signal::adhoc::AdhocId(id), link)
                 .transport(TransportConfig::for_broker(broker, args.bind))
         }
         (None, Some(broker)) => {
-            let mut config = ControllerConfig::new(broker)
-                .transport(TransportConfig::for_broker(broker, args.bind));
+            let mut config =
+                ViewerConfig::new(broker).transport(TransportConfig::for_broker(broker, args.bind));
             if let Some(token) = &args.token {
                 config = config.token(token.clone());
             }
@@ -268,14 +268,14 @@ fn main() -> Result<()> {
         }
         None => config,
     };
-    let controller = Controller::start(config)?;
+    let viewer = Viewer::start(config)?;
     let ended = if args.headless {
-        run_headless(&controller, &mut session, &args)
+        run_headless(&viewer, &mut session, &args)
     } else {
-        run_window(&controller, &mut session)
+        run_window(&viewer, &mut session)
     };
-    save(&controller, &args)?;
-    controller.shutdown()?;
+    save(&viewer, &args)?;
+    viewer.shutdown()?;
     match ended? {
         None => Ok(()),
         Some(reason) => {
@@ -376,7 +376,7 @@ fn join_addrs(peer: &LanPeer) -> String {
     addrs.join(" ")
 }
 
-/// What the viewer knows of the session, from the controller's events.
+/// What the viewer knows of the session, from the viewer's events.
 #[derive(Debug, Default)]
 struct Session {
     joined: Option<Instant>,
@@ -397,21 +397,21 @@ struct Session {
 
 impl Session {
     /// Print what the user should know; `Some` when the session is over.
-    fn handle(&mut self, event: ControllerEvent) -> Option<DisconnectReason> {
+    fn handle(&mut self, event: ViewerEvent) -> Option<DisconnectReason> {
         match event {
-            ControllerEvent::Code { code, .. } => {
+            ViewerEvent::Code { code, .. } => {
                 println!("connection code: {code}");
                 let _ = std::io::stdout().flush();
                 self.code = code.to_string();
             }
-            ControllerEvent::PeerJoined => self.joined = Some(Instant::now()),
-            ControllerEvent::BrokerLost => println!("lost the broker; keeping the code alive"),
-            ControllerEvent::BrokerResumed => println!("the broker is back; the code still works"),
-            ControllerEvent::Connected { setup } => {
+            ViewerEvent::PeerJoined => self.joined = Some(Instant::now()),
+            ViewerEvent::BrokerLost => println!("lost the broker; keeping the code alive"),
+            ViewerEvent::BrokerResumed => println!("the broker is back; the code still works"),
+            ViewerEvent::Connected { setup } => {
                 println!("connected in {} ms", setup.as_millis());
                 self.connected = true;
             }
-            ControllerEvent::StreamStarted {
+            ViewerEvent::StreamStarted {
                 width,
                 height,
                 bands,
@@ -419,7 +419,7 @@ impl Session {
                 println!("stream {width}x{height} in {bands} bands");
                 self.size = Some((width, height));
             }
-            ControllerEvent::Permissions { control } => {
+            ViewerEvent::Permissions { control } => {
                 println!(
                     "{}",
                     if control {
@@ -430,7 +430,7 @@ impl Session {
                 );
                 self.control = control;
             }
-            ControllerEvent::GrantAnswered { result, .. } => match result {
+            ViewerEvent::GrantAnswered { result, .. } => match result {
                 Ok(ticket) => {
                     println!(
                         "unattended access granted (grant {}) until {}",
@@ -452,7 +452,7 @@ impl Session {
                 }
                 Err(why) => println!("unattended access refused: {why}"),
             },
-            ControllerEvent::Frame(_) => {
+            ViewerEvent::Frame(_) => {
                 self.frames += 1;
                 if !self.first_frame {
                     self.first_frame = true;
@@ -464,15 +464,15 @@ impl Session {
                     }
                 }
             }
-            ControllerEvent::Reconnecting => {
+            ViewerEvent::Reconnecting => {
                 println!("reconnecting: nothing heard from the computer; waiting for the link")
             }
-            ControllerEvent::Reconnected => println!("reconnected"),
-            ControllerEvent::Stats(s) => println!(
+            ViewerEvent::Reconnected => println!("reconnected"),
+            ViewerEvent::Stats(s) => println!(
                 "{:.0} fps, {:.0} kbps, rtt {:?}, latency p50 {:?} p99 {:?}",
                 s.fps, s.kbps, s.rtt, s.latency_p50, s.latency_p99
             ),
-            ControllerEvent::Disconnected(reason) => {
+            ViewerEvent::Disconnected(reason) => {
                 println!("session ended: {reason}");
                 return Some(reason);
             }
@@ -483,7 +483,7 @@ impl Session {
 }
 
 fn run_headless(
-    controller: &Controller,
+    viewer: &Viewer,
     session: &mut Session,
     args: &Args,
 ) -> Result<Option<DisconnectReason>> {
@@ -492,13 +492,13 @@ fn run_headless(
         if until.is_some_and(|t| Instant::now() >= t) {
             return Ok(None);
         }
-        let Ok(event) = controller.events().recv_timeout(Duration::from_millis(50)) else {
+        let Ok(event) = viewer.events().recv_timeout(Duration::from_millis(50)) else {
             continue;
         };
         if let Some(reason) = session.handle(event) {
             return Ok(Some(reason));
         }
-        session.ask_for_grant(controller);
+        session.ask_for_grant(viewer);
         if session.connected && until.is_none() {
             until = Some(Instant::now() + Duration::from_secs_f64(args.duration));
         }
@@ -507,10 +507,10 @@ fn run_headless(
 
 impl Session {
     /// Ask for unattended access once, as soon as the session allows control.
-    fn ask_for_grant(&mut self, controller: &Controller) {
+    fn ask_for_grant(&mut self, viewer: &Viewer) {
         if self.control {
             if let Some(request) = self.grant_request.take() {
-                match controller.request_unattended(&request) {
+                match viewer.request_unattended(&request) {
                     Ok(_) => println!("asked the user for unattended access"),
                     Err(e) => println!("cannot ask for unattended access: {e}"),
                 }
@@ -537,7 +537,7 @@ impl minifb::InputCallback for Keys {
 /// The largest window the remote screen opens in; it can be resized.
 const MAX_WINDOW: (f64, f64) = (1600.0, 900.0);
 
-fn run_window(controller: &Controller, session: &mut Session) -> Result<Option<DisconnectReason>> {
+fn run_window(viewer: &Viewer, session: &mut Session) -> Result<Option<DisconnectReason>> {
     let mut window: Option<Window> = None;
     let (key_tx, key_rx) = mpsc::channel();
     let mut keys = KeyTranslator::default();
@@ -545,12 +545,12 @@ fn run_window(controller: &Controller, session: &mut Session) -> Result<Option<D
     let mut pixels: Vec<u32> = Vec::new();
     let mut shown = 0u64;
     loop {
-        while let Ok(event) = controller.events().try_recv() {
-            let restart = matches!(event, ControllerEvent::StreamStarted { .. });
+        while let Ok(event) = viewer.events().try_recv() {
+            let restart = matches!(event, ViewerEvent::StreamStarted { .. });
             if let Some(reason) = session.handle(event) {
                 return Ok(Some(reason));
             }
-            session.ask_for_grant(controller);
+            session.ask_for_grant(viewer);
             if restart {
                 if let Some((w, h)) = session.size {
                     // A new stream (or a new screen size): a window of the right shape.
@@ -587,7 +587,7 @@ fn run_window(controller: &Controller, session: &mut Session) -> Result<Option<D
         }
         if session.frames != shown {
             shown = session.frames;
-            let size = controller.with_frame(|f| {
+            let size = viewer.with_frame(|f| {
                 pixels.clear();
                 for y in 0..f.height() {
                     // BGRA bytes read as a little-endian u32 are 0xAARRGGBB, the
@@ -633,7 +633,7 @@ fn run_window(controller: &Controller, session: &mut Session) -> Result<Option<D
         // A view-only target would refuse it all; don't send what cannot arrive.
         if session.control {
             for event in out {
-                if controller.send_input(event).is_err() {
+                if viewer.send_input(event).is_err() {
                     break;
                 }
             }
@@ -641,11 +641,11 @@ fn run_window(controller: &Controller, session: &mut Session) -> Result<Option<D
     }
 }
 
-fn save(controller: &Controller, args: &Args) -> Result<()> {
+fn save(viewer: &Viewer, args: &Args) -> Result<()> {
     let Some(path) = &args.snapshot else {
         return Ok(());
     };
-    match controller.with_frame(|f| write_png(path, f)) {
+    match viewer.with_frame(|f| write_png(path, f)) {
         Some(r) => {
             r?;
             println!("snapshot: {}", path.display());

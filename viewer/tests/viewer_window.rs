@@ -18,9 +18,9 @@ use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// The viewer process, killed by PID when dropped.
-struct Viewer(Child);
+struct ViewerProcess(Child);
 
-impl Drop for Viewer {
+impl Drop for ViewerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -66,7 +66,7 @@ fn the_viewer_window_shows_the_remote_screen_and_sends_what_is_typed_and_pointed
         .spawn()
         .expect("starting the viewer");
     let stdout = child.stdout.take().expect("piped stdout");
-    let _viewer = Viewer(child);
+    let _viewer = ViewerProcess(child);
     let (line_tx, line_rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {

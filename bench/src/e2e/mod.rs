@@ -1,12 +1,12 @@
-//! `deskwire-bench e2e`: a real session per scene, target and controller in separate
+//! `deskwire-bench e2e`: a real session per scene, target and viewer in separate
 //! processes on loopback WebRTC, with the peers (ffmpeg + x264, the naive crate pipeline) on
 //! the same content where there is a real X display to grab.
 //!
 //! Per scene: the harness starts a broker (in process) and, for real content, an Xvfb with a
-//! workload; starts `e2e-controller`, reads the code, starts `e2e-target` with it; the
-//! controller measures after a warm-up, then the harness freezes the content (stops the
+//! workload; starts `e2e-viewer`, reads the code, starts `e2e-target` with it; the
+//! viewer measures after a warm-up, then the harness freezes the content (stops the
 //! workload, or freezes the synthetic source), lets the last picture arrive and compares what
-//! the controller shows with what the target showed.
+//! the viewer shows with what the target showed.
 
 pub(crate) mod report;
 pub(crate) mod roles;
@@ -23,7 +23,7 @@ use deskwire_engine::quality::psnr_plane;
 use serde::Serialize;
 
 use crate::peers::{self, PeerMeasure, PeerRun};
-use roles::{read_luma, ControllerReport, TargetReport};
+use roles::{read_luma, TargetReport, ViewerReport};
 
 /// The scenes, in the order they run.
 const SCENES: [&str; 8] = [
@@ -82,7 +82,7 @@ pub(crate) struct SceneResult {
     pub fps: f64,
     pub kbps: f64,
     pub cpu_ms_per_frame_target: Option<f64>,
-    pub cpu_ms_per_frame_controller: Option<f64>,
+    pub cpu_ms_per_frame_viewer: Option<f64>,
     pub cpu_pct_target: f64,
     pub psnr_y_db: Option<f64>,
     pub first_frame_ms: f64,
@@ -315,17 +315,17 @@ fn run_scene(broker: &str, plan: &Plan<'_>) -> Result<SceneResult> {
         (Some(kind), Some(d)) => Some(Workload::start(kind, d, plan.width, plan.height)?),
         _ => None,
     };
-    let frame_out = plan.out.join(format!("{}-controller.frame", plan.scene));
+    let frame_out = plan.out.join(format!("{}-viewer.frame", plan.scene));
     let reference_out = plan.out.join(format!("{}-target.frame", plan.scene));
 
     let mut cmd = Command::new(&exe);
-    cmd.args(["e2e-controller", "--broker", broker])
+    cmd.args(["e2e-viewer", "--broker", broker])
         .arg(format!("--warmup-ms={}", (plan.warmup * 1000.0) as u64))
         .arg(format!("--measure-ms={}", (plan.seconds * 1000.0) as u64))
         .arg("--frame-out")
         .arg(&frame_out);
-    let mut controller = Role::spawn("controller", cmd)?;
-    let code = controller.expect("code ", Duration::from_secs(10))?;
+    let mut viewer = Role::spawn("viewer", cmd)?;
+    let code = viewer.expect("code ", Duration::from_secs(10))?;
 
     let mut cmd = Command::new(&exe);
     let source = match (real, &display) {
@@ -353,9 +353,9 @@ fn run_scene(broker: &str, plan: &Plan<'_>) -> Result<SceneResult> {
         .expect("entered ", Duration::from_secs(10))?
         .parse()?;
     let window = Duration::from_secs_f64(plan.warmup + plan.seconds);
-    controller.expect("measure-start", Duration::from_secs(20) + window)?;
+    viewer.expect("measure-start", Duration::from_secs(20) + window)?;
     target.tell("start")?;
-    controller.expect("measure-end", Duration::from_secs(10) + window)?;
+    viewer.expect("measure-end", Duration::from_secs(10) + window)?;
     target.tell("stop")?;
     // Freeze the content, let the last picture arrive, then compare.
     match workload.as_mut() {
@@ -367,13 +367,13 @@ fn run_scene(broker: &str, plan: &Plan<'_>) -> Result<SceneResult> {
         Some(d) => Some(grab_luma(d)?),
         None => None,
     };
-    controller.tell("snapshot")?;
-    let c: ControllerReport = serde_json::from_str(
-        &controller
+    viewer.tell("snapshot")?;
+    let c: ViewerReport = serde_json::from_str(
+        &viewer
             .expect("{", Duration::from_secs(10))
             .map(|s| format!("{{{s}"))?,
     )
-    .context("the controller's report")?;
+    .context("the viewer's report")?;
     let t: TargetReport = serde_json::from_str(
         &target
             .expect("{", Duration::from_secs(15))
@@ -434,7 +434,7 @@ fn run_scene(broker: &str, plan: &Plan<'_>) -> Result<SceneResult> {
         fps: c.frames as f64 / c.measured_s.max(1e-9),
         kbps,
         cpu_ms_per_frame_target: target_cpf,
-        cpu_ms_per_frame_controller: per_frame(c.cpu_ms),
+        cpu_ms_per_frame_viewer: per_frame(c.cpu_ms),
         cpu_pct_target: 100.0 * t.cpu_ms / (t.measured_s.max(1e-9) * 1000.0),
         psnr_y_db: psnr,
         first_frame_ms: c

@@ -1,9 +1,9 @@
 //! The two ends of an `e2e` session, each in its own process (hidden subcommands), driven by
 //! the harness through a line protocol on stdin/stdout.
 //!
-//! Controller (stdout): `code <CODE>`, `measure-start`, `measure-end`, then after the harness
+//! Viewer (stdout): `code <CODE>`, `measure-start`, `measure-end`, then after the harness
 //! writes `snapshot` it saves its last decoded picture and prints one JSON
-//! [`ControllerReport`]. Target (stdout): `entered <unix us>`; stdin `start` and `stop` bound
+//! [`ViewerReport`]. Target (stdout): `entered <unix us>`; stdin `start` and `stop` bound
 //! the CPU measurement, `freeze` stops the source changing, and when the session ends it
 //! prints one JSON [`TargetReport`].
 // The line protocol with the harness is this module's output.
@@ -17,17 +17,15 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use deskwire::{
-    Controller, ControllerConfig, ControllerEvent, Host, HostConfig, HostEvent, TransportConfig,
-};
+use deskwire::{Host, HostConfig, HostEvent, TransportConfig, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_capture::{
     open, CaptureError, CaptureOutcome, Frame, OpenOptions, Source, SourceSpec, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
-/// `deskwire-bench e2e-controller`.
+/// `deskwire-bench e2e-viewer`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ControllerArgs {
+pub(crate) struct ViewerArgs {
     #[arg(long)]
     broker: String,
     /// Milliseconds after the channels open before measuring.
@@ -69,7 +67,7 @@ pub(crate) struct TargetArgs {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ControllerReport {
+pub(crate) struct ViewerReport {
     pub first_frame_unix_us: u64,
     pub frames: u64,
     pub bytes: u64,
@@ -160,9 +158,9 @@ pub(crate) fn read_luma(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
     Ok((w, h, luma))
 }
 
-pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
+pub(crate) fn run_viewer(args: &ViewerArgs) -> Result<()> {
     let stdin = stdin_lines()?;
-    let c = Controller::start(ControllerConfig::new(&args.broker).transport(bound(args.bind)))?;
+    let c = Viewer::start(ViewerConfig::new(&args.broker).transport(bound(args.bind)))?;
     let warmup = Duration::from_millis(args.warmup_ms);
     let measure = Duration::from_millis(args.measure_ms);
     let mut first_frame = 0u64;
@@ -179,9 +177,9 @@ pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
         }
         if let Ok(e) = c.events().recv_timeout(Duration::from_millis(2)) {
             match e {
-                ControllerEvent::Code { code, .. } => say(&format!("code {code}")),
-                ControllerEvent::Connected { .. } => connected = Some(Instant::now()),
-                ControllerEvent::Frame(f) => {
+                ViewerEvent::Code { code, .. } => say(&format!("code {code}")),
+                ViewerEvent::Connected { .. } => connected = Some(Instant::now()),
+                ViewerEvent::Frame(f) => {
                     if first_frame == 0 {
                         first_frame = unix_us();
                     }
@@ -196,7 +194,7 @@ pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
                         }
                     }
                 }
-                ControllerEvent::Disconnected(r) => bail!("the session ended early: {r}"),
+                ViewerEvent::Disconnected(r) => bail!("the session ended early: {r}"),
                 _ => {}
             }
         }
@@ -220,7 +218,7 @@ pub(crate) fn run_controller(args: &ControllerArgs) -> Result<()> {
     };
     c.with_frame(|f| write_frame(&args.frame_out, f))
         .context("no frame was decoded")??;
-    let report = ControllerReport {
+    let report = ViewerReport {
         first_frame_unix_us: first_frame,
         frames: e.2 .0 - s.2 .0,
         bytes: e.2 .1 - s.2 .1,

@@ -1,4 +1,4 @@
-//! A LAN target: listen for controllers, answer each the way a broker would, and run the
+//! A LAN target: listen for viewers, answer each the way a broker would, and run the
 //! same key exchange, consent and MACed negotiation as with a broker, under the password.
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::pairing::PairingSecret;
 
 impl HostTask {
-    /// Serve controllers on `listener` until one gets a session, then stream to it.
+    /// Serve viewers on `listener` until one gets a session, then stream to it.
     pub(super) async fn run_lan(
         &mut self,
         source: Box<dyn Source>,
@@ -58,7 +58,7 @@ impl HostTask {
             let mut sig = match Signalling::accept_direct(tcp, self.config.connect_timeout).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::debug!(%from, error = %e, "not a controller");
+                    tracing::debug!(%from, error = %e, "not a viewer");
                     continue;
                 }
             };
@@ -76,15 +76,15 @@ impl HostTask {
                 continue;
             }
             if let Err(e) = sig.send_as_broker(&BrokerMessage::PeerJoined {}).await {
-                tracing::debug!(%from, error = %e, "the controller left");
+                tracing::debug!(%from, error = %e, "the viewer left");
                 continue;
             }
-            tracing::info!(%from, "LAN controller connected");
-            // The controller says first which secret it holds: the password, or a grant.
+            tracing::info!(%from, "LAN viewer connected");
+            // The viewer says first which secret it holds: the password, or a grant.
             let grant = match self.hello(&mut sig).await {
                 Ok(g) => g,
                 Err(why) => {
-                    tracing::debug!(%from, why, "no hello from the LAN controller");
+                    tracing::debug!(%from, why, "no hello from the LAN viewer");
                     continue;
                 }
             };
@@ -167,7 +167,7 @@ impl HostTask {
                     break Err(DisconnectReason::Local);
                 }
                 Err(Negotiation::End(r)) => {
-                    // Refused by the user, the controller left, a transport failure: this
+                    // Refused by the user, the viewer left, a transport failure: this
                     // attempt is over, the target keeps listening.
                     tracing::info!(%from, reason = %r, "LAN attempt ended without a session");
                     sig.close().await;
@@ -181,7 +181,7 @@ impl HostTask {
             .await
     }
 
-    /// The LAN controller's hello: which grant it connects under, if any.
+    /// The LAN viewer's hello: which grant it connects under, if any.
     async fn hello(&mut self, sig: &mut Signalling) -> Result<Option<u32>, String> {
         let wait = tokio::time::timeout(self.config.connect_timeout, sig.recv()).await;
         match wait {
@@ -233,7 +233,7 @@ impl HostTask {
         Ok((secret, admin))
     }
 
-    /// Tell a LAN controller why it is turned away, close, and report it.
+    /// Tell a LAN viewer why it is turned away, close, and report it.
     async fn refuse(
         &mut self,
         mut sig: Signalling,

@@ -156,7 +156,7 @@ impl FrameRateFit {
     /// to matter.
     fn poll(&mut self, now: Instant) -> Option<(u32, u32, u8)> {
         let t = self.target?;
-        // The controller's cap trades frames for quality when bits are short. Content that
+        // The viewer's cap trades frames for quality when bits are short. Content that
         // uses less than half its bitrate (typing, a cursor) is not short of bits: a low
         // estimate there only says little was sent, and every frame is worth sending.
         let cheap = self

@@ -1,6 +1,6 @@
 //! Direct connections on the LAN, with no broker in the path.
 //!
-//! A target in LAN mode ([`crate::Host::start_lan`]) listens for controllers on a TCP port
+//! A target in LAN mode ([`crate::Host::start_lan`]) listens for viewers on a TCP port
 //! and answers them the way a broker would, so the rest of the session (PAKE, consent, MACed
 //! offer and answer, WebRTC) is the same code as with a broker. What replaces the code is
 //! the target's rotating password ([`LanPasswords`]), which is only ever a PAKE input.
@@ -192,7 +192,7 @@ fn fresh() -> LanPassword {
 pub struct LanHostConfig {
     /// Where to listen (`0.0.0.0:8451` by default).
     pub listen: SocketAddr,
-    /// The password controllers must know.
+    /// The password viewers must know.
     pub passwords: LanPasswords,
     /// How long wrong passwords make their source wait.
     pub backoff: BackoffLimits,

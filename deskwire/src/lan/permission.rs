@@ -4,7 +4,7 @@
 //! broker, the local policy file an administrator owns (`/etc/deskwire/technician.conf` by
 //! default, lines like `connect_on_lan = no`). The answer is a [`LanPermission`], which
 //! only [`check_lan_permission`] makes and a LAN [`crate::LanTarget`] requires: a program
-//! built on [`crate::Controller`] cannot connect on the LAN without asking.
+//! built on [`crate::Viewer`] cannot connect on the LAN without asking.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

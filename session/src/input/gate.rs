@@ -13,9 +13,9 @@ pub enum InputRefusal {
     /// A text event over the size limit.
     #[error("text input longer than {MAX_TEXT_BYTES} bytes")]
     TextTooLong,
-    /// A release of a key or button that is not held: ignored so a controller cannot
+    /// A release of a key or button that is not held: ignored so a viewer cannot
     /// release what the local user holds.
-    #[error("release of a key or button that the controller does not hold")]
+    #[error("release of a key or button that the viewer does not hold")]
     NotHeld,
     /// More keys held at once than any keyboard allows.
     #[error("too many keys held at once")]
@@ -36,10 +36,10 @@ pub enum InputRefusal {
 /// Keys held at once beyond which presses are refused; a real keyboard rolls over far sooner.
 pub(crate) const MAX_HELD_KEYS: usize = 16;
 
-/// Decides, on the target, which controller input may be injected.
+/// Decides, on the target, which viewer input may be injected.
 ///
 /// Sans-IO: feed it events with [`InputGate::handle_event`] and act on what it returns. It
-/// tracks what the controller holds so [`InputGate::release_all`] can let go of everything
+/// tracks what the viewer holds so [`InputGate::release_all`] can let go of everything
 /// when the session ends or control is revoked.
 #[derive(Debug)]
 pub struct InputGate {
@@ -150,7 +150,7 @@ impl InputGate {
         }
     }
 
-    /// Release every key and button the controller holds, in reverse order of pressing.
+    /// Release every key and button the viewer holds, in reverse order of pressing.
     pub fn release_all(&mut self) -> Vec<InjectOp> {
         let mut ops: Vec<InjectOp> = self
             .held_keys

@@ -1,4 +1,4 @@
-//! Keyboard and mouse on the return path: the events a controller sends, the gate that decides
+//! Keyboard and mouse on the return path: the events a viewer sends, the gate that decides
 //! on the target whether each one may be injected, and the thread that injects them.
 //!
 //! The gate is sans-IO and owns the safety rules, so they are tested without an X server:

@@ -16,7 +16,7 @@ fn fb(bps: u64, loss: f64, delay_ms: u32) -> Feedback {
     }
 }
 
-fn controller(start: u64) -> RateController {
+fn rate_controller(start: u64) -> RateController {
     RateController::new(RateConfig {
         start_bps: start,
         ..RateConfig::default()
@@ -43,14 +43,14 @@ fn run(rc: &mut RateController, from: Duration, secs: u32, link_bps: u64) -> Dur
 
 #[test]
 fn a_clean_path_that_carries_everything_lets_the_estimate_grow_to_the_maximum() {
-    let mut rc = controller(2_000_000);
+    let mut rc = rate_controller(2_000_000);
     run(&mut rc, Duration::ZERO, 10, 1_000_000_000);
     assert_eq!(rc.estimate_bps(), RateConfig::default().max_bps);
 }
 
 #[test]
 fn the_estimate_settles_under_a_bottleneck_without_collapsing() {
-    let mut rc = controller(2_000_000);
+    let mut rc = rate_controller(2_000_000);
     let t = run(&mut rc, Duration::ZERO, 10, 6_000_000);
     // Over the next seconds it stays between 60 % and 120 % of the link: it probes a
     // little above and cuts back when the queue shows.
@@ -66,7 +66,7 @@ fn the_estimate_settles_under_a_bottleneck_without_collapsing() {
 
 #[test]
 fn a_step_down_of_the_link_brings_the_estimate_under_it_within_a_second() {
-    let mut rc = controller(20_000_000);
+    let mut rc = rate_controller(20_000_000);
     let t = run(&mut rc, Duration::ZERO, 5, 20_000_000);
     assert!(rc.estimate_bps() > 12_000_000, "{}", rc.estimate_bps());
     run(&mut rc, t, 1, 2_000_000);
@@ -75,7 +75,7 @@ fn a_step_down_of_the_link_brings_the_estimate_under_it_within_a_second() {
 
 #[test]
 fn random_loss_below_the_hold_threshold_does_not_cut_the_rate() {
-    let mut rc = controller(3_000_000);
+    let mut rc = rate_controller(3_000_000);
     for i in 1..=50 {
         rc.handle_feedback(i * 100 * MS, &fb(3_000_000, 0.015, 2), None)
             .unwrap();
@@ -85,7 +85,7 @@ fn random_loss_below_the_hold_threshold_does_not_cut_the_rate() {
 
 #[test]
 fn heavy_loss_cuts_the_rate_even_without_a_queue() {
-    let mut rc = controller(4_000_000);
+    let mut rc = rate_controller(4_000_000);
     rc.handle_feedback(100 * MS, &fb(4_000_000, 0.3, 0), None)
         .unwrap();
     assert!(rc.estimate_bps() <= 3_400_000, "{}", rc.estimate_bps());
@@ -93,7 +93,7 @@ fn heavy_loss_cuts_the_rate_even_without_a_queue() {
 
 #[test]
 fn an_idle_sender_does_not_grow_the_estimate_on_an_empty_path() {
-    let mut rc = controller(2_000_000);
+    let mut rc = rate_controller(2_000_000);
     for i in 1..=100 {
         rc.handle_feedback(i * 100 * MS, &fb(50_000, 0.0, 0), None)
             .unwrap();
@@ -103,7 +103,7 @@ fn an_idle_sender_does_not_grow_the_estimate_on_an_empty_path() {
 
 #[test]
 fn cuts_wait_a_round_trip_for_the_last_one_to_show() {
-    let mut rc = controller(4_000_000);
+    let mut rc = rate_controller(4_000_000);
     rc.handle_feedback(100 * MS, &fb(3_000_000, 0.0, 120), Some(300 * MS))
         .unwrap();
     let first = rc.estimate_bps();
@@ -121,7 +121,7 @@ fn cuts_wait_a_round_trip_for_the_last_one_to_show() {
 
 #[test]
 fn hostile_feedback_is_refused_or_clamped_never_trusted() {
-    let mut rc = controller(2_000_000);
+    let mut rc = rate_controller(2_000_000);
     for interval_us in [0, 999, 10_000_001, u32::MAX] {
         let bad = Feedback {
             interval_us,
@@ -155,10 +155,10 @@ fn hostile_feedback_is_refused_or_clamped_never_trusted() {
 
 #[test]
 fn fewer_frames_are_asked_for_when_bits_are_short() {
-    assert_eq!(controller(8_000_000).target().max_fps, 60);
-    assert_eq!(controller(2_000_000).target().max_fps, 30);
-    assert_eq!(controller(200_000).target().max_fps, 10);
-    let t = controller(2_000_000).target();
+    assert_eq!(rate_controller(8_000_000).target().max_fps, 60);
+    assert_eq!(rate_controller(2_000_000).target().max_fps, 30);
+    assert_eq!(rate_controller(200_000).target().max_fps, 10);
+    let t = rate_controller(2_000_000).target();
     assert!(t.encoder_bps < t.estimate_bps && t.estimate_bps < t.pacing_bps);
 }
 
@@ -184,7 +184,7 @@ fn impossible_bounds_are_refused_with_the_rule() {
 
 #[test]
 fn the_quality_floor_coarsens_soon_after_the_rate_falls_and_refines_only_after_it_held() {
-    let mut rc = controller(20_000_000);
+    let mut rc = rate_controller(20_000_000);
     assert_eq!(rc.target().max_qp, 28);
     // The link drops to a quarter: the floor opens to the worst within seconds, so the
     // encoder's rate control can meet the rate at full frame rate.
@@ -201,7 +201,7 @@ fn the_quality_floor_coarsens_soon_after_the_rate_falls_and_refines_only_after_i
 
 #[test]
 fn a_queue_during_the_start_burst_does_not_cut_but_loss_does_and_the_hold_ends() {
-    let mut rc = controller(8_000_000);
+    let mut rc = rate_controller(8_000_000);
     rc.hold_delay_cuts(Duration::ZERO);
     // Slow start and the first keyframes: little arrives late. Not the path.
     rc.handle_feedback(500 * MS, &fb(2_000_000, 0.0, 200), Some(40 * MS))
@@ -220,7 +220,7 @@ fn a_queue_during_the_start_burst_does_not_cut_but_loss_does_and_the_hold_ends()
 
 #[test]
 fn on_a_long_path_the_start_hold_lasts_five_round_trips() {
-    let mut rc = controller(8_000_000);
+    let mut rc = rate_controller(8_000_000);
     rc.hold_delay_cuts(Duration::ZERO);
     // 600 ms round trips: slow start needs seconds, not 1.5 s.
     rc.handle_feedback(2500 * MS, &fb(2_000_000, 0.0, 400), Some(600 * MS))

@@ -7,17 +7,17 @@ use std::time::{Duration, Instant};
 
 use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, UnixMillis};
 
-use super::{Command, ControllerTask};
-use crate::config::ControllerRoute;
+use super::{Command, ViewerTask};
+use crate::config::ViewerRoute;
 use crate::signalling::Signalling;
-use crate::{ControllerEvent, DisconnectReason};
+use crate::{DisconnectReason, ViewerEvent};
 use deskwire_session::pairing::{
     PairingEnd, PairingRoute, ViewerPairing, ViewerPairingConfig, ViewerPairingEvent,
     BAD_CREDENTIALS,
 };
 use deskwire_session::wire::ByeReason;
 
-impl ControllerTask {
+impl ViewerTask {
     /// Drive the pairing core until a target's offer verifies: open the route, report the
     /// code, run the key exchange, answer a request for credentials. Returns the core (it
     /// MACs the answer next), the verified offer and when the target joined.
@@ -56,14 +56,14 @@ impl ControllerTask {
             while let Some(ev) = core.poll_event() {
                 let ev = match ev {
                     ViewerPairingEvent::Code { code, expires_at } => {
-                        ControllerEvent::Code { code, expires_at }
+                        ViewerEvent::Code { code, expires_at }
                     }
-                    ViewerPairingEvent::PeerJoined => ControllerEvent::PeerJoined,
+                    ViewerPairingEvent::PeerJoined => ViewerEvent::PeerJoined,
                     ViewerPairingEvent::AwaitingConsent { timeout } => {
-                        ControllerEvent::AwaitingConsent { timeout }
+                        ViewerEvent::AwaitingConsent { timeout }
                     }
                     ViewerPairingEvent::VerificationFailed { why } => {
-                        ControllerEvent::VerificationFailed { why }
+                        ViewerEvent::VerificationFailed { why }
                     }
                     ViewerPairingEvent::Offer { sdp, joined_at } => {
                         sent.map_err(DisconnectReason::from)?;
@@ -107,22 +107,22 @@ impl ControllerTask {
         let config = &self.config;
         let token = || config.token.clone().unwrap_or_default();
         match &config.route {
-            ControllerRoute::Lan(t) => PairingRoute::Lan {
+            ViewerRoute::Lan(t) => PairingRoute::Lan {
                 password: t.password.clone(),
                 grant: t.grant.as_ref().map(|g| (g.id, g.secret)),
             },
-            ControllerRoute::Unattended(u) => PairingRoute::Unattended {
+            ViewerRoute::Unattended(u) => PairingRoute::Unattended {
                 token: token(),
                 device: u.device.clone(),
                 grant: u.ticket.id,
                 secret: u.ticket.secret,
             },
-            ControllerRoute::Adhoc(a) => PairingRoute::Adhoc {
+            ViewerRoute::Adhoc(a) => PairingRoute::Adhoc {
                 token: token(),
                 session: a.session,
                 secret: a.link.secret,
             },
-            ControllerRoute::Code => PairingRoute::Code {
+            ViewerRoute::Code => PairingRoute::Code {
                 token: config.token.clone(),
                 resumable: config.resumable,
             },
@@ -137,7 +137,7 @@ impl ControllerTask {
         token: &str,
         expires: Option<UnixMillis>,
     ) -> Result<Signalling, DisconnectReason> {
-        self.events.emit_important(ControllerEvent::BrokerLost);
+        self.events.emit_important(ViewerEvent::BrokerLost);
         let until = expires.unwrap_or_else(|| UnixMillis::now().plus(self.config.connect_timeout));
         let mut wait = Duration::from_millis(100);
         loop {
@@ -161,7 +161,7 @@ impl ControllerTask {
                             if session == code.session() =>
                         {
                             tracing::info!("re-attached to the code after losing the broker");
-                            self.events.emit_important(ControllerEvent::BrokerResumed);
+                            self.events.emit_important(ViewerEvent::BrokerResumed);
                             return Ok(sig);
                         }
                         Ok(BrokerMessage::Error { message }) => {

@@ -22,13 +22,13 @@ use deskwire_session::video::{ChunkFate, Reassembler};
 use deskwire_session::wire::{decode_video, Channel};
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
-use crate::config::{ControllerConfig, ControllerRoute};
+use crate::config::{ViewerConfig, ViewerRoute};
 use crate::driver::{ended_by, send_queued, CoreTimer};
 use crate::grants::GrantAnswerError;
 use crate::signalling::Signalling;
 use crate::transport::{self, Channels, NetEvent, Pc, SessionRuntime};
 use crate::{
-    micros_since, spawn_net, ControllerEvent, DisconnectReason, Events, FrameInfo, SessionError,
+    micros_since, spawn_net, DisconnectReason, Events, FrameInfo, SessionError, ViewerEvent,
 };
 
 enum Command {
@@ -51,23 +51,23 @@ struct Shared {
     rtt_us: AtomicU64,
 }
 
-/// The controller end of a session.
+/// The viewer end of a session.
 ///
 /// Asks the broker for a session and reports the connection code as
-/// [`ControllerEvent::Code`]; once the target joins, answers its offer, decodes the video
-/// on a `deskwire-decode` thread and sends input with [`Controller::send_input`].
+/// [`ViewerEvent::Code`]; once the target joins, answers its offer, decodes the video
+/// on a `deskwire-decode` thread and sends input with [`Viewer::send_input`].
 #[derive(Debug)]
-pub struct Controller {
-    events: Receiver<ControllerEvent>,
+pub struct Viewer {
+    events: Receiver<ViewerEvent>,
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     net: Option<JoinHandle<()>>,
     next_grant: std::sync::atomic::AtomicU32,
 }
 
-impl Controller {
+impl Viewer {
     /// Validate `config` and open a session at the broker.
-    pub fn start(config: ControllerConfig) -> Result<Self, SessionError> {
+    pub fn start(config: ViewerConfig) -> Result<Self, SessionError> {
         config.validate()?;
         let (events, rx) = Events::new();
         let (commands, cmd_rx) = mpsc::unbounded_channel();
@@ -77,7 +77,7 @@ impl Controller {
         });
         let task_shared = shared.clone();
         let net = spawn_net(move |handle| async move {
-            let mut task = ControllerTask {
+            let mut task = ViewerTask {
                 config,
                 events: events.clone(),
                 commands: cmd_rx,
@@ -86,8 +86,8 @@ impl Controller {
                 epoch: Instant::now(),
             };
             let reason = task.run().await;
-            tracing::info!(%reason, "controller session ended");
-            events.emit_important(ControllerEvent::Disconnected(reason));
+            tracing::info!(%reason, "viewer session ended");
+            events.emit_important(ViewerEvent::Disconnected(reason));
         })?;
         Ok(Self {
             events: rx,
@@ -98,8 +98,8 @@ impl Controller {
         })
     }
 
-    /// Events, in order. After [`ControllerEvent::Disconnected`] no more follow.
-    pub fn events(&self) -> &Receiver<ControllerEvent> {
+    /// Events, in order. After [`ViewerEvent::Disconnected`] no more follow.
+    pub fn events(&self) -> &Receiver<ViewerEvent> {
         &self.events
     }
 
@@ -120,7 +120,7 @@ impl Controller {
     }
 
     /// Ask the target's user for unattended access; returns the request's number, which
-    /// [`ControllerEvent::GrantAnswered`] repeats with the answer.
+    /// [`ViewerEvent::GrantAnswered`] repeats with the answer.
     pub fn request_unattended(
         &self,
         request: &deskwire_signal::grant::GrantRequest,
@@ -169,15 +169,15 @@ impl Controller {
     }
 }
 
-impl Drop for Controller {
+impl Drop for Viewer {
     fn drop(&mut self) {
         let _ = self.stop();
     }
 }
 
-struct ControllerTask {
-    config: ControllerConfig,
-    events: Events<ControllerEvent>,
+struct ViewerTask {
+    config: ViewerConfig,
+    events: Events<ViewerEvent>,
     commands: mpsc::UnboundedReceiver<Command>,
     handle: tokio::runtime::Handle,
     shared: Arc<Shared>,
@@ -194,11 +194,11 @@ enum DecodeInput {
     Chunk(BytesMut),
 }
 
-impl ControllerTask {
+impl ViewerTask {
     async fn run(&mut self) -> DisconnectReason {
         let timeout = self.config.connect_timeout;
         let sig = match &self.config.route {
-            ControllerRoute::Lan(target) => Signalling::connect_lan(target.addr, timeout).await,
+            ViewerRoute::Lan(target) => Signalling::connect_lan(target.addr, timeout).await,
             _ => Signalling::connect(&self.config.broker, timeout).await,
         };
         let mut sig = match sig {
@@ -234,7 +234,7 @@ impl ControllerTask {
         sig.close().await;
         let reason = match result {
             Ok(channels) => {
-                self.events.emit_important(ControllerEvent::Connected {
+                self.events.emit_important(ViewerEvent::Connected {
                     setup: joined_at.elapsed(),
                 });
                 self.view(&channels, &mut net_rx).await
@@ -394,7 +394,7 @@ impl ControllerTask {
                         layout,
                         color,
                     } => {
-                        self.events.emit(ControllerEvent::StreamStarted {
+                        self.events.emit(ViewerEvent::StreamStarted {
                             width: layout.width(),
                             height: layout.height(),
                             bands: layout.count(),
@@ -412,13 +412,13 @@ impl ControllerTask {
                         }
                     }
                     ViewerSessionEvent::Reconnecting => {
-                        self.events.emit_important(ControllerEvent::Reconnecting);
+                        self.events.emit_important(ViewerEvent::Reconnecting);
                     }
                     ViewerSessionEvent::Reconnected => {
-                        self.events.emit_important(ControllerEvent::Reconnected);
+                        self.events.emit_important(ViewerEvent::Reconnected);
                     }
                     ViewerSessionEvent::Permissions { control } => {
-                        self.events.emit(ControllerEvent::Permissions { control });
+                        self.events.emit(ViewerEvent::Permissions { control });
                     }
                     ViewerSessionEvent::GrantAnswered {
                         id,
@@ -432,11 +432,9 @@ impl ControllerTask {
                             Err(GrantAnswerError::Refused(detail))
                         };
                         self.events
-                            .emit_important(ControllerEvent::GrantAnswered { id, result });
+                            .emit_important(ViewerEvent::GrantAnswered { id, result });
                     }
-                    ViewerSessionEvent::Stats(stats) => {
-                        self.events.emit(ControllerEvent::Stats(stats))
-                    }
+                    ViewerSessionEvent::Stats(stats) => self.events.emit(ViewerEvent::Stats(stats)),
                     ViewerSessionEvent::Ended(end) => {
                         reason.get_or_insert(DisconnectReason::from(end));
                     }
@@ -547,7 +545,7 @@ fn spawn_decoder(
     rx: Receiver<DecodeInput>,
     keyframes: mpsc::UnboundedSender<(u16, u32)>,
     shared: Arc<Shared>,
-    events: Events<ControllerEvent>,
+    events: Events<ViewerEvent>,
     epoch: Instant,
     retry: Duration,
 ) -> Result<JoinHandle<()>, SessionError> {
@@ -570,7 +568,7 @@ fn spawn_decoder(
                     if let Some(l) = p.latency {
                         shared.latency_us.record(l.as_micros() as u64);
                     }
-                    events.emit(ControllerEvent::Frame(FrameInfo {
+                    events.emit(ViewerEvent::Frame(FrameInfo {
                         frame_id: p.frame_id,
                         bands: p.bands,
                         latency: p.latency,
