@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use deskwire::{Host, HostConfig, HostEvent, TransportConfig, Viewer, ViewerConfig, ViewerEvent};
+use deskwire::{
+    Agent, AgentConfig, AgentEvent, TransportConfig, Viewer, ViewerConfig, ViewerEvent,
+};
 use deskwire_engine::{BandSpec, CodecConfig, PipelineConfig};
 use deskwire_examples::{demo_source, wait_for_code, DemoArgs, LoopbackBroker, SessionReport};
 use deskwire_viewer::write_png;
@@ -41,13 +43,13 @@ fn main() -> Result<()> {
         Some(b) => CodecConfig::default().bands(BandSpec::Count(b)),
         None => CodecConfig::default(),
     };
-    let host_config = HostConfig::new(broker.url())
+    let host_config = AgentConfig::new(broker.url())
         .transport(transport)
         .view_only(view_only)
         .input_display(display)
         .pipeline(PipelineConfig::default().codec(codec));
     let entered = Instant::now();
-    let host = Host::start(host_config, source, code)?;
+    let host = Agent::start(host_config, source, code)?;
     println!("streaming {spec}, {w}x{h}, for {:.1} s", args.seconds);
 
     let mut report = SessionReport::new(entered);
@@ -55,8 +57,8 @@ fn main() -> Result<()> {
     while end.is_none_or(|t| Instant::now() < t) {
         while let Ok(e) = host.events().try_recv() {
             match e {
-                HostEvent::Disconnected(r) => bail!("target side ended: {r}"),
-                HostEvent::Stats(s) => report.handle_host_stats(s),
+                AgentEvent::Disconnected(r) => bail!("target side ended: {r}"),
+                AgentEvent::Stats(s) => report.handle_host_stats(s),
                 _ => {}
             }
         }

@@ -1,6 +1,6 @@
 //! Ad-hoc support on the user's side: the temporary host, `deskwire-agent adhoc --invite LINK`.
 //!
-//! The temporary host keeps everything in one private folder (the device key, the host
+//! The temporary host keeps everything in one private folder (the device key, the agent
 //! token, the link secret) and removes it when the session ends: by the technician, by the
 //! user typing `e`, or at the end of its lifetime. Stopping it with Ctrl-C or `q` keeps the
 //! folder, and running `deskwire-agent adhoc` again takes the session up again.
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{select, Receiver};
 use deskwire::adhoc::{TemporaryHost, TemporaryHostConfig, TemporaryHostEvent};
-use deskwire::{Host, HostConfig, HostEvent, TransportConfig};
+use deskwire::{Agent, AgentConfig, AgentEvent, TransportConfig};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::adhoc::AdhocLink;
 
@@ -108,8 +108,8 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
         None => bail!("give the invitation link the technician sent you (--invite)"),
     };
     let lines = stdin_lines();
-    let mut serving: Option<Host> = None;
-    let never = crossbeam_channel::never::<HostEvent>();
+    let mut serving: Option<Agent> = None;
+    let never = crossbeam_channel::never::<AgentEvent>();
     println!("type e and Enter to end the support session now, q to stop this program");
     loop {
         let host_events = serving.as_ref().map_or(&never, |h| h.events());
@@ -129,12 +129,12 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
                     }
                     println!("{technician} is connecting");
                     let source = open(&spec, &opts).with_context(|| format!("opening source {spec}"))?;
-                    let config = HostConfig::new(&args.broker)
+                    let config = AgentConfig::new(&args.broker)
                         .device_key(temp.device_key())
                         .view_only(args.view_only)
                         .input_display(display.clone())
                         .transport(TransportConfig::for_broker(&args.broker, args.bind));
-                    serving = Some(Host::start_adhoc_call(config, source, session, temp.call_secret())?);
+                    serving = Some(Agent::start_adhoc_call(config, source, session, temp.call_secret())?);
                 }
                 Ok(TemporaryHostEvent::Ended { reason }) => {
                     if let Some(h) = serving.take() {
@@ -148,8 +148,8 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
                 Err(_) => bail!("the temporary host stopped"),
             },
             recv(host_events) -> e => match e {
-                Ok(HostEvent::Connected { .. }) => println!("the technician is connected"),
-                Ok(HostEvent::Disconnected(r)) => {
+                Ok(AgentEvent::Connected { .. }) => println!("the technician is connected"),
+                Ok(AgentEvent::Disconnected(r)) => {
                     println!("the technician left ({r}); they may connect again");
                     serving = None;
                 }

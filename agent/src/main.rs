@@ -29,7 +29,8 @@ use deskwire::lan::{
 };
 use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
 use deskwire::{
-    AcceptanceMode, ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent, TransportConfig,
+    AcceptanceMode, Agent, AgentConfig, AgentEvent, ConsentAnswer, DisconnectReason,
+    TransportConfig,
 };
 use deskwire::{ConnectionCode, GrantDecision, UnixMillis};
 use deskwire_agent::control::{self, Incoming, Request};
@@ -110,7 +111,7 @@ struct Args {
     /// Where to listen in LAN mode.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     listen: SocketAddr,
-    /// The name technicians see on the LAN (default: the host name).
+    /// The name technicians see on the LAN (default: the agent name).
     #[arg(long)]
     name: Option<String>,
     /// Do not announce this computer on the LAN (mDNS).
@@ -254,7 +255,7 @@ fn main() -> Result<()> {
         Some(b) => b.clone(),
         None => format!("ws://{}", args.listen),
     };
-    let mut config = HostConfig::new(&broker)
+    let mut config = AgentConfig::new(&broker)
         .fallback_brokers(args.fallback_brokers.clone())
         .acceptance(acceptance)
         .view_only(args.view_only)
@@ -315,7 +316,7 @@ fn main() -> Result<()> {
                     technician,
                 }) => {
                     println!("{technician} connects under grant {grant}");
-                    let host = Host::start_unattended_call(
+                    let host = Agent::start_unattended_call(
                         config.clone(),
                         open_source()?,
                         session,
@@ -375,7 +376,7 @@ fn main() -> Result<()> {
         };
         let mut code: ConnectionCode = code.parse().context("--code")?;
         loop {
-            let host = Host::start(config.clone(), open_source()?, code)?;
+            let host = Agent::start(config.clone(), open_source()?, code)?;
             let outcome = ui.serve(host, None)?;
             // No broker answered (or it went away before the session started): the user
             // may try again with a code, or cancel.
@@ -403,7 +404,7 @@ fn main() -> Result<()> {
     std::process::exit(if fine { 0 } else { 1 });
 }
 
-/// How one host's run ended.
+/// How one agent's run ended.
 enum Outcome {
     /// The session (or the attempt) ended.
     Ended(DisconnectReason),
@@ -424,7 +425,7 @@ struct Ui {
     grants_to: Option<(String, PathBuf, LocalGrants)>,
 }
 
-/// Where the current host stands, for `sessions` and the terminal.
+/// Where the current agent stands, for `sessions` and the terminal.
 #[derive(Debug, Default)]
 enum State {
     #[default]
@@ -491,9 +492,9 @@ impl Ui {
         }
     }
 
-    /// Drive `host` until its session ends, answering the terminal and the control socket
+    /// Drive `agent` until its session ends, answering the terminal and the control socket
     /// (and telling what `lan` has to tell, in LAN mode).
-    fn serve(&mut self, host: Host, mut lan: Option<&mut LanAgent>) -> Result<Outcome> {
+    fn serve(&mut self, host: Agent, mut lan: Option<&mut LanAgent>) -> Result<Outcome> {
         let mut state = State::Waiting;
         loop {
             if let Some(agent) = lan.as_deref_mut() {
@@ -579,15 +580,15 @@ impl Ui {
                 continue;
             };
             match event {
-                HostEvent::CodeRefused { message, .. } => {
+                AgentEvent::CodeRefused { message, .. } => {
                     state = State::AskingCode;
                     prompt(&message);
                 }
-                HostEvent::Joined => println!("a technician is connecting"),
-                HostEvent::LanRefused { from, message } => {
+                AgentEvent::Joined => println!("a technician is connecting"),
+                AgentEvent::LanRefused { from, message } => {
                     println!("refused a connection from {from}: {message}");
                 }
-                HostEvent::ConsentRequested {
+                AgentEvent::ConsentRequested {
                     mode,
                     control,
                     timeout,
@@ -608,7 +609,7 @@ impl Ui {
                     );
                     let _ = std::io::stdout().flush();
                 }
-                HostEvent::Connected { control, setup } => {
+                AgentEvent::Connected { control, setup } => {
                     self.connected = true;
                     state = State::Connected {
                         since: Some(Instant::now()),
@@ -624,7 +625,7 @@ impl Ui {
                         }
                     );
                 }
-                HostEvent::GrantRequested {
+                AgentEvent::GrantRequested {
                     id,
                     request,
                     technician,
@@ -647,22 +648,22 @@ impl Ui {
                     );
                     let _ = std::io::stdout().flush();
                 }
-                HostEvent::GrantDecided { result, .. } => match result {
+                AgentEvent::GrantDecided { result, .. } => match result {
                     Ok(local) => {
                         println!("unattended access granted (grant {local})");
                         self.report_grant(local);
                     }
                     Err(why) => println!("unattended access not granted: {why}"),
                 },
-                HostEvent::LinkDown => println!(
+                AgentEvent::LinkDown => println!(
                     "the technician's connection dropped; any keys they held were released. Waiting for it to come back."
                 ),
-                HostEvent::LinkUp => println!("the technician's connection is back"),
-                HostEvent::Stats(s) => println!(
+                AgentEvent::LinkUp => println!("the technician's connection is back"),
+                AgentEvent::Stats(s) => println!(
                     "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
                     s.fps, s.kbps, s.viewer_latency_p50
                 ),
-                HostEvent::Disconnected(reason) => {
+                AgentEvent::Disconnected(reason) => {
                     println!("session ended: {reason}");
                     let _ = std::io::stdout().flush();
                     host.shutdown()?;

@@ -246,9 +246,9 @@ fn check_url(url: &str) -> Result<(), SessionConfigError> {
     Ok(())
 }
 
-/// Settings of the target end ([`crate::Host`]).
+/// Settings of the target end ([`crate::Agent`]).
 #[derive(Debug, Clone)]
-pub struct HostConfig {
+pub struct AgentConfig {
     /// Broker URL, `ws://HOST:PORT`.
     pub broker: String,
     /// Brokers to try, in order, when `broker` cannot be reached.
@@ -283,7 +283,7 @@ pub struct HostConfig {
     pub customer_accounts: Option<crate::accounts::AdminAccounts>,
 }
 
-impl HostConfig {
+impl AgentConfig {
     /// Defaults with this broker.
     pub fn new(broker: impl Into<String>) -> Self {
         Self {
@@ -701,7 +701,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        HostConfig::new("ws://127.0.0.1:1").validate().unwrap();
+        AgentConfig::new("ws://127.0.0.1:1").validate().unwrap();
         ViewerConfig::new("ws://broker.example:8450")
             .validate()
             .unwrap();
@@ -712,7 +712,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting_and_its_range() {
-        let e = HostConfig::new("http://x").validate().unwrap_err();
+        let e = AgentConfig::new("http://x").validate().unwrap_err();
         assert!(e.to_string().contains("ws://HOST:PORT"), "{e}");
         let t = TransportConfig {
             max_message: 1 << 20,

@@ -1,4 +1,4 @@
-//! What the host and the viewer share when they drive a session core: sending what it
+//! What the agent and the viewer share when they drive a session core: sending what it
 //! queued, and waking it at its `poll_timeout`.
 
 use std::pin::Pin;

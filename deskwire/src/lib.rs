@@ -1,13 +1,13 @@
-//! The session API: a [`Host`] on the target and a [`Viewer`] at the technician, paired
+//! The session API: a [`Agent`] on the target and a [`Viewer`] at the technician, paired
 //! through a broker with a connection code and joined by WebRTC data channels.
 //!
 //! Each handle runs its network side on one named thread (`deskwire-net`) with its own tokio
-//! runtime, and reports what happens as [`HostEvent`]s / [`ViewerEvent`]s on a bounded
+//! runtime, and reports what happens as [`AgentEvent`]s / [`ViewerEvent`]s on a bounded
 //! channel. `shutdown()` says goodbye to the peer and joins every thread the handle started.
 //!
 //! ```no_run
 //! use deskwire_capture::{open, OpenOptions};
-//! use deskwire::{Viewer, ViewerConfig, ViewerEvent, Host, HostConfig};
+//! use deskwire::{Viewer, ViewerConfig, ViewerEvent, Agent, AgentConfig};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // The technician asks a broker for a session and reads the code to the user...
@@ -19,7 +19,7 @@
 //! };
 //! // ...who enters it on the target, which then streams its screen.
 //! let source = open(&"synthetic:typing".parse()?, &OpenOptions::default())?;
-//! let host = Host::start(HostConfig::new("ws://127.0.0.1:8450").view_only(true), source, code)?;
+//! let agent = Agent::start(AgentConfig::new("ws://127.0.0.1:8450").view_only(true), source, code)?;
 //! for event in viewer.events().iter() {
 //!     match event {
 //!         ViewerEvent::Frame(info) => {
@@ -32,17 +32,17 @@
 //!     }
 //! }
 //! viewer.shutdown()?;
-//! host.shutdown()?;
+//! agent.shutdown()?;
 //! # Ok(()) }
 //! ```
 
 pub mod accounts;
 pub mod adhoc;
+mod agent;
 pub mod config;
 mod device;
 mod driver;
 pub mod grants;
-mod host;
 mod inject;
 pub mod lan;
 #[cfg(feature = "init-tracing")]
@@ -58,8 +58,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 pub use deskwire_signal::{ConnectionCode, JoinRefusal, SessionCode, UnixMillis};
 
+pub use agent::{Agent, GrantRefusal};
 pub use config::{
-    AdhocTarget, AdminCredentials, HostConfig, LanTarget, MdnsMode, SessionConfigError,
+    AdhocTarget, AdminCredentials, AgentConfig, LanTarget, MdnsMode, SessionConfigError,
     TransportConfig, UnattendedTarget, ViewerConfig, ViewerRoute,
 };
 pub use deskwire_session::consent::{AcceptanceMode, ConsentAnswer, ConsentRefusal};
@@ -67,9 +68,8 @@ pub use deskwire_session::consent::{AcceptanceMode, ConsentAnswer, ConsentRefusa
 pub use deskwire_session::input;
 pub use deskwire_session::input::{InputEvent, InputKind, InputRefusal};
 pub use deskwire_session::wire::ByeReason;
-pub use deskwire_session::{HostStats, ViewerStats};
+pub use deskwire_session::{AgentStats, ViewerStats};
 pub use grants::GrantAnswerError;
-pub use host::{GrantRefusal, Host};
 #[cfg(feature = "init-tracing")]
 pub use logging::init_tracing;
 pub use viewer::Viewer;
@@ -116,7 +116,7 @@ pub enum SessionError {
     Adhoc(String),
 }
 
-/// The target user's decision on [`HostEvent::GrantRequested`].
+/// The target user's decision on [`AgentEvent::GrantRequested`].
 #[derive(Clone, PartialEq, Eq)]
 pub enum GrantDecision {
     /// Approve (enough for a grant whose technician presents admin credentials each time).
@@ -221,8 +221,8 @@ impl std::fmt::Display for DisconnectReason {
 /// What happens at the target, as data.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum HostEvent {
-    /// The broker refused the code. Call [`Host::try_code`] with another, or shut down.
+pub enum AgentEvent {
+    /// The broker refused the code. Call [`Agent::try_code`] with another, or shut down.
     CodeRefused {
         /// Why.
         reason: JoinRefusal,
@@ -231,7 +231,7 @@ pub enum HostEvent {
     },
     /// The code was accepted; the peer connection is being set up.
     Joined,
-    /// Ask the user whether to let the technician in: answer with [`Host::answer_consent`]
+    /// Ask the user whether to let the technician in: answer with [`Agent::answer_consent`]
     /// before `timeout`. In [`AcceptanceMode::AllowAutomatically`] silence lets them in; in
     /// [`AcceptanceMode::AllowByRequest`] it keeps them out.
     ConsentRequested {
@@ -268,7 +268,7 @@ pub enum HostEvent {
         /// What it was told.
         message: String,
     },
-    /// The technician asks for unattended access: answer with [`Host::answer_grant`].
+    /// The technician asks for unattended access: answer with [`Agent::answer_grant`].
     GrantRequested {
         /// The request's number in this session.
         id: u32,
@@ -288,10 +288,10 @@ pub enum HostEvent {
     /// Nothing heard from the technician for a while: the link is down. Whatever they
     /// held was released; the session waits for the link (up to the peer timeout).
     LinkDown,
-    /// The technician is heard again after [`HostEvent::LinkDown`].
+    /// The technician is heard again after [`AgentEvent::LinkDown`].
     LinkUp,
     /// Periodic statistics.
-    Stats(HostStats),
+    Stats(AgentStats),
     /// The session is over; no more events follow.
     Disconnected(DisconnectReason),
 }

@@ -219,7 +219,7 @@ pub(crate) async fn build_peer(
         .with_include_loopback_candidate(config.bind.iter().any(|a| a.is_loopback()))
         // The offerer (the target) becomes the DTLS client and so the SCTP client: it owns
         // the channels, so it can wake the driver when the handshake stalls (see
-        // `host::negotiate`). Costs nothing here: the handshake cannot start before the
+        // `agent::connect`). Costs nothing here: the handshake cannot start before the
         // answer reaches the offerer in either role when candidates come with the SDP.
         .with_answering_dtls_role(RTCDtlsRole::Server)
         .build();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use deskwire::{ConnectionCode, HostStats, Viewer, ViewerEvent, ViewerStats};
+use deskwire::{AgentStats, ConnectionCode, Viewer, ViewerEvent, ViewerStats};
 use deskwire_broker::{BrokerConfig, SystemClock};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
 use deskwire_engine::stats::Histogram;
@@ -152,7 +152,7 @@ pub struct SessionReport {
     warm: Histogram,
     steady: Histogram,
     stats: ViewerStats,
-    host: Option<HostStats>,
+    host: Option<AgentStats>,
 }
 
 impl SessionReport {
@@ -191,7 +191,7 @@ impl SessionReport {
     }
 
     /// Keep the target's latest statistics.
-    pub fn handle_host_stats(&mut self, stats: HostStats) {
+    pub fn handle_host_stats(&mut self, stats: AgentStats) {
         self.host = Some(stats);
     }
 }

@@ -1,7 +1,7 @@
 //! The target user's consent, decided on the target before anything connects.
 //!
 //! Sans-IO: [`ConsentPrompt`] is fed the user's answer and the time, and says when the
-//! session may start and with what. The host runs it after both descriptions verified and
+//! session may start and with what. The agent runs it after both descriptions verified and
 //! before it applies the answer, so a refused session never opens a channel.
 
 use std::time::Duration;

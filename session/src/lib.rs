@@ -17,10 +17,10 @@
 //! network, threads and clocks and feed this crate what happens.
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod clock;
 pub mod consent;
 mod feedback;
-pub mod host;
 pub mod input;
 mod outbox;
 pub mod pacer;
@@ -33,7 +33,7 @@ pub mod video;
 pub mod viewer;
 pub mod wire;
 
-pub use host::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
+pub use agent::{AgentSession, AgentSessionConfig, AgentSessionEvent, StreamInfo};
 pub use outbox::{SessionEnd, Transmit};
-pub use stats::{HostStats, ViewerStats};
+pub use stats::{AgentStats, ViewerStats};
 pub use viewer::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};

@@ -15,7 +15,7 @@ mod video;
 
 pub use video::{Shown, VideoLoad};
 
-use crate::host::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
+use crate::agent::{AgentSession, AgentSessionConfig, AgentSessionEvent, StreamInfo};
 use crate::viewer::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 use crate::wire::Channel;
 use crate::Transmit;
@@ -215,11 +215,11 @@ impl Direction {
 #[derive(Debug)]
 pub struct Pair {
     /// The target's core.
-    pub host: HostSession,
+    pub host: AgentSession,
     /// The viewer's core.
     pub viewer: ViewerSession,
     /// Everything the target's core raised, with when.
-    pub host_events: Vec<(Duration, HostSessionEvent)>,
+    pub host_events: Vec<(Duration, AgentSessionEvent)>,
     /// Everything the viewer's core raised, with when.
     pub viewer_events: Vec<(Duration, ViewerSessionEvent)>,
     now: Duration,
@@ -235,7 +235,7 @@ impl Pair {
     /// Both cores start at time zero with the channels open; `down` carries target ->
     /// viewer, `up` viewer -> target.
     pub fn new(
-        host: HostSessionConfig,
+        host: AgentSessionConfig,
         viewer: ViewerSessionConfig,
         stream: StreamInfo,
         control: bool,
@@ -243,7 +243,7 @@ impl Pair {
         up: LinkConfig,
     ) -> Self {
         Self {
-            host: HostSession::new(host, stream, control, Duration::ZERO),
+            host: AgentSession::new(host, stream, control, Duration::ZERO),
             viewer: ViewerSession::new(viewer, Duration::ZERO),
             host_events: Vec::new(),
             viewer_events: Vec::new(),
@@ -390,8 +390,8 @@ impl Pair {
         while let Some(e) = self.host.poll_event() {
             if let Some(v) = &mut self.video {
                 match &e {
-                    HostSessionEvent::RateChanged(t) => v.set_rate(now, *t),
-                    HostSessionEvent::KeyframeRequested { bands } => v.request_keyframes(*bands),
+                    AgentSessionEvent::RateChanged(t) => v.set_rate(now, *t),
+                    AgentSessionEvent::KeyframeRequested { bands } => v.request_keyframes(*bands),
                     _ => {}
                 }
             }

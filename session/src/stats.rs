@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Target-side statistics, reported about once a second.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct HostStats {
+pub struct AgentStats {
     /// Frames sent per second over the last period.
     pub fps: f64,
     /// Video payload sent, kilobits per second over the last period.

@@ -8,7 +8,7 @@ use deskwire_engine::ColorSpace;
 use deskwire_session::input::{InputEvent, Key};
 use deskwire_session::pair::{LinkConfig, Pair, Shown, VideoLoad};
 use deskwire_session::{
-    HostSessionConfig, HostSessionEvent, StreamInfo, ViewerSessionConfig, ViewerSessionEvent,
+    AgentSessionConfig, AgentSessionEvent, StreamInfo, ViewerSessionConfig, ViewerSessionEvent,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -48,7 +48,7 @@ fn run(down: LinkConfig, load: VideoLoad, secs: u64) -> Pair {
         ..down.clone()
     };
     let mut p = Pair::new(
-        HostSessionConfig::default(),
+        AgentSessionConfig::default(),
         ViewerSessionConfig::default(),
         stream(),
         false,
@@ -99,7 +99,7 @@ fn estimate_at(p: &Pair, t: Duration) -> u64 {
         .iter()
         .filter(|(at, _)| *at <= t)
         .filter_map(|(_, e)| match e {
-            HostSessionEvent::RateChanged(r) => Some(r.estimate_bps),
+            AgentSessionEvent::RateChanged(r) => Some(r.estimate_bps),
             _ => None,
         })
         .next_back()
@@ -161,7 +161,7 @@ fn chunks_lost_and_sent_again_in_time_cost_no_keyframe_and_no_long_freeze() {
     let requested = p
         .host_events
         .iter()
-        .filter(|(_, e)| matches!(e, HostSessionEvent::KeyframeRequested { .. }))
+        .filter(|(_, e)| matches!(e, AgentSessionEvent::KeyframeRequested { .. }))
         .count();
     assert_eq!(
         requested, 0,
@@ -196,7 +196,7 @@ fn random_loss_without_retransmission_neither_stalls_the_picture_nor_storms_keyf
     let batches = p
         .host_events
         .iter()
-        .filter(|(_, e)| matches!(e, HostSessionEvent::KeyframeRequested { .. }))
+        .filter(|(_, e)| matches!(e, AgentSessionEvent::KeyframeRequested { .. }))
         .count();
     assert!(batches < 200, "{batches} keyframe batches in 10 s");
 }
@@ -248,8 +248,8 @@ fn outages_of_8_and_25_seconds_are_survived_and_the_picture_returns_quickly() {
                 "{len:?} band {b}: {first:?}"
             );
         }
-        let down = |e: &HostSessionEvent| matches!(e, HostSessionEvent::LinkDown);
-        let up = |e: &HostSessionEvent| matches!(e, HostSessionEvent::LinkUp);
+        let down = |e: &AgentSessionEvent| matches!(e, AgentSessionEvent::LinkDown);
+        let up = |e: &AgentSessionEvent| matches!(e, AgentSessionEvent::LinkUp);
         assert!(p.host_events.iter().any(|(_, e)| down(e)));
         assert!(p.host_events.iter().any(|(t, e)| up(e) && *t >= back));
         let told = |e: &ViewerSessionEvent| matches!(e, ViewerSessionEvent::Reconnecting);
@@ -277,7 +277,7 @@ fn an_idle_session_slows_its_heartbeat_to_one_ping_in_ten_seconds_and_never_call
     let alarms = p
         .host_events
         .iter()
-        .filter(|(_, e)| matches!(e, HostSessionEvent::LinkDown));
+        .filter(|(_, e)| matches!(e, AgentSessionEvent::LinkDown));
     assert_eq!(alarms.count(), 0);
     let told = p
         .viewer_events

@@ -10,7 +10,7 @@ use deskwire_session::input::{InjectOp, InputEvent, InputRefusal, Key, PointerBu
 use deskwire_session::pair::{LinkConfig, Pair};
 use deskwire_session::wire::{ByeReason, Channel, ControlMessage};
 use deskwire_session::{
-    HostSessionConfig, HostSessionEvent, SessionEnd, StreamInfo, ViewerSessionConfig,
+    AgentSessionConfig, AgentSessionEvent, SessionEnd, StreamInfo, ViewerSessionConfig,
     ViewerSessionEvent,
 };
 
@@ -35,7 +35,7 @@ fn link(delay_ms: u32) -> LinkConfig {
 
 fn pair(control: bool, down: LinkConfig, up: LinkConfig) -> Pair {
     Pair::new(
-        HostSessionConfig::default(),
+        AgentSessionConfig::default(),
         ViewerSessionConfig::default(),
         stream(),
         control,
@@ -46,7 +46,7 @@ fn pair(control: bool, down: LinkConfig, up: LinkConfig) -> Pair {
 
 fn host_end(p: &Pair) -> Option<(Duration, SessionEnd)> {
     p.host_events.iter().find_map(|(t, e)| match e {
-        HostSessionEvent::Ended(end) => Some((*t, end.clone())),
+        AgentSessionEvent::Ended(end) => Some((*t, end.clone())),
         _ => None,
     })
 }
@@ -62,7 +62,7 @@ fn injected(p: &Pair) -> Vec<InjectOp> {
     p.host_events
         .iter()
         .filter_map(|(_, e)| match e {
-            HostSessionEvent::Inject(op) => Some(op.clone()),
+            AgentSessionEvent::Inject(op) => Some(op.clone()),
             _ => None,
         })
         .collect()
@@ -159,7 +159,7 @@ fn keyframe_requests_reach_the_target_for_its_stream_and_bands_only() {
         .host_events
         .iter()
         .filter_map(|(_, e)| match e {
-            HostSessionEvent::KeyframeRequested { bands } => Some(*bands),
+            AgentSessionEvent::KeyframeRequested { bands } => Some(*bands),
             _ => None,
         })
         .collect();
@@ -175,7 +175,7 @@ fn input_is_injected_with_control_and_refused_without() {
     assert!(injected(&p).is_empty());
     assert!(p.host_events.iter().any(|(_, e)| matches!(
         e,
-        HostSessionEvent::InputRefused {
+        AgentSessionEvent::InputRefused {
             reason: InputRefusal::ViewOnly,
             ..
         }
@@ -214,7 +214,7 @@ fn revoking_control_releases_what_the_viewer_holds_and_tells_it() {
     p.host.set_control(false);
     p.run_until(40 * MS);
     let released = p.host_events.iter().find_map(|(_, e)| match e {
-        HostSessionEvent::Release(ops) => Some(ops.clone()),
+        AgentSessionEvent::Release(ops) => Some(ops.clone()),
         _ => None,
     });
     let released = released.expect("held input is released");
@@ -246,7 +246,7 @@ fn a_link_that_goes_quiet_releases_held_keys_long_before_the_session_times_out()
     );
     p.run_until(Duration::from_secs(40));
     let release_at = p.host_events.iter().find_map(|(t, e)| match e {
-        HostSessionEvent::Release(ops)
+        AgentSessionEvent::Release(ops)
             if ops.contains(&InjectOp::Key {
                 key: Key::Char('x'),
                 down: false,
@@ -260,7 +260,7 @@ fn a_link_that_goes_quiet_releases_held_keys_long_before_the_session_times_out()
     let down_at = p
         .host_events
         .iter()
-        .find_map(|(t, e)| matches!(e, HostSessionEvent::LinkDown).then_some(*t));
+        .find_map(|(t, e)| matches!(e, AgentSessionEvent::LinkDown).then_some(*t));
     assert_eq!(release_at, down_at);
     assert!(
         release_at.is_some_and(|t| t < Duration::from_secs(3)),
@@ -295,7 +295,7 @@ fn a_grant_request_is_raised_at_the_target_and_its_answer_reaches_the_viewer() {
     p.viewer.request_grant(3, "{\"days\":1}".into());
     p.run_until(20 * MS);
     assert!(p.host_events.iter().any(|(_, e)| *e
-        == HostSessionEvent::GrantRequested {
+        == AgentSessionEvent::GrantRequested {
             id: 3,
             request: "{\"days\":1}".into()
         }));
@@ -353,7 +353,7 @@ fn hostile_bytes_are_refused_without_ending_the_session() {
     assert_eq!(viewer_end(&p), None);
     assert!(p.host_events.iter().any(|(_, e)| matches!(
         e,
-        HostSessionEvent::InputRefused {
+        AgentSessionEvent::InputRefused {
             reason: InputRefusal::Malformed,
             ..
         }
@@ -419,7 +419,7 @@ fn statistics_are_reported_each_second_on_both_sides() {
     p.viewer.handle_decoded(30, Some(20 * MS), Some(40 * MS));
     p.run_until(Duration::from_millis(1_500));
     let host = p.host_events.iter().find_map(|(_, e)| match e {
-        HostSessionEvent::Stats(s) => Some(s.clone()),
+        AgentSessionEvent::Stats(s) => Some(s.clone()),
         _ => None,
     });
     let host = host.expect("target statistics");
@@ -435,7 +435,7 @@ fn statistics_are_reported_each_second_on_both_sides() {
     // The viewer's report reached the target and shows in its next statistics.
     p.run_until(Duration::from_millis(2_500));
     let last = p.host_events.iter().rev().find_map(|(_, e)| match e {
-        HostSessionEvent::Stats(s) => Some(s.clone()),
+        AgentSessionEvent::Stats(s) => Some(s.clone()),
         _ => None,
     });
     assert_eq!(last.unwrap().viewer_latency_p50, Some(20 * MS));
@@ -480,7 +480,7 @@ fn input_held_up_by_an_outage_is_refused_as_stale_but_its_releases_still_go_thro
     let stale = p.host_events.iter().filter(|(_, e)| {
         matches!(
             e,
-            HostSessionEvent::InputRefused {
+            AgentSessionEvent::InputRefused {
                 reason: InputRefusal::Stale,
                 ..
             }

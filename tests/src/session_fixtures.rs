@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use deskwire::{AgentEvent, TransportConfig, Viewer, ViewerEvent};
 use deskwire::{ConnectionCode, UnixMillis};
-use deskwire::{HostEvent, TransportConfig, Viewer, ViewerEvent};
 use deskwire_broker::{BrokerConfig, ManualClock};
 use deskwire_capture::Frame;
 
@@ -215,11 +215,11 @@ pub fn wait_viewer<T>(
     }
 }
 
-/// The next host event that `pick` accepts, failing after `timeout`.
+/// The next agent event that `pick` accepts, failing after `timeout`.
 pub fn wait_host<T>(
-    events: &crossbeam_channel::Receiver<HostEvent>,
+    events: &crossbeam_channel::Receiver<AgentEvent>,
     timeout: Duration,
-    mut pick: impl FnMut(&HostEvent) -> Option<T>,
+    mut pick: impl FnMut(&AgentEvent) -> Option<T>,
 ) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {

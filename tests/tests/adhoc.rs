@@ -2,7 +2,7 @@
 //! on a real X server, real WebRTC on loopback, the broker's clock virtual.
 //!
 //! One session is activated, connected to, disconnected and connected to again (no new
-//! code, no new consent), survives its host's connection being cut, and ends by "end now"
+//! code, no new consent), survives its agent's connection being cut, and ends by "end now"
 //! with the temporary host's folder gone; another ends at 24 h of virtual time the same
 //! way. Quotas, wrong codes and a computer with a permanent agent are refused with reasons.
 // The measured figures (connect times, PSNR) go to stderr.
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use deskwire::adhoc::{self, TemporaryHost, TemporaryHostConfig, TemporaryHostEvent};
 use deskwire::input::InputEvent;
-use deskwire::{Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent};
+use deskwire::{Agent, AgentConfig, AgentEvent, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_broker::{BrokerConfig, Clock};
 use deskwire_capture::{Source, Timestamp, X11Source};
@@ -118,14 +118,14 @@ fn refusal(c: &Viewer) -> String {
 }
 
 /// One connection: the technician calls, the temporary host serves the call, the picture
-/// arrives. Returns the viewer, the host serving it and the Y-PSNR of the picture.
+/// arrives. Returns the viewer, the agent serving it and the Y-PSNR of the picture.
 fn connect(
     broker: &TestBroker,
     token: &str,
     invitation: &adhoc::Invitation,
     temp: &TemporaryHost,
     xvfb: &Xvfb,
-) -> (Viewer, Host, f64) {
+) -> (Viewer, Agent, f64) {
     let started = Instant::now();
     let c = call(broker, token, invitation);
     let session = match next_event(temp, "a call") {
@@ -139,15 +139,15 @@ fn connect(
         other => panic!("expected a call, got {other:?}"),
     };
     let source = Box::new(X11Source::open(Some(&xvfb.display())).unwrap());
-    let config = HostConfig::new(broker.url())
+    let config = AgentConfig::new(broker.url())
         .transport(loopback())
         .device_key(temp.device_key())
         .input_display(Some(xvfb.display()));
-    let h = Host::start_adhoc_call(config, source, session, temp.call_secret()).unwrap();
+    let h = Agent::start_adhoc_call(config, source, session, temp.call_secret()).unwrap();
     // Nobody is asked: the user consented by activating.
     wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::ConsentRequested { .. } => panic!("an activated ad-hoc session asked again"),
-        HostEvent::Connected { .. } => Some(()),
+        AgentEvent::ConsentRequested { .. } => panic!("an activated ad-hoc session asked again"),
+        AgentEvent::Connected { .. } => Some(()),
         _ => None,
     })
     .expect("the call connects");
@@ -167,10 +167,10 @@ fn connect(
     (c, h, psnr)
 }
 
-fn hang_up(c: Viewer, h: Host) {
+fn hang_up(c: Viewer, h: Agent) {
     c.shutdown().unwrap();
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::Disconnected(_)).then_some(())
+        matches!(e, AgentEvent::Disconnected(_)).then_some(())
     })
     .expect("the host notices");
     h.shutdown().unwrap();
@@ -246,7 +246,7 @@ fn an_adhoc_session_takes_reconnects_and_survives_a_dropped_host_until_ended_now
     assert!(psnr >= 35.0, "Y-PSNR {psnr:.1} dB < 35 dB");
     hang_up(c, h);
 
-    // The host's network drops: it re-attaches by itself, and the technician gets in again.
+    // The agent's network drops: it re-attaches by itself, and the technician gets in again.
     temp.cut_connection().unwrap();
     match next_event(&temp, "going offline") {
         TemporaryHostEvent::Offline { .. } => {}
@@ -264,7 +264,7 @@ fn an_adhoc_session_takes_reconnects_and_survives_a_dropped_host_until_ended_now
     });
     hang_up(c, h);
 
-    // The broker restarts (its database keeps the session): the host re-attaches.
+    // The broker restarts (its database keeps the session): the agent re-attaches.
     broker.restart().unwrap();
     let mut events = Vec::new();
     while !events.contains(&TemporaryHostEvent::Reattached) {
@@ -290,7 +290,7 @@ fn an_adhoc_session_takes_reconnects_and_survives_a_dropped_host_until_ended_now
     assert!(psnr >= 35.0, "Y-PSNR {psnr:.1} dB < 35 dB");
     hang_up(c, h);
 
-    // End now, from the technician: the host removes every trace, and calls are refused.
+    // End now, from the technician: the agent removes every trace, and calls are refused.
     let said = adhoc::end(broker.url(), alice, invitation.session, WAIT).unwrap();
     assert!(said.contains("alice ended"), "{said}");
     let reason = ended(&temp);
@@ -319,7 +319,7 @@ fn an_adhoc_session_ends_by_itself_24_hours_after_activation_on_broker_and_host(
     .unwrap();
     let activation = activated(&temp);
     broker.advance(DAY - Duration::from_secs(1));
-    // Still active a second before the end: a call reaches the host.
+    // Still active a second before the end: a call reaches the agent.
     let c = call(&broker, alice, &invitation);
     assert!(matches!(
         next_event(&temp, "a call"),

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use deskwire::JoinRefusal;
 use deskwire::{
-    AcceptanceMode, ConsentAnswer, Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent,
+    AcceptanceMode, Agent, AgentConfig, AgentEvent, ConsentAnswer, Viewer, ViewerConfig,
+    ViewerEvent,
 };
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
@@ -56,21 +57,21 @@ fn a_code_survives_a_broker_restart_and_still_works_exactly_once() {
     .unwrap();
 
     // The user types the code they were read before the restart.
-    let config = HostConfig::new(broker.url())
+    let config = AgentConfig::new(broker.url())
         .transport(loopback())
         .view_only(true)
         .acceptance(AcceptanceMode::AllowAutomatically {
             reject_window: Duration::ZERO,
         });
-    let h = Host::start(config.clone(), synthetic(), code).unwrap();
+    let h = Agent::start(config.clone(), synthetic(), code).unwrap();
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::ConsentRequested { .. }).then_some(())
+        matches!(e, AgentEvent::ConsentRequested { .. }).then_some(())
     })
     .unwrap();
     h.answer_consent(ConsentAnswer::Allow { control: false })
         .unwrap();
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::Connected { .. }).then_some(())
+        matches!(e, AgentEvent::Connected { .. }).then_some(())
     })
     .unwrap();
     wait_viewer(&c, WAIT, |e| {
@@ -79,9 +80,9 @@ fn a_code_survives_a_broker_restart_and_still_works_exactly_once() {
     .unwrap();
 
     // Another target with the same code is told it was used.
-    let second = Host::start(config, synthetic(), code).unwrap();
+    let second = Agent::start(config, synthetic(), code).unwrap();
     let reason = wait_host(second.events(), WAIT, |e| match e {
-        HostEvent::CodeRefused { reason, .. } => Some(*reason),
+        AgentEvent::CodeRefused { reason, .. } => Some(*reason),
         _ => None,
     })
     .unwrap();

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use deskwire::{
-    AcceptanceMode, ConsentAnswer, ConsentRefusal, DisconnectReason, Host, HostConfig, HostEvent,
-    Viewer, ViewerConfig, ViewerEvent,
+    AcceptanceMode, Agent, AgentConfig, AgentEvent, ConsentAnswer, ConsentRefusal,
+    DisconnectReason, Viewer, ViewerConfig, ViewerEvent,
 };
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
 use deskwire_tests::session_fixtures::{code_of, loopback, wait_host, wait_viewer, TestBroker};
@@ -23,7 +23,7 @@ fn synthetic() -> Box<dyn Source> {
 }
 
 /// A session whose target may be controlled: it injects into a private Xvfb.
-fn start(mode: AcceptanceMode) -> (Xvfb, TestBroker, Viewer, Host) {
+fn start(mode: AcceptanceMode) -> (Xvfb, TestBroker, Viewer, Agent) {
     // RUST_LOG=deskwire_engine=debug shows the negotiation when a test fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -33,29 +33,29 @@ fn start(mode: AcceptanceMode) -> (Xvfb, TestBroker, Viewer, Host) {
     let broker = TestBroker::start().unwrap();
     let c = Viewer::start(ViewerConfig::new(broker.url()).transport(loopback())).unwrap();
     let code = code_of(&c).unwrap();
-    let config = HostConfig::new(broker.url())
+    let config = AgentConfig::new(broker.url())
         .transport(loopback())
         .view_only(false)
         .input_display(Some(xvfb.display()))
         .acceptance(mode);
-    let h = Host::start(config, synthetic(), code).unwrap();
+    let h = Agent::start(config, synthetic(), code).unwrap();
     (xvfb, broker, c, h)
 }
 
-/// The host's question, checked for what it asks.
-fn asked(h: &Host) -> (AcceptanceMode, bool) {
+/// The agent's question, checked for what it asks.
+fn asked(h: &Agent) -> (AcceptanceMode, bool) {
     wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::ConsentRequested { mode, control, .. } => Some((*mode, *control)),
-        HostEvent::Connected { .. } => panic!("connected before the user answered"),
+        AgentEvent::ConsentRequested { mode, control, .. } => Some((*mode, *control)),
+        AgentEvent::Connected { .. } => panic!("connected before the user answered"),
         _ => None,
     })
     .unwrap()
 }
 
-fn host_ended(h: &Host) -> DisconnectReason {
+fn host_ended(h: &Agent) -> DisconnectReason {
     wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::Disconnected(r) => Some(r.clone()),
-        HostEvent::Connected { .. } => panic!("connected although refused"),
+        AgentEvent::Disconnected(r) => Some(r.clone()),
+        AgentEvent::Connected { .. } => panic!("connected although refused"),
         _ => None,
     })
     .unwrap()
@@ -160,7 +160,7 @@ fn allow_automatically_starts_when_the_window_passes_unanswered() {
     });
     asked(&h);
     let control = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::Connected { control, .. } => Some(*control),
+        AgentEvent::Connected { control, .. } => Some(*control),
         _ => None,
     })
     .unwrap();
@@ -193,20 +193,20 @@ fn the_group_policy_from_the_broker_can_only_make_the_target_stricter() {
     // it is (a key made on first use): a bad proof would be refused before any of this.
     let key = std::env::temp_dir().join(format!("deskwire-consent-{}.key", std::process::id()));
     let _ = std::fs::remove_file(&key);
-    let config = HostConfig::new(broker.url())
+    let config = AgentConfig::new(broker.url())
         .transport(loopback())
         .view_only(false)
         .input_display(Some(xvfb.display()))
         .device_key(&key);
-    let h = Host::start(config, synthetic(), code).unwrap();
+    let h = Agent::start(config, synthetic(), code).unwrap();
     let (mode, control, technician) = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::ConsentRequested {
+        AgentEvent::ConsentRequested {
             mode,
             control,
             technician,
             ..
         } => Some((*mode, *control, technician.clone())),
-        HostEvent::Connected { .. } => panic!("connected without asking, against the policy"),
+        AgentEvent::Connected { .. } => panic!("connected without asking, against the policy"),
         _ => None,
     })
     .unwrap();

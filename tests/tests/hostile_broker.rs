@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deskwire::JoinRefusal;
-use deskwire::{Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent};
+use deskwire::{Agent, AgentConfig, AgentEvent, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::pake::Pake;
 use deskwire_signal::{
@@ -223,8 +223,8 @@ fn attempt(attack: Attack) -> bool {
         ..OpenOptions::default()
     };
     let source = open(&"synthetic:typing".parse::<SourceSpec>().unwrap(), &opts).unwrap();
-    let h = Host::start(
-        HostConfig::new(&url).transport(loopback()).view_only(true),
+    let h = Agent::start(
+        AgentConfig::new(&url).transport(loopback()).view_only(true),
         source,
         code,
     )
@@ -235,8 +235,8 @@ fn attempt(attack: Attack) -> bool {
     while std::time::Instant::now() < deadline && !caught {
         while let Ok(e) = h.events().try_recv() {
             match e {
-                HostEvent::Connected { .. } => return false,
-                HostEvent::CodeRefused {
+                AgentEvent::Connected { .. } => return false,
+                AgentEvent::CodeRefused {
                     reason: JoinRefusal::VerificationFailed,
                     ..
                 } => caught = true,
@@ -257,7 +257,7 @@ fn attempt(attack: Attack) -> bool {
     let connected = h
         .events()
         .try_iter()
-        .any(|e| matches!(e, HostEvent::Connected { .. }))
+        .any(|e| matches!(e, AgentEvent::Connected { .. }))
         || c.events()
             .try_iter()
             .any(|e| matches!(e, ViewerEvent::Connected { .. }));

@@ -2,7 +2,7 @@
 //! (the user may reject in time, silence lets the technician in), allow by request (the user
 //! must accept; silence refuses), deny; and a password that rotated after a day.
 //!
-//! The target is the engine's `Host::start_lan` and the technician's side its `Viewer`,
+//! The target is the engine's `Agent::start_lan` and the technician's side its `Viewer`,
 //! each on a thread inside its own namespace. Every refused attempt leaves the target
 //! listening for the next one, as a managed computer does.
 
@@ -13,8 +13,8 @@ use deskwire::accounts::AdminAccounts;
 use deskwire::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
 use deskwire::UnixMillis;
 use deskwire::{
-    AcceptanceMode, ConsentAnswer, ConsentRefusal, DisconnectReason, Host, HostConfig, HostEvent,
-    TransportConfig, Viewer, ViewerConfig, ViewerEvent,
+    AcceptanceMode, Agent, AgentConfig, AgentEvent, ConsentAnswer, ConsentRefusal,
+    DisconnectReason, TransportConfig, Viewer, ViewerConfig, ViewerEvent,
 };
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_tests::netns::Lan;
@@ -32,10 +32,10 @@ fn source() -> Box<dyn deskwire_capture::Source> {
     open(&spec, &opts).unwrap()
 }
 
-/// A view-only LAN host in target 0's namespace, with `mode` and `passwords`. Wrong
+/// A view-only LAN agent in target 0's namespace, with `mode` and `passwords`. Wrong
 /// passwords cost no wait here: the back-off has tests of its own, in virtual time and
 /// with the sender between namespaces.
-fn host(lan: &Lan, mode: AcceptanceMode, passwords: LanPasswords) -> (Host, SocketAddr) {
+fn host(lan: &Lan, mode: AcceptanceMode, passwords: LanPasswords) -> (Agent, SocketAddr) {
     host_with(lan, mode, passwords, None)
 }
 
@@ -44,9 +44,9 @@ fn host_with(
     mode: AcceptanceMode,
     passwords: LanPasswords,
     admins: Option<AdminAccounts>,
-) -> (Host, SocketAddr) {
+) -> (Agent, SocketAddr) {
     let ip = IpAddr::V4(lan.target_ip(0));
-    let mut config = HostConfig::new("")
+    let mut config = AgentConfig::new("")
         .view_only(true)
         .acceptance(mode)
         .transport(TransportConfig::default().bind(vec![ip]));
@@ -62,7 +62,7 @@ fn host_with(
         .backoff(no_wait);
     let h = lan
         .run_in(lan.target(0), move || {
-            Host::start_lan(config, source(), listen)
+            Agent::start_lan(config, source(), listen)
         })
         .unwrap()
         .expect("starting the LAN host");
@@ -91,16 +91,16 @@ fn ended(c: &Viewer) -> DisconnectReason {
     .expect("the session ended")
 }
 
-fn asked(h: &Host) {
+fn asked(h: &Agent) {
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::ConsentRequested { .. }).then_some(())
+        matches!(e, AgentEvent::ConsentRequested { .. }).then_some(())
     })
     .expect("the user was asked");
 }
 
-fn connected(h: &Host, c: &Viewer) {
+fn connected(h: &Agent, c: &Viewer) {
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::Connected { .. }).then_some(())
+        matches!(e, AgentEvent::Connected { .. }).then_some(())
     })
     .expect("the target connected");
     wait_viewer(c, WAIT, |e| {
@@ -274,15 +274,15 @@ fn a_target_that_requires_an_administrator_lets_in_only_a_technician_with_its_cr
     let _ = std::fs::remove_file(&file);
 }
 
-/// A control-capable LAN host (its own Xvfb for input) that keeps grants and asks its user.
+/// A control-capable LAN agent (its own Xvfb for input) that keeps grants and asks its user.
 fn grant_host(
     lan: &Lan,
     display: &str,
     grants: &deskwire::grants::LocalGrants,
     accounts: &AdminAccounts,
-) -> (Host, SocketAddr) {
+) -> (Agent, SocketAddr) {
     let ip = IpAddr::V4(lan.target_ip(0));
-    let config = HostConfig::new("")
+    let config = AgentConfig::new("")
         .input_display(Some(display.to_owned()))
         // Anyone connecting with the password needs the user, who must answer in time.
         .acceptance(AcceptanceMode::AllowByRequest {
@@ -298,7 +298,7 @@ fn grant_host(
     let listen = LanHostConfig::new(passwords).listen(SocketAddr::new(ip, 0));
     let h = lan
         .run_in(lan.target(0), move || {
-            Host::start_lan(config, source(), listen)
+            Agent::start_lan(config, source(), listen)
         })
         .unwrap()
         .expect("starting the LAN host");
@@ -336,7 +336,7 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     // 1. A session with the password; the user lets the technician in and approves a grant.
     let passwords = LanPasswords::daily();
     let ip = IpAddr::V4(lan.target_ip(0));
-    let config = HostConfig::new("")
+    let config = AgentConfig::new("")
         .input_display(Some(x.display()))
         .acceptance(AcceptanceMode::AllowByRequest {
             timeout: Duration::from_secs(5),
@@ -350,7 +350,7 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     let listen = LanHostConfig::new(passwords.clone()).listen(SocketAddr::new(ip, 0));
     let h = lan
         .run_in(lan.target(0), move || {
-            Host::start_lan(config, source(), listen)
+            Agent::start_lan(config, source(), listen)
         })
         .unwrap()
         .unwrap();
@@ -362,7 +362,7 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     connected(&h, &c);
     let id = c.request_unattended(&request(None)).unwrap();
     let asked_id = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::GrantRequested { id, .. } => Some(*id),
+        AgentEvent::GrantRequested { id, .. } => Some(*id),
         _ => None,
     })
     .unwrap();
@@ -384,8 +384,8 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
         .admin_credentials("it-admin", "Tr0ub4dor&3");
     let c = viewer_with(&lan, config);
     let first = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::ConsentRequested { .. } => Some("asked"),
-        HostEvent::Connected { .. } => Some("connected"),
+        AgentEvent::ConsentRequested { .. } => Some("asked"),
+        AgentEvent::Connected { .. } => Some("connected"),
         _ => None,
     })
     .unwrap();

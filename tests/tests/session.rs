@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use deskwire::input::{InputEvent, InputRefusal, Key, NamedKey, PointerButton};
+use deskwire::{
+    Agent, AgentConfig, AgentEvent, DisconnectReason, Viewer, ViewerConfig, ViewerEvent,
+};
 use deskwire::{ConnectionCode, JoinRefusal, SessionCode};
-use deskwire::{DisconnectReason, Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec, Timestamp, X11Source};
 use deskwire_tests::session_fixtures::{
     code_of, deskwire_threads, loopback, luma_psnr, wait_host, wait_viewer, TestBroker,
@@ -38,12 +40,12 @@ fn host_on(
     code: ConnectionCode,
     view_only: bool,
     display: Option<String>,
-) -> Host {
-    let config = HostConfig::new(broker.url())
+) -> Agent {
+    let config = AgentConfig::new(broker.url())
         .transport(loopback())
         .view_only(view_only)
         .input_display(display);
-    Host::start(config, source, code).expect("starting the host")
+    Agent::start(config, source, code).expect("starting the host")
 }
 
 fn synthetic() -> Box<dyn Source> {
@@ -103,7 +105,7 @@ fn the_viewer_shows_what_is_on_the_target_screen() {
     assert!(psnr >= 35.0, "viewer picture Y-PSNR {psnr:.1} dB < 35 dB");
     c.shutdown().unwrap();
     let reason = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::Disconnected(r) => Some(r.clone()),
+        AgentEvent::Disconnected(r) => Some(r.clone()),
         _ => None,
     })
     .unwrap();
@@ -129,7 +131,7 @@ fn viewer_input_moves_clicks_and_types_on_the_target() {
     let h = host_on(&broker, source, code, false, Some(display.clone()));
     connected(&c);
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::Connected { control: true, .. }).then_some(())
+        matches!(e, AgentEvent::Connected { control: true, .. }).then_some(())
     })
     .unwrap();
 
@@ -217,8 +219,8 @@ fn a_view_only_session_injects_nothing() {
     .unwrap();
     for _ in 0..2 {
         let reason = wait_host(h.events(), WAIT, |e| match e {
-            HostEvent::InputRefused { reason, .. } => Some(*reason),
-            HostEvent::InputInjected(k) => panic!("{k:?} was injected in a view-only session"),
+            AgentEvent::InputRefused { reason, .. } => Some(*reason),
+            AgentEvent::InputInjected(k) => panic!("{k:?} was injected in a view-only session"),
             _ => None,
         })
         .unwrap();
@@ -247,7 +249,7 @@ fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input(
     // Input counts from when the target has the session up (the viewer hears so in
     // `Permissions`); before that it is refused as not established.
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::Connected { control: true, .. }).then_some(())
+        matches!(e, AgentEvent::Connected { control: true, .. }).then_some(())
     })
     .unwrap();
     c.send_input(InputEvent::Button {
@@ -274,7 +276,7 @@ fn revoking_control_mid_session_releases_what_is_held_and_refuses_further_input(
     })
     .unwrap();
     let reason = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::InputRefused { reason, .. } => Some(*reason),
+        AgentEvent::InputRefused { reason, .. } => Some(*reason),
         _ => None,
     })
     .unwrap();
@@ -298,11 +300,11 @@ fn a_target_fails_over_to_the_next_broker_when_the_first_is_unreachable() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("ws://{}", dead.local_addr().unwrap());
     drop(dead);
-    let config = HostConfig::new(dead_url)
+    let config = AgentConfig::new(dead_url)
         .fallback_brokers(vec![broker.url().to_owned()])
         .transport(loopback())
         .view_only(true);
-    let h = Host::start(config, synthetic(), code).unwrap();
+    let h = Agent::start(config, synthetic(), code).unwrap();
     connected(&c);
     c.shutdown().unwrap();
     h.shutdown().unwrap();
@@ -318,7 +320,7 @@ fn a_wrong_code_can_be_corrected_and_a_used_code_is_refused() {
     let wrong = ConnectionCode::new(other.unwrap(), code.secret()).unwrap();
     let h = host_on(&broker, synthetic(), wrong, true, None);
     let refusal = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::CodeRefused { reason, .. } => Some(*reason),
+        AgentEvent::CodeRefused { reason, .. } => Some(*reason),
         _ => None,
     })
     .unwrap();
@@ -328,7 +330,7 @@ fn a_wrong_code_can_be_corrected_and_a_used_code_is_refused() {
 
     let again = host_on(&broker, synthetic(), code, true, None);
     let refusal = wait_host(again.events(), WAIT, |e| match e {
-        HostEvent::CodeRefused { reason, message } => {
+        AgentEvent::CodeRefused { reason, message } => {
             assert!(message.contains("already used"), "{message}");
             Some(*reason)
         }
@@ -360,8 +362,8 @@ fn a_mistyped_secret_connects_nothing_and_the_right_code_then_works() {
     let code = code_of(&c).unwrap();
     let h = host_on(&broker, synthetic(), wrong_secret(code), true, None);
     let refusal = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::CodeRefused { reason, .. } => Some(*reason),
-        HostEvent::Connected { .. } => panic!("connected with the wrong secret"),
+        AgentEvent::CodeRefused { reason, .. } => Some(*reason),
+        AgentEvent::Connected { .. } => panic!("connected with the wrong secret"),
         _ => None,
     })
     .unwrap();
@@ -387,10 +389,10 @@ fn three_failed_verifications_burn_the_code() {
     let c = viewer(&broker);
     let code = code_of(&c).unwrap();
     let h = host_on(&broker, synthetic(), wrong_secret(code), true, None);
-    let refused = |h: &Host| {
+    let refused = |h: &Agent| {
         wait_host(h.events(), WAIT, |e| match e {
-            HostEvent::CodeRefused { reason, .. } => Some(*reason),
-            HostEvent::Connected { .. } => panic!("connected with the wrong secret"),
+            AgentEvent::CodeRefused { reason, .. } => Some(*reason),
+            AgentEvent::Connected { .. } => panic!("connected with the wrong secret"),
             _ => None,
         })
         .unwrap()
@@ -427,8 +429,8 @@ fn an_expired_code_is_refused_with_its_reason() {
     broker.advance(Duration::from_secs(10 * 60 + 1));
     let h = host_on(&broker, synthetic(), code, true, None);
     let refusal = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::CodeRefused { reason, .. } => Some(*reason),
-        HostEvent::Connected { .. } => panic!("connected with an expired code"),
+        AgentEvent::CodeRefused { reason, .. } => Some(*reason),
+        AgentEvent::Connected { .. } => panic!("connected with an expired code"),
         _ => None,
     })
     .unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deskwire::accounts::AdminAccounts;
 use deskwire::grants::LocalGrants;
-use deskwire::{ConsentAnswer, Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent};
+use deskwire::{Agent, AgentConfig, AgentEvent, ConsentAnswer, Viewer, ViewerConfig, ViewerEvent};
 use deskwire::{GrantAnswerError, GrantDecision, UnixMillis};
 use deskwire_broker::store::{Acceptance, Permission, Permissions, Policy};
 use deskwire_capture::{open, OpenOptions, Source, SourceSpec};
@@ -51,7 +51,7 @@ fn temp(name: &str) -> std::path::PathBuf {
 /// `grants` and checks customer credentials against `customers`.
 struct Live {
     c: Viewer,
-    h: Host,
+    h: Agent,
     _x: Xvfb,
 }
 
@@ -69,16 +69,16 @@ fn live(
     }
     let c = Viewer::start(cc).unwrap();
     let code = code_of(&c).unwrap();
-    let config = HostConfig::new(broker.url())
+    let config = AgentConfig::new(broker.url())
         .transport(loopback())
         .view_only(view_only)
         .input_display(Some(x.display()))
         .unattended(grants.clone(), GrantPolicy::default(), customers);
-    let h = Host::start(config, synthetic(), code).unwrap();
+    let h = Agent::start(config, synthetic(), code).unwrap();
     // A group policy may have the user asked first: they accept.
     let asked = wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::ConsentRequested { .. } => Some(true),
-        HostEvent::Connected { .. } => Some(false),
+        AgentEvent::ConsentRequested { .. } => Some(true),
+        AgentEvent::Connected { .. } => Some(false),
         _ => None,
     })
     .unwrap();
@@ -88,7 +88,7 @@ fn live(
         })
         .unwrap();
         wait_host(h.events(), WAIT, |e| {
-            matches!(e, HostEvent::Connected { .. }).then_some(())
+            matches!(e, AgentEvent::Connected { .. }).then_some(())
         })
         .unwrap();
     }
@@ -118,9 +118,9 @@ fn answered(c: &Viewer, id: u32) -> Result<Grant, String> {
     .unwrap()
 }
 
-fn asked(h: &Host) -> u32 {
+fn asked(h: &Agent) -> u32 {
     wait_host(h.events(), WAIT, |e| match e {
-        HostEvent::GrantRequested { id, .. } => Some(*id),
+        AgentEvent::GrantRequested { id, .. } => Some(*id),
         _ => None,
     })
     .unwrap()

@@ -12,7 +12,8 @@ use deskwire::accounts::AdminAccounts;
 use deskwire::grants::{self, GrantTicket, LocalGrants};
 use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
 use deskwire::{
-    ConsentAnswer, DisconnectReason, Host, HostConfig, HostEvent, Viewer, ViewerConfig, ViewerEvent,
+    Agent, AgentConfig, AgentEvent, ConsentAnswer, DisconnectReason, Viewer, ViewerConfig,
+    ViewerEvent,
 };
 use deskwire::{GrantDecision, UnixMillis};
 use deskwire_broker::store::{AuditId, Permission, Permissions, Policy, Store};
@@ -54,8 +55,8 @@ struct Target {
 }
 
 impl Target {
-    fn config(&self, broker: &TestBroker) -> HostConfig {
-        HostConfig::new(broker.url())
+    fn config(&self, broker: &TestBroker) -> AgentConfig {
+        AgentConfig::new(broker.url())
             .transport(loopback())
             .device_key(&self.device_key)
             .input_display(Some(self.xvfb.display()))
@@ -77,9 +78,9 @@ fn approved_grant(broker: &TestBroker, token: &str, target: &Target) -> GrantTic
     )
     .unwrap();
     let code = code_of(&c).unwrap();
-    let h = Host::start(target.config(broker), synthetic(), code).unwrap();
+    let h = Agent::start(target.config(broker), synthetic(), code).unwrap();
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::ConsentRequested { .. }).then_some(())
+        matches!(e, AgentEvent::ConsentRequested { .. }).then_some(())
     })
     .unwrap();
     h.answer_consent(ConsentAnswer::Allow { control: true })
@@ -98,7 +99,7 @@ fn approved_grant(broker: &TestBroker, token: &str, target: &Target) -> GrantTic
     };
     let id = c.request_unattended(&request).unwrap();
     wait_host(h.events(), WAIT, |e| {
-        matches!(e, HostEvent::GrantRequested { .. }).then_some(())
+        matches!(e, AgentEvent::GrantRequested { .. }).then_some(())
     })
     .unwrap();
     h.answer_grant(id, GrantDecision::Approve).unwrap();
@@ -147,7 +148,7 @@ fn call(
         }
     };
     let h =
-        Host::start_unattended_call(target.config(broker), synthetic(), session, grant).unwrap();
+        Agent::start_unattended_call(target.config(broker), synthetic(), session, grant).unwrap();
     let got = wait_viewer(&c, WAIT, |e| {
         matches!(e, ViewerEvent::Frame(_)).then_some(())
     });
@@ -157,8 +158,8 @@ fn call(
     };
     let mut asked = false;
     while let Ok(e) = h.events().recv_timeout(Duration::from_millis(100)) {
-        asked |= matches!(e, HostEvent::ConsentRequested { .. });
-        if let HostEvent::Disconnected(DisconnectReason::Error(_)) = e {
+        asked |= matches!(e, AgentEvent::ConsentRequested { .. });
+        if let AgentEvent::Disconnected(DisconnectReason::Error(_)) = e {
             break;
         }
     }

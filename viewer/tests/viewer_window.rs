@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use deskwire::ConnectionCode;
-use deskwire::{Host, HostConfig, HostEvent};
+use deskwire::{Agent, AgentConfig, AgentEvent};
 use deskwire_capture::{CaptureOutcome, Source, Timestamp, X11Source};
 use deskwire_tests::session_fixtures::{loopback, luma_psnr_at, wait_host, TestBroker};
 use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
@@ -84,13 +84,13 @@ fn the_viewer_window_shows_the_remote_screen_and_sends_what_is_typed_and_pointed
         }
     };
 
-    let config = HostConfig::new(broker.url())
+    let config = AgentConfig::new(broker.url())
         .transport(loopback())
         .input_display(Some(remote.display()));
     let source = Box::new(X11Source::open(Some(&remote.display())).unwrap());
-    let host = Host::start(config, source, code).unwrap();
+    let host = Agent::start(config, source, code).unwrap();
     wait_host(host.events(), WAIT, |e| {
-        matches!(e, HostEvent::Connected { control: true, .. }).then_some(())
+        matches!(e, AgentEvent::Connected { control: true, .. }).then_some(())
     })
     .unwrap();
 

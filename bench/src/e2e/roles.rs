@@ -17,7 +17,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use deskwire::{Host, HostConfig, HostEvent, TransportConfig, Viewer, ViewerConfig, ViewerEvent};
+use deskwire::{
+    Agent, AgentConfig, AgentEvent, TransportConfig, Viewer, ViewerConfig, ViewerEvent,
+};
 use deskwire_capture::{
     open, CaptureError, CaptureOutcome, Frame, OpenOptions, Source, SourceSpec, Timestamp,
 };
@@ -279,7 +281,7 @@ pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
         frozen: frozen.clone(),
         calls: calls.clone(),
     };
-    let mut config = HostConfig::new(&args.broker)
+    let mut config = AgentConfig::new(&args.broker)
         .transport(bound(args.bind))
         .view_only(true);
     if let Some(d) = &args.display {
@@ -287,7 +289,7 @@ pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
     }
     let code = args.code.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let entered = unix_us();
-    let host = Host::start(config, Box::new(source), code)?;
+    let host = Agent::start(config, Box::new(source), code)?;
     say(&format!("entered {entered}"));
     let mut start: Option<(Instant, f64)> = None;
     let mut end: Option<(Instant, f64)> = None;
@@ -302,7 +304,8 @@ pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
             Ok("freeze") => frozen.store(true, Relaxed),
             _ => {}
         }
-        if let Ok(HostEvent::Disconnected(_)) = host.events().recv_timeout(Duration::from_millis(2))
+        if let Ok(AgentEvent::Disconnected(_)) =
+            host.events().recv_timeout(Duration::from_millis(2))
         {
             break;
         }

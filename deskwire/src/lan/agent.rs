@@ -3,7 +3,7 @@
 //!
 //! A [`LanAgent`] holds this run's rotating password, announces the computer over mDNS,
 //! tells the brokers that manage it each new password (on a thread of its own, so a slow
-//! broker never holds up the caller), and starts one [`Host`] per session. What a user
+//! broker never holds up the caller), and starts one [`Agent`] per session. What a user
 //! should see comes out of [`LanAgent::poll_event`] as data; the program decides how to
 //! show it.
 
@@ -19,7 +19,7 @@ use super::{
     device_id, report_lan_password, Advertisement, LanHostConfig, LanPassword, LanPasswords,
     DEFAULT_PORT,
 };
-use crate::{Host, HostConfig, SessionError};
+use crate::{Agent, AgentConfig, SessionError};
 
 /// The brokers that manage this computer, told each new LAN password.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct PasswordReportTo {
 pub struct LanAgentConfig {
     /// Where to listen (`0.0.0.0:8451` by default).
     pub listen: SocketAddr,
-    /// The name technicians see on the LAN (this computer's host name by default).
+    /// The name technicians see on the LAN (this computer's agent name by default).
     pub name: String,
     /// Announce this computer over mDNS.
     pub announce: bool,
@@ -173,7 +173,7 @@ impl LanAgent {
         })
     }
 
-    /// This run's passwords, shared with every host it starts.
+    /// This run's passwords, shared with every agent it starts.
     pub fn passwords(&self) -> &LanPasswords {
         &self.passwords
     }
@@ -189,7 +189,7 @@ impl LanAgent {
     }
 
     /// The next thing to tell the user, if any: a new password comes out (and goes to the
-    /// brokers) as soon as it is current. Call it often, e.g. between host events.
+    /// brokers) as soon as it is current. Call it often, e.g. between agent events.
     pub fn poll_event(&mut self) -> Option<LanAgentEvent> {
         let now = UnixMillis::now();
         let current = self.passwords.current_at(now);
@@ -241,22 +241,22 @@ impl LanAgent {
     /// Listen for the next session's technician with `config` and `source`.
     pub fn start_host(
         &mut self,
-        config: HostConfig,
+        config: AgentConfig,
         source: Box<dyn Source>,
-    ) -> Result<Host, SessionError> {
+    ) -> Result<Agent, SessionError> {
         let lan = LanHostConfig::new(self.passwords.clone()).listen(self.config.listen);
-        let host = Host::start_lan(config, source, lan)?;
+        let host = Agent::start_lan(config, source, lan)?;
         self.sessions += 1;
         Ok(host)
     }
 
-    /// Whether to start another host once the current session ends (not with `once`).
+    /// Whether to start another agent once the current session ends (not with `once`).
     pub fn serves_another(&self) -> bool {
         !(self.config.once && self.sessions > 0)
     }
 }
 
-/// This computer's host name, for the LAN announcement.
+/// This computer's agent name, for the LAN announcement.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

@@ -1,6 +1,6 @@
 //! Direct connections on the LAN, with no broker in the path.
 //!
-//! A target in LAN mode ([`crate::Host::start_lan`]) listens for viewers on a TCP port
+//! A target in LAN mode ([`crate::Agent::start_lan`]) listens for viewers on a TCP port
 //! and answers them the way a broker would, so the rest of the session (PAKE, consent, MACed
 //! offer and answer, WebRTC) is the same code as with a broker. What replaces the code is
 //! the target's rotating password ([`LanPasswords`]), which is only ever a PAKE input.
@@ -208,7 +208,7 @@ impl LanHostConfig {
         }
     }
 
-    /// Listen on `addr` (port 0 picks a free one; [`crate::Host::lan_addr`] says which).
+    /// Listen on `addr` (port 0 picks a free one; [`crate::Agent::lan_addr`] says which).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
         self
@@ -224,7 +224,7 @@ impl LanHostConfig {
 /// A target found on the LAN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LanPeer {
-    /// The name it announces (its host name unless configured).
+    /// The name it announces (its agent name unless configured).
     pub name: String,
     /// Its addresses, IPv4 first.
     pub addresses: Vec<IpAddr>,
@@ -275,7 +275,7 @@ impl Advertisement {
             )));
         }
         let daemon = mdns_sd::ServiceDaemon::new().map_err(fail)?;
-        // The DNS host name must be a plain label; the instance name may be anything.
+        // The DNS agent name must be a plain label; the instance name may be anything.
         let host: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
-use deskwire::{Host, HostConfig, HostEvent, TransportConfig};
+use deskwire::{Agent, AgentConfig, AgentEvent, TransportConfig};
 use deskwire_capture::{open, OpenOptions};
 
 fn main() -> anyhow::Result<()> {
@@ -20,17 +20,17 @@ fn main() -> anyhow::Result<()> {
         ..OpenOptions::default()
     };
     let source = open(&"synthetic:typing".parse()?, &opts)?;
-    let config = HostConfig::new(broker.as_str())
+    let config = AgentConfig::new(broker.as_str())
         .view_only(true)
         .transport(TransportConfig::default().bind(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]));
-    let host = Host::start(config, source, code.parse()?)?;
+    let host = Agent::start(config, source, code.parse()?)?;
     for e in host.events() {
         match e {
-            HostEvent::Connected { .. } => {
+            AgentEvent::Connected { .. } => {
                 println!("connected");
                 std::io::stdout().flush()?;
             }
-            HostEvent::Disconnected(r) => {
+            AgentEvent::Disconnected(r) => {
                 println!("disconnected: {r}");
                 break;
             }

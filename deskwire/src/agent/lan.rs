@@ -11,16 +11,16 @@ use deskwire_signal::{BrokerMessage, JoinRefusal, PeerSignal, UnixMillis};
 use tokio::net::TcpListener;
 
 use super::connect::Attempt;
-use super::{Command, Connected, HostTask, Negotiation};
+use super::{AgentTask, Command, Connected, Negotiation};
 use crate::accounts::AdminAccounts;
 use crate::lan::LanHostConfig;
 use crate::signalling::Signalling;
 use crate::transport::{self, SessionRuntime};
-use crate::{DisconnectReason, HostEvent};
+use crate::{AgentEvent, DisconnectReason};
 use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::pairing::PairingSecret;
 
-impl HostTask {
+impl AgentTask {
     /// Serve viewers on `listener` until one gets a session, then stream to it.
     pub(super) async fn run_lan(
         &mut self,
@@ -100,7 +100,7 @@ impl HostTask {
                         continue;
                     }
                 };
-            self.events.emit(HostEvent::Joined);
+            self.events.emit(AgentEvent::Joined);
             if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
                 break Err(r);
             }
@@ -249,6 +249,6 @@ impl HostTask {
             .await;
         sig.close().await;
         self.events
-            .emit_important(HostEvent::LanRefused { from, message });
+            .emit_important(AgentEvent::LanRefused { from, message });
     }
 }

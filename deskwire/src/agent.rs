@@ -24,20 +24,20 @@ use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
 use deskwire_session::pacer::{PacerConfig, VideoSender};
 use deskwire_session::pairing::PairingSecret;
 use deskwire_session::rate::RateConfig;
-use deskwire_session::{HostSession, HostSessionConfig, HostSessionEvent, StreamInfo};
+use deskwire_session::{AgentSession, AgentSessionConfig, AgentSessionEvent, StreamInfo};
 
-use crate::config::HostConfig;
+use crate::config::AgentConfig;
 use crate::driver::{ended_by, send_queued, CoreTimer};
 use crate::inject::Injector;
 use crate::signalling::Signalling;
 use crate::transport::{self, NetEvent, SessionRuntime};
-use crate::{spawn_net, DisconnectReason, Events, HostEvent, SessionError};
+use crate::{spawn_net, AgentEvent, DisconnectReason, Events, SessionError};
 use video_out::{spawn_video_out, Pace, SendCounters, VideoOut, VideoReport, VIDEO_CHUNK};
 
 /// How often the target wakes the WebRTC driver while the channels are opening.
 const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
 
-/// What a host session starts from.
+/// What an agent session starts from.
 #[derive(Clone, Copy)]
 enum Start {
     /// An unattended call through the broker: this code, under this grant.
@@ -66,21 +66,21 @@ enum Command {
 ///
 /// Joins the broker session named by a connection code, then streams `source` to the
 /// viewer and injects the viewer's input when allowed. Events arrive on
-/// [`Host::events`]; a refused code yields [`HostEvent::CodeRefused`] and the host waits
-/// for [`Host::try_code`] or [`Host::shutdown`].
+/// [`Agent::events`]; a refused code yields [`AgentEvent::CodeRefused`] and the agent waits
+/// for [`Agent::try_code`] or [`Agent::shutdown`].
 #[derive(Debug)]
-pub struct Host {
-    events: Receiver<HostEvent>,
+pub struct Agent {
+    events: Receiver<AgentEvent>,
     commands: mpsc::UnboundedSender<Command>,
     net: Option<JoinHandle<()>>,
     lan_addr: Option<std::net::SocketAddr>,
 }
 
-impl Host {
+impl Agent {
     /// Validate `config` and start joining with `code`. Capture starts only once the
     /// session is established.
     pub fn start(
-        config: HostConfig,
+        config: AgentConfig,
         source: Box<dyn Source>,
         code: ConnectionCode,
     ) -> Result<Self, SessionError> {
@@ -97,7 +97,7 @@ impl Host {
     /// does not let anyone in now is refused here, whatever the broker said, and the
     /// technician is told why.
     pub fn start_unattended_call(
-        config: HostConfig,
+        config: AgentConfig,
         source: Box<dyn Source>,
         session: deskwire_signal::SessionCode,
         grant: u32,
@@ -112,9 +112,9 @@ impl Host {
     /// [`crate::adhoc::TemporaryHostEvent::Call`] and run the key exchange on the link's
     /// secret ([`crate::adhoc::TemporaryHost::call_secret`]). Nobody is asked: the user
     /// consented by activating the session. `config.device_key` should be the temporary
-    /// host's ([`crate::adhoc::TemporaryHost::device_key`]).
+    /// agent's ([`crate::adhoc::TemporaryHost::device_key`]).
     pub fn start_adhoc_call(
-        config: HostConfig,
+        config: AgentConfig,
         source: Box<dyn Source>,
         session: deskwire_signal::SessionCode,
         secret: [u8; 16],
@@ -127,11 +127,11 @@ impl Host {
 
     /// Serve one session to a viewer that connects directly on the LAN with the
     /// current password of `lan.passwords`; no broker is involved. Wrong passwords are
-    /// refused ([`HostEvent::LanRefused`]) and their source backs off; the host keeps
+    /// refused ([`AgentEvent::LanRefused`]) and their source backs off; the agent keeps
     /// listening until one viewer gets a session (and the user's consent, per
-    /// `config.acceptance`). Listening starts before this returns: [`Host::lan_addr`].
+    /// `config.acceptance`). Listening starts before this returns: [`Agent::lan_addr`].
     pub fn start_lan(
-        config: HostConfig,
+        config: AgentConfig,
         source: Box<dyn Source>,
         lan: crate::lan::LanHostConfig,
     ) -> Result<Self, SessionError> {
@@ -149,11 +149,11 @@ impl Host {
     }
 
     fn spawn(
-        config: HostConfig,
+        config: AgentConfig,
         source: Box<dyn Source>,
         lan_addr: Option<std::net::SocketAddr>,
         run: impl for<'a> FnOnce(
-                &'a mut HostTask,
+                &'a mut AgentTask,
                 Box<dyn Source>,
             ) -> std::pin::Pin<
                 Box<dyn std::future::Future<Output = DisconnectReason> + 'a>,
@@ -173,7 +173,7 @@ impl Host {
         let (events, rx) = Events::new();
         let (commands, cmd_rx) = mpsc::unbounded_channel();
         let net = spawn_net(move |handle| async move {
-            let mut task = HostTask {
+            let mut task = AgentTask {
                 config,
                 events: events.clone(),
                 commands: cmd_rx,
@@ -183,7 +183,7 @@ impl Host {
             };
             let reason = run(&mut task, source).await;
             tracing::info!(%reason, "host session ended");
-            events.emit_important(HostEvent::Disconnected(reason));
+            events.emit_important(AgentEvent::Disconnected(reason));
         })?;
         Ok(Self {
             events: rx,
@@ -193,17 +193,17 @@ impl Host {
         })
     }
 
-    /// Where a LAN host ([`Host::start_lan`]) listens.
+    /// Where a LAN agent ([`Agent::start_lan`]) listens.
     pub fn lan_addr(&self) -> Option<std::net::SocketAddr> {
         self.lan_addr
     }
 
-    /// Events, in order. After [`HostEvent::Disconnected`] no more follow.
-    pub fn events(&self) -> &Receiver<HostEvent> {
+    /// Events, in order. After [`AgentEvent::Disconnected`] no more follow.
+    pub fn events(&self) -> &Receiver<AgentEvent> {
         &self.events
     }
 
-    /// Enter another code after [`HostEvent::CodeRefused`] ("Try Again").
+    /// Enter another code after [`AgentEvent::CodeRefused`] ("Try Again").
     pub fn try_code(&self, code: ConnectionCode) -> Result<(), SessionError> {
         self.commands
             .send(Command::TryCode(code))
@@ -218,15 +218,15 @@ impl Host {
             .map_err(|_| SessionError::Ended)
     }
 
-    /// The user's answer to [`HostEvent::ConsentRequested`].
+    /// The user's answer to [`AgentEvent::ConsentRequested`].
     pub fn answer_consent(&self, answer: ConsentAnswer) -> Result<(), SessionError> {
         self.commands
             .send(Command::AnswerConsent(answer))
             .map_err(|_| SessionError::Ended)
     }
 
-    /// The user's decision on [`HostEvent::GrantRequested`] `id`; the outcome follows as
-    /// [`HostEvent::GrantDecided`].
+    /// The user's decision on [`AgentEvent::GrantRequested`] `id`; the outcome follows as
+    /// [`AgentEvent::GrantDecided`].
     pub fn answer_grant(
         &self,
         id: u32,
@@ -248,15 +248,15 @@ impl Host {
     }
 }
 
-impl Drop for Host {
+impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.stop();
     }
 }
 
-struct HostTask {
-    config: HostConfig,
-    events: Events<HostEvent>,
+struct AgentTask {
+    config: AgentConfig,
+    events: Events<AgentEvent>,
     commands: mpsc::UnboundedReceiver<Command>,
     handle: tokio::runtime::Handle,
     /// The session clock: capture times and pongs are microseconds since this instant.
@@ -287,7 +287,7 @@ enum Negotiation {
     End(DisconnectReason),
 }
 
-impl HostTask {
+impl AgentTask {
     async fn run(&mut self, source: Box<dyn Source>, start: Start) -> DisconnectReason {
         let started = Instant::now();
         let timeout = self.config.connect_timeout;
@@ -355,7 +355,7 @@ impl HostTask {
                     }
                 }
             };
-            self.events.emit(HostEvent::Joined);
+            self.events.emit(AgentEvent::Joined);
             // Start capturing and encoding now, while ICE and DTLS run: the encoders'
             // start-up and the first full encode then overlap the handshake instead of
             // following it. Nothing leaves this process before the channels are open, and
@@ -483,7 +483,7 @@ impl HostTask {
             let events = self.events.clone();
             let report = Box::new(move |op: &InjectOp, r: Result<(), String>| {
                 if r.is_ok() {
-                    events.emit(HostEvent::InputInjected(InputKind::from(op)));
+                    events.emit(AgentEvent::InputInjected(InputKind::from(op)));
                 }
             });
             match Injector::start(self.config.input_display.clone(), report) {
@@ -495,8 +495,8 @@ impl HostTask {
             }
         };
         let stream_id = 1u16;
-        let mut core = HostSession::new(
-            HostSessionConfig {
+        let mut core = AgentSession::new(
+            AgentSessionConfig {
                 peer_timeout: self.config.peer_timeout,
                 view_only: self.config.view_only,
                 rate: {
@@ -514,7 +514,7 @@ impl HostTask {
                         ..d
                     }
                 },
-                ..HostSessionConfig::default()
+                ..AgentSessionConfig::default()
             },
             StreamInfo {
                 stream: stream_id,
@@ -527,7 +527,7 @@ impl HostTask {
             self.epoch.elapsed(),
         );
         let mut reason = send_queued(channels, || core.poll_transmit()).await.err();
-        self.events.emit_important(HostEvent::Connected {
+        self.events.emit_important(AgentEvent::Connected {
             control: core.control(),
             setup,
         });
@@ -575,7 +575,7 @@ impl HostTask {
         while reason.is_none() {
             while let Some(event) = core.poll_event() {
                 match event {
-                    HostSessionEvent::RateChanged(t) => {
+                    AgentSessionEvent::RateChanged(t) => {
                         tracing::debug!(?t, "rate target");
                         // The video thread retunes the encoder: it also knows what frames cost.
                         let _ = pace_tx.send(Pace {
@@ -584,9 +584,9 @@ impl HostTask {
                             rtt: core.rtt(),
                         });
                     }
-                    HostSessionEvent::LinkDown => self.events.emit(HostEvent::LinkDown),
-                    HostSessionEvent::LinkUp => self.events.emit(HostEvent::LinkUp),
-                    HostSessionEvent::KeyframeRequested { bands } => {
+                    AgentSessionEvent::LinkDown => self.events.emit(AgentEvent::LinkDown),
+                    AgentSessionEvent::LinkUp => self.events.emit(AgentEvent::LinkUp),
+                    AgentSessionEvent::KeyframeRequested { bands } => {
                         tracing::debug!(bands = format_args!("{bands:#b}"), "refreshing bands");
                         // The sender stops spending the link on what the viewer discards.
                         keys_wanted.fetch_or(bands, std::sync::atomic::Ordering::Relaxed);
@@ -596,32 +596,32 @@ impl HostTask {
                             }
                         }
                     }
-                    HostSessionEvent::Inject(op) => {
+                    AgentSessionEvent::Inject(op) => {
                         let kind = InputKind::from(&op);
                         let refused = match &injector {
                             Some(inj) => inj.submit(op).err().map(|_| InputRefusal::QueueFull),
                             None => Some(InputRefusal::ViewOnly),
                         };
                         if let Some(reason) = refused {
-                            self.events.emit(HostEvent::InputRefused { kind, reason });
+                            self.events.emit(AgentEvent::InputRefused { kind, reason });
                         }
                     }
-                    HostSessionEvent::Release(ops) => {
+                    AgentSessionEvent::Release(ops) => {
                         if let Some(inj) = &injector {
                             inj.submit_releases(ops);
                         }
                     }
-                    HostSessionEvent::InputRefused { kind, reason } => {
-                        self.events.emit(HostEvent::InputRefused { kind, reason });
+                    AgentSessionEvent::InputRefused { kind, reason } => {
+                        self.events.emit(AgentEvent::InputRefused { kind, reason });
                     }
-                    HostSessionEvent::GrantRequested { id, request } => {
+                    AgentSessionEvent::GrantRequested { id, request } => {
                         match desk.handle_request(id, &request, core.control(), &self.config) {
                             Ok(ask) => self.events.emit_important(ask),
                             Err(answer) => core.send_control(answer),
                         }
                     }
-                    HostSessionEvent::Stats(stats) => self.events.emit(HostEvent::Stats(stats)),
-                    HostSessionEvent::Ended(end) => {
+                    AgentSessionEvent::Stats(stats) => self.events.emit(AgentEvent::Stats(stats)),
+                    AgentSessionEvent::Ended(end) => {
                         reason.get_or_insert(DisconnectReason::from(end));
                     }
                     _ => {}
@@ -674,7 +674,7 @@ impl HostTask {
         }
         // Let go of everything the viewer held before anything else stops.
         while let Some(event) = core.poll_event() {
-            if let (HostSessionEvent::Release(ops), Some(inj)) = (event, &injector) {
+            if let (AgentSessionEvent::Release(ops), Some(inj)) = (event, &injector) {
                 inj.submit_releases(ops);
             }
         }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use deskwire_signal::grant::{approve, CredentialMode, GrantRequest};
 use deskwire_signal::{SessionPolicy, UnixMillis};
 
-use crate::config::HostConfig;
-use crate::{GrantDecision, HostEvent};
+use crate::config::AgentConfig;
+use crate::{AgentEvent, GrantDecision};
 use deskwire_session::wire::ControlMessage;
 
 /// Why a request for unattended access was not granted. Its sentence is what the
@@ -100,8 +100,8 @@ impl GrantDesk {
         id: u32,
         json: &str,
         control: bool,
-        config: &HostConfig,
-    ) -> Result<HostEvent, ControlMessage> {
+        config: &AgentConfig,
+    ) -> Result<AgentEvent, ControlMessage> {
         let refuse = |why: GrantRefusal| ControlMessage::GrantAnswer {
             id,
             approved: false,
@@ -135,7 +135,7 @@ impl GrantDesk {
             return Err(refuse(GrantRefusal::NoCustomerAccounts));
         }
         self.pending.insert(id, request.clone());
-        Ok(HostEvent::GrantRequested {
+        Ok(AgentEvent::GrantRequested {
             id,
             request,
             technician: self.technician.clone(),
@@ -148,9 +148,9 @@ impl GrantDesk {
         &mut self,
         id: u32,
         decision: GrantDecision,
-        config: &HostConfig,
+        config: &AgentConfig,
         now: UnixMillis,
-    ) -> Option<(ControlMessage, HostEvent)> {
+    ) -> Option<(ControlMessage, AgentEvent)> {
         let request = self.pending.remove(&id)?;
         let outcome = self.decide(request, decision, config, now);
         let answer = match &outcome {
@@ -166,7 +166,7 @@ impl GrantDesk {
             },
         };
         let result = outcome.map(|(local_id, _)| local_id);
-        Some((answer, HostEvent::GrantDecided { id, result }))
+        Some((answer, AgentEvent::GrantDecided { id, result }))
     }
 
     /// `Ok((number in the grants file, grant JSON))` or why not.
@@ -174,7 +174,7 @@ impl GrantDesk {
         &self,
         request: GrantRequest,
         decision: GrantDecision,
-        config: &HostConfig,
+        config: &AgentConfig,
         now: UnixMillis,
     ) -> Result<(u32, String), GrantRefusal> {
         let mode = request.credential_mode;
@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn a_group_limited_to_admin_credentials_cannot_ask_for_customer_credentials() {
         let dir = std::env::temp_dir().join(format!("deskwire-desk-{}", std::process::id()));
-        let config = HostConfig::new("").unattended(
+        let config = AgentConfig::new("").unattended(
             LocalGrants::at(dir.join("grants")),
             GrantPolicy::default(),
             Some(AdminAccounts::at(dir.join("accounts"))),

@@ -9,10 +9,10 @@ use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, JoinRefusal,
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
-use super::{Command, HostTask, Negotiation, Wait, NUDGE_INTERVAL};
+use super::{AgentTask, Command, Negotiation, Wait, NUDGE_INTERVAL};
 use crate::signalling::Signalling;
 use crate::transport::{self, Channel, NetEvent, Pc};
-use crate::{DisconnectReason, HostEvent, SessionError};
+use crate::{AgentEvent, DisconnectReason, SessionError};
 use deskwire_session::pairing::{
     AgentPairing, AgentPairingConfig, AgentPairingEvent, PairingEnd, PairingSecret,
 };
@@ -36,7 +36,7 @@ pub(super) struct Attempt<'a> {
     pub(super) admin: Option<crate::accounts::AdminAccounts>,
 }
 
-impl HostTask {
+impl AgentTask {
     /// Send the code (if any) until the broker accepts one, the user cancels or the broker
     /// fails; returns the code that was accepted.
     pub(super) async fn join(
@@ -77,7 +77,7 @@ impl HostTask {
                         retry_at = Some(tokio::time::Instant::now() + AWAY_RETRY);
                     }
                     Ok(BrokerMessage::JoinRefused { reason, message }) => {
-                        self.events.emit_important(HostEvent::CodeRefused { reason, message });
+                        self.events.emit_important(AgentEvent::CodeRefused { reason, message });
                     }
                     Ok(BrokerMessage::Error { message }) => {
                         return Wait::End(DisconnectReason::Broker(message))
@@ -110,7 +110,7 @@ impl HostTask {
         }
     }
 
-    /// Join an ad-hoc call's code, once: it was made for this host, so a refusal ends the
+    /// Join an ad-hoc call's code, once: it was made for this agent, so a refusal ends the
     /// call instead of asking the user for another code.
     pub(super) async fn join_call(
         &mut self,
@@ -208,7 +208,7 @@ impl HostTask {
                         control,
                         timeout,
                         technician,
-                    } => self.events.emit_important(HostEvent::ConsentRequested {
+                    } => self.events.emit_important(AgentEvent::ConsentRequested {
                         mode,
                         control,
                         timeout,
@@ -229,7 +229,7 @@ impl HostTask {
                     }
                     AgentPairingEvent::Unpaired { reason, message } => {
                         self.events
-                            .emit_important(HostEvent::CodeRefused { reason, message });
+                            .emit_important(AgentEvent::CodeRefused { reason, message });
                     }
                     AgentPairingEvent::Ended(why) => return Err(negotiation_end(why)),
                 }

@@ -1,10 +1,10 @@
 //! The target's side of an established session, sans-IO: what to answer, what to inject,
 //! when the viewer has gone quiet for too long.
 //!
-//! The driver feeds it every message that arrives ([`HostSession::handle_message`]), the
-//! user's decisions ([`HostSession::set_control`]) and the time
-//! ([`HostSession::handle_timeout`] at [`HostSession::poll_timeout`]); it sends what
-//! [`HostSession::poll_transmit`] returns and acts on [`HostSession::poll_event`]. Time is a
+//! The driver feeds it every message that arrives ([`AgentSession::handle_message`]), the
+//! user's decisions ([`AgentSession::set_control`]) and the time
+//! ([`AgentSession::handle_timeout`] at [`AgentSession::poll_timeout`]); it sends what
+//! [`AgentSession::poll_transmit`] returns and acts on [`AgentSession::poll_event`]. Time is a
 //! [`Duration`] since the session's epoch, the same clock the video's capture times use.
 
 use std::time::Duration;
@@ -16,15 +16,15 @@ use crate::input::{InjectOp, InputEvent, InputGate, InputKind, InputRefusal};
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
 use crate::rate::{RateConfig, RateController, RateTarget};
 use crate::refresh::Refresh;
-use crate::stats::HostStats;
+use crate::stats::AgentStats;
 use crate::wire::{decode_control, decode_input_at, ByeReason, Channel, ControlMessage};
 
-/// The settings of [`HostSession`].
+/// The settings of [`AgentSession`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostSessionConfig {
+pub struct AgentSessionConfig {
     /// The session ends when nothing was heard from the viewer for this long.
     pub peer_timeout: Duration,
-    /// How often [`HostSessionEvent::Stats`] is reported.
+    /// How often [`AgentSessionEvent::Stats`] is reported.
     pub stats_interval: Duration,
     /// Nothing is ever injected, whatever control says.
     pub view_only: bool,
@@ -38,7 +38,7 @@ pub struct HostSessionConfig {
     pub rate: RateConfig,
 }
 
-impl Default for HostSessionConfig {
+impl Default for AgentSessionConfig {
     fn default() -> Self {
         Self {
             peer_timeout: Duration::from_secs(30),
@@ -69,14 +69,14 @@ pub struct StreamInfo {
 /// What the target's driver has to act on.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum HostSessionEvent {
+pub enum AgentSessionEvent {
     /// Aim the encoder, the frame rate and the pacer at this: the path's estimate moved.
     /// Raised once at the start too.
     RateChanged(RateTarget),
     /// Nothing heard from the viewer for `quiet_after`: what it held was released (a
-    /// [`HostSessionEvent::Release`] comes first) and its input waits for the link.
+    /// [`AgentSessionEvent::Release`] comes first) and its input waits for the link.
     LinkDown,
-    /// The viewer is heard again after [`HostSessionEvent::LinkDown`]; every band is
+    /// The viewer is heard again after [`AgentSessionEvent::LinkDown`]; every band is
     /// refreshed.
     LinkUp,
     /// Encode these bands (bit i = band i) as keyframes. Requests are coalesced and spread
@@ -99,7 +99,7 @@ pub enum HostSessionEvent {
         reason: InputRefusal,
     },
     /// The technician asks for unattended access (the request as JSON): answer with
-    /// [`HostSession::send_control`] and a `GrantAnswer`.
+    /// [`AgentSession::send_control`] and a `GrantAnswer`.
     GrantRequested {
         /// The request's number.
         id: u32,
@@ -107,13 +107,13 @@ pub enum HostSessionEvent {
         request: String,
     },
     /// Periodic statistics.
-    Stats(HostStats),
+    Stats(AgentStats),
     /// The session is over; the driver stops sending video and closes the connection after
-    /// sending what [`HostSession::poll_transmit`] still returns.
+    /// sending what [`AgentSession::poll_transmit`] still returns.
     Ended(SessionEnd),
 }
 
-/// Totals the video sender counts, fed in with [`HostSession::handle_video_sent`].
+/// Totals the video sender counts, fed in with [`AgentSession::handle_video_sent`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Sent {
     frames: u64,
@@ -123,8 +123,8 @@ struct Sent {
 
 /// The target's session core. See the module documentation.
 #[derive(Debug)]
-pub struct HostSession {
-    config: HostSessionConfig,
+pub struct AgentSession {
+    config: AgentSessionConfig,
     stream: u16,
     bands: usize,
     gate: InputGate,
@@ -147,13 +147,13 @@ pub struct HostSession {
     /// The last video sent or input received.
     last_active: Duration,
     lateness: Lateness,
-    out: Outbox<HostSessionEvent>,
+    out: Outbox<AgentSessionEvent>,
 }
 
-impl HostSession {
+impl AgentSession {
     /// The channels are open at `now`: the viewer is told the stream and its permissions.
     pub fn new(
-        config: HostSessionConfig,
+        config: AgentSessionConfig,
         stream: StreamInfo,
         control: bool,
         now: Duration,
@@ -185,7 +185,7 @@ impl HostSession {
             out: Outbox::new(),
         };
         s.rate.hold_delay_cuts(now);
-        s.out.event(HostSessionEvent::RateChanged(s.rate.target()));
+        s.out.event(AgentSessionEvent::RateChanged(s.rate.target()));
         s.send_control(ControlMessage::StreamStart {
             stream: stream.stream,
             width: stream.width.min(u32::from(u16::MAX)) as u16,
@@ -257,7 +257,7 @@ impl HostSession {
         if self.link_down {
             self.link_down = false;
             self.gate.set_established(true);
-            self.out.event(HostSessionEvent::LinkUp);
+            self.out.event(AgentSessionEvent::LinkUp);
             // What was on the way when the link went down is gone: refresh every band.
             self.refresh.request(u32::MAX, now);
             self.rate.hold_delay_cuts(now);
@@ -299,7 +299,7 @@ impl HostSession {
                         let after = self.rate.target();
                         if moved(&self.told, &after) {
                             self.told = after;
-                            self.out.event(HostSessionEvent::RateChanged(after));
+                            self.out.event(AgentSessionEvent::RateChanged(after));
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "refused feedback from the viewer"),
@@ -317,7 +317,7 @@ impl HostSession {
             }
             Ok(ControlMessage::GrantRequest { id, request }) => {
                 self.out
-                    .event(HostSessionEvent::GrantRequested { id, request });
+                    .event(AgentSessionEvent::GrantRequested { id, request });
             }
             Ok(other) => tracing::debug!(?other, "ignored control message"),
             Err(e) => tracing::warn!(error = %e, "malformed control message from the viewer"),
@@ -330,7 +330,7 @@ impl HostSession {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "malformed input message from the viewer");
-                self.out.event(HostSessionEvent::InputRefused {
+                self.out.event(AgentSessionEvent::InputRefused {
                     kind: InputKind::Text,
                     reason: InputRefusal::Malformed,
                 });
@@ -339,19 +339,19 @@ impl HostSession {
         };
         let kind = InputKind::from(&event);
         if sent_us != 0 && self.lateness.handle(now, sent_us) > MAX_INPUT_LATENESS && acts(&event) {
-            self.out.event(HostSessionEvent::InputRefused {
+            self.out.event(AgentSessionEvent::InputRefused {
                 kind,
                 reason: InputRefusal::Stale,
             });
             return;
         }
         let event = match self.gate.handle_event(event) {
-            Ok(_) if self.config.view_only => HostSessionEvent::InputRefused {
+            Ok(_) if self.config.view_only => AgentSessionEvent::InputRefused {
                 kind,
                 reason: InputRefusal::ViewOnly,
             },
-            Ok(op) => HostSessionEvent::Inject(op),
-            Err(reason) => HostSessionEvent::InputRefused { kind, reason },
+            Ok(op) => AgentSessionEvent::Inject(op),
+            Err(reason) => AgentSessionEvent::InputRefused { kind, reason },
         };
         self.out.event(event);
     }
@@ -392,7 +392,7 @@ impl HostSession {
         let step = Duration::from_millis(20).mul_f64((8_000_000.0 / estimate as f64).max(1.0));
         if let Some(bands) = self.refresh.poll(now, holdoff, step) {
             self.out
-                .event(HostSessionEvent::KeyframeRequested { bands });
+                .event(AgentSessionEvent::KeyframeRequested { bands });
         }
     }
 
@@ -413,15 +413,15 @@ impl HostSession {
             self.link_down = true;
             let releases = self.gate.set_established(false);
             if !releases.is_empty() {
-                self.out.event(HostSessionEvent::Release(releases));
+                self.out.event(AgentSessionEvent::Release(releases));
             }
-            self.out.event(HostSessionEvent::LinkDown);
+            self.out.event(AgentSessionEvent::LinkDown);
         }
         self.poll_refresh(now);
         if let Some(period) = self.stats.due(now) {
             let (s0, secs) = (self.reported, period.as_secs_f64().max(1e-6));
             let latency = |us: u32| Duration::from_micros(u64::from(us));
-            self.out.event(HostSessionEvent::Stats(HostStats {
+            self.out.event(AgentSessionEvent::Stats(AgentStats {
                 fps: (self.sent.frames - s0.frames.min(self.sent.frames)) as f64 / secs,
                 kbps: (self.sent.bytes - s0.bytes.min(self.sent.bytes)) as f64 * 8.0
                     / 1000.0
@@ -447,7 +447,7 @@ impl HostSession {
         self.control = control && !self.config.view_only;
         let releases = self.gate.set_control(self.control);
         if !releases.is_empty() {
-            self.out.event(HostSessionEvent::Release(releases));
+            self.out.event(AgentSessionEvent::Release(releases));
         }
         self.send_control(ControlMessage::Permissions {
             control: self.control,
@@ -473,9 +473,9 @@ impl HostSession {
     fn finish(&mut self, end: SessionEnd) {
         let releases = self.gate.set_established(false);
         if !releases.is_empty() {
-            self.out.event(HostSessionEvent::Release(releases));
+            self.out.event(AgentSessionEvent::Release(releases));
         }
-        self.out.finish(end, HostSessionEvent::Ended);
+        self.out.finish(end, AgentSessionEvent::Ended);
     }
 
     // Outputs.
@@ -486,11 +486,11 @@ impl HostSession {
     }
 
     /// The next event to act on.
-    pub fn poll_event(&mut self) -> Option<HostSessionEvent> {
+    pub fn poll_event(&mut self) -> Option<AgentSessionEvent> {
         self.out.poll_event()
     }
 
-    /// When [`HostSession::handle_timeout`] must next be called; `None` once ended.
+    /// When [`AgentSession::handle_timeout`] must next be called; `None` once ended.
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.out.is_open().then(|| {
             let quiet = self.quiet_due();
