@@ -463,13 +463,16 @@ impl Ui {
         let Some((broker, key, grants)) = &self.grants_to else {
             return;
         };
-        let reported = grants.get(id).and_then(|entry| {
-            let entry = entry.ok_or(deskwire::SessionError::Ended)?;
-            report_to_broker(broker, key, &entry, Duration::from_secs(10))
-        });
+        let reported = (|| -> Result<()> {
+            let entry = grants
+                .get(id)?
+                .with_context(|| format!("there is no grant {id} in the grants file"))?;
+            report_to_broker(broker, key, &entry, Duration::from_secs(10))?;
+            Ok(())
+        })();
         match reported {
             Ok(()) => println!("grant {id} reported to the broker"),
-            Err(e) => println!("grant {id} not reported to the broker: {e}"),
+            Err(e) => println!("grant {id} not reported to the broker: {e:#}"),
         }
     }
 

@@ -9,7 +9,46 @@ use std::path::{Path, PathBuf};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-use crate::SessionError;
+/// Why the administrator accounts cannot be read, checked or changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountsError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The accounts file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file cannot be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The accounts file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not `name:$argon2...`, or its hash cannot be parsed.
+    #[error("{} line {line} is not `name:$argon2...`", path.display())]
+    Malformed {
+        /// The accounts file.
+        path: PathBuf,
+        /// The line's number, from 1 (0: a hash found later to be unreadable).
+        line: usize,
+    },
+    /// The name is empty, too long, or has a ':' or a control character.
+    #[error("an account name has 1 to {MAX_NAME} printable characters and no ':'")]
+    BadName,
+    /// The password is empty or too long.
+    #[error("a password has 1 to {MAX_PASSWORD} bytes")]
+    BadPassword,
+    /// Argon2 refused to hash (it does not for valid input; kept for completeness).
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
 
 /// Longest account name.
 const MAX_NAME: usize = 64;
@@ -34,13 +73,13 @@ impl AdminAccounts {
     }
 
     /// Add `name` with `password`, or replace its password.
-    pub fn set(&self, name: &str, password: &str) -> Result<(), SessionError> {
+    pub fn set(&self, name: &str, password: &str) -> Result<(), AccountsError> {
         check(name, password)?;
         let salt: [u8; 16] = rand::random();
-        let salt = SaltString::encode_b64(&salt).map_err(|e| fail(e.to_string()))?;
+        let salt = SaltString::encode_b64(&salt).map_err(|e| AccountsError::Hash(e.to_string()))?;
         let phc = Argon2::default()
             .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| AccountsError::Hash(e.to_string()))?
             .to_string();
         let mut lines: Vec<String> = self
             .lines()?
@@ -53,13 +92,13 @@ impl AdminAccounts {
     }
 
     /// Names of the accounts.
-    pub fn names(&self) -> Result<Vec<String>, SessionError> {
+    pub fn names(&self) -> Result<Vec<String>, AccountsError> {
         Ok(self.lines()?.into_iter().map(|(n, _)| n).collect())
     }
 
     /// Whether `name` and `password` are those of an account. An unknown name costs as
     /// long as a wrong password, so timing does not tell names apart.
-    pub fn verify(&self, name: &str, password: &str) -> Result<bool, SessionError> {
+    pub fn verify(&self, name: &str, password: &str) -> Result<bool, AccountsError> {
         if check(name, password).is_err() {
             return Ok(false);
         }
@@ -68,19 +107,26 @@ impl AdminAccounts {
             Some((_, h)) => (h.as_str(), true),
             None => (DUMMY, false),
         };
-        let parsed = PasswordHash::new(phc)
-            .map_err(|e| fail(format!("a stored hash in {}: {e}", self.path.display())))?;
+        let parsed = PasswordHash::new(phc).map_err(|_| AccountsError::Malformed {
+            path: self.path.clone(),
+            line: 0,
+        })?;
         let matches = Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
         Ok(known && matches)
     }
 
-    fn lines(&self) -> Result<Vec<(String, String)>, SessionError> {
+    fn lines(&self) -> Result<Vec<(String, String)>, AccountsError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(fail(format!("cannot read {}: {e}", self.path.display()))),
+            Err(source) => {
+                return Err(AccountsError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
         };
         text.lines()
             .filter(|l| !l.trim().is_empty())
@@ -89,23 +135,24 @@ impl AdminAccounts {
                 Some((n, h)) if !n.is_empty() && h.starts_with("$argon2") => {
                     Ok((n.to_owned(), h.to_owned()))
                 }
-                _ => Err(fail(format!(
-                    "{} line {} is not `name:$argon2...`",
-                    self.path.display(),
-                    i + 1
-                ))),
+                _ => Err(AccountsError::Malformed {
+                    path: self.path.clone(),
+                    line: i + 1,
+                }),
             })
             .collect()
     }
 
-    fn write(&self, lines: &[String]) -> Result<(), SessionError> {
+    fn write(&self, lines: &[String]) -> Result<(), AccountsError> {
         let mut text = String::new();
         for l in lines {
             text.push_str(l);
             text.push('\n');
         }
-        write_private(&self.path, text.as_bytes())
-            .map_err(|e| fail(format!("cannot write {}: {e}", self.path.display())))
+        write_private(&self.path, text.as_bytes()).map_err(|source| AccountsError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -113,22 +160,16 @@ impl AdminAccounts {
 const DUMMY: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$ZGVza3dpcmVkdW1teQ$yOjZWH3NqGHaXi5IE3Vu6n7Ng01Ac8Av/pLa5ByOQXg";
 
-fn fail(why: String) -> SessionError {
-    SessionError::Accounts(why)
-}
-
-fn check(name: &str, password: &str) -> Result<(), SessionError> {
+fn check(name: &str, password: &str) -> Result<(), AccountsError> {
     if name.is_empty()
         || name.len() > MAX_NAME
         || name.contains(':')
         || name.chars().any(char::is_control)
     {
-        return Err(fail(format!(
-            "an account name has 1 to {MAX_NAME} printable characters and no ':'"
-        )));
+        return Err(AccountsError::BadName);
     }
     if password.is_empty() || password.len() > MAX_PASSWORD {
-        return Err(fail(format!("a password has 1 to {MAX_PASSWORD} bytes")));
+        return Err(AccountsError::BadPassword);
     }
     Ok(())
 }
@@ -191,12 +232,34 @@ mod tests {
     #[test]
     fn bad_names_and_a_damaged_file_are_clear_errors() {
         let a = temp("bad");
-        assert!(a.set("a:b", "x").is_err());
-        assert!(a.set("admin", "").is_err());
+        assert!(matches!(a.set("a:b", "x"), Err(AccountsError::BadName)));
+        assert!(matches!(
+            a.set("admin", ""),
+            Err(AccountsError::BadPassword)
+        ));
         std::fs::write(a.path(), "admin:plaintext\n").unwrap();
         let e = a.verify("admin", "plaintext").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
         let _ = std::fs::remove_file(a.path());
+    }
+
+    #[test]
+    fn an_unreadable_file_keeps_the_system_error_as_its_source() {
+        // A directory where the file should be: reading it fails with an OS error.
+        let dir =
+            std::env::temp_dir().join(format!("deskwire-accounts-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = AdminAccounts::at(&dir).names().unwrap_err();
+        let AccountsError::Read { source, .. } = &e else {
+            panic!("{e:?}");
+        };
+        let os = source.to_string();
+        let whole = crate::with_causes(&crate::SessionError::from(e));
+        assert!(
+            whole.starts_with("administrator accounts: cannot read") && whole.ends_with(&os),
+            "{whole}"
+        );
+        let _ = std::fs::remove_dir(&dir);
     }
 
     #[test]

@@ -1,26 +1,52 @@
 //! This computer's device key, kept in a file the agent owns.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use deskwire_signal::device::DeviceKey;
 
-use crate::SessionError;
+/// Why this computer's device key cannot be read or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceKeyError {
+    /// Reading, creating or writing the key file failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a key this program made.
+    #[error("{} is not a device key ({len} bytes, expected 32)", path.display())]
+    NotAKey {
+        /// The key file.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+    },
+}
 
 /// Load the key at `path`, or make one and store it there (readable by this user only).
-pub(crate) fn load_or_create(path: &Path) -> Result<DeviceKey, SessionError> {
-    let fail = |what: &str, e: std::io::Error| {
-        SessionError::Device(format!("{what} {}: {e}", path.display()))
+pub(crate) fn load_or_create(path: &Path) -> Result<DeviceKey, DeviceKeyError> {
+    let fail = |what: &'static str, source: std::io::Error| DeviceKeyError::Io {
+        what,
+        path: path.to_owned(),
+        source,
     };
     match std::fs::read(path) {
         Ok(bytes) => {
-            let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                SessionError::Device(format!(
-                    "{} is not a device key ({} bytes, expected 32)",
-                    path.display(),
-                    bytes.len()
-                ))
-            })?;
+            let seed: [u8; 32] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| DeviceKeyError::NotAKey {
+                        path: path.to_owned(),
+                        len: bytes.len(),
+                    })?;
             Ok(DeviceKey::from_seed(seed))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -10,6 +10,53 @@ use deskwire_signal::UnixMillis;
 
 use crate::SessionError;
 
+/// Why the grants file, a grant ticket or a grant report failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantsError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The grants file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file cannot be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The grants file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file, or a grant in it, is not what this program wrote.
+    #[error("{} is not a valid grants file", path.display())]
+    Malformed {
+        /// The grants file.
+        path: PathBuf,
+        /// Why, when the JSON parser said.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+    /// A grant ticket (from the target, or typed in) is not one.
+    #[error("not a valid grant ticket: {0}")]
+    BadTicket(&'static str),
+    /// A grant ticket's JSON does not parse.
+    #[error("not a grant ticket")]
+    TicketJson(#[source] serde_json::Error),
+    /// The broker refused the report of a grant; its sentence says why.
+    #[error("the broker refused the report of grant {id}: {message}")]
+    ReportRefused {
+        /// The grant's number.
+        id: u32,
+        /// The broker's sentence.
+        message: String,
+    },
+}
+
 /// One grant as the target keeps it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GrantEntry {
@@ -33,8 +80,8 @@ pub fn report_to_broker(
     timeout: std::time::Duration,
 ) -> Result<(), SessionError> {
     let key = crate::device::load_or_create(device_key)?;
-    let record = serde_json::to_string(&entry.grant)
-        .map_err(|e| SessionError::Grants(format!("cannot write grant {}: {e}", entry.id)))?;
+    // A grant is plain data: serialising it cannot fail.
+    let record = serde_json::to_string(&entry.grant).unwrap_or_default();
     let now = UnixMillis::now();
     let report = deskwire_signal::ClientMessage::ReportGrant {
         device: key.prove_grant_report(entry.id, &record, now),
@@ -45,10 +92,11 @@ pub fn report_to_broker(
     };
     match crate::lan::ask_broker(broker, report, timeout)? {
         deskwire_signal::BrokerMessage::GrantReported {} => Ok(()),
-        deskwire_signal::BrokerMessage::Error { message } => Err(SessionError::Grants(format!(
-            "the broker refused the report of grant {}: {message}",
-            entry.id
-        ))),
+        deskwire_signal::BrokerMessage::Error { message } => Err(GrantsError::ReportRefused {
+            id: entry.id,
+            message,
+        }
+        .into()),
         other => Err(SessionError::Broker(format!(
             "unexpected answer from the broker: {other:?}"
         ))),
@@ -99,19 +147,17 @@ impl GrantTicket {
     }
 
     /// From [`GrantTicket::to_json`].
-    pub fn from_json(text: &str) -> Result<Self, SessionError> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| fail(format!("not a grant ticket: {e}")))?;
+    pub fn from_json(text: &str) -> Result<Self, GrantsError> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(GrantsError::TicketJson)?;
         let id = v["id"]
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| fail("a grant ticket has no id".into()))?;
+            .ok_or(GrantsError::BadTicket("it has no id"))?;
         let secret = v["secret"]
             .as_str()
             .and_then(unhex)
-            .ok_or_else(|| fail("a grant ticket has no valid secret".into()))?;
-        let grant = serde_json::from_value(v["grant"].clone())
-            .map_err(|e| fail(format!("the ticket's grant is not valid: {e}")))?;
+            .ok_or(GrantsError::BadTicket("it has no valid secret"))?;
+        let grant = serde_json::from_value(v["grant"].clone()).map_err(GrantsError::TicketJson)?;
         Ok(Self { id, secret, grant })
     }
 }
@@ -151,14 +197,23 @@ impl LocalGrants {
     }
 
     /// Every grant, revoked and expired ones included (they stay for the record).
-    pub fn list(&self) -> Result<Vec<GrantEntry>, SessionError> {
+    pub fn list(&self) -> Result<Vec<GrantEntry>, GrantsError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(fail(format!("cannot read {}: {e}", self.path.display()))),
+            Err(source) => {
+                return Err(GrantsError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
         };
-        let values: Vec<serde_json::Value> = serde_json::from_str(&text)
-            .map_err(|e| fail(format!("{} is not a grants file: {e}", self.path.display())))?;
+        let malformed = |source| GrantsError::Malformed {
+            path: self.path.clone(),
+            source,
+        };
+        let values: Vec<serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| malformed(Some(e)))?;
         values
             .into_iter()
             .map(|v| {
@@ -173,14 +228,8 @@ impl LocalGrants {
                         grant,
                         secret,
                     }),
-                    (_, Err(e)) => Err(fail(format!(
-                        "a grant in {} is not valid: {e}",
-                        self.path.display()
-                    ))),
-                    (None, _) => Err(fail(format!(
-                        "a grant in {} has no id",
-                        self.path.display()
-                    ))),
+                    (_, Err(e)) => Err(malformed(Some(e))),
+                    (None, _) => Err(malformed(None)),
                 }
             })
             .collect()
@@ -191,7 +240,7 @@ impl LocalGrants {
         &self,
         technician: Option<String>,
         grant: Grant,
-    ) -> Result<GrantTicket, SessionError> {
+    ) -> Result<GrantTicket, GrantsError> {
         let mut all = self.list()?;
         let id = all.iter().map(|e| e.id).max().unwrap_or(0) + 1;
         let secret: [u8; 16] = rand::random();
@@ -206,12 +255,12 @@ impl LocalGrants {
     }
 
     /// Grant `id`, if kept.
-    pub fn get(&self, id: u32) -> Result<Option<GrantEntry>, SessionError> {
+    pub fn get(&self, id: u32) -> Result<Option<GrantEntry>, GrantsError> {
         Ok(self.list()?.into_iter().find(|e| e.id == id))
     }
 
     /// Revoke grant `id` at `now`; `false` when there is no such grant.
-    pub fn revoke(&self, id: u32, now: UnixMillis) -> Result<bool, SessionError> {
+    pub fn revoke(&self, id: u32, now: UnixMillis) -> Result<bool, GrantsError> {
         let mut all = self.list()?;
         let Some(entry) = all.iter_mut().find(|e| e.id == id) else {
             return Ok(false);
@@ -221,7 +270,7 @@ impl LocalGrants {
         Ok(true)
     }
 
-    fn write(&self, all: &[GrantEntry]) -> Result<(), SessionError> {
+    fn write(&self, all: &[GrantEntry]) -> Result<(), GrantsError> {
         let values: Vec<serde_json::Value> = all
             .iter()
             .map(|e| {
@@ -233,15 +282,15 @@ impl LocalGrants {
                 })
             })
             .collect();
-        let text = serde_json::to_string_pretty(&values)
-            .map_err(|e| fail(format!("cannot encode the grants: {e}")))?;
-        crate::accounts::write_private(&self.path, text.as_bytes())
-            .map_err(|e| fail(format!("cannot write {}: {e}", self.path.display())))
+        // JSON values always serialise.
+        let text = serde_json::to_string_pretty(&values).unwrap_or_default();
+        crate::accounts::write_private(&self.path, text.as_bytes()).map_err(|source| {
+            GrantsError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
-}
-
-fn fail(why: String) -> SessionError {
-    SessionError::Grants(why)
 }
 
 #[cfg(test)]
@@ -297,7 +346,12 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         std::fs::write(&path, "[{\"id\":1,\"grant\":{}}]").unwrap();
-        assert!(g.list().unwrap_err().to_string().contains("not valid"));
+        let e = g.list().unwrap_err();
+        assert!(
+            matches!(&e, GrantsError::Malformed { source: Some(_), .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("not a valid grants file"), "{e}");
         let _ = std::fs::remove_file(&path);
     }
 }

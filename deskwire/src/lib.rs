@@ -41,6 +41,7 @@ pub mod adhoc;
 mod agent;
 pub mod config;
 mod device;
+pub use device::DeviceKeyError;
 mod driver;
 pub mod grants;
 mod inject;
@@ -100,17 +101,17 @@ pub enum SessionError {
     #[error("the session has ended")]
     Ended,
     /// This computer's device key cannot be read or made.
-    #[error("device key: {0}")]
-    Device(String),
+    #[error("device key")]
+    Device(#[from] device::DeviceKeyError),
     /// A direct LAN connection failed or was refused.
     #[error("LAN: {0}")]
     Lan(String),
     /// The target's administrator accounts cannot be read or changed.
-    #[error("administrator accounts: {0}")]
-    Accounts(String),
-    /// The target's grants file cannot be read or changed.
-    #[error("grants: {0}")]
-    Grants(String),
+    #[error("administrator accounts")]
+    Accounts(#[from] accounts::AccountsError),
+    /// The target's grants file, a grant ticket or a grant report failed.
+    #[error("grants")]
+    Grants(#[from] grants::GrantsError),
     /// An ad-hoc session could not be created, activated or ended.
     #[error("ad-hoc session: {0}")]
     Adhoc(String),
@@ -154,9 +155,22 @@ impl From<SessionError> for DisconnectReason {
             SessionError::Broker(m) => DisconnectReason::Broker(m),
             SessionError::Lan(m) => DisconnectReason::Lan(m),
             SessionError::Transport(m) => DisconnectReason::Transport(m),
-            other => DisconnectReason::Error(other.to_string()),
+            other => DisconnectReason::Error(with_causes(&other)),
         }
     }
+}
+
+/// An error and its chain of sources as one sentence, for the places where an error
+/// becomes text (an ended session's reason, a refusal told to the peer).
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl From<deskwire_session::SessionEnd> for DisconnectReason {

@@ -191,7 +191,7 @@ impl GrantDesk {
                 match accounts.verify(user, password) {
                     Ok(true) => {}
                     Ok(false) => return Err(GrantRefusal::WrongCredentials),
-                    Err(e) => return Err(GrantRefusal::Storage(e.to_string())),
+                    Err(e) => return Err(GrantRefusal::Storage(crate::with_causes(&e))),
                 }
             }
             (GrantDecision::Approve, CredentialMode::CustomerCredentials) => {
@@ -203,7 +203,7 @@ impl GrantDesk {
         let grants = config.grants.as_ref().ok_or(GrantRefusal::NoGrants)?;
         let ticket = grants
             .add(self.technician.clone(), grant)
-            .map_err(|e| GrantRefusal::Storage(e.to_string()))?;
+            .map_err(|e| GrantRefusal::Storage(crate::with_causes(&e)))?;
         tracing::info!(local = ticket.id, ?adjustment, "unattended access granted");
         // The ticket (with its secret) goes to the technician over the encrypted,
         // authenticated control channel; the broker never sees it.
