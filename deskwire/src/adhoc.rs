@@ -4,10 +4,14 @@
 //! half this side drew, and a security code), or has the broker e-mail it. The user runs a
 //! [`TemporaryHost`]: it activates the session, keeps a standing connection to the broker
 //! (re-attaching by itself when its network drops), and reports each technician's call
-//! ([`TemporaryHostEvent::Call`]), which the caller serves with [`crate::Host::start_adhoc_call`].
+//! ([`TemporaryHostEvent::Call`]), which the caller serves with [`crate::Agent::start_adhoc_call`].
 //! When the session ends (the technician's [`end`], the user's [`TemporaryHost::end_now`],
 //! or its lifetime, by the broker's clock or this host's own) the temporary host removes
 //! its folder: the device key, the host token, the link secret. Nothing else is written.
+//!
+//! What the standing connection sends, when it connects again and when the lifetime is
+//! over are decided by `deskwire_session::standing::AdhocStanding`; this file does the
+//! I/O: the WebSocket, the folder, the events.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,13 +19,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
+use deskwire_session::standing::{AdhocStanding, AdhocStandingEvent, AdhocStart, Now};
 use deskwire_signal::adhoc::{Activation, AdhocId, AdhocLink, Capabilities, SecurityCode};
 use deskwire_signal::{AdhocMail, BrokerMessage, ClientMessage, SessionCode, UnixMillis};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::lan::ask_broker;
-use crate::signalling::Signalling;
+use crate::signalling::{recv_if_open, Signalling};
 use crate::{spawn_net, Events, SessionError};
 
 /// What the technician gets from [`create`]: show it once, then pass it on.
@@ -176,7 +181,7 @@ pub enum TemporaryHostEvent {
     Activated(Activation),
     /// The standing connection is back after a drop (or a restart of this process).
     Reattached,
-    /// A technician is connecting: serve them with [`crate::Host::start_adhoc_call`].
+    /// A technician is connecting: serve them with [`crate::Agent::start_adhoc_call`].
     Call {
         /// The code for this connection.
         session: SessionCode,
@@ -237,13 +242,13 @@ impl TemporaryHost {
         code: &str,
     ) -> Result<Self, SessionError> {
         make_private_dir(&config.state_dir)?;
-        let first = ClientMessage::ActivateAdhoc {
+        let start = AdhocStart::Activate {
             token: link.token.clone(),
             code: code.to_owned(),
             device: String::new(), // filled in once the key exists
             permanent_agent: config.permanent_agent,
         };
-        Self::spawn(config, link.secret, first, None)
+        Self::spawn(config, link.secret, start)
     }
 
     /// Take up the session this folder holds, after this process restarted.
@@ -263,35 +268,34 @@ impl TemporaryHost {
         })?;
         let secret = crate::grants::unhex(&saved.secret)
             .ok_or_else(|| SessionError::Adhoc("the saved link secret is damaged".into()))?;
-        let first = ClientMessage::ReattachAdhoc {
+        let start = AdhocStart::Reattach {
             session: saved.session,
-            host_token: saved.host_token.clone(),
+            host_token: saved.host_token,
+            expires_at: saved.expires_at,
         };
-        Self::spawn(config, secret, first, Some(saved))
+        Self::spawn(config, secret, start)
     }
 
     fn spawn(
         config: TemporaryHostConfig,
         secret: [u8; 16],
-        mut first: ClientMessage,
-        saved: Option<Saved>,
+        mut start: AdhocStart,
     ) -> Result<Self, SessionError> {
         let key = crate::device::load_or_create(&config.state_dir.join("device.key"))?;
-        if let ClientMessage::ActivateAdhoc { device, .. } = &mut first {
+        if let AdhocStart::Activate { device, .. } = &mut start {
             *device = key.id();
         }
         let (events, rx) = Events::new();
         let (commands, cmd_rx) = mpsc::unbounded_channel();
         let state_dir = config.state_dir.clone();
         let net = spawn_net(move |_| async move {
-            let mut agent = Agent {
+            let mut agent = TemporaryHostTask {
                 config,
                 secret,
                 events,
                 commands: cmd_rx,
-                saved,
             };
-            agent.run(first).await;
+            agent.run(start).await;
         })?;
         Ok(Self {
             events: rx,
@@ -312,7 +316,7 @@ impl TemporaryHost {
         self.secret
     }
 
-    /// This computer's key for the calls' joins ([`crate::HostConfig::device_key`]); it is
+    /// This computer's key for the calls' joins ([`crate::AgentConfig::device_key`]); it is
     /// removed with the folder.
     pub fn device_key(&self) -> PathBuf {
         self.state_dir.join("device.key")
@@ -364,140 +368,133 @@ fn make_private_dir(dir: &Path) -> Result<(), SessionError> {
     Ok(())
 }
 
-/// How a standing connection ended.
-enum Standing {
-    /// Lost (or cut): connect again.
-    Lost(String),
-    /// The session is over, or this process stops: no more connections.
-    Done,
-}
-
-/// How often the host checks the session's lifetime against its own clock.
-const LIFETIME_CHECK: Duration = Duration::from_millis(200);
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-
-struct Agent {
+/// Drives [`AdhocStanding`]: the connection, the folder and the user's events. What to
+/// send, when to connect again and when the lifetime is over are the core's.
+struct TemporaryHostTask {
     config: TemporaryHostConfig,
     secret: [u8; 16],
     events: Events<TemporaryHostEvent>,
     commands: mpsc::UnboundedReceiver<Command>,
-    saved: Option<Saved>,
 }
 
-impl Agent {
-    async fn run(&mut self, first: ClientMessage) {
-        let mut hello = first;
-        let mut retry = FIRST_RETRY;
+impl TemporaryHostTask {
+    async fn run(&mut self, start: AdhocStart) {
+        let epoch = tokio::time::Instant::now();
+        let clock = self.config.clock.clone();
+        // The core's two clocks: the back-off on this runtime's, the expiry on the injected
+        // wall clock (see `deskwire_session::standing`).
+        let now = move || Now {
+            mono: epoch.elapsed(),
+            wall: clock(),
+        };
+        let mut core = AdhocStanding::new(start, self.config.max_retry, now());
+        let mut sig: Option<Signalling> = None;
         loop {
-            let lost =
-                match Signalling::connect(&self.config.broker, self.config.connect_timeout).await {
-                    Ok(mut sig) => match self.attach(&mut sig, &hello).await {
-                        Standing::Done => {
-                            sig.close().await;
-                            return;
-                        }
-                        Standing::Lost(why) => why,
-                    },
-                    Err(e) => e.to_string(),
+            while let Some(msg) = core.poll_transmit() {
+                let Some(open) = sig.as_mut() else {
+                    tracing::debug!(?msg, "no connection to send on");
+                    continue;
                 };
-            // Once activated, every connection re-attaches with the saved token; before,
-            // the activation is simply sent again.
-            if let Some(saved) = &self.saved {
-                hello = ClientMessage::ReattachAdhoc {
-                    session: saved.session,
-                    host_token: saved.host_token.clone(),
-                };
-            }
-            tracing::info!(error = %lost, ?retry, "temporary host offline; trying again");
-            self.events
-                .emit_important(TemporaryHostEvent::Offline { error: lost });
-            let wake = tokio::time::Instant::now() + retry;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => break,
-                    cmd = self.commands.recv() => match cmd {
-                        // Offline: the broker hears of it when its own clock runs out.
-                        Some(Command::EndNow) => return self.finish("the user ended the session (offline)"),
-                        Some(Command::Cut) => {}
-                        Some(Command::Shutdown) | None => return,
-                    },
-                    () = tokio::time::sleep(LIFETIME_CHECK) => {
-                        if self.expired() {
-                            return self.finish("the ad-hoc session reached the end of its lifetime");
-                        }
-                    }
+                if let Err(e) = open.send(&msg).await {
+                    sig = None;
+                    core.handle_lost(now(), e.to_string());
                 }
             }
-            retry = (retry * 2).min(self.config.max_retry);
-        }
-    }
-
-    /// One standing connection: say hello, then serve calls until it drops or the session
-    /// ends.
-    async fn attach(&mut self, sig: &mut Signalling, hello: &ClientMessage) -> Standing {
-        if let Err(e) = sig.send(hello).await {
-            return Standing::Lost(e.to_string());
-        }
-        let mut ticker = tokio::time::interval(LIFETIME_CHECK);
-        loop {
+            if let Some(ev) = core.poll_event() {
+                self.act(ev, &mut core, &mut sig, &now).await;
+                continue;
+            }
+            if core.is_done() {
+                if let Some(open) = sig.take() {
+                    open.close().await;
+                }
+                return;
+            }
+            let deadline = core.poll_timeout().map(|t| epoch + t);
             tokio::select! {
-                msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::AdhocActivated { activation, host_token }) => {
-                        match (host_token, &self.saved) {
-                            (Some(token), None) => {
-                                if let Err(e) = self.save(&activation, token) {
-                                    tracing::error!(error = %e, "cannot keep the session's state");
-                                }
-                                self.events.emit_important(TemporaryHostEvent::Activated(activation));
-                            }
-                            _ => self.events.emit_important(TemporaryHostEvent::Reattached),
-                        }
+                msg = recv_if_open(&mut sig) => match msg {
+                    Ok(msg) => core.handle_broker(now(), msg),
+                    Err(e) => {
+                        sig = None;
+                        core.handle_lost(now(), e.to_string());
                     }
-                    Ok(BrokerMessage::AdhocCall { session, technician }) => {
-                        self.events.emit_important(TemporaryHostEvent::Call { session, technician });
-                    }
-                    Ok(BrokerMessage::AdhocEnded { reason, .. }) => {
-                        self.finish(&reason);
-                        return Standing::Done;
-                    }
-                    Ok(BrokerMessage::Error { message }) => {
-                        if self.saved.is_none() {
-                            self.wipe();
-                            self.events.emit_important(TemporaryHostEvent::Refused { reason: message });
-                        } else {
-                            self.finish(&message);
-                        }
-                        return Standing::Done;
-                    }
-                    Ok(other) => tracing::debug!(?other, "ignored on the standing connection"),
-                    Err(e) => return Standing::Lost(e.to_string()),
                 },
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::EndNow) => {
-                        let _ = sig.send(&ClientMessage::LeaveAdhoc {}).await;
-                        // The broker's answer is a courtesy; the folder goes either way.
-                        let _ = tokio::time::timeout(Duration::from_secs(2), sig.recv()).await;
-                        self.finish("the user ended the session");
-                        return Standing::Done;
+                    Some(Command::EndNow) => core.handle_end_now(now()),
+                    Some(Command::Cut) => {
+                        if sig.take().is_some() {
+                            core.handle_lost(now(), "connection cut".into());
+                        }
                     }
-                    Some(Command::Cut) => return Standing::Lost("connection cut".into()),
-                    Some(Command::Shutdown) | None => return Standing::Done,
+                    Some(Command::Shutdown) | None => core.handle_shutdown(),
                 },
-                _ = ticker.tick() => {
-                    if self.expired() {
-                        self.finish("the ad-hoc session reached the end of its lifetime");
-                        return Standing::Done;
-                    }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    core.handle_timeout(now());
                 }
             }
         }
     }
 
-    /// The session's deadline passed on this host's own clock.
-    fn expired(&self) -> bool {
-        self.saved
-            .as_ref()
-            .is_some_and(|s| (self.config.clock)() >= s.expires_at)
+    /// Do what the core's event says: connect, drop the connection, keep or remove the
+    /// folder; and tell the user.
+    async fn act(
+        &mut self,
+        ev: AdhocStandingEvent,
+        core: &mut AdhocStanding,
+        sig: &mut Option<Signalling>,
+        now: &impl Fn() -> Now,
+    ) {
+        match ev {
+            AdhocStandingEvent::Connect => {
+                match Signalling::connect(&self.config.broker, self.config.connect_timeout).await {
+                    Ok(open) => {
+                        *sig = Some(open);
+                        core.handle_connected(now());
+                    }
+                    Err(e) => core.handle_lost(now(), e.to_string()),
+                }
+            }
+            AdhocStandingEvent::Offline { error, retry } => {
+                *sig = None;
+                tracing::info!(%error, ?retry, "temporary host offline; trying again");
+                self.events
+                    .emit_important(TemporaryHostEvent::Offline { error });
+            }
+            AdhocStandingEvent::Activated {
+                activation,
+                host_token,
+            } => {
+                if let Err(e) = self.save(&activation, host_token) {
+                    tracing::error!(error = %e, "cannot keep the session's state");
+                }
+                self.events
+                    .emit_important(TemporaryHostEvent::Activated(activation));
+            }
+            AdhocStandingEvent::Reattached => {
+                self.events.emit_important(TemporaryHostEvent::Reattached)
+            }
+            AdhocStandingEvent::Call {
+                session,
+                technician,
+            } => self.events.emit_important(TemporaryHostEvent::Call {
+                session,
+                technician,
+            }),
+            AdhocStandingEvent::Ended { reason } => {
+                self.wipe();
+                tracing::info!(
+                    reason,
+                    "ad-hoc session over; temporary host removed its state"
+                );
+                self.events
+                    .emit_important(TemporaryHostEvent::Ended { reason });
+            }
+            AdhocStandingEvent::Refused { reason } => {
+                self.wipe();
+                self.events
+                    .emit_important(TemporaryHostEvent::Refused { reason });
+            }
+        }
     }
 
     fn save(&mut self, activation: &Activation, host_token: String) -> Result<(), SessionError> {
@@ -509,25 +506,11 @@ impl Agent {
         };
         let text = serde_json::to_string(&saved)
             .map_err(|e| SessionError::Adhoc(format!("cannot write the state: {e}")))?;
-        self.saved = Some(saved);
         crate::accounts::write_private(&self.config.state_dir.join("adhoc.json"), text.as_bytes())
             .map_err(|e| SessionError::Adhoc(format!("cannot write the state: {e}")))
     }
 
-    /// Remove every trace, then say so.
-    fn finish(&mut self, reason: &str) {
-        self.wipe();
-        tracing::info!(
-            reason,
-            "ad-hoc session over; temporary host removed its state"
-        );
-        self.events.emit_important(TemporaryHostEvent::Ended {
-            reason: reason.to_owned(),
-        });
-    }
-
     fn wipe(&mut self) {
-        self.saved = None;
         match std::fs::remove_dir_all(&self.config.state_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -348,7 +348,13 @@ mod tests {
         std::fs::write(&path, "[{\"id\":1,\"grant\":{}}]").unwrap();
         let e = g.list().unwrap_err();
         assert!(
-            matches!(&e, GrantsError::Malformed { source: Some(_), .. }),
+            matches!(
+                &e,
+                GrantsError::Malformed {
+                    source: Some(_),
+                    ..
+                }
+            ),
             "{e:?}"
         );
         assert!(e.to_string().contains("not a valid grants file"), "{e}");

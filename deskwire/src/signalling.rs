@@ -215,3 +215,14 @@ impl Signalling {
         let _ = tokio::time::timeout(Duration::from_millis(200), self.ws.close(None)).await;
     }
 }
+
+/// The next message on `sig` while a connection is open; without one, never (so a
+/// `select!` arm of a driver that is offline simply does not fire).
+pub(crate) async fn recv_if_open(
+    sig: &mut Option<Signalling>,
+) -> Result<BrokerMessage, SessionError> {
+    match sig {
+        Some(sig) => sig.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -3,19 +3,22 @@
 //! The agent proves its device key on a connection of its own and keeps it open; each
 //! technician call the broker lets through (its copy of the grant open at its clock) arrives
 //! as [`StandbyEvent::Call`], which the caller serves with
-//! [`crate::Host::start_unattended_call`], where the target checks its own copy of the grant
+//! [`crate::Agent::start_unattended_call`], where the target checks its own copy of the grant
 //! at its own clock before anything connects. A dropped connection is made again by itself.
+//!
+//! What it sends and when it connects again are decided by
+//! `deskwire_session::standing::UnattendedStanding`; this file does the I/O.
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
-use deskwire_signal::device::DeviceKey;
-use deskwire_signal::{BrokerMessage, ClientMessage, SessionCode, UnixMillis};
+use deskwire_session::standing::{Now, UnattendedStanding, UnattendedStandingEvent};
+use deskwire_signal::{SessionCode, UnixMillis};
 use tokio::sync::mpsc;
 
-use crate::signalling::Signalling;
+use crate::signalling::{recv_if_open, Signalling};
 use crate::{spawn_net, Events, SessionError};
 
 /// Settings of a [`Standby`].
@@ -54,7 +57,7 @@ pub enum StandbyEvent {
         error: String,
     },
     /// A technician connects under `grant`: serve them with
-    /// [`crate::Host::start_unattended_call`].
+    /// [`crate::Agent::start_unattended_call`].
     Call {
         /// The code for this connection.
         session: SessionCode,
@@ -83,25 +86,10 @@ impl Standby {
     pub fn start(config: StandbyConfig) -> Result<Self, SessionError> {
         let key = crate::device::load_or_create(&config.device_key)?;
         let (events, rx) = Events::new();
-        let (commands, mut cmd_rx) = mpsc::unbounded_channel();
+        let (commands, cmd_rx) = mpsc::unbounded_channel();
         let net = spawn_net(move |_| async move {
-            let mut retry = FIRST_RETRY;
-            loop {
-                let lost = match stand_by(&config, &key, &events, &mut cmd_rx).await {
-                    Ok(()) => return,
-                    Err(lost) => lost,
-                };
-                if lost.online {
-                    retry = FIRST_RETRY;
-                }
-                tracing::info!(error = %lost.error, ?retry, "standby offline; trying again");
-                events.emit_important(StandbyEvent::Offline { error: lost.error });
-                tokio::select! {
-                    () = tokio::time::sleep(retry) => {}
-                    cmd = cmd_rx.recv() => if matches!(cmd, Some(Command::Shutdown) | None) { return },
-                }
-                retry = (retry * 2).min(config.max_retry);
-            }
+            let core = UnattendedStanding::new(key, config.max_retry);
+            stand_by(&config, core, &events, cmd_rx).await;
         })?;
         Ok(Self {
             events: rx,
@@ -139,55 +127,87 @@ impl Drop for Standby {
     }
 }
 
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-
-/// Why a standing connection ended, and whether it had been up.
-struct Lost {
-    error: String,
-    online: bool,
-}
-
-/// One standing connection, until it drops (`Err`) or the agent stops (`Ok`).
+/// Drive the core until the agent stops: connect when it asks, send what it says, sleep
+/// until its deadline.
 async fn stand_by(
     config: &StandbyConfig,
-    key: &DeviceKey,
+    mut core: UnattendedStanding,
     events: &Events<StandbyEvent>,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-) -> Result<(), Lost> {
-    let lost = |error: String, online: bool| Lost { error, online };
-    let mut sig = Signalling::connect(&config.broker, config.connect_timeout)
-        .await
-        .map_err(|e| lost(e.to_string(), false))?;
-    let at = UnixMillis::now();
-    let hello = ClientMessage::Standby {
-        device: key.prove_standby(at),
-        at,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let epoch = tokio::time::Instant::now();
+    // The proof is signed at the system's wall clock (the broker checks it is recent).
+    let now = || Now {
+        mono: epoch.elapsed(),
+        wall: UnixMillis::now(),
     };
-    sig.send(&hello)
-        .await
-        .map_err(|e| lost(e.to_string(), false))?;
-    let mut online = false;
+    let mut sig: Option<Signalling> = None;
     loop {
+        while let Some(msg) = core.poll_transmit() {
+            let Some(open) = sig.as_mut() else {
+                tracing::debug!(?msg, "no connection to send on");
+                continue;
+            };
+            if let Err(e) = open.send(&msg).await {
+                sig = None;
+                core.handle_lost(now(), e.to_string());
+            }
+        }
+        if let Some(ev) = core.poll_event() {
+            match ev {
+                UnattendedStandingEvent::Connect => {
+                    match Signalling::connect(&config.broker, config.connect_timeout).await {
+                        Ok(open) => {
+                            sig = Some(open);
+                            core.handle_connected(now());
+                        }
+                        Err(e) => core.handle_lost(now(), e.to_string()),
+                    }
+                }
+                UnattendedStandingEvent::Online => events.emit_important(StandbyEvent::Online),
+                UnattendedStandingEvent::Offline { error, retry } => {
+                    sig = None;
+                    tracing::info!(%error, ?retry, "standby offline; trying again");
+                    events.emit_important(StandbyEvent::Offline { error });
+                }
+                UnattendedStandingEvent::Call {
+                    session,
+                    grant,
+                    technician,
+                } => events.emit_important(StandbyEvent::Call {
+                    session,
+                    grant,
+                    technician,
+                }),
+            }
+            continue;
+        }
+        if core.is_done() {
+            if let Some(open) = sig.take() {
+                open.close().await;
+            }
+            return;
+        }
+        let deadline = core.poll_timeout().map(|t| epoch + t);
         tokio::select! {
-            msg = sig.recv() => match msg {
-                Ok(BrokerMessage::StandingBy {}) => {
-                    online = true;
-                    events.emit_important(StandbyEvent::Online);
+            msg = recv_if_open(&mut sig) => match msg {
+                Ok(msg) => core.handle_broker(now(), msg),
+                Err(e) => {
+                    sig = None;
+                    core.handle_lost(now(), e.to_string());
                 }
-                Ok(BrokerMessage::UnattendedCall { session, grant, technician }) => {
-                    events.emit_important(StandbyEvent::Call { session, grant, technician });
-                }
-                Ok(BrokerMessage::Error { message }) => return Err(lost(message, online)),
-                Ok(other) => tracing::debug!(?other, "ignored while standing by"),
-                Err(e) => return Err(lost(e.to_string(), online)),
             },
             cmd = commands.recv() => match cmd {
-                Some(Command::Cut) => return Err(lost("connection cut".into(), online)),
-                Some(Command::Shutdown) | None => {
-                    sig.close().await;
-                    return Ok(());
+                Some(Command::Cut) => {
+                    if sig.take().is_some() {
+                        core.handle_lost(now(), "connection cut".into());
+                    }
                 }
+                Some(Command::Shutdown) | None => core.handle_shutdown(),
             },
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                core.handle_timeout(now());
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`clock`]: the target's clock against the viewer's, from ping/pong round trips.
 //! - [`rate`] and [`pacer`]: congestion control: what the path carries, from the viewer's
 //!   feedback, and the video sender that keeps to it with a queue bounded in time.
+//! - [`standing`]: the connection a target keeps at its broker: hello, back-off, ad-hoc lifetime.
 //!
 //! Time is always passed in as a `now` ([`std::time::Duration`] since the session's epoch),
 //! so every rule here is tested in virtual time. The drivers in the `deskwire` crate own the
@@ -28,6 +29,7 @@ pub mod pair;
 pub mod pairing;
 pub mod rate;
 mod refresh;
+pub mod standing;
 mod stats;
 pub mod video;
 pub mod viewer;
