@@ -25,7 +25,7 @@ use deskwire_signal::{AdhocMail, BrokerMessage, ClientMessage, SessionCode, Unix
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::lan::ask_broker;
+use crate::signalling::{ask_broker, SignalError};
 use crate::signalling::{recv_if_open, Signalling};
 use crate::{spawn_net, Events, SessionError};
 
@@ -65,7 +65,7 @@ pub fn create(
             secret: crate::grants::hex(&secret),
         }),
     };
-    match ask_broker(broker, ask, timeout)? {
+    match ask_broker(broker, &ask, timeout)? {
         BrokerMessage::AdhocCreated {
             session,
             token,
@@ -83,8 +83,8 @@ pub fn create(
             mailed_to,
             mail_error,
         }),
-        BrokerMessage::Error { message } => Err(SessionError::Adhoc(message)),
-        other => Err(unexpected(&other)),
+        BrokerMessage::Error { message } => Err(AdhocError::Refused(message).into()),
+        other => Err(SignalError::unexpected("the broker", &other).into()),
     }
 }
 
@@ -100,15 +100,40 @@ pub fn end(
         token: token.to_owned(),
         session,
     };
-    match ask_broker(broker, ask, timeout)? {
+    match ask_broker(broker, &ask, timeout)? {
         BrokerMessage::AdhocEnded { reason, .. } => Ok(reason),
-        BrokerMessage::Error { message } => Err(SessionError::Adhoc(message)),
-        other => Err(unexpected(&other)),
+        BrokerMessage::Error { message } => Err(AdhocError::Refused(message).into()),
+        other => Err(SignalError::unexpected("the broker", &other).into()),
     }
 }
 
-fn unexpected(m: &BrokerMessage) -> SessionError {
-    SessionError::Broker(format!("unexpected answer from the broker: {m:?}"))
+/// Why an ad-hoc session could not be created, ended or taken up again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdhocError {
+    /// The broker refused; its sentence says why (a quota names its limit).
+    #[error("{0}")]
+    Refused(String),
+    /// The temporary host's folder or state file cannot be made, read or written.
+    #[error("cannot {what} {}", path.display())]
+    State {
+        /// What was being done.
+        what: &'static str,
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file is not one this program wrote.
+    #[error("{} is not a temporary host's state", path.display())]
+    DamagedState {
+        /// The file.
+        path: PathBuf,
+        /// Why, when the JSON parser said.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
 }
 
 /// Reads the wall clock; tests pass their own.
@@ -254,20 +279,17 @@ impl TemporaryHost {
     /// Take up the session this folder holds, after this process restarted.
     pub fn resume(config: TemporaryHostConfig) -> Result<Self, SessionError> {
         let path = config.state_dir.join("adhoc.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            SessionError::Adhoc(format!(
-                "no ad-hoc session to resume in {}: {e}",
-                path.display()
-            ))
+        let text = std::fs::read_to_string(&path).map_err(|source| AdhocError::State {
+            what: "read an ad-hoc session to resume from",
+            path: path.clone(),
+            source,
         })?;
-        let saved: Saved = serde_json::from_str(&text).map_err(|e| {
-            SessionError::Adhoc(format!(
-                "{} is not a temporary host's state: {e}",
-                path.display()
-            ))
-        })?;
-        let secret = crate::grants::unhex(&saved.secret)
-            .ok_or_else(|| SessionError::Adhoc("the saved link secret is damaged".into()))?;
+        let damaged = |source| AdhocError::DamagedState {
+            path: path.clone(),
+            source,
+        };
+        let saved: Saved = serde_json::from_str(&text).map_err(|e| damaged(Some(e)))?;
+        let secret = crate::grants::unhex(&saved.secret).ok_or_else(|| damaged(None))?;
         let start = AdhocStart::Reattach {
             session: saved.session,
             host_token: saved.host_token,
@@ -356,8 +378,10 @@ impl Drop for TemporaryHost {
 }
 
 fn make_private_dir(dir: &Path) -> Result<(), SessionError> {
-    let fail = |e: std::io::Error| {
-        SessionError::Adhoc(format!("cannot make the folder {}: {e}", dir.display()))
+    let fail = |source| AdhocError::State {
+        what: "make the folder",
+        path: dir.to_owned(),
+        source,
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
     #[cfg(unix)]
@@ -504,10 +528,17 @@ impl TemporaryHostTask {
             secret: crate::grants::hex(&self.secret),
             expires_at: activation.expires_at,
         };
-        let text = serde_json::to_string(&saved)
-            .map_err(|e| SessionError::Adhoc(format!("cannot write the state: {e}")))?;
-        crate::accounts::write_private(&self.config.state_dir.join("adhoc.json"), text.as_bytes())
-            .map_err(|e| SessionError::Adhoc(format!("cannot write the state: {e}")))
+        // Plain data always serialises.
+        let text = serde_json::to_string(&saved).unwrap_or_default();
+        let path = self.config.state_dir.join("adhoc.json");
+        crate::accounts::write_private(&path, text.as_bytes()).map_err(|source| {
+            AdhocError::State {
+                what: "write the state to",
+                path: path.clone(),
+                source,
+            }
+            .into()
+        })
     }
 
     fn wipe(&mut self) {

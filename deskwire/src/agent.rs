@@ -138,10 +138,16 @@ impl Agent {
         config.validate_local()?;
         let listener = std::net::TcpListener::bind(lan.listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| SessionError::Lan(format!("cannot listen on {}: {e}", lan.listen)))?;
+            .map_err(|source| crate::lan::LanError::Listen {
+                addr: lan.listen,
+                source,
+            })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| SessionError::Lan(format!("cannot listen on {}: {e}", lan.listen)))?;
+            .map_err(|source| crate::lan::LanError::Listen {
+                addr: lan.listen,
+                source,
+            })?;
         tracing::info!(%addr, "listening for LAN viewers");
         Self::spawn(config, source, Some(addr), move |task, source| {
             Box::pin(async move { task.run_lan(source, listener, lan).await })

@@ -90,16 +90,14 @@ pub fn report_to_broker(
         record,
         reported_at: now,
     };
-    match crate::lan::ask_broker(broker, report, timeout)? {
+    match crate::signalling::ask_broker(broker, &report, timeout)? {
         deskwire_signal::BrokerMessage::GrantReported {} => Ok(()),
         deskwire_signal::BrokerMessage::Error { message } => Err(GrantsError::ReportRefused {
             id: entry.id,
             message,
         }
         .into()),
-        other => Err(SessionError::Broker(format!(
-            "unexpected answer from the broker: {other:?}"
-        ))),
+        other => Err(crate::signalling::SignalError::unexpected("the broker", &other).into()),
     }
 }
 

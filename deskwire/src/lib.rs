@@ -49,6 +49,7 @@ pub mod lan;
 #[cfg(feature = "init-tracing")]
 mod logging;
 mod signalling;
+pub use signalling::SignalError;
 pub mod standby;
 mod transport;
 mod viewer;
@@ -83,38 +84,35 @@ pub enum SessionError {
     #[error(transparent)]
     Config(#[from] SessionConfigError),
     /// The broker cannot be reached or misbehaved.
-    #[error("broker: {0}")]
-    Broker(String),
+    #[error("broker")]
+    Broker(#[from] signalling::SignalError),
     /// The peer connection failed.
-    #[error("transport: {0}")]
-    Transport(String),
+    #[error("transport")]
+    Transport(#[from] transport::TransportError),
     /// The media pipeline failed.
     #[error(transparent)]
     Engine(#[from] deskwire_engine::PipelineError),
-    /// Input injection could not start.
-    #[error("input: {0}")]
-    Input(String),
     /// A thread could not be started.
-    #[error("cannot start a thread: {0}")]
-    Thread(std::io::Error),
+    #[error("cannot start a thread")]
+    Thread(#[source] std::io::Error),
     /// The session has ended; the call has no effect.
     #[error("the session has ended")]
     Ended,
     /// This computer's device key cannot be read or made.
     #[error("device key")]
     Device(#[from] device::DeviceKeyError),
-    /// A direct LAN connection failed or was refused.
-    #[error("LAN: {0}")]
-    Lan(String),
+    /// A direct LAN connection, the LAN listener or mDNS failed, or a LAN request was refused.
+    #[error("LAN")]
+    Lan(#[from] lan::LanError),
     /// The target's administrator accounts cannot be read or changed.
     #[error("administrator accounts")]
     Accounts(#[from] accounts::AccountsError),
     /// The target's grants file, a grant ticket or a grant report failed.
     #[error("grants")]
     Grants(#[from] grants::GrantsError),
-    /// An ad-hoc session could not be created, activated or ended.
-    #[error("ad-hoc session: {0}")]
-    Adhoc(String),
+    /// An ad-hoc session could not be created, taken up again or ended.
+    #[error("ad-hoc session")]
+    Adhoc(#[from] adhoc::AdhocError),
 }
 
 /// The target user's decision on [`AgentEvent::GrantRequested`].
@@ -152,9 +150,9 @@ impl From<SessionError> for DisconnectReason {
     /// Keeps where it failed (broker, LAN link) without repeating it in the sentence.
     fn from(e: SessionError) -> Self {
         match e {
-            SessionError::Broker(m) => DisconnectReason::Broker(m),
-            SessionError::Lan(m) => DisconnectReason::Lan(m),
-            SessionError::Transport(m) => DisconnectReason::Transport(m),
+            SessionError::Broker(e) => DisconnectReason::Broker(with_causes(&e)),
+            SessionError::Lan(e) => DisconnectReason::Lan(with_causes(&e)),
+            SessionError::Transport(e) => DisconnectReason::Transport(with_causes(&e)),
             other => DisconnectReason::Error(with_causes(&other)),
         }
     }
@@ -446,7 +444,7 @@ pub(crate) fn join_net(net: &mut Option<JoinHandle<()>>) -> Result<(), SessionEr
     match net.take() {
         Some(t) => t
             .join()
-            .map_err(|_| SessionError::Transport("the network thread panicked".into())),
+            .map_err(|_| SessionError::Transport(transport::TransportError::Panicked)),
         None => Ok(()),
     }
 }

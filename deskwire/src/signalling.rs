@@ -16,6 +16,88 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::SessionError;
 
+/// Why the signalling connection (to the broker, or a direct LAN link) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// Nothing answered in time.
+    #[error("no answer from {url} in {timeout:?}")]
+    NoAnswer {
+        /// Where.
+        url: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
+    /// The connection could not be made.
+    #[error("cannot reach {peer} at {url}")]
+    Unreachable {
+        /// "the broker" or "the target".
+        peer: &'static str,
+        /// Where.
+        url: String,
+        /// Why.
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    /// An open connection failed.
+    #[error("lost {peer}")]
+    Lost {
+        /// Who.
+        peer: &'static str,
+        /// Why.
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    /// The other end closed the connection.
+    #[error("{peer} closed the connection")]
+    Closed {
+        /// Who.
+        peer: &'static str,
+    },
+    /// The other end sent something that is not a signalling message.
+    #[error("bad message from {peer}")]
+    BadMessage {
+        /// Who.
+        peer: &'static str,
+        /// What was wrong with it.
+        #[source]
+        source: deskwire_signal::SignalError,
+    },
+    /// The other end sent a binary frame (signalling is JSON text).
+    #[error("{peer} sent a binary message")]
+    Binary {
+        /// Who.
+        peer: &'static str,
+    },
+    /// A direct LAN peer did not finish the WebSocket handshake in time.
+    #[error("no WebSocket handshake in {0:?}")]
+    NoHandshake(Duration),
+    /// A direct LAN peer's WebSocket handshake failed.
+    #[error("bad WebSocket handshake")]
+    BadHandshake(#[source] tokio_tungstenite::tungstenite::Error),
+    /// The answer to a request was not one this request can get.
+    #[error("unexpected answer from {peer}: {what}")]
+    Unexpected {
+        /// Who.
+        peer: &'static str,
+        /// The answer, as debug text.
+        what: String,
+    },
+    /// None of several brokers could be reached; each one's failure, in order.
+    #[error("no broker answered ({})", .0.iter().map(|e| crate::with_causes(e)).collect::<Vec<_>>().join("; "))]
+    NoBroker(Vec<SignalError>),
+}
+
+impl SignalError {
+    /// An answer the request did not expect.
+    pub(crate) fn unexpected(peer: &'static str, answer: &BrokerMessage) -> Self {
+        SignalError::Unexpected {
+            peer,
+            what: format!("{answer:?}"),
+        }
+    }
+}
+
 /// Which end of which path this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
@@ -70,19 +152,30 @@ impl Signalling {
         timeout: Duration,
     ) -> Result<Self, SessionError> {
         let lan = peer != "the broker";
-        let fail = |m: String| {
+        let fail = |e: SignalError| -> SessionError {
             if lan {
-                SessionError::Lan(m)
+                crate::lan::LanError::Signal(e).into()
             } else {
-                SessionError::Broker(m)
+                e.into()
             }
         };
         let connect =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true);
         let (ws, _) = tokio::time::timeout(timeout, connect)
             .await
-            .map_err(|_| fail(format!("no answer from {url} in {timeout:?}")))?
-            .map_err(|e| fail(format!("cannot reach {peer} at {url}: {e}")))?;
+            .map_err(|_| {
+                fail(SignalError::NoAnswer {
+                    url: url.clone(),
+                    timeout,
+                })
+            })?
+            .map_err(|source| {
+                fail(SignalError::Unreachable {
+                    peer,
+                    url: url.clone(),
+                    source,
+                })
+            })?;
         Ok(Self {
             ws,
             path: Path::ToBroker,
@@ -102,8 +195,8 @@ impl Signalling {
         );
         let ws = tokio::time::timeout(timeout, accept)
             .await
-            .map_err(|_| SessionError::Lan(format!("no WebSocket handshake in {timeout:?}")))?
-            .map_err(|e| SessionError::Lan(format!("bad WebSocket handshake: {e}")))?;
+            .map_err(|_| crate::lan::LanError::Signal(SignalError::NoHandshake(timeout)))?
+            .map_err(|e| crate::lan::LanError::Signal(SignalError::BadHandshake(e)))?;
         Ok(Self {
             ws,
             path: Path::DirectTarget,
@@ -111,11 +204,18 @@ impl Signalling {
         })
     }
 
-    fn err(&self, message: String) -> SessionError {
+    fn err(&self, e: SignalError) -> SessionError {
         match (self.path, self.peer) {
-            (Path::ToBroker, "the broker") => SessionError::Broker(message),
-            _ => SessionError::Lan(message),
+            (Path::ToBroker, "the broker") => SessionError::Broker(e),
+            _ => crate::lan::LanError::Signal(e).into(),
         }
+    }
+
+    fn lost(&self, source: tokio_tungstenite::tungstenite::Error) -> SessionError {
+        self.err(SignalError::Lost {
+            peer: self.peer,
+            source,
+        })
     }
 
     /// Send a message as the broker would (a LAN target greeting or refusing its
@@ -125,7 +225,7 @@ impl Signalling {
         self.ws
             .send(Message::text(text))
             .await
-            .map_err(|e| self.err(format!("lost {}: {e}", self.peer)))
+            .map_err(|e| self.lost(e))
     }
 
     /// Connect to the first of `brokers` that answers, in order; the error names every
@@ -139,15 +239,18 @@ impl Signalling {
             match Self::connect(broker, timeout).await {
                 Ok(s) => return Ok(s),
                 Err(e) => {
-                    tracing::warn!(broker, error = %e, "broker unreachable; trying the next");
-                    failures.push(match e {
-                        SessionError::Broker(m) => m,
-                        other => other.to_string(),
-                    });
+                    tracing::warn!(broker, error = %crate::with_causes(&e), "broker unreachable; trying the next");
+                    match e {
+                        SessionError::Broker(e) => failures.push(e),
+                        other => return Err(other),
+                    }
                 }
             }
         }
-        Err(SessionError::Broker(failures.join("; ")))
+        match failures.len() {
+            1 => Err(SessionError::Broker(failures.remove(0))),
+            _ => Err(SessionError::Broker(SignalError::NoBroker(failures))),
+        }
     }
 
     pub(crate) async fn send(&mut self, msg: &ClientMessage) -> Result<(), SessionError> {
@@ -168,30 +271,29 @@ impl Signalling {
         self.ws
             .send(Message::text(text))
             .await
-            .map_err(|e| self.err(format!("lost {}: {e}", self.peer)))
+            .map_err(|e| self.lost(e))
     }
 
     /// The next message from the broker (or, on a direct LAN link, what a broker would have
     /// relayed); an error when it closed or sent nonsense.
     pub(crate) async fn recv(&mut self) -> Result<BrokerMessage, SessionError> {
         loop {
+            let closed = || SignalError::Closed { peer: self.peer };
             let msg = match self.ws.next().await {
-                None => return Err(self.err(format!("{} closed the connection", self.peer))),
-                Some(Err(e)) => return Err(self.err(format!("lost {}: {e}", self.peer))),
+                None => return Err(self.err(closed())),
+                Some(Err(e)) => return Err(self.lost(e)),
                 Some(Ok(m)) => m,
             };
             let text = match msg {
                 Message::Text(text) => text,
-                Message::Close(_) => {
-                    return Err(self.err(format!("{} closed the connection", self.peer)))
-                }
-                Message::Binary(_) => {
-                    return Err(self.err(format!("{} sent a binary message", self.peer)))
-                }
+                Message::Close(_) => return Err(self.err(closed())),
+                Message::Binary(_) => return Err(self.err(SignalError::Binary { peer: self.peer })),
                 _ => continue, // ping/pong are answered by tungstenite
             };
-            let bad =
-                |e: deskwire_signal::SignalError| format!("bad message from {}: {e}", self.peer);
+            let bad = |source| SignalError::BadMessage {
+                peer: self.peer,
+                source,
+            };
             return match self.path {
                 Path::ToBroker => decode_broker(text.as_str()).map_err(|e| self.err(bad(e))),
                 Path::DirectTarget => match decode_client(text.as_str()) {
@@ -225,4 +327,83 @@ pub(crate) async fn recv_if_open(
         Some(sig) => sig.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// One request to `broker` on a connection of its own, and its answer: a blocking
+/// WebSocket on a plain socket (no runtime), for the library's one-shot calls (reports,
+/// ad-hoc creation, permission checks). Each step waits up to `timeout`.
+pub(crate) fn ask_broker(
+    broker: &str,
+    ask: &ClientMessage,
+    timeout: Duration,
+) -> Result<BrokerMessage, SignalError> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    use tokio_tungstenite::tungstenite;
+    let url = format!("{}{SIGNAL_PATH}", broker.trim_end_matches('/'));
+    let peer = "the broker";
+    let no_answer = || SignalError::NoAnswer {
+        url: url.clone(),
+        timeout,
+    };
+    let unreachable = |source| SignalError::Unreachable {
+        peer,
+        url: url.clone(),
+        source,
+    };
+    let io = |e: std::io::Error| unreachable(tungstenite::Error::Io(e));
+    let authority = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| {
+            unreachable(tungstenite::Error::Url(
+                tungstenite::error::UrlError::UnsupportedUrlScheme,
+            ))
+        })?;
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(io)?
+        .next()
+        .ok_or_else(|| {
+            unreachable(tungstenite::Error::Url(
+                tungstenite::error::UrlError::UnableToConnect(authority.to_owned()),
+            ))
+        })?;
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => no_answer(),
+        _ => io(e),
+    })?;
+    tcp.set_read_timeout(Some(timeout)).map_err(io)?;
+    tcp.set_write_timeout(Some(timeout)).map_err(io)?;
+    let _ = tcp.set_nodelay(true);
+    let (mut ws, _) = tungstenite::client::client_with_config(url.as_str(), tcp, Some(ws_config()))
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => unreachable(e),
+            tungstenite::HandshakeError::Interrupted(_) => no_answer(),
+        })?;
+    let lost = |source: tungstenite::Error| match &source {
+        tungstenite::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            no_answer()
+        }
+        _ => SignalError::Lost { peer, source },
+    };
+    ws.send(Message::text(encode(ask))).map_err(lost)?;
+    let answer = loop {
+        match ws.read().map_err(lost)? {
+            Message::Text(text) => {
+                break decode_broker(text.as_str())
+                    .map_err(|source| SignalError::BadMessage { peer, source })
+            }
+            Message::Binary(_) => break Err(SignalError::Binary { peer }),
+            Message::Close(_) => break Err(SignalError::Closed { peer }),
+            _ => continue,
+        }
+    };
+    let _ = ws.close(None);
+    let _ = ws.flush();
+    answer
 }

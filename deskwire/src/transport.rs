@@ -65,6 +65,36 @@ impl std::fmt::Debug for NetEvent {
     }
 }
 
+/// Why the peer connection could not be set up or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// webrtc refused to build the peer connection.
+    #[error("cannot create the peer connection")]
+    CreatePeer(#[source] webrtc::error::Error),
+    /// webrtc refused to create a data channel.
+    #[error("cannot create channel {channel}")]
+    CreateChannel {
+        /// The channel's label.
+        channel: &'static str,
+        /// Why.
+        #[source]
+        source: webrtc::error::Error,
+    },
+    /// The connection closed while ICE candidates were gathered.
+    #[error("the peer connection closed while gathering")]
+    ClosedWhileGathering,
+    /// ICE gathering did not finish in time.
+    #[error("ICE gathering timed out")]
+    GatheringTimedOut,
+    /// Gathering finished but left no description.
+    #[error("no local description after gathering")]
+    NoLocalDescription,
+    /// The session's network thread panicked.
+    #[error("the network thread panicked")]
+    Panicked,
+}
+
 /// A webrtc [`Runtime`] on the session's own tokio runtime.
 ///
 /// Two reasons not to use webrtc's `TokioRuntime` as is: it parks connection drivers on a
@@ -249,7 +279,7 @@ pub(crate) async fn build_peer(
         .with_data_channel_send_buffer_limit(config.send_buffer)
         .build()
         .await
-        .map_err(|e| SessionError::Transport(format!("cannot create the peer connection: {e}")))?;
+        .map_err(TransportError::CreatePeer)?;
     Ok((Arc::new(pc), events, rx))
 }
 
@@ -268,8 +298,9 @@ pub(crate) async fn create_channels(
     let create = |channel: Channel, init: RTCDataChannelInit| async move {
         pc.create_data_channel(channel.label(), Some(init))
             .await
-            .map_err(|e| {
-                SessionError::Transport(format!("cannot create channel {}: {e}", channel.label()))
+            .map_err(|source| TransportError::CreateChannel {
+                channel: channel.label(),
+                source,
             })
     };
     Ok(Channels {
@@ -319,17 +350,15 @@ pub(crate) async fn gathered_sdp(
                 other => backlog.push(other),
             }
         }
-        Err(SessionError::Transport(
-            "the peer connection closed while gathering".into(),
-        ))
+        Err(TransportError::ClosedWhileGathering)
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| SessionError::Transport("ICE gathering timed out".into()))??;
+        .map_err(|_| TransportError::GatheringTimedOut)??;
     pc.local_description()
         .await
         .map(|d| d.sdp)
-        .ok_or_else(|| SessionError::Transport("no local description after gathering".into()))
+        .ok_or(TransportError::NoLocalDescription.into())
 }
 
 /// A channel or the connection closed: the peer's goodbye may still be queued behind the

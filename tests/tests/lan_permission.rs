@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::path::Path;
 
-use deskwire::lan::{check_lan_permission, LanPermissionError};
+use deskwire::lan::{check_lan_permission, LanError, LanPermissionError};
 use deskwire::SessionError;
 use deskwire_broker::store::{Permission, Permissions, Policy};
 use deskwire_tests::session_fixtures::TestBroker;
@@ -49,7 +49,7 @@ fn a_group_with_the_lan_permission_is_allowed_and_one_without_it_is_told_why_not
     }
     // Nor may they read a device's LAN password.
     match deskwire::lan::fetch_lan_password(broker.url(), &token, "dev-0000000000000000", WAIT) {
-        Err(SessionError::Lan(why)) => {
+        Err(SessionError::Lan(LanError::Refused(why))) => {
             assert!(why.contains("does not have the lan permission"), "{why}")
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -72,7 +72,9 @@ fn a_managed_target_reports_its_lan_password_and_only_a_technician_with_the_perm
 
     // Nothing was reported for another device.
     match fetch_lan_password(broker.url(), &token, "dev-0000000000000000", WAIT) {
-        Err(SessionError::Lan(why)) => assert!(why.contains("has not reported"), "{why}"),
+        Err(SessionError::Lan(LanError::Refused(why))) => {
+            assert!(why.contains("has not reported"), "{why}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     // A restart's new password replaces the old one.

@@ -25,7 +25,44 @@ pub use deskwire_signal::lan::{
 };
 use deskwire_signal::{BrokerMessage, ClientMessage, UnixMillis};
 
+use crate::signalling::{ask_broker, SignalError};
 use crate::SessionError;
+
+/// Why a LAN operation failed: the direct link, listening, mDNS, or a refusal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LanError {
+    /// The direct WebSocket link to the other end failed.
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    /// The target cannot listen where it was told to.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Announcing this computer over mDNS failed.
+    #[error("cannot announce on the LAN")]
+    Announce(#[source] mdns_sd::Error),
+    /// Looking for computers over mDNS failed.
+    #[error("cannot browse the LAN")]
+    Browse(#[source] mdns_sd::Error),
+    /// A LAN name must be a short DNS-SD instance name.
+    #[error("a LAN name has 1 to 63 bytes; {name:?} has {}", name.len())]
+    BadName {
+        /// The name given.
+        name: String,
+    },
+    /// The broker (or the target) refused; its sentence says why.
+    #[error("{0}")]
+    Refused(String),
+    /// The broker sent a password that is not one.
+    #[error("the broker sent a bad password")]
+    BadPassword(#[source] LanPasswordError),
+}
 
 mod agent;
 mod permission;
@@ -60,21 +97,26 @@ pub fn report_lan_password(
             rotates_at,
             reported_at: now,
         };
-        match ask_broker(broker, report, timeout) {
+        match ask_broker(broker, &report, timeout) {
             Ok(BrokerMessage::LanReported {}) => {
                 tracing::info!(broker, device = %key.id(), "reported the LAN password");
                 return Ok(());
             }
             Ok(BrokerMessage::Error { message }) => {
-                return Err(SessionError::Broker(format!(
+                return Err(LanError::Refused(format!(
                     "the broker refused the LAN password report: {message}"
-                )))
+                ))
+                .into())
             }
-            Ok(other) => return Err(unexpected(&other)),
-            Err(e) => failures.push(e.to_string()),
+            Ok(other) => return Err(SignalError::unexpected("the broker", &other).into()),
+            Err(e) => failures.push(e),
         }
     }
-    Err(SessionError::Broker(failures.join("; ")))
+    Err(match failures.len() {
+        1 => failures.remove(0),
+        _ => SignalError::NoBroker(failures),
+    }
+    .into())
 }
 
 /// A managed device's current LAN password, as it last reported it to `broker`, for the
@@ -90,19 +132,17 @@ pub fn fetch_lan_password(
         token: token.to_owned(),
         device: device.to_owned(),
     };
-    match ask_broker(broker, ask, timeout)? {
+    match ask_broker(broker, &ask, timeout)? {
         BrokerMessage::LanPassword {
             password,
             rotates_at,
             ..
         } => {
-            let password = password.parse().map_err(|e| {
-                SessionError::Broker(format!("the broker sent a bad password: {e}"))
-            })?;
+            let password = password.parse().map_err(LanError::BadPassword)?;
             Ok((password, rotates_at))
         }
-        BrokerMessage::Error { message } => Err(SessionError::Lan(message)),
-        other => Err(unexpected(&other)),
+        BrokerMessage::Error { message } => Err(LanError::Refused(message).into()),
+        other => Err(SignalError::unexpected("the broker", &other).into()),
     }
 }
 
@@ -110,31 +150,6 @@ pub fn fetch_lan_password(
 /// and its admins know it.
 pub fn device_id(device_key: &std::path::Path) -> Result<String, SessionError> {
     Ok(crate::device::load_or_create(device_key)?.id())
-}
-
-fn unexpected(m: &BrokerMessage) -> SessionError {
-    SessionError::Broker(format!("unexpected answer from the broker: {m:?}"))
-}
-
-/// One request on a connection of its own, and its answer.
-pub(crate) fn ask_broker(
-    broker: &str,
-    ask: ClientMessage,
-    timeout: Duration,
-) -> Result<BrokerMessage, SessionError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(SessionError::Thread)?;
-    rt.block_on(async {
-        let mut sig = crate::signalling::Signalling::connect(broker, timeout).await?;
-        sig.send(&ask).await?;
-        let answer = tokio::time::timeout(timeout, sig.recv()).await;
-        sig.close().await;
-        answer.map_err(|_| {
-            SessionError::Broker(format!("no answer from the broker in {timeout:?}"))
-        })?
-    })
 }
 
 /// The target's remote-connection password and its rotation, shared by everything in the
@@ -266,13 +281,12 @@ impl std::fmt::Debug for Advertisement {
 impl Advertisement {
     /// Announce `name` listening on `port` at every address of this computer.
     pub fn start(name: &str, port: u16) -> Result<Self, SessionError> {
-        let fail =
-            |e: mdns_sd::Error| SessionError::Lan(format!("cannot announce on the LAN: {e}"));
+        let fail = |e: mdns_sd::Error| SessionError::Lan(LanError::Announce(e));
         if name.is_empty() || name.len() > 63 {
-            return Err(SessionError::Lan(format!(
-                "a LAN name has 1 to 63 bytes; {name:?} has {}",
-                name.len()
-            )));
+            return Err(LanError::BadName {
+                name: name.to_owned(),
+            }
+            .into());
         }
         let daemon = mdns_sd::ServiceDaemon::new().map_err(fail)?;
         // The DNS agent name must be a plain label; the instance name may be anything.
@@ -322,7 +336,7 @@ impl std::fmt::Debug for Browser {
 impl Browser {
     /// Start looking.
     pub fn start() -> Result<Self, SessionError> {
-        let fail = |e: mdns_sd::Error| SessionError::Lan(format!("cannot browse the LAN: {e}"));
+        let fail = |e: mdns_sd::Error| SessionError::Lan(LanError::Browse(e));
         let daemon = mdns_sd::ServiceDaemon::new().map_err(fail)?;
         let events = daemon.browse(SERVICE_TYPE).map_err(fail)?;
         let (tx, found) = crossbeam_channel::bounded(256);

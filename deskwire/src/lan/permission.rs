@@ -102,10 +102,14 @@ fn ask_broker(broker: &str, token: &str, timeout: Duration) -> Result<String, La
         token: token.to_owned(),
         permission: "lan".to_owned(),
     };
-    match super::ask_broker(broker, ask, timeout).map_err(LanPermissionError::Broker)? {
+    let answer = crate::signalling::ask_broker(broker, &ask, timeout)
+        .map_err(|e| LanPermissionError::Broker(e.into()))?;
+    match answer {
         BrokerMessage::Authorized { technician, .. } => Ok(technician),
         BrokerMessage::Error { message } => Err(LanPermissionError::RefusedByBroker(message)),
-        other => Err(LanPermissionError::Broker(super::unexpected(&other))),
+        other => Err(LanPermissionError::Broker(
+            crate::signalling::SignalError::unexpected("the broker", &other).into(),
+        )),
     }
 }
 
