@@ -421,7 +421,7 @@ impl TemporaryHostTask {
                 };
                 if let Err(e) = open.send(&msg).await {
                     sig = None;
-                    core.handle_lost(now(), e.to_string());
+                    core.handle_lost(now(), crate::with_causes(&e));
                 }
             }
             if let Some(ev) = core.poll_event() {
@@ -440,7 +440,7 @@ impl TemporaryHostTask {
                     Ok(msg) => core.handle_broker(now(), msg),
                     Err(e) => {
                         sig = None;
-                        core.handle_lost(now(), e.to_string());
+                        core.handle_lost(now(), crate::with_causes(&e));
                     }
                 },
                 cmd = self.commands.recv() => match cmd {
@@ -475,7 +475,7 @@ impl TemporaryHostTask {
                         *sig = Some(open);
                         core.handle_connected(now());
                     }
-                    Err(e) => core.handle_lost(now(), e.to_string()),
+                    Err(e) => core.handle_lost(now(), crate::with_causes(&e)),
                 }
             }
             AdhocStandingEvent::Offline { error, retry } => {

@@ -376,7 +376,7 @@ impl AgentTask {
             let (pc, net_tx, mut net_rx) =
                 match transport::build_peer(&self.config.transport, runtime).await {
                     Ok(p) => p,
-                    Err(e) => break Err(DisconnectReason::Transport(e.to_string())),
+                    Err(e) => break Err(DisconnectReason::from(e)),
                 };
             let result = self
                 .negotiate(
@@ -571,7 +571,7 @@ impl AgentTask {
         }) {
             Ok(t) => Some(t),
             Err(e) => {
-                reason.get_or_insert(DisconnectReason::Error(e.to_string()));
+                reason.get_or_insert(DisconnectReason::Error(crate::with_causes(&e)));
                 None
             }
         };

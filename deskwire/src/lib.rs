@@ -84,10 +84,10 @@ pub enum SessionError {
     #[error(transparent)]
     Config(#[from] SessionConfigError),
     /// The broker cannot be reached or misbehaved.
-    #[error("broker")]
+    #[error(transparent)]
     Broker(#[from] signalling::SignalError),
     /// The peer connection failed.
-    #[error("transport")]
+    #[error(transparent)]
     Transport(#[from] transport::TransportError),
     /// The media pipeline failed.
     #[error(transparent)]
@@ -99,19 +99,19 @@ pub enum SessionError {
     #[error("the session has ended")]
     Ended,
     /// This computer's device key cannot be read or made.
-    #[error("device key")]
+    #[error(transparent)]
     Device(#[from] device::DeviceKeyError),
     /// A direct LAN connection, the LAN listener or mDNS failed, or a LAN request was refused.
-    #[error("LAN")]
+    #[error(transparent)]
     Lan(#[from] lan::LanError),
     /// The target's administrator accounts cannot be read or changed.
-    #[error("administrator accounts")]
+    #[error(transparent)]
     Accounts(#[from] accounts::AccountsError),
     /// The target's grants file, a grant ticket or a grant report failed.
-    #[error("grants")]
+    #[error(transparent)]
     Grants(#[from] grants::GrantsError),
     /// An ad-hoc session could not be created, taken up again or ended.
-    #[error("ad-hoc session")]
+    #[error(transparent)]
     Adhoc(#[from] adhoc::AdhocError),
 }
 

@@ -150,7 +150,7 @@ async fn stand_by(
             };
             if let Err(e) = open.send(&msg).await {
                 sig = None;
-                core.handle_lost(now(), e.to_string());
+                core.handle_lost(now(), crate::with_causes(&e));
             }
         }
         if let Some(ev) = core.poll_event() {
@@ -161,7 +161,7 @@ async fn stand_by(
                             sig = Some(open);
                             core.handle_connected(now());
                         }
-                        Err(e) => core.handle_lost(now(), e.to_string()),
+                        Err(e) => core.handle_lost(now(), crate::with_causes(&e)),
                     }
                 }
                 UnattendedStandingEvent::Online => events.emit_important(StandbyEvent::Online),
@@ -194,7 +194,7 @@ async fn stand_by(
                 Ok(msg) => core.handle_broker(now(), msg),
                 Err(e) => {
                     sig = None;
-                    core.handle_lost(now(), e.to_string());
+                    core.handle_lost(now(), crate::with_causes(&e));
                 }
             },
             cmd = commands.recv() => match cmd {

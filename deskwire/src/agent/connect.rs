@@ -263,7 +263,7 @@ impl AgentTask {
         net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
     ) -> Result<(transport::Channels, Vec<NetEvent>, String), Negotiation> {
         let end = Negotiation::End;
-        let transport_err = |e: SessionError| end(DisconnectReason::Transport(e.to_string()));
+        let transport_err = |e: SessionError| end(DisconnectReason::from(e));
         let channels = transport::create_channels(pc, &self.config.transport)
             .await
             .map_err(transport_err)?;
@@ -390,7 +390,9 @@ async fn check_credentials(
             tracing::warn!(user = name, "wrong administrator credentials");
             Ok(false)
         }
-        Ok(Err(e)) => Err(Negotiation::End(DisconnectReason::Error(e.to_string()))),
+        Ok(Err(e)) => Err(Negotiation::End(DisconnectReason::Error(
+            crate::with_causes(&e),
+        ))),
         Err(e) => Err(Negotiation::End(DisconnectReason::Error(format!(
             "the credential check failed: {e}"
         )))),

@@ -111,7 +111,7 @@ impl AgentTask {
             let (pc, net_tx, mut net_rx) =
                 match transport::build_peer(&self.config.transport, runtime).await {
                     Ok(p) => p,
-                    Err(e) => break Err(DisconnectReason::Transport(e.to_string())),
+                    Err(e) => break Err(DisconnectReason::from(e)),
                 };
             let attempt = match under_grant {
                 None => Attempt {
@@ -189,7 +189,7 @@ impl AgentTask {
                 signal: PeerSignal::LanHello { grant },
             })) => Ok(grant),
             Ok(Ok(other)) => Err(format!("expected a hello, got {other:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(crate::with_causes(&e)),
             Err(_) => Err("no hello in time".into()),
         }
     }
@@ -208,7 +208,7 @@ impl AgentTask {
             .ok_or("this computer keeps no unattended-access grants")?;
         let entry = grants
             .get(id)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::with_causes(&e))?
             .ok_or_else(|| format!("this computer has no grant {id}"))?;
         entry
             .grant

@@ -108,7 +108,7 @@ pub enum PasswordReportError {
     #[error("cannot report the LAN password: {0}")]
     Thread(std::io::Error),
     /// No broker took the report.
-    #[error("cannot report the LAN password to the broker: {0}")]
+    #[error("cannot report the LAN password to the broker: {}", crate::with_causes(.0))]
     Broker(SessionError),
 }
 
@@ -225,7 +225,7 @@ impl LanAgent {
                 ) {
                     Ok(()) => LanAgentEvent::PasswordReported,
                     Err(e) => {
-                        tracing::warn!(error = %e, at = %now, "the LAN password was not reported");
+                        tracing::warn!(error = %crate::with_causes(&e), at = %now, "the LAN password was not reported");
                         LanAgentEvent::PasswordNotReported(PasswordReportError::Broker(e))
                     }
                 };

@@ -84,7 +84,7 @@ impl ViewerTask {
                     // to the same code, which the user may be typing right now.
                     Err(e) => match core.handle_broker_lost() {
                         Some(ticket) => {
-                            tracing::warn!(error = %e, "lost the broker while the code waits; re-attaching");
+                            tracing::warn!(error = %crate::with_causes(&e), "lost the broker while the code waits; re-attaching");
                             *sig = self.resume(ticket.code, &ticket.token, ticket.expires_at).await?;
                         }
                         None => return Err(DisconnectReason::from(e)),
@@ -174,10 +174,14 @@ impl ViewerTask {
                                 "unexpected answer to resume: {other:?}"
                             )))
                         }
-                        Err(e) => tracing::debug!(error = %e, "the broker is not back yet"),
+                        Err(e) => {
+                            tracing::debug!(error = %crate::with_causes(&e), "the broker is not back yet")
+                        }
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "the broker is not back yet"),
+                Err(e) => {
+                    tracing::debug!(error = %crate::with_causes(&e), "the broker is not back yet")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
