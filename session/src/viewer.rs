@@ -402,11 +402,13 @@ impl ViewerSession {
         // after the last), so a drop is seen soon.
         self.last_active = self.last_active.max(now);
         match *event {
-            InputEvent::Key { key, down: true } => {
-                if !self.held_keys.contains(&key) && self.held_keys.len() < MAX_HELD_KEYS {
-                    self.held_keys.push(key);
-                }
+            InputEvent::Key { key, down: true }
+                if !self.held_keys.contains(&key) && self.held_keys.len() < MAX_HELD_KEYS =>
+            {
+                self.held_keys.push(key)
             }
+            // Already held, or as many held as the target would track.
+            InputEvent::Key { down: true, .. } => {}
             InputEvent::Key { key, down: false } => self.held_keys.retain(|k| *k != key),
             InputEvent::Button { button, down } => {
                 let bit = 1u8 << button.wire();

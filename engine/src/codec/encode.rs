@@ -436,7 +436,7 @@ fn new_encoder(
     // before the wrapper quiets it: "bitrate can't be controlled ... without enabling skip
     // frame" for every band of every stream. We never skip on purpose and check every
     // return code, so quiet it from the start.
-    let mut level = openh264_sys2::WELS_LOG_QUIET as i32;
+    let mut level: i32 = openh264_sys2::WELS_LOG_QUIET;
     // SAFETY: the trace level is the one option OpenH264 takes before initialisation; it
     // reads one int through the pointer during the call, and `level` outlives it.
     unsafe {

@@ -139,7 +139,7 @@ impl Harness {
     }
 
     /// What the stand-in broker does with a client's message.
-    fn from_viewer(&mut self, msg: ClientMessage) {
+    fn relay_from_viewer(&mut self, msg: ClientMessage) {
         match msg {
             ClientMessage::CreateSession { .. } | ClientMessage::CallUnattended { .. } => {
                 self.send(
@@ -161,7 +161,7 @@ impl Harness {
         }
     }
 
-    fn from_agent(&mut self, msg: ClientMessage) {
+    fn relay_from_agent(&mut self, msg: ClientMessage) {
         match msg {
             ClientMessage::Relay { mut signal } => {
                 (self.script.tamper)(&mut signal);
@@ -255,7 +255,7 @@ impl Harness {
             let mut busy = false;
             while let Some(msg) = self.viewer.poll_transmit() {
                 busy = true;
-                self.from_viewer(msg);
+                self.relay_from_viewer(msg);
             }
             while let Some(ev) = self.viewer.poll_event() {
                 busy = true;
@@ -293,7 +293,7 @@ impl Harness {
             }
             busy |= !sent.is_empty() || !events.is_empty();
             for msg in sent {
-                self.from_agent(msg);
+                self.relay_from_agent(msg);
             }
             self.agent_events
                 .extend(events.into_iter().map(|e| (now, e)));
