@@ -173,7 +173,7 @@ impl Agent {
             .map_err(deskwire_engine::PipelineError::from)?;
         // Read (or make) the device key now, so a bad key file is an error here, not later.
         let device = match &config.device_key {
-            Some(path) => Some(crate::device::load_or_create(path)?),
+            Some(path) => Some(Arc::new(crate::device::load_or_create(path)?)),
             None => None,
         };
         let (events, rx) = Events::new();
@@ -268,7 +268,7 @@ struct AgentTask {
     /// The session clock: capture times and pongs are microseconds since this instant.
     epoch: Instant,
     /// This computer's key, when it proves its identity to the broker.
-    device: Option<DeviceKey>,
+    device: Option<Arc<DeviceKey>>,
 }
 
 /// An open peer connection: the connection, its events and the three channels.

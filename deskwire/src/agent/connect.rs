@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, JoinRefusal, SessionPolicy};
+use deskwire_signal::{ConnectionCode, SessionPolicy};
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
@@ -14,13 +14,10 @@ use crate::signalling::Signalling;
 use crate::transport::{self, Channel, NetEvent, Pc};
 use crate::{AgentEvent, DisconnectReason, SessionError};
 use deskwire_session::pairing::{
-    AgentPairing, AgentPairingConfig, AgentPairingEvent, PairingEnd, PairingSecret,
+    AgentPairing, AgentPairingConfig, AgentPairingEvent, CodeJoin, CodeJoinEvent, PairingEnd,
+    PairingSecret,
 };
 use deskwire_session::wire::ByeReason;
-
-/// How long to wait before joining again while the technician reconnects, and how often.
-const AWAY_RETRY: Duration = Duration::from_millis(500);
-const MAX_AWAY_RETRIES: u32 = 60;
 
 /// What one attempt to connect starts from.
 pub(super) struct Attempt<'a> {
@@ -38,75 +35,20 @@ pub(super) struct Attempt<'a> {
 
 impl AgentTask {
     /// Send the code (if any) until the broker accepts one, the user cancels or the broker
-    /// fails; returns the code that was accepted.
+    /// fails; returns the code that was accepted. The rules are `CodeJoin`'s.
     pub(super) async fn join(
         &mut self,
         sig: &mut Signalling,
         first: Option<ConnectionCode>,
         control: &mut bool,
     ) -> Wait<(ConnectionCode, Option<SessionPolicy>)> {
-        // Only the broker's half of the code goes to the broker.
-        let device = self.device.as_ref();
-        let join = |code: ConnectionCode| ClientMessage::Join {
-            code: code.session().to_string(),
-            device: device.map(|k| k.prove(code.session())),
-        };
-        let mut pending = first;
-        let mut away_retries = 0u32;
-        let mut retry_at: Option<tokio::time::Instant> = None;
-        if let Some(code) = pending {
-            if let Err(e) = sig.send(&join(code)).await {
-                return Wait::End(DisconnectReason::from(e));
+        let core = CodeJoin::code(first, self.device.clone());
+        match self.drive_join(sig, core, control).await {
+            Wait::Got((Some(code), policy)) => Wait::Got((code, policy)),
+            Wait::Got((None, _)) => {
+                Wait::End(DisconnectReason::Error("joined without a code".into()))
             }
-        }
-        loop {
-            tokio::select! {
-                msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::Joined { policy }) => match pending {
-                        Some(code) => return Wait::Got((code, policy)),
-                        None => return Wait::End(DisconnectReason::Broker("joined without a code".into())),
-                    },
-                    // The technician's side is re-attaching after a broker restart: the
-                    // code still works, so send it again shortly rather than asking the
-                    // user to retype it (for up to half a minute).
-                    Ok(BrokerMessage::JoinRefused { reason: JoinRefusal::ControllerAway, message })
-                        if away_retries < MAX_AWAY_RETRIES =>
-                    {
-                        away_retries += 1;
-                        tracing::info!(message, "the technician is reconnecting; joining again shortly");
-                        retry_at = Some(tokio::time::Instant::now() + AWAY_RETRY);
-                    }
-                    Ok(BrokerMessage::JoinRefused { reason, message }) => {
-                        self.events.emit_important(AgentEvent::CodeRefused { reason, message });
-                    }
-                    Ok(BrokerMessage::Error { message }) => {
-                        return Wait::End(DisconnectReason::Broker(message))
-                    }
-                    Ok(other) => tracing::debug!(?other, "ignored while joining"),
-                    Err(e) => return Wait::End(DisconnectReason::from(e)),
-                },
-                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
-                    retry_at = None;
-                    if let Some(code) = pending {
-                        if let Err(e) = sig.send(&join(code)).await {
-                            return Wait::End(DisconnectReason::from(e));
-                        }
-                    }
-                }
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::TryCode(code)) => {
-                        away_retries = 0;
-                        retry_at = None;
-                        pending = Some(code);
-                        if let Err(e) = sig.send(&join(code)).await {
-                            return Wait::End(DisconnectReason::from(e));
-                        }
-                    }
-                    Some(Command::SetControl(c)) => *control = c && !self.config.view_only,
-                    Some(Command::AnswerConsent(_) | Command::AnswerGrant(..)) => {}
-                    Some(Command::Shutdown) | None => return Wait::End(DisconnectReason::Local),
-                },
-            }
+            Wait::End(r) => Wait::End(r),
         }
     }
 
@@ -117,26 +59,56 @@ impl AgentTask {
         sig: &mut Signalling,
         session: deskwire_signal::SessionCode,
     ) -> Wait<Option<SessionPolicy>> {
-        let join = ClientMessage::Join {
-            code: session.to_string(),
-            device: self.device.as_ref().map(|k| k.prove(session)),
-        };
-        if let Err(e) = sig.send(&join).await {
-            return Wait::End(DisconnectReason::from(e));
+        let core = CodeJoin::call(session, self.device.clone());
+        let mut control = false;
+        match self.drive_join(sig, core, &mut control).await {
+            Wait::Got((_, policy)) => Wait::Got(policy),
+            Wait::End(r) => Wait::End(r),
         }
+    }
+
+    async fn drive_join(
+        &mut self,
+        sig: &mut Signalling,
+        mut core: CodeJoin,
+        control: &mut bool,
+    ) -> Wait<(Option<ConnectionCode>, Option<SessionPolicy>)> {
+        let clock = Instant::now();
         loop {
+            while let Some(msg) = core.poll_transmit() {
+                if let Err(e) = sig.send(&msg).await {
+                    return Wait::End(DisconnectReason::from(e));
+                }
+            }
+            if let Some(ev) = core.poll_event() {
+                match ev {
+                    CodeJoinEvent::Joined { code, policy } => return Wait::Got((code, policy)),
+                    CodeJoinEvent::Refused { reason, message } => self
+                        .events
+                        .emit_important(AgentEvent::CodeRefused { reason, message }),
+                    CodeJoinEvent::Ended(why) => match negotiation_end(why) {
+                        Negotiation::End(r) => return Wait::End(r),
+                        _ => return Wait::End(DisconnectReason::Error("not joined".into())),
+                    },
+                }
+                continue;
+            }
+            let deadline = core
+                .poll_timeout()
+                .map(|t| tokio::time::Instant::from_std(clock + t));
             tokio::select! {
                 msg = sig.recv() => match msg {
-                    Ok(BrokerMessage::Joined { policy }) => return Wait::Got(policy),
-                    Ok(BrokerMessage::JoinRefused { message, .. } | BrokerMessage::Error { message }) => {
-                        return Wait::End(DisconnectReason::Broker(message))
-                    }
-                    Ok(other) => tracing::debug!(?other, "ignored while joining a call"),
+                    Ok(msg) => core.handle_broker(clock.elapsed(), msg),
                     Err(e) => return Wait::End(DisconnectReason::from(e)),
                 },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    core.handle_timeout(clock.elapsed());
+                }
                 cmd = self.commands.recv() => match cmd {
+                    Some(Command::TryCode(code)) => core.handle_code(code),
+                    Some(Command::SetControl(c)) => *control = c && !self.config.view_only,
+                    Some(Command::AnswerConsent(_) | Command::AnswerGrant(..)) => {}
                     Some(Command::Shutdown) | None => return Wait::End(DisconnectReason::Local),
-                    Some(_) => {}
                 },
             }
         }

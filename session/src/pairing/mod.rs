@@ -12,6 +12,8 @@
 //!   <─────────────────────────────────────────────────────────────────────── Answer + MAC
 //! ```
 //!
+//! Before all of it the agent joins the broker with the code ([`CodeJoin`]).
+//!
 //! Nothing reaches a peer connection before the key confirmation, the credentials and the
 //! user's consent, in that order: a technician who does not know the whole code never gets
 //! as far as a question to the user. [`AgentPairing`] and [`ViewerPairing`] hold that order as
@@ -20,12 +22,14 @@
 //! the I/O: the signalling socket, the peer connection's offer and answer, the Argon2 check.
 
 mod agent;
+mod join;
 mod viewer;
 
 #[cfg(test)]
 mod tests;
 
 pub use agent::{AgentPairing, AgentPairingConfig, AgentPairingEvent, PairingSecret};
+pub use join::{CodeJoin, CodeJoinEvent, AWAY_RETRY, MAX_AWAY_RETRIES};
 pub use viewer::{
     PairingRoute, ResumeTicket, ViewerPairing, ViewerPairingConfig, ViewerPairingEvent,
     MAX_CONSENT_WAIT_MS,
