@@ -188,7 +188,7 @@ impl Agent {
                 device,
             };
             let reason = run(&mut task, source).await;
-            tracing::info!(%reason, "host session ended");
+            tracing::info!(%reason, "agent session ended");
             events.emit_important(AgentEvent::Disconnected(reason));
         })?;
         Ok(Self {
