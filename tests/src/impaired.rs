@@ -19,7 +19,8 @@ pub fn session(bed: &Testbed, secs: u32) -> (Vec<String>, Vec<String>) {
     // An in-memory store: nothing is written into the source tree.
     broker.args(["--listen", &broker_addr, "--database", "sqlite::memory:"]);
     let broker = Running::start(broker);
-    std::thread::sleep(Duration::from_millis(300)); // the broker binds its port
+    // It prints this once its port is bound.
+    broker.wait_for("listening on ws://", Duration::from_secs(10));
     let mut viewer = bed.command_in_b(binary("deskwire-viewer"));
     viewer.args([
         "--broker",
