@@ -313,6 +313,17 @@ impl Signalling {
         }
     }
 
+    /// Send every message a core queued, in order, until one fails.
+    pub(crate) async fn send_all(
+        &mut self,
+        mut next: impl FnMut() -> Option<ClientMessage>,
+    ) -> Result<(), SessionError> {
+        while let Some(msg) = next() {
+            self.send(&msg).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_millis(200), self.ws.close(None)).await;
     }

@@ -274,11 +274,11 @@ impl ViewerTask {
         let mut backlog = Vec::new();
         let sdp = transport::gathered_sdp(pc, net_rx, &mut backlog, self.config.connect_timeout)
             .await
-            .map_err(|e| DisconnectReason::Transport(e.to_string()))?;
+            .map_err(DisconnectReason::from)?;
         core.handle_local_answer(sdp);
-        while let Some(msg) = core.poll_transmit() {
-            sig.send(&msg).await.map_err(DisconnectReason::from)?;
-        }
+        sig.send_all(|| core.poll_transmit())
+            .await
+            .map_err(DisconnectReason::from)?;
 
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
         let (mut video, mut input, mut control) = (None, None, None);

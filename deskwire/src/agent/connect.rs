@@ -75,10 +75,8 @@ impl AgentTask {
     ) -> Wait<(Option<ConnectionCode>, Option<SessionPolicy>)> {
         let clock = Instant::now();
         loop {
-            while let Some(msg) = core.poll_transmit() {
-                if let Err(e) = sig.send(&msg).await {
-                    return Wait::End(DisconnectReason::from(e));
-                }
+            if let Err(e) = sig.send_all(|| core.poll_transmit()).await {
+                return Wait::End(DisconnectReason::from(e));
             }
             if let Some(ev) = core.poll_event() {
                 match ev {
@@ -149,14 +147,7 @@ impl AgentTask {
         let mut admin = admin;
         let mut offered: Option<(transport::Channels, Vec<NetEvent>)> = None;
         loop {
-            let mut sent = Ok(());
-            while let Some(msg) = core.poll_transmit() {
-                if let Err(e) = sig.send(&msg).await {
-                    sent = Err(e);
-                    break;
-                }
-            }
-            if let Err(e) = sent {
+            if let Err(e) = sig.send_all(|| core.poll_transmit()).await {
                 // The attempt's own ending (a refusal whose goodbye could not be sent)
                 // says more than the broker's failure.
                 while let Some(ev) = core.poll_event() {

@@ -46,13 +46,7 @@ impl ViewerTask {
             Duration::ZERO,
         );
         loop {
-            let mut sent = Ok(());
-            while let Some(msg) = core.poll_transmit() {
-                if let Err(e) = sig.send(&msg).await {
-                    sent = Err(e);
-                    break;
-                }
-            }
+            let sent = sig.send_all(|| core.poll_transmit()).await;
             while let Some(ev) = core.poll_event() {
                 let ev = match ev {
                     ViewerPairingEvent::Code { code, expires_at } => {
