@@ -136,7 +136,7 @@ const MIN_EVIDENCE: u32 = 4;
 const CARRIED_SAMPLES: usize = 3;
 
 /// Feedback intervals outside these bounds are refused: no correct viewer sends them.
-pub(crate) const MIN_INTERVAL_US: u32 = 1_000;
+const MIN_INTERVAL_US: u32 = 1_000;
 const MAX_INTERVAL_US: u32 = 10_000_000;
 /// Larger claimed delays are clamped: past this, the answer (cut) is the same.
 const MAX_DELAY_US: u32 = 10_000_000;
