@@ -1,6 +1,6 @@
 //! Ad-hoc support on the user's side: the temporary host, `deskwire-agent adhoc --invite LINK`.
 //!
-//! The temporary host keeps everything in one private folder (the device key, the agent
+//! The temporary host keeps everything in one private folder (the device key, the host
 //! token, the link secret) and removes it when the session ends: by the technician, by the
 //! user typing `e`, or at the end of its lifetime. Stopping it with Ctrl-C or `q` keeps the
 //! folder, and running `deskwire-agent adhoc` again takes the session up again.

@@ -111,7 +111,7 @@ struct Args {
     /// Where to listen in LAN mode.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     listen: SocketAddr,
-    /// The name technicians see on the LAN (default: the agent name).
+    /// The name technicians see on the LAN (default: the host name).
     #[arg(long)]
     name: Option<String>,
     /// Do not announce this computer on the LAN (mDNS).
@@ -316,13 +316,13 @@ fn main() -> Result<()> {
                     technician,
                 }) => {
                     println!("{technician} connects under grant {grant}");
-                    let host = Agent::start_unattended_call(
+                    let session = Agent::start_unattended_call(
                         config.clone(),
                         open_source()?,
                         session,
                         grant,
                     )?;
-                    let outcome = ui.serve(host, None)?;
+                    let outcome = ui.serve(session, None)?;
                     if matches!(outcome, Outcome::Cancelled) {
                         break outcome;
                     }
@@ -359,13 +359,13 @@ fn main() -> Result<()> {
         }
         ui.show_lan(&mut agent);
         loop {
-            let host = agent.start_host(config.clone(), open_source()?)?;
+            let session = agent.start_agent(config.clone(), open_source()?)?;
             println!(
                 "listening on {} as {:?}",
-                host.lan_addr().unwrap_or(args.listen),
+                session.lan_addr().unwrap_or(args.listen),
                 agent.name()
             );
-            let outcome = ui.serve(host, Some(&mut agent))?;
+            let outcome = ui.serve(session, Some(&mut agent))?;
             if !agent.serves_another() || matches!(outcome, Outcome::Cancelled) {
                 break outcome;
             }
@@ -376,8 +376,8 @@ fn main() -> Result<()> {
         };
         let mut code: ConnectionCode = code.parse().context("--code")?;
         loop {
-            let host = Agent::start(config.clone(), open_source()?, code)?;
-            let outcome = ui.serve(host, None)?;
+            let session = Agent::start(config.clone(), open_source()?, code)?;
+            let outcome = ui.serve(session, None)?;
             // No broker answered (or it went away before the session started): the user
             // may try again with a code, or cancel.
             let Outcome::Ended(DisconnectReason::Broker(why)) = &outcome else {
@@ -497,7 +497,7 @@ impl Ui {
 
     /// Drive `agent` until its session ends, answering the terminal and the control socket
     /// (and telling what `lan` has to tell, in LAN mode).
-    fn serve(&mut self, host: Agent, mut lan: Option<&mut LanAgent>) -> Result<Outcome> {
+    fn serve(&mut self, agent: Agent, mut lan: Option<&mut LanAgent>) -> Result<Outcome> {
         let mut state = State::Waiting;
         loop {
             if let Some(agent) = lan.as_deref_mut() {
@@ -517,7 +517,8 @@ impl Ui {
                     Request::Code(text) => match (&state, text.parse::<ConnectionCode>()) {
                         (State::AskingCode, Ok(code)) => {
                             state = State::Waiting;
-                            host.try_code(code)
+                            agent
+                                .try_code(code)
                                 .map(|()| "code sent".to_owned())
                                 .map_err(|e| e.to_string())
                         }
@@ -528,7 +529,7 @@ impl Ui {
                 let _ = inc.reply.send(reply);
                 if inc.request == Request::Terminate {
                     println!("session terminated on this computer");
-                    host.shutdown()?;
+                    agent.shutdown()?;
                     return Ok(Outcome::Terminated);
                 }
             }
@@ -542,7 +543,7 @@ impl Ui {
                             "v" | "view" => ConsentAnswer::Allow { control: false },
                             _ => ConsentAnswer::Reject,
                         };
-                        host.answer_consent(answer)?;
+                        agent.answer_consent(answer)?;
                     }
                     State::GrantAsked(id, customer) => {
                         state = State::Waiting;
@@ -557,29 +558,29 @@ impl Ui {
                             }
                             _ => GrantDecision::Reject,
                         };
-                        host.answer_grant(id, decision)?;
+                        agent.answer_grant(id, decision)?;
                     }
                     State::AskingCode if line.is_empty() => {
                         println!("cancelled");
-                        host.shutdown()?;
+                        agent.shutdown()?;
                         return Ok(Outcome::Cancelled);
                     }
                     State::AskingCode => match line.parse::<ConnectionCode>() {
                         Ok(code) => {
                             state = State::Waiting;
-                            host.try_code(code)?;
+                            agent.try_code(code)?;
                         }
                         Err(e) => prompt(&format!("{e}; try again")),
                     },
                     _ if line == "t" || line == "terminate" => {
                         println!("session terminated on this computer");
-                        host.shutdown()?;
+                        agent.shutdown()?;
                         return Ok(Outcome::Terminated);
                     }
                     _ => {}
                 }
             }
-            let Ok(event) = host.events().recv_timeout(Duration::from_millis(50)) else {
+            let Ok(event) = agent.events().recv_timeout(Duration::from_millis(50)) else {
                 continue;
             };
             match event {
@@ -669,7 +670,7 @@ impl Ui {
                 AgentEvent::Disconnected(reason) => {
                     println!("session ended: {reason}");
                     let _ = std::io::stdout().flush();
-                    host.shutdown()?;
+                    agent.shutdown()?;
                     return Ok(Outcome::Ended(reason));
                 }
                 _ => {}

@@ -133,7 +133,7 @@ impl Agent {
     pub fn start_lan(
         config: AgentConfig,
         source: Box<dyn Source>,
-        lan: crate::lan::LanHostConfig,
+        lan: crate::lan::LanListenConfig,
     ) -> Result<Self, SessionError> {
         config.validate_local()?;
         let listener = std::net::TcpListener::bind(lan.listen)

@@ -1,4 +1,4 @@
-//! The session API: a [`Agent`] on the target and a [`Viewer`] at the technician, paired
+//! The session API: an [`Agent`] on the target and a [`Viewer`] at the technician, paired
 //! through a broker with a connection code and joined by WebRTC data channels.
 //!
 //! Each handle runs its network side on one named thread (`deskwire-net`) with its own tokio

@@ -34,7 +34,7 @@ pub struct AgentSessionConfig {
     /// The same while idle (no video sent, no input received for 3 s), when the viewer
     /// only sends its slow heartbeat: longer than the viewer's `idle_ping_interval`.
     pub idle_quiet_after: Duration,
-    /// The congestion viewer's bounds.
+    /// The congestion controller's bounds.
     pub rate: RateConfig,
 }
 

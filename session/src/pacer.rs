@@ -1,5 +1,5 @@
 //! The target's video sender, sans-IO: encoded frames are cut into chunks, queued, and let
-//! out at the pacing rate the congestion viewer sets, each stamped with its transport
+//! out at the pacing rate the congestion controller sets, each stamped with its transport
 //! sequence number and send time as it leaves.
 //!
 //! The queue is bounded in *time*: a new frame is taken only while what waits would drain

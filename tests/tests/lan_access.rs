@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use deskwire::accounts::AdminAccounts;
-use deskwire::lan::{BackoffLimits, LanHostConfig, LanPassword, LanPasswords};
+use deskwire::lan::{BackoffLimits, LanListenConfig, LanPassword, LanPasswords};
 use deskwire::UnixMillis;
 use deskwire::{
     AcceptanceMode, Agent, AgentConfig, AgentEvent, ConsentAnswer, ConsentRefusal,
@@ -57,7 +57,7 @@ fn host_with(
         first: Duration::ZERO,
         ..BackoffLimits::default()
     };
-    let listen = LanHostConfig::new(passwords)
+    let listen = LanListenConfig::new(passwords)
         .listen(SocketAddr::new(ip, 0))
         .backoff(no_wait);
     let h = lan
@@ -295,7 +295,7 @@ fn grant_host(
         )
         .transport(TransportConfig::default().bind(vec![ip]));
     let passwords = LanPasswords::daily();
-    let listen = LanHostConfig::new(passwords).listen(SocketAddr::new(ip, 0));
+    let listen = LanListenConfig::new(passwords).listen(SocketAddr::new(ip, 0));
     let h = lan
         .run_in(lan.target(0), move || {
             Agent::start_lan(config, source(), listen)
@@ -347,7 +347,7 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
             Some(accounts.clone()),
         )
         .transport(TransportConfig::default().bind(vec![ip]));
-    let listen = LanHostConfig::new(passwords.clone()).listen(SocketAddr::new(ip, 0));
+    let listen = LanListenConfig::new(passwords.clone()).listen(SocketAddr::new(ip, 0));
     let h = lan
         .run_in(lan.target(0), move || {
             Agent::start_lan(config, source(), listen)

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use super::connect::Attempt;
 use super::{AgentTask, Command, Connected, Negotiation};
 use crate::accounts::AdminAccounts;
-use crate::lan::LanHostConfig;
+use crate::lan::LanListenConfig;
 use crate::signalling::Signalling;
 use crate::transport::{self, SessionRuntime};
 use crate::{AgentEvent, DisconnectReason};
@@ -26,7 +26,7 @@ impl AgentTask {
         &mut self,
         source: Box<dyn Source>,
         listener: std::net::TcpListener,
-        lan: LanHostConfig,
+        lan: LanListenConfig,
     ) -> DisconnectReason {
         let started = Instant::now();
         let listener = match TcpListener::from_std(listener) {

@@ -156,7 +156,7 @@ impl FrameRateFit {
     /// to matter.
     fn poll(&mut self, now: Instant) -> Option<(u32, u32, u8)> {
         let t = self.target?;
-        // The viewer's cap trades frames for quality when bits are short. Content that
+        // The rate controller's cap trades frames for quality when bits are short. Content that
         // uses less than half its bitrate (typing, a cursor) is not short of bits: a low
         // estimate there only says little was sent, and every frame is worth sending.
         let cheap = self
@@ -357,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn cheap_content_is_not_held_to_the_controllers_frame_rate_cap() {
+    fn cheap_content_is_not_held_to_the_rate_controllers_frame_rate_cap() {
         let t0 = Instant::now();
         let mut fit = FrameRateFit {
             target: Some(target(300_000, 15)),

@@ -16,7 +16,7 @@ use deskwire_capture::Source;
 use deskwire_signal::UnixMillis;
 
 use super::{
-    device_id, report_lan_password, Advertisement, LanHostConfig, LanPassword, LanPasswords,
+    device_id, report_lan_password, Advertisement, LanListenConfig, LanPassword, LanPasswords,
     DEFAULT_PORT,
 };
 use crate::{Agent, AgentConfig, SessionError};
@@ -35,7 +35,7 @@ pub struct PasswordReportTo {
 pub struct LanAgentConfig {
     /// Where to listen (`0.0.0.0:8451` by default).
     pub listen: SocketAddr,
-    /// The name technicians see on the LAN (this computer's agent name by default).
+    /// The name technicians see on the LAN (this computer's host name by default).
     pub name: String,
     /// Announce this computer over mDNS.
     pub announce: bool,
@@ -239,15 +239,15 @@ impl LanAgent {
     }
 
     /// Listen for the next session's technician with `config` and `source`.
-    pub fn start_host(
+    pub fn start_agent(
         &mut self,
         config: AgentConfig,
         source: Box<dyn Source>,
     ) -> Result<Agent, SessionError> {
-        let lan = LanHostConfig::new(self.passwords.clone()).listen(self.config.listen);
-        let host = Agent::start_lan(config, source, lan)?;
+        let lan = LanListenConfig::new(self.passwords.clone()).listen(self.config.listen);
+        let agent = Agent::start_lan(config, source, lan)?;
         self.sessions += 1;
-        Ok(host)
+        Ok(agent)
     }
 
     /// Whether to start another agent once the current session ends (not with `once`).
@@ -256,7 +256,7 @@ impl LanAgent {
     }
 }
 
-/// This computer's agent name, for the LAN announcement.
+/// This computer's host name, for the LAN announcement.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

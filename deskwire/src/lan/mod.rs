@@ -204,7 +204,7 @@ fn fresh() -> LanPassword {
 
 /// How a LAN target listens.
 #[derive(Debug, Clone)]
-pub struct LanHostConfig {
+pub struct LanListenConfig {
     /// Where to listen (`0.0.0.0:8451` by default).
     pub listen: SocketAddr,
     /// The password viewers must know.
@@ -213,7 +213,7 @@ pub struct LanHostConfig {
     pub backoff: BackoffLimits,
 }
 
-impl LanHostConfig {
+impl LanListenConfig {
     /// Listen on every interface at the default port.
     pub fn new(passwords: LanPasswords) -> Self {
         Self {
@@ -239,7 +239,7 @@ impl LanHostConfig {
 /// A target found on the LAN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LanPeer {
-    /// The name it announces (its agent name unless configured).
+    /// The name it announces (its host name unless configured).
     pub name: String,
     /// Its addresses, IPv4 first.
     pub addresses: Vec<IpAddr>,
@@ -289,7 +289,7 @@ impl Advertisement {
             .into());
         }
         let daemon = mdns_sd::ServiceDaemon::new().map_err(fail)?;
-        // The DNS agent name must be a plain label; the instance name may be anything.
+        // The DNS host name must be a plain label; the instance name may be anything.
         let host: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
