@@ -30,7 +30,7 @@ use crate::config::AgentConfig;
 use crate::driver::{ended_by, send_queued, CoreTimer};
 use crate::inject::Injector;
 use crate::signalling::Signalling;
-use crate::transport::{self, NetEvent, SessionRuntime};
+use crate::transport::{self, NetEvent};
 use crate::{spawn_net, AgentEvent, DisconnectReason, Events, SessionError};
 use video_out::{spawn_video_out, Pace, SendCounters, VideoOut, VideoReport, VIDEO_CHUNK};
 
@@ -369,12 +369,8 @@ impl AgentTask {
             if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
                 break Err(r);
             }
-            let runtime = Arc::new(SessionRuntime::new(
-                self.handle.clone(),
-                self.config.transport.socket_buffer,
-            ));
             let (pc, net_tx, mut net_rx) =
-                match transport::build_peer(&self.config.transport, runtime).await {
+                match transport::build_peer(&self.config.transport, &self.handle).await {
                     Ok(p) => p,
                     Err(e) => break Err(DisconnectReason::from(e)),
                 };

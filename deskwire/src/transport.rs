@@ -218,10 +218,11 @@ impl PeerConnectionEventHandler for Handler {
 
 pub(crate) type Pc = Arc<dyn PeerConnection>;
 
-/// Build a peer connection with our settings; its events arrive on the returned receiver.
+/// Build a peer connection with our settings, its drivers on the session's runtime
+/// (`handle`); its events arrive on the returned receiver.
 pub(crate) async fn build_peer(
     config: &TransportConfig,
-    runtime: Arc<SessionRuntime>,
+    handle: &tokio::runtime::Handle,
 ) -> Result<
     (
         Pc,
@@ -230,6 +231,7 @@ pub(crate) async fn build_peer(
     ),
     SessionError,
 > {
+    let runtime = Arc::new(SessionRuntime::new(handle.clone(), config.socket_buffer));
     let (tx, rx) = mpsc::unbounded_channel();
     let events = tx.clone();
     let mdns = match config.mdns {

@@ -26,7 +26,7 @@ use crate::config::{ViewerConfig, ViewerRoute};
 use crate::driver::{ended_by, send_queued, CoreTimer};
 use crate::grants::GrantAnswerError;
 use crate::signalling::Signalling;
-use crate::transport::{self, Channels, NetEvent, Pc, SessionRuntime};
+use crate::transport::{self, Channels, NetEvent, Pc};
 use crate::{
     micros_since, spawn_net, DisconnectReason, Events, FrameInfo, SessionError, ViewerEvent,
 };
@@ -207,16 +207,12 @@ impl ViewerTask {
         };
         // Build the peer connection (sockets, certificate: tens of milliseconds) while the
         // code is being read out, not after the target has joined.
-        let runtime = Arc::new(SessionRuntime::new(
-            self.handle.clone(),
-            self.config.transport.socket_buffer,
-        ));
         let (pc, net_tx, mut net_rx) =
-            match transport::build_peer(&self.config.transport, runtime).await {
+            match transport::build_peer(&self.config.transport, &self.handle).await {
                 Ok(p) => p,
                 Err(e) => {
                     sig.close().await;
-                    return DisconnectReason::Transport(e.to_string());
+                    return DisconnectReason::from(e);
                 }
             };
         let result = self.pair(&mut sig).await;

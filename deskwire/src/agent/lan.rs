@@ -15,7 +15,7 @@ use super::{AgentTask, Command, Connected, Negotiation};
 use crate::accounts::AdminAccounts;
 use crate::lan::LanListenConfig;
 use crate::signalling::Signalling;
-use crate::transport::{self, SessionRuntime};
+use crate::transport;
 use crate::{AgentEvent, DisconnectReason};
 use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::pairing::PairingSecret;
@@ -104,12 +104,8 @@ impl AgentTask {
             if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
                 break Err(r);
             }
-            let runtime = Arc::new(SessionRuntime::new(
-                self.handle.clone(),
-                self.config.transport.socket_buffer,
-            ));
             let (pc, net_tx, mut net_rx) =
-                match transport::build_peer(&self.config.transport, runtime).await {
+                match transport::build_peer(&self.config.transport, &self.handle).await {
                     Ok(p) => p,
                     Err(e) => break Err(DisconnectReason::from(e)),
                 };
