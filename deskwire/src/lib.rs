@@ -171,6 +171,28 @@ pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+impl From<deskwire_session::pairing::PairingEnd> for DisconnectReason {
+    /// How a pairing attempt ended, as the session's end. A peer that did not answer in time
+    /// is a transport failure here; the viewer, whose wait is the broker's code, words it
+    /// as the broker's.
+    fn from(end: deskwire_session::pairing::PairingEnd) -> Self {
+        use deskwire_session::pairing::{PairingEnd, BAD_CREDENTIALS};
+        match end {
+            PairingEnd::Unverified(why) => DisconnectReason::Error(why),
+            PairingEnd::BadCredentials => DisconnectReason::Error(BAD_CREDENTIALS.into()),
+            PairingEnd::PeerBye(detail) => DisconnectReason::PeerBye {
+                reason: ByeReason::Ended,
+                detail,
+            },
+            PairingEnd::PeerLeft => DisconnectReason::PeerLeft,
+            PairingEnd::Broker(m) => DisconnectReason::Broker(m),
+            PairingEnd::Lan(m) => DisconnectReason::Lan(m),
+            PairingEnd::Consent(r) => DisconnectReason::Consent(r),
+            PairingEnd::TimedOut(what) => DisconnectReason::Transport(what.into()),
+        }
+    }
+}
+
 impl From<deskwire_session::SessionEnd> for DisconnectReason {
     fn from(end: deskwire_session::SessionEnd) -> Self {
         use deskwire_session::SessionEnd;

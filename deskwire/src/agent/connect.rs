@@ -17,7 +17,6 @@ use deskwire_session::pairing::{
     AgentPairing, AgentPairingConfig, AgentPairingEvent, CodeJoin, CodeJoinEvent, PairingEnd,
     PairingSecret,
 };
-use deskwire_session::wire::ByeReason;
 
 /// What one attempt to connect starts from.
 pub(super) struct Attempt<'a> {
@@ -84,10 +83,7 @@ impl AgentTask {
                     CodeJoinEvent::Refused { reason, message } => self
                         .events
                         .emit_important(AgentEvent::CodeRefused { reason, message }),
-                    CodeJoinEvent::Ended(why) => match negotiation_end(why) {
-                        Negotiation::End(r) => return Wait::End(r),
-                        _ => return Wait::End(DisconnectReason::Error("not joined".into())),
-                    },
+                    CodeJoinEvent::Ended(why) => return Wait::End(why.into()),
                 }
                 continue;
             }
@@ -368,14 +364,6 @@ fn negotiation_end(why: PairingEnd) -> Negotiation {
     match why {
         PairingEnd::Unverified(_) => Negotiation::Retry,
         PairingEnd::BadCredentials => Negotiation::BadCredentials,
-        PairingEnd::PeerBye(detail) => Negotiation::End(DisconnectReason::PeerBye {
-            reason: ByeReason::Ended,
-            detail,
-        }),
-        PairingEnd::PeerLeft => Negotiation::End(DisconnectReason::PeerLeft),
-        PairingEnd::Broker(m) => Negotiation::End(DisconnectReason::Broker(m)),
-        PairingEnd::Lan(m) => Negotiation::End(DisconnectReason::Lan(m)),
-        PairingEnd::Consent(r) => Negotiation::End(DisconnectReason::Consent(r)),
-        PairingEnd::TimedOut(what) => Negotiation::End(DisconnectReason::Transport(what.into())),
+        other => Negotiation::End(other.into()),
     }
 }

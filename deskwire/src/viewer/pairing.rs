@@ -13,9 +13,7 @@ use crate::signalling::Signalling;
 use crate::{DisconnectReason, ViewerEvent};
 use deskwire_session::pairing::{
     PairingEnd, PairingRoute, ViewerPairing, ViewerPairingConfig, ViewerPairingEvent,
-    BAD_CREDENTIALS,
 };
-use deskwire_session::wire::ByeReason;
 
 impl ViewerTask {
     /// Drive the pairing core until a target's offer verifies: open the route, report the
@@ -193,16 +191,7 @@ impl ViewerTask {
 /// Why a pairing attempt ended, as the session's end.
 pub(super) fn pairing_end(why: PairingEnd) -> DisconnectReason {
     match why {
-        PairingEnd::Unverified(why) => DisconnectReason::Error(why),
-        PairingEnd::BadCredentials => DisconnectReason::Error(BAD_CREDENTIALS.into()),
-        PairingEnd::PeerBye(detail) => DisconnectReason::PeerBye {
-            reason: ByeReason::Ended,
-            detail,
-        },
-        PairingEnd::PeerLeft => DisconnectReason::PeerLeft,
-        PairingEnd::Broker(m) => DisconnectReason::Broker(m),
-        PairingEnd::Lan(m) => DisconnectReason::Lan(m),
-        PairingEnd::Consent(r) => DisconnectReason::Consent(r),
         PairingEnd::TimedOut(what) => DisconnectReason::Broker(what.into()),
+        other => other.into(),
     }
 }

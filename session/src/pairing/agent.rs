@@ -213,21 +213,23 @@ impl AgentPairing {
 
     fn handle_signal(&mut self, now: Duration, signal: PeerSignal) {
         match (std::mem::replace(&mut self.state, State::Done), signal) {
-            (State::KeyExchange { pake, keys }, PeerSignal::Pake { msg }) => {
-                let Some(pake) = pake else {
-                    return self.unverified("a second key-exchange message");
-                };
-                let _ = keys;
-                match pake.finish(&msg) {
-                    Ok(k) => {
-                        self.state = State::KeyExchange {
-                            pake: None,
-                            keys: Some(k),
-                        }
-                    }
-                    Err(e) => self.unverified(&e.to_string()),
-                }
+            (State::KeyExchange { pake: None, .. }, PeerSignal::Pake { .. }) => {
+                self.unverified("a second key-exchange message")
             }
+            (
+                State::KeyExchange {
+                    pake: Some(pake), ..
+                },
+                PeerSignal::Pake { msg },
+            ) => match pake.finish(&msg) {
+                Ok(k) => {
+                    self.state = State::KeyExchange {
+                        pake: None,
+                        keys: Some(k),
+                    }
+                }
+                Err(e) => self.unverified(&e.to_string()),
+            },
             (State::KeyExchange { keys, .. }, PeerSignal::Confirm { mac }) => match keys {
                 Some(k) if k.verify_confirm(&mac).is_ok() => self.confirmed(now, k),
                 _ => self.unverified("the key confirmation does not match"),
@@ -291,8 +293,7 @@ impl AgentPairing {
     /// Ask the user per the acceptance mode. The broker's word (the technician's group
     /// policy) can only make this stricter than this side's own settings, never looser.
     fn consent(&mut self, now: Duration, keys: SessionKeys) {
-        let policy = self.config.policy.clone();
-        let policy = policy.as_ref();
+        let policy = self.config.policy.as_ref();
         // The technician's group decides whether they may control, even unattended.
         let control = self.config.control && policy.is_none_or(|p| p.control);
         if self.config.unattended {
@@ -305,6 +306,7 @@ impl AgentPairing {
             Some(p) => self.config.acceptance.stricter(broker_mode(p)),
             None => self.config.acceptance,
         };
+        let technician = policy.map(|p| p.technician.clone());
         let prompt = ConsentPrompt::new(mode, control, now);
         if prompt.asks_the_user() {
             let timeout = prompt.deadline() - now;
@@ -315,7 +317,7 @@ impl AgentPairing {
                 mode,
                 control,
                 timeout,
-                technician: policy.map(|p| p.technician.clone()),
+                technician,
             });
         }
         self.deadline = Some(prompt.deadline());
