@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::signalling::{ask_broker, SignalError};
-use crate::signalling::{recv_if_open, Signalling};
+use crate::signalling::{recv_if_open, send_if_open, Signalling};
 use crate::{spawn_net, Events, SessionError};
 
 /// What the technician gets from [`create`]: show it once, then pass it on.
@@ -414,15 +414,8 @@ impl TemporaryHostTask {
         let mut core = AdhocStanding::new(start, self.config.max_retry, now());
         let mut sig: Option<Signalling> = None;
         loop {
-            while let Some(msg) = core.poll_transmit() {
-                let Some(open) = sig.as_mut() else {
-                    tracing::debug!(?msg, "no connection to send on");
-                    continue;
-                };
-                if let Err(e) = open.send(&msg).await {
-                    sig = None;
-                    core.handle_lost(now(), crate::with_causes(&e));
-                }
+            if let Err(why) = send_if_open(&mut sig, || core.poll_transmit()).await {
+                core.handle_lost(now(), why);
             }
             if let Some(ev) = core.poll_event() {
                 self.act(ev, &mut core, &mut sig, &now).await;

@@ -329,6 +329,27 @@ impl Signalling {
     }
 }
 
+/// Send what a standing core queued on the connection, if one is open (else it is
+/// dropped: the core says hello again when it reconnects). A failed send closes the
+/// connection; the error comes back as the sentence for the core's `handle_lost`.
+pub(crate) async fn send_if_open(
+    sig: &mut Option<Signalling>,
+    mut next: impl FnMut() -> Option<ClientMessage>,
+) -> Result<(), String> {
+    let mut failed = Ok(());
+    while let Some(msg) = next() {
+        let Some(open) = sig.as_mut() else {
+            tracing::debug!(?msg, "no connection to send on");
+            continue;
+        };
+        if let Err(e) = open.send(&msg).await {
+            *sig = None;
+            failed = Err(crate::with_causes(&e));
+        }
+    }
+    failed
+}
+
 /// The next message on `sig` while a connection is open; without one, never (so a
 /// `select!` arm of a driver that is offline simply does not fire).
 pub(crate) async fn recv_if_open(

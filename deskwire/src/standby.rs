@@ -18,7 +18,7 @@ use deskwire_session::standing::{Now, UnattendedStanding, UnattendedStandingEven
 use deskwire_signal::{SessionCode, UnixMillis};
 use tokio::sync::mpsc;
 
-use crate::signalling::{recv_if_open, Signalling};
+use crate::signalling::{recv_if_open, send_if_open, Signalling};
 use crate::{spawn_net, Events, SessionError};
 
 /// Settings of a [`Standby`].
@@ -143,15 +143,8 @@ async fn stand_by(
     };
     let mut sig: Option<Signalling> = None;
     loop {
-        while let Some(msg) = core.poll_transmit() {
-            let Some(open) = sig.as_mut() else {
-                tracing::debug!(?msg, "no connection to send on");
-                continue;
-            };
-            if let Err(e) = open.send(&msg).await {
-                sig = None;
-                core.handle_lost(now(), crate::with_causes(&e));
-            }
+        if let Err(why) = send_if_open(&mut sig, || core.poll_transmit()).await {
+            core.handle_lost(now(), why);
         }
         if let Some(ev) = core.poll_event() {
             match ev {
