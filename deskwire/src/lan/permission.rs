@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use deskwire_signal::{BrokerMessage, ClientMessage};
 
-use crate::SessionError;
+use crate::signalling::SignalError;
 
 /// Where the administrator's policy file is looked for unless told otherwise.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/deskwire/technician.conf";
@@ -66,7 +66,7 @@ pub enum LanPermissionError {
     Policy(#[from] LocalPolicyError),
     /// The broker cannot be reached or answered something else.
     #[error(transparent)]
-    Broker(SessionError),
+    Broker(#[from] SignalError),
 }
 
 /// Check whether this technician may connect on the LAN. With a `broker`, it decides:
@@ -102,14 +102,10 @@ fn ask_broker(broker: &str, token: &str, timeout: Duration) -> Result<String, La
         token: token.to_owned(),
         permission: "lan".to_owned(),
     };
-    let answer = crate::signalling::ask_broker(broker, &ask, timeout)
-        .map_err(|e| LanPermissionError::Broker(e.into()))?;
-    match answer {
+    match crate::signalling::ask_broker(broker, &ask, timeout)? {
         BrokerMessage::Authorized { technician, .. } => Ok(technician),
         BrokerMessage::Error { message } => Err(LanPermissionError::RefusedByBroker(message)),
-        other => Err(LanPermissionError::Broker(
-            crate::signalling::SignalError::unexpected("the broker", &other).into(),
-        )),
+        other => Err(SignalError::unexpected("the broker", &other).into()),
     }
 }
 
