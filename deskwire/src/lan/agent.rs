@@ -63,7 +63,7 @@ impl Default for LanAgentConfig {
 impl LanAgentConfig {
     /// Check every setting.
     pub fn validate(&self) -> Result<(), LanAgentError> {
-        if self.announce && (self.name.is_empty() || self.name.len() > 63) {
+        if self.announce && !super::valid_name(&self.name) {
             return Err(LanAgentError::Name {
                 name: self.name.clone(),
             });

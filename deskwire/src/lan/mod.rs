@@ -278,11 +278,16 @@ impl std::fmt::Debug for Advertisement {
     }
 }
 
+/// Whether `name` can be announced: a DNS-SD instance name of 1 to 63 bytes.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 63
+}
+
 impl Advertisement {
     /// Announce `name` listening on `port` at every address of this computer.
     pub fn start(name: &str, port: u16) -> Result<Self, SessionError> {
         let fail = |e: mdns_sd::Error| SessionError::Lan(LanError::Announce(e));
-        if name.is_empty() || name.len() > 63 {
+        if !valid_name(name) {
             return Err(LanError::BadName {
                 name: name.to_owned(),
             }
