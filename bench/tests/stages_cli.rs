@@ -18,7 +18,7 @@ const FIELDS: [&str; 17] = [
     "encode_ms_p99",
     "pipeline_fps",
     "bytes_per_frame_mean",
-    "kbps_at_60fps",
+    "kbps",
     "psnr_y_db_min",
     "allocs_per_frame",
 ];
