@@ -23,8 +23,10 @@ pub(crate) struct ReceiveMeter {
     taken: Option<Duration>,
     bytes: u64,
     received: u32,
-    /// Sum of (arrival - send time) over the interval, microseconds, relative.
+    /// Sum of (arrival - send time) over the interval's in-order arrivals, microseconds,
+    /// relative, and how many there were.
     delay_sum: i64,
+    delay_count: u32,
     /// The highest sequence number seen, extended past wrap-around.
     highest: Option<u64>,
     /// Cumulative counters at the last feedback: expected messages and received ones.
@@ -44,6 +46,7 @@ impl ReceiveMeter {
             bytes: 0,
             received: 0,
             delay_sum: 0,
+            delay_count: 0,
             highest: None,
             first: None,
             total_received: 0,
@@ -78,12 +81,21 @@ impl ReceiveMeter {
             }
         };
         self.first.get_or_insert(ext);
+        let in_order = self.highest.is_none_or(|h| ext > h);
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         // Both clocks count microseconds from their own session start: the difference is
         // the one-way delay plus a constant offset, which cancels against the minimum.
         let arrived = (now.as_micros() as u64) as u32;
         let d = i64::from(arrived.wrapping_sub(sent_at_us) as i32);
-        self.delay_sum += d;
+        if in_order {
+            // A message behind one already here was resent (the transport's retransmission
+            // after a loss, a round trip or its 1 s timer later): its lateness is the
+            // loss's, not a queue on the path. Measured on a 6 Mbit/s link at 0.5 % loss,
+            // counting them read 50-300 ms "queues" while 2 Mbit/s were sent, and the
+            // estimate was cut to a quarter of the link.
+            self.delay_sum += d;
+            self.delay_count += 1;
+        }
         let second = now.as_secs();
         let slot = &mut self.minima[second as usize % BASE_WINDOW_SECS];
         if slot.0 != second {
@@ -119,7 +131,7 @@ impl ReceiveMeter {
             .filter(|(s, _)| *s != u64::MAX && second.saturating_sub(*s) < BASE_WINDOW_SECS as u64)
             .map(|(_, m)| *m)
             .min();
-        let queue_delay_us = match (base, self.received) {
+        let queue_delay_us = match (base, self.delay_count) {
             (Some(base), n) if n > 0 => (self.delay_sum / i64::from(n) - base).max(0),
             _ => 0,
         };
@@ -139,6 +151,7 @@ impl ReceiveMeter {
         self.bytes = 0;
         self.received = 0;
         self.delay_sum = 0;
+        self.delay_count = 0;
         Some(fb)
     }
 }
@@ -215,6 +228,19 @@ mod tests {
         assert_eq!(m.take(150 * MS).unwrap().queue_delay_us, 0);
         m.handle_video(250 * MS, &msg(2, ahead + 180 * MS));
         assert_eq!(m.take(300 * MS).unwrap().queue_delay_us, 50_000);
+    }
+
+    #[test]
+    fn a_resent_message_arriving_late_is_a_loss_not_a_queue() {
+        let mut m = ReceiveMeter::new();
+        m.handle_video(100 * MS, &msg(1, 80 * MS));
+        m.handle_video(101 * MS, &msg(3, 81 * MS));
+        assert_eq!(m.take(150 * MS).unwrap().queue_delay_us, 0);
+        // 2 was lost and resent a second later; 4 came on time.
+        m.handle_video(1_082 * MS, &msg(2, 80 * MS));
+        m.handle_video(1_083 * MS, &msg(4, 1_063 * MS));
+        let fb = m.take(1_100 * MS).unwrap();
+        assert_eq!((fb.received, fb.queue_delay_us), (2, 0));
     }
 
     #[test]
