@@ -26,6 +26,7 @@ pub(crate) fn frame(id: u64, bands: &[(u8, bool, usize)]) -> EncodedFrame {
                 encode_us: 0,
             })
             .collect(),
+        layout_generation: 0,
         timings: Default::default(),
     }
 }
@@ -256,6 +257,29 @@ fn on_a_long_path_a_keyframe_is_not_asked_for_again_within_the_round_trip() {
         r.poll_keyframe_request(t + Duration::from_millis(650)),
         Some((7, 0b11))
     );
+}
+
+#[test]
+fn a_keyframe_still_arriving_is_not_asked_for_again() {
+    let mut p = Packetizer::new(7, VIDEO_HEADER_LEN + 100);
+    let key = packets(&mut p, &frame(1, &[(0, true, 1000)]));
+    let mut r = rx();
+    let t = Duration::from_secs(1);
+    // Band 1 never got anything; band 0's keyframe trickles in over the retries.
+    feed_at(&mut r, &key[..3], t);
+    assert_eq!(r.poll_keyframe_request(t), Some((7, 0b10)));
+    feed_at(&mut r, &key[3..6], t + RETRY);
+    assert_eq!(r.poll_keyframe_request(t + RETRY), Some((7, 0b10)));
+    // It stopped coming: ask again.
+    assert_eq!(r.poll_keyframe_request(t + RETRY * 2), Some((7, 0b11)));
+    let done = feed_at(&mut r, &key[6..], t + RETRY * 3);
+    assert_eq!(done.len(), 1);
+    // A keyframe with a hole is not coming whole, however much more of it arrives.
+    let key = packets(&mut p, &frame(2, &[(1, true, 1000)]));
+    let t = t + RETRY * 4;
+    feed_at(&mut r, &key[..2], t);
+    feed_at(&mut r, &key[3..6], t);
+    assert_eq!(r.poll_keyframe_request(t), Some((7, 0b10)));
 }
 
 #[test]
