@@ -19,6 +19,7 @@ mod video_out;
 
 use deskwire_engine::codec::BandId;
 use deskwire_engine::pipeline::Pipeline;
+use deskwire_engine::BandSpec;
 use deskwire_session::consent::ConsentAnswer;
 use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
 use deskwire_session::pacer::{PacerConfig, VideoSender};
@@ -32,7 +33,9 @@ use crate::inject::Injector;
 use crate::signalling::Signalling;
 use crate::transport::{self, NetEvent};
 use crate::{spawn_net, AgentEvent, DisconnectReason, Events, SessionError};
-use video_out::{spawn_video_out, Pace, SendCounters, VideoOut, VideoReport, VIDEO_CHUNK};
+use video_out::{
+    spawn_video_out, Pace, SendCounters, VideoCommand, VideoOut, VideoReport, VIDEO_CHUNK,
+};
 
 /// How often the target wakes the WebRTC driver while the channels are opening.
 const NUDGE_INTERVAL: Duration = Duration::from_millis(2);
@@ -512,7 +515,7 @@ impl AgentTask {
                         max_encoder_bps: configured,
                         // The configured floor is the best quality; a slow link may go coarser.
                         best_qp: self.config.pipeline.codec.max_qp,
-                        worst_qp: self.config.pipeline.codec.max_qp.max(40),
+                        worst_qp: d.worst_qp.max(self.config.pipeline.codec.max_qp),
                         ..d
                     }
                 },
@@ -540,7 +543,8 @@ impl AgentTask {
         pipeline.request_keyframe(None);
         let counters = Arc::new(SendCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (pace_tx, pace_rx) = crossbeam_channel::unbounded::<Pace>();
+        let (pace_tx, pace_rx) = crossbeam_channel::unbounded::<VideoCommand>();
+        let mut band_count = layout.count();
         let keys_wanted = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (report_tx, mut report_rx) = mpsc::unbounded_channel::<VideoReport>();
         let target = core.rate_target();
@@ -580,11 +584,22 @@ impl AgentTask {
                     AgentSessionEvent::RateChanged(t) => {
                         tracing::debug!(?t, "rate target");
                         // The video thread retunes the encoder: it also knows what frames cost.
-                        let _ = pace_tx.send(Pace {
+                        let _ = pace_tx.send(VideoCommand::Pace(Pace {
                             target: t,
                             budget: core.queue_budget(),
                             rtt: core.rtt(),
-                        });
+                        }));
+                    }
+                    AgentSessionEvent::StreamRestarted { stream, bands } => {
+                        // The video thread first, so it knows the new layout's first frame.
+                        let _ = pace_tx.send(VideoCommand::Restart { stream, bands });
+                        // The new encoders start at the current target, so the quality
+                        // floor the restart came with costs no second keyframe.
+                        let t = core.rate_target();
+                        let bps = u32::try_from(t.encoder_bps).unwrap_or(u32::MAX);
+                        pipeline.set_rate(bps, t.max_fps, t.max_qp);
+                        pipeline.set_bands(BandSpec::Count(bands));
+                        band_count = bands as usize;
                     }
                     AgentSessionEvent::LinkDown => self.events.emit(AgentEvent::LinkDown),
                     AgentSessionEvent::LinkUp => self.events.emit(AgentEvent::LinkUp),
@@ -592,7 +607,7 @@ impl AgentTask {
                         tracing::debug!(bands = format_args!("{bands:#b}"), "refreshing bands");
                         // The sender stops spending the link on what the viewer discards.
                         keys_wanted.fetch_or(bands, std::sync::atomic::Ordering::Relaxed);
-                        for b in 0..layout.count() {
+                        for b in 0..band_count {
                             if bands & (1 << b) != 0 {
                                 pipeline.request_keyframe(Some(BandId(b as u8)));
                             }
@@ -646,6 +661,7 @@ impl AgentTask {
                 Some(report) = report_rx.recv() => match report {
                     VideoReport::Lost(bands) => core.handle_video_lost(self.epoch.elapsed(), bands),
                     VideoReport::KeysSent(bands) => core.handle_keyframes_sent(self.epoch.elapsed(), bands),
+                    VideoReport::Wide(wide) => core.handle_content(wide),
                 },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetControl(c)) => core.set_control(c),

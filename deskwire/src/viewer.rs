@@ -18,7 +18,7 @@ use deskwire_engine::convert::ColorSpace;
 use deskwire_engine::stats::Histogram;
 use deskwire_session::input::InputEvent;
 use deskwire_session::pairing::{ViewerPairing, ViewerPairingEvent};
-use deskwire_session::video::{ChunkFate, Reassembler};
+use deskwire_session::video::{ChunkFate, EarlyChunks, Reassembler};
 use deskwire_session::wire::{decode_video, Channel};
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
@@ -549,6 +549,7 @@ fn spawn_decoder(
         .name("deskwire-decode".into())
         .spawn(move || {
             let mut rasm = Reassembler::new(retry);
+            let mut early = EarlyChunks::default();
             let mut trace = DecodeTrace::default();
             let mut pending: Option<Pending> = None;
             // A frame's bands may arrive in several groups (paced video spreads them over
@@ -591,11 +592,20 @@ fn spawn_decoder(
                             Ok(d) => *shared.decoders.lock().unwrap_or_else(|p| p.into_inner()) = Some(d),
                             Err(e) => tracing::error!(error = %e, "cannot create decoders"),
                         }
+                        for data in early.take(stream) {
+                            if let Ok(chunk) = decode_video(&data) {
+                                trace.chunk(rasm.handle_chunk(&chunk));
+                            }
+                        }
                     }
                     Some(DecodeInput::Chunk(data)) => match decode_video(&data) {
                         Ok(chunk) => {
                             let fate = rasm.handle_chunk(&chunk);
                             trace.chunk(fate);
+                            if fate == ChunkFate::OtherStream {
+                                let stream = chunk.stream;
+                                early.keep(rasm.stream(), stream, data);
+                            }
                         }
                         Err(e) => tracing::warn!(error = %e, "malformed video chunk from the target"),
                     },

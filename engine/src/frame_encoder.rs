@@ -89,6 +89,12 @@ impl FrameEncoder {
         self.encoders.set_max_qp(max_qp);
     }
 
+    /// Cut frames into `spec`'s bands from the next encode on (see
+    /// [`BandEncoderSet::set_bands`]): every band of the new layout starts with a keyframe.
+    pub fn set_bands(&mut self, spec: crate::config::BandSpec) -> Result<(), CodecError> {
+        self.encoders.set_bands(spec)
+    }
+
     /// Make the next encode of `band` (or of every band) a keyframe.
     pub fn request_keyframe(&mut self, band: Option<BandId>) -> Result<(), CodecError> {
         self.encoders.request_keyframe(band)

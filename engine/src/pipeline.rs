@@ -21,7 +21,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use deskwire_capture::{CaptureOutcome, FramePool, PooledFrame, Source, Timestamp};
 
 use crate::codec::{BandId, BandLayout, EncodedFrame};
-use crate::config::PipelineConfig;
+use crate::config::{BandSpec, PipelineConfig};
 use crate::frame_encoder::{FrameEncoder, FrameOutcome};
 use crate::stats::{bump, PipelineStats};
 use crate::workers::Workers;
@@ -29,6 +29,7 @@ use crate::PipelineError as Error;
 
 enum Control {
     Keyframe(Option<BandId>),
+    Bands(BandSpec),
     Rate { bps: u32, max_fps: u32, max_qp: u8 },
 }
 
@@ -50,6 +51,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Control::Keyframe(b) => write!(f, "Keyframe({b:?})"),
+            Control::Bands(spec) => write!(f, "Bands({spec:?})"),
             Control::Rate {
                 bps,
                 max_fps,
@@ -142,6 +144,14 @@ impl Pipeline {
         let _ = self.control.try_send(Control::Keyframe(band));
     }
 
+    /// Cut frames into `spec`'s bands from now on: the next frame (served at once from the
+    /// current picture) is every new band's keyframe and carries the next
+    /// [`EncodedFrame::layout_generation`]. An impossible layout is logged and ignored.
+    pub fn set_bands(&self, spec: BandSpec) {
+        // Unlike a rate, a layout change must not be lost: wait for room.
+        let _ = self.control.send(Control::Bands(spec));
+    }
+
     /// Aim the encoders at `bps`, encode at most `max_fps` frames a second and let quality
     /// fall to quantiser `max_qp` from now on (the congestion controller's target). Frames
     /// held back are not lost: capture folds their changes into the next one. A new
@@ -165,7 +175,8 @@ impl Pipeline {
         self.epoch
     }
 
-    /// How frames are cut into bands.
+    /// How frames were cut into bands when the pipeline started (see
+    /// [`Pipeline::set_bands`]).
     pub fn layout(&self) -> &BandLayout {
         &self.layout
     }
@@ -429,6 +440,18 @@ impl EncodeLoop {
                 // 60 fps and above nothing is held (capture's own tick decides).
                 self.min_interval =
                     (max_fps < 60).then(|| Duration::from_secs(1) / max_fps * 9 / 10);
+                Ok(true)
+            }
+            Control::Bands(spec) => {
+                if let Err(e) = self.core.set_bands(spec) {
+                    tracing::warn!(error = %e, ?spec, "cannot change the band layout");
+                    return Ok(true);
+                }
+                if let Some(captured_at) = self.prev.as_ref().map(|p| p.timestamp()) {
+                    if let Some(out) = self.core.encode_pending(captured_at)? {
+                        return Ok(self.send(out));
+                    }
+                }
                 Ok(true)
             }
             Control::Keyframe(band) => {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use deskwire_engine::ColorSpace;
+use deskwire_engine::{BandLayout, BandSpec, ColorSpace};
 
 use crate::clock::Lateness;
 use crate::input::{InjectOp, InputEvent, InputGate, InputKind, InputRefusal};
@@ -73,6 +73,15 @@ pub enum AgentSessionEvent {
     /// Aim the encoder, the frame rate and the pacer at this: the path's estimate moved.
     /// Raised once at the start too.
     RateChanged(RateTarget),
+    /// The stream restarts with another band layout ([`RateTarget::compact`]): cut frames
+    /// into `bands` bands from now on and send them as stream `stream`, starting with a
+    /// keyframe of every band. The viewer has been told.
+    StreamRestarted {
+        /// The new stream's generation, for its video chunks.
+        stream: u16,
+        /// Its band count.
+        bands: u32,
+    },
     /// Nothing heard from the viewer for `quiet_after`: what it held was released (a
     /// [`AgentSessionEvent::Release`] comes first) and its input waits for the link.
     LinkDown,
@@ -127,6 +136,8 @@ pub struct AgentSession {
     config: AgentSessionConfig,
     stream: u16,
     bands: usize,
+    /// The stream as configured, for restarts.
+    info: StreamInfo,
     gate: InputGate,
     control: bool,
     liveness: Liveness,
@@ -170,6 +181,7 @@ impl AgentSession {
             config,
             stream: stream.stream,
             bands: stream.tops.len(),
+            info: stream.clone(),
             gate,
             control,
             reported: Sent::default(),
@@ -209,9 +221,49 @@ impl AgentSession {
         self.out.end()
     }
 
+    /// The stream's generation now: what its video chunks carry.
+    pub fn stream(&self) -> u16 {
+        self.stream
+    }
+
     /// What the sender should aim at now.
     pub fn rate_target(&self) -> RateTarget {
         self.rate.target()
+    }
+
+    /// Start a new stream in the compact layout (a band per 1080 rows) or the configured
+    /// one, and tell the viewer. A layout no smaller than the configured one changes
+    /// nothing.
+    fn restart_stream(&mut self, compact: bool) {
+        let info = &self.info;
+        let tops = if compact {
+            let count = info.height.div_ceil(1080).max(1);
+            match BandLayout::new(info.width, info.height, BandSpec::Count(count)) {
+                Ok(l) => (0..l.count()).map(|i| l.top(i)).collect(),
+                Err(_) => return,
+            }
+        } else {
+            info.tops.clone()
+        };
+        if tops.len() == self.bands || (compact && tops.len() >= info.tops.len()) {
+            return;
+        }
+        // Generation 0 never names a stream: a viewer's "no stream yet".
+        self.stream = self.stream.wrapping_add(1).max(1);
+        self.bands = tops.len();
+        self.refresh = Refresh::new(self.bands);
+        tracing::debug!(stream = self.stream, bands = self.bands, "stream restarts");
+        self.send_control(ControlMessage::StreamStart {
+            stream: self.stream,
+            width: info.width.min(u32::from(u16::MAX)) as u16,
+            height: info.height.min(u32::from(u16::MAX)) as u16,
+            color: info.color,
+            tops,
+        });
+        self.out.event(AgentSessionEvent::StreamRestarted {
+            stream: self.stream,
+            bands: self.bands as u32,
+        });
     }
 
     /// How long video may queue before the sender stops taking frames: a round trip and a
@@ -298,8 +350,12 @@ impl AgentSession {
                     Ok(_) => {
                         let after = self.rate.target();
                         if moved(&self.told, &after) {
+                            let relayout = after.compact != self.told.compact;
                             self.told = after;
                             self.out.event(AgentSessionEvent::RateChanged(after));
+                            if relayout {
+                                self.restart_stream(after.compact);
+                            }
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "refused feedback from the viewer"),
@@ -364,6 +420,12 @@ impl AgentSession {
             bytes,
             bands_dropped,
         };
+    }
+
+    /// What the encoder lately produced: `wide` when most frames changed most of the
+    /// screen (scrolling, video), which a slow path carries better in fewer bands.
+    pub fn handle_content(&mut self, wide: bool) {
+        self.rate.set_wide(wide);
     }
 
     /// The video sender dropped these bands (bit i = band i): they need a keyframe,
@@ -520,5 +582,6 @@ fn acts(event: &InputEvent) -> bool {
 fn moved(a: &RateTarget, b: &RateTarget) -> bool {
     a.max_fps != b.max_fps
         || a.max_qp != b.max_qp
+        || a.compact != b.compact
         || a.estimate_bps.abs_diff(b.estimate_bps) * 20 > a.estimate_bps
 }

@@ -109,6 +109,18 @@ impl VideoSender {
             .set_max_message(chunk.clamp(MIN_CHUNK, self.config.max_message.max(MIN_CHUNK)));
     }
 
+    /// The stream restarts as `stream`: what waits of the old one is dropped (the viewer
+    /// discards it), and its bands' state is forgotten. Sequence numbers go on, so the
+    /// viewer's loss count stays right.
+    pub fn restart(&mut self, stream: u16) {
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.broken = 0;
+        self.lost = 0;
+        self.keys_sent = 0;
+        self.packetizer.restart(stream);
+    }
+
     /// How long the queue may take to drain before no new frame is taken.
     pub fn set_budget(&mut self, budget: Duration) {
         self.budget = budget;

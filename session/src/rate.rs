@@ -41,7 +41,7 @@ impl Default for RateConfig {
             max_bps: 20_000_000,
             max_encoder_bps: 20_000_000,
             best_qp: 28,
-            worst_qp: 40,
+            worst_qp: 51,
         }
     }
 }
@@ -99,6 +99,13 @@ pub struct RateTarget {
     /// (each move costs the bands a keyframe): coarser at once when bits run short,
     /// finer only after the rate has held for a while.
     pub max_qp: u8,
+    /// Cut frames into as few bands as the encoder affords instead of the configured
+    /// count: content that needs more than a slow path carries. Scrolled text costs 1.7x
+    /// the bits in 8 bands that it costs in one at the same quantiser (it enters each band
+    /// from its neighbour instead of moving within one), while small changes encode faster
+    /// in many bands. Each switch restarts the stream (one keyframe of the whole screen),
+    /// so it comes only after the choice held: 0.5 s into compact, 5 s out of it.
+    pub compact: bool,
 }
 
 /// The queue on the path above which the sender is "too much", whatever the trend.
@@ -128,9 +135,25 @@ const PROBE_GROWTH: f64 = 0.25;
 const COARSER_AFTER: Duration = Duration::from_millis(500);
 const FINER_AFTER: Duration = Duration::from_secs(3);
 
+/// Compact bands below this estimate once the path has shown a limit lately, full bands
+/// again above `FULL_ABOVE`; each after holding for `COMPACT_AFTER` / `FULL_AFTER`.
+const COMPACT_BELOW: u64 = 4_000_000;
+const FULL_ABOVE: u64 = 8_000_000;
+const LIMIT_LATELY: Duration = Duration::from_secs(2);
+const COMPACT_AFTER: Duration = Duration::from_millis(500);
+const FULL_AFTER: Duration = Duration::from_secs(5);
+/// Content whose delivered rate is at least this share of the estimate uses the path.
+const BUSY_SHARE: f64 = 0.6;
+
 /// Fewer messages than this in an interval, received and lost alike, say nothing about
 /// the path.
 const MIN_EVIDENCE: u32 = 4;
+
+/// Loss is judged over the feedbacks of this long, and only from this many messages on:
+/// one lost message of five in a 100 ms interval on a slow link is one unlucky packet,
+/// not 20 % loss (measured: such intervals cut a 2 Mbit/s estimate by a tenth each).
+const LOSS_WINDOW: Duration = Duration::from_secs(1);
+const LOSS_EVIDENCE: u64 = 30;
 
 /// How many feedbacks' receive rates a cut looks back over.
 const CARRIED_SAMPLES: usize = 3;
@@ -160,6 +183,8 @@ pub(crate) struct RateController {
     /// of them, since one interval alone can be emptied by a transport stall while the
     /// path itself still carries its rate.
     window: std::collections::VecDeque<f64>,
+    /// `(when, received, lost)` of the feedbacks within `LOSS_WINDOW`, oldest first.
+    losses: std::collections::VecDeque<(Duration, u32, u32)>,
     /// The queue delay, smoothed.
     delay: Option<f64>,
     /// The latest raw queue delays, oldest first.
@@ -172,6 +197,11 @@ pub(crate) struct RateController {
     qp_wanted: Option<(u8, Duration)>,
     /// Since when a queue does not cut the estimate: see [`Self::hold_delay_cuts`].
     hold_from: Option<Duration>,
+    compact: bool,
+    /// Since when the other band layout has been wanted.
+    compact_wanted: Option<Duration>,
+    /// Most frames lately changed most of the screen: see [`Self::set_wide`].
+    wide: bool,
 }
 
 impl RateController {
@@ -181,6 +211,7 @@ impl RateController {
             config,
             acked: None,
             window: std::collections::VecDeque::new(),
+            losses: std::collections::VecDeque::new(),
             delay: None,
             trend: std::collections::VecDeque::with_capacity(TREND_SAMPLES),
             last_decrease: None,
@@ -188,6 +219,9 @@ impl RateController {
             max_qp: qp_for(config.start_bps, &config),
             qp_wanted: None,
             hold_from: None,
+            compact: false,
+            compact_wanted: None,
+            wide: false,
         }
     }
 
@@ -200,6 +234,12 @@ impl RateController {
     /// doubles the window once per round trip.
     pub(crate) fn hold_delay_cuts(&mut self, from: Duration) {
         self.hold_from = Some(from);
+    }
+
+    /// Whether most recent frames changed most of the screen (scrolling, video) rather
+    /// than a little of it (typing, a cursor).
+    pub(crate) fn set_wide(&mut self, wide: bool) {
+        self.wide = wide;
     }
 
     fn held(&self, now: Duration, rtt: Option<Duration>) -> bool {
@@ -223,6 +263,7 @@ impl RateController {
             pacing_bps: estimate * 21 / 20,
             max_fps: fps_for(estimate),
             max_qp: self.max_qp,
+            compact: self.compact,
         }
     }
 
@@ -241,18 +282,13 @@ impl RateController {
         // What a lying viewer claims to have received cannot lift the estimate past the
         // configured maximum: growth is bounded by `max_bps` and by what was sent.
         let received = (f64::from(fb.bytes) * 8.0 / secs).min(self.config.max_bps as f64 * 2.0);
-        let total = u64::from(fb.received) + u64::from(fb.lost);
-        let loss = if total == 0 {
-            0.0
-        } else {
-            fb.lost as f64 / total as f64
-        };
         if fb.received < MIN_EVIDENCE && fb.lost < MIN_EVIDENCE {
             // Next to nothing arrived and next to nothing is missing: the transport stalled
             // (SCTP waiting out a retransmission timer) rather than the path shrinking.
             // Cutting to what trickled through would leave the rate far below the path.
             return Ok(false);
         }
+        let loss = self.windowed_loss(now, fb);
         let delay_now = f64::from(fb.queue_delay_us.min(MAX_DELAY_US)) / 1e6;
         if self.trend.len() == TREND_SAMPLES {
             self.trend.pop_front();
@@ -290,6 +326,16 @@ impl RateController {
                     cut = cut.min(self.target * (1.0 - 0.5 * loss));
                 }
                 if cut < self.target {
+                    tracing::debug!(
+                        from = self.target as u64,
+                        to = cut as u64,
+                        queue_ms = delay * 1e3,
+                        queue_now_ms = delay_now * 1e3,
+                        rising,
+                        loss,
+                        carried = carried as u64,
+                        "rate cut"
+                    );
                     self.target = cut;
                     self.last_decrease = Some(now);
                 }
@@ -312,13 +358,78 @@ impl RateController {
         self.target = self
             .target
             .clamp(self.config.min_bps as f64, self.config.max_bps as f64);
-        let qp_before = self.max_qp;
+        let (qp_before, compact_before) = (self.max_qp, self.compact);
+        self.update_layout(now, rtt);
+        if self.compact && !compact_before {
+            // The restart makes new encoders anyway: give them the floor the rate affords
+            // now, not a moment later at the cost of a second keyframe.
+            self.max_qp = qp_for(self.estimate_bps(), &self.config);
+            self.qp_wanted = None;
+        }
         self.update_quality_floor(now);
-        Ok((self.target - old).abs() > 1.0 || self.max_qp != qp_before)
+        Ok((self.target - old).abs() > 1.0
+            || self.max_qp != qp_before
+            || self.compact != compact_before)
     }
 }
 
 impl RateController {
+    /// The share of messages lost over the last `LOSS_WINDOW`, with `fb` counted; 0 while
+    /// fewer than `LOSS_EVIDENCE` messages say anything.
+    fn windowed_loss(&mut self, now: Duration, fb: &Feedback) -> f64 {
+        while self
+            .losses
+            .front()
+            .is_some_and(|(at, _, _)| *at + LOSS_WINDOW <= now)
+        {
+            self.losses.pop_front();
+        }
+        self.losses.push_back((now, fb.received, fb.lost));
+        let (received, lost) = self
+            .losses
+            .iter()
+            .fold((0u64, 0u64), |(r, l), (_, fr, fl)| {
+                (r + u64::from(*fr), l + u64::from(*fl))
+            });
+        if received + lost < LOSS_EVIDENCE {
+            0.0
+        } else {
+            lost as f64 / (received + lost) as f64
+        }
+    }
+
+    /// Switch between compact and full bands once the other has been wanted long enough.
+    /// Compact only for content that changes most of the screen (scrolling, video) and uses
+    /// what the path carries: small changes (typing) gain nothing from fewer bands and would
+    /// pay a keyframe of the whole screen for the switch. Not during the start burst either,
+    /// which says nothing yet.
+    fn update_layout(&mut self, now: Duration, rtt: Option<Duration>) {
+        let estimate = self.estimate_bps();
+        let busy = self.wide
+            && self
+                .acked
+                .is_some_and(|a| a >= BUSY_SHARE * estimate as f64);
+        let want = if self.compact {
+            estimate < FULL_ABOVE
+        } else {
+            estimate < COMPACT_BELOW
+                && busy
+                && !self.held(now, rtt)
+                && self.last_decrease.is_some_and(|t| now < t + LIMIT_LATELY)
+        };
+        if want == self.compact {
+            self.compact_wanted = None;
+            return;
+        }
+        let since = *self.compact_wanted.get_or_insert(now);
+        let hold = if want { COMPACT_AFTER } else { FULL_AFTER };
+        if now >= since + hold {
+            tracing::debug!(compact = want, estimate, "band layout");
+            self.compact = want;
+            self.compact_wanted = None;
+        }
+    }
+
     /// Move the quality floor toward what the estimate affords, once that has held.
     fn update_quality_floor(&mut self, now: Duration) {
         let want = qp_for(self.estimate_bps(), &self.config);
@@ -371,29 +482,39 @@ fn smooth(prev: Option<f64>, sample: f64, weight: f64) -> f64 {
     prev.map_or(sample, |p| p + weight * (sample - p))
 }
 
-/// The quality floor `bps` affords: the configured best at 16 Mbit/s and above, coarser
-/// for each halving, never past the configured worst. The floor is a ceiling on the
+/// The quality floor `bps` affords: the configured best at 16 Mbit/s and above, 12 steps
+/// coarser down to 4 Mbit/s, and the configured worst below. The floor is a ceiling on the
 /// encoder's quantiser, not its choice: the encoder's rate control picks finer quantisers
 /// whenever the bitrate affords them. A floor too fine for the rate leaves the encoder
 /// unable to meet it, the queue fills, frames are skipped and each frame after a skip
 /// costs more (scrolled further): measured, a 20 Mbit/s link whose estimate dipped to
-/// 5.8 Mbit/s fell from 60 to 2 fps with the floor at 28.
+/// 5.8 Mbit/s fell from 60 to 2 fps with the floor at 28, and a 6 Mbit/s link whose path
+/// carried 2 Mbit/s sat at 1-3 fps with the floor at 40. Scrolling 1080p text costs
+/// 3.4, 2.4 and 1.5 Mbit/s at quantisers 34, 40 and 46 (`deskwire-bench stages --scene
+/// scroll --max-qp Q --fps F`, the same at 30 and 60 fps). Three tiers, not a step per
+/// halving: OpenH264 takes a new ceiling only in a new encoder, so each move costs every
+/// band a keyframe.
 fn qp_for(bps: u64, config: &RateConfig) -> u8 {
     let steps = match bps {
         16_000_000.. => 0,
-        _ => 12,
+        4_000_000.. => 12,
+        _ => u8::MAX,
     };
     config.best_qp.saturating_add(steps).min(config.worst_qp)
 }
 
-/// Frames per second worth sending at `bps`: fewer, better frames when bits are short.
+/// Frames per second worth sending at `bps`. Fewer frames do not make moving content
+/// cheaper: scrolled text costs the same per second at 30 as at 60 fps and half as much
+/// again at 15 (each frame has moved further, and what moved out of reach is coded anew),
+/// so the rate is met with the quantiser and the frame rate only sheds the per-message
+/// overhead (about 100 bytes of headers per band message, 0.4 Mbit/s at 60 fps) on slow
+/// links.
 fn fps_for(bps: u64) -> u32 {
     match bps {
         4_000_000.. => 60,
-        1_500_000.. => 30,
-        700_000.. => 20,
-        350_000.. => 15,
-        _ => 10,
+        1_000_000.. => 30,
+        400_000.. => 20,
+        _ => 15,
     }
 }
 

@@ -5,9 +5,11 @@ use bytes::BytesMut;
 
 use crate::wire::{VideoChunk, MAX_WIRE_BANDS, VIDEO_HEADER_LEN};
 
+mod early;
 mod reassembler;
 
 use deskwire_engine::EncodedFrame;
+pub use early::EarlyChunks;
 pub use reassembler::{ChunkFate, CompleteBand, Reassembler};
 
 /// Cuts encoded frames into wire chunks and numbers each band's frames.
@@ -26,6 +28,12 @@ impl Packetizer {
             max_payload: max_message.saturating_sub(VIDEO_HEADER_LEN).max(1),
             band_seq: [0; MAX_WIRE_BANDS],
         }
+    }
+
+    /// Number chunks as stream `stream` from the next frame on, each band from the start.
+    pub fn restart(&mut self, stream: u16) {
+        self.stream = stream;
+        self.band_seq = [0; MAX_WIRE_BANDS];
     }
 
     /// Cut chunks of at most `max_message` bytes, header included, from the next frame on.

@@ -25,8 +25,8 @@ pub(super) struct VideoOut {
     pub(super) epoch: Instant,
     pub(super) counters: Arc<SendCounters>,
     pub(super) stop: Arc<AtomicBool>,
-    /// New rate targets and queue budgets from the session core.
-    pub(super) pace: Receiver<Pace>,
+    /// New rate targets, queue budgets and streams from the session core.
+    pub(super) pace: Receiver<VideoCommand>,
     /// Bands the viewer asked keyframes for since the thread last looked (bit i = band i).
     pub(super) keys_wanted: Arc<AtomicU32>,
     /// Bands the sender dropped, and bands whose keyframe left, for the session core's
@@ -43,6 +43,52 @@ pub(super) struct Pace {
     pub(super) rtt: Option<Duration>,
 }
 
+/// What the session loop tells the video thread.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum VideoCommand {
+    Pace(Pace),
+    /// The stream restarts as `stream` with the pipeline's next band layout, of `bands`
+    /// bands: what is queued of the old one is dropped, and sending resumes at the new
+    /// layout's first frame.
+    Restart {
+        stream: u16,
+        bands: u32,
+    },
+}
+
+/// Act on what the session loop said since the last look.
+fn take_commands(
+    v: &mut VideoOut,
+    now: Duration,
+    fit: &mut FrameRateFit,
+    backlog_cap: &mut usize,
+    next_stream: &mut Option<(u16, u32)>,
+) {
+    while let Ok(command) = v.pace.try_recv() {
+        let Pace {
+            target,
+            budget,
+            rtt,
+        } = match command {
+            VideoCommand::Pace(p) => p,
+            VideoCommand::Restart { stream, bands } => {
+                // The viewer drops the old stream's chunks from now on: stop spending the
+                // link on them at once.
+                v.sender.restart(stream);
+                *next_stream = Some((stream, bands));
+                continue;
+            }
+        };
+        v.sender.set_rate(now, target.pacing_bps);
+        // What is in flight (a round trip of it) counts as outstanding too.
+        let hold = TRANSPORT_BACKLOG + rtt.unwrap_or(Duration::from_millis(100));
+        *backlog_cap = ((target.pacing_bps as f64 / 8.0 * hold.as_secs_f64()) as usize)
+            .max(MIN_TRANSPORT_BACKLOG);
+        v.sender.set_budget(budget);
+        fit.target = Some(target);
+    }
+}
+
 /// What the video thread tells the session loop (bit i = band i).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum VideoReport {
@@ -50,6 +96,38 @@ pub(super) enum VideoReport {
     Lost(u32),
     /// These bands' keyframes left.
     KeysSent(u32),
+    /// Whether most frames of the last second changed at least half the bands.
+    Wide(bool),
+}
+
+/// Counts, over a second, how many frames changed at least half the bands.
+#[derive(Debug, Default)]
+struct WideCount {
+    since: Option<Instant>,
+    frames: u32,
+    wide: u32,
+}
+
+impl WideCount {
+    fn frame(&mut self, bands: usize, layout: usize) {
+        self.frames += 1;
+        self.wide += u32::from(bands * 2 >= layout);
+    }
+
+    /// Once a second: whether most frames were wide (`None` before then). Fewer than five
+    /// frames say the screen is mostly still: not wide.
+    fn poll(&mut self, now: Instant) -> Option<bool> {
+        let since = *self.since.get_or_insert(now);
+        if now < since + Duration::from_secs(1) {
+            return None;
+        }
+        let wide = self.frames >= 5 && self.wide * 2 >= self.frames;
+        *self = Self {
+            since: Some(now),
+            ..Self::default()
+        };
+        Some(wide)
+    }
 }
 
 /// A debug line a second about what the video thread did: what a slow link looks like from
@@ -109,8 +187,9 @@ pub(super) struct SendCounters {
 /// lever; the frame rate gives only when the pacer's queue stays over budget anyway (the
 /// quality floor reached). Cutting it early spirals on scrolling content: each frame then
 /// moves further, costs more and gets a larger per-frame budget, so the queue stays full and
-/// the rate keeps falling (measured: 2-3 fps on a 20 Mbit/s link). Hence a floor of a
-/// quarter of the rate controller's cap and a quick climb back.
+/// the rate keeps falling (measured: 2-3 fps on a 20 Mbit/s link; scrolled text costs
+/// half as much again per second at 15 fps as at 30). Hence a floor of half the rate
+/// controller's cap and a quick climb back.
 #[derive(Debug, Default)]
 struct FrameRateFit {
     target: Option<RateTarget>,
@@ -167,7 +246,7 @@ impl FrameRateFit {
         } else {
             f64::from(t.max_fps.max(2))
         };
-        let floor = (max / 4.0).max(5.0).min(max);
+        let floor = (max / 2.0).max(10.0).min(max);
         let mut fps = self.fps.unwrap_or(max).clamp(floor, max);
         if self.adjusted.is_none_or(|a| now >= a + FIT_EVERY) && self.samples > 0 {
             if self.over * 5 >= self.samples * 4 {
@@ -224,30 +303,21 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
     std::thread::Builder::new()
         .name("deskwire-video-out".into())
         .spawn(move || {
-            let bands = v.pipeline.layout().count();
+            let mut bands = v.pipeline.layout().count();
             // Frames already in flight when the stream started depend on pictures the
             // viewer never got; the stream begins at the requested all-band keyframe.
             let mut started = false;
+            // The layout generation frames are sent for, and the stream that comes next.
+            let mut generation = 0u32;
+            let mut next_stream: Option<(u16, u32)> = None;
             let mut fit = FrameRateFit::default();
             let mut backlog_cap = MIN_TRANSPORT_BACKLOG;
             let mut trace = SendTrace::default();
+            let mut wide = WideCount::default();
             while !v.stop.load(Relaxed) {
                 let wall = Instant::now();
                 let now = wall.saturating_duration_since(v.epoch);
-                while let Ok(Pace {
-                    target,
-                    budget,
-                    rtt,
-                }) = v.pace.try_recv()
-                {
-                    v.sender.set_rate(now, target.pacing_bps);
-                    // What is in flight (a round trip of it) counts as outstanding too.
-                    let hold = TRANSPORT_BACKLOG + rtt.unwrap_or(Duration::from_millis(100));
-                    backlog_cap = ((target.pacing_bps as f64 / 8.0 * hold.as_secs_f64()) as usize)
-                        .max(MIN_TRANSPORT_BACKLOG);
-                    v.sender.set_budget(budget);
-                    fit.target = Some(target);
-                }
+                take_commands(&mut v, now, &mut fit, &mut backlog_cap, &mut next_stream);
                 let wanted = v.keys_wanted.swap(0, Relaxed);
                 if wanted != 0 {
                     v.sender.handle_keyframe_request(wanted);
@@ -282,6 +352,9 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     trace.keys_sent += keys.count_ones();
                     let _ = v.reports.send(VideoReport::KeysSent(keys));
                 }
+                if let Some(w) = wide.poll(wall) {
+                    let _ = v.reports.send(VideoReport::Wide(w));
+                }
                 let totals = v.sender.totals();
                 trace.maybe_log(wall, &totals, fit.fps, backlog_cap);
                 v.counters.frames.store(totals.frames, Relaxed);
@@ -299,7 +372,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                 if backed_up {
                     wait = wait.max(Duration::from_millis(2));
                 }
-                if !v.sender.wants_frame() {
+                if !v.sender.wants_frame() && next_stream.is_none() {
                     std::thread::sleep(wait.max(Duration::from_micros(500)));
                     continue;
                 }
@@ -308,12 +381,31 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 };
+                if frame.layout_generation == generation && next_stream.is_some() {
+                    // The old layout's last frames, encoded before the change: nobody will
+                    // decode them.
+                    continue;
+                }
+                if frame.layout_generation != generation {
+                    // A new layout: its first frame keys every band and starts the next
+                    // stream. The restart was queued before the layout changed.
+                    let now = v.epoch.elapsed();
+                    take_commands(&mut v, now, &mut fit, &mut backlog_cap, &mut next_stream);
+                    let Some((stream, count)) = next_stream.take() else {
+                        continue;
+                    };
+                    generation = frame.layout_generation;
+                    bands = count as usize;
+                    started = false;
+                    tracing::debug!(stream, bands, "stream restarted");
+                }
                 if !started {
                     started = frame.bands.len() == bands && frame.bands.iter().all(|b| b.keyframe);
                     if !started {
                         continue;
                     }
                 }
+                wide.frame(frame.bands.len(), bands);
                 let captured_at_us = shift_us + frame.captured_at.as_micros();
                 v.sender
                     .handle_frame(v.epoch.elapsed(), &frame, captured_at_us);
@@ -338,6 +430,7 @@ mod tests {
             pacing_bps: estimate_bps * 21 / 20,
             max_fps,
             max_qp: 40,
+            compact: false,
         }
     }
 
@@ -374,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn the_frame_rate_gives_only_after_a_lasting_queue_and_never_below_a_quarter() {
+    fn the_frame_rate_gives_only_after_a_lasting_queue_and_never_below_half() {
         let t0 = Instant::now();
         let mut fit = FrameRateFit {
             target: Some(target(8_000_000, 60)),
@@ -382,9 +475,10 @@ mod tests {
         };
         // A keyframe batch: three windows over budget change nothing.
         assert_eq!(run(&mut fit, t0, 3, true, 7_000_000), 60);
-        // A lasting queue: down in steps, to the floor of 15 and no further.
+        // A lasting queue: down in steps, to the floor of 30 and no further (fewer frames
+        // of moving content each cost more).
         let t1 = t0 + FIT_EVERY * 3;
-        assert_eq!(run(&mut fit, t1, 200, true, 7_000_000), 15);
+        assert_eq!(run(&mut fit, t1, 200, true, 7_000_000), 30);
         // The queue drains: back to the cap within a second.
         let t2 = t1 + FIT_EVERY * 200;
         assert_eq!(run(&mut fit, t2, 10, false, 7_000_000), 60);

@@ -13,7 +13,7 @@ use openh264::OpenH264API;
 use rayon::prelude::*;
 
 use super::{BandId, BandLayout, CodecError, FrameId};
-use crate::config::{CodecConfig, ContentTuning, MAX_BANDS};
+use crate::config::{BandSpec, CodecConfig, ContentTuning, MAX_BANDS};
 use crate::convert::I420Image;
 use crate::stats::StageTimings;
 use crate::workers::Workers;
@@ -44,6 +44,9 @@ pub struct EncodedFrame {
     pub height: u32,
     /// The encoded bands, in band order (held inline: no allocation per frame).
     pub bands: ArrayVec<EncodedBand, MAX_BANDS>,
+    /// Which band layout the bands belong to: 0 for the one the encoders were made with,
+    /// one more after each [`BandEncoderSet::set_bands`].
+    pub layout_generation: u32,
     /// Where the time went for this frame.
     pub timings: StageTimings,
 }
@@ -82,6 +85,8 @@ pub struct BandEncoderSet {
     bitrate_bps: u32,
     /// Bands still on an older quality floor (bit i = band i).
     qp_pending: u32,
+    /// How many times the layout changed.
+    generation: u32,
 }
 
 impl std::fmt::Debug for BandEncoderSet {
@@ -148,25 +153,7 @@ impl BandEncoderSet {
     ) -> Result<Self, CodecError> {
         config.validate(width, height)?;
         let layout = BandLayout::new(width, height, config.bands)?;
-        let mut bands = Vec::with_capacity(layout.count());
-        for i in 0..layout.count() {
-            let share = band_share(config.bitrate_bps, layout.band_height(i), height);
-            let encoder = new_encoder(config, i as u8, share, config.max_qp)?;
-            bands.push(BandState {
-                id: BandId(i as u8),
-                encoder,
-                arenas: Arenas::new(width as usize * layout.band_height(i) as usize),
-                top: layout.top(i),
-                height: layout.band_height(i),
-                started: false,
-                // Every band starts with a keyframe, so the first frame encodes them all.
-                wanted: true,
-                force_key: false,
-                refine: 0,
-                out: None,
-                error: None,
-            });
-        }
+        let bands = new_bands(&layout, config, config.bitrate_bps, config.max_qp)?;
         Ok(Self {
             layout,
             bands,
@@ -176,9 +163,63 @@ impl BandEncoderSet {
             max_qp: config.max_qp,
             bitrate_bps: config.bitrate_bps,
             qp_pending: 0,
+            generation: 0,
         })
     }
 
+    /// Cut frames into `spec`'s bands from the next encode on, at the current bitrate and
+    /// quality floor: new encoders, so every band of the new layout starts with a keyframe,
+    /// and frames carry the next [`EncodedFrame::layout_generation`]. Fewer bands cost
+    /// scrolling content far fewer bits (content moves within a band instead of entering
+    /// it from a neighbour), more bands encode small changes faster.
+    pub fn set_bands(&mut self, spec: BandSpec) -> Result<(), CodecError> {
+        let (width, height) = (self.layout.width(), self.layout.height());
+        let config = CodecConfig {
+            bands: spec,
+            ..self.config.clone()
+        };
+        config.validate(width, height)?;
+        let layout = BandLayout::new(width, height, spec)?;
+        self.bands = new_bands(&layout, &config, self.bitrate_bps, self.max_qp)?;
+        self.layout = layout;
+        self.config = config;
+        self.qp_pending = 0;
+        self.generation = self.generation.wrapping_add(1);
+        Ok(())
+    }
+}
+
+/// A fresh encoder per band of `layout`, each wanting its first (key)frame.
+fn new_bands(
+    layout: &BandLayout,
+    config: &CodecConfig,
+    bitrate_bps: u32,
+    max_qp: u8,
+) -> Result<Vec<BandState>, CodecError> {
+    let (width, height) = (layout.width(), layout.height());
+    let mut bands = Vec::with_capacity(layout.count());
+    for i in 0..layout.count() {
+        let share = band_share(bitrate_bps, layout.band_height(i), height);
+        let encoder = new_encoder(config, i as u8, share, max_qp)?;
+        bands.push(BandState {
+            id: BandId(i as u8),
+            encoder,
+            arenas: Arenas::new(width as usize * layout.band_height(i) as usize),
+            top: layout.top(i),
+            height: layout.band_height(i),
+            started: false,
+            // Every band starts with a keyframe, so the first frame encodes them all.
+            wanted: true,
+            force_key: false,
+            refine: 0,
+            out: None,
+            error: None,
+        });
+    }
+    Ok(bands)
+}
+
+impl BandEncoderSet {
     /// Let the encoders go up to quantiser `max_qp` (the quality floor). OpenH264 only
     /// takes a new QP range when it starts, so each band gets a new encoder, whose first
     /// frame is a keyframe. Bands switch one per encoded frame, so the keyframes spread
@@ -353,6 +394,7 @@ impl BandEncoderSet {
             width: self.layout.width(),
             height: self.layout.height(),
             bands: ArrayVec::new(),
+            layout_generation: self.generation,
             timings: StageTimings::default(),
         };
         for b in &mut self.bands {

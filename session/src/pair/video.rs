@@ -162,6 +162,7 @@ impl VideoRun {
             width: 64,
             height: 64,
             bands,
+            layout_generation: 0,
             timings: Default::default(),
         };
         self.sender
