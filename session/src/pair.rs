@@ -374,6 +374,9 @@ impl Pair {
             let t = v.sender.totals();
             self.host
                 .handle_video_sent(t.frames, t.bytes, t.bands_dropped);
+            if v.wide() {
+                self.host.handle_content(true);
+            }
         }
         self.flush();
     }
@@ -392,12 +395,23 @@ impl Pair {
                 match &e {
                     AgentSessionEvent::RateChanged(t) => v.set_rate(now, *t),
                     AgentSessionEvent::KeyframeRequested { bands } => v.request_keyframes(*bands),
+                    AgentSessionEvent::StreamRestarted { stream, bands } => {
+                        v.restart(*stream, *bands as usize);
+                    }
                     _ => {}
                 }
             }
             self.host_events.push((now, e));
         }
         while let Some(e) = self.viewer.poll_event() {
+            if let (Some(v), ViewerSessionEvent::StreamStarted { stream, layout, .. }) =
+                (&mut self.video, &e)
+            {
+                let pixels: Vec<u32> = (0..layout.count())
+                    .map(|i| layout.width() * layout.band_height(i))
+                    .collect();
+                v.start_stream(now, *stream, &pixels);
+            }
             self.viewer_events.push((now, e));
         }
     }

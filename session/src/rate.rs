@@ -359,7 +359,7 @@ impl RateController {
             .target
             .clamp(self.config.min_bps as f64, self.config.max_bps as f64);
         let (qp_before, compact_before) = (self.max_qp, self.compact);
-        self.update_layout(now, rtt);
+        self.update_layout(now);
         if self.compact && !compact_before {
             // The restart makes new encoders anyway: give them the floor the rate affords
             // now, not a moment later at the cost of a second keyframe.
@@ -401,9 +401,8 @@ impl RateController {
     /// Switch between compact and full bands once the other has been wanted long enough.
     /// Compact only for content that changes most of the screen (scrolling, video) and uses
     /// what the path carries: small changes (typing) gain nothing from fewer bands and would
-    /// pay a keyframe of the whole screen for the switch. Not during the start burst either,
-    /// which says nothing yet.
-    fn update_layout(&mut self, now: Duration, rtt: Option<Duration>) {
+    /// pay a keyframe of the whole screen for the switch.
+    fn update_layout(&mut self, now: Duration) {
         let estimate = self.estimate_bps();
         let busy = self.wide
             && self
@@ -414,7 +413,6 @@ impl RateController {
         } else {
             estimate < COMPACT_BELOW
                 && busy
-                && !self.held(now, rtt)
                 && self.last_decrease.is_some_and(|t| now < t + LIMIT_LATELY)
         };
         if want == self.compact {

@@ -313,3 +313,49 @@ fn a_key_pressed_again_by_auto_repeat_and_released_once_lets_the_heartbeat_slow_
     let up = p.up_counts().0 - up0;
     assert!(up <= 7, "{up} messages up in 60 idle seconds");
 }
+
+#[test]
+fn scrolling_on_a_slow_path_restarts_in_one_band_without_a_keyframe_storm() {
+    let load = VideoLoad {
+        wide: true,
+        ..VideoLoad::default()
+    };
+    let p = run(bottleneck(1_500_000, 50 * MS, 0.005), load, 8);
+    let restarts: Vec<(Duration, u16, u32)> = p
+        .host_events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            AgentSessionEvent::StreamRestarted { stream, bands } => Some((*at, *stream, *bands)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    let (at, stream, bands) = restarts[0];
+    assert_eq!((stream, bands), (2, 1));
+    assert!(at < 4 * S, "restarted at {at:?}");
+    // The viewer shows the new stream's one band behind what was already on the way (the
+    // announcement waits in the same bottleneck queue as the old stream's video, about
+    // 0.8 s here), and keeps doing so: at least 20 frames a second from then on.
+    let first = p
+        .shown()
+        .iter()
+        .find(|x| x.at > at && x.band == 0 && x.captured >= at)
+        .expect("the new stream was shown");
+    assert!(
+        first.at < at + 1500 * MS,
+        "first shown {:?} after",
+        first.at - at
+    );
+    let from = at.as_secs() + 2;
+    let per_second = fps(p.shown(), from, 8);
+    assert!(per_second.iter().all(|&f| f >= 20), "fps {per_second:?}");
+    let requests = p
+        .host_events
+        .iter()
+        .filter(|(t, e)| *t > at && matches!(e, AgentSessionEvent::KeyframeRequested { .. }))
+        .count();
+    assert!(
+        requests <= 3,
+        "{requests} keyframe requests after the restart"
+    );
+}

@@ -10,7 +10,7 @@ use deskwire_engine::{BandId, EncodedBand, EncodedFrame, FrameId};
 
 use crate::pacer::{PacerConfig, VideoSender};
 use crate::rate::RateTarget;
-use crate::video::Reassembler;
+use crate::video::{ChunkFate, EarlyChunks, Reassembler};
 use crate::wire::decode_video;
 
 /// What the synthetic screen does.
@@ -28,6 +28,9 @@ pub struct VideoLoad {
     pub max_message: usize,
     /// How long the viewer waits before asking again for a keyframe it did not get.
     pub keyframe_retry: Duration,
+    /// Every frame changes most of the screen, and the target is told so: on a slow path
+    /// the stream restarts in a compact layout (see `RateTarget::compact`).
+    pub wide: bool,
 }
 
 impl Default for VideoLoad {
@@ -39,6 +42,7 @@ impl Default for VideoLoad {
             keyframe_factor: 6,
             max_message: 16 * 1024,
             keyframe_retry: Duration::from_millis(250),
+            wide: false,
         }
     }
 }
@@ -67,6 +71,7 @@ pub(super) struct VideoRun {
     want_key: u32,
     frame_id: u64,
     pub(super) rasm: Reassembler,
+    early: EarlyChunks,
     pub(super) shown: Vec<Shown>,
 }
 
@@ -95,6 +100,7 @@ impl VideoRun {
             next_frame: Duration::ZERO,
             frame_id: 0,
             rasm,
+            early: EarlyChunks::default(),
             shown: Vec::new(),
         }
     }
@@ -103,6 +109,33 @@ impl VideoRun {
         self.encoder_bps = rate.encoder_bps;
         self.max_fps = rate.max_fps;
         self.sender.set_rate(now, rate.pacing_bps);
+    }
+
+    /// The target restarted the stream as `stream` with `bands` bands: every band starts
+    /// with a keyframe, and what waits of the old stream is dropped.
+    pub(super) fn restart(&mut self, stream: u16, bands: usize) {
+        self.load.bands = bands;
+        self.want_key = if bands >= 32 {
+            u32::MAX
+        } else {
+            (1 << bands) - 1
+        };
+        self.sender.restart(stream);
+    }
+
+    /// The viewer was told of stream `stream`: what of it came early is taken now.
+    pub(super) fn start_stream(&mut self, now: Duration, stream: u16, band_pixels: &[u32]) {
+        if self.rasm.stream() == Some(stream) {
+            // The first stream: the reassembler was made for it.
+            return;
+        }
+        self.rasm.handle_stream_start(stream, band_pixels, now);
+        for data in self.early.take(stream) {
+            if let Ok(chunk) = decode_video(&data) {
+                self.rasm.handle_chunk(&chunk);
+            }
+        }
+        self.poll_shown(now);
     }
 
     pub(super) fn request_keyframes(&mut self, bands: u32) {
@@ -118,6 +151,10 @@ impl VideoRun {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    pub(super) fn wide(&self) -> bool {
+        self.load.wide
     }
 
     fn changing(&self, t: Duration) -> bool {
@@ -174,7 +211,11 @@ impl VideoRun {
         let Ok(chunk) = decode_video(data) else {
             return;
         };
-        self.rasm.handle_chunk(&chunk);
+        if self.rasm.handle_chunk(&chunk) == ChunkFate::OtherStream {
+            let stream = chunk.stream;
+            self.early
+                .keep(self.rasm.stream(), stream, bytes::BytesMut::from(data));
+        }
         self.poll_shown(now);
     }
 
