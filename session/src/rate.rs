@@ -481,21 +481,24 @@ fn smooth(prev: Option<f64>, sample: f64, weight: f64) -> f64 {
 }
 
 /// The quality floor `bps` affords: the configured best at 16 Mbit/s and above, 12 steps
-/// coarser down to 4 Mbit/s, and the configured worst below. The floor is a ceiling on the
+/// coarser down to 2 Mbit/s, and the configured worst below. The floor is a ceiling on the
 /// encoder's quantiser, not its choice: the encoder's rate control picks finer quantisers
 /// whenever the bitrate affords them. A floor too fine for the rate leaves the encoder
 /// unable to meet it, the queue fills, frames are skipped and each frame after a skip
 /// costs more (scrolled further): measured, a 20 Mbit/s link whose estimate dipped to
 /// 5.8 Mbit/s fell from 60 to 2 fps with the floor at 28, and a 6 Mbit/s link whose path
 /// carried 2 Mbit/s sat at 1-3 fps with the floor at 40. Scrolling 1080p text costs
-/// 3.4, 2.4 and 1.5 Mbit/s at quantisers 34, 40 and 46 (`deskwire-bench stages --scene
-/// scroll --max-qp Q --fps F`, the same at 30 and 60 fps). Three tiers, not a step per
-/// halving: OpenH264 takes a new ceiling only in a new encoder, so each move costs every
-/// band a keyframe.
+/// 3.4, 2.4 and 1.5 Mbit/s at quantisers 34, 40 and 46 in 8 bands, and 1.3 and 0.8 at 40
+/// and 46 in one (`deskwire-bench stages --scene scroll --max-qp Q --fps F`, the same at
+/// 30 and 60 fps). The worst only below 2 Mbit/s: a ceiling that coarse also caps what the
+/// passes after the content stops can refine to at a modest rate (measured on a 20 Mbit/s
+/// link whose estimate dipped under 4 Mbit/s: 18 dB after scrolling stopped, 27 dB with 40).
+/// Three tiers, not a step per halving: OpenH264 takes a new ceiling only in a new encoder,
+/// so each move costs every band a keyframe.
 fn qp_for(bps: u64, config: &RateConfig) -> u8 {
     let steps = match bps {
         16_000_000.. => 0,
-        4_000_000.. => 12,
+        2_000_000.. => 12,
         _ => u8::MAX,
     };
     config.best_qp.saturating_add(steps).min(config.worst_qp)

@@ -114,14 +114,15 @@ impl WideCount {
         self.wide += u32::from(bands * 2 >= layout);
     }
 
-    /// Once a second: whether most frames were wide (`None` before then). Fewer than five
-    /// frames say the screen is mostly still: not wide.
+    /// Once a second: whether most frames were wide (`None` before then). A second without
+    /// frames is not wide; a few wide frames are (on a slow link, scrolling content may
+    /// get through only one or two frames a second until it goes compact).
     fn poll(&mut self, now: Instant) -> Option<bool> {
         let since = *self.since.get_or_insert(now);
         if now < since + Duration::from_secs(1) {
             return None;
         }
-        let wide = self.frames >= 5 && self.wide * 2 >= self.frames;
+        let wide = self.frames > 0 && self.wide * 2 >= self.frames;
         *self = Self {
             since: Some(now),
             ..Self::default()

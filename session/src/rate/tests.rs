@@ -222,13 +222,13 @@ fn the_quality_floor_coarsens_soon_after_the_rate_falls_and_refines_only_after_i
     let t = run(&mut rc, Duration::ZERO, 3, 8_000_000);
     let coarse = rc.target().max_qp;
     assert_eq!(coarse, 40, "at {} bit/s", rc.estimate_bps());
-    // Below 4 Mbit/s to the worst: scrolled text at quantiser 40 costs 2.4 Mbit/s.
-    let t = run(&mut rc, t, 4, 1_500_000);
+    // Below 2 Mbit/s to the worst: scrolled text at quantiser 40 costs 1.3-2.4 Mbit/s.
+    let t = run(&mut rc, t, 4, 1_000_000);
     assert_eq!(rc.target().max_qp, 51, "at {} bit/s", rc.estimate_bps());
     // Back to a fast link: finer only after the rate held for 3 s.
     let t = run(&mut rc, t, 1, 1_000_000_000);
     assert!(rc.target().max_qp > 28, "too early to refine");
-    run(&mut rc, t, 12, 1_000_000_000);
+    run(&mut rc, t, 20, 1_000_000_000);
     assert!(rc.estimate_bps() >= 16_000_000, "{}", rc.estimate_bps());
     assert_eq!(rc.target().max_qp, 28);
 }
