@@ -589,7 +589,13 @@ fn spawn_decoder(
                             .collect();
                         rasm.handle_stream_start(stream, &pixels, epoch.elapsed());
                         match BandDecoderSet::with_layout(layout, color) {
-                            Ok(d) => *shared.decoders.lock().unwrap_or_else(|p| p.into_inner()) = Some(d),
+                            Ok(mut d) => {
+                                let mut guard = shared.decoders.lock().unwrap_or_else(|p| p.into_inner());
+                                if let Some(old) = guard.as_ref() {
+                                    d.keep_picture(old);
+                                }
+                                *guard = Some(d);
+                            }
                             Err(e) => tracing::error!(error = %e, "cannot create decoders"),
                         }
                         for data in early.take(stream) {

@@ -137,7 +137,7 @@ const FINER_AFTER: Duration = Duration::from_secs(3);
 
 /// Compact bands below this estimate once the path has shown a limit lately, full bands
 /// again above `FULL_ABOVE`; each after holding for `COMPACT_AFTER` / `FULL_AFTER`.
-const COMPACT_BELOW: u64 = 4_000_000;
+const COMPACT_BELOW: u64 = 3_000_000;
 const FULL_ABOVE: u64 = 8_000_000;
 const LIMIT_LATELY: Duration = Duration::from_secs(2);
 const COMPACT_AFTER: Duration = Duration::from_millis(500);

@@ -249,3 +249,51 @@ fn bad_bitstreams_are_errors_or_nothing_never_a_panic() {
     let e = fresh.decode(BandId(0), &au.bands[0].data).unwrap_err();
     assert!(matches!(e, CodecError::WrongSize { .. }), "{e}");
 }
+
+#[test]
+fn a_new_band_layout_starts_with_keyframes_and_the_viewer_keeps_the_picture_until_they_land() {
+    let codec = CodecConfig::default().bands(BandSpec::Count(8));
+    let mut enc = BandEncoderSet::new(W, H, &codec, None).unwrap();
+    let mut source = SyntheticSource::new(Scene::Scroll, W, H, 5).unwrap();
+    let mut f = source.alloc_frame().unwrap();
+    let mut image = I420Image::new(W, H);
+    let mut dec = BandDecoderSet::new(W, H, codec.bands, codec.color).unwrap();
+    let mut t = Timestamp::default();
+    for i in 0..5u64 {
+        t = Timestamp::from_micros(i * FRAME_US);
+        source.capture(&mut f, t).unwrap();
+        image.convert_all(&f, codec.color).unwrap();
+        enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
+        let frame = enc.encode(&image, t).unwrap().unwrap();
+        assert_eq!(frame.layout_generation, 0);
+        for b in &frame.bands {
+            dec.decode(b.band, &b.data).unwrap();
+        }
+    }
+    let before = rgb_psnr(dec.canvas(), &f);
+    assert!(before > 30.0, "8 bands: {before:.1} dB");
+
+    enc.set_bands(BandSpec::Count(1)).unwrap();
+    source.capture(&mut f, t).unwrap();
+    image.convert_all(&f, codec.color).unwrap();
+    let frame = enc
+        .encode(&image, Timestamp::from_micros(6 * FRAME_US))
+        .unwrap()
+        .expect("a new layout encodes at once");
+    assert_eq!(frame.layout_generation, 1);
+    assert_eq!(frame.bands.len(), 1);
+    assert!(frame.bands[0].keyframe);
+    // The viewer's new decoders show the old picture until the keyframe lands, not black.
+    let mut next = BandDecoderSet::new(W, H, BandSpec::Count(1), codec.color).unwrap();
+    next.keep_picture(&dec);
+    assert_eq!(next.canvas().data(), dec.canvas().data());
+    next.decode(BandId(0), &frame.bands[0].data)
+        .unwrap()
+        .expect("the keyframe decodes alone");
+    let after = rgb_psnr(next.canvas(), &f);
+    assert!(after > 30.0, "1 band: {after:.1} dB");
+    assert!(matches!(
+        enc.set_bands(BandSpec::Count(0)),
+        Err(CodecError::Config(_))
+    ));
+}

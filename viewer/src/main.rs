@@ -416,7 +416,9 @@ impl Session {
                 height,
                 bands,
             } => {
-                println!("stream {width}x{height} in {bands} bands");
+                if self.size != Some((width, height)) {
+                    println!("stream {width}x{height} in {bands} bands");
+                }
                 self.size = Some((width, height));
             }
             ViewerEvent::Permissions { control } => {
@@ -539,6 +541,9 @@ const MAX_WINDOW: (f64, f64) = (1600.0, 900.0);
 
 fn run_window(viewer: &Viewer, session: &mut Session) -> Result<Option<DisconnectReason>> {
     let mut window: Option<Window> = None;
+    // The remote size the window was opened for: a stream restarted at the same size (the
+    // target changed its band layout for the link) keeps its window.
+    let mut window_for: Option<(u32, u32)> = None;
     let (key_tx, key_rx) = mpsc::channel();
     let mut keys = KeyTranslator::default();
     let mut pointer = PointerTracker::default();
@@ -551,7 +556,8 @@ fn run_window(viewer: &Viewer, session: &mut Session) -> Result<Option<Disconnec
                 return Ok(Some(reason));
             }
             session.ask_for_grant(viewer);
-            if restart {
+            if restart && session.size != window_for {
+                window_for = session.size;
                 if let Some((w, h)) = session.size {
                     // A new stream (or a new screen size): a window of the right shape.
                     let scale = (MAX_WINDOW.0 / f64::from(w))

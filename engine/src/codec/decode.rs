@@ -91,6 +91,19 @@ impl BandDecoderSet {
         })
     }
 
+    /// Start from `previous`'s picture when it is the same size: a stream restarted with
+    /// another band layout keeps showing the screen until its first keyframes land,
+    /// instead of black.
+    pub fn keep_picture(&mut self, previous: &BandDecoderSet) {
+        if previous.canvas.width() == self.canvas.width()
+            && previous.canvas.height() == self.canvas.height()
+        {
+            self.canvas
+                .data_mut()
+                .copy_from_slice(previous.canvas.data());
+        }
+    }
+
     /// The band layout.
     pub fn layout(&self) -> &BandLayout {
         &self.layout
