@@ -390,7 +390,9 @@ impl ViewerTask {
                         layout,
                         color,
                     } => {
-                        self.events.emit(ViewerEvent::StreamStarted {
+                        // Important: a restart comes mid-stream, when frame events may
+                        // have filled the queue, and the application sizes its view by it.
+                        self.events.emit_important(ViewerEvent::StreamStarted {
                             width: layout.width(),
                             height: layout.height(),
                             bands: layout.count(),

@@ -135,15 +135,12 @@ const PROBE_GROWTH: f64 = 0.25;
 const COARSER_AFTER: Duration = Duration::from_millis(500);
 const FINER_AFTER: Duration = Duration::from_secs(3);
 
-/// Compact bands below this estimate once the path has shown a limit lately, full bands
-/// again above `FULL_ABOVE`; each after holding for `COMPACT_AFTER` / `FULL_AFTER`.
+/// Compact bands below this estimate, full bands again above `FULL_ABOVE`; each after
+/// holding for `COMPACT_AFTER` / `FULL_AFTER`.
 const COMPACT_BELOW: u64 = 3_000_000;
 const FULL_ABOVE: u64 = 8_000_000;
-const LIMIT_LATELY: Duration = Duration::from_secs(2);
 const COMPACT_AFTER: Duration = Duration::from_millis(500);
 const FULL_AFTER: Duration = Duration::from_secs(5);
-/// Content whose delivered rate is at least this share of the estimate uses the path.
-const BUSY_SHARE: f64 = 0.6;
 
 /// Fewer messages than this in an interval, received and lost alike, say nothing about
 /// the path.
@@ -399,21 +396,21 @@ impl RateController {
     }
 
     /// Switch between compact and full bands once the other has been wanted long enough.
-    /// Compact only for content that changes most of the screen (scrolling, video) and uses
-    /// what the path carries: small changes (typing) gain nothing from fewer bands and would
-    /// pay a keyframe of the whole screen for the switch.
+    /// Compact only for content that changes most of the screen (scrolling, video): small
+    /// changes (typing) gain nothing from fewer bands and would pay a keyframe of the whole
+    /// screen for the switch. Not "content that uses what the path carries" either: stuck
+    /// in large late frames, scrolling sends well under the estimate, and that is the case
+    /// the compact layout is for.
     fn update_layout(&mut self, now: Duration) {
         let estimate = self.estimate_bps();
-        let busy = self.wide
-            && self
-                .acked
-                .is_some_and(|a| a >= BUSY_SHARE * estimate as f64);
+
         let want = if self.compact {
             estimate < FULL_ABOVE
         } else {
-            estimate < COMPACT_BELOW
-                && busy
-                && self.last_decrease.is_some_and(|t| now < t + LIMIT_LATELY)
+            // The estimate starts high and only cuts bring it down: below the threshold,
+            // the path has shown its limit. A recent cut is not required: a path whose
+            // estimate settled under its rate cuts no more (a step to 2 Mbit/s did not).
+            estimate < COMPACT_BELOW && self.wide
         };
         if want == self.compact {
             self.compact_wanted = None;

@@ -334,8 +334,8 @@ fn scrolling_on_a_slow_path_restarts_in_one_band_without_a_keyframe_storm() {
     assert_eq!((stream, bands), (2, 1));
     assert!(at < 4 * S, "restarted at {at:?}");
     // The viewer shows the new stream's one band behind what was already on the way (the
-    // announcement waits in the same bottleneck queue as the old stream's video, about
-    // 0.8 s here), and keeps doing so: at least 20 frames a second from then on.
+    // announcement waits in the same bottleneck queue as the old stream's video), and
+    // keeps doing so: 15 frames a second or more from then on, 30 or more in most seconds.
     let first = p
         .shown()
         .iter()
@@ -346,9 +346,12 @@ fn scrolling_on_a_slow_path_restarts_in_one_band_without_a_keyframe_storm() {
         "first shown {:?} after",
         first.at - at
     );
-    let from = at.as_secs() + 2;
-    let per_second = fps(p.shown(), from, 8);
-    assert!(per_second.iter().all(|&f| f >= 20), "fps {per_second:?}");
+    // (A later step of the quality floor costs one more keyframe: a dip, not a stall.)
+    let from = at.as_secs() + 1;
+    let mut per_second = fps(p.shown(), from, 8);
+    assert!(per_second.iter().all(|&f| f >= 15), "fps {per_second:?}");
+    per_second.sort_unstable();
+    assert!(per_second[per_second.len() / 2] >= 30, "fps {per_second:?}");
     let requests = p
         .host_events
         .iter()

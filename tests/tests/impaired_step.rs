@@ -41,5 +41,12 @@ fn a_step_from_20_to_2_mbit_brings_the_sending_rate_under_the_link_and_the_sessi
         shown[shown.len() - 3..].iter().sum::<u32>() > 0,
         "no picture after the step: {shown:?}"
     );
+    // Scrolling on the slow link: the agent restarted the stream in one band.
+    let streams: Vec<&String> = viewer.iter().filter(|l| l.starts_with("stream ")).collect();
+    assert_eq!(
+        streams,
+        ["stream 1920x1080 in 8 bands", "stream 1920x1080 in 1 bands"],
+        "{viewer:#?}"
+    );
     assert_session_lasted(&viewer, &agent);
 }

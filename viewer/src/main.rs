@@ -416,9 +416,9 @@ impl Session {
                 height,
                 bands,
             } => {
-                if self.size != Some((width, height)) {
-                    println!("stream {width}x{height} in {bands} bands");
-                }
+                // Again when the agent restarts the stream in another band layout (fewer
+                // bands on a slow link).
+                println!("stream {width}x{height} in {bands} bands");
                 self.size = Some((width, height));
             }
             ViewerEvent::Permissions { control } => {

@@ -451,6 +451,30 @@ mod tests {
     }
 
     #[test]
+    fn a_second_is_wide_when_most_of_its_frames_change_half_the_bands_or_more() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut w = WideCount::default();
+        assert_eq!(w.poll(t0), None);
+        // Scrolling: every band, even at two frames a second.
+        w.frame(8, 8);
+        w.frame(8, 8);
+        assert_eq!(w.poll(t0 + second / 2), None, "not a second yet");
+        assert_eq!(w.poll(t0 + second), Some(true));
+        // Typing: a band or two, now and then all of them.
+        for _ in 0..30 {
+            w.frame(1, 8);
+        }
+        w.frame(8, 8);
+        assert_eq!(w.poll(t0 + second * 2), Some(false));
+        // A still screen.
+        assert_eq!(w.poll(t0 + second * 3), Some(false));
+        // One band of one: the compact layout is wide whenever anything moves.
+        w.frame(1, 1);
+        assert_eq!(w.poll(t0 + second * 4), Some(true));
+    }
+
+    #[test]
     fn cheap_content_is_not_held_to_the_rate_controllers_frame_rate_cap() {
         let t0 = Instant::now();
         let mut fit = FrameRateFit {
