@@ -67,6 +67,10 @@ pub(crate) struct NetResult {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p95: Option<f64>,
     pub kbps: f64,
+    /// Everything that crossed the emulated link during the window, IP bytes both ways
+    /// (video, control, SCTP acknowledgements, ICE keepalives): what the session costs on
+    /// the wire, idle or not.
+    pub wire_kbps: Option<f64>,
     /// Y-PSNR of what the viewer shows `settle` seconds after the content stopped.
     pub converged_psnr_y_db: Option<f64>,
 }
@@ -134,12 +138,11 @@ fn run_profile(
     let listen = format!("{}:8450", bed.addr_b());
     let url = format!("ws://{listen}");
     let mut cmd = bed.command_in_b(broker_bin);
-    cmd.args(["--listen", &listen, "--database", "sqlite::memory:"])
-        .env("RUST_LOG", "error")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
-    let mut broker = BrokerChild(cmd.spawn().context("starting the broker")?);
-    std::thread::sleep(Duration::from_millis(300));
+    cmd.args(["--listen", &listen, "--database", "sqlite::memory:"]);
+    let broker = Role::spawn("broker", cmd)?;
+    // It says so once its port is bound: a fixed wait lost the race now and then on a
+    // loaded machine ("cannot reach the broker ... Connection refused").
+    broker.expect("listening on ", Duration::from_secs(10))?;
 
     let frame_out = args.out.join(format!("{}-viewer.frame", profile.name));
     let reference_out = args.out.join(format!("{}-target.frame", profile.name));
@@ -164,8 +167,10 @@ fn run_profile(
     target.expect("entered ", Duration::from_secs(15))?;
     let window = Duration::from_secs_f64(args.warmup + args.seconds);
     viewer.expect("measure-start", Duration::from_secs(30) + window)?;
+    let wire_start = bed.stats().ok();
     target.tell("start")?;
     viewer.expect("measure-end", Duration::from_secs(30) + window)?;
+    let wire_end = bed.stats().ok();
     target.tell("stop")?;
     target.tell("freeze")?;
     std::thread::sleep(Duration::from_secs_f64(args.settle));
@@ -185,7 +190,8 @@ fn run_profile(
     });
     let _ = std::fs::remove_file(&frame_out);
     let _ = std::fs::remove_file(&reference_out);
-    broker.stop();
+    // Stopped before its namespace goes.
+    drop(broker);
     drop(bed);
 
     let measured_ms = c.measured_s * 1000.0;
@@ -204,24 +210,14 @@ fn run_profile(
         latency_ms_p50: quantile(&lat, 0.50),
         latency_ms_p95: quantile(&lat, 0.95),
         kbps: c.bytes as f64 * 8.0 / 1000.0 / c.measured_s.max(1e-9),
+        wire_kbps: wire_start.zip(wire_end).and_then(|(a, b)| {
+            let secs = b.elapsed_s - a.elapsed_s;
+            let bytes = (b.a_to_b.bytes_in + b.b_to_a.bytes_in)
+                .checked_sub(a.a_to_b.bytes_in + a.b_to_a.bytes_in)?;
+            (secs > 0.0).then(|| bytes as f64 * 8.0 / 1000.0 / secs)
+        }),
         converged_psnr_y_db: psnr,
     })
-}
-
-/// The broker process in B, stopped by its PID.
-struct BrokerChild(std::process::Child);
-
-impl BrokerChild {
-    fn stop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for BrokerChild {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// The time spent in gaps longer than [`FREEZE_MS`] between shown frames, the window's
@@ -252,13 +248,13 @@ fn worst_second(times_ms: &[f64], window_ms: f64) -> u32 {
 
 fn markdown(results: &[NetResult]) -> String {
     let mut t = String::from(
-        "| profile | link Mbit/s | fps | worst s | freeze | latency p50 / p95 ms | kbit/s | PSNR after stop |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| profile | link Mbit/s | fps | worst s | freeze | latency p50 / p95 ms | kbit/s | wire kbit/s | PSNR after stop |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     for r in results {
         t.push_str(&format!(
-            "| {} | {} | {:.1} | {} | {:.0} ms ({:.1} %) | {} / {} | {:.0} | {} |\n",
+            "| {} | {} | {:.1} | {} | {:.0} ms ({:.1} %) | {} / {} | {:.0} | {} | {} |\n",
             r.profile,
             r.link_mbit
                 .map_or("unlimited".to_owned(), |m| format!("{m:.1}")),
@@ -269,6 +265,7 @@ fn markdown(results: &[NetResult]) -> String {
             opt(r.latency_ms_p50),
             opt(r.latency_ms_p95),
             r.kbps,
+            r.wire_kbps.map_or("-".to_owned(), |k| format!("{k:.1}")),
             r.converged_psnr_y_db
                 .map_or("-".to_owned(), |p| format!("{p:.1} dB")),
         ));

@@ -45,7 +45,7 @@ impl Default for AgentSessionConfig {
             stats_interval: Duration::from_secs(1),
             view_only: false,
             quiet_after: Duration::from_millis(2500),
-            idle_quiet_after: Duration::from_millis(12_500),
+            idle_quiet_after: Duration::from_millis(22_500),
             rate: RateConfig::default(),
         }
     }

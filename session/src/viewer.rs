@@ -45,7 +45,7 @@ impl Default for ViewerSessionConfig {
         Self {
             peer_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(1),
-            idle_ping_interval: Duration::from_secs(10),
+            idle_ping_interval: Duration::from_secs(20),
             stats_interval: Duration::from_secs(1),
             feedback_interval: Duration::from_millis(100),
             quiet_after: Duration::from_millis(2500),
