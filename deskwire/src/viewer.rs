@@ -18,8 +18,8 @@ use deskwire_engine::convert::ColorSpace;
 use deskwire_engine::stats::Histogram;
 use deskwire_session::input::InputEvent;
 use deskwire_session::pairing::{ViewerPairing, ViewerPairingEvent};
-use deskwire_session::video::{ChunkFate, EarlyChunks, Reassembler};
-use deskwire_session::wire::{decode_video, Channel};
+use deskwire_session::video::{ChunkFate, Reassembler};
+use deskwire_session::wire::Channel;
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
 use crate::config::{ViewerConfig, ViewerRoute};
@@ -551,7 +551,6 @@ fn spawn_decoder(
         .name("deskwire-decode".into())
         .spawn(move || {
             let mut rasm = Reassembler::new(retry);
-            let mut early = EarlyChunks::default();
             let mut trace = DecodeTrace::default();
             let mut pending: Option<Pending> = None;
             // A frame's bands may arrive in several groups (paced video spreads them over
@@ -600,21 +599,9 @@ fn spawn_decoder(
                             }
                             Err(e) => tracing::error!(error = %e, "cannot create decoders"),
                         }
-                        for data in early.take(stream) {
-                            if let Ok(chunk) = decode_video(&data) {
-                                trace.chunk(rasm.handle_chunk(&chunk));
-                            }
-                        }
                     }
-                    Some(DecodeInput::Chunk(data)) => match decode_video(&data) {
-                        Ok(chunk) => {
-                            let fate = rasm.handle_chunk(&chunk);
-                            trace.chunk(fate);
-                            if fate == ChunkFate::OtherStream {
-                                let stream = chunk.stream;
-                                early.keep(rasm.stream(), stream, data);
-                            }
-                        }
+                    Some(DecodeInput::Chunk(data)) => match rasm.handle_message(data) {
+                        Ok(fate) => trace.chunk(fate),
                         Err(e) => tracing::warn!(error = %e, "malformed video chunk from the target"),
                     },
                 }

@@ -447,24 +447,24 @@ impl EncodeLoop {
                     tracing::warn!(error = %e, ?spec, "cannot change the band layout");
                     return Ok(true);
                 }
-                if let Some(captured_at) = self.prev.as_ref().map(|p| p.timestamp()) {
-                    if let Some(out) = self.core.encode_pending(captured_at)? {
-                        return Ok(self.send(out));
-                    }
-                }
-                Ok(true)
+                self.serve_pending()
             }
             Control::Keyframe(band) => {
                 self.core.request_keyframe(band)?;
-                // Serve it now from the current picture, even if nothing is captured.
-                if let Some(captured_at) = self.prev.as_ref().map(|p| p.timestamp()) {
-                    if let Some(out) = self.core.encode_pending(captured_at)? {
-                        return Ok(self.send(out));
-                    }
-                }
-                Ok(true)
+                self.serve_pending()
             }
         }
+    }
+
+    /// Encode what was asked for (keyframes, a new layout) now from the current picture,
+    /// even if nothing new is captured. `Ok(false)` when the consumer or a stop ended it.
+    fn serve_pending(&mut self) -> Result<bool, Error> {
+        if let Some(captured_at) = self.prev.as_ref().map(|p| p.timestamp()) {
+            if let Some(out) = self.core.encode_pending(captured_at)? {
+                return Ok(self.send(out));
+            }
+        }
+        Ok(true)
     }
 
     /// Diff, convert and encode one frame. `Ok(false)` when the consumer or a stop ended it.

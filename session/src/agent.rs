@@ -171,6 +171,7 @@ impl AgentSession {
     ) -> Self {
         let control = control && !config.view_only;
         let mut gate = InputGate::new(stream.width, stream.height, control);
+        let bands = stream.tops.len();
         gate.set_established(true);
         let rate = RateController::new(config.rate);
         let told = rate.target();
@@ -180,8 +181,8 @@ impl AgentSession {
             rate,
             config,
             stream: stream.stream,
-            bands: stream.tops.len(),
-            info: stream.clone(),
+            bands,
+            info: stream,
             gate,
             control,
             reported: Sent::default(),
@@ -189,7 +190,7 @@ impl AgentSession {
             viewer_latency: None,
             told,
             rtt: None,
-            refresh: Refresh::new(stream.tops.len()),
+            refresh: Refresh::new(bands),
             link_down: false,
             active_frames: 0,
             last_active: now,
@@ -198,13 +199,7 @@ impl AgentSession {
         };
         s.rate.hold_delay_cuts(now);
         s.out.event(AgentSessionEvent::RateChanged(s.rate.target()));
-        s.send_control(ControlMessage::StreamStart {
-            stream: stream.stream,
-            width: stream.width.min(u32::from(u16::MAX)) as u16,
-            height: stream.height.min(u32::from(u16::MAX)) as u16,
-            color: stream.color,
-            tops: stream.tops,
-        });
+        s.send_control(s.stream_start(s.info.tops.clone()));
         s.send_control(ControlMessage::Permissions { control });
         s
     }
@@ -219,11 +214,6 @@ impl AgentSession {
     /// Why the session ended, once it has.
     pub fn ended(&self) -> Option<&SessionEnd> {
         self.out.end()
-    }
-
-    /// The stream's generation now: what its video chunks carry.
-    pub fn stream(&self) -> u16 {
-        self.stream
     }
 
     /// What the sender should aim at now.
@@ -253,17 +243,22 @@ impl AgentSession {
         self.bands = tops.len();
         self.refresh = Refresh::new(self.bands);
         tracing::debug!(stream = self.stream, bands = self.bands, "stream restarts");
-        self.send_control(ControlMessage::StreamStart {
-            stream: self.stream,
-            width: info.width.min(u32::from(u16::MAX)) as u16,
-            height: info.height.min(u32::from(u16::MAX)) as u16,
-            color: info.color,
-            tops,
-        });
+        self.send_control(self.stream_start(tops));
         self.out.event(AgentSessionEvent::StreamRestarted {
             stream: self.stream,
             bands: self.bands as u32,
         });
+    }
+
+    /// The announcement of the current stream, cut as `tops`.
+    fn stream_start(&self, tops: Vec<u32>) -> ControlMessage {
+        ControlMessage::StreamStart {
+            stream: self.stream,
+            width: self.info.width.min(u32::from(u16::MAX)) as u16,
+            height: self.info.height.min(u32::from(u16::MAX)) as u16,
+            color: self.info.color,
+            tops,
+        }
     }
 
     /// How long video may queue before the sender stops taking frames: a round trip and a

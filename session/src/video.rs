@@ -9,7 +9,6 @@ mod early;
 mod reassembler;
 
 use deskwire_engine::EncodedFrame;
-pub use early::EarlyChunks;
 pub use reassembler::{ChunkFate, CompleteBand, Reassembler};
 
 /// Cuts encoded frames into wire chunks and numbers each band's frames.

@@ -187,39 +187,7 @@ impl BandEncoderSet {
         self.generation = self.generation.wrapping_add(1);
         Ok(())
     }
-}
 
-/// A fresh encoder per band of `layout`, each wanting its first (key)frame.
-fn new_bands(
-    layout: &BandLayout,
-    config: &CodecConfig,
-    bitrate_bps: u32,
-    max_qp: u8,
-) -> Result<Vec<BandState>, CodecError> {
-    let (width, height) = (layout.width(), layout.height());
-    let mut bands = Vec::with_capacity(layout.count());
-    for i in 0..layout.count() {
-        let share = band_share(bitrate_bps, layout.band_height(i), height);
-        let encoder = new_encoder(config, i as u8, share, max_qp)?;
-        bands.push(BandState {
-            id: BandId(i as u8),
-            encoder,
-            arenas: Arenas::new(width as usize * layout.band_height(i) as usize),
-            top: layout.top(i),
-            height: layout.band_height(i),
-            started: false,
-            // Every band starts with a keyframe, so the first frame encodes them all.
-            wanted: true,
-            force_key: false,
-            refine: 0,
-            out: None,
-            error: None,
-        });
-    }
-    Ok(bands)
-}
-
-impl BandEncoderSet {
     /// Let the encoders go up to quantiser `max_qp` (the quality floor). OpenH264 only
     /// takes a new QP range when it starts, so each band gets a new encoder, whose first
     /// frame is a keyframe. Bands switch one per encoded frame, so the keyframes spread
@@ -438,6 +406,36 @@ fn set_bitrate_option(encoder: &mut Encoder, option: i32, layer: i32, bps: i32) 
             .raw_api()
             .set_option(option, std::ptr::addr_of_mut!(info).cast())
     }
+}
+
+/// A fresh encoder per band of `layout`, each wanting its first (key)frame.
+fn new_bands(
+    layout: &BandLayout,
+    config: &CodecConfig,
+    bitrate_bps: u32,
+    max_qp: u8,
+) -> Result<Vec<BandState>, CodecError> {
+    let (width, height) = (layout.width(), layout.height());
+    let mut bands = Vec::with_capacity(layout.count());
+    for i in 0..layout.count() {
+        let share = band_share(bitrate_bps, layout.band_height(i), height);
+        let encoder = new_encoder(config, i as u8, share, max_qp)?;
+        bands.push(BandState {
+            id: BandId(i as u8),
+            encoder,
+            arenas: Arenas::new(width as usize * layout.band_height(i) as usize),
+            top: layout.top(i),
+            height: layout.band_height(i),
+            started: false,
+            // Every band starts with a keyframe, so the first frame encodes them all.
+            wanted: true,
+            force_key: false,
+            refine: 0,
+            out: None,
+            error: None,
+        });
+    }
+    Ok(bands)
 }
 
 /// One band's OpenH264 encoder, aiming at `share` bits per second within QP 12..=`max_qp`.

@@ -10,8 +10,7 @@ use deskwire_engine::{BandId, EncodedBand, EncodedFrame, FrameId};
 
 use crate::pacer::{PacerConfig, VideoSender};
 use crate::rate::RateTarget;
-use crate::video::{ChunkFate, EarlyChunks, Reassembler};
-use crate::wire::decode_video;
+use crate::video::Reassembler;
 
 /// What the synthetic screen does.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +70,6 @@ pub(super) struct VideoRun {
     want_key: u32,
     frame_id: u64,
     pub(super) rasm: Reassembler,
-    early: EarlyChunks,
     pub(super) shown: Vec<Shown>,
 }
 
@@ -100,7 +98,6 @@ impl VideoRun {
             next_frame: Duration::ZERO,
             frame_id: 0,
             rasm,
-            early: EarlyChunks::default(),
             shown: Vec::new(),
         }
     }
@@ -130,11 +127,6 @@ impl VideoRun {
             return;
         }
         self.rasm.handle_stream_start(stream, band_pixels, now);
-        for data in self.early.take(stream) {
-            if let Ok(chunk) = decode_video(&data) {
-                self.rasm.handle_chunk(&chunk);
-            }
-        }
         self.poll_shown(now);
     }
 
@@ -208,14 +200,7 @@ impl VideoRun {
 
     /// A video message reached the viewer at `now`.
     pub(super) fn deliver(&mut self, now: Duration, data: &[u8]) {
-        let Ok(chunk) = decode_video(data) else {
-            return;
-        };
-        if self.rasm.handle_chunk(&chunk) == ChunkFate::OtherStream {
-            let stream = chunk.stream;
-            self.early
-                .keep(self.rasm.stream(), stream, bytes::BytesMut::from(data));
-        }
+        let _ = self.rasm.handle_message(bytes::BytesMut::from(data));
         self.poll_shown(now);
     }
 

@@ -14,7 +14,7 @@ const MAX_BYTES: usize = 4 << 20;
 
 /// Chunks of the newest stream ahead of the current one. See the module documentation.
 #[derive(Debug, Default)]
-pub struct EarlyChunks {
+pub(crate) struct EarlyChunks {
     stream: Option<u16>,
     chunks: Vec<BytesMut>,
     bytes: usize,
@@ -24,7 +24,7 @@ impl EarlyChunks {
     /// A chunk of `stream` arrived while `current` is the stream being shown: kept if
     /// `stream` is ahead of it (a later generation, within half the number space), and
     /// room remains. Chunks of an older stream, or of one behind a newer one kept, are not.
-    pub fn keep(&mut self, current: Option<u16>, stream: u16, data: BytesMut) {
+    pub(crate) fn keep(&mut self, current: Option<u16>, stream: u16, data: BytesMut) {
         if current.is_some_and(|c| stream.wrapping_sub(c) as i16 <= 0) {
             return;
         }
@@ -45,7 +45,7 @@ impl EarlyChunks {
 
     /// Stream `stream` starts: its chunks that came early, in arrival order. Everything
     /// else kept is dropped.
-    pub fn take(&mut self, stream: u16) -> Vec<BytesMut> {
+    pub(crate) fn take(&mut self, stream: u16) -> Vec<BytesMut> {
         let kept = std::mem::take(&mut self.chunks);
         self.bytes = 0;
         match self.stream.take() {

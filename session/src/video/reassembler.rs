@@ -11,7 +11,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::wire::VideoChunk;
+use bytes::BytesMut;
+
+use super::early::EarlyChunks;
+use crate::wire::{decode_video, VideoChunk, WireError};
 
 /// Frames a band holds behind a missing one before it gives up on it.
 const MAX_WAITING: usize = 8;
@@ -197,6 +200,8 @@ pub struct Reassembler {
     rtt: Option<Duration>,
     last_request: Option<Duration>,
     requests: u32,
+    /// Messages of a stream not announced yet, taken when it starts.
+    early: EarlyChunks,
     /// The buffers of the last frame handed out (borrowed by [`CompleteBand`]).
     out: Storage,
     spare: Vec<Storage>,
@@ -213,6 +218,7 @@ impl Reassembler {
             rtt: None,
             last_request: None,
             requests: 0,
+            early: EarlyChunks::default(),
             out: Storage::default(),
             spare: Vec::new(),
         }
@@ -249,6 +255,25 @@ impl Reassembler {
                 key_progress: 0,
             })
             .collect();
+        for data in self.early.take(stream) {
+            if let Ok(chunk) = decode_video(&data) {
+                self.handle_chunk(&chunk);
+            }
+        }
+    }
+
+    /// Take one message of the video channel (see [`Self::handle_chunk`]). A chunk of a
+    /// stream not announced yet is kept (bounded) and taken when that stream starts: a
+    /// restarted stream's first keyframe can overtake its announcement, which travels on
+    /// another channel.
+    pub fn handle_message(&mut self, data: BytesMut) -> Result<ChunkFate, WireError> {
+        let chunk = decode_video(&data)?;
+        let fate = self.handle_chunk(&chunk);
+        if fate == ChunkFate::OtherStream {
+            let stream = chunk.stream;
+            self.early.keep(self.stream, stream, data);
+        }
+        Ok(fate)
     }
 
     /// The stream being reassembled, once one started.

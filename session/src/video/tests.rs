@@ -283,6 +283,20 @@ fn a_keyframe_still_arriving_is_not_asked_for_again() {
 }
 
 #[test]
+fn a_new_streams_keyframe_that_overtakes_its_announcement_is_kept_for_it() {
+    let mut p = Packetizer::new(8, VIDEO_HEADER_LEN + 100);
+    let key = packets(&mut p, &frame(1, &[(0, true, 300)]));
+    let mut r = rx();
+    for m in &key {
+        assert_eq!(r.handle_message(m.clone()), Ok(ChunkFate::OtherStream));
+    }
+    assert!(drain(&mut r, Duration::ZERO).is_empty());
+    r.handle_stream_start(8, &[64 * 64], Duration::ZERO);
+    assert_eq!(drain(&mut r, Duration::ZERO).len(), 1, "taken at its start");
+    assert!(r.handle_message(BytesMut::from(&[1u8, 2, 3][..])).is_err());
+}
+
+#[test]
 fn the_gap_wait_follows_the_round_trip_within_bounds() {
     let mut r = rx();
     r.set_rtt(Duration::from_millis(30));
