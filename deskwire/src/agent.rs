@@ -19,7 +19,7 @@ mod video_out;
 
 use deskwire_engine::codec::BandId;
 use deskwire_engine::pipeline::Pipeline;
-use deskwire_engine::BandSpec;
+use deskwire_engine::{BandSpec, ContentTuning};
 use deskwire_session::consent::ConsentAnswer;
 use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
 use deskwire_session::pacer::{PacerConfig, VideoSender};
@@ -598,7 +598,16 @@ impl AgentTask {
                         let t = core.rate_target();
                         let bps = u32::try_from(t.encoder_bps).unwrap_or(u32::MAX);
                         pipeline.set_rate(bps, t.max_fps, t.max_qp);
-                        pipeline.set_bands(BandSpec::Count(bands));
+                        // A compact layout is for a slow path under wide content: OpenH264's
+                        // screen-content mode finds scrolled text where camera mode codes it
+                        // anew, so a frame that comes late (it moved further) stays small
+                        // instead of growing with the distance (BENCHMARKS.md, "Slow links").
+                        let tuning = if t.compact {
+                            ContentTuning::Screen
+                        } else {
+                            self.config.pipeline.codec.tuning
+                        };
+                        pipeline.set_layout(BandSpec::Count(bands), tuning);
                         band_count = bands as usize;
                     }
                     AgentSessionEvent::LinkDown => self.events.emit(AgentEvent::LinkDown),

@@ -89,10 +89,14 @@ impl FrameEncoder {
         self.encoders.set_max_qp(max_qp);
     }
 
-    /// Cut frames into `spec`'s bands from the next encode on (see
-    /// [`BandEncoderSet::set_bands`]): every band of the new layout starts with a keyframe.
-    pub fn set_bands(&mut self, spec: crate::config::BandSpec) -> Result<(), CodecError> {
-        self.encoders.set_bands(spec)
+    /// Cut frames into `spec`'s bands, encoded with `tuning`, from the next encode on (see
+    /// [`BandEncoderSet::set_layout`]): every band of the new layout starts with a keyframe.
+    pub fn set_layout(
+        &mut self,
+        spec: crate::config::BandSpec,
+        tuning: crate::config::ContentTuning,
+    ) -> Result<(), CodecError> {
+        self.encoders.set_layout(spec, tuning)
     }
 
     /// Make the next encode of `band` (or of every band) a keyframe.

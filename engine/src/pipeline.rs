@@ -21,7 +21,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use deskwire_capture::{CaptureOutcome, FramePool, PooledFrame, Source, Timestamp};
 
 use crate::codec::{BandId, BandLayout, EncodedFrame};
-use crate::config::{BandSpec, PipelineConfig};
+use crate::config::{BandSpec, ContentTuning, PipelineConfig};
 use crate::frame_encoder::{FrameEncoder, FrameOutcome};
 use crate::stats::{bump, PipelineStats};
 use crate::workers::Workers;
@@ -29,7 +29,7 @@ use crate::PipelineError as Error;
 
 enum Control {
     Keyframe(Option<BandId>),
-    Bands(BandSpec),
+    Layout(BandSpec, ContentTuning),
     Rate { bps: u32, max_fps: u32, max_qp: u8 },
 }
 
@@ -51,7 +51,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Control::Keyframe(b) => write!(f, "Keyframe({b:?})"),
-            Control::Bands(spec) => write!(f, "Bands({spec:?})"),
+            Control::Layout(spec, tuning) => write!(f, "Layout({spec:?}, {tuning:?})"),
             Control::Rate {
                 bps,
                 max_fps,
@@ -144,12 +144,13 @@ impl Pipeline {
         let _ = self.control.try_send(Control::Keyframe(band));
     }
 
-    /// Cut frames into `spec`'s bands from now on: the next frame (served at once from the
-    /// current picture) is every new band's keyframe and carries the next
-    /// [`EncodedFrame::layout_generation`]. An impossible layout is logged and ignored.
-    pub fn set_bands(&self, spec: BandSpec) {
+    /// Cut frames into `spec`'s bands, encoded with `tuning`, from now on: the next frame
+    /// (served at once from the current picture) is every new band's keyframe and carries
+    /// the next [`EncodedFrame::layout_generation`]. An impossible layout is logged and
+    /// ignored.
+    pub fn set_layout(&self, spec: BandSpec, tuning: ContentTuning) {
         // Unlike a rate, a layout change must not be lost: wait for room.
-        let _ = self.control.send(Control::Bands(spec));
+        let _ = self.control.send(Control::Layout(spec, tuning));
     }
 
     /// Aim the encoders at `bps`, encode at most `max_fps` frames a second and let quality
@@ -176,7 +177,7 @@ impl Pipeline {
     }
 
     /// How frames were cut into bands when the pipeline started (see
-    /// [`Pipeline::set_bands`]).
+    /// [`Pipeline::set_layout`]).
     pub fn layout(&self) -> &BandLayout {
         &self.layout
     }
@@ -442,9 +443,9 @@ impl EncodeLoop {
                     (max_fps < 60).then(|| Duration::from_secs(1) / max_fps * 9 / 10);
                 Ok(true)
             }
-            Control::Bands(spec) => {
-                if let Err(e) = self.core.set_bands(spec) {
-                    tracing::warn!(error = %e, ?spec, "cannot change the band layout");
+            Control::Layout(spec, tuning) => {
+                if let Err(e) = self.core.set_layout(spec, tuning) {
+                    tracing::warn!(error = %e, ?spec, ?tuning, "cannot change the band layout");
                     return Ok(true);
                 }
                 self.serve_pending()

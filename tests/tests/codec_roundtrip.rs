@@ -10,7 +10,7 @@ use deskwire_capture::{CaptureOutcome, Frame, Rect, Source, Timestamp};
 use deskwire_engine::quality::psnr_plane;
 use deskwire_engine::{
     BandDecoderSet, BandEncoderSet, BandId, BandSpec, CodecConfig, CodecError, ColorSpace,
-    FrameEncoder, FrameOutcome, I420Image, Workers,
+    ContentTuning, FrameEncoder, FrameOutcome, I420Image, Workers,
 };
 
 const W: u32 = 640;
@@ -273,7 +273,8 @@ fn a_new_band_layout_starts_with_keyframes_and_the_viewer_keeps_the_picture_unti
     let before = rgb_psnr(dec.canvas(), &f);
     assert!(before > 30.0, "8 bands: {before:.1} dB");
 
-    enc.set_bands(BandSpec::Count(1)).unwrap();
+    enc.set_layout(BandSpec::Count(1), ContentTuning::Screen)
+        .unwrap();
     source.capture(&mut f, t).unwrap();
     image.convert_all(&f, codec.color).unwrap();
     let frame = enc
@@ -293,7 +294,59 @@ fn a_new_band_layout_starts_with_keyframes_and_the_viewer_keeps_the_picture_unti
     let after = rgb_psnr(next.canvas(), &f);
     assert!(after > 30.0, "1 band: {after:.1} dB");
     assert!(matches!(
-        enc.set_bands(BandSpec::Count(0)),
+        enc.set_layout(BandSpec::Count(0), ContentTuning::Screen),
         Err(CodecError::Config(_))
     ));
+}
+
+/// Bytes of each frame after the first when a one-band encoder at `tuning` sees scrolling
+/// text every `step`-th capture (the others skipped, as on a slow link), and the last
+/// picture's PSNR against the screen.
+fn late_scroll_frames(tuning: ContentTuning, step: u64) -> (Vec<usize>, f64) {
+    let codec = CodecConfig::default()
+        .bands(BandSpec::Count(1))
+        .tuning(tuning)
+        .bitrate_bps(1_000_000)
+        .max_qp(40);
+    let mut enc = BandEncoderSet::new(W, H, &codec, None).unwrap();
+    let mut dec = BandDecoderSet::new(W, H, codec.bands, codec.color).unwrap();
+    let mut source = SyntheticSource::new(Scene::Scroll, W, H, 9).unwrap();
+    let mut f = source.alloc_frame().unwrap();
+    let mut image = I420Image::new(W, H);
+    let (mut sizes, mut db) = (Vec::new(), 0.0);
+    for i in 0..=5 * step {
+        let t = Timestamp::from_micros(i * FRAME_US);
+        source.capture(&mut f, t).unwrap();
+        if i % step != 0 {
+            continue;
+        }
+        image.convert_all(&f, codec.color).unwrap();
+        enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
+        let frame = enc.encode(&image, t).unwrap().unwrap();
+        let data = &frame.bands[0].data;
+        dec.decode(BandId(0), data).unwrap();
+        db = rgb_psnr(dec.canvas(), &f);
+        if i > 0 {
+            sizes.push(data.len());
+        }
+    }
+    (sizes, db)
+}
+
+#[test]
+fn screen_tuning_keeps_scrolled_text_that_arrives_late_small() {
+    // A slow link takes every 12th frame: the text moved 48 px between two. Camera mode
+    // codes most of it anew; screen-content mode finds the move. That is why the compact
+    // layout of slow paths encodes with screen tuning.
+    let (camera, camera_db) = late_scroll_frames(ContentTuning::Camera, 12);
+    let (screen, screen_db) = late_scroll_frames(ContentTuning::Screen, 12);
+    let total = |v: &[usize]| v.iter().sum::<usize>();
+    assert!(
+        total(&screen) * 2 < total(&camera),
+        "screen {screen:?} bytes vs camera {camera:?}"
+    );
+    assert!(
+        screen_db > 30.0 && camera_db > 25.0,
+        "{screen_db:.1} / {camera_db:.1} dB"
+    );
 }

@@ -45,7 +45,7 @@ pub struct EncodedFrame {
     /// The encoded bands, in band order (held inline: no allocation per frame).
     pub bands: ArrayVec<EncodedBand, MAX_BANDS>,
     /// Which band layout the bands belong to: 0 for the one the encoders were made with,
-    /// one more after each [`BandEncoderSet::set_bands`].
+    /// one more after each [`BandEncoderSet::set_layout`].
     pub layout_generation: u32,
     /// Where the time went for this frame.
     pub timings: StageTimings,
@@ -167,15 +167,17 @@ impl BandEncoderSet {
         })
     }
 
-    /// Cut frames into `spec`'s bands from the next encode on, at the current bitrate and
-    /// quality floor: new encoders, so every band of the new layout starts with a keyframe,
-    /// and frames carry the next [`EncodedFrame::layout_generation`]. Fewer bands cost
-    /// scrolling content far fewer bits (content moves within a band instead of entering
-    /// it from a neighbour), more bands encode small changes faster.
-    pub fn set_bands(&mut self, spec: BandSpec) -> Result<(), CodecError> {
+    /// Cut frames into `spec`'s bands, encoded with `tuning`, from the next encode on, at
+    /// the current bitrate and quality floor: new encoders, so every band of the new layout
+    /// starts with a keyframe, and frames carry the next
+    /// [`EncodedFrame::layout_generation`]. Fewer bands cost scrolling content far fewer
+    /// bits (content moves within a band instead of entering it from a neighbour), more
+    /// bands encode small changes faster.
+    pub fn set_layout(&mut self, spec: BandSpec, tuning: ContentTuning) -> Result<(), CodecError> {
         let (width, height) = (self.layout.width(), self.layout.height());
         let config = CodecConfig {
             bands: spec,
+            tuning,
             ..self.config.clone()
         };
         config.validate(width, height)?;
