@@ -8,6 +8,7 @@
 
 mod alloc;
 mod e2e;
+mod libwebrtc;
 mod net;
 mod peers;
 mod plot;
@@ -45,6 +46,9 @@ enum Command {
     /// The target end of one e2e session (driven by `e2e`).
     #[command(name = "e2e-target", hide = true)]
     E2eTarget(e2e::roles::TargetArgs),
+    /// The libwebrtc peer's pages and signalling (driven by `net --peer libwebrtc`).
+    #[command(name = "libwebrtc-signal", hide = true)]
+    LibwebrtcSignal(libwebrtc::signal::SignalArgs),
     /// One naive-pipeline peer run for `e2e` (prints a JSON line).
     #[command(name = "peer-naive", hide = true)]
     PeerNaive(peers::NaiveArgs),
@@ -65,6 +69,7 @@ fn main() {
         Command::E2eTarget(args) => e2e::roles::run_target(&args),
         Command::Net(args) => net::run(&args),
         Command::PeerNaive(args) => peers::naive_main(&args),
+        Command::LibwebrtcSignal(args) => libwebrtc::signal::run(&args),
     };
     if let Err(e) = result {
         #[allow(clippy::print_stderr)]

@@ -43,6 +43,10 @@ pub(crate) struct Args {
     /// One JSON object per profile per line on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Which system streams: deskwire, libwebrtc (two headless Chromiums, the sender's fake
+    /// camera playing a recording of the scene) or both, one after the other per profile.
+    #[arg(long, default_value = "deskwire", value_parser = ["deskwire", "libwebrtc", "both"])]
+    peer: String,
     /// Where to write the Markdown table.
     #[arg(long, default_value = "target/bench-net")]
     out: PathBuf,
@@ -54,6 +58,8 @@ const FREEZE_MS: f64 = 200.0;
 /// One profile's figures.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct NetResult {
+    /// `deskwire` or `libwebrtc`.
+    pub system: String,
     pub profile: String,
     pub scene: String,
     /// The downlink's rate at the start, Mbit/s (`None`: unlimited).
@@ -71,8 +77,11 @@ pub(crate) struct NetResult {
     /// (video, control, SCTP acknowledgements, ICE keepalives): what the session costs on
     /// the wire, idle or not.
     pub wire_kbps: Option<f64>,
-    /// Y-PSNR of what the viewer shows `settle` seconds after the content stopped.
+    /// Y-PSNR of what the viewer shows `settle` seconds after the content stopped
+    /// (deskwire only: the peer's recording loops rather than stops).
     pub converged_psnr_y_db: Option<f64>,
+    /// The peer's codec as it negotiated it (deskwire: H.264 per band).
+    pub codec: Option<String>,
 }
 
 pub(crate) fn run(args: &Args) -> Result<()> {
@@ -107,15 +116,39 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    let recording = if args.peer == "deskwire" {
+        None
+    } else {
+        // Long enough for the connection, the warm-up and the window without looping
+        // (a loop is a cut: one frame unlike the last), bounded (1080p: 3.1 MB a frame).
+        let frames = ((args.warmup + args.seconds + 6.0) * 60.0).min(1800.0) as u32;
+        Some(
+            crate::libwebrtc::recording(&args.out, &args.scene, (args.width, args.height), frames)
+                .context("recording the scene for the libwebrtc peer")?,
+        )
+    };
     let mut results = Vec::new();
     for name in &profiles {
         let profile = LinkProfile::named(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let r = run_profile(args, &profile, &netem, &broker)
-            .with_context(|| format!("profile {name}"))?;
-        if args.json {
-            crate::e2e::report::print_json(&r)?;
+        let mut runs = Vec::new();
+        if args.peer != "libwebrtc" {
+            runs.push(
+                run_profile(args, &profile, &netem, &broker)
+                    .with_context(|| format!("profile {name}"))?,
+            );
         }
-        results.push(r);
+        if let Some(recording) = &recording {
+            runs.push(
+                run_profile_libwebrtc(args, &profile, &netem, recording)
+                    .with_context(|| format!("profile {name}, libwebrtc peer"))?,
+            );
+        }
+        for r in runs {
+            if args.json {
+                crate::e2e::report::print_json(&r)?;
+            }
+            results.push(r);
+        }
     }
     let table = markdown(&results);
     if !args.json {
@@ -194,30 +227,106 @@ fn run_profile(
     drop(broker);
     drop(bed);
 
-    let measured_ms = c.measured_s * 1000.0;
-    let mut lat = c.latencies_ms.clone();
+    let mut r = figures(
+        "deskwire",
+        args,
+        profile,
+        Shown {
+            measured_s: c.measured_s,
+            frames: c.frame_times_ms.len() as u64,
+            frame_times_ms: &c.frame_times_ms,
+            latencies_ms: &c.latencies_ms,
+            bytes: c.bytes,
+        },
+    );
+    r.wire_kbps = wire_start.zip(wire_end).and_then(|(a, b)| {
+        let secs = b.elapsed_s - a.elapsed_s;
+        let bytes = (b.a_to_b.bytes_in + b.b_to_a.bytes_in)
+            .checked_sub(a.a_to_b.bytes_in + a.b_to_a.bytes_in)?;
+        (secs > 0.0).then(|| bytes as f64 * 8.0 / 1000.0 / secs)
+    });
+    r.converged_psnr_y_db = psnr;
+    r.codec = Some("H.264 per band".into());
+    Ok(r)
+}
+
+/// The libwebrtc peer on a fresh link of the same profile, the same scene and window.
+fn run_profile_libwebrtc(
+    args: &Args,
+    profile: &LinkProfile,
+    netem: &std::path::Path,
+    recording: &std::path::Path,
+) -> Result<NetResult> {
+    let bed = Testbed::start(profile, netem).map_err(|e| {
+        anyhow::anyhow!("cannot build the emulated link (needs root, iproute2, /dev/net/tun): {e}")
+    })?;
+    let exe = std::env::current_exe()?;
+    let p = crate::libwebrtc::run_session(
+        &bed,
+        recording,
+        &args.out,
+        (args.width, args.height),
+        (args.warmup, args.seconds),
+        &exe,
+    )?;
+    drop(bed);
+    if p.width != Some(args.width) || p.height != Some(args.height) {
+        tracing::warn!(
+            "the libwebrtc peer ended at {:?}x{:?}, not {}x{}",
+            p.width,
+            p.height,
+            args.width,
+            args.height
+        );
+    }
+    tracing::debug!("libwebrtc peer lost {} packets", p.packets_lost);
+    let mut r = figures(
+        "libwebrtc",
+        args,
+        profile,
+        Shown {
+            measured_s: p.measured_s,
+            frames: p.presented,
+            frame_times_ms: &p.frame_times_ms,
+            latencies_ms: &p.latencies_ms,
+            bytes: p.bytes,
+        },
+    );
+    r.codec = p.codec;
+    Ok(r)
+}
+
+/// What a receiver showed in its window.
+struct Shown<'a> {
+    measured_s: f64,
+    frames: u64,
+    frame_times_ms: &'a [f64],
+    latencies_ms: &'a [f64],
+    bytes: u64,
+}
+
+fn figures(system: &str, args: &Args, profile: &LinkProfile, s: Shown<'_>) -> NetResult {
+    let measured_ms = s.measured_s * 1000.0;
+    let mut lat = s.latencies_ms.to_vec();
     lat.sort_by(f64::total_cmp);
-    let freeze_ms = freezes(&c.frame_times_ms, measured_ms);
-    Ok(NetResult {
+    let freeze_ms = freezes(s.frame_times_ms, measured_ms);
+    NetResult {
+        system: system.to_owned(),
         profile: profile.name.clone(),
         scene: args.scene.clone(),
         link_mbit: profile.a_to_b.rate.map(|r| r as f64 / 1e6),
-        seconds: c.measured_s,
-        fps: c.frame_times_ms.len() as f64 / c.measured_s.max(1e-9),
-        worst_second_fps: worst_second(&c.frame_times_ms, measured_ms),
+        seconds: s.measured_s,
+        fps: s.frames as f64 / s.measured_s.max(1e-9),
+        worst_second_fps: worst_second(s.frame_times_ms, measured_ms),
         freeze_ms,
         freeze_pct: 100.0 * freeze_ms / measured_ms.max(1e-9),
         latency_ms_p50: quantile(&lat, 0.50),
         latency_ms_p95: quantile(&lat, 0.95),
-        kbps: c.bytes as f64 * 8.0 / 1000.0 / c.measured_s.max(1e-9),
-        wire_kbps: wire_start.zip(wire_end).and_then(|(a, b)| {
-            let secs = b.elapsed_s - a.elapsed_s;
-            let bytes = (b.a_to_b.bytes_in + b.b_to_a.bytes_in)
-                .checked_sub(a.a_to_b.bytes_in + a.b_to_a.bytes_in)?;
-            (secs > 0.0).then(|| bytes as f64 * 8.0 / 1000.0 / secs)
-        }),
-        converged_psnr_y_db: psnr,
-    })
+        kbps: s.bytes as f64 * 8.0 / 1000.0 / s.measured_s.max(1e-9),
+        wire_kbps: None,
+        converged_psnr_y_db: None,
+        codec: None,
+    }
 }
 
 /// The time spent in gaps longer than [`FREEZE_MS`] between shown frames, the window's
@@ -248,13 +357,14 @@ fn worst_second(times_ms: &[f64], window_ms: f64) -> u32 {
 
 fn markdown(results: &[NetResult]) -> String {
     let mut t = String::from(
-        "| profile | link Mbit/s | fps | worst s | freeze | latency p50 / p95 ms | kbit/s | wire kbit/s | PSNR after stop |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| system | profile | link Mbit/s | fps | worst s | freeze | latency p50 / p95 ms | kbit/s | wire kbit/s | PSNR after stop |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     for r in results {
         t.push_str(&format!(
-            "| {} | {} | {:.1} | {} | {:.0} ms ({:.1} %) | {} / {} | {:.0} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} | {} | {:.0} ms ({:.1} %) | {} / {} | {:.0} | {} | {} |\n",
+            r.system,
             r.profile,
             r.link_mbit
                 .map_or("unlimited".to_owned(), |m| format!("{m:.1}")),
