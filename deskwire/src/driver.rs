@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use deskwire_session::wire::Channel;
 use deskwire_session::Transmit;
 use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCPeerConnectionState;
@@ -36,6 +37,14 @@ pub(crate) async fn send_queued(
     mut next: impl FnMut() -> Option<Transmit>,
 ) -> Result<(), DisconnectReason> {
     while let Some(t) = next() {
+        if t.channel == Channel::Video {
+            // Only an announcement's copy (the video thread sends the chunks). A full video
+            // buffer must not hold up this task: the copy on the control channel follows.
+            if let Err(e) = channels.video.try_send(t.data).await {
+                tracing::debug!(error = %e, "no room for an announcement on the video channel");
+            }
+            continue;
+        }
         channels.get(t.channel).send(t.data).await.map_err(|e| {
             DisconnectReason::Transport(format!("{} channel: {e}", t.channel.label()))
         })?;

@@ -19,7 +19,7 @@ use deskwire_engine::stats::Histogram;
 use deskwire_session::input::InputEvent;
 use deskwire_session::pairing::{ViewerPairing, ViewerPairingEvent};
 use deskwire_session::video::{ChunkFate, Reassembler};
-use deskwire_session::wire::Channel;
+use deskwire_session::wire::{self, Channel};
 use deskwire_session::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};
 
 use crate::config::{ViewerConfig, ViewerRoute};
@@ -450,7 +450,7 @@ impl ViewerTask {
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Message(channel, data)) => {
                         core.handle_message(self.epoch.elapsed(), channel, &data);
-                        if channel == Channel::Video {
+                        if channel == Channel::Video && !wire::is_stream_start(&data) {
                             self.shared.bytes.fetch_add(data.len() as u64, Relaxed);
                             // A full decode queue means the decoder is behind: the chunk is
                             // stale, and the gap it leaves asks for a keyframe.

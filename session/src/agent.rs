@@ -243,7 +243,13 @@ impl AgentSession {
         self.bands = tops.len();
         self.refresh = Refresh::new(self.bands);
         tracing::debug!(stream = self.stream, bands = self.bands, "stream restarts");
-        self.send_control(self.stream_start(tops));
+        let start = self.stream_start(tops);
+        self.send_control(start.clone());
+        // Again on the video channel, where it leaves ahead of the new stream's chunks: on
+        // the control channel it waits while any video is queued (see
+        // `wire::is_stream_start`), and a slow link had the viewer hold the new stream's
+        // chunks for seconds, unannounced.
+        self.out.send_on(Channel::Video, &start);
         self.out.event(AgentSessionEvent::StreamRestarted {
             stream: self.stream,
             bands: self.bands as u32,

@@ -86,12 +86,14 @@ impl<E> Outbox<E> {
 
     /// Queue a control message, unless the session has ended.
     pub(crate) fn send_control(&mut self, msg: &ControlMessage) {
+        self.send_on(Channel::Control, msg);
+    }
+
+    /// Queue a control message on `channel` (see [`crate::wire::is_stream_start`]).
+    pub(crate) fn send_on(&mut self, channel: Channel, msg: &ControlMessage) {
         let mut data = BytesMut::with_capacity(64);
         msg.encode(&mut data);
-        self.send(Transmit {
-            channel: Channel::Control,
-            data,
-        });
+        self.send(Transmit { channel, data });
     }
 
     pub(crate) fn event(&mut self, e: E) {

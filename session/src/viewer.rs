@@ -205,6 +205,11 @@ impl ViewerSession {
             self.out.event(ViewerSessionEvent::Reconnected);
         }
         match channel {
+            Channel::Video if crate::wire::is_stream_start(data) => {
+                // A restart announced ahead of its chunks; the copy on the control channel
+                // that follows names the same stream and changes nothing.
+                self.handle_control(now, data);
+            }
             Channel::Video => {
                 self.last_active = now;
                 self.bytes += data.len() as u64;
@@ -217,6 +222,15 @@ impl ViewerSession {
 
     fn handle_control(&mut self, now: Duration, data: &[u8]) {
         match decode_control(data) {
+            Ok(ControlMessage::StreamStart { stream, .. })
+                if self
+                    .stream
+                    .is_some_and(|current| !is_newer(stream, current)) =>
+            {
+                // A restart comes on both channels; the slower copy, or an older stream's
+                // announcement overtaken by a newer one, changes nothing.
+                tracing::trace!(stream, "stream already announced");
+            }
             Ok(ControlMessage::StreamStart {
                 stream,
                 width,
@@ -483,4 +497,10 @@ impl ViewerSession {
             next
         })
     }
+}
+
+/// Whether stream generation `a` comes after `b`, across the u16 wrap (serial-number
+/// arithmetic: the later half of the circle is "newer").
+fn is_newer(a: u16, b: u16) -> bool {
+    (a.wrapping_sub(b) as i16) > 0
 }

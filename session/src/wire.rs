@@ -36,6 +36,14 @@ pub const MAX_GRANT_JSON: usize = 4096;
 /// Most bands a stream may declare.
 pub const MAX_WIRE_BANDS: usize = 32;
 
+/// Whether a message is a stream announcement. The target repeats a restart's
+/// `StreamStart` on the video channel, ahead of the new stream's chunks: on the control
+/// channel it can wait seconds behind queued video (SCTP sends unordered messages first),
+/// while on the video channel it leaves before the chunks it announces.
+pub fn is_stream_start(buf: &[u8]) -> bool {
+    matches!(buf, [WIRE_VERSION, kind::STREAM_START, ..])
+}
+
 mod kind {
     pub(super) const VIDEO: u8 = 0x10;
     pub(super) const STREAM_START: u8 = 0x20;

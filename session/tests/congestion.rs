@@ -333,6 +333,13 @@ fn scrolling_on_a_slow_path_restarts_in_one_band_without_a_keyframe_storm() {
     let (at, stream, bands) = restarts[0];
     assert_eq!((stream, bands), (2, 1));
     assert!(at < 4 * S, "restarted at {at:?}");
+    // Announced on the video channel and the control channel, started once.
+    let announced = p
+        .viewer_events
+        .iter()
+        .filter(|(_, e)| matches!(e, ViewerSessionEvent::StreamStarted { stream: 2, .. }))
+        .count();
+    assert_eq!(announced, 1);
     // The viewer shows the new stream's one band behind what was already on the way (the
     // announcement waits in the same bottleneck queue as the old stream's video), and
     // keeps doing so: 15 frames a second or more from then on, 30 or more in most seconds.

@@ -489,3 +489,39 @@ fn input_held_up_by_an_outage_is_refused_as_stale_but_its_releases_still_go_thro
     assert_eq!(stale.count(), 1);
     assert_eq!(host_end(&p), None);
 }
+
+#[test]
+fn a_restart_announced_on_both_channels_starts_the_stream_once_and_an_older_one_changes_nothing() {
+    let mut v =
+        deskwire_session::ViewerSession::new(ViewerSessionConfig::default(), Duration::ZERO);
+    let start = |stream: u16, bands: u32| {
+        let mut b = BytesMut::new();
+        ControlMessage::StreamStart {
+            stream,
+            width: 640,
+            height: 360,
+            color: ColorSpace::Bt709Limited,
+            tops: (0..bands).map(|i| i * 128).collect(),
+        }
+        .encode(&mut b);
+        b
+    };
+    let mut started = Vec::new();
+    let mut deliver = |v: &mut deskwire_session::ViewerSession, ch: Channel, data: &[u8]| {
+        v.handle_message(Duration::ZERO, ch, data);
+        while let Some(e) = v.poll_event() {
+            if let ViewerSessionEvent::StreamStarted { stream, layout, .. } = e {
+                started.push((stream, layout.count()));
+            }
+        }
+    };
+    deliver(&mut v, Channel::Control, &start(1, 3));
+    // The restart's copy on the video channel overtakes the one on the control channel.
+    deliver(&mut v, Channel::Video, &start(2, 1));
+    deliver(&mut v, Channel::Control, &start(2, 1));
+    // A stream announced twice in a row, the older one last: still stream 3.
+    deliver(&mut v, Channel::Video, &start(3, 3));
+    deliver(&mut v, Channel::Control, &start(2, 1));
+    assert_eq!(started, vec![(1, 3), (2, 1), (3, 3)]);
+    assert_eq!(v.stream(), Some(3));
+}

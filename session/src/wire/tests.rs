@@ -412,3 +412,32 @@ fn an_oversized_grant_message_is_refused_before_reading_it() {
     // Truncated: the length promises more than there is.
     assert!(decode_control(&[1, 0x28, 1, 0, 0, 0, 1, 9, 0, b'a']).is_err());
 }
+
+#[test]
+fn only_a_stream_announcement_is_taken_for_one_on_the_video_channel() {
+    let start = bytes_of(|b| {
+        ControlMessage::StreamStart {
+            stream: 3,
+            width: 64,
+            height: 64,
+            color: ColorSpace::Bt709Limited,
+            tops: vec![0],
+        }
+        .encode(b)
+    });
+    assert!(is_stream_start(&start));
+    let video = bytes_of(|b| chunk(b"x").encode(b));
+    assert!(!is_stream_start(&video));
+    let ping = bytes_of(|b| {
+        ControlMessage::Ping {
+            nonce: 1,
+            sent_us: 1,
+        }
+        .encode(b)
+    });
+    assert!(!is_stream_start(&ping));
+    let mut other_version = start.clone();
+    other_version[0] = WIRE_VERSION + 1;
+    assert!(!is_stream_start(&other_version));
+    assert!(!is_stream_start(&[]) && !is_stream_start(&[WIRE_VERSION]));
+}
