@@ -24,7 +24,7 @@ use deskwire_session::consent::ConsentAnswer;
 use deskwire_session::input::{InjectOp, InputKind, InputRefusal};
 use deskwire_session::pacer::{PacerConfig, VideoSender};
 use deskwire_session::pairing::PairingSecret;
-use deskwire_session::rate::RateConfig;
+use deskwire_session::rate::{RateConfig, MAX_START_BPS};
 use deskwire_session::{AgentSession, AgentSessionConfig, AgentSessionEvent, StreamInfo};
 
 use crate::config::AgentConfig;
@@ -508,10 +508,9 @@ impl AgentTask {
                     let d = RateConfig::default();
                     let configured = u64::from(self.config.pipeline.codec.bitrate_bps);
                     RateConfig {
-                        // Start where the encoder was configured (the pre-congestion-control
-                        // behaviour): a slow path cuts it within a round trip or two, while
-                        // a fast one is not held to a slow ramp.
-                        start_bps: configured.clamp(d.min_bps, d.max_bps),
+                        // Start below the configured rate (see `MAX_START_BPS`); clean
+                        // feedback takes the estimate there within about 2 s.
+                        start_bps: configured.min(MAX_START_BPS).clamp(d.min_bps, d.max_bps),
                         max_encoder_bps: configured,
                         // The configured floor is the best quality; a slow link may go coarser.
                         best_qp: self.config.pipeline.codec.max_qp,

@@ -46,6 +46,13 @@ impl Default for RateConfig {
     }
 }
 
+/// Where a session's estimate should start at most. Starting at the configured 8 Mbit/s
+/// overflowed a 6 Mbit/s path with the first all-band keyframes: 20-30 % of the video
+/// lost in the first second, SCTP's window collapsed, and the session froze for 2-3 s
+/// before it settled. From here the estimate climbs to the configured rate in about 2 s
+/// while the path shows no limit (`RateController::handle_feedback`).
+pub const MAX_START_BPS: u64 = 4_000_000;
+
 /// Why a [`RateConfig`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate bounds must satisfy 50000 <= min ({min}) <= start ({start}) <= max ({max}) <= 1000000000 bits/s and 12 <= best_qp ({best_qp}) <= worst_qp ({worst_qp}) <= 51")]
@@ -339,8 +346,20 @@ impl RateController {
                 self.limited = true;
             }
         } else if loss <= HOLD_LOSS && delay <= HOLD_DELAY.as_secs_f64() {
-            // Grow only on evidence: the sender used most of what it was allowed.
-            if received >= 0.6 * self.target {
+            let to_configured = self.config.max_encoder_bps as f64;
+            // Not `limited`: that is set too by a queue the sender outran without a cut.
+            let never_cut = self.last_decrease.is_none();
+            if never_cut && !held && self.target < to_configured && received >= 0.3 * self.target {
+                // The start: until the path cut the estimate, clean intervals in which the
+                // sender used a fair share take it up to the configured encoder rate (the
+                // 60 % rule below held content that cannot fill it), once the start's burst
+                // had its chance to show a limit. Starting there overflowed slower paths
+                // with the first keyframes; starting lower and waiting for content to fill
+                // the estimate left a fast path's quality floor coarse for a minute.
+                self.target =
+                    (self.target * (1.0 + STARTUP_GROWTH * secs.min(1.0))).min(to_configured);
+            } else if received >= 0.6 * self.target {
+                // Grow only on evidence: the sender used most of what it was allowed.
                 let settled = self.last_decrease.is_some_and(|t| now >= t + PROBE_AFTER);
                 let rate = match (self.limited, settled) {
                     (false, _) => STARTUP_GROWTH,
@@ -358,9 +377,9 @@ impl RateController {
         let (qp_before, compact_before) = (self.max_qp, self.compact);
         self.update_layout(now);
         if self.compact && !compact_before {
-            // The restart makes new encoders anyway: give them the floor the rate affords
-            // now, not a moment later at the cost of a second keyframe.
-            self.max_qp = qp_for(self.estimate_bps(), &self.config);
+            // The restart makes new encoders anyway: give them the loosest floor now, not a
+            // moment later at the cost of a second keyframe (see `update_quality_floor`).
+            self.max_qp = self.config.worst_qp;
             self.qp_wanted = None;
         }
         self.update_quality_floor(now);
@@ -427,6 +446,14 @@ impl RateController {
 
     /// Move the quality floor toward what the estimate affords, once that has held.
     fn update_quality_floor(&mut self, now: Duration) {
+        if self.compact {
+            // A new floor means new encoders, and in the compact layout that is a keyframe
+            // of the whole screen on a path that carries one in about a second: a finer
+            // floor after 3 s followed by a coarser one after the next cut froze `dsl` for
+            // 3 s. The floor stays loose; rate control picks the quantiser within it.
+            self.qp_wanted = None;
+            return;
+        }
         let want = qp_for(self.estimate_bps(), &self.config);
         if want == self.max_qp {
             self.qp_wanted = None;

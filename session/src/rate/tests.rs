@@ -127,6 +127,30 @@ fn an_idle_sender_does_not_grow_the_estimate_on_an_empty_path() {
 }
 
 #[test]
+fn the_start_climbs_to_the_configured_rate_soon_after_the_burst_unless_the_path_limits_it() {
+    // Content that uses a third of the estimate, on a clean path: 1.5 s of start burst,
+    // then 50 % a second.
+    let config = RateConfig {
+        start_bps: 4_000_000,
+        max_encoder_bps: 8_000_000,
+        ..RateConfig::default()
+    };
+    let mut rc = RateController::new(config);
+    for i in 1..=35 {
+        let used = rc.estimate_bps() / 3;
+        rc.handle_feedback(i * 100 * MS, &fb(used, 0.0, 2), Some(40 * MS))
+            .unwrap();
+    }
+    assert_eq!(rc.estimate_bps(), 8_000_000);
+    // A path that queues at once: no climb past where it limits.
+    let mut rc = RateController::new(config);
+    let t = run(&mut rc, Duration::ZERO, 4, 3_000_000);
+    assert!(rc.estimate_bps() < 4_000_000, "{}", rc.estimate_bps());
+    run(&mut rc, t, 4, 3_000_000);
+    assert!(rc.estimate_bps() < 4_000_000, "{}", rc.estimate_bps());
+}
+
+#[test]
 fn cuts_wait_a_round_trip_for_the_last_one_to_show() {
     let mut rc = rate_controller(4_000_000);
     rc.handle_feedback(100 * MS, &fb(3_000_000, 0.0, 120), Some(300 * MS))
@@ -302,4 +326,21 @@ fn cheap_content_stays_in_full_bands_on_a_slow_path() {
             .unwrap();
     }
     assert!(rc.target().compact);
+}
+
+#[test]
+fn in_the_compact_layout_the_quality_floor_stays_loose_while_the_rate_moves() {
+    // Each new floor is a keyframe of the whole screen in one band: none while compact.
+    let mut rc = rate_controller(8_000_000);
+    rc.set_wide(true);
+    let t = run(&mut rc, Duration::ZERO, 4, 1_500_000);
+    assert!(rc.target().compact);
+    assert_eq!(rc.target().max_qp, 51);
+    // The path widens to 5 Mbit/s (still under the way back to full bands), then narrows.
+    let t = run(&mut rc, t, 8, 5_000_000);
+    assert!(rc.estimate_bps() > 3_000_000, "{}", rc.estimate_bps());
+    assert_eq!(rc.target().max_qp, 51);
+    run(&mut rc, t, 4, 1_000_000);
+    assert!(rc.target().compact);
+    assert_eq!(rc.target().max_qp, 51);
 }
