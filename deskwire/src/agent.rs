@@ -12,6 +12,7 @@ use deskwire_signal::ConnectionCode;
 use tokio::sync::mpsc;
 
 mod connect;
+mod drain;
 mod grants;
 pub use grants::GrantRefusal;
 mod lan;

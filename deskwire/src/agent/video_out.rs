@@ -14,6 +14,7 @@ use deskwire_session::rate::RateTarget;
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 
+use super::drain::TransportDrain;
 use crate::SessionError;
 
 /// What the `deskwire-video-out` thread owns.
@@ -61,7 +62,7 @@ fn take_commands(
     v: &mut VideoOut,
     now: Duration,
     fit: &mut FrameRateFit,
-    backlog_cap: &mut usize,
+    backlog_cap: &mut BacklogCap,
     next_stream: &mut Option<(u16, u32)>,
 ) {
     while let Ok(command) = v.pace.try_recv() {
@@ -82,7 +83,8 @@ fn take_commands(
         v.sender.set_rate(now, target.pacing_bps);
         // What is in flight (a round trip of it) counts as outstanding too.
         let hold = TRANSPORT_BACKLOG + rtt.unwrap_or(Duration::from_millis(100));
-        *backlog_cap = ((target.pacing_bps as f64 / 8.0 * hold.as_secs_f64()) as usize)
+        backlog_cap.hold = hold;
+        backlog_cap.pacing = ((target.pacing_bps as f64 / 8.0 * hold.as_secs_f64()) as usize)
             .max(MIN_TRANSPORT_BACKLOG);
         v.sender.set_budget(budget);
         fit.target = Some(target);
@@ -289,6 +291,34 @@ pub(super) const VIDEO_CHUNK: usize = 4 * 1024;
 const TRANSPORT_BACKLOG: Duration = Duration::from_millis(40);
 const MIN_TRANSPORT_BACKLOG: usize = 8 * 1024;
 
+/// How much video the transport may hold: `TRANSPORT_BACKLOG` plus a round trip, at the
+/// pacing rate and, while SCTP's own window holds video back, at the rate SCTP lets it go.
+#[derive(Debug)]
+struct BacklogCap {
+    hold: Duration,
+    pacing: usize,
+    drain: TransportDrain,
+    handed: u64,
+}
+
+impl BacklogCap {
+    fn new() -> Self {
+        Self {
+            hold: TRANSPORT_BACKLOG + Duration::from_millis(100),
+            pacing: MIN_TRANSPORT_BACKLOG,
+            drain: TransportDrain::default(),
+            handed: 0,
+        }
+    }
+
+    fn get(&self) -> usize {
+        self.drain
+            .cap(self.hold)
+            .map_or(self.pacing, |c| c.min(self.pacing))
+            .max(MIN_TRANSPORT_BACKLOG)
+    }
+}
+
 /// The `deskwire-video-out` thread: takes encoded frames while the pacer's queue is within
 /// its time budget, and lets chunks out at the pacing rate onto the video channel.
 pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, SessionError> {
@@ -312,7 +342,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
             let mut generation = 0u32;
             let mut next_stream: Option<(u16, u32)> = None;
             let mut fit = FrameRateFit::default();
-            let mut backlog_cap = MIN_TRANSPORT_BACKLOG;
+            let mut backlog_cap = BacklogCap::new();
             let mut trace = SendTrace::default();
             let mut wide = WideCount::default();
             while !v.stop.load(Relaxed) {
@@ -329,18 +359,23 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     v.pipeline.set_rate(bps, fps, qp);
                 }
                 // Let out what the pacing allows, while the transport is not backed up.
-                let backed_up = v
-                    .handle
-                    .block_on(v.dc.outstanding_bytes())
-                    .is_ok_and(|n| n > backlog_cap);
+                let outstanding = v.handle.block_on(v.dc.outstanding_bytes()).ok();
+                let backed_up = outstanding.is_some_and(|n| n > backlog_cap.get());
+                if let Some(n) = outstanding {
+                    backlog_cap
+                        .drain
+                        .sample(now, backlog_cap.handed, n, backed_up);
+                }
                 trace.backed_up += u32::from(backed_up);
                 if !backed_up {
                     while let Some((band, msg)) = v.sender.poll_transmit(v.epoch.elapsed()) {
+                        let len = msg.len() as u64;
                         if v.handle.block_on(v.dc.try_send(msg)).is_err() {
                             v.sender.handle_refused(band);
                             trace.refused += 1;
                             break;
                         }
+                        backlog_cap.handed += len;
                     }
                 }
                 let lost = v.sender.poll_lost();
@@ -357,7 +392,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     let _ = v.reports.send(VideoReport::Wide(w));
                 }
                 let totals = v.sender.totals();
-                trace.maybe_log(wall, &totals, fit.fps, backlog_cap);
+                trace.maybe_log(wall, &totals, fit.fps, backlog_cap.get());
                 v.counters.frames.store(totals.frames, Relaxed);
                 v.counters.bytes.store(totals.bytes, Relaxed);
                 v.counters
