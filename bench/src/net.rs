@@ -43,6 +43,10 @@ pub(crate) struct Args {
     /// One JSON object per profile per line on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Keep packets in order whatever the profile's jitter (Wi-Fi's link layer delivers a
+    /// flow in order; its jitter delays everything behind a slow frame instead).
+    #[arg(long)]
+    in_order: bool,
     /// Which system streams: deskwire, libwebrtc (two headless Chromiums, the sender's fake
     /// camera playing a recording of the scene) or both, one after the other per profile.
     #[arg(long, default_value = "deskwire", value_parser = ["deskwire", "libwebrtc", "both"])]
@@ -129,7 +133,11 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     };
     let mut results = Vec::new();
     for name in &profiles {
-        let profile = LinkProfile::named(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut profile = LinkProfile::named(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if args.in_order {
+            profile.a_to_b.reorder = false;
+            profile.b_to_a.reorder = false;
+        }
         let mut runs = Vec::new();
         if args.peer != "libwebrtc" {
             runs.push(
