@@ -34,6 +34,10 @@ pub(crate) struct Args {
     /// Seconds measured per profile, after the warm-up.
     #[arg(long, default_value_t = 15.0)]
     seconds: f64,
+    /// Sessions per profile (each system in turn, so both meet the same machine); the
+    /// table then ends with each system's medians.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
     /// Seconds after the channels open before measuring.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
@@ -103,6 +107,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     if !(1.0..=600.0).contains(&args.seconds) || !(0.0..=60.0).contains(&args.warmup) {
         bail!("--seconds must be in 1..=600 and --warmup in 0..=60");
     }
+    if !(1..=20).contains(&args.runs) {
+        bail!("--runs must be in 1..=20");
+    }
     if !(0.1..=30.0).contains(&args.settle) {
         bail!("--settle must be in 0.1..=30 seconds");
     }
@@ -139,17 +146,19 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             profile.b_to_a.reorder = false;
         }
         let mut runs = Vec::new();
-        if args.peer != "libwebrtc" {
-            runs.push(
-                run_profile(args, &profile, &netem, &broker)
-                    .with_context(|| format!("profile {name}"))?,
-            );
-        }
-        if let Some(recording) = &recording {
-            runs.push(
-                run_profile_libwebrtc(args, &profile, &netem, recording)
-                    .with_context(|| format!("profile {name}, libwebrtc peer"))?,
-            );
+        for _ in 0..args.runs {
+            if args.peer != "libwebrtc" {
+                runs.push(
+                    run_profile(args, &profile, &netem, &broker)
+                        .with_context(|| format!("profile {name}"))?,
+                );
+            }
+            if let Some(recording) = &recording {
+                runs.push(
+                    run_profile_libwebrtc(args, &profile, &netem, recording)
+                        .with_context(|| format!("profile {name}, libwebrtc peer"))?,
+                );
+            }
         }
         for r in runs {
             if args.json {
@@ -158,7 +167,11 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             results.push(r);
         }
     }
-    let table = markdown(&results);
+    let mut table = markdown(&results);
+    if args.runs > 1 {
+        table.push('\n');
+        table.push_str(&medians(&results));
+    }
     if !args.json {
         crate::e2e::report::print_table(&table);
     }
@@ -391,6 +404,42 @@ fn markdown(results: &[NetResult]) -> String {
     t
 }
 
+/// Each system's medians per profile, over the runs in `results`.
+fn medians(results: &[NetResult]) -> String {
+    let mut t = String::from(
+        "| system | profile | runs | median fps | median freeze | median latency p95 ms | median kbit/s |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for r in results {
+        if !keys.contains(&(r.system.as_str(), r.profile.as_str())) {
+            keys.push((r.system.as_str(), r.profile.as_str()));
+        }
+    }
+    for (system, profile) in keys {
+        let of: Vec<&NetResult> = results
+            .iter()
+            .filter(|r| r.system == system && r.profile == profile)
+            .collect();
+        let median = |f: &dyn Fn(&NetResult) -> Option<f64>| {
+            let mut v: Vec<f64> = of.iter().filter_map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            quantile(&v, 0.5)
+        };
+        let show =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+        t.push_str(&format!(
+            "| {system} | {profile} | {} | {} | {} % | {} | {} |\n",
+            of.len(),
+            show(median(&|r| Some(r.fps)), 1),
+            show(median(&|r| Some(r.freeze_pct)), 1),
+            show(median(&|r| r.latency_ms_p95), 0),
+            show(median(&|r| Some(r.kbps)), 0),
+        ));
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +456,46 @@ mod tests {
         let times: Vec<f64> = (0..30).map(|i| f64::from(i) * 33.0).collect(); // 1st second
         assert_eq!(worst_second(&times, 2000.0), 0);
         assert_eq!(worst_second(&times, 999.0), 30);
+    }
+
+    fn result(system: &str, fps: f64, p95: Option<f64>) -> NetResult {
+        NetResult {
+            system: system.into(),
+            profile: "dsl".into(),
+            scene: "scroll".into(),
+            link_mbit: Some(6.0),
+            seconds: 12.0,
+            fps,
+            worst_second_fps: 0,
+            freeze_ms: 0.0,
+            freeze_pct: 0.0,
+            latency_ms_p50: None,
+            latency_ms_p95: p95,
+            kbps: 1000.0,
+            wire_kbps: None,
+            converged_psnr_y_db: None,
+            codec: None,
+        }
+    }
+
+    #[test]
+    fn medians_are_per_system_and_profile_and_skip_missing_latencies() {
+        let results = [
+            result("deskwire", 30.0, Some(300.0)),
+            result("libwebrtc", 50.0, Some(200.0)),
+            result("deskwire", 10.0, None),
+            result("libwebrtc", 1.0, Some(900.0)),
+            result("deskwire", 20.0, Some(500.0)),
+            result("libwebrtc", 40.0, Some(250.0)),
+        ];
+        let t = medians(&results);
+        assert!(
+            t.contains("| deskwire | dsl | 3 | 20.0 | 0.0 % | 300 | 1000 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| libwebrtc | dsl | 3 | 40.0 | 0.0 % | 250 | 1000 |"),
+            "{t}"
+        );
     }
 }
