@@ -344,3 +344,23 @@ fn in_the_compact_layout_the_quality_floor_stays_loose_while_the_rate_moves() {
     assert!(rc.target().compact);
     assert_eq!(rc.target().max_qp, 51);
 }
+
+#[test]
+fn a_stalled_transport_does_not_hold_back_the_compact_layout() {
+    // The estimate fell under the threshold, then next to nothing arrives (SCTP waits out a
+    // timer): the layout goes compact on schedule anyway.
+    let mut rc = rate_controller(2_000_000);
+    rc.set_wide(true);
+    let stalled = Feedback {
+        received: 1,
+        lost: 0,
+        ..fb(10_000, 0.0, 0)
+    };
+    assert!(!rc.target().compact);
+    for i in 1..=8u32 {
+        rc.handle_feedback(i * 100 * MS, &stalled, Some(40 * MS))
+            .unwrap();
+    }
+    assert!(rc.target().compact);
+    assert_eq!(rc.estimate_bps(), 2_000_000, "a stall cuts nothing");
+}
