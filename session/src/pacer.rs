@@ -271,7 +271,11 @@ impl VideoSender {
 
     fn drop_stale(&mut self, now: Duration) {
         while let Some(front) = self.queue.front() {
-            if now < front.enqueued + self.config.stale_after {
+            // A keyframe is never stale: dropping one that leaves slower than the stale
+            // limit only queues another as large, which leaves as slowly (a 1-band 1080p
+            // keyframe of ~120 KB takes 2 s at 0.5 Mbit/s, and a step to 2 Mbit/s sat there
+            // in a loop of keyframes for 6 s). What waits behind it waits for it.
+            if front.key || now < front.enqueued + self.config.stale_after {
                 return;
             }
             let band = front.band;

@@ -77,7 +77,7 @@ fn a_stale_band_is_dropped_whole_and_sends_only_a_keyframe_after() {
     s.set_rate(Duration::ZERO, 100_000);
     s.handle_frame(
         Duration::ZERO,
-        &frame(1, &[(0, true, 3_000), (1, true, 500)]),
+        &frame(1, &[(0, false, 3_000), (1, false, 500)]),
         0,
     );
     // Band 0's first chunk goes at once, then the rest waits past the stale limit.
@@ -160,4 +160,23 @@ fn a_keyframe_request_drops_the_bands_waiting_deltas_but_not_a_queued_keyframe()
     assert!(band1.starts_with(&[1]) && band1.contains(&2) && band1.contains(&3));
     assert!(frames(2).iter().all(|x| x.1 == 1), "band 2 untouched");
     assert_eq!(s.poll_lost(), 0, "a request is not a loss to report back");
+}
+
+#[test]
+fn a_keyframe_leaves_whole_however_long_it_takes() {
+    // 100 kbit/s: a 6 KB keyframe takes about half a second, past the 200 ms stale limit.
+    let mut s = sender();
+    s.set_rate(Duration::ZERO, 100_000);
+    s.handle_frame(Duration::ZERO, &frame(1, &[(0, true, 6_000)]), 0);
+    let sent = drain(&mut s, Duration::ZERO, 2000 * MS);
+    let bytes: usize = sent
+        .iter()
+        .map(|(_, _, m)| decode_video(m).unwrap().payload.len())
+        .sum();
+    assert_eq!(bytes, 6_000, "the whole keyframe left");
+    assert_eq!(s.poll_lost(), 0, "nothing was dropped");
+    assert!(
+        sent.last().unwrap().0 > 200 * MS,
+        "it did take past the stale limit"
+    );
 }
