@@ -24,7 +24,9 @@ const KEEP: Duration = Duration::from_secs(1);
 /// nothing of what it could.
 #[derive(Debug, Default)]
 pub(super) struct TransportDrain {
-    /// Start of the current window: when, bytes handed so far, bytes outstanding.
+    /// Bytes handed to the transport so far.
+    handed: u64,
+    /// Start of the current window: when, bytes handed by then, bytes outstanding.
     mark: Option<(Duration, u64, usize)>,
     /// Whether the transport was backed up at any sample of the current window.
     backed: bool,
@@ -33,9 +35,15 @@ pub(super) struct TransportDrain {
 }
 
 impl TransportDrain {
-    /// A sample at `now`: `handed` bytes given to the transport so far, `outstanding` of
-    /// them not yet released, and whether it held more than the cap.
-    pub(super) fn sample(&mut self, now: Duration, handed: u64, outstanding: usize, backed: bool) {
+    /// `bytes` more were given to the transport.
+    pub(super) fn handed(&mut self, bytes: usize) {
+        self.handed += bytes as u64;
+    }
+
+    /// A sample at `now`: `outstanding` bytes not yet released by the transport, and
+    /// whether it held more than the cap.
+    pub(super) fn sample(&mut self, now: Duration, outstanding: usize, backed: bool) {
+        let handed = self.handed;
         self.backed |= backed;
         let Some((since, handed0, outstanding0)) = self.mark else {
             self.mark = Some((now, handed, outstanding));
@@ -76,97 +84,51 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// What a simulated transport has been handed and still holds.
+    /// A transport fed `feed` bytes a second that releases `rate` a second, sampled every
+    /// 10 ms; backed up whenever it holds more than `cap`.
     #[derive(Default)]
     struct Sim {
-        handed: f64,
+        drain: TransportDrain,
         held: f64,
     }
 
-    /// The transport releases `rate` bytes a second while fed `feed` bytes a second,
-    /// sampled every 10 ms for `ms`; backed up whenever it holds more than `cap`.
-    fn drive(
-        d: &mut TransportDrain,
-        s: &mut Sim,
-        from: Duration,
-        ms: u64,
-        rates: (f64, f64),
-        cap: usize,
-    ) {
-        let (feed, rate) = rates;
-        for i in 1..=u32::try_from(ms / 10).unwrap() {
-            s.handed += feed / 100.0;
-            s.held = (s.held + feed / 100.0 - rate / 100.0).max(0.0);
-            d.sample(
-                from + i * 10 * MS,
-                s.handed as u64,
-                s.held as usize,
-                s.held as usize > cap,
-            );
+    impl Sim {
+        fn run(&mut self, from: Duration, ms: u32, (feed, rate): (f64, f64), cap: usize) {
+            for i in 1..=ms / 10 {
+                self.drain.handed((feed / 100.0) as usize);
+                self.held = (self.held + feed / 100.0 - rate / 100.0).max(0.0);
+                let held = self.held as usize;
+                self.drain.sample(from + i * 10 * MS, held, held > cap);
+            }
         }
     }
 
     #[test]
     fn a_transport_that_never_backs_up_sets_no_cap() {
-        let (mut d, mut s) = (TransportDrain::default(), Sim::default());
-        drive(
-            &mut d,
-            &mut s,
-            Duration::ZERO,
-            2000,
-            (100_000.0, 1_000_000.0),
-            8192,
-        );
-        assert_eq!(d.cap(Duration::from_secs(1)), None);
+        let mut s = Sim::default();
+        s.run(Duration::ZERO, 2000, (100_000.0, 1_000_000.0), 8192);
+        assert_eq!(s.drain.cap(Duration::from_secs(1)), None);
     }
 
     #[test]
     fn a_backed_up_transport_is_capped_at_what_it_releases() {
-        let (mut d, mut s) = (TransportDrain::default(), Sim::default());
+        let mut s = Sim::default();
         // Fed 1 MB/s, it lets 250 kB/s go: a round trip and 40 ms of that, not of the feed.
-        drive(
-            &mut d,
-            &mut s,
-            Duration::ZERO,
-            2000,
-            (1_000_000.0, 250_000.0),
-            8192,
-        );
-        let cap = d.cap(640 * MS).unwrap();
+        s.run(Duration::ZERO, 2000, (1_000_000.0, 250_000.0), 8192);
+        let cap = s.drain.cap(640 * MS).unwrap();
         assert!((150_000..=170_000).contains(&cap), "{cap}");
     }
 
     #[test]
     fn the_cap_follows_the_best_second_and_goes_once_the_backlog_clears() {
-        let (mut d, mut s) = (TransportDrain::default(), Sim::default());
-        drive(
-            &mut d,
-            &mut s,
-            Duration::ZERO,
-            1000,
-            (1_000_000.0, 400_000.0),
-            8192,
-        );
+        let mut s = Sim::default();
+        s.run(Duration::ZERO, 1000, (1_000_000.0, 400_000.0), 8192);
         // Halved by a loss: the cap holds the better rate for a second.
-        drive(
-            &mut d,
-            &mut s,
-            1000 * MS,
-            500,
-            (1_000_000.0, 200_000.0),
-            8192,
-        );
-        let cap = d.cap(Duration::from_secs(1)).unwrap();
+        s.run(1000 * MS, 500, (1_000_000.0, 200_000.0), 8192);
+        let cap = s.drain.cap(Duration::from_secs(1)).unwrap();
         assert!(cap > 300_000, "{cap}");
         // Then the transport keeps up: no cap after a second of that.
-        drive(
-            &mut d,
-            &mut s,
-            1500 * MS,
-            1500,
-            (100_000.0, 10_000_000.0),
-            usize::MAX,
-        );
-        assert_eq!(d.cap(Duration::from_secs(1)), None);
+        s.run(1500 * MS, 1500, (100_000.0, 10_000_000.0), usize::MAX);
+        assert_eq!(s.drain.cap(Duration::from_secs(1)), None);
     }
 }

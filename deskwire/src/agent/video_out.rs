@@ -298,7 +298,6 @@ struct BacklogCap {
     hold: Duration,
     pacing: usize,
     drain: TransportDrain,
-    handed: u64,
 }
 
 impl BacklogCap {
@@ -307,7 +306,6 @@ impl BacklogCap {
             hold: TRANSPORT_BACKLOG + Duration::from_millis(100),
             pacing: MIN_TRANSPORT_BACKLOG,
             drain: TransportDrain::default(),
-            handed: 0,
         }
     }
 
@@ -359,23 +357,22 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     v.pipeline.set_rate(bps, fps, qp);
                 }
                 // Let out what the pacing allows, while the transport is not backed up.
+                let cap = backlog_cap.get();
                 let outstanding = v.handle.block_on(v.dc.outstanding_bytes()).ok();
-                let backed_up = outstanding.is_some_and(|n| n > backlog_cap.get());
+                let backed_up = outstanding.is_some_and(|n| n > cap);
                 if let Some(n) = outstanding {
-                    backlog_cap
-                        .drain
-                        .sample(now, backlog_cap.handed, n, backed_up);
+                    backlog_cap.drain.sample(now, n, backed_up);
                 }
                 trace.backed_up += u32::from(backed_up);
                 if !backed_up {
                     while let Some((band, msg)) = v.sender.poll_transmit(v.epoch.elapsed()) {
-                        let len = msg.len() as u64;
+                        let len = msg.len();
                         if v.handle.block_on(v.dc.try_send(msg)).is_err() {
                             v.sender.handle_refused(band);
                             trace.refused += 1;
                             break;
                         }
-                        backlog_cap.handed += len;
+                        backlog_cap.drain.handed(len);
                     }
                 }
                 let lost = v.sender.poll_lost();
@@ -392,7 +389,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     let _ = v.reports.send(VideoReport::Wide(w));
                 }
                 let totals = v.sender.totals();
-                trace.maybe_log(wall, &totals, fit.fps, backlog_cap.get());
+                trace.maybe_log(wall, &totals, fit.fps, cap);
                 v.counters.frames.store(totals.frames, Relaxed);
                 v.counters.bytes.store(totals.bytes, Relaxed);
                 v.counters
