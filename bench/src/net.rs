@@ -185,9 +185,7 @@ fn run_profile(
     netem: &std::path::Path,
     broker_bin: &std::path::Path,
 ) -> Result<NetResult> {
-    let bed = Testbed::start(profile, netem).map_err(|e| {
-        anyhow::anyhow!("cannot build the emulated link (needs root, iproute2, /dev/net/tun): {e}")
-    })?;
+    let bed = testbed(profile, netem)?;
     let exe = std::env::current_exe()?;
     let listen = format!("{}:8450", bed.addr_b());
     let url = format!("ws://{listen}");
@@ -278,9 +276,7 @@ fn run_profile_libwebrtc(
     netem: &std::path::Path,
     recording: &std::path::Path,
 ) -> Result<NetResult> {
-    let bed = Testbed::start(profile, netem).map_err(|e| {
-        anyhow::anyhow!("cannot build the emulated link (needs root, iproute2, /dev/net/tun): {e}")
-    })?;
+    let bed = testbed(profile, netem)?;
     let exe = std::env::current_exe()?;
     let p = crate::libwebrtc::run_session(
         &bed,
@@ -348,6 +344,13 @@ fn figures(system: &str, args: &Args, profile: &LinkProfile, s: Shown<'_>) -> Ne
         converged_psnr_y_db: None,
         codec: None,
     }
+}
+
+/// A fresh emulated link shaped as `profile`.
+fn testbed(profile: &LinkProfile, netem: &std::path::Path) -> Result<Testbed> {
+    Testbed::start(profile, netem).map_err(|e| {
+        anyhow::anyhow!("cannot build the emulated link (needs root, iproute2, /dev/net/tun): {e}")
+    })
 }
 
 /// The time spent in gaps longer than [`FREEZE_MS`] between shown frames, the window's

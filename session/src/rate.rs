@@ -432,7 +432,6 @@ impl RateController {
     /// the compact layout is for.
     fn update_layout(&mut self, now: Duration) {
         let estimate = self.estimate_bps();
-
         let want = if self.compact {
             estimate < FULL_ABOVE
         } else {
