@@ -1,9 +1,10 @@
 //! `deskwire-bench libwebrtc-signal` (hidden): the libwebrtc peer's pages and their
 //! signalling, run inside the viewer's namespace so the sender's offer crosses the emulated
 //! link as the deskwire broker's messages do. A small HTTP/1.1 server, one request per
-//! connection: `GET /sender.html` and `/receiver.html`; `POST`/`GET` `/offer` and `/answer`
-//! (`204` until posted); `POST /event/NAME` prints `event NAME BODY` on stdout, which is how
-//! the bench hears "connected", "measure-start", the report and errors.
+//! connection: `GET /sender.html`, `/receiver.html` and the `/common.js` they import;
+//! `POST`/`GET` `/offer` and `/answer` (`204` until posted); `POST /event/NAME` prints
+//! `event NAME BODY` on stdout, which is how the bench hears "connected",
+//! "measure-start", the report and errors.
 
 // Stdout is the line protocol the bench reads.
 #![allow(clippy::print_stdout)]
@@ -17,6 +18,7 @@ use anyhow::{bail, Context, Result};
 
 const SENDER: &str = include_str!("sender.html");
 const RECEIVER: &str = include_str!("receiver.html");
+const COMMON: &str = include_str!("common.js");
 
 /// Bodies larger than this are refused: a report of 60 fps for a few minutes is far below.
 const MAX_BODY: usize = 8 << 20;
@@ -81,6 +83,7 @@ fn serve(conn: TcpStream, posted: &mut HashMap<String, String>) -> Result<()> {
     let (status, kind, reply) = match (method.as_str(), path) {
         ("GET", "/sender.html") => ("200 OK", "text/html", SENDER.to_owned()),
         ("GET", "/receiver.html") => ("200 OK", "text/html", RECEIVER.to_owned()),
+        ("GET", "/common.js") => ("200 OK", "text/javascript", COMMON.to_owned()),
         ("POST", "/offer" | "/answer") => {
             posted.insert(path.to_owned(), body);
             ("200 OK", "text/plain", String::new())
