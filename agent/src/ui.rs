@@ -1,0 +1,330 @@
+//! The agent's terminal and control socket while it runs: prompts, answers and what it
+//! tells its user, around one [`Agent`] session at a time.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use deskwire::grants::{report_to_broker, LocalGrants};
+use deskwire::lan::{LanAgent, LanAgentEvent};
+use deskwire::{
+    AcceptanceMode, Agent, AgentEvent, ConnectionCode, ConsentAnswer, DisconnectReason,
+    GrantDecision,
+};
+use deskwire_agent::control::{Incoming, Request};
+use deskwire_signal::grant::CredentialMode;
+
+/// How one agent's run ended.
+pub(crate) enum Outcome {
+    /// The session (or the attempt) ended.
+    Ended(DisconnectReason),
+    /// Ended from this side: `t` on the terminal or `terminate` on the control socket.
+    Terminated,
+    /// Code entry was cancelled with an empty line.
+    Cancelled,
+}
+
+/// The terminal and the control socket.
+pub(crate) struct Ui {
+    pub(crate) lines: mpsc::Receiver<String>,
+    pub(crate) requests: mpsc::Receiver<Incoming>,
+    /// A session got as far as connected.
+    pub(crate) connected: bool,
+    /// The broker, device key and grants file: each grant the user approves is reported,
+    /// so the broker can let unattended calls through (`--standby`).
+    pub(crate) grants_to: Option<(String, PathBuf, LocalGrants)>,
+}
+
+/// Where the current agent stands, for `sessions` and the terminal.
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Waiting,
+    AskingCode,
+    Consenting,
+    /// The technician asks for unattended access (request number, customer credentials?).
+    GrantAsked(u32, bool),
+    Connected {
+        since: Option<Instant>,
+        control: bool,
+    },
+}
+
+impl Ui {
+    /// Print what the LAN agent has to tell: a new password, and whether the brokers got it.
+    pub(crate) fn show_lan(&mut self, agent: &mut LanAgent) {
+        while let Some(event) = agent.poll_event() {
+            match event {
+                LanAgentEvent::Password { password, .. } => {
+                    println!("LAN password: {password} (changes daily and at every restart)");
+                    let _ = std::io::stdout().flush();
+                }
+                LanAgentEvent::PasswordReported => {
+                    println!("the LAN password was reported to the broker")
+                }
+                LanAgentEvent::PasswordNotReported(why) => println!("{why}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Tell the broker about grant `id`, so its unattended calls can come through it.
+    fn report_grant(&self, id: u32) {
+        let Some((broker, key, grants)) = &self.grants_to else {
+            return;
+        };
+        let reported = (|| -> Result<()> {
+            let entry = grants
+                .get(id)?
+                .with_context(|| format!("there is no grant {id} in the grants file"))?;
+            report_to_broker(broker, key, &entry, Duration::from_secs(10))?;
+            Ok(())
+        })();
+        match reported {
+            Ok(()) => println!("grant {id} reported to the broker"),
+            Err(e) => println!("grant {id} not reported to the broker: {e:#}"),
+        }
+    }
+
+    /// Ask for a code on the terminal until one parses; `None` on an empty line.
+    pub(crate) fn ask_code(&mut self) -> Result<Option<ConnectionCode>> {
+        prompt("to try again");
+        loop {
+            let Ok(line) = self.lines.recv() else {
+                return Ok(None); // the terminal closed
+            };
+            let line = line.trim();
+            if line.is_empty() {
+                println!("cancelled");
+                return Ok(None);
+            }
+            match line.parse() {
+                Ok(code) => return Ok(Some(code)),
+                Err(e) => prompt(&format!("{e}; try again")),
+            }
+        }
+    }
+
+    /// Drive `agent` until its session ends, answering the terminal and the control socket
+    /// (and telling what `lan` has to tell, in LAN mode).
+    pub(crate) fn serve(
+        &mut self,
+        agent: Agent,
+        mut lan: Option<&mut LanAgent>,
+    ) -> Result<Outcome> {
+        let mut state = State::Waiting;
+        loop {
+            if let Some(agent) = lan.as_deref_mut() {
+                self.show_lan(agent);
+            }
+            if let Ok(inc) = self.requests.try_recv() {
+                let reply = match &inc.request {
+                    Request::Password => match &lan {
+                        Some(agent) => {
+                            let p = agent.passwords();
+                            Ok(format!("{} until {} ms", p.current(), p.rotates_at().0))
+                        }
+                        None => Err("not in LAN mode (start with --lan)".to_owned()),
+                    },
+                    Request::Sessions => Ok(describe(&state)),
+                    Request::Terminate => Ok("terminated".to_owned()),
+                    Request::Code(text) => match (&state, text.parse::<ConnectionCode>()) {
+                        (State::AskingCode, Ok(code)) => {
+                            state = State::Waiting;
+                            agent
+                                .try_code(code)
+                                .map(|()| "code sent".to_owned())
+                                .map_err(|e| e.to_string())
+                        }
+                        (State::AskingCode, Err(e)) => Err(e.to_string()),
+                        _ => Err("no code is being asked for".to_owned()),
+                    },
+                };
+                let _ = inc.reply.send(reply);
+                if inc.request == Request::Terminate {
+                    println!("session terminated on this computer");
+                    agent.shutdown()?;
+                    return Ok(Outcome::Terminated);
+                }
+            }
+            if let Ok(line) = self.lines.try_recv() {
+                let line = line.trim().to_owned();
+                match state {
+                    State::Consenting => {
+                        state = State::Waiting;
+                        let answer = match line.as_str() {
+                            "y" | "yes" => ConsentAnswer::Allow { control: true },
+                            "v" | "view" => ConsentAnswer::Allow { control: false },
+                            _ => ConsentAnswer::Reject,
+                        };
+                        agent.answer_consent(answer)?;
+                    }
+                    State::GrantAsked(id, customer) => {
+                        state = State::Waiting;
+                        let decision = match (line.as_str(), customer) {
+                            ("y" | "yes", false) => GrantDecision::Approve,
+                            (text, true) if text.contains(' ') => {
+                                let (user, password) = text.split_once(' ').unwrap_or(("", ""));
+                                GrantDecision::ApproveWithCredentials {
+                                    user: user.to_owned(),
+                                    password: password.to_owned(),
+                                }
+                            }
+                            _ => GrantDecision::Reject,
+                        };
+                        agent.answer_grant(id, decision)?;
+                    }
+                    State::AskingCode if line.is_empty() => {
+                        println!("cancelled");
+                        agent.shutdown()?;
+                        return Ok(Outcome::Cancelled);
+                    }
+                    State::AskingCode => match line.parse::<ConnectionCode>() {
+                        Ok(code) => {
+                            state = State::Waiting;
+                            agent.try_code(code)?;
+                        }
+                        Err(e) => prompt(&format!("{e}; try again")),
+                    },
+                    _ if line == "t" || line == "terminate" => {
+                        println!("session terminated on this computer");
+                        agent.shutdown()?;
+                        return Ok(Outcome::Terminated);
+                    }
+                    _ => {}
+                }
+            }
+            let Ok(event) = agent.events().recv_timeout(Duration::from_millis(50)) else {
+                continue;
+            };
+            match event {
+                AgentEvent::CodeRefused { message, .. } => {
+                    state = State::AskingCode;
+                    prompt(&message);
+                }
+                AgentEvent::Joined => println!("a technician is connecting"),
+                AgentEvent::LanRefused { from, message } => {
+                    println!("refused a connection from {from}: {message}");
+                }
+                AgentEvent::ConsentRequested {
+                    mode,
+                    control,
+                    timeout,
+                    technician,
+                } => {
+                    state = State::Consenting;
+                    let what = if control { "see and control" } else { "see" };
+                    let who = technician
+                        .map_or("The technician".to_owned(), |t| format!("Technician {t}"));
+                    let then = match mode {
+                        AcceptanceMode::AllowAutomatically { .. } => "it starts on its own",
+                        _ => "it is refused",
+                    };
+                    print!(
+                        "{who} asks to {what} this screen. Allow? [y = yes, v = view only, n = no] \
+                         (in {} s {then}): ",
+                        timeout.as_secs()
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                AgentEvent::Connected { control, setup } => {
+                    self.connected = true;
+                    state = State::Connected {
+                        since: Some(Instant::now()),
+                        control,
+                    };
+                    println!(
+                        "connected in {} ms; the technician {} (t + Enter ends it)",
+                        setup.as_millis(),
+                        if control {
+                            "can see and control this screen"
+                        } else {
+                            "can see this screen"
+                        }
+                    );
+                }
+                AgentEvent::GrantRequested {
+                    id,
+                    request,
+                    technician,
+                } => {
+                    let customer = request.credential_mode == CredentialMode::CustomerCredentials;
+                    state = State::GrantAsked(id, customer);
+                    let who = technician.unwrap_or_else(|| "The technician".to_owned());
+                    let how = if customer {
+                        "type your account name and password (name password) to allow, or n"
+                    } else {
+                        "they will need this computer's admin credentials each time; allow? [y/n]"
+                    };
+                    print!(
+                        "{who} asks to connect when nobody is here ({:?}, {} time). {how}: ",
+                        request.schedule.validity(),
+                        match request.zone.of {
+                            deskwire_signal::grant::ZoneOf::Customer => "your",
+                            deskwire_signal::grant::ZoneOf::Technician => "their",
+                        }
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                AgentEvent::GrantDecided { result, .. } => match result {
+                    Ok(local) => {
+                        println!("unattended access granted (grant {local})");
+                        self.report_grant(local);
+                    }
+                    Err(why) => println!("unattended access not granted: {why}"),
+                },
+                AgentEvent::LinkDown => println!(
+                    "the technician's connection dropped; any keys they held were released. Waiting for it to come back."
+                ),
+                AgentEvent::LinkUp => println!("the technician's connection is back"),
+                AgentEvent::Stats(s) => println!(
+                    "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
+                    s.fps, s.kbps, s.viewer_latency_p50
+                ),
+                AgentEvent::Disconnected(reason) => {
+                    println!("session ended: {reason}");
+                    let _ = std::io::stdout().flush();
+                    agent.shutdown()?;
+                    return Ok(Outcome::Ended(reason));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn describe(state: &State) -> String {
+    match state {
+        State::Waiting => "no session (waiting for a technician)".into(),
+        State::AskingCode => "no session (waiting for a code)".into(),
+        State::Consenting => "a technician is asking to connect".into(),
+        State::GrantAsked(..) => "1 session: the technician asks for unattended access".into(),
+        State::Connected { since, control } => format!(
+            "1 session: {} for {} s",
+            if *control { "control" } else { "view only" },
+            since.map_or(0, |s| s.elapsed().as_secs())
+        ),
+    }
+}
+
+/// Lines typed on the terminal, read on their own thread so events keep flowing.
+pub(crate) fn stdin_lines() -> Result<mpsc::Receiver<String>> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+fn prompt(why: &str) {
+    print!("{why}\nenter the code again (empty line to cancel): ");
+    let _ = std::io::stdout().flush();
+}
