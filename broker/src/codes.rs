@@ -167,9 +167,14 @@ impl CodeBook {
         let entry = self.entries.get_mut(&code).ok_or(JoinRefusal::WrongCode)?;
         match entry.state {
             State::Used => Err(JoinRefusal::AlreadyUsed),
+            // A code whose time ran out is expired, whatever happened to it since: the
+            // technician's viewer closing after the expiry cancels it too, and "the
+            // technician closed this session" misled users holding an old code.
+            State::Cancelled | State::Pending if now >= entry.expires_at => {
+                Err(JoinRefusal::Expired)
+            }
             State::Cancelled => Err(JoinRefusal::Cancelled),
             State::Burned => Err(JoinRefusal::Burned),
-            State::Pending if now >= entry.expires_at => Err(JoinRefusal::Expired),
             State::Pending => {
                 entry.state = State::Used;
                 self.pending.remove(&(entry.expires_at, code));
@@ -401,6 +406,25 @@ mod tests {
     }
 
     #[test]
+    fn a_code_that_ran_out_is_expired_even_after_its_technician_left() {
+        let mut b = book();
+        let (code, expires_at) = b.issue(T0, SessionId(1), &mut rng(1)).unwrap();
+        // The technician's viewer closes after the code ran out; the user types it later.
+        assert!(b.cancel(code));
+        assert_eq!(
+            b.redeem(&code.to_string(), expires_at),
+            Err(JoinRefusal::Expired)
+        );
+        let (code, expires_at) = b.issue(T0, SessionId(2), &mut rng(2)).unwrap();
+        assert!(b.cancel(code));
+        let before = UnixMillis(expires_at.0 - 1);
+        assert_eq!(
+            b.redeem(&code.to_string(), before),
+            Err(JoinRefusal::Cancelled)
+        );
+    }
+
+    #[test]
     fn a_cancelled_code_says_so_and_cancelling_a_used_code_changes_nothing() {
         let mut b = book();
         let (code, _) = b.issue(T0, SessionId(1), &mut rng(1)).unwrap();
@@ -438,9 +462,11 @@ mod tests {
             b.redeem(&expired.to_string(), just_before),
             Err(JoinRefusal::Expired)
         );
+        // Past its expiry a cancelled code reads as expired too: what the user must do
+        // (ask for a new one) is the same, and the time is the surer fact.
         assert_eq!(
             b.redeem(&cancelled.to_string(), just_before),
-            Err(JoinRefusal::Cancelled)
+            Err(JoinRefusal::Expired)
         );
 
         b.purge(forget_at);
