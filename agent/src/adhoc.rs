@@ -116,8 +116,8 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
         select! {
             recv(temp.events()) -> e => match e {
                 Ok(TemporaryHostEvent::Activated(a)) => println!(
-                    "ad-hoc session {} active on this computer until {} (unix ms)",
-                    a.session, a.expires_at.0
+                    "ad-hoc session {} active on this computer until {}",
+                    a.session, deskwire_signal::words::when(deskwire::UnixMillis::now(), a.expires_at)
                 ),
                 Ok(TemporaryHostEvent::Reattached) => println!("reconnected to the broker"),
                 Ok(TemporaryHostEvent::Offline { error }) => {

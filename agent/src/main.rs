@@ -16,7 +16,7 @@
 
 mod ui;
 
-use ui::{stdin_lines, Outcome, Ui};
+use ui::{Outcome, Terminal, Ui};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -34,6 +34,7 @@ use deskwire::{ConnectionCode, UnixMillis};
 use deskwire_agent::control;
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::grant::GrantPolicy;
+use deskwire_signal::words;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -224,7 +225,10 @@ fn main() -> Result<()> {
                 e.technician.as_deref().unwrap_or("a technician"),
                 e.grant
                     .expires_at()
-                    .map_or("no end".to_owned(), |t| format!("ends at {} ms", t.0)),
+                    .map_or("no end".to_owned(), |t| format!(
+                        "ends {}",
+                        words::when(now, t)
+                    )),
             );
         }
         return Ok(());
@@ -289,8 +293,9 @@ fn main() -> Result<()> {
     let socket = control::serve(&socket, control_tx)?;
     println!("control socket: {}", socket.display());
     let mut ui = Ui {
-        lines: stdin_lines()?,
+        terminal: Terminal::stdin()?,
         requests,
+        answer_within: window,
         connected: false,
         grants_to: match (&args.broker, &args.device_key, &args.grants) {
             (Some(b), Some(k), Some(g)) => Some((b.clone(), k.clone(), LocalGrants::at(g))),
@@ -306,13 +311,25 @@ fn main() -> Result<()> {
             device_id(key)?
         );
         let standby = Standby::start(StandbyConfig::new(broker, key))?;
-        loop {
-            match standby.events().recv() {
-                Ok(StandbyEvent::Call {
+        let outcome = loop {
+            let event = match standby.events().recv_timeout(Duration::from_millis(50)) {
+                Ok(event) => event,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    match ui.idle("standing by for unattended calls") {
+                        Some(outcome) => break outcome,
+                        None => continue,
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    bail!("the standby stopped")
+                }
+            };
+            match event {
+                StandbyEvent::Call {
                     session,
                     grant,
                     technician,
-                }) => {
+                } => {
                     println!("{technician} connects under grant {grant}");
                     let session = Agent::start_unattended_call(
                         config.clone(),
@@ -321,15 +338,16 @@ fn main() -> Result<()> {
                         grant,
                     )?;
                     let outcome = ui.serve(session, None)?;
-                    if matches!(outcome, Outcome::Cancelled) {
+                    if matches!(outcome, Outcome::Cancelled | Outcome::NobodyThere) {
                         break outcome;
                     }
                 }
-                Ok(StandbyEvent::Online) => println!("standing by"),
-                Ok(StandbyEvent::Offline { error }) => println!("offline ({error}); retrying"),
-                Err(_) => bail!("the standby stopped"),
+                StandbyEvent::Online => println!("standing by"),
+                StandbyEvent::Offline { error } => println!("offline ({error}); retrying"),
             }
-        }
+        };
+        let _ = standby.shutdown();
+        outcome
     } else if args.lan {
         let mut lan = LanAgentConfig {
             listen: args.listen,
@@ -364,7 +382,10 @@ fn main() -> Result<()> {
                 agent.name()
             );
             let outcome = ui.serve(session, Some(&mut agent))?;
-            if !agent.serves_another() || matches!(outcome, Outcome::Cancelled) {
+            if !agent.serves_another()
+                || ui.terminal_ended()
+                || matches!(outcome, Outcome::Cancelled | Outcome::NobodyThere)
+            {
                 break outcome;
             }
         }
@@ -398,6 +419,7 @@ fn main() -> Result<()> {
             DisconnectReason::Local | DisconnectReason::PeerBye { .. }
         ),
         Outcome::Terminated | Outcome::Cancelled => true,
+        Outcome::NobodyThere => false,
     };
     std::process::exit(if fine { 0 } else { 1 });
 }

@@ -15,6 +15,7 @@ use deskwire::{
 };
 use deskwire_agent::control::{Incoming, Request};
 use deskwire_signal::grant::CredentialMode;
+use deskwire_signal::words;
 
 /// How one agent's run ended.
 pub(crate) enum Outcome {
@@ -24,17 +25,78 @@ pub(crate) enum Outcome {
     Terminated,
     /// Code entry was cancelled with an empty line.
     Cancelled,
+    /// Nobody is left to answer: the terminal closed (or, with none, no code came through
+    /// the control socket in time) while the agent needed an answer or was only waiting.
+    NobodyThere,
+}
+
+/// Where the user's answers come from.
+pub(crate) struct Terminal {
+    /// Lines typed; disconnected once standard input ended.
+    lines: mpsc::Receiver<String>,
+    /// Standard input is `/dev/null` (a service): nothing will ever be typed, its end means
+    /// nothing, and questions are answered through the control socket only.
+    none: bool,
+    /// Standard input ended (said once).
+    ended: bool,
+}
+
+impl Terminal {
+    /// Standard input, read on a thread of its own so events keep flowing.
+    pub(crate) fn stdin() -> Result<Self> {
+        let (tx, lines) = mpsc::channel::<String>();
+        let none = stdin_is_null();
+        if none {
+            // Nothing to read: keep the channel open so its end is never mistaken for a
+            // user leaving.
+            std::mem::forget(tx);
+        } else {
+            std::thread::Builder::new()
+                .name("stdin".into())
+                .spawn(move || {
+                    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                })?;
+        }
+        Ok(Self {
+            lines,
+            none,
+            ended: false,
+        })
+    }
+
+    /// The next typed line, if one is there; `Err(())` once standard input has ended.
+    fn try_line(&mut self) -> Result<Option<String>, ()> {
+        match self.lines.try_recv() {
+            Ok(line) => Ok(Some(line)),
+            Err(mpsc::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                self.ended = true;
+                Err(())
+            }
+        }
+    }
+}
+
+/// Whether standard input is `/dev/null`: how services start programs.
+fn stdin_is_null() -> bool {
+    std::fs::read_link("/proc/self/fd/0").is_ok_and(|p| p == std::path::Path::new("/dev/null"))
 }
 
 /// The terminal and the control socket.
 pub(crate) struct Ui {
-    pub(crate) lines: mpsc::Receiver<String>,
+    pub(crate) terminal: Terminal,
     pub(crate) requests: mpsc::Receiver<Incoming>,
     /// A session got as far as connected.
     pub(crate) connected: bool,
     /// The broker, device key and grants file: each grant the user approves is reported,
     /// so the broker can let unattended calls through (`--standby`).
     pub(crate) grants_to: Option<(String, PathBuf, LocalGrants)>,
+    /// How long a question asked without a terminal waits for the control socket.
+    pub(crate) answer_within: Duration,
 }
 
 /// Where the current agent stands, for `sessions` and the terminal.
@@ -88,12 +150,25 @@ impl Ui {
         }
     }
 
-    /// Ask for a code on the terminal until one parses; `None` on an empty line.
+    /// Whether standard input ended (a terminal or pipe that closed; never for
+    /// `/dev/null`): the agent stops after the running session.
+    pub(crate) fn terminal_ended(&self) -> bool {
+        self.terminal.ended && !self.terminal.none
+    }
+
+    /// Ask for a code on the terminal until one parses; `None` on an empty line, or when
+    /// nobody can type one.
     pub(crate) fn ask_code(&mut self) -> Result<Option<ConnectionCode>> {
+        if self.terminal.none || self.terminal.ended {
+            println!("no terminal to type another code on: stopping");
+            return Ok(None);
+        }
         prompt("to try again");
         loop {
-            let Ok(line) = self.lines.recv() else {
-                return Ok(None); // the terminal closed
+            let Ok(line) = self.terminal.lines.recv() else {
+                self.terminal.ended = true;
+                println!("\nend of input: no code to try; stopping");
+                return Ok(None);
             };
             let line = line.trim();
             if line.is_empty() {
@@ -107,6 +182,36 @@ impl Ui {
         }
     }
 
+    /// Between sessions (`doing` says what the agent waits for): answer the control socket
+    /// and the terminal once. `Some` when the agent should stop: `terminate` on the control
+    /// socket, `t` on the terminal, or the terminal's end (Ctrl-D, a closed pipe).
+    pub(crate) fn idle(&mut self, doing: &str) -> Option<Outcome> {
+        if let Ok(inc) = self.requests.try_recv() {
+            let reply = match &inc.request {
+                Request::Sessions => Ok(format!("no session ({doing})")),
+                Request::Terminate => Ok("stopping".to_owned()),
+                Request::Password => Err("not in LAN mode (start with --lan)".to_owned()),
+                Request::Code(_) => Err("no code is being asked for".to_owned()),
+            };
+            let _ = inc.reply.send(reply);
+            if inc.request == Request::Terminate {
+                println!("stopped from the control socket");
+                return Some(Outcome::Terminated);
+            }
+        }
+        match self.terminal.try_line() {
+            Ok(Some(line)) if matches!(line.trim(), "t" | "terminate" | "q" | "quit") => {
+                println!("stopped");
+                Some(Outcome::Terminated)
+            }
+            Ok(_) => None,
+            Err(()) => {
+                println!("end of input: stopping");
+                Some(Outcome::NobodyThere)
+            }
+        }
+    }
+
     /// Drive `agent` until its session ends, answering the terminal and the control socket
     /// (and telling what `lan` has to tell, in LAN mode).
     pub(crate) fn serve(
@@ -115,6 +220,9 @@ impl Ui {
         mut lan: Option<&mut LanAgent>,
     ) -> Result<Outcome> {
         let mut state = State::Waiting;
+        // When the current code question was asked: without a terminal, only the control
+        // socket can answer it, and not forever.
+        let mut code_asked_at: Option<Instant> = None;
         loop {
             if let Some(agent) = lan.as_deref_mut() {
                 self.show_lan(agent);
@@ -124,7 +232,11 @@ impl Ui {
                     Request::Password => match &lan {
                         Some(agent) => {
                             let p = agent.passwords();
-                            Ok(format!("{} until {} ms", p.current(), p.rotates_at().0))
+                            Ok(format!(
+                                "{} until {}",
+                                p.current(),
+                                words::when(deskwire::UnixMillis::now(), p.rotates_at())
+                            ))
                         }
                         None => Err("not in LAN mode (start with --lan)".to_owned()),
                     },
@@ -149,7 +261,35 @@ impl Ui {
                     return Ok(Outcome::Terminated);
                 }
             }
-            if let Ok(line) = self.lines.try_recv() {
+            let line = match self.terminal.try_line() {
+                Ok(line) => line,
+                Err(()) => {
+                    // Whoever typed is gone. A question now has nobody to answer it; a
+                    // session that runs goes on (and the agent stops after it).
+                    let stop = match state {
+                        State::AskingCode => Some("end of input: no code to try; stopping"),
+                        State::Waiting if lan.is_some() => Some("end of input: stopping"),
+                        _ => None,
+                    };
+                    if let Some(why) = stop {
+                        println!("\n{why}");
+                        agent.shutdown()?;
+                        return Ok(Outcome::NobodyThere);
+                    }
+                    None
+                }
+            };
+            if let (State::AskingCode, Some(since)) = (&state, code_asked_at) {
+                if self.terminal.none && since.elapsed() >= self.answer_within {
+                    println!(
+                        "no code came through the control socket in {}: stopping",
+                        words::duration(self.answer_within)
+                    );
+                    agent.shutdown()?;
+                    return Ok(Outcome::NobodyThere);
+                }
+            }
+            if let Some(line) = line {
                 let line = line.trim().to_owned();
                 match state {
                     State::Consenting => {
@@ -202,7 +342,19 @@ impl Ui {
             match event {
                 AgentEvent::CodeRefused { message, .. } => {
                     state = State::AskingCode;
-                    prompt(&message);
+                    code_asked_at = Some(Instant::now());
+                    if self.terminal.none {
+                        println!(
+                            "{message}\ngive another code with `deskwire-agent ctl code CODE` within {}",
+                            words::duration(self.answer_within)
+                        );
+                    } else if self.terminal.ended {
+                        println!("{message}\nend of input: no code to try; stopping");
+                        agent.shutdown()?;
+                        return Ok(Outcome::NobodyThere);
+                    } else {
+                        prompt(&message);
+                    }
                 }
                 AgentEvent::Joined => println!("a technician is connecting"),
                 AgentEvent::LanRefused { from, message } => {
@@ -236,8 +388,8 @@ impl Ui {
                         control,
                     };
                     println!(
-                        "connected in {} ms; the technician {} (t + Enter ends it)",
-                        setup.as_millis(),
+                        "connected in {}; the technician {} (t + Enter ends it)",
+                        words::duration(setup),
                         if control {
                             "can see and control this screen"
                         } else {
@@ -259,8 +411,8 @@ impl Ui {
                         "they will need this computer's admin credentials each time; allow? [y/n]"
                     };
                     print!(
-                        "{who} asks to connect when nobody is here ({:?}, {} time). {how}: ",
-                        request.schedule.validity(),
+                        "{who} asks to connect when nobody is here ({}, {} time). {how}: ",
+                        request.schedule,
                         match request.zone.of {
                             deskwire_signal::grant::ZoneOf::Customer => "your",
                             deskwire_signal::grant::ZoneOf::Technician => "their",
@@ -280,8 +432,11 @@ impl Ui {
                 ),
                 AgentEvent::LinkUp => println!("the technician's connection is back"),
                 AgentEvent::Stats(s) => println!(
-                    "sending {:.0} fps, {:.0} kbps; viewer latency p50 {:?}",
-                    s.fps, s.kbps, s.viewer_latency_p50
+                    "sending {:.0} fps, {}; the viewer sees it {} after capture (median)",
+                    s.fps,
+                    words::rate(s.kbps * 1e3),
+                    s.viewer_latency_p50
+                        .map_or("(not measured yet)".to_owned(), words::duration)
                 ),
                 AgentEvent::Disconnected(reason) => {
                     println!("session ended: {reason}");
@@ -307,21 +462,6 @@ fn describe(state: &State) -> String {
             since.map_or(0, |s| s.elapsed().as_secs())
         ),
     }
-}
-
-/// Lines typed on the terminal, read on their own thread so events keep flowing.
-pub(crate) fn stdin_lines() -> Result<mpsc::Receiver<String>> {
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        })?;
-    Ok(rx)
 }
 
 fn prompt(why: &str) {

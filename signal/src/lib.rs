@@ -23,6 +23,7 @@ pub mod lan;
 mod message;
 pub mod pake;
 mod time;
+pub mod words;
 
 pub use code::{CodeError, ConnectionCode, SessionCode};
 pub use message::{

@@ -33,9 +33,15 @@ pub struct Running {
 
 impl Running {
     /// Start `cmd` with its stdin held open and its stdout piped.
-    pub fn start(mut cmd: Command) -> Self {
+    pub fn start(cmd: Command) -> Self {
+        Self::start_with_stdin(cmd, Stdio::piped())
+    }
+
+    /// Start `cmd` with this stdin (`Stdio::null()`: as a service runs it) and its stdout
+    /// piped.
+    pub fn start_with_stdin(mut cmd: Command, stdin: Stdio) -> Self {
         let mut child = cmd
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting a binary");
@@ -49,6 +55,26 @@ impl Running {
             }
         });
         Self { child, lines }
+    }
+
+    /// Close the program's standard input, as a user pressing Ctrl-D or a pipe ending.
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    /// Wait for the program to exit, failing after `timeout`; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the program") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the program did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The next line, waiting until `deadline`.

@@ -13,7 +13,14 @@ fn kbps(lines: &[String]) -> Vec<u32> {
         .filter_map(|l| {
             let rest = l.strip_prefix("sending ")?;
             let (_, after) = rest.split_once(" fps, ")?;
-            after.split_once(" kbps")?.0.parse().ok()
+            // "850 kbit/s;" or "2.4 Mbit/s;"
+            let (n, unit) = after.split_once(';')?.0.split_once(' ')?;
+            let n: f64 = n.parse().ok()?;
+            match unit {
+                "kbit/s" => Some(n as u32),
+                "Mbit/s" => Some((n * 1000.0) as u32),
+                _ => None,
+            }
         })
         .collect()
 }

@@ -8,11 +8,14 @@ use std::time::Duration;
 use deskwire::adhoc::Invitation;
 
 /// Print an invitation for the technician to pass on.
-pub fn print_invitation(invitation: &Invitation) {
+pub fn print_invitation(invitation: &Invitation, broker: &str) {
     println!("ad-hoc session: {}", invitation.session);
     println!("invitation link: {}", invitation.link);
     println!("security code: {}", invitation.code);
-    println!("valid until: {} (unix ms)", invitation.expires_at.0);
+    println!(
+        "valid until: {}",
+        deskwire_signal::words::when(deskwire::UnixMillis::now(), invitation.expires_at)
+    );
     if let Some(to) = &invitation.mailed_to {
         println!("e-mailed to: {to}");
     }
@@ -20,7 +23,7 @@ pub fn print_invitation(invitation: &Invitation) {
         println!("not e-mailed: {e}");
     }
     println!(
-        "the user runs: deskwire-agent adhoc --broker URL --invite '{}'",
+        "the user runs: deskwire-agent adhoc --broker {broker} --invite '{}'",
         invitation.link
     );
     let _ = std::io::stdout().flush();

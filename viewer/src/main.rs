@@ -32,10 +32,11 @@ use deskwire::lan::{
     check_lan_permission, fetch_lan_password, Browser, LanPassword, LanPeer, LanPermission,
     LanPermissionError, DEFAULT_POLICY_PATH, DEFAULT_PORT,
 };
-use deskwire::{DisconnectReason, TransportConfig, Viewer, ViewerConfig, ViewerEvent};
+use deskwire::{DisconnectReason, TransportConfig, UnixMillis, Viewer, ViewerConfig, ViewerEvent};
 use deskwire_signal::grant::{
     CredentialMode, GrantRequest, GrantZone, Schedule, Validity, ZoneName, ZoneOf,
 };
+use deskwire_signal::words;
 use deskwire_viewer::window::{
     remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
 };
@@ -150,7 +151,7 @@ fn main() -> Result<()> {
             args.mail_to.as_deref(),
             deskwire_viewer::adhoc::REQUEST_TIMEOUT,
         )?;
-        deskwire_viewer::adhoc::print_invitation(&invitation);
+        deskwire_viewer::adhoc::print_invitation(&invitation, broker);
         return Ok(());
     }
     if let (Some(id), Some(broker), Some(token)) = (args.adhoc_end, &args.broker, &args.token) {
@@ -408,7 +409,7 @@ impl Session {
             ViewerEvent::BrokerLost => println!("lost the broker; keeping the code alive"),
             ViewerEvent::BrokerResumed => println!("the broker is back; the code still works"),
             ViewerEvent::Connected { setup } => {
-                println!("connected in {} ms", setup.as_millis());
+                println!("connected in {}", words::duration(setup));
                 self.connected = true;
             }
             ViewerEvent::StreamStarted {
@@ -440,7 +441,7 @@ impl Session {
                         ticket
                             .grant
                             .expires_at()
-                            .map_or("no end".to_owned(), |t| format!("{} ms", t.0))
+                            .map_or("revoked".to_owned(), |t| words::when(UnixMillis::now(), t))
                     );
                     if let Some(path) = &self.save_grant {
                         match write_private(path, &ticket.to_json()) {
@@ -460,8 +461,8 @@ impl Session {
                     self.first_frame = true;
                     if let Some(j) = self.joined {
                         println!(
-                            "first frame {} ms after the target joined",
-                            j.elapsed().as_millis()
+                            "first picture {} after the computer joined",
+                            words::duration(j.elapsed())
                         );
                     }
                 }
@@ -471,8 +472,12 @@ impl Session {
             }
             ViewerEvent::Reconnected => println!("reconnected"),
             ViewerEvent::Stats(s) => println!(
-                "{:.0} fps, {:.0} kbps, rtt {:?}, latency p50 {:?} p99 {:?}",
-                s.fps, s.kbps, s.rtt, s.latency_p50, s.latency_p99
+                "{:.0} fps, {}, round trip {}, capture to picture {} (median), {} (99th percentile)",
+                s.fps,
+                words::rate(s.kbps * 1e3),
+                s.rtt.map_or("not measured yet".to_owned(), words::duration),
+                s.latency_p50.map_or("not measured yet".to_owned(), words::duration),
+                s.latency_p99.map_or("not measured yet".to_owned(), words::duration)
             ),
             ViewerEvent::Disconnected(reason) => {
                 println!("session ended: {reason}");

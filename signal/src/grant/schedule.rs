@@ -159,6 +159,55 @@ pub enum Validity {
     Unlimited,
 }
 
+/// For people: `for 3 days`, `from 2026-12-07 to 2026-12-09`, `until revoked`.
+impl fmt::Display for Validity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Validity::Days { days: 1 } => f.write_str("for 1 day"),
+            Validity::Days { days } => write!(f, "for {days} days"),
+            Validity::DateRange { first, last } => write!(f, "from {first} to {last}"),
+            Validity::Unlimited => f.write_str("until revoked"),
+        }
+    }
+}
+
+/// For people: `Monday to Friday`, `every day`, `mon, wed, fri`.
+impl fmt::Display for Weekdays {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Weekdays::EVERY_DAY {
+            return f.write_str("every day");
+        }
+        if *self == Weekdays::MONDAY_TO_FRIDAY {
+            return f.write_str("Monday to Friday");
+        }
+        let names: Vec<&str> = DAY_NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
+/// For people: `09:00-17:00 Monday to Friday`.
+impl fmt::Display for DailyWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{} {}", self.start, self.end, self.days)
+    }
+}
+
+/// For people: `for 3 days, 09:00-17:00 Monday to Friday`.
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.validity)?;
+        if let Some(daily) = &self.daily {
+            write!(f, ", {daily}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A window the grant is open in every day (`08:00`–`18:00`), local wall-clock time.
 ///
 /// `end` before `start` crosses midnight (`22:00`–`06:00`): the window belongs to the day it

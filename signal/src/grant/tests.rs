@@ -584,3 +584,28 @@ fn a_refusal_reads_as_a_sentence_with_utc_times() {
         "outside the grant's daily window; it does not open again"
     );
 }
+
+#[test]
+fn schedules_read_as_words_not_as_debug_structs() {
+    let s = Schedule::new(Validity::Days { days: 3 }, None).unwrap();
+    assert_eq!(s.to_string(), "for 3 days");
+    let mut daily = window("09:00", "17:00");
+    daily.days = Weekdays::MONDAY_TO_FRIDAY;
+    let s = Schedule::new(
+        Validity::DateRange {
+            first: date("2026-12-07"),
+            last: date("2026-12-09"),
+        },
+        Some(daily),
+    )
+    .unwrap();
+    assert_eq!(
+        s.to_string(),
+        "from 2026-12-07 to 2026-12-09, 09:00-17:00 Monday to Friday"
+    );
+    assert_eq!(Validity::Unlimited.to_string(), "until revoked");
+    assert_eq!(
+        Weekdays::of([jiff::civil::Weekday::Monday, jiff::civil::Weekday::Friday]).to_string(),
+        "mon, fri"
+    );
+}

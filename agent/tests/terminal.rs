@@ -1,0 +1,152 @@
+//! `deskwire-agent` as its user meets it on a terminal, or a service meets it with none:
+//! a standing-by agent answers its control socket and stops when told or when its input
+//! ends; a refused code with nobody left to type another ends the agent instead of asking
+//! forever. Real binaries, a real broker.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use deskwire_broker::store::{Permission, Permissions, Policy};
+use deskwire_tests::binaries::Running;
+use deskwire_tests::session_fixtures::TestBroker;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dw-terminal-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn agent() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
+    cmd.args(["--view-only", "--source", "synthetic:static"])
+        .args(["--width", "320", "--height", "240"])
+        .env("RUST_LOG", "error");
+    cmd
+}
+
+fn ctl(socket: &std::path::Path, request: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"))
+        .arg("ctl")
+        .arg("--control-socket")
+        .arg(socket)
+        .arg(request)
+        .output()
+        .expect("running deskwire-agent ctl");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn standby(broker: &TestBroker, dir: &std::path::Path) -> Running {
+    let mut cmd = agent();
+    cmd.args(["--standby", "--broker", broker.url()])
+        .arg("--device-key")
+        .arg(dir.join("device.key"))
+        .arg("--grants")
+        .arg(dir.join("grants.json"))
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"));
+    let running = Running::start(cmd);
+    running.wait_for("standing by", WAIT);
+    running
+}
+
+fn unattended_broker() -> TestBroker {
+    let permissions = Permissions::NONE.with(Permission::Unattended);
+    TestBroker::start_with_accounts(permissions, Policy::default())
+        .expect("starting the broker")
+        .0
+}
+
+#[test]
+fn a_standing_by_agent_answers_its_control_socket_and_stops_on_terminate() {
+    let broker = unattended_broker();
+    let dir = dir("standby-ctl");
+    let mut agent = standby(&broker, &dir);
+    let socket = dir.join("ctl.sock");
+
+    let sessions = ctl(&socket, "sessions");
+    assert!(
+        sessions.contains("no session (standing by for unattended calls)"),
+        "{sessions}"
+    );
+    let code = ctl(&socket, "code 123 456 7890");
+    assert!(code.contains("no code is being asked for"), "{code}");
+    let stop = ctl(&socket, "terminate");
+    assert!(stop.contains("stopping"), "{stop}");
+    agent.wait_for("stopped from the control socket", WAIT);
+    assert_eq!(agent.wait_exit(WAIT), Some(0), "terminate is a clean stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_standing_by_agent_stops_when_its_terminal_input_ends() {
+    let broker = unattended_broker();
+    let dir = dir("standby-eof");
+    let mut agent = standby(&broker, &dir);
+    agent.close_stdin();
+    agent.wait_for("end of input: stopping", WAIT);
+    assert_eq!(
+        agent.wait_exit(WAIT),
+        Some(1),
+        "stopped with nobody there is not a session that ended well"
+    );
+    assert!(
+        !dir.join("ctl.sock").exists(),
+        "the control socket is removed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_refused_code_with_the_input_closed_ends_the_agent_instead_of_asking_forever() {
+    let broker = TestBroker::start().expect("starting the broker");
+    let dir = dir("closed-code");
+    let mut cmd = agent();
+    cmd.args(["--broker", broker.url(), "--code", "123 456 7890"])
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"));
+    let mut agent = Running::start(cmd);
+    agent.close_stdin();
+    let said = agent.lines_until("stopping", WAIT);
+    assert!(
+        said.iter().any(|l| l.contains("no session has this code")),
+        "the refusal is told first: {said:#?}"
+    );
+    assert!(
+        said.last()
+            .unwrap()
+            .contains("end of input: no code to try"),
+        "{said:#?}"
+    );
+    assert_eq!(agent.wait_exit(WAIT), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_a_terminal_a_refused_code_waits_for_the_control_socket_and_then_gives_up() {
+    let broker = TestBroker::start().expect("starting the broker");
+    let dir = dir("no-terminal");
+    let mut cmd = agent();
+    cmd.args(["--broker", broker.url(), "--code", "123 456 7890"])
+        .args(["--answer-within", "2"])
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"));
+    // As a service starts it: standard input is /dev/null.
+    let mut agent = Running::start_with_stdin(cmd, Stdio::null());
+    let asked = agent.wait_for("deskwire-agent ctl code CODE", WAIT);
+    assert!(asked.contains("within 2.0 s"), "{asked}");
+    // Another wrong code through the socket is tried, refused and asked for again.
+    let sent = ctl(&dir.join("ctl.sock"), "code 654 321 0987");
+    assert!(sent.contains("code sent"), "{sent}");
+    agent.wait_for("deskwire-agent ctl code CODE", WAIT);
+    agent.wait_for("no code came through the control socket in 2.0 s", WAIT);
+    assert_eq!(agent.wait_exit(WAIT), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
