@@ -78,10 +78,10 @@ fn permanent_agent_running(socket: &std::path::Path) -> bool {
 /// Run the temporary host until the session ends (or the user stops it).
 pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
     let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    let agent_socket = args
-        .agent_socket
-        .clone()
-        .unwrap_or_else(crate::control::default_path);
+    let agent_socket = match args.agent_socket.clone() {
+        Some(p) => p,
+        None => crate::control::default_path()?,
+    };
     let config = TemporaryHostConfig::new(&args.broker, &dir)
         .permanent_agent(permanent_agent_running(&agent_socket));
     let display = crate::target_display(args.display.clone(), args.view_only)?;

@@ -146,16 +146,50 @@ pub fn call(path: &Path, request: &str) -> Result<String> {
     }
 }
 
-/// `$XDG_RUNTIME_DIR/deskwire-agent.sock`, else one in the temporary folder named for
-/// this user.
-pub fn default_path() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("deskwire-agent.sock"),
-        None => std::env::temp_dir().join(format!(
-            "deskwire-agent-{}.sock",
-            std::env::var("USER").unwrap_or_else(|_| "user".into())
-        )),
+/// `$XDG_RUNTIME_DIR/deskwire-agent.sock`; without one (a shell without a login session,
+/// a container), `deskwire-agent.sock` in `/tmp/deskwire-UID`, a folder only this user may
+/// enter. A name shared by every user of the machine (as `/tmp/deskwire-agent-user.sock`
+/// was when `$USER` was unset) let one user's agent refuse or take another's requests.
+pub fn default_path() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("deskwire-agent.sock"));
     }
+    let uid = own_uid()?;
+    let dir = std::env::temp_dir().join(format!("deskwire-{uid}"));
+    private_dir(&dir, uid)?;
+    Ok(dir.join("deskwire-agent.sock"))
+}
+
+/// This process's user id: the owner of `/proc/self`.
+fn own_uid() -> Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata("/proc/self")
+        .context("reading this process's user id from /proc/self")?
+        .uid())
+}
+
+/// Make `dir` a folder only `uid` may enter, or refuse one that someone else could have
+/// prepared (another owner, a symbolic link, a file).
+fn private_dir(dir: &Path, uid: u32) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("checking {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid {
+        bail!(
+            "{} is not a folder of this user's: remove it, set $XDG_RUNTIME_DIR, or pass --control-socket",
+            dir.display()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -180,6 +214,40 @@ mod tests {
             .unwrap_err()
             .contains("unknown request"));
         assert!(Request::parse("").is_err());
+    }
+
+    #[test]
+    fn the_fallback_socket_folder_is_private_to_its_user_and_refused_when_it_is_not() {
+        use std::os::unix::fs::{symlink, MetadataExt};
+        let base = std::env::temp_dir().join(format!("dw-ctl-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let uid = own_uid().unwrap();
+
+        let fresh = base.join("fresh");
+        private_dir(&fresh, uid).unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+
+        // Ours but open to others: closed.
+        let open = base.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        private_dir(&open, uid).unwrap();
+        assert_eq!(std::fs::metadata(&open).unwrap().mode() & 0o777, 0o700);
+
+        // Someone else's (here: one that claims another owner), a link, a file: refused.
+        let other_uid = uid.wrapping_add(1);
+        assert!(private_dir(&fresh, other_uid)
+            .unwrap_err()
+            .to_string()
+            .contains("not a folder of this user's"));
+        let link = base.join("link");
+        symlink(&fresh, &link).unwrap();
+        assert!(private_dir(&link, uid).is_err());
+        let file = base.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(private_dir(&file, uid).is_err());
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

@@ -135,7 +135,8 @@ struct Args {
     /// Serve one LAN session, then exit.
     #[arg(long)]
     once: bool,
-    /// The local control socket (default: $XDG_RUNTIME_DIR/deskwire-agent.sock).
+    /// The local control socket (default: $XDG_RUNTIME_DIR/deskwire-agent.sock, else
+    /// /tmp/deskwire-UID/deskwire-agent.sock in a folder only this user may enter).
     #[arg(long)]
     control_socket: Option<PathBuf>,
     /// Screen source: auto, x11, xcap or synthetic:<static|typing|scroll|video|drag>.
@@ -173,7 +174,10 @@ fn main() -> Result<()> {
         request,
     }) = cli.command
     {
-        let path = control_socket.unwrap_or_else(control::default_path);
+        let path = match control_socket {
+            Some(p) => p,
+            None => control::default_path()?,
+        };
         println!("{}", control::call(&path, &request.join(" "))?);
         return Ok(());
     }
@@ -286,10 +290,10 @@ fn main() -> Result<()> {
     }
 
     let (control_tx, requests) = mpsc::channel();
-    let socket = args
-        .control_socket
-        .clone()
-        .unwrap_or_else(control::default_path);
+    let socket = match args.control_socket.clone() {
+        Some(p) => p,
+        None => control::default_path()?,
+    };
     let socket = control::serve(&socket, control_tx)?;
     println!("control socket: {}", socket.display());
     let mut ui = Ui {
