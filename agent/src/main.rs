@@ -43,6 +43,10 @@ use deskwire_signal::words;
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Say more: -v for the engine's progress, -vv for its detail and WebRTC's warnings
+    /// (RUST_LOG, when set, decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -166,9 +170,21 @@ struct Args {
     answer_within: u64,
 }
 
-fn main() -> Result<()> {
-    deskwire::init_tracing();
+/// Exit codes: 0 the session (or the command) ended well or was cancelled by the user, 1
+/// it failed, was refused, or nobody was there to answer, 2 the command line was wrong.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
+    deskwire::init_tracing_verbosity(cli.verbose);
     if let Some(Command::Ctl {
         control_socket,
         request,
@@ -289,6 +305,13 @@ fn main() -> Result<()> {
         config = config.require_admin(accounts);
     }
 
+    // A mistyped code is told before anything starts.
+    let first_code: Option<ConnectionCode> = args
+        .code
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("--code")?;
     let (control_tx, requests) = mpsc::channel();
     let socket = match args.control_socket.clone() {
         Some(p) => p,
@@ -394,24 +417,23 @@ fn main() -> Result<()> {
             }
         }
     } else {
-        let Some(code) = &args.code else {
+        let Some(mut code) = first_code else {
             bail!("--broker needs --code (the connection code the technician read to you)");
         };
-        let mut code: ConnectionCode = code.parse().context("--code")?;
         loop {
             let session = Agent::start(config.clone(), open_source()?, code)?;
             let outcome = ui.serve(session, None)?;
             // No broker answered (or it went away before the session started): the user
             // may try again with a code, or cancel.
-            let Outcome::Ended(DisconnectReason::Broker(why)) = &outcome else {
+            let Outcome::Ended(DisconnectReason::Broker(_)) = &outcome else {
                 break outcome;
             };
             if ui.connected {
                 break outcome;
             }
-            println!("cannot go on with the broker: {why}");
             match ui.ask_code()? {
                 Some(next) => code = next,
+                None if ui.nobody_at_terminal() => break Outcome::NobodyThere,
                 None => break Outcome::Cancelled,
             }
         }

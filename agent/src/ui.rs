@@ -156,6 +156,11 @@ impl Ui {
         self.terminal.ended && !self.terminal.none
     }
 
+    /// Whether nobody can type at this agent: no terminal, or its input ended.
+    pub(crate) fn nobody_at_terminal(&self) -> bool {
+        self.terminal.none || self.terminal.ended
+    }
+
     /// Ask for a code on the terminal until one parses; `None` on an empty line, or when
     /// nobody can type one.
     pub(crate) fn ask_code(&mut self) -> Result<Option<ConnectionCode>> {
@@ -439,7 +444,12 @@ impl Ui {
                         .map_or("(not measured yet)".to_owned(), words::duration)
                 ),
                 AgentEvent::Disconnected(reason) => {
-                    println!("session ended: {reason}");
+                    match (&reason, self.connected) {
+                        (DisconnectReason::Broker(why), false) => {
+                            println!("cannot go on with the broker: {why}")
+                        }
+                        _ => println!("session ended: {reason}"),
+                    }
                     let _ = std::io::stdout().flush();
                     agent.shutdown()?;
                     return Ok(Outcome::Ended(reason));

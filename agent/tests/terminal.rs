@@ -150,3 +150,58 @@ fn without_a_terminal_a_refused_code_waits_for_the_control_socket_and_then_gives
     assert_eq!(agent.wait_exit(WAIT), Some(1));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_good_session_says_what_happened_once_with_no_log_noise_or_colour_codes() {
+    let broker = TestBroker::start().expect("starting the broker");
+    let dir = dir("quiet");
+    let mut viewer = Command::new(deskwire_tests::binaries::binary("deskwire-viewer"));
+    viewer
+        .args(["--broker", broker.url(), "--headless", "--duration", "2"])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped());
+    let mut viewer = Running::start(viewer);
+    let code_line = viewer.wait_for("connection code: ", WAIT);
+    let code = code_line["connection code: ".len()..].trim().to_owned();
+
+    let agent_err = dir.join("agent.stderr");
+    let mut agent = agent();
+    agent
+        .args(["--broker", broker.url(), "--code", &code])
+        .args(["--acceptance", "auto", "--answer-within", "0"])
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"))
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&agent_err).unwrap());
+    let mut agent = Running::start(agent);
+    let said = viewer.lines_until_exit(WAIT);
+    let agent_said = agent.lines_until("session ended", WAIT);
+    assert_eq!(agent.wait_exit(WAIT), Some(0), "{agent_said:#?}");
+
+    assert!(
+        said.iter().any(|l| l.starts_with("connected in ")),
+        "{said:#?}"
+    );
+    let stats = said
+        .iter()
+        .find(|l| l.contains(" fps, "))
+        .expect("a stats line");
+    assert!(
+        stats.contains("bit/s") && !stats.contains("Some(") && !stats.contains("kbps"),
+        "{stats}"
+    );
+    assert_eq!(
+        agent_said.last().unwrap(),
+        "session ended: the technician ended the session"
+    );
+    // Logs go to stderr: on a good run there are none, and never colour codes in a file.
+    let viewer_err = viewer.stderr_text();
+    let agent_err = std::fs::read_to_string(&agent_err).unwrap();
+    for (who, text) in [("viewer", &viewer_err), ("agent", &agent_err)] {
+        assert!(
+            !text.contains("WARN") && !text.contains("INFO") && !text.contains('\x1b'),
+            "the {who} logged on a good run: {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

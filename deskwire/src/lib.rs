@@ -73,7 +73,7 @@ pub use deskwire_session::wire::ByeReason;
 pub use deskwire_session::{AgentStats, ViewerStats};
 pub use grants::GrantAnswerError;
 #[cfg(feature = "init-tracing")]
-pub use logging::init_tracing;
+pub use logging::{init_tracing, init_tracing_verbosity};
 pub use viewer::Viewer;
 
 /// Errors of the session API.
@@ -159,16 +159,101 @@ impl From<SessionError> for DisconnectReason {
 }
 
 /// An error and its chain of sources as one sentence, for the places where an error
-/// becomes text (an ended session's reason, a refusal told to the peer).
+/// becomes text (an ended session's reason, a refusal told to the peer). A cause is said
+/// once: a wrapper that only repeats its source ("IO error: Connection refused (os error
+/// 111)") gives way to the source, and operating-system errors are said in words, not
+/// errno.
 pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let mut parts = vec![(e.to_string(), e.to_string())];
     let mut source = e.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let raw = cause.to_string();
+        let said = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io_words(io),
+            None => raw.clone(),
+        };
+        parts.push((raw, said));
         source = cause.source();
     }
+    let mut text = String::new();
+    for (i, (_, said)) in parts.iter().enumerate() {
+        let repeats_next = parts
+            .get(i + 1)
+            .is_some_and(|(next_raw, _)| i > 0 && said.contains(next_raw.as_str()));
+        if repeats_next || said.is_empty() || text.ends_with(said.as_str()) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(said);
+    }
     text
+}
+
+/// An operating-system error as people say it.
+pub(crate) fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let words = match e.kind() {
+        K::ConnectionRefused => "connection refused (nothing is listening there)",
+        K::ConnectionReset => "the connection was reset",
+        K::ConnectionAborted => "the connection was aborted",
+        K::TimedOut => "timed out",
+        K::HostUnreachable => "the host is unreachable",
+        K::NetworkUnreachable => "the network is unreachable",
+        K::AddrInUse => "the address is already in use",
+        K::AddrNotAvailable => "the address is not available on this computer",
+        K::PermissionDenied => "permission denied",
+        K::NotFound => "not found",
+        _ => match e.raw_os_error() {
+            Some(19) => "no network interface can do this (no route for it)",
+            _ => "",
+        },
+    };
+    if words.is_empty() {
+        // The system's own sentence, without the errno.
+        let text = e.to_string();
+        match text.rfind(" (os error ") {
+            Some(at) => text[..at].to_owned(),
+            None => text,
+        }
+    } else {
+        words.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot reach the broker at ws://h")]
+    struct Top(#[source] Wrapper);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("IO error: {0}")]
+    struct Wrapper(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_said_once_and_in_words() {
+        let io = std::io::Error::from_raw_os_error(111);
+        let text = with_causes(&Top(Wrapper(io)));
+        assert_eq!(
+            text,
+            "cannot reach the broker at ws://h: connection refused (nothing is listening there)"
+        );
+        let odd = std::io::Error::from_raw_os_error(19);
+        assert_eq!(
+            io_words(&odd),
+            "no network interface can do this (no route for it)"
+        );
+        let other = std::io::Error::from_raw_os_error(28);
+        assert!(
+            !io_words(&other).contains("os error"),
+            "{}",
+            io_words(&other)
+        );
+    }
 }
 
 impl From<deskwire_session::pairing::PairingEnd> for DisconnectReason {
@@ -239,9 +324,22 @@ impl std::fmt::Display for DisconnectReason {
         match self {
             DisconnectReason::Local => write!(f, "ended on this side"),
             DisconnectReason::PeerBye { reason, detail } => {
-                write!(f, "the peer ended the session ({reason:?}: {detail})")
+                if detail.is_empty() {
+                    match reason {
+                        ByeReason::Error => {
+                            write!(f, "the other side hit an error and ended the session")
+                        }
+                        _ => write!(f, "the other side ended the session"),
+                    }
+                } else {
+                    write!(f, "{detail}")
+                }
             }
-            DisconnectReason::PeerTimeout(d) => write!(f, "nothing heard from the peer for {d:?}"),
+            DisconnectReason::PeerTimeout(d) => write!(
+                f,
+                "nothing heard from the other side for {}",
+                deskwire_signal::words::duration(*d)
+            ),
             DisconnectReason::PeerLeft => write!(f, "the peer left before the session started"),
             DisconnectReason::Broker(e) => write!(f, "broker: {e}"),
             DisconnectReason::Transport(e) => write!(f, "transport: {e}"),

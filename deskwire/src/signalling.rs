@@ -239,7 +239,7 @@ impl Signalling {
             match Self::connect(broker, timeout).await {
                 Ok(s) => return Ok(s),
                 Err(e) => {
-                    tracing::warn!(broker, error = %crate::with_causes(&e), "broker unreachable; trying the next");
+                    tracing::info!(broker, error = %crate::with_causes(&e), "broker unreachable; trying the next");
                     match e {
                         SessionError::Broker(e) => failures.push(e),
                         other => return Err(other),

@@ -43,9 +43,22 @@ impl std::fmt::Display for SessionEnd {
         match self {
             SessionEnd::Local => write!(f, "ended on this side"),
             SessionEnd::PeerBye { reason, detail } => {
-                write!(f, "the peer ended the session ({reason:?}: {detail})")
+                if detail.is_empty() {
+                    match reason {
+                        ByeReason::Error => {
+                            write!(f, "the other side hit an error and ended the session")
+                        }
+                        _ => write!(f, "the other side ended the session"),
+                    }
+                } else {
+                    write!(f, "{detail}")
+                }
             }
-            SessionEnd::PeerTimeout(d) => write!(f, "nothing heard from the peer for {d:?}"),
+            SessionEnd::PeerTimeout(d) => write!(
+                f,
+                "nothing heard from the other side for {}",
+                deskwire_signal::words::duration(*d)
+            ),
             SessionEnd::ProtocolViolation(why) => write!(f, "the peer broke the protocol: {why}"),
         }
     }

@@ -29,6 +29,9 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// What it wrote to stderr, when that was piped (collected on a thread so the program
+    /// never blocks on a full pipe).
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
@@ -46,6 +49,13 @@ impl Running {
             .spawn()
             .expect("starting a binary");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().map(|mut err| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut err, &mut text);
+                text
+            })
+        });
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -54,7 +64,20 @@ impl Running {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Everything the program wrote to a piped stderr; waits for it to close it (exit).
+    pub fn stderr_text(&mut self) -> String {
+        self.stderr
+            .take()
+            .expect("stderr was piped")
+            .join()
+            .expect("the stderr reader")
     }
 
     /// Close the program's standard input, as a user pressing Ctrl-D or a pipe ending.

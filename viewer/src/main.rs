@@ -49,6 +49,10 @@ use minifb::{MouseButton, MouseMode, Window, WindowOptions};
     about = "Open a support session: see the user's screen in a window and drive it"
 )]
 struct Args {
+    /// Say more: -v for the engine's progress, -vv for its detail and WebRTC's warnings
+    /// (RUST_LOG, when set, decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Broker URL.
     #[arg(long, required_unless_present_any = ["lan", "browse"])]
     broker: Option<String>,
@@ -128,9 +132,27 @@ struct Args {
     token: Option<String>,
 }
 
-fn main() -> Result<()> {
-    deskwire::init_tracing();
+/// Exit codes: 0 the session ran and ended well (or the command did its work), 1 it failed
+/// or was refused (said once, on the last line), 2 the command line was wrong.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<SessionFailed>() => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A session that ended badly: already told as "session ended: ...", not told again.
+#[derive(Debug, thiserror::Error)]
+#[error("the session ended badly")]
+struct SessionFailed;
+
+fn run() -> Result<()> {
     let args = Args::parse();
+    deskwire::init_tracing_verbosity(args.verbose);
     let lan_permission = if args.lan.is_some() || args.browse.is_some() {
         Some(may_connect_on_lan(&args)?)
     } else {
@@ -290,7 +312,7 @@ fn main() -> Result<()> {
             if fine {
                 Ok(())
             } else {
-                bail!("session ended: {reason}")
+                Err(SessionFailed.into())
             }
         }
     }
@@ -480,7 +502,12 @@ impl Session {
                 s.latency_p99.map_or("not measured yet".to_owned(), words::duration)
             ),
             ViewerEvent::Disconnected(reason) => {
-                println!("session ended: {reason}");
+                match (&reason, self.connected) {
+                    (DisconnectReason::Broker(why), false) => {
+                        println!("cannot go on with the broker: {why}")
+                    }
+                    _ => println!("session ended: {reason}"),
+                }
                 return Some(reason);
             }
             _ => {}
