@@ -12,7 +12,8 @@
 //! (`--acceptance request`, the default) or told and given time to refuse (`auto`). Type
 //! `t` and Enter to end a running session. A local control socket takes the same actions
 //! from scripts: `deskwire-agent ctl password | sessions | terminate | code CODE`.
-#![allow(clippy::print_stdout)]
+// A program: its report goes to stdout, its one-line error to stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod ui;
 

@@ -17,7 +17,8 @@
 //! Ad-hoc support: `--adhoc-create [--mail-to ADDR]` prints an invitation for the user's
 //! temporary host (`deskwire-agent adhoc`), `--adhoc ID --invite LINK` connects to it (as often as
 //! needed for 24 h after activation) and `--adhoc-end ID` ends it now.
-#![allow(clippy::print_stdout)]
+// A program: its report goes to stdout, its one-line error to stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
