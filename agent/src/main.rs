@@ -73,10 +73,11 @@ enum Command {
         /// Revoke this grant now.
         #[arg(long)]
         revoke: Option<u32>,
-        /// Tell this broker about the revocation too (with --device-key).
-        #[arg(long, requires = "device_key")]
+        /// Tell this broker about the revocation too.
+        #[arg(long)]
         broker: Option<String>,
-        /// This computer's device key, which signs the report.
+        /// This computer's device key, which signs the report (default: the one in
+        /// $XDG_CONFIG_HOME/deskwire, else ~/.config/deskwire).
         #[arg(long)]
         device_key: Option<PathBuf>,
     },
@@ -103,7 +104,9 @@ struct Args {
     /// Another broker to try when the first cannot be reached (repeatable, in order).
     #[arg(long = "fallback-broker")]
     fallback_brokers: Vec<String>,
-    /// This computer's device key (made on first use): joins then prove which device this is.
+    /// This computer's device key (made on first use): joins then prove which device this
+    /// is. Reports of grants and LAN passwords, and --standby, sign with it; without it they
+    /// use device.key in $XDG_CONFIG_HOME/deskwire, else in ~/.config/deskwire.
     #[arg(long)]
     device_key: Option<PathBuf>,
     /// The connection code the technician read to you (ten digits).
@@ -135,7 +138,7 @@ struct Args {
     customer_accounts: Option<PathBuf>,
     /// Stand by at --broker for unattended calls under the grants in --grants (the device
     /// key signs; approved grants are reported to the broker).
-    #[arg(long, requires_all = ["broker", "device_key", "grants"], conflicts_with_all = ["lan", "code"])]
+    #[arg(long, requires_all = ["broker", "grants"], conflicts_with_all = ["lan", "code"])]
     standby: bool,
     /// Serve one LAN session, then exit.
     #[arg(long)]
@@ -169,6 +172,30 @@ struct Args {
     /// Seconds to answer (request) or to refuse (auto).
     #[arg(long, default_value_t = 30)]
     answer_within: u64,
+}
+
+/// `given`, else `device.key` in `$XDG_CONFIG_HOME/deskwire` or `~/.config/deskwire` (the
+/// folder made private to this user): the key this computer signs its reports with and the
+/// broker knows it by.
+fn device_key_path(given: Option<&PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.clone());
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .context("no folder for this computer's device key: set $HOME or pass --device-key")?;
+    let dir = config.join("deskwire");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(dir.join("device.key"))
 }
 
 /// Exit codes: 0 the session (or the command) ended well or was cancelled by the user, 1
@@ -229,8 +256,9 @@ fn run() -> Result<()> {
                 bail!("there is no grant {id} in {}", grants.display());
             }
             println!("grant {id} revoked");
-            if let (Some(broker), Some(key), Some(entry)) = (broker, device_key, store.get(*id)?) {
-                report_to_broker(broker, key, &entry, Duration::from_secs(10))?;
+            if let (Some(broker), Some(entry)) = (broker, store.get(*id)?) {
+                let key = device_key_path(device_key.as_ref())?;
+                report_to_broker(broker, &key, &entry, Duration::from_secs(10))?;
                 println!("the broker was told");
             }
         }
@@ -287,6 +315,16 @@ fn run() -> Result<()> {
     if let Some(path) = &args.device_key {
         config = config.device_key(path);
     }
+    // With a broker, approved grants are reported under this computer's device key and
+    // their tickets name the device, so the technician can call it unattended later.
+    let grants_to = match (&args.broker, &args.grants) {
+        (Some(broker), Some(grants)) => {
+            let key = device_key_path(args.device_key.as_ref())?;
+            config = config.grant_device(device_id(&key)?);
+            Some((broker.clone(), key, LocalGrants::at(grants)))
+        }
+        _ => None,
+    };
     if let Some(path) = &args.grants {
         config = config.unattended(
             LocalGrants::at(path),
@@ -325,15 +363,14 @@ fn run() -> Result<()> {
         requests,
         answer_within: window,
         connected: false,
-        grants_to: match (&args.broker, &args.device_key, &args.grants) {
-            (Some(b), Some(k), Some(g)) => Some((b.clone(), k.clone(), LocalGrants::at(g))),
-            _ => None,
-        },
+        grants_to,
     };
     let outcome = if args.standby {
-        let (Some(broker), Some(key)) = (&args.broker, &args.device_key) else {
-            bail!("--standby needs --broker and --device-key");
+        let Some(broker) = &args.broker else {
+            bail!("--standby needs --broker");
         };
+        let key = device_key_path(args.device_key.as_ref())?;
+        let key = &key;
         println!(
             "this computer is {}; standing by for unattended calls",
             device_id(key)?
@@ -387,9 +424,7 @@ fn run() -> Result<()> {
             lan.name = name.clone();
         }
         if let Some(broker) = &args.broker {
-            let Some(key) = args.device_key.clone() else {
-                bail!("telling the broker this computer's LAN password needs --device-key (it signs the report)");
-            };
+            let key = device_key_path(args.device_key.as_ref())?;
             let mut brokers = vec![broker.clone()];
             brokers.extend(args.fallback_brokers.iter().cloned());
             lan.report_to = Some(PasswordReportTo {

@@ -137,3 +137,110 @@ fn a_standing_by_sender_lets_the_viewer_in_unattended_only_while_the_grant_is_op
     assert!(!text.contains("snapshot:"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's unattended flow, typed as written: the technician asks during a session
+/// and saves the ticket, the user approves on the agent's terminal (no device key given),
+/// the agent stands by, and the technician calls with only the ticket (no device id, no
+/// broker URL: the ticket names both).
+#[test]
+fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_where_to_call() {
+    let permissions = Permissions::NONE
+        .with(Permission::Control)
+        .with(Permission::Unattended);
+    let (broker, token) = TestBroker::start_with_accounts(permissions, Policy::default()).unwrap();
+    let url = broker.url();
+    let screen = deskwire_tests::Xvfb::start(320, 240).expect("starting the target's Xvfb");
+    let dir = std::env::temp_dir().join(format!("dw-readme-unattended-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (grants, ticket, accounts, config) = (
+        dir.join("grants.json"),
+        dir.join("ticket.json"),
+        dir.join("accounts"),
+        dir.join("config"),
+    );
+    AdminAccounts::at(&accounts)
+        .set("root", "correct horse")
+        .unwrap();
+    let agent = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
+        cmd.args(["--broker", url, "--source", "synthetic:static"])
+            .args(["--width", "320", "--height", "240"])
+            .arg("--grants")
+            .arg(&grants)
+            .arg("--customer-accounts")
+            .arg(&accounts)
+            .arg("--control-socket")
+            .arg(dir.join("ctl.sock"))
+            .args(args)
+            .env("DISPLAY", screen.display())
+            .env("XDG_CONFIG_HOME", &config)
+            .env("RUST_LOG", "error");
+        Running::start(cmd)
+    };
+
+    // During a session: the technician asks, the user says yes twice.
+    let mut viewer_cmd = Command::new(deskwire_tests::binaries::binary("deskwire-viewer"));
+    viewer_cmd
+        .args(["--broker", url, "--token", &token, "--headless"])
+        .args([
+            "--duration",
+            "4",
+            "--request-unattended",
+            "1",
+            "--zone",
+            "UTC",
+        ])
+        .arg("--save-grant")
+        .arg(&ticket)
+        .env("RUST_LOG", "error");
+    let viewer_run = Running::start(viewer_cmd);
+    let code_line = viewer_run.wait_for("connection code: ", WAIT);
+    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let mut user = agent(&["--code", &code]);
+    user.wait_for("Allow?", WAIT);
+    user.type_line("y");
+    let asked = user.wait_for("asks to connect when nobody is here", WAIT);
+    assert!(asked.contains("(for 1 day,"), "{asked}");
+    user.type_line("y");
+    user.wait_for("unattended access granted (grant 1)", WAIT);
+    user.wait_for("grant 1 reported to the broker", WAIT);
+    let saved = viewer_run.lines_until_exit(WAIT);
+    assert!(
+        saved.iter().any(|l| l.starts_with("grant saved to")),
+        "{saved:#?}"
+    );
+    drop(user);
+    let kept = deskwire::grants::GrantTicket::from_json(&std::fs::read_to_string(&ticket).unwrap())
+        .unwrap();
+    let device = kept.device.clone().expect("the ticket names the device");
+    assert!(device.starts_with("dev-"), "{device}");
+    assert_eq!(kept.broker.as_deref(), Some(url));
+
+    // Later, nobody at the computer (the broker's clock is virtual: it reads real time now).
+    broker.clock().set(UnixMillis::now());
+    let standby = agent(&["--standby"]);
+    let standing = standby.wait_for("standing by for unattended calls", WAIT);
+    assert!(standing.contains(&device), "the same device: {standing}");
+    let shot = dir.join("shot.png");
+    let (ok, text) = viewer(
+        &[
+            "--unattended",
+            "--grant",
+            &ticket.to_string_lossy(),
+            "--token",
+            &token,
+            "--admin-user",
+            "root",
+            "--headless",
+            "--duration",
+            "1",
+            "--snapshot",
+            &shot.to_string_lossy(),
+        ],
+        &[("DESKWIRE_ADMIN_PASSWORD", "correct horse")],
+    );
+    assert!(ok && text.contains("snapshot:"), "ok {ok}: {text}");
+    standby.wait_for("connects under grant 1", WAIT);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -283,6 +283,9 @@ pub struct AgentConfig {
     /// The accounts a customer's own credentials are checked against (customer-credential
     /// grants).
     pub customer_accounts: Option<crate::accounts::AdminAccounts>,
+    /// The device id (`dev-...`) the broker knows this computer by, written into each
+    /// approved grant's ticket so the technician's viewer knows where to call.
+    pub grant_device: Option<String>,
 }
 
 impl AgentConfig {
@@ -309,7 +312,15 @@ impl AgentConfig {
             grants: None,
             grant_policy: deskwire_signal::grant::GrantPolicy::default(),
             customer_accounts: None,
+            grant_device: None,
         }
+    }
+
+    /// Name this computer's device id (`dev-...`) in the tickets of the grants its user
+    /// approves: the device the technician calls unattended through the broker.
+    pub fn grant_device(mut self, device_id: impl Into<String>) -> Self {
+        self.grant_device = Some(device_id.into());
+        self
     }
 
     /// Keep approved unattended-access grants here, under `policy`; customer credentials

@@ -122,7 +122,16 @@ pub struct GrantTicket {
     pub secret: [u8; 16],
     /// The grant.
     pub grant: Grant,
+    /// The device id (`dev-...`) the broker knows the target by, when the target has one:
+    /// where an unattended call through the broker goes.
+    pub device: Option<String>,
+    /// The broker the ticket was issued through (the viewer fills it in when it saves the
+    /// ticket): where an unattended call goes when no other broker is named.
+    pub broker: Option<String>,
 }
+
+/// The longest device id or broker URL a ticket may carry.
+const MAX_TICKET_TEXT: usize = 2048;
 
 impl std::fmt::Debug for GrantTicket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,12 +145,18 @@ impl std::fmt::Debug for GrantTicket {
 impl GrantTicket {
     /// As JSON, to keep (it is a secret: store it like a password).
     pub fn to_json(&self) -> String {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "id": self.id,
             "secret": hex(&self.secret),
             "grant": self.grant,
-        })
-        .to_string()
+        });
+        if let Some(device) = &self.device {
+            v["device"] = device.clone().into();
+        }
+        if let Some(broker) = &self.broker {
+            v["broker"] = broker.clone().into();
+        }
+        v.to_string()
     }
 
     /// From [`GrantTicket::to_json`].
@@ -156,7 +171,23 @@ impl GrantTicket {
             .and_then(unhex)
             .ok_or(GrantsError::BadTicket("it has no valid secret"))?;
         let grant = serde_json::from_value(v["grant"].clone()).map_err(GrantsError::TicketJson)?;
-        Ok(Self { id, secret, grant })
+        // Older tickets have neither; a present one must be plausible text.
+        let text = |field: &str, what: &'static str| match &v[field] {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(s) if !s.is_empty() && s.len() <= MAX_TICKET_TEXT => {
+                Ok(Some(s.clone()))
+            }
+            _ => Err(GrantsError::BadTicket(what)),
+        };
+        let device = text("device", "its device id is not valid")?;
+        let broker = text("broker", "its broker URL is not valid")?;
+        Ok(Self {
+            id,
+            secret,
+            grant,
+            device,
+            broker,
+        })
     }
 }
 
@@ -249,7 +280,13 @@ impl LocalGrants {
             secret: Some(secret),
         });
         self.write(&all)?;
-        Ok(GrantTicket { id, secret, grant })
+        Ok(GrantTicket {
+            id,
+            secret,
+            grant,
+            device: None,
+            broker: None,
+        })
     }
 
     /// Grant `id`, if kept.
@@ -326,6 +363,14 @@ mod tests {
         assert_eq!(g.get(1).unwrap().unwrap().secret, Some(ticket.secret));
         assert_eq!(GrantTicket::from_json(&ticket.to_json()).unwrap(), ticket);
         assert!(GrantTicket::from_json("{\"id\":1,\"secret\":\"zz\"}").is_err());
+        // Where to call travels with the ticket; an old ticket without it still reads.
+        let mut placed = ticket.clone();
+        placed.device = Some("dev-abc".into());
+        placed.broker = Some("ws://broker:8450".into());
+        assert_eq!(GrantTicket::from_json(&placed.to_json()).unwrap(), placed);
+        let mut bad: serde_json::Value = serde_json::from_str(&placed.to_json()).unwrap();
+        bad["device"] = 7.into();
+        assert!(GrantTicket::from_json(&bad.to_string()).is_err());
         let listed = g.list().unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].technician.as_deref(), Some("alice"));

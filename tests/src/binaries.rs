@@ -1,7 +1,7 @@
 //! What the binary-driving tests share: finding the product binaries cargo built, and a
 //! child process killed by its PID when the test ends, whose output lines can be waited for.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -57,13 +57,7 @@ impl Running {
             })
         });
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        std::thread::spawn(move || read_lines(stdout, &tx));
         Self {
             child,
             lines,
@@ -78,6 +72,14 @@ impl Running {
             .expect("stderr was piped")
             .join()
             .expect("the stderr reader")
+    }
+
+    /// Type `line` (and Enter) on the program's standard input.
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped and open");
+        writeln!(stdin, "{line}").expect("typing to the program");
+        stdin.flush().expect("typing to the program");
     }
 
     /// Close the program's standard input, as a user pressing Ctrl-D or a pipe ending.
@@ -147,6 +149,38 @@ impl Running {
                 return lines;
             }
         }
+    }
+}
+
+/// Send each line `from` prints to `tx`; a prompt (text ending in ": " that the program
+/// flushed without a newline, waiting for an answer) counts as a line too.
+fn read_lines(from: impl Read, tx: &mpsc::Sender<String>) {
+    let mut reader = BufReader::new(from);
+    let mut pending = Vec::new();
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk.to_vec(),
+        };
+        reader.consume(chunk.len());
+        pending.extend_from_slice(&chunk);
+        while let Some(at) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=at).collect();
+            let text = String::from_utf8_lossy(&line[..at]).trim_end_matches('\r').to_owned();
+            if tx.send(text).is_err() {
+                return;
+            }
+        }
+        if pending.ends_with(b": ") {
+            let text = String::from_utf8_lossy(&pending).into_owned();
+            pending.clear();
+            if tx.send(text).is_err() {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let _ = tx.send(String::from_utf8_lossy(&pending).into_owned());
     }
 }
 

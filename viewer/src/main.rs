@@ -55,7 +55,7 @@ struct Args {
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Broker URL.
-    #[arg(long, required_unless_present_any = ["lan", "browse"])]
+    #[arg(long, required_unless_present_any = ["lan", "browse", "unattended"])]
     broker: Option<String>,
     /// Connect directly to a LAN computer: `ADDR[:PORT]`, or text to find in the name or
     /// address of a computer on the LAN (the first that matches).
@@ -80,9 +80,16 @@ struct Args {
     /// target (the target's admin credentials may be asked: --admin-user).
     #[arg(long, conflicts_with = "password")]
     grant: Option<PathBuf>,
-    /// Connect unattended through --broker to this device (`dev-...`) under --grant; its
-    /// agent stands by (`deskwire-agent --standby`).
-    #[arg(long, requires_all = ["broker", "token", "grant"], conflicts_with = "lan")]
+    /// Connect unattended under --grant, with nobody at the computer: to this device
+    /// (`dev-...`), or without a value to the one the ticket names, through --broker or the
+    /// ticket's broker; its agent stands by (`deskwire-agent --standby`).
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = "",
+        requires_all = ["token", "grant"],
+        conflicts_with = "lan"
+    )]
     unattended: Option<String>,
     /// The time zone the unattended days count in (IANA name, e.g. Europe/Berlin).
     #[arg(long, default_value = "UTC")]
@@ -205,7 +212,13 @@ fn run() -> Result<()> {
             credential_mode: CredentialMode::AskEachConnection,
         });
     }
-    let config = match (&args.lan, &args.broker) {
+    // An unattended call may take its broker from the ticket.
+    let ticket_broker = match (&args.unattended, &args.grant, &args.broker) {
+        (Some(_), Some(path), None) => read_ticket(path)?.broker,
+        _ => None,
+    };
+    session.broker = args.broker.clone();
+    let config = match (&args.lan, args.broker.as_ref().or(ticket_broker.as_ref())) {
         (Some(target), _) => {
             let ticket = match &args.grant {
                 Some(path) => {
@@ -248,10 +261,17 @@ fn run() -> Result<()> {
             else {
                 bail!("--unattended needs --grant FILE and --token");
             };
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the grant {}", path.display()))?;
+            let ticket = read_ticket(path)?;
+            let device = match (device.as_str(), &ticket.device) {
+                ("", Some(named)) => named.clone(),
+                ("", None) => bail!(
+                    "{} names no device (an older ticket): give it, --unattended dev-...",
+                    path.display()
+                ),
+                (given, _) => given.to_owned(),
+            };
             session.code = format!("{device} (unattended)");
-            ViewerConfig::unattended(broker, token, device, GrantTicket::from_json(&text)?)
+            ViewerConfig::unattended(broker, token, &device, ticket)
                 .transport(TransportConfig::for_broker(broker, args.bind))
         }
         (None, Some(broker)) if args.adhoc.is_some() => {
@@ -272,7 +292,9 @@ fn run() -> Result<()> {
             }
             config
         }
-        (None, None) => bail!("give --broker URL, --lan TARGET or --browse"),
+        (None, None) => bail!(
+            "give --broker URL, --lan TARGET or --browse (an --unattended call whose ticket names no broker needs --broker)"
+        ),
     };
     let config = match &args.admin_user {
         Some(user) => {
@@ -317,6 +339,13 @@ fn run() -> Result<()> {
             }
         }
     }
+}
+
+/// A saved grant ticket.
+fn read_ticket(path: &std::path::Path) -> Result<GrantTicket> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the grant {}", path.display()))?;
+    GrantTicket::from_json(&text).with_context(|| format!("reading the grant {}", path.display()))
 }
 
 /// Connecting on the LAN needs the permission: from the technician's group when a broker
@@ -416,6 +445,8 @@ struct Session {
     grant_request: Option<GrantRequest>,
     /// Where to keep a granted ticket.
     save_grant: Option<PathBuf>,
+    /// The broker this session went through, written into a saved ticket.
+    broker: Option<String>,
     code: String,
 }
 
@@ -457,19 +488,22 @@ impl Session {
                 self.control = control;
             }
             ViewerEvent::GrantAnswered { result, .. } => match result {
-                Ok(ticket) => {
+                Ok(mut ticket) => {
                     println!(
                         "unattended access granted (grant {}) until {}",
                         ticket.id,
-                        ticket
-                            .grant
-                            .expires_at()
-                            .map_or("revoked".to_owned(), |t| words::when(UnixMillis::now(), t))
+                        ticket.grant.expires_at().map_or("it is revoked".to_owned(), |t| {
+                            words::when(UnixMillis::now(), t)
+                        })
                     );
+                    if ticket.broker.is_none() {
+                        ticket.broker = self.broker.clone();
+                    }
                     if let Some(path) = &self.save_grant {
                         match write_private(path, &ticket.to_json()) {
                             Ok(()) => println!(
-                                "grant saved to {} (keep it like a password)",
+                                "grant saved to {} (keep it like a password); later, with nobody there: deskwire-viewer --unattended --grant {} --token ... --admin-user NAME",
+                                path.display(),
                                 path.display()
                             ),
                             Err(e) => println!("cannot save the grant to {}: {e}", path.display()),

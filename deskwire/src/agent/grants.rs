@@ -201,9 +201,10 @@ impl GrantDesk {
         }
         let (grant, adjustment) = approve(request, &config.grant_policy, now)?;
         let grants = config.grants.as_ref().ok_or(GrantRefusal::NoGrants)?;
-        let ticket = grants
+        let mut ticket = grants
             .add(self.technician.clone(), grant)
             .map_err(|e| GrantRefusal::Storage(crate::with_causes(&e)))?;
+        ticket.device = config.grant_device.clone();
         tracing::info!(local = ticket.id, ?adjustment, "unattended access granted");
         // The ticket (with its secret) goes to the technician over the encrypted,
         // authenticated control channel; the broker never sees it.
