@@ -470,6 +470,12 @@ pub enum ViewerEvent {
     AwaitingConsent {
         /// Longest wait.
         timeout: Duration,
+        /// Silence lets you in at the end of the wait (the user may refuse until then);
+        /// otherwise silence refuses.
+        starts_on_its_own: bool,
+        /// The computer's own setting, stricter than your group's policy, decided this
+        /// wait (the stricter always wins).
+        by_computer: bool,
     },
     /// The target's code or description did not verify (a mistyped secret, or tampering on
     /// the way): nothing was connected. The target may enter the code again; the third

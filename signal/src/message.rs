@@ -436,6 +436,14 @@ pub enum PeerSignal {
     AwaitingConsent {
         /// Longest wait.
         for_ms: u64,
+        /// Silence lets the technician in when the wait ends (automatic acceptance with a
+        /// window to refuse), rather than refusing them.
+        #[serde(default)]
+        starts_on_its_own: bool,
+        /// The computer's own setting, stricter than the technician's group policy, is
+        /// what decided the wait (the stricter of the two always wins).
+        #[serde(default)]
+        by_computer: bool,
     },
     /// The sender is leaving the session.
     Bye {

@@ -166,7 +166,9 @@ fn read_lines(from: impl Read, tx: &mpsc::Sender<String>) {
         pending.extend_from_slice(&chunk);
         while let Some(at) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=at).collect();
-            let text = String::from_utf8_lossy(&line[..at]).trim_end_matches('\r').to_owned();
+            let text = String::from_utf8_lossy(&line[..at])
+                .trim_end_matches('\r')
+                .to_owned();
             if tx.send(text).is_err() {
                 return;
             }

@@ -80,7 +80,7 @@ fn by_request_the_session_waits_for_the_user_and_gets_only_what_they_allow() {
     let (_x, _broker, c, h) = start(mode);
     assert_eq!(asked(&h), (mode, true));
     let timeout = wait_viewer(&c, WAIT, |e| match e {
-        ViewerEvent::AwaitingConsent { timeout } => Some(*timeout),
+        ViewerEvent::AwaitingConsent { timeout, .. } => Some(*timeout),
         ViewerEvent::Connected { .. } => panic!("connected before the user answered"),
         _ => None,
     })

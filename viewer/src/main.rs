@@ -460,6 +460,28 @@ impl Session {
                 self.code = code.to_string();
             }
             ViewerEvent::PeerJoined => self.joined = Some(Instant::now()),
+            ViewerEvent::AwaitingConsent {
+                timeout,
+                starts_on_its_own,
+                by_computer,
+            } => {
+                let whose = if by_computer {
+                    " (the computer's own setting, stricter than your group's)"
+                } else {
+                    ""
+                };
+                if starts_on_its_own {
+                    println!(
+                        "the user may refuse within {}{whose}; the session starts on its own after that",
+                        words::duration(timeout)
+                    );
+                } else {
+                    println!(
+                        "waiting for the user to let you in (up to {}){whose}",
+                        words::duration(timeout)
+                    );
+                }
+            }
             ViewerEvent::BrokerLost => println!("lost the broker; keeping the code alive"),
             ViewerEvent::BrokerResumed => println!("the broker is back; the code still works"),
             ViewerEvent::Connected { setup } => {

@@ -51,9 +51,15 @@ impl ViewerTask {
                         ViewerEvent::Code { code, expires_at }
                     }
                     ViewerPairingEvent::PeerJoined => ViewerEvent::PeerJoined,
-                    ViewerPairingEvent::AwaitingConsent { timeout } => {
-                        ViewerEvent::AwaitingConsent { timeout }
-                    }
+                    ViewerPairingEvent::AwaitingConsent {
+                        timeout,
+                        starts_on_its_own,
+                        by_computer,
+                    } => ViewerEvent::AwaitingConsent {
+                        timeout,
+                        starts_on_its_own,
+                        by_computer,
+                    },
                     ViewerPairingEvent::VerificationFailed { why } => {
                         ViewerEvent::VerificationFailed { why }
                     }

@@ -306,12 +306,19 @@ impl AgentPairing {
             Some(p) => self.config.acceptance.stricter(broker_mode(p)),
             None => self.config.acceptance,
         };
+        // Told to the technician: whose rule they are waiting on.
+        let by_computer = policy.is_some_and(|p| {
+            let group = broker_mode(p);
+            mode != group && mode == self.config.acceptance
+        });
         let technician = policy.map(|p| p.technician.clone());
         let prompt = ConsentPrompt::new(mode, control, now);
         if prompt.asks_the_user() {
             let timeout = prompt.deadline() - now;
             self.relay(PeerSignal::AwaitingConsent {
                 for_ms: timeout.as_millis() as u64,
+                starts_on_its_own: matches!(mode, AcceptanceMode::AllowAutomatically { .. }),
+                by_computer,
             });
             self.events.push_back(AgentPairingEvent::AskUser {
                 mode,

@@ -370,7 +370,7 @@ fn the_offer_goes_out_only_after_the_key_confirmation_and_the_users_yes() {
         "only after the answer"
     );
     let waited = h.viewer_saw(|e| {
-        matches!(e, ViewerPairingEvent::AwaitingConsent { timeout } if *timeout == Duration::from_secs(30))
+        matches!(e, ViewerPairingEvent::AwaitingConsent { timeout, starts_on_its_own: false, .. } if *timeout == Duration::from_secs(30))
     });
     assert!(waited.is_some(), "the viewer hears it waits for the user");
     let (connected_at, control) = h.connected().expect("connected");
@@ -552,6 +552,48 @@ fn the_technicians_group_can_only_make_the_agent_stricter() {
 }
 
 #[test]
+fn the_technician_hears_how_the_wait_ends_and_whose_rule_it_is() {
+    let group = |acceptance| SessionPolicy {
+        technician: "Ada".into(),
+        acceptance,
+        window_secs: 20,
+        control: true,
+        unattended: false,
+        admin_credentials_only: false,
+    };
+    let told = |mode: AcceptanceMode, policy: SessionPolicy| {
+        let mut agent = agent_config(PairingSecret::Code(code(SECRET)), mode);
+        agent.policy = Some(policy);
+        let mut h = Harness::new(code_route(), agent, Script::default());
+        h.run(Duration::from_secs(60));
+        h.viewer_events.iter().find_map(|(_, e)| match e {
+            ViewerPairingEvent::AwaitingConsent {
+                starts_on_its_own,
+                by_computer,
+                ..
+            } => Some((*starts_on_its_own, *by_computer)),
+            _ => None,
+        })
+    };
+    // The group lets them in automatically, the computer asks its user first: it is the
+    // computer's rule, and silence refuses.
+    assert_eq!(
+        told(by_request(30), group(PolicyAcceptance::Auto)),
+        Some((false, true))
+    );
+    // Both automatic: silence lets them in, and the group's window is not overridden.
+    let auto = AcceptanceMode::AllowAutomatically {
+        reject_window: Duration::from_secs(10),
+    };
+    assert_eq!(told(auto, group(PolicyAcceptance::Auto)), Some((true, false)));
+    // The group asks: its rule.
+    assert_eq!(
+        told(auto, group(PolicyAcceptance::Request)),
+        Some((false, false))
+    );
+}
+
+#[test]
 fn an_unattended_call_asks_nobody_but_still_verifies_the_key() {
     let secret = [9u8; 16];
     let route = PairingRoute::Unattended {
@@ -690,7 +732,11 @@ fn a_target_cannot_make_the_viewer_wait_for_ever() {
     viewer.handle_broker(
         joined,
         BrokerMessage::Relay {
-            signal: PeerSignal::AwaitingConsent { for_ms: u64::MAX },
+            signal: PeerSignal::AwaitingConsent {
+                for_ms: u64::MAX,
+                starts_on_its_own: false,
+                by_computer: false,
+            },
         },
     );
     assert_eq!(

@@ -107,6 +107,10 @@ pub enum ViewerPairingEvent {
     AwaitingConsent {
         /// Bounded by [`MAX_CONSENT_WAIT_MS`].
         timeout: Duration,
+        /// Silence lets the technician in at the end of the wait.
+        starts_on_its_own: bool,
+        /// The computer's own setting, stricter than the group's, decided the wait.
+        by_computer: bool,
     },
     /// An attempt failed verification; nothing was connected, the code may be typed again.
     VerificationFailed {
@@ -308,12 +312,19 @@ impl ViewerPairing {
                         }
                     }
                 }
-                PeerSignal::AwaitingConsent { for_ms } => {
+                PeerSignal::AwaitingConsent {
+                    for_ms,
+                    starts_on_its_own,
+                    by_computer,
+                } => {
                     let timeout = Duration::from_millis(for_ms.min(MAX_CONSENT_WAIT_MS));
                     self.consent_wait = timeout;
                     self.joined_at = Some(now);
-                    self.events
-                        .push_back(ViewerPairingEvent::AwaitingConsent { timeout });
+                    self.events.push_back(ViewerPairingEvent::AwaitingConsent {
+                        timeout,
+                        starts_on_its_own,
+                        by_computer,
+                    });
                 }
                 PeerSignal::Offer { sdp, mac } => {
                     match self.keys.as_ref().map(|k| k.verify_offer(&sdp, &mac)) {
