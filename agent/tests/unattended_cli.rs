@@ -210,6 +210,13 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
         saved.iter().any(|l| l.starts_with("grant saved to")),
         "{saved:#?}"
     );
+    // While the user decided, the technician was told so.
+    assert!(
+        saved
+            .iter()
+            .any(|l| l.starts_with("waiting for the user to let you in (up to 30 s)")),
+        "{saved:#?}"
+    );
     drop(user);
     let kept = deskwire::grants::GrantTicket::from_json(&std::fs::read_to_string(&ticket).unwrap())
         .unwrap();
