@@ -555,19 +555,42 @@ async fn audit(store: &Store, action: AuditAction) -> Result<ExitCode, StoreErro
             }
         },
         AuditAction::List { after, limit } => {
+            // Names instead of ids, local time instead of milliseconds; the id column is
+            // what `--after` takes.
+            let mut names: std::collections::HashMap<i64, String> = Default::default();
             for e in store.audit_entries(AuditId(after), limit).await? {
-                let technician = e.technician.map(|t| t.0.to_string());
-                say(&format!(
-                    "{} at={} {} technician={} device={} source={} session={} {:?}",
-                    e.id.0,
-                    e.at,
-                    e.event,
-                    technician.as_deref().unwrap_or("-"),
-                    e.device.as_deref().unwrap_or("-"),
-                    e.source.as_deref().unwrap_or("-"),
-                    e.session.as_deref().unwrap_or("-"),
-                    e.detail
-                ));
+                let who = match e.technician {
+                    None => "-".to_owned(),
+                    Some(t) => match names.get(&t.0) {
+                        Some(n) => n.clone(),
+                        None => {
+                            let name = store
+                                .technician(t)
+                                .await?
+                                .map_or_else(|| format!("technician #{}", t.0), |t| t.name);
+                            names.insert(t.0, name.clone());
+                            name
+                        }
+                    },
+                };
+                let at = u64::try_from(e.at).map_or_else(
+                    |_| "before 1970".to_owned(),
+                    |ms| deskwire_signal::words::local_time(deskwire_signal::UnixMillis(ms)),
+                );
+                let mut line = format!("{:>6}  {at}  {:<24} {who}", e.id.0, e.event);
+                for (label, value) in [
+                    ("device", &e.device),
+                    ("from", &e.source),
+                    ("session", &e.session),
+                ] {
+                    if let Some(v) = value {
+                        line.push_str(&format!("  {label} {v}"));
+                    }
+                }
+                if !e.detail.is_empty() {
+                    line.push_str(&format!("  \"{}\"", e.detail.escape_debug()));
+                }
+                say(&line);
             }
             Ok(ExitCode::SUCCESS)
         }

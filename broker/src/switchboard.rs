@@ -107,6 +107,10 @@ struct Session {
     store_attempts: u32,
     /// Whose target is called to join this code, rather than told it by the user.
     callee: Option<Callee>,
+    /// The device the target proved it is, if it did.
+    device: Option<String>,
+    /// The pairing's end is in the audit: the second side to leave adds no second row.
+    end_audited: bool,
 }
 
 /// A target the broker calls to join a code, on its standing connection.
@@ -135,6 +139,8 @@ impl Session {
             resume: None,
             store_attempts: 0,
             callee: None,
+            device: None,
+            end_audited: false,
         }
     }
 }
@@ -533,8 +539,17 @@ impl Switchboard {
             );
         } else if detached {
             tracing::info!(%session_id, "broker stopping; the code stays pending for its controller");
-        } else {
-            self.audit_by(AuditEvent::Ended, ip, Some(code), technician, detail);
+        } else if !session.end_audited {
+            session.end_audited = true;
+            let device = session.device.clone();
+            self.audit_session(
+                AuditEvent::Ended,
+                ip,
+                code,
+                technician,
+                device.as_deref(),
+                detail,
+            );
         }
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;

@@ -283,7 +283,7 @@ impl Switchboard {
             Some(Role::Redeeming { session, refusals }) if session == session_id => refusals,
             _ => return self.redeemed_for_nobody(session_id, code, result),
         };
-        let (text, _) = self.store_joins.remove(&conn).unwrap_or_default();
+        let (text, device) = self.store_joins.remove(&conn).unwrap_or_default();
         match result {
             Ok(redeemed) => {
                 let session = self
@@ -302,7 +302,7 @@ impl Switchboard {
                 if redeemed.policy.is_some() {
                     session.policy = redeemed.policy;
                 }
-                self.pair(conn, refusals, session_id);
+                self.pair(conn, refusals, session_id, device);
             }
             // The store's precise verdict (another broker may have used it); this book
             // already counts it as used.

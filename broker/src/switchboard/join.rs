@@ -142,18 +142,26 @@ impl Switchboard {
                     device,
                 });
             }
-            Ok(session_id) => self.pair(conn, refusals, session_id),
+            Ok(session_id) => self.pair(conn, refusals, session_id, device),
             Err(reason) => self.refuse_join(conn, refusals, code, reason, now),
         }
     }
 
     /// The code worked: pair the target on `conn` with the session's controller.
-    pub(super) fn pair(&mut self, conn: ConnId, refusals: u32, session_id: SessionId) {
+    pub(super) fn pair(
+        &mut self,
+        conn: ConnId,
+        refusals: u32,
+        session_id: SessionId,
+        device: Option<String>,
+    ) {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
         session.target = Some(conn);
         session.paired = true;
+        session.device = device.clone();
+        session.end_audited = false;
         let (code, controller, policy, technician) = (
             session.code,
             session.controller,
@@ -163,11 +171,12 @@ impl Switchboard {
         tracing::info!(%session_id, "target joined");
         let source = self.sources.get(&conn).copied();
         let detail = "the target joined; the peers verify each other next".to_owned();
-        self.audit_by(
+        self.audit_session(
             AuditEvent::SessionStarted,
             source,
-            Some(code),
+            code,
             technician,
+            device.as_deref(),
             detail,
         );
         self.conns.insert(

@@ -220,6 +220,30 @@ impl Switchboard {
         self.audit_record(event, ip, code.as_deref().unwrap_or(""), technician, detail);
     }
 
+    /// A record about a paired session: its code, technician and the target's device.
+    pub(super) fn audit_session(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        code: SessionCode,
+        technician: Option<TechnicianId>,
+        device: Option<&str>,
+        detail: String,
+    ) {
+        let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
+        let mut record = AuditRecord::new(at, event)
+            .detail(detail)
+            .maybe_technician(technician)
+            .session(&code.to_string());
+        if let Some(ip) = ip {
+            record = record.source(ip);
+        }
+        if let Some(device) = device {
+            record = record.device(device);
+        }
+        self.outputs.push_back(Output::Audit(record));
+    }
+
     pub(super) fn audit_text(
         &mut self,
         event: AuditEvent,

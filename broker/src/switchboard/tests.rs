@@ -515,6 +515,22 @@ fn every_attempt_and_outcome_is_audited_with_its_source_and_code() {
 }
 
 #[test]
+fn a_session_that_both_sides_leave_is_ended_once_in_the_audit() {
+    let mut b = board();
+    let (c, code) = controller(&mut b);
+    let t = b.handle_open(SRC);
+    b.handle_text(t, &encode(&join(code)), T0);
+    b.handle_close(c);
+    b.handle_close(t);
+    let events: Vec<String> = audits(&mut b).into_iter().map(|(e, _, _)| e).collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "ended").count(),
+        1,
+        "{events:?}"
+    );
+}
+
+#[test]
 fn with_require_device_a_join_without_a_device_proof_is_refused_and_keeps_the_code() {
     let mut b = board();
     b.require_device = true;
