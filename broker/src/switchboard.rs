@@ -9,8 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use deskwire_signal::{
-    decode_client, BrokerMessage, ClientMessage, PeerSignal, PolicyAcceptance, SessionCode,
-    SessionPolicy, UnixMillis,
+    decode_client, BrokerMessage, ClientMessage, ConsentDecision, PeerSignal, PolicyAcceptance,
+    SessionCode, SessionPolicy, UnixMillis,
 };
 use rand::rngs::StdRng;
 
@@ -729,11 +729,40 @@ impl Switchboard {
         if !session.paired {
             return self.refuse(from, "relay before pairing: wait for peer_joined");
         }
+        let from_target = session.target == Some(from);
         let to = if session.controller == Some(from) {
             session.target
         } else {
             session.controller
         };
+        if let (true, PeerSignal::ConsentDecided { decision }) = (from_target, &signal) {
+            // The target's own word on its user's decision: the audit keeps it, with who
+            // asked and which device answered.
+            let event = match decision {
+                ConsentDecision::Control | ConsentDecision::ViewOnly => AuditEvent::AcceptedByUser,
+                ConsentDecision::Rejected => AuditEvent::RejectedByUser,
+                ConsentDecision::TimedOut => AuditEvent::TimedOut,
+                ConsentDecision::Denied => AuditEvent::DeniedByPolicy,
+            };
+            let (code, technician, device) =
+                (session.code, session.technician, session.device.clone());
+            let source = self.sources.get(&from).copied();
+            self.audit_session(
+                event,
+                source,
+                code,
+                technician,
+                device.as_deref(),
+                match decision {
+                    ConsentDecision::Control => "let in to see and control",
+                    ConsentDecision::ViewOnly => "let in to see only",
+                    ConsentDecision::Rejected => "the user said no",
+                    ConsentDecision::TimedOut => "nobody answered in time",
+                    ConsentDecision::Denied => "the computer accepts no sessions",
+                }
+                .to_owned(),
+            );
+        }
         match to {
             Some(to) => {
                 tracing::debug!(%session_id, "relaying a signal");

@@ -477,6 +477,11 @@ pub enum ViewerEvent {
         /// wait (the stricter always wins).
         by_computer: bool,
     },
+    /// The target's user (or its acceptance mode) settled whether to let you in.
+    ConsentDecided {
+        /// How.
+        decision: deskwire_signal::ConsentDecision,
+    },
     /// The target's code or description did not verify (a mistyped secret, or tampering on
     /// the way): nothing was connected. The target may enter the code again; the third
     /// failure burns it.

@@ -27,9 +27,9 @@ pub mod words;
 
 pub use code::{CodeError, ConnectionCode, SessionCode};
 pub use message::{
-    decode_broker, decode_client, encode, AdhocMail, BrokerMessage, ClientMessage, Envelope,
-    JoinRefusal, PeerSignal, PolicyAcceptance, SessionPolicy, SignalError, MAX_REASON_CHARS,
-    MAX_SDP_BYTES, MAX_SIGNAL_BYTES, VERSION,
+    decode_broker, decode_client, encode, AdhocMail, BrokerMessage, ClientMessage, ConsentDecision,
+    Envelope, JoinRefusal, PeerSignal, PolicyAcceptance, SessionPolicy, SignalError,
+    MAX_REASON_CHARS, MAX_SDP_BYTES, MAX_SIGNAL_BYTES, VERSION,
 };
 pub use time::UnixMillis;
 

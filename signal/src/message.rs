@@ -384,7 +384,38 @@ pub enum PolicyAcceptance {
     Deny,
 }
 
-/// Peer-to-peer payloads the broker relays without interpreting.
+/// How the question "let the technician in?" was settled at the target: told to the
+/// technician, and recorded in the broker's audit as it passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentDecision {
+    /// Let in to see and control.
+    Control,
+    /// Let in to see only.
+    ViewOnly,
+    /// The user said no.
+    Rejected,
+    /// Nobody answered in time and the mode refuses on silence.
+    TimedOut,
+    /// The computer's (or the group's) mode refuses every session.
+    Denied,
+}
+
+impl ConsentDecision {
+    /// A sentence for the technician.
+    pub fn message(self) -> &'static str {
+        match self {
+            ConsentDecision::Control => "the user let you in to see and control the screen",
+            ConsentDecision::ViewOnly => "the user let you in to see the screen only",
+            ConsentDecision::Rejected => "the user refused the session",
+            ConsentDecision::TimedOut => "the user did not answer in time",
+            ConsentDecision::Denied => "this computer does not accept sessions",
+        }
+    }
+}
+
+/// Peer-to-peer payloads the broker relays without interpreting (it reads only a
+/// [`PeerSignal::ConsentDecided`], for its audit).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PeerSignal {
@@ -444,6 +475,11 @@ pub enum PeerSignal {
         /// what decided the wait (the stricter of the two always wins).
         #[serde(default)]
         by_computer: bool,
+    },
+    /// The target's consent question was settled (target -> controller).
+    ConsentDecided {
+        /// How.
+        decision: ConsentDecision,
     },
     /// The sender is leaving the session.
     Bye {
@@ -699,6 +735,7 @@ fn check_signal(signal: &PeerSignal) -> Result<(), SignalError> {
         }
         PeerSignal::Pake { msg } => check_len("msg", msg.len(), PAKE_MESSAGE_HEX),
         PeerSignal::AwaitingConsent { .. }
+        | PeerSignal::ConsentDecided { .. }
         | PeerSignal::CredentialsRequired {}
         | PeerSignal::LanHello { .. } => Ok(()),
         PeerSignal::Confirm { mac } => check_len("mac", mac.len(), MAC_HEX),

@@ -460,6 +460,7 @@ impl Session {
                 self.code = code.to_string();
             }
             ViewerEvent::PeerJoined => self.joined = Some(Instant::now()),
+            ViewerEvent::ConsentDecided { decision } => println!("{}", decision.message()),
             ViewerEvent::AwaitingConsent {
                 timeout,
                 starts_on_its_own,

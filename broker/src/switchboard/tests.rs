@@ -531,6 +531,33 @@ fn a_session_that_both_sides_leave_is_ended_once_in_the_audit() {
 }
 
 #[test]
+fn the_users_decision_is_audited_as_the_target_relays_it_and_only_from_the_target() {
+    let mut b = board();
+    let (c, code) = controller(&mut b);
+    let t = b.handle_open(SRC);
+    b.handle_text(t, &encode(&join(code)), T0);
+    let decided = |decision| ClientMessage::Relay {
+        signal: deskwire_signal::PeerSignal::ConsentDecided { decision },
+    };
+    audits(&mut b);
+    // A controller cannot write the user's decision.
+    b.handle_text(c, &encode(&decided(ConsentDecision::Control)), T0);
+    assert!(audits(&mut b).is_empty());
+    b.handle_text(t, &encode(&decided(ConsentDecision::ViewOnly)), T0);
+    let events = audits(&mut b);
+    assert_eq!(
+        events,
+        [(
+            "accepted_by_user".to_owned(),
+            Some(code.to_string()),
+            Some(SRC.to_string())
+        )]
+    );
+    b.handle_text(t, &encode(&decided(ConsentDecision::TimedOut)), T0);
+    assert_eq!(audits(&mut b)[0].0, "timed_out");
+}
+
+#[test]
 fn with_require_device_a_join_without_a_device_proof_is_refused_and_keeps_the_code() {
     let mut b = board();
     b.require_device = true;

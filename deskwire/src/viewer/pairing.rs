@@ -60,6 +60,9 @@ impl ViewerTask {
                         starts_on_its_own,
                         by_computer,
                     },
+                    ViewerPairingEvent::ConsentDecided { decision } => {
+                        ViewerEvent::ConsentDecided { decision }
+                    }
                     ViewerPairingEvent::VerificationFailed { why } => {
                         ViewerEvent::VerificationFailed { why }
                     }

@@ -7,12 +7,14 @@ use std::time::Duration;
 use deskwire_signal::lan::LanPassword;
 use deskwire_signal::pake::{Pake, SessionKeys};
 use deskwire_signal::{
-    BrokerMessage, ClientMessage, ConnectionCode, JoinRefusal, PeerSignal, PolicyAcceptance,
-    SessionCode, SessionPolicy,
+    BrokerMessage, ClientMessage, ConnectionCode, ConsentDecision, JoinRefusal, PeerSignal,
+    PolicyAcceptance, SessionCode, SessionPolicy,
 };
 
 use super::PairingEnd;
-use crate::consent::{AcceptanceMode, ConsentAnswer, ConsentOutcome, ConsentPrompt};
+use crate::consent::{
+    AcceptanceMode, ConsentAnswer, ConsentOutcome, ConsentPrompt, ConsentRefusal,
+};
 
 /// What both ends know, which the key exchange binds the session to.
 #[derive(Clone)]
@@ -348,12 +350,26 @@ impl AgentPairing {
         match prompt.poll(now) {
             None => {}
             Some(ConsentOutcome::Granted { control }) => {
+                self.relay(PeerSignal::ConsentDecided {
+                    decision: if control {
+                        ConsentDecision::Control
+                    } else {
+                        ConsentDecision::ViewOnly
+                    },
+                });
                 if let State::Consent(keys, _) = std::mem::replace(&mut self.state, State::Done) {
                     self.granted(keys, control);
                 }
             }
             Some(ConsentOutcome::Refused(why)) => {
                 tracing::info!(?why, "the session was not accepted");
+                self.relay(PeerSignal::ConsentDecided {
+                    decision: match why {
+                        ConsentRefusal::RejectedByUser => ConsentDecision::Rejected,
+                        ConsentRefusal::TimedOut => ConsentDecision::TimedOut,
+                        ConsentRefusal::DeniedByPolicy => ConsentDecision::Denied,
+                    },
+                });
                 self.relay(PeerSignal::Bye {
                     reason: why.message().into(),
                 });

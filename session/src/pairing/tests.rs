@@ -373,6 +373,18 @@ fn the_offer_goes_out_only_after_the_key_confirmation_and_the_users_yes() {
         matches!(e, ViewerPairingEvent::AwaitingConsent { timeout, starts_on_its_own: false, .. } if *timeout == Duration::from_secs(30))
     });
     assert!(waited.is_some(), "the viewer hears it waits for the user");
+    let decided = h.viewer_saw(|e| {
+        matches!(
+            e,
+            ViewerPairingEvent::ConsentDecided {
+                decision: deskwire_signal::ConsentDecision::Control
+            }
+        )
+    });
+    assert!(
+        decided.is_some_and(|at| at >= offer_at),
+        "the viewer hears the user's yes: {decided:?}"
+    );
     let (connected_at, control) = h.connected().expect("connected");
     assert!(control);
     assert_eq!(
@@ -585,7 +597,10 @@ fn the_technician_hears_how_the_wait_ends_and_whose_rule_it_is() {
     let auto = AcceptanceMode::AllowAutomatically {
         reject_window: Duration::from_secs(10),
     };
-    assert_eq!(told(auto, group(PolicyAcceptance::Auto)), Some((true, false)));
+    assert_eq!(
+        told(auto, group(PolicyAcceptance::Auto)),
+        Some((true, false))
+    );
     // The group asks: its rule.
     assert_eq!(
         told(auto, group(PolicyAcceptance::Request)),

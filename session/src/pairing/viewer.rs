@@ -8,7 +8,9 @@ use std::time::Duration;
 use deskwire_signal::adhoc::AdhocId;
 use deskwire_signal::lan::LanPassword;
 use deskwire_signal::pake::{Pake, SessionKeys};
-use deskwire_signal::{BrokerMessage, ClientMessage, ConnectionCode, PeerSignal, UnixMillis};
+use deskwire_signal::{
+    BrokerMessage, ClientMessage, ConnectionCode, ConsentDecision, PeerSignal, UnixMillis,
+};
 
 use super::PairingEnd;
 
@@ -111,6 +113,11 @@ pub enum ViewerPairingEvent {
         starts_on_its_own: bool,
         /// The computer's own setting, stricter than the group's, decided the wait.
         by_computer: bool,
+    },
+    /// The target's user (or its mode) settled whether to let the technician in.
+    ConsentDecided {
+        /// How.
+        decision: ConsentDecision,
     },
     /// An attempt failed verification; nothing was connected, the code may be typed again.
     VerificationFailed {
@@ -340,6 +347,10 @@ impl ViewerPairing {
                         Some(Err(e)) => failed = Some(e.to_string()),
                         None => failed = Some("an offer before the key exchange".into()),
                     }
+                }
+                PeerSignal::ConsentDecided { decision } => {
+                    self.events
+                        .push_back(ViewerPairingEvent::ConsentDecided { decision });
                 }
                 PeerSignal::Bye { reason } => return self.end(PairingEnd::PeerBye(reason)),
                 other => tracing::debug!(?other, "ignored while pairing"),

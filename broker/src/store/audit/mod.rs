@@ -64,6 +64,9 @@ pub enum AuditEvent {
     DeviceKeyMismatch,
     /// A session started.
     SessionStarted,
+    /// The target let the technician in, by its user's answer or its acceptance mode (the
+    /// detail says with control or to see only).
+    AcceptedByUser,
     /// The user at the target rejected the session.
     RejectedByUser,
     /// Nobody answered the acceptance prompt in time.
@@ -103,7 +106,7 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// Every event.
-    pub const ALL: [AuditEvent; 28] = [
+    pub const ALL: [AuditEvent; 29] = [
         Self::CodeIssued,
         Self::CodeCancelled,
         Self::WrongCode,
@@ -116,6 +119,7 @@ impl AuditEvent {
         Self::DeviceNotAuthenticated,
         Self::DeviceKeyMismatch,
         Self::SessionStarted,
+        Self::AcceptedByUser,
         Self::RejectedByUser,
         Self::TimedOut,
         Self::DeniedByPolicy,
@@ -149,6 +153,7 @@ impl AuditEvent {
             Self::DeviceNotAuthenticated => "device_not_authenticated",
             Self::DeviceKeyMismatch => "device_key_mismatch",
             Self::SessionStarted => "session_started",
+            Self::AcceptedByUser => "accepted_by_user",
             Self::RejectedByUser => "rejected_by_user",
             Self::TimedOut => "timed_out",
             Self::DeniedByPolicy => "denied_by_policy",
