@@ -743,6 +743,7 @@ impl Switchboard {
                 ConsentDecision::Rejected => AuditEvent::RejectedByUser,
                 ConsentDecision::TimedOut => AuditEvent::TimedOut,
                 ConsentDecision::Denied => AuditEvent::DeniedByPolicy,
+                ConsentDecision::BadCredentials => AuditEvent::LoginFailed,
             };
             let (code, technician, device) =
                 (session.code, session.technician, session.device.clone());
@@ -759,6 +760,9 @@ impl Switchboard {
                     ConsentDecision::Rejected => "the user said no",
                     ConsentDecision::TimedOut => "nobody answered in time",
                     ConsentDecision::Denied => "the computer accepts no sessions",
+                    ConsentDecision::BadCredentials => {
+                        "the computer refused the administrator name or password"
+                    }
                 }
                 .to_owned(),
             );

@@ -399,6 +399,9 @@ pub enum ConsentDecision {
     TimedOut,
     /// The computer's (or the group's) mode refuses every session.
     Denied,
+    /// The computer asked for one of its administrators' name and password, and the one
+    /// given was wrong.
+    BadCredentials,
 }
 
 impl ConsentDecision {
@@ -410,6 +413,9 @@ impl ConsentDecision {
             ConsentDecision::Rejected => "the user refused the session",
             ConsentDecision::TimedOut => "the user did not answer in time",
             ConsentDecision::Denied => "this computer does not accept sessions",
+            ConsentDecision::BadCredentials => {
+                "the computer refused the administrator name or password"
+            }
         }
     }
 }

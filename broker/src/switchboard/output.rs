@@ -244,6 +244,26 @@ impl Switchboard {
         self.outputs.push_back(Output::Audit(record));
     }
 
+    /// A record about a device, outside any session.
+    pub(super) fn audit_device(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        technician: Option<TechnicianId>,
+        device: &str,
+        detail: String,
+    ) {
+        let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
+        let mut record = AuditRecord::new(at, event)
+            .detail(detail)
+            .maybe_technician(technician)
+            .device(device);
+        if let Some(ip) = ip {
+            record = record.source(ip);
+        }
+        self.outputs.push_back(Output::Audit(record));
+    }
+
     pub(super) fn audit_text(
         &mut self,
         event: AuditEvent,

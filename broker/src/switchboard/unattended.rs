@@ -57,12 +57,28 @@ impl Switchboard {
                 "the grant report's time is far from the broker's clock: check the clocks",
             );
         }
-        if let Err(e) = serde_json::from_str::<Grant>(&report.record) {
-            return self.refuse(conn, &format!("the grant record does not read: {e}"));
-        }
+        let grant = match serde_json::from_str::<Grant>(&report.record) {
+            Ok(g) => g,
+            Err(e) => return self.refuse(conn, &format!("the grant record does not read: {e}")),
+        };
         if !self.durable {
             return self.refuse(conn, "this broker has no database to keep grants in");
         }
+        let (event, what) = match grant.revoked_at() {
+            Some(_) => (AuditEvent::GrantRevoked, "revoked"),
+            None => (AuditEvent::GrantApproved, "approved"),
+        };
+        let ip = self.sources.get(&conn).copied();
+        self.audit_device(
+            event,
+            ip,
+            None,
+            &device.id,
+            format!(
+                "grant {} for {} {what} on the computer",
+                report.grant, report.technician
+            ),
+        );
         self.conns.insert(conn, Role::Reporting);
         self.outputs.push_back(Output::StoreGrant {
             conn,
@@ -197,22 +213,24 @@ impl Switchboard {
         match verdict {
             Err(why) => {
                 tracing::info!(%detail, why, "unattended connection refused");
-                self.audit_by(
+                self.audit_device(
                     AuditEvent::UnattendedRefused,
                     ip,
-                    None,
                     Some(who.technician),
+                    &device,
                     format!("{detail}: {why}"),
                 );
                 self.refuse(conn, &why);
             }
             Ok(()) => {
-                self.audit_by(
+                // The broker's part only: the computer checks its own copy of the grant
+                // and the credentials next, and a refusal there is audited as it passes.
+                self.audit_device(
                     AuditEvent::UnattendedAllowed,
                     ip,
-                    None,
                     Some(who.technician),
-                    detail,
+                    &device,
+                    format!("{detail}: the broker's copy is open; calling the computer"),
                 );
                 let callee = Some(super::Callee::Agent { device, grant });
                 self.create_session(conn, now, Some(who), false, callee);

@@ -196,3 +196,49 @@ fn an_agent_must_prove_a_recent_time_and_a_call_without_one_standing_by_is_refus
         [(_, BrokerMessage::Error { .. })]
     ));
 }
+
+#[test]
+fn grant_approvals_and_revocations_reported_by_a_device_are_audited_with_it() {
+    let mut b = board(7).with_store();
+    let key = DeviceKey::from_seed([4; 32]);
+    let send_report = |b: &mut Switchboard, r: &GrantReport| {
+        let c = b.handle_open(SRC);
+        let msg = ClientMessage::ReportGrant {
+            device: key.prove_grant_report(r.grant, &r.record, T0),
+            grant: r.grant,
+            technician: r.technician.clone(),
+            record: r.record.clone(),
+            reported_at: T0,
+        };
+        b.handle_text(c, &encode(&msg), T0);
+        out(b)
+    };
+    let approved = report("alice");
+    let o = send_report(&mut b, &approved);
+    let audits: Vec<_> = o
+        .iter()
+        .filter_map(|o| match o {
+            Output::Audit(r) => Some((r.event, r.device.clone(), r.detail.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        audits,
+        [(
+            AuditEvent::GrantApproved,
+            Some(key.id()),
+            "grant 1 for alice approved on the computer".to_owned()
+        )]
+    );
+    let mut grant: deskwire_signal::grant::Grant = serde_json::from_str(&approved.record).unwrap();
+    grant.revoke(T0);
+    let revoked = GrantReport {
+        record: serde_json::to_string(&grant).unwrap(),
+        ..approved
+    };
+    let o = send_report(&mut b, &revoked);
+    assert_eq!(
+        audited(&o).first().map(|a| a.0),
+        Some(AuditEvent::GrantRevoked)
+    );
+}

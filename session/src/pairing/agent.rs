@@ -287,7 +287,11 @@ impl AgentPairing {
             self.consent(now, keys);
         } else {
             // The driver tells the viewer: a broker's viewer hears a goodbye, a LAN viewer
-            // a refusal with its back-off.
+            // a refusal with its back-off. The decision goes first, for the broker's audit
+            // (an unattended call the broker let through can still fail here).
+            self.relay(PeerSignal::ConsentDecided {
+                decision: ConsentDecision::BadCredentials,
+            });
             self.end(PairingEnd::BadCredentials);
         }
     }

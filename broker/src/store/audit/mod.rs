@@ -97,6 +97,10 @@ pub enum AuditEvent {
     AdhocRefused,
     /// An ad-hoc session ended: by the technician, the user, or its lifetime.
     AdhocEnded,
+    /// A device reported a grant its user approved.
+    GrantApproved,
+    /// A device reported that its user revoked a grant.
+    GrantRevoked,
     /// A technician was let through to call a device under an unattended-access grant.
     UnattendedAllowed,
     /// An unattended connection was refused: outside the grant's window, revoked, expired,
@@ -106,7 +110,7 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// Every event.
-    pub const ALL: [AuditEvent; 29] = [
+    pub const ALL: [AuditEvent; 31] = [
         Self::CodeIssued,
         Self::CodeCancelled,
         Self::WrongCode,
@@ -134,6 +138,8 @@ impl AuditEvent {
         Self::AdhocActivated,
         Self::AdhocRefused,
         Self::AdhocEnded,
+        Self::GrantApproved,
+        Self::GrantRevoked,
         Self::UnattendedAllowed,
         Self::UnattendedRefused,
     ];
@@ -168,6 +174,8 @@ impl AuditEvent {
             Self::AdhocActivated => "adhoc_activated",
             Self::AdhocRefused => "adhoc_refused",
             Self::AdhocEnded => "adhoc_ended",
+            Self::GrantApproved => "grant_approved",
+            Self::GrantRevoked => "grant_revoked",
             Self::UnattendedAllowed => "unattended_allowed",
             Self::UnattendedRefused => "unattended_refused",
         }
