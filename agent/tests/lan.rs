@@ -350,6 +350,7 @@ fn the_viewer_refuses_the_lan_when_the_local_policy_or_the_broker_says_no() {
     let (ok, text) = deskwire_tests::binaries::viewer(
         &[
             "--browse",
+            "no-such-computer-zz",
             "--browse-seconds",
             "0.1",
             "--policy",
@@ -358,6 +359,11 @@ fn the_viewer_refuses_the_lan_when_the_local_policy_or_the_broker_says_no() {
         &[],
     );
     assert!(ok, "{text}");
+    // Finding nothing is said, not left silent.
+    assert!(
+        text.contains("no computer matching \"no-such-computer-zz\" answered in 100 ms"),
+        "{text}"
+    );
     let _ = std::fs::remove_file(&policy);
 
     use deskwire_broker::store::{Permission, Permissions, Policy};

@@ -205,3 +205,80 @@ fn a_good_session_says_what_happened_once_with_no_log_noise_or_colour_codes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A network namespace with only `lo`: no multicast route, as in some containers.
+struct Namespace(String);
+
+impl Namespace {
+    fn new(name: &str) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let ok = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output();
+            assert!(
+                out.as_ref().is_ok_and(|o| o.status.success()),
+                "ip {args:?} failed (these tests need root and iproute2): {out:?}"
+            );
+        };
+        ok(&["netns", "add", &name]);
+        ok(&["-n", &name, "link", "set", "lo", "up"]);
+        Self(name)
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+#[test]
+fn on_a_network_without_multicast_a_session_connects_and_says_nothing_of_mdns() {
+    let ns = Namespace::new("dw-nomc");
+    let dir = dir("no-multicast");
+    let mut broker = ns.command(deskwire_tests::binaries::binary("deskwire-broker"));
+    broker.args([
+        "--listen",
+        "127.0.0.1:8450",
+        "--database",
+        "sqlite::memory:",
+    ]);
+    let broker = Running::start(broker);
+    broker.wait_for("listening on ws://", WAIT);
+    let url = "ws://127.0.0.1:8450";
+    let mut viewer = ns.command(deskwire_tests::binaries::binary("deskwire-viewer"));
+    viewer
+        .args(["--broker", url, "--headless", "--duration", "1"])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped());
+    let mut viewer = Running::start(viewer);
+    let code_line = viewer.wait_for("connection code: ", WAIT);
+    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let mut agent = ns.command(env!("CARGO_BIN_EXE_deskwire-agent"));
+    agent
+        .args(["--view-only", "--source", "synthetic:static"])
+        .args(["--width", "320", "--height", "240"])
+        .args(["--broker", url, "--code", &code])
+        .args(["--acceptance", "auto", "--answer-within", "0"])
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"))
+        .env_remove("RUST_LOG");
+    let _agent = Running::start(agent);
+    let said = viewer.lines_until_exit(WAIT);
+    assert!(
+        said.iter().any(|l| l.starts_with("connected in ")),
+        "{said:#?}"
+    );
+    let err = viewer.stderr_text();
+    assert!(
+        !err.contains("os error") && !err.contains("ERROR"),
+        "mDNS failing is not the user's business: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -39,7 +39,7 @@ struct Args {
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8450")]
     listen: SocketAddr,
-    /// Seconds a connection code works after it is issued.
+    /// Seconds a connection code works after it is issued: 10 to 86400 (a day).
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     code_ttl: u64,
     /// Database URL: sqlite://PATH[?mode=rwc], sqlite::memory: or
@@ -82,6 +82,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
+        // Colours for a terminal only: a service's log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 

@@ -231,14 +231,61 @@ pub(crate) async fn build_peer(
     ),
     SessionError,
 > {
-    let runtime = Arc::new(SessionRuntime::new(handle.clone(), config.socket_buffer));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let events = tx.clone();
     let mdns = match config.mdns {
         MdnsMode::Disabled => MulticastDnsMode::Disabled,
         MdnsMode::QueryOnly => MulticastDnsMode::QueryOnly,
         MdnsMode::QueryAndGather => MulticastDnsMode::QueryAndGather,
     };
+    let mdns = if mdns != MulticastDnsMode::Disabled && !multicast_route() {
+        tracing::info!("no multicast route here; going on without mDNS (.local) candidates");
+        MulticastDnsMode::Disabled
+    } else {
+        mdns
+    };
+    match build_peer_with(config, handle, mdns).await {
+        Err(e) if mdns != MulticastDnsMode::Disabled => {
+            // mDNS needs a multicast route; a namespace, a container or a locked-down
+            // host may have none ("No such device"). Plain IP candidates still connect.
+            tracing::info!(
+                error = %crate::with_causes(&e),
+                "mDNS is unavailable on this network; going on without .local candidates"
+            );
+            build_peer_with(config, handle, MulticastDnsMode::Disabled).await
+        }
+        other => other,
+    }
+}
+
+/// Whether this host can join the mDNS multicast group: a network namespace, a container
+/// or a host without a multicast route cannot ("No such device"), and WebRTC's mDNS then
+/// fails at every session with an error that means nothing to the user.
+fn multicast_route() -> bool {
+    let Ok(socket) = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)) else {
+        return false;
+    };
+    socket
+        .join_multicast_v4(
+            &std::net::Ipv4Addr::new(224, 0, 0, 251),
+            &std::net::Ipv4Addr::UNSPECIFIED,
+        )
+        .is_ok()
+}
+
+async fn build_peer_with(
+    config: &TransportConfig,
+    handle: &tokio::runtime::Handle,
+    mdns: MulticastDnsMode,
+) -> Result<
+    (
+        Pc,
+        mpsc::UnboundedSender<NetEvent>,
+        mpsc::UnboundedReceiver<NetEvent>,
+    ),
+    SessionError,
+> {
+    let runtime = Arc::new(SessionRuntime::new(handle.clone(), config.socket_buffer));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let events = tx.clone();
     let settings = SettingEngineBuilder::new()
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(config.max_message as u32))
         .with_multicast_dns_mode(mdns)

@@ -167,12 +167,25 @@ fn run() -> Result<()> {
         None
     };
     if let Some(filter) = &args.browse {
-        return browse(filter, args.browse_seconds, |peer| {
+        let mut seen = 0usize;
+        browse(filter, args.browse_seconds, |peer| {
+            seen += 1;
             println!("found {} {}", peer.name, join_addrs(peer));
             let _ = std::io::stdout().flush();
             false
-        })
-        .map(|_| ());
+        })?;
+        if seen == 0 {
+            let which = if filter.is_empty() {
+                String::new()
+            } else {
+                format!(" matching {filter:?}")
+            };
+            println!(
+                "no computer{which} answered in {} (is its agent running with --lan, and on this network?)",
+                words::duration(Duration::from_secs_f64(args.browse_seconds))
+            );
+        }
+        return Ok(());
     }
     if let (true, Some(broker), Some(token)) = (args.adhoc_create, &args.broker, &args.token) {
         let invitation = deskwire::adhoc::create(
@@ -447,6 +460,8 @@ struct Session {
     save_grant: Option<PathBuf>,
     /// The broker this session went through, written into a saved ticket.
     broker: Option<String>,
+    /// The target asked its user (rather than letting us in by its mode alone).
+    user_asked: bool,
     code: String,
 }
 
@@ -460,12 +475,23 @@ impl Session {
                 self.code = code.to_string();
             }
             ViewerEvent::PeerJoined => self.joined = Some(Instant::now()),
-            ViewerEvent::ConsentDecided { decision } => println!("{}", decision.message()),
+            ViewerEvent::ConsentDecided { decision } => {
+                // "The user let you in" only when the user was asked; a refusal always.
+                let let_in = matches!(
+                    decision,
+                    deskwire_signal::ConsentDecision::Control
+                        | deskwire_signal::ConsentDecision::ViewOnly
+                );
+                if self.user_asked || !let_in {
+                    println!("{}", decision.message());
+                }
+            }
             ViewerEvent::AwaitingConsent {
                 timeout,
                 starts_on_its_own,
                 by_computer,
             } => {
+                self.user_asked = true;
                 let whose = if by_computer {
                     " (the computer's own setting, stricter than your group's)"
                 } else {
