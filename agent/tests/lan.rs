@@ -218,17 +218,20 @@ fn targets_are_found_on_the_lan_and_one_is_streamed_driven_and_ended_from_its_si
     assert_eq!(by("-pc").len(), 2);
     assert!(by("warehouse").is_empty());
 
-    // A wrong password is refused, and the same address then waits before another try.
+    // A wrong password is refused. The first costs no wait (a typo is retyped at once);
+    // after the second the same address waits before another try, even with the right one.
     let to = reception.socket_addr().unwrap();
     let wrong = LanPassword::from_random(12345);
+    let why = refusal(connect(&lan, to, wrong.clone()));
+    assert_eq!(why, "wrong password; check it and try again");
     let why = refusal(connect(&lan, to, wrong));
-    assert!(why.contains("wrong password"), "{why}");
+    assert!(why.contains("wrong password; try again in 1 s"), "{why}");
     let why = refusal(connect(&lan, to, a.password.clone()));
     assert!(why.contains("too many wrong passwords"), "{why}");
     let why = a.wait_line("refused a connection from ");
     assert!(why.contains("10.77.0.1"), "{why}");
 
-    // After the back-off (one second after one failure) the right password gets in.
+    // After the back-off (one second after two failures) the right password gets in.
     let mut session = None;
     eventually("the back-off ended and the session started", WAIT, || {
         session = connect(&lan, to, a.password.clone()).ok();

@@ -137,7 +137,8 @@ impl PasswordRotation {
 /// How long wrong passwords make a source wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffLimits {
-    /// The wait after the first failure; each further failure doubles it.
+    /// The wait after the second failure (the first, a typo, costs none); each further
+    /// failure doubles it.
     pub first: Duration,
     /// The longest wait.
     pub max: Duration,
@@ -162,7 +163,10 @@ struct Failures {
 }
 
 /// Wrong passwords per source address (an IPv6 source per /64, since one host holds a
-/// whole /64): after `n` failures the source waits `first * 2^(n-1)` before its next try.
+/// whole /64): after `n >= 2` failures the source waits `first * 2^(n-2)` before its next
+/// try. The first wrong one is free: a technician who mistyped retypes at once (being
+/// refused the right password a second later read as a broken password), and one more
+/// guess against a password of about 60 bits changes nothing.
 #[derive(Debug)]
 pub struct LanBackoff {
     limits: BackoffLimits,
@@ -205,11 +209,14 @@ impl LanBackoff {
             until: now,
         });
         f.count = f.count.saturating_add(1);
-        let wait = self
-            .limits
-            .first
-            .saturating_mul(1u32 << (f.count - 1).min(20))
-            .min(self.limits.max);
+        let wait = match f.count {
+            1 => Duration::ZERO,
+            n => self
+                .limits
+                .first
+                .saturating_mul(1u32 << (n - 2).min(20))
+                .min(self.limits.max),
+        };
         f.until = now.plus(wait);
         wait
     }
@@ -311,6 +318,9 @@ mod tests {
         let other: IpAddr = "10.0.0.3".parse().unwrap();
         let t = UnixMillis(0);
         assert_eq!(b.check(a, t), Ok(()));
+        // A typo is free: the next try may come at once.
+        assert_eq!(b.record_failure(a, t), Duration::ZERO);
+        assert_eq!(b.check(a, t), Ok(()));
         assert_eq!(b.record_failure(a, t), Duration::from_secs(1));
         assert_eq!(b.check(a, t), Err(Duration::from_secs(1)));
         assert_eq!(b.check(other, t), Ok(()));
@@ -322,7 +332,7 @@ mod tests {
             b.check(a, t.plus(Duration::from_secs(3))),
             Err(Duration::from_secs(1))
         );
-        assert_eq!(b.failures(a), 3);
+        assert_eq!(b.failures(a), 4);
         b.record_success(a);
         assert_eq!(b.check(a, t), Ok(()));
         assert_eq!(b.failures(a), 0);

@@ -139,8 +139,11 @@ impl AgentTask {
                     let wait = backoff.record_failure(from.ip(), UnixMillis::now());
                     let failures = backoff.failures(from.ip());
                     tracing::warn!(%from, failures, ?wait, "wrong LAN password; nothing was connected");
-                    let message =
-                        format!("wrong password; try again in {} s", wait.as_secs().max(1));
+                    let message = if wait.is_zero() {
+                        "wrong password; check it and try again".to_owned()
+                    } else {
+                        format!("wrong password; try again in {} s", wait.as_secs().max(1))
+                    };
                     let _ = pc.close().await;
                     self.refuse(sig, from, JoinRefusal::VerificationFailed, message)
                         .await;
@@ -148,10 +151,15 @@ impl AgentTask {
                 }
                 Err(Negotiation::BadCredentials) => {
                     let wait = backoff.record_failure(from.ip(), UnixMillis::now());
-                    let message = format!(
-                        "the administrator name or password is wrong; try again in {} s",
-                        wait.as_secs().max(1)
-                    );
+                    let message = if wait.is_zero() {
+                        "the administrator name or password is wrong; check them and try again"
+                            .to_owned()
+                    } else {
+                        format!(
+                            "the administrator name or password is wrong; try again in {} s",
+                            wait.as_secs().max(1)
+                        )
+                    };
                     let _ = pc.close().await;
                     self.refuse(sig, from, JoinRefusal::VerificationFailed, message)
                         .await;
