@@ -282,3 +282,43 @@ fn on_a_network_without_multicast_a_session_connects_and_says_nothing_of_mdns() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_retyped_code_gets_in_and_the_set_up_time_leaves_out_the_users_typing() {
+    let broker = TestBroker::start().expect("starting the broker");
+    let dir = dir("retyped");
+    let mut viewer = Command::new(deskwire_tests::binaries::binary("deskwire-viewer"));
+    viewer
+        .args(["--broker", broker.url(), "--headless", "--duration", "1"])
+        .env("RUST_LOG", "error");
+    let viewer = Running::start(viewer);
+    let code_line = viewer.wait_for("connection code: ", WAIT);
+    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let mut cmd = agent();
+    cmd.args(["--broker", broker.url(), "--code", "123 456 7890"])
+        .args(["--acceptance", "auto", "--answer-within", "0"])
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"));
+    let mut agent = Running::start(cmd);
+    agent.wait_for("enter the code again", WAIT);
+    // The user reads the code again off the phone.
+    let typing = Duration::from_secs(3);
+    std::thread::sleep(typing);
+    agent.type_line(&code);
+    let connected = agent.wait_for("connected in ", WAIT);
+    let took = connected
+        .strip_prefix("connected in ")
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_default();
+    let secs = match took.split_once(' ') {
+        Some((n, "ms")) => n.parse::<f64>().unwrap_or(f64::MAX) / 1e3,
+        Some((n, "s")) => n.parse::<f64>().unwrap_or(f64::MAX),
+        _ => f64::MAX,
+    };
+    assert!(
+        secs < typing.as_secs_f64(),
+        "the set-up time counts from the accepted code: {connected}"
+    );
+    let _ = viewer.lines_until_exit(WAIT);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -299,7 +299,7 @@ enum Negotiation {
 
 impl AgentTask {
     async fn run(&mut self, source: Box<dyn Source>, start: Start) -> DisconnectReason {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let timeout = self.config.connect_timeout;
         let brokers: Vec<&str> = std::iter::once(self.config.broker.as_str())
             .chain(self.config.fallback_brokers.iter().map(String::as_str))
@@ -366,6 +366,9 @@ impl AgentTask {
                 }
             };
             self.events.emit(AgentEvent::Joined);
+            // The set-up time counts from the code the broker accepted: time the user
+            // spent typing (and retyping) codes is theirs, not the connection's.
+            started = Instant::now();
             // Start capturing and encoding now, while ICE and DTLS run: the encoders'
             // start-up and the first full encode then overlap the handshake instead of
             // following it. Nothing leaves this process before the channels are open, and

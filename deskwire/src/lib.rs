@@ -380,7 +380,8 @@ pub enum AgentEvent {
     Connected {
         /// Input from the viewer is injected.
         control: bool,
-        /// Time from sending the code to the channels being open.
+        /// Time from the broker accepting the code (or the LAN viewer arriving) to the
+        /// channels being open; the user's typing of codes is not counted.
         setup: Duration,
     },
     /// An input event was injected.

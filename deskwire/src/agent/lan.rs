@@ -28,7 +28,7 @@ impl AgentTask {
         listener: std::net::TcpListener,
         lan: LanListenConfig,
     ) -> DisconnectReason {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => return DisconnectReason::Lan(format!("cannot listen: {e}")),
@@ -101,6 +101,9 @@ impl AgentTask {
                     }
                 };
             self.events.emit(AgentEvent::Joined);
+            // Set-up counts from this viewer's arrival, not from when the agent began to
+            // listen.
+            started = Instant::now();
             if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
                 break Err(r);
             }
