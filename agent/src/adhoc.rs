@@ -15,7 +15,7 @@ use crossbeam_channel::{select, Receiver};
 use deskwire::adhoc::{TemporaryHost, TemporaryHostConfig, TemporaryHostEvent};
 use deskwire::{Agent, AgentConfig, AgentEvent, TransportConfig};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
-use deskwire_signal::adhoc::AdhocLink;
+use deskwire_signal::adhoc::{AdhocLink, SecurityCode};
 
 /// `deskwire-agent adhoc`: run the temporary host of an ad-hoc support session.
 #[derive(Debug, clap::Args)]
@@ -57,17 +57,10 @@ pub struct TemporaryHostArgs {
     pub bind: Option<IpAddr>,
 }
 
-/// The default state folder: `$XDG_RUNTIME_DIR/deskwire-adhoc`, else one in the temporary
-/// folder named for this user.
-pub fn default_state_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("deskwire-adhoc"),
-        None => std::env::temp_dir().join(format!("deskwire-adhoc-{}", user_id())),
-    }
-}
-
-fn user_id() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "user".into())
+/// The default state folder: `deskwire-adhoc` in this user's runtime folder
+/// ([`crate::control::runtime_dir`]), never a name other users of the machine share.
+pub fn default_state_dir() -> Result<PathBuf> {
+    Ok(crate::control::runtime_dir()?.join("deskwire-adhoc"))
 }
 
 /// Whether a permanent agent answers on its control socket.
@@ -77,13 +70,18 @@ fn permanent_agent_running(socket: &std::path::Path) -> bool {
 
 /// Run the temporary host until the session ends (or the user stops it).
 pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
-    let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let dir = match args.state_dir.clone() {
+        Some(d) => d,
+        None => default_state_dir()?,
+    };
     let agent_socket = match args.agent_socket.clone() {
         Some(p) => p,
         None => crate::control::default_path()?,
     };
-    let config = TemporaryHostConfig::new(&args.broker, &dir)
-        .permanent_agent(permanent_agent_running(&agent_socket));
+    let config = || {
+        TemporaryHostConfig::new(&args.broker, &dir)
+            .permanent_agent(permanent_agent_running(&agent_socket))
+    };
     let display = crate::target_display(args.display.clone(), args.view_only)?;
     let spec: SourceSpec = args.source.parse()?;
     let opts = OpenOptions {
@@ -92,18 +90,36 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
         height: args.height,
         ..OpenOptions::default()
     };
-    let temp = match &args.invite {
+    let link = args
+        .invite
+        .as_deref()
+        .map(AdhocLink::parse)
+        .transpose()
+        .context("--invite")?;
+    let mut temp = match &link {
         _ if dir.join("adhoc.json").exists() => {
             println!("taking up the ad-hoc session kept in {}", dir.display());
-            TemporaryHost::resume(config)?
+            TemporaryHost::resume(config())?
         }
         Some(link) => {
-            let link = AdhocLink::parse(link).context("--invite")?;
             let code = match &args.security_code {
                 Some(c) => c.clone(),
-                None => ask("security code: ")?,
+                None => {
+                    // A code of the wrong shape is told and asked again before anything
+                    // is sent.
+                    let mut code = ask("security code: ")?;
+                    while let Err(e) = SecurityCode::parse(&code) {
+                        println!("{e}");
+                        code = ask("security code (empty to stop): ")?;
+                        if code.is_empty() {
+                            println!("stopped");
+                            return Ok(());
+                        }
+                    }
+                    code
+                }
             };
-            TemporaryHost::activate(config, &link, &code)?
+            TemporaryHost::activate(config(), link, &code)?
         }
         None => bail!("give the invitation link the technician sent you (--invite)"),
     };
@@ -144,7 +160,28 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
                     println!("removed {}", dir.display());
                     return Ok(());
                 }
-                Ok(TemporaryHostEvent::Refused { reason }) => bail!("{reason}"),
+                Ok(TemporaryHostEvent::Refused { reason }) => {
+                    // A mistyped security code: the invitation still works, so ask again
+                    // (when the code came from the terminal; a wrong --security-code is
+                    // the caller's to fix).
+                    let (Some(link), None, true) = (
+                        &link,
+                        &args.security_code,
+                        deskwire_signal::adhoc::is_wrong_code(&reason),
+                    ) else {
+                        bail!("{reason}");
+                    };
+                    println!("{reason}");
+                    print!("security code (empty to stop): ");
+                    let _ = std::io::stdout().flush();
+                    // The terminal's lines come through `lines` now: its reader owns stdin.
+                    let code = lines.recv().unwrap_or_default().trim().to_owned();
+                    if code.is_empty() {
+                        println!("stopped");
+                        return Ok(());
+                    }
+                    temp = TemporaryHost::activate(config(), link, &code)?;
+                }
                 Err(_) => bail!("the temporary host stopped"),
             },
             recv(host_events) -> e => match e {

@@ -151,13 +151,19 @@ pub fn call(path: &Path, request: &str) -> Result<String> {
 /// enter. A name shared by every user of the machine (as `/tmp/deskwire-agent-user.sock`
 /// was when `$USER` was unset) let one user's agent refuse or take another's requests.
 pub fn default_path() -> Result<PathBuf> {
+    Ok(runtime_dir()?.join("deskwire-agent.sock"))
+}
+
+/// Where this user's running deskwire programs keep their sockets and transient state:
+/// `$XDG_RUNTIME_DIR`, else `/tmp/deskwire-UID`, a folder only this user may enter.
+pub fn runtime_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join("deskwire-agent.sock"));
+        return Ok(PathBuf::from(dir));
     }
     let uid = own_uid()?;
     let dir = std::env::temp_dir().join(format!("deskwire-{uid}"));
     private_dir(&dir, uid)?;
-    Ok(dir.join("deskwire-agent.sock"))
+    Ok(dir)
 }
 
 /// This process's user id: the owner of `/proc/self`.

@@ -52,9 +52,26 @@ fn a_technician_and_a_user_run_an_adhoc_session_with_the_example_binaries() {
         ])
         .arg("--state-dir")
         .arg(&state)
-        .env("DESKWIRE_SECURITY_CODE", code)
+        .env_remove("DESKWIRE_SECURITY_CODE")
         .env("RUST_LOG", "error");
-    let sender = Running::start(cmd);
+    let mut sender = Running::start(cmd);
+    // The user mistypes the security code first: told so, and asked again.
+    sender.wait_for("security code: ", WAIT);
+    // First a code one character short, then one of the right shape but wrong.
+    sender.type_line(&code[..code.len() - 1]);
+    sender.wait_for("security code (empty to stop): ", WAIT);
+    let wrong: String = code
+        .chars()
+        .map(|c| match c {
+            '-' | ' ' => c,
+            '1' => '2',
+            _ => '1',
+        })
+        .collect();
+    sender.type_line(&wrong);
+    sender.wait_for("wrong security code: ", WAIT);
+    sender.wait_for("security code (empty to stop): ", WAIT);
+    sender.type_line(code);
     let wait_for = |what: &str| sender.wait_for(what, WAIT);
     wait_for("active on this computer");
     // Twice: a viewer leaving does not end the support session. Each writes the picture

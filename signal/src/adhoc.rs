@@ -78,7 +78,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use book::AdhocBook;
-pub use error::{AdhocError, AdhocEvent};
+pub use error::{is_wrong_code, AdhocError, AdhocEvent};
 pub use invitation::{Invitation, InvitationEntropy, InvitationToken, SecurityCode, TOKEN_BYTES};
 pub use limits::AdhocLimits;
 pub use link::AdhocLink;

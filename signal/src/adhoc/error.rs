@@ -258,3 +258,26 @@ impl AdhocEvent {
         }
     }
 }
+
+/// Whether a refusal the broker sent (an [`AdhocError`] as text) is a wrong security code
+/// with the invitation still valid: the user may type the code again.
+pub fn is_wrong_code(message: &str) -> bool {
+    message.starts_with("wrong security code:")
+}
+
+#[cfg(test)]
+mod wrong_code_tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_code_refusal_is_recognised_from_its_text_and_nothing_else_is() {
+        let wrong = AdhocError::WrongCode { attempts_left: 2 }.to_string();
+        assert!(is_wrong_code(&wrong), "{wrong}");
+        let burned = AdhocError::InvitationBurned {
+            at: UnixMillis(0),
+            attempts: 5,
+        }
+        .to_string();
+        assert!(!is_wrong_code(&burned), "{burned}");
+    }
+}
