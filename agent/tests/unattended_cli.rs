@@ -249,5 +249,60 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
     );
     assert!(ok && text.contains("snapshot:"), "ok {ok}: {text}");
     standby.wait_for("connects under grant 1", WAIT);
+
+    // The company's administrator revokes the broker's copy: calls are refused there.
+    let admin = |args: &[&str]| {
+        let out = Command::new(deskwire_tests::binaries::binary("deskwire-broker"))
+            .args(args)
+            .args(["--database", broker.database_url().unwrap()])
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = admin(&["admin", "list-grants"]);
+    assert!(
+        listed.contains(&format!("{device} grant 1 for alice: open now")),
+        "{listed}"
+    );
+    let said = admin(&["admin", "revoke-grant", "--device", &device, "--grant", "1"]);
+    assert!(said.contains("revoked the broker's copy"), "{said}");
+    broker.clock().set(UnixMillis::now());
+    let (ok, text) = viewer(
+        &[
+            "--unattended",
+            "--grant",
+            &ticket.to_string_lossy(),
+            "--token",
+            &token,
+            "--admin-user",
+            "root",
+            "--headless",
+            "--duration",
+            "1",
+        ],
+        &[("DESKWIRE_ADMIN_PASSWORD", "correct horse")],
+    );
+    assert!(!ok && text.contains("revoked"), "ok {ok}: {text}");
+    // The audit tells the whole story, in order.
+    let audit = admin(&["audit", "list"]);
+    let order = [
+        "accepted_by_user",
+        "grant_approved",
+        "unattended_allowed",
+        "grant_revoked",
+        "unattended_refused",
+    ];
+    let mut at = 0;
+    for event in order {
+        let found = audit[at..].find(event);
+        assert!(
+            found.is_some(),
+            "no {event} after the ones before:\n{audit}"
+        );
+        at += found.unwrap_or(0);
+    }
+    assert!(!audit.contains("technician #"), "names, not ids:\n{audit}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -246,6 +246,22 @@ enum AdminAction {
         #[arg(long, value_name = "TEXT", default_value = "cli")]
         label: String,
     },
+    /// List the unattended-access grants devices reported (of one device with --device).
+    ListGrants {
+        /// Only this device (`dev-...`).
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<String>,
+    },
+    /// Revoke the broker's copy of a grant: unattended calls under it are refused here from
+    /// now on (recorded in the audit log). The computer's own copy is its user's to revoke.
+    RevokeGrant {
+        /// The device (`dev-...`), as `list-grants` shows it.
+        #[arg(long, value_name = "DEVICE")]
+        device: String,
+        /// The grant's number on that device.
+        #[arg(long, value_name = "N")]
+        grant: u32,
+    },
     /// Revoke one of a technician's API tokens.
     RevokeToken {
         /// The technician.
@@ -483,6 +499,38 @@ async fn admin(store: &Store, action: AdminAction) -> Result<ExitCode, StoreErro
             ));
         }
         AdminAction::List => list(store).await?,
+        AdminAction::ListGrants { device } => {
+            let grants = store.grants(device.as_deref()).await?;
+            if grants.is_empty() {
+                say("no grants kept");
+            }
+            let at = deskwire_signal::UnixMillis(u64::try_from(now).unwrap_or(0));
+            for (device, report) in grants {
+                let state =
+                    match serde_json::from_str::<deskwire_signal::grant::Grant>(&report.record) {
+                        Err(_) => "unreadable".to_owned(),
+                        Ok(g) => match g.check(at) {
+                            Ok(()) => "open now".to_owned(),
+                            Err(why) => why.to_string(),
+                        },
+                    };
+                say(&format!(
+                    "{device} grant {} for {}: {state}",
+                    report.grant, report.technician
+                ));
+            }
+        }
+        AdminAction::RevokeGrant { device, grant } => {
+            if !store.revoke_grant(&device, grant, now).await? {
+                return Err(StoreError::NotFound {
+                    what: "open grant",
+                    name: format!("{grant} of {device}"),
+                });
+            }
+            say(&format!(
+                "revoked the broker's copy of grant {grant} of {device}: unattended calls under it are refused"
+            ));
+        }
         AdminAction::LanPassword { device } => match store.lan_password(&device).await? {
             Some(r) => {
                 let mut record = deskwire_broker::store::AuditRecord::new(

@@ -1,5 +1,6 @@
 //! The broker's copy of unattended-access grants, as devices report them.
 
+use super::audit::{self, AuditEvent, AuditRecord};
 use super::{DeviceRefusal, Store, StoreError};
 
 /// A grant as a device reported it.
@@ -60,5 +61,75 @@ impl Store {
             record,
             reported_at,
         }))
+    }
+
+    /// Every kept grant (of `device` only, if given), by device then grant number.
+    pub async fn grants(
+        &self,
+        device: Option<&str>,
+    ) -> Result<Vec<(String, GrantReport)>, StoreError> {
+        let rows: Vec<(String, i64, String, String, i64)> = sqlx::query_as(
+            "SELECT device, grant_id, technician, record, reported_at FROM grants \
+             WHERE $1 IS NULL OR device = $1 ORDER BY device, grant_id",
+        )
+        .bind(device)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(device, grant, technician, record, reported_at)| {
+                let report = GrantReport {
+                    grant: u32::try_from(grant).unwrap_or(u32::MAX),
+                    technician,
+                    record,
+                    reported_at,
+                };
+                (device, report)
+            })
+            .collect())
+    }
+
+    /// Revoke the broker's copy of device `id`'s grant `grant` at `now`: unattended calls
+    /// under it are refused here from now on, whatever the device's copy says (an
+    /// administrator's revocation, or one the device could not report). Recorded in the
+    /// audit log in the same transaction. `Ok(false)`: no such grant, or already revoked.
+    pub async fn revoke_grant(&self, id: &str, grant: u32, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT technician, record FROM grants WHERE device = $1 AND grant_id = $2",
+        )
+        .bind(id)
+        .bind(i64::from(grant))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((technician, record)) = row else {
+            return Ok(false);
+        };
+        let Ok(mut kept) = serde_json::from_str::<deskwire_signal::grant::Grant>(&record) else {
+            return Ok(false);
+        };
+        if kept.revoked_at().is_some() {
+            return Ok(false);
+        }
+        kept.revoke(deskwire_signal::UnixMillis(u64::try_from(now).unwrap_or(0)));
+        let record = serde_json::to_string(&kept).unwrap_or(record);
+        // Stamped now: a device report older than the revocation no longer replaces it.
+        sqlx::query(
+            "UPDATE grants SET record = $3, reported_at = $4 WHERE device = $1 AND grant_id = $2",
+        )
+        .bind(id)
+        .bind(i64::from(grant))
+        .bind(&record)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let audit = AuditRecord::new(now, AuditEvent::GrantRevoked)
+            .device(id)
+            .detail(format!(
+                "grant {grant} for {technician} revoked at the broker by an administrator"
+            ));
+        audit::append_in(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
