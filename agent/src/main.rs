@@ -15,6 +15,7 @@
 // A program: its report goes to stdout, its one-line error to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod panel;
 mod ui;
 
 use ui::{Outcome, Terminal, Ui};
@@ -153,6 +154,11 @@ struct Args {
     /// Show the screen only; inject no keyboard or mouse input.
     #[arg(long)]
     view_only: bool,
+    /// Ask and tell on a small panel on the display as well as on the terminal: the code
+    /// with Try Again / Cancel, Accept / View only / Reject with its countdown, who is
+    /// connected with View only / Terminate.
+    #[arg(long)]
+    panel: bool,
     /// X display to capture and inject into (default: $DISPLAY).
     #[arg(long)]
     display: Option<String>,
@@ -310,7 +316,7 @@ fn run() -> Result<()> {
         .fallback_brokers(args.fallback_brokers.clone())
         .acceptance(acceptance)
         .view_only(args.view_only)
-        .input_display(display)
+        .input_display(display.clone())
         .transport(TransportConfig::for_broker(&transport_url, args.bind));
     if let Some(path) = &args.device_key {
         config = config.device_key(path);
@@ -362,6 +368,11 @@ fn run() -> Result<()> {
         terminal: Terminal::stdin()?,
         requests,
         answer_within: window,
+        panel: if args.panel {
+            Some(panel::Panel::open(display.as_deref())?)
+        } else {
+            None
+        },
         connected: false,
         grants_to,
     };

@@ -14,6 +14,8 @@ use deskwire::{
     GrantDecision,
 };
 use deskwire_agent::control::{Incoming, Request};
+
+use crate::panel::{Action, Panel, View};
 use deskwire_signal::grant::CredentialMode;
 use deskwire_signal::words;
 
@@ -97,6 +99,8 @@ pub(crate) struct Ui {
     pub(crate) grants_to: Option<(String, PathBuf, LocalGrants)>,
     /// How long a question asked without a terminal waits for the control socket.
     pub(crate) answer_within: Duration,
+    /// The user's panel on the display, when asked for (`--panel`).
+    pub(crate) panel: Option<Panel>,
 }
 
 /// Where the current agent stands, for `sessions` and the terminal.
@@ -154,6 +158,66 @@ impl Ui {
     /// `/dev/null`): the agent stops after the running session.
     pub(crate) fn terminal_ended(&self) -> bool {
         self.terminal.ended && !self.terminal.none
+    }
+
+    /// Show `view` on the panel, if there is one.
+    fn show(&self, view: View) {
+        if let Some(panel) = &self.panel {
+            panel.show(view);
+        }
+    }
+
+    /// Back to who is connected, after a question asked during the session.
+    fn show_connected(&self, state: &State, technician: &Option<String>) {
+        if let State::Connected { control, .. } = state {
+            self.show(View::Connected {
+                who: technician
+                    .clone()
+                    .unwrap_or_else(|| "The technician".to_owned()),
+                control: *control,
+            });
+        }
+    }
+
+    /// A click on the panel as the words the terminal takes for it in `state` (`None`:
+    /// nothing clicked, or a click done here: taking control back).
+    fn panel_answer(
+        &self,
+        agent: &Agent,
+        state: &mut State,
+        technician: &Option<String>,
+    ) -> Result<Option<String>> {
+        let Some(action) = self.panel.as_ref().and_then(Panel::try_action) else {
+            return Ok(None);
+        };
+        let words = match (action, &*state) {
+            (Action::Code(code), State::AskingCode) if !code.is_empty() => code,
+            (Action::Cancel, State::AskingCode) => String::new(),
+            (Action::Accept, State::Consenting) => "y".into(),
+            (Action::ViewOnly, State::Consenting) => "v".into(),
+            (Action::Reject, State::Consenting) => "n".into(),
+            (Action::AllowGrant, State::GrantAsked(_, false)) => "y".into(),
+            (Action::RefuseGrant, State::GrantAsked(..)) => "n".into(),
+            (Action::Terminate, State::Connected { .. }) => "t".into(),
+            (
+                Action::StopControl,
+                State::Connected {
+                    since,
+                    control: true,
+                },
+            ) => {
+                agent.set_control(false)?;
+                println!("control taken back: the technician can only see this screen now");
+                *state = State::Connected {
+                    since: *since,
+                    control: false,
+                };
+                self.show_connected(state, technician);
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(words))
     }
 
     /// Whether nobody can type at this agent: no terminal, or its input ended.
@@ -228,6 +292,8 @@ impl Ui {
         // When the current code question was asked: without a terminal, only the control
         // socket can answer it, and not forever.
         let mut code_asked_at: Option<Instant> = None;
+        // The technician's name as the broker verified it, for the panel.
+        let mut technician_name: Option<String> = None;
         loop {
             if let Some(agent) = lan.as_deref_mut() {
                 self.show_lan(agent);
@@ -294,8 +360,20 @@ impl Ui {
                     return Ok(Outcome::NobodyThere);
                 }
             }
+            // A click on the panel answers as the same words typed would.
+            let line = match line {
+                Some(line) => Some(line),
+                None => self.panel_answer(&agent, &mut state, &technician_name)?,
+            };
             if let Some(line) = line {
                 let line = line.trim().to_owned();
+                if matches!(
+                    state,
+                    State::Consenting | State::GrantAsked(..) | State::AskingCode
+                ) {
+                    // Answered (on either): the panel stops asking.
+                    self.show(View::Hidden);
+                }
                 match state {
                     State::Consenting => {
                         state = State::Waiting;
@@ -347,6 +425,9 @@ impl Ui {
             match event {
                 AgentEvent::CodeRefused { message, .. } => {
                     state = State::AskingCode;
+                    self.show(View::AskingCode {
+                        why: message.clone(),
+                    });
                     code_asked_at = Some(Instant::now());
                     if self.terminal.none {
                         println!(
@@ -373,8 +454,17 @@ impl Ui {
                 } => {
                     state = State::Consenting;
                     let what = if control { "see and control" } else { "see" };
+                    technician_name.clone_from(&technician);
                     let who = technician
                         .map_or("The technician".to_owned(), |t| format!("Technician {t}"));
+                    self.show(View::Consent {
+                        question: format!("{who} asks to {what} this screen."),
+                        deadline: Instant::now() + timeout,
+                        starts_on_its_own: matches!(
+                            mode,
+                            AcceptanceMode::AllowAutomatically { .. }
+                        ),
+                    });
                     let then = match mode {
                         AcceptanceMode::AllowAutomatically { .. } => "it starts on its own",
                         _ => "it is refused",
@@ -388,6 +478,12 @@ impl Ui {
                 }
                 AgentEvent::Connected { control, setup } => {
                     self.connected = true;
+                    self.show(View::Connected {
+                        who: technician_name
+                            .clone()
+                            .unwrap_or_else(|| "The technician".to_owned()),
+                        control,
+                    });
                     state = State::Connected {
                         since: Some(Instant::now()),
                         control,
@@ -410,6 +506,13 @@ impl Ui {
                     let customer = request.credential_mode == CredentialMode::CustomerCredentials;
                     state = State::GrantAsked(id, customer);
                     let who = technician.unwrap_or_else(|| "The technician".to_owned());
+                    self.show(View::Grant {
+                        question: if customer {
+                            format!("{who} asks to connect when nobody is here ({}). To allow, type your account name and password on the terminal.", request.schedule)
+                        } else {
+                            format!("{who} asks to connect when nobody is here ({}); they will need this computer's admin credentials each time.", request.schedule)
+                        },
+                    });
                     let how = if customer {
                         "type your account name and password (name password) to allow, or n"
                     } else {
@@ -425,13 +528,16 @@ impl Ui {
                     );
                     let _ = std::io::stdout().flush();
                 }
-                AgentEvent::GrantDecided { result, .. } => match result {
-                    Ok(local) => {
-                        println!("unattended access granted (grant {local})");
-                        self.report_grant(local);
+                AgentEvent::GrantDecided { result, .. } => {
+                    self.show_connected(&state, &technician_name);
+                    match result {
+                        Ok(local) => {
+                            println!("unattended access granted (grant {local})");
+                            self.report_grant(local);
+                        }
+                        Err(why) => println!("unattended access not granted: {why}"),
                     }
-                    Err(why) => println!("unattended access not granted: {why}"),
-                },
+                }
                 AgentEvent::LinkDown => println!(
                     "the technician's connection dropped; any keys they held were released. Waiting for it to come back."
                 ),
@@ -444,6 +550,7 @@ impl Ui {
                         .map_or("(not measured yet)".to_owned(), words::duration)
                 ),
                 AgentEvent::Disconnected(reason) => {
+                    self.show(View::Hidden);
                     match (&reason, self.connected) {
                         (DisconnectReason::Broker(why), false) => {
                             println!("cannot go on with the broker: {why}")

@@ -1,0 +1,429 @@
+//! The user's panel: a small window on the agent's own display that asks and tells what
+//! the terminal asks and tells (a connection code with Try Again / Cancel, the consent
+//! question with its countdown, unattended requests, who is connected with View only and
+//! Terminate), for users who never see the agent's terminal.
+//!
+//! Drawn with the X core protocol (x11rb, which capture already uses) and the server's
+//! built-in `fixed` font: no toolkit, no new dependency, nothing the agent's machine lacks
+//! when it has an X display at all. The terminal and the control socket keep working
+//! beside it; whichever answers first wins.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::{
+    AtomEnum, ChangeGCAux, ConnectionExt, CreateGCAux, CreateWindowAux, EventMask, Gcontext,
+    PropMode, Rectangle, Window, WindowClass,
+};
+use x11rb::protocol::Event;
+use x11rb::rust_connection::RustConnection;
+use x11rb::wrapper::ConnectionExt as _;
+
+/// The panel's size, and its buttons' place: 100 x 28 each from (10, 72), 110 apart (tests
+/// click there).
+const WIDTH: u16 = 460;
+const HEIGHT: u16 = 110;
+const BUTTON: (i16, i16, u16, u16) = (10, 72, 100, 28);
+const BUTTON_STEP: i16 = 110;
+/// The `fixed` font's cell.
+const CHAR_W: usize = 6;
+const LINE_CHARS: usize = (WIDTH as usize - 20) / CHAR_W;
+
+const BACKGROUND: u32 = 0x00f2_f2f2;
+const TEXT: u32 = 0x0020_2020;
+const BUTTON_FILL: u32 = 0x00d8_e4f4;
+const BUTTON_EDGE: u32 = 0x0040_6090;
+
+/// What the panel shows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum View {
+    /// Nothing to ask or tell: the panel is hidden.
+    Hidden,
+    /// The code was refused (`why`): type another.
+    AskingCode { why: String },
+    /// A technician asks to come in; silence at `deadline` lets them in or refuses.
+    Consent {
+        question: String,
+        deadline: Instant,
+        starts_on_its_own: bool,
+    },
+    /// A technician asks for unattended access.
+    Grant { question: String },
+    /// A session runs.
+    Connected { who: String, control: bool },
+}
+
+/// What the user clicked (or typed) on the panel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    Code(String),
+    Cancel,
+    Accept,
+    ViewOnly,
+    Reject,
+    AllowGrant,
+    RefuseGrant,
+    StopControl,
+    Terminate,
+}
+
+/// The panel's thread, told what to show and telling what was clicked.
+pub(crate) struct Panel {
+    views: mpsc::Sender<View>,
+    actions: mpsc::Receiver<Action>,
+}
+
+impl Panel {
+    /// Open the panel on `display` (hidden until there is something to show).
+    pub(crate) fn open(display: Option<&str>) -> Result<Self> {
+        let (conn, screen) = x11rb::connect(display)
+            .with_context(|| format!("cannot open the panel on X display {display:?}"))?;
+        let mut window = PanelWindow::create(conn, screen)?;
+        let (views, view_rx) = mpsc::channel();
+        let (action_tx, actions) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("deskwire-panel".into())
+            .spawn(move || {
+                if let Err(e) = window.run(&view_rx, &action_tx) {
+                    tracing::warn!(error = %e, "the panel stopped");
+                }
+            })?;
+        Ok(Self { views, actions })
+    }
+
+    /// Show `view`.
+    pub(crate) fn show(&self, view: View) {
+        let _ = self.views.send(view);
+    }
+
+    /// What the user did on the panel since last asked, if anything.
+    pub(crate) fn try_action(&self) -> Option<Action> {
+        self.actions.try_recv().ok()
+    }
+}
+
+struct PanelWindow {
+    conn: RustConnection,
+    window: Window,
+    gc: Gcontext,
+    keysyms: Vec<u32>,
+    per_keycode: u8,
+    min_keycode: u8,
+    view: View,
+    mapped: bool,
+    typed: String,
+    buttons: Vec<(Rectangle, Action)>,
+}
+
+impl PanelWindow {
+    fn create(conn: RustConnection, screen_num: usize) -> Result<Self> {
+        let screen = conn.setup().roots[screen_num].clone();
+        let window = conn.generate_id()?;
+        let x = i16::try_from(screen.width_in_pixels.saturating_sub(WIDTH + 10)).unwrap_or(0);
+        conn.create_window(
+            x11rb::COPY_DEPTH_FROM_PARENT,
+            window,
+            screen.root,
+            x,
+            10,
+            WIDTH,
+            HEIGHT,
+            1,
+            WindowClass::INPUT_OUTPUT,
+            x11rb::COPY_FROM_PARENT,
+            &CreateWindowAux::new()
+                .background_pixel(BACKGROUND)
+                .event_mask(EventMask::EXPOSURE | EventMask::BUTTON_PRESS | EventMask::KEY_PRESS),
+        )?;
+        // Above other windows where a window manager honours it.
+        let atom =
+            |name: &[u8]| -> Result<u32> { Ok(conn.intern_atom(false, name)?.reply()?.atom) };
+        let (state, above) = (atom(b"_NET_WM_STATE")?, atom(b"_NET_WM_STATE_ABOVE")?);
+        conn.change_property32(PropMode::REPLACE, window, state, AtomEnum::ATOM, &[above])?;
+        conn.change_property8(
+            PropMode::REPLACE,
+            window,
+            AtomEnum::WM_CLASS,
+            AtomEnum::STRING,
+            b"deskwire-panel\0deskwire\0",
+        )?;
+        let font = conn.generate_id()?;
+        conn.open_font(font, b"fixed")?;
+        let gc = conn.generate_id()?;
+        conn.create_gc(
+            gc,
+            window,
+            &CreateGCAux::new()
+                .foreground(TEXT)
+                .background(BACKGROUND)
+                .font(font),
+        )?;
+        let setup = conn.setup();
+        let (min_keycode, max_keycode) = (setup.min_keycode, setup.max_keycode);
+        let map = conn
+            .get_keyboard_mapping(min_keycode, max_keycode - min_keycode + 1)?
+            .reply()?;
+        conn.flush()?;
+        Ok(Self {
+            conn,
+            window,
+            gc,
+            keysyms: map.keysyms,
+            per_keycode: map.keysyms_per_keycode,
+            min_keycode,
+            view: View::Hidden,
+            mapped: false,
+            typed: String::new(),
+            buttons: Vec::new(),
+        })
+    }
+
+    fn run(&mut self, views: &mpsc::Receiver<View>, actions: &mpsc::Sender<Action>) -> Result<()> {
+        let mut last_draw = Instant::now();
+        loop {
+            match views.recv_timeout(Duration::from_millis(30)) {
+                Ok(view) => {
+                    if matches!(view, View::AskingCode { .. })
+                        && !matches!(self.view, View::AskingCode { .. })
+                    {
+                        self.typed.clear();
+                    }
+                    self.view = view;
+                    self.draw()?;
+                    last_draw = Instant::now();
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            while let Some(event) = self.conn.poll_for_event()? {
+                let action = match event {
+                    Event::Expose(_) => {
+                        self.draw()?;
+                        None
+                    }
+                    Event::ButtonPress(b) => self
+                        .buttons
+                        .iter()
+                        .find(|(r, _)| {
+                            b.event_x >= r.x
+                                && b.event_x < r.x + r.width as i16
+                                && b.event_y >= r.y
+                                && b.event_y < r.y + r.height as i16
+                        })
+                        .map(|(_, a)| a.clone()),
+                    Event::KeyPress(k) => self.key(
+                        k.detail,
+                        k.state.contains(x11rb::protocol::xproto::KeyButMask::SHIFT),
+                    )?,
+                    _ => None,
+                };
+                if let Some(action) = action {
+                    if actions.send(action).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            // The countdown moves once a second.
+            if matches!(self.view, View::Consent { .. })
+                && last_draw.elapsed() >= Duration::from_millis(500)
+            {
+                self.draw()?;
+                last_draw = Instant::now();
+            }
+        }
+    }
+
+    /// A key typed while the code is asked: digits, spaces and dashes go into the field,
+    /// Backspace takes one back, Enter tries the code, Escape cancels.
+    fn key(&mut self, keycode: u8, _shift: bool) -> Result<Option<Action>> {
+        if !matches!(self.view, View::AskingCode { .. }) {
+            return Ok(None);
+        }
+        let index =
+            usize::from(keycode.saturating_sub(self.min_keycode)) * usize::from(self.per_keycode);
+        let keysym = self.keysyms.get(index).copied().unwrap_or(0);
+        let action = match keysym {
+            0x30..=0x39 | 0x20 | 0x2d if self.typed.len() < 20 => {
+                self.typed.push(char::from(keysym as u8));
+                None
+            }
+            0xffb0..=0xffb9 if self.typed.len() < 20 => {
+                self.typed.push(char::from(b'0' + (keysym - 0xffb0) as u8));
+                None
+            }
+            0xff08 => {
+                self.typed.pop();
+                None
+            }
+            0xff0d | 0xff8d => Some(Action::Code(self.typed.trim().to_owned())),
+            0xff1b => Some(Action::Cancel),
+            _ => None,
+        };
+        self.draw()?;
+        Ok(action)
+    }
+
+    fn draw(&mut self) -> Result<()> {
+        let (title, lines, buttons): (String, Vec<String>, Vec<(&str, Action)>) = match &self.view {
+            View::Hidden => {
+                if self.mapped {
+                    self.conn.unmap_window(self.window)?;
+                    self.conn.flush()?;
+                    self.mapped = false;
+                }
+                self.buttons.clear();
+                return Ok(());
+            }
+            View::AskingCode { why } => (
+                "deskwire: enter the connection code".into(),
+                vec![why.clone(), format!("Code: {}_", self.typed)],
+                vec![
+                    ("Try Again", Action::Code(self.typed.trim().to_owned())),
+                    ("Cancel", Action::Cancel),
+                ],
+            ),
+            View::Consent {
+                question,
+                deadline,
+                starts_on_its_own,
+            } => {
+                let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+                let then = if *starts_on_its_own {
+                    format!("It starts on its own in {left} s unless you reject it.")
+                } else {
+                    format!("It is refused in {left} s unless you accept.")
+                };
+                let mut lines = wrap(question);
+                lines.push(then);
+                (
+                    format!("deskwire: {question}"),
+                    lines,
+                    vec![
+                        ("Accept", Action::Accept),
+                        ("View only", Action::ViewOnly),
+                        ("Reject", Action::Reject),
+                    ],
+                )
+            }
+            View::Grant { question } => (
+                format!("deskwire: {question}"),
+                wrap(question),
+                vec![
+                    ("Allow", Action::AllowGrant),
+                    ("Refuse", Action::RefuseGrant),
+                ],
+            ),
+            View::Connected { who, control } => {
+                let what = if *control {
+                    "can see and control this screen"
+                } else {
+                    "can see this screen (view only)"
+                };
+                let mut buttons = vec![("Terminate", Action::Terminate)];
+                if *control {
+                    buttons.insert(0, ("View only", Action::StopControl));
+                }
+                (
+                    format!("deskwire: {who} is connected"),
+                    vec![format!("{who} is connected and {what}.")],
+                    buttons,
+                )
+            }
+        };
+        let (c, win, gc) = (&self.conn, self.window, self.gc);
+        c.change_property8(
+            PropMode::REPLACE,
+            win,
+            AtomEnum::WM_NAME,
+            AtomEnum::STRING,
+            title.as_bytes(),
+        )?;
+        if !self.mapped {
+            c.map_window(win)?;
+            self.mapped = true;
+        }
+        let fill = |colour: u32, r: Rectangle| -> Result<()> {
+            c.change_gc(gc, &ChangeGCAux::new().foreground(colour))?;
+            c.poly_fill_rectangle(win, gc, &[r])?;
+            Ok(())
+        };
+        fill(
+            BACKGROUND,
+            Rectangle {
+                x: 0,
+                y: 0,
+                width: WIDTH,
+                height: HEIGHT,
+            },
+        )?;
+        c.change_gc(
+            gc,
+            &ChangeGCAux::new().foreground(TEXT).background(BACKGROUND),
+        )?;
+        for (i, line) in lines.iter().take(3).enumerate() {
+            let text: String = line
+                .chars()
+                .filter(char::is_ascii)
+                .take(LINE_CHARS)
+                .collect();
+            c.image_text8(win, gc, 10, 20 + 16 * i as i16, text.as_bytes())?;
+        }
+        self.buttons.clear();
+        for (i, (label, action)) in buttons.into_iter().enumerate() {
+            let r = Rectangle {
+                x: BUTTON.0 + BUTTON_STEP * i as i16,
+                y: BUTTON.1,
+                width: BUTTON.2,
+                height: BUTTON.3,
+            };
+            fill(BUTTON_FILL, r)?;
+            c.change_gc(gc, &ChangeGCAux::new().foreground(BUTTON_EDGE))?;
+            c.poly_rectangle(win, gc, &[r])?;
+            c.change_gc(
+                gc,
+                &ChangeGCAux::new().foreground(TEXT).background(BUTTON_FILL),
+            )?;
+            let text_x = r.x + (r.width as i16 - (label.len() * CHAR_W) as i16) / 2;
+            c.image_text8(win, gc, text_x, r.y + 18, label.as_bytes())?;
+            self.buttons.push((r, action));
+        }
+        c.flush()?;
+        Ok(())
+    }
+}
+
+/// `text` in lines that fit the panel, at most two.
+fn wrap(text: &str) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("one line at least");
+        if !line.is_empty() && line.len() + 1 + word.len() > LINE_CHARS {
+            if lines.len() == 2 {
+                break;
+            }
+            lines.push(word.to_owned());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_questions_wrap_into_two_lines_that_fit() {
+        let q = "Technician alice asks to see and control this screen, and to keep doing so for the next three days while nobody is here";
+        let lines = wrap(q);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.len() <= LINE_CHARS), "{lines:?}");
+        assert_eq!(wrap("short"), ["short"]);
+    }
+}

@@ -1,0 +1,182 @@
+//! The user's panel (`deskwire-agent --panel`) driven as a user would, on a real X server:
+//! a refused code is retyped on it and tried again, the consent question is answered with
+//! its Accept button, control is taken back with View only, and Terminate ends the session.
+//! Clicks and keys go through xdotool; the panel is read by its window title (what it
+//! asks) and by what the agent does. With `DESKWIRE_PANEL_SHOTS=DIR` it also writes a PNG
+//! of each state (the pictures in docs/).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use deskwire_tests::binaries::{binary, Running};
+use deskwire_tests::session_fixtures::TestBroker;
+use deskwire_tests::Xvfb;
+
+const WAIT: Duration = Duration::from_secs(20);
+/// Where the panel's buttons are (see `agent/src/panel.rs`): 100 x 28 from (10, 72), 110
+/// apart. A click goes to the middle of one.
+fn button(i: u32) -> (u32, u32) {
+    (60 + 110 * i, 86)
+}
+
+fn xdotool(display: &str, args: &[&str]) -> String {
+    let out = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", display)
+        .output()
+        .expect("running xdotool (scripts/setup installs it)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The panel's window, once it is shown, and its title.
+fn panel(display: &str) -> (String, String) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = xdotool(display, &["search", "--onlyvisible", "--name", "^deskwire"]);
+        if let Some(id) = found.lines().next() {
+            let title = xdotool(display, &["getwindowname", id]);
+            return (id.to_owned(), title);
+        }
+        assert!(Instant::now() < deadline, "the panel never showed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until the panel's title contains `what`; its window id.
+fn panel_says(display: &str, what: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (id, title) = panel(display);
+        if title.contains(what) {
+            return id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the panel never said {what:?}; it says {title:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn click(display: &str, window: &str, i: u32) {
+    let (x, y) = button(i);
+    xdotool(
+        display,
+        &[
+            "mousemove",
+            "--window",
+            window,
+            &x.to_string(),
+            &y.to_string(),
+            "click",
+            "1",
+        ],
+    );
+}
+
+/// A picture of the panel for the docs, when asked for.
+fn shot(display: &str, name: &str) {
+    let Some(dir) = std::env::var_os("DESKWIRE_PANEL_SHOTS").map(PathBuf::from) else {
+        return;
+    };
+    let (id, _) = panel(display);
+    let geometry = xdotool(display, &["getwindowgeometry", "--shell", &id]);
+    let field = |k: &str| {
+        geometry
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or("0")
+            .to_owned()
+    };
+    let (x, y, w, h) = (field("X="), field("Y="), field("WIDTH="), field("HEIGHT="));
+    let _ = std::fs::create_dir_all(&dir);
+    let out = Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "x11grab",
+            "-draw_mouse",
+            "0",
+        ])
+        .args(["-video_size", &format!("{w}x{h}")])
+        .args(["-i", &format!("{display}+{x},{y}"), "-frames:v", "1"])
+        .arg(dir.join(format!("{name}.png")))
+        .output()
+        .expect("running ffmpeg");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn the_user_retypes_a_code_accepts_takes_control_back_and_terminates_on_the_panel() {
+    let screen = Xvfb::start(1280, 720).expect("starting the user's Xvfb");
+    let display = screen.display();
+    let broker = TestBroker::start().expect("starting the broker");
+    let mut viewer = Command::new(binary("deskwire-viewer"));
+    viewer
+        .args(["--broker", broker.url(), "--headless", "--duration", "30"])
+        .env("RUST_LOG", "error");
+    let viewer = Running::start(viewer);
+    let code_line = viewer.wait_for("connection code: ", WAIT);
+    let code = code_line["connection code: ".len()..].trim().to_owned();
+
+    let dir = std::env::temp_dir().join(format!("dw-panel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
+    agent
+        .args([
+            "--panel",
+            "--broker",
+            broker.url(),
+            "--code",
+            "123 456 7890",
+        ])
+        .args([
+            "--source",
+            "synthetic:static",
+            "--width",
+            "640",
+            "--height",
+            "360",
+        ])
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"))
+        .env("DISPLAY", &display)
+        .env("RUST_LOG", "error");
+    let agent = Running::start(agent);
+
+    // The code was wrong: the panel asks for it again. Typed there, tried with the button.
+    let window = panel_says(&display, "enter the connection code");
+    shot(&display, "panel-code");
+    let (x, y) = button(0);
+    xdotool(
+        &display,
+        &[
+            "mousemove",
+            "--window",
+            &window,
+            &x.to_string(),
+            &(y - 40).to_string(),
+        ],
+    );
+    xdotool(&display, &["type", "--delay", "20", &code]);
+    click(&display, &window, 0);
+
+    // The question, answered with Accept.
+    let window = panel_says(&display, "asks to see and control this screen");
+    shot(&display, "panel-consent");
+    click(&display, &window, 0);
+    agent.wait_for("connected in ", WAIT);
+    let window = panel_says(&display, "is connected");
+    shot(&display, "panel-connected");
+
+    // View only takes control back; Terminate (now the first button) ends the session.
+    click(&display, &window, 0);
+    agent.wait_for("control taken back", WAIT);
+    click(&display, &window, 0);
+    agent.wait_for("session terminated on this computer", WAIT);
+    let _ = std::fs::remove_dir_all(&dir);
+}
