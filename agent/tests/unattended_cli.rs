@@ -198,7 +198,12 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
     let code_line = viewer_run.wait_for("connection code: ", WAIT);
     let code = code_line["connection code: ".len()..].trim().to_owned();
     let mut user = agent(&["--code", &code]);
-    user.wait_for("Allow?", WAIT);
+    let asked = user.wait_for("Allow?", WAIT);
+    // Named as the broker verified them: the technician and their company.
+    assert!(
+        asked.starts_with("Technician alice of acme asks to see and control this screen."),
+        "{asked}"
+    );
     user.type_line("y");
     let asked = user.wait_for("asks to connect when nobody is here", WAIT);
     assert!(asked.contains("(for 1 day,"), "{asked}");

@@ -693,6 +693,7 @@ fn policy_of(p: &crate::store::Principal) -> SessionPolicy {
     };
     SessionPolicy {
         technician: p.technician.name.clone(),
+        company: p.technician.company_name.clone(),
         acceptance,
         window_secs,
         control: p.group.permissions.contains(Permission::Control),

@@ -290,6 +290,8 @@ async fn with_require_token_only_a_valid_token_opens_a_session_and_the_target_le
     target.send(&join(code)).await?;
     let policy = deskwire_signal::SessionPolicy {
         technician: "alice".into(),
+        // The target names the technician's company to its user, as the broker knows it.
+        company: "acme".into(),
         acceptance: deskwire_signal::PolicyAcceptance::Auto,
         window_secs: 20,
         control: false,

@@ -347,6 +347,9 @@ pub enum BrokerMessage {
 pub struct SessionPolicy {
     /// The technician's name, to show the user.
     pub technician: String,
+    /// The technician's company as the broker knows it, to show the user (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub company: String,
     /// How the target must admit them.
     pub acceptance: PolicyAcceptance,
     /// Seconds the user has to reject (`auto`) or to accept (`request`).

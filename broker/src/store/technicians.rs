@@ -29,6 +29,8 @@ pub struct Technician {
     pub group: GroupId,
     /// The group's company.
     pub company: CompanyId,
+    /// That company's name.
+    pub company_name: String,
 }
 
 /// An authenticated technician with what applies to them.
@@ -75,8 +77,9 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
 }
 
-const TECHNICIAN_COLUMNS: &str = "t.id, t.name, t.group_id, g.company_id";
-const TECHNICIAN_FROM: &str = "technicians t JOIN tech_groups g ON g.id = t.group_id";
+const TECHNICIAN_COLUMNS: &str = "t.id, t.name, t.group_id, g.company_id, c.name";
+const TECHNICIAN_FROM: &str = "technicians t JOIN tech_groups g ON g.id = t.group_id \
+                               JOIN companies c ON c.id = g.company_id";
 
 impl Store {
     /// Create a technician in `group`, with a password if given (hashed with Argon2id).
@@ -334,5 +337,6 @@ fn technician_from(row: &AnyRow) -> Result<Technician, StoreError> {
         name: row.try_get(1)?,
         group: GroupId(row.try_get(2)?),
         company: CompanyId(row.try_get(3)?),
+        company_name: row.try_get(4)?,
     })
 }

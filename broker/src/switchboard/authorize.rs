@@ -126,6 +126,7 @@ mod tests {
             technician: TechnicianId(3),
             policy: SessionPolicy {
                 technician: "alice".into(),
+                company: String::new(),
                 acceptance: PolicyAcceptance::Request,
                 window_secs: 30,
                 control: false,

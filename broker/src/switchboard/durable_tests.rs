@@ -453,6 +453,7 @@ fn a_create_session_beyond_the_groups_cap_is_refused_naming_the_cap() {
     let mut b = board();
     let policy = SessionPolicy {
         technician: "alice".into(),
+        company: String::new(),
         acceptance: PolicyAcceptance::Auto,
         window_secs: 30,
         control: true,

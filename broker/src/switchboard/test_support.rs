@@ -34,6 +34,7 @@ pub(super) fn alice(permissions: Vec<&'static str>) -> Authenticated {
         company: CompanyId(1),
         policy: SessionPolicy {
             technician: "alice".into(),
+            company: String::new(),
             acceptance: PolicyAcceptance::Auto,
             window_secs: 30,
             control: true,

@@ -224,6 +224,7 @@ mod tests {
     fn group(admin_credentials_only: bool) -> SessionPolicy {
         SessionPolicy {
             technician: "alice".into(),
+            company: String::new(),
             acceptance: PolicyAcceptance::Auto,
             window_secs: 30,
             control: true,

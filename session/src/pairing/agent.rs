@@ -317,7 +317,11 @@ impl AgentPairing {
             let group = broker_mode(p);
             mode != group && mode == self.config.acceptance
         });
-        let technician = policy.map(|p| p.technician.clone());
+        // As the broker verified them: their name, and their company when it has one.
+        let technician = policy.map(|p| match p.company.as_str() {
+            "" => p.technician.clone(),
+            company => format!("{} of {company}", p.technician),
+        });
         let prompt = ConsentPrompt::new(mode, control, now);
         if prompt.asks_the_user() {
             let timeout = prompt.deadline() - now;

@@ -524,6 +524,7 @@ fn the_technicians_group_can_only_make_the_agent_stricter() {
     );
     agent.policy = Some(SessionPolicy {
         technician: "Ada".into(),
+        company: String::new(),
         acceptance: PolicyAcceptance::Request,
         window_secs: 20,
         control: false,
@@ -567,6 +568,7 @@ fn the_technicians_group_can_only_make_the_agent_stricter() {
 fn the_technician_hears_how_the_wait_ends_and_whose_rule_it_is() {
     let group = |acceptance| SessionPolicy {
         technician: "Ada".into(),
+        company: String::new(),
         acceptance,
         window_secs: 20,
         control: true,
