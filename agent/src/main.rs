@@ -74,7 +74,8 @@ enum Command {
         /// Revoke this grant now.
         #[arg(long)]
         revoke: Option<u32>,
-        /// Tell this broker about the revocation too.
+        /// Tell this broker about the revocation (default: the broker the grant was
+        /// reported to, if any).
         #[arg(long)]
         broker: Option<String>,
         /// This computer's device key, which signs the report (default: the one in
@@ -261,11 +262,17 @@ fn run() -> Result<()> {
             if !store.revoke(*id, now)? {
                 bail!("there is no grant {id} in {}", grants.display());
             }
-            println!("grant {id} revoked");
-            if let (Some(broker), Some(entry)) = (broker, store.get(*id)?) {
-                let key = device_key_path(device_key.as_ref())?;
-                report_to_broker(broker, &key, &entry, Duration::from_secs(10))?;
-                println!("the broker was told");
+            println!("grant {id} revoked on this computer");
+            // The broker it was reported to (or the one named) is told, so that its copy
+            // stops letting calls through as well.
+            if let Some(entry) = store.get(*id)? {
+                if let Some(broker) = broker.clone().or_else(|| entry.broker.clone()) {
+                    let key = device_key_path(device_key.as_ref())?;
+                    report_to_broker(&broker, &key, &entry, Duration::from_secs(10)).with_context(
+                        || format!("telling {broker} (the grant is revoked here all the same)"),
+                    )?;
+                    println!("{broker} was told");
+                }
             }
         }
         for e in store.list()? {

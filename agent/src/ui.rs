@@ -146,6 +146,8 @@ impl Ui {
                 .get(id)?
                 .with_context(|| format!("there is no grant {id} in the grants file"))?;
             report_to_broker(broker, key, &entry, Duration::from_secs(10))?;
+            // A later revocation (`deskwire-agent grants --revoke`) is told here too.
+            grants.reported_to(id, broker)?;
             Ok(())
         })();
         match reported {

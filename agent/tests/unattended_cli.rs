@@ -255,7 +255,8 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
     assert!(ok && text.contains("snapshot:"), "ok {ok}: {text}");
     standby.wait_for("connects under grant 1", WAIT);
 
-    // The company's administrator revokes the broker's copy: calls are refused there.
+    // The user revokes the grant on the computer: the broker it was reported to is told,
+    // and calls are refused there as well.
     let admin = |args: &[&str]| {
         let out = Command::new(deskwire_tests::binaries::binary("deskwire-broker"))
             .args(args)
@@ -263,16 +264,32 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
             .env("RUST_LOG", "error")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     };
-    let listed = admin(&["admin", "list-grants"]);
+    let (_, listed) = admin(&["admin", "list-grants"]);
     assert!(
         listed.contains(&format!("{device} grant 1 for alice: open now")),
         "{listed}"
     );
-    let said = admin(&["admin", "revoke-grant", "--device", &device, "--grant", "1"]);
-    assert!(said.contains("revoked the broker's copy"), "{said}");
+    let revoked = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"))
+        .args(["grants", "--revoke", "1", "--grants"])
+        .arg(&grants)
+        .env("XDG_CONFIG_HOME", &config)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&revoked.stdout);
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert!(said.contains(&format!("{url} was told")), "{said}");
+    let (_, listed) = admin(&["admin", "list-grants", "--device", &device]);
+    assert!(listed.contains("revoked"), "{listed}");
     broker.clock().set(UnixMillis::now());
     let (ok, text) = viewer(
         &[
@@ -290,8 +307,11 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
         &[("DESKWIRE_ADMIN_PASSWORD", "correct horse")],
     );
     assert!(!ok && text.contains("revoked"), "ok {ok}: {text}");
+    // Revoked already: the administrator's revocation at the broker says so.
+    let (ok, said) = admin(&["admin", "revoke-grant", "--device", &device, "--grant", "1"]);
+    assert!(!ok && said.contains("open grant"), "{said}");
     // The audit tells the whole story, in order.
-    let audit = admin(&["audit", "list"]);
+    let (_, audit) = admin(&["audit", "list"]);
     let order = [
         "accepted_by_user",
         "grant_approved",

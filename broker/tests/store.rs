@@ -42,6 +42,7 @@ on_both_databases!(
     migrations_apply_once_and_reopening_is_a_no_op,
     adhoc_state_is_absent_then_replaced_and_read_back,
     a_grant_report_is_kept_only_if_newer_and_only_for_the_pinned_key,
+    grants_are_listed_and_revoked_at_the_broker_with_an_audit_record,
     tokens_authenticate_their_own_technician_only,
     passwords_are_hashed_and_checked,
     duplicates_and_missing_references_are_named,
@@ -350,6 +351,68 @@ async fn a_grant_report_is_kept_only_if_newer_and_only_for_the_pinned_key(
         .await?;
     ensure!(refused.is_err(), "{refused:?}");
     ensure!(store.grant("dev-g", 2).await?.context("kept")?.record == "{\"v\":2}");
+    Ok(())
+}
+
+async fn grants_are_listed_and_revoked_at_the_broker_with_an_audit_record(
+    db: &TestDb,
+) -> Result<()> {
+    use deskwire_broker::store::{AuditId, GrantReport};
+    use deskwire_signal::grant::{
+        approve, CredentialMode, Grant, GrantPolicy, GrantRequest, GrantZone, Schedule, Validity,
+        ZoneName, ZoneOf,
+    };
+    let store = db.open().await;
+    let at = deskwire_signal::UnixMillis(u64::try_from(T0).unwrap_or(0));
+    let request = GrantRequest {
+        schedule: Schedule::new(Validity::Days { days: 2 }, None)?,
+        zone: GrantZone {
+            of: ZoneOf::Customer,
+            name: ZoneName::new("UTC")?,
+        },
+        credential_mode: CredentialMode::AskEachConnection,
+    };
+    let (grant, _) = approve(request, &GrantPolicy::default(), at)?;
+    let report = GrantReport {
+        grant: 1,
+        technician: "alice".into(),
+        record: serde_json::to_string(&grant)?,
+        reported_at: T0,
+    };
+    ensure!(store
+        .report_grant("dev-r", &[7u8; 32], &report, T0)
+        .await?
+        .expect("pinned"));
+    let listed = store.grants(None).await?;
+    ensure!(listed.len() == 1 && listed[0].0 == "dev-r", "{listed:?}");
+    ensure!(store.grants(Some("dev-other")).await?.is_empty());
+
+    ensure!(store.revoke_grant("dev-r", 1, T0 + 5).await?);
+    ensure!(
+        !store.revoke_grant("dev-r", 1, T0 + 6).await?,
+        "revoked once"
+    );
+    ensure!(
+        !store.revoke_grant("dev-r", 9, T0 + 6).await?,
+        "no such grant"
+    );
+    let kept: Grant =
+        serde_json::from_str(&store.grant("dev-r", 1).await?.context("kept")?.record)?;
+    ensure!(kept
+        .check(at.plus(std::time::Duration::from_millis(10)))
+        .is_err());
+    // An older report from the device does not reopen it.
+    ensure!(!store
+        .report_grant("dev-r", &[7u8; 32], &report, T0)
+        .await?
+        .expect("pinned"));
+    let audit = store.audit_entries(AuditId(0), 100).await?;
+    ensure!(
+        audit
+            .iter()
+            .any(|e| e.event == "grant_revoked" && e.device.as_deref() == Some("dev-r")),
+        "{audit:?}"
+    );
     Ok(())
 }
 

@@ -68,6 +68,8 @@ pub struct GrantEntry {
     pub grant: Grant,
     /// The secret the technician connects with (the PAKE input), made at approval.
     pub secret: Option<[u8; 16]>,
+    /// The broker it was reported to: a revocation is reported there too.
+    pub broker: Option<String>,
 }
 
 /// Tell `broker` about grant `entry` as it stands now (approved, or revoked), signed with the
@@ -250,12 +252,14 @@ impl LocalGrants {
                 let technician = v["technician"].as_str().map(str::to_owned);
                 let grant = serde_json::from_value::<Grant>(v["grant"].clone());
                 let secret = v["secret"].as_str().and_then(unhex);
+                let broker = v["broker"].as_str().map(str::to_owned);
                 match (id, grant) {
                     (Some(id), Ok(grant)) => Ok(GrantEntry {
                         id,
                         technician,
                         grant,
                         secret,
+                        broker,
                     }),
                     (_, Err(e)) => Err(malformed(Some(e))),
                     (None, _) => Err(malformed(None)),
@@ -278,6 +282,7 @@ impl LocalGrants {
             technician,
             grant: grant.clone(),
             secret: Some(secret),
+            broker: None,
         });
         self.write(&all)?;
         Ok(GrantTicket {
@@ -305,6 +310,18 @@ impl LocalGrants {
         Ok(true)
     }
 
+    /// Remember that grant `id` was reported to `broker` (where its revocation goes too);
+    /// `false` when there is no such grant.
+    pub fn reported_to(&self, id: u32, broker: &str) -> Result<bool, GrantsError> {
+        let mut all = self.list()?;
+        let Some(entry) = all.iter_mut().find(|e| e.id == id) else {
+            return Ok(false);
+        };
+        entry.broker = Some(broker.to_owned());
+        self.write(&all)?;
+        Ok(true)
+    }
+
     fn write(&self, all: &[GrantEntry]) -> Result<(), GrantsError> {
         let values: Vec<serde_json::Value> = all
             .iter()
@@ -314,6 +331,7 @@ impl LocalGrants {
                     "technician": e.technician,
                     "grant": e.grant,
                     "secret": e.secret.as_ref().map(hex),
+                    "broker": e.broker,
                 })
             })
             .collect();
