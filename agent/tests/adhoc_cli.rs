@@ -27,6 +27,12 @@ fn a_technician_and_a_user_run_an_adhoc_session_with_the_example_binaries() {
     let url = broker.url();
     let (ok, created) = viewer(&["--broker", url, "--token", &token, "--adhoc-create"], &[]);
     assert!(ok, "{created}");
+    // Times for people, and the instructions name the real broker.
+    assert!(!created.contains("unix ms"), "{created}");
+    assert!(
+        created.contains(&format!("deskwire-agent adhoc --broker {url} --invite")),
+        "{created}"
+    );
     let (id, link, code) = (
         field(&created, "ad-hoc session:"),
         field(&created, "invitation link:"),
