@@ -390,3 +390,67 @@ fn the_viewer_refuses_the_lan_when_the_local_policy_or_the_broker_says_no() {
     assert!(!ok, "{text}");
     assert!(text.contains("does not have the lan permission"), "{text}");
 }
+
+#[test]
+fn silent_and_slow_connections_do_not_keep_a_technician_out() {
+    let lan = Lan::create(1).expect("making the test LAN");
+    let args = [
+        "--source",
+        "synthetic:static",
+        "--width",
+        "640",
+        "--height",
+        "480",
+        "--view-only",
+        "--no-announce",
+        "--acceptance",
+        "auto",
+        "--answer-within",
+        "0",
+    ];
+    let target = Target::start(&lan, 0, "front-desk", &args);
+    let to = SocketAddr::new(IpAddr::V4(lan.target_ip(0)), PORT);
+    // From the technician's own network: connections that say nothing, one that sends
+    // half a request, and one that asks for another path.
+    let held = lan
+        .run_in(lan.viewer(), move || {
+            use std::io::Write;
+            let mut held = Vec::new();
+            for _ in 0..6 {
+                held.push(std::net::TcpStream::connect(to).expect("connecting"));
+            }
+            let mut half = std::net::TcpStream::connect(to).expect("connecting");
+            let _ = half.write_all(b"GET /v1/lan HTTP/1.1\r\nHost: x\r\n");
+            held.push(half);
+            let mut other = std::net::TcpStream::connect(to).expect("connecting");
+            let _ = other.write_all(
+                b"GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            );
+            held.push(other);
+            held
+        })
+        .expect("entering the technician's namespace");
+    // While they are held open, the technician with the password gets in.
+    let started = Instant::now();
+    let session = connect(&lan, to, target.password.clone()).expect("the technician got in");
+    eprintln!(
+        "with {} hostile connections held: picture {} ms after connecting",
+        held.len(),
+        started.elapsed().as_millis()
+    );
+    // The wrong path was answered with a refusal, not an upgrade.
+    let mut other = held.last().expect("held").try_clone().unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 12];
+    let _ = std::io::Read::read(&mut other, &mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 404"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    session.shutdown().unwrap();
+    drop(held);
+}

@@ -393,6 +393,7 @@ impl AgentTask {
                         policy: policy.as_ref(),
                         unattended,
                         admin,
+                        step_timeout: self.config.connect_timeout,
                     },
                 )
                 .await;

@@ -189,8 +189,29 @@ impl Signalling {
         timeout: Duration,
     ) -> Result<Self, SessionError> {
         let _ = tcp.set_nodelay(true);
-        let accept = tokio_tungstenite::accept_async_with_config(
+        // Only the LAN path upgrades: anything else is not a viewer.
+        #[allow(clippy::result_large_err)] // the handshake callback's signature
+        fn lan_path_only(
+            request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+            response: tokio_tungstenite::tungstenite::handshake::server::Response,
+        ) -> Result<
+            tokio_tungstenite::tungstenite::handshake::server::Response,
+            tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+        > {
+            if request.uri().path() == deskwire_signal::lan::LAN_PATH {
+                Ok(response)
+            } else {
+                let mut refusal =
+                    tokio_tungstenite::tungstenite::handshake::server::ErrorResponse::new(Some(
+                        "not found".into(),
+                    ));
+                *refusal.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
+                Err(refusal)
+            }
+        }
+        let accept = tokio_tungstenite::accept_hdr_async_with_config(
             MaybeTlsStream::Plain(tcp),
+            lan_path_only,
             Some(ws_config()),
         );
         let ws = tokio::time::timeout(timeout, accept)

@@ -30,6 +30,8 @@ pub(super) struct Attempt<'a> {
     pub(super) unattended: bool,
     /// The technician must present one of these accounts' name and password.
     pub(super) admin: Option<crate::accounts::AdminAccounts>,
+    /// How long the viewer may take for each of its steps.
+    pub(super) step_timeout: Duration,
 }
 
 impl AgentTask {
@@ -124,6 +126,7 @@ impl AgentTask {
             policy,
             unattended,
             admin,
+            step_timeout,
         } = attempt;
         let end = Negotiation::End;
         let broker_err = |e: SessionError| end(DisconnectReason::from(e));
@@ -136,7 +139,7 @@ impl AgentTask {
                 unattended,
                 require_admin: admin.is_some(),
                 acceptance: self.config.acceptance,
-                timeout: self.config.connect_timeout,
+                timeout: step_timeout,
             },
             Duration::ZERO,
         );

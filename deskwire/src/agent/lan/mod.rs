@@ -7,9 +7,10 @@ use std::time::Instant;
 use deskwire_capture::Source;
 use deskwire_signal::grant::CredentialMode;
 use deskwire_signal::lan::LanBackoff;
-use deskwire_signal::{BrokerMessage, JoinRefusal, PeerSignal, UnixMillis};
+use deskwire_signal::{BrokerMessage, JoinRefusal, UnixMillis};
 use tokio::net::TcpListener;
 
+use self::greeter::Greeted;
 use super::connect::Attempt;
 use super::{AgentTask, Command, Connected, Negotiation};
 use crate::accounts::AdminAccounts;
@@ -19,6 +20,13 @@ use crate::transport;
 use crate::{AgentEvent, DisconnectReason};
 use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::pairing::PairingSecret;
+
+mod greeter;
+
+/// How long a LAN viewer may take for each step of its key exchange and negotiation: on a
+/// LAN each takes milliseconds, and until its password is proven, a viewer holds the one
+/// attempt this loop runs at a time.
+const LAN_STEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl AgentTask {
     /// Serve viewers on `listener` until one gets a session, then stream to it.
@@ -37,14 +45,16 @@ impl AgentTask {
         let mut control = !self.config.view_only;
         let mut source = Some(source);
         let mut pipeline: Option<Arc<Pipeline>> = None;
+        let (mut greeted, greeter) = greeter::spawn(listener);
         let connected: Result<Connected, DisconnectReason> = loop {
-            let (tcp, from) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot accept a LAN connection");
-                        continue;
-                    }
+            let Greeted {
+                mut sig,
+                from,
+                grant,
+            } = tokio::select! {
+                g = greeted.recv() => match g {
+                    Some(g) => g,
+                    None => break Err(DisconnectReason::Lan("the LAN listener stopped".into())),
                 },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetControl(c)) => {
@@ -55,13 +65,6 @@ impl AgentTask {
                     Some(Command::Shutdown) | None => break Err(DisconnectReason::Local),
                 },
             };
-            let mut sig = match Signalling::accept_direct(tcp, self.config.connect_timeout).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%from, error = %e, "not a viewer");
-                    continue;
-                }
-            };
             // A source that guessed wrong waits before it may guess again; it is told so
             // without a key exchange, so waiting is the only way to another guess.
             if let Err(wait) = backoff.check(from.ip(), UnixMillis::now()) {
@@ -70,24 +73,12 @@ impl AgentTask {
                     from.ip(),
                     wait.as_secs().max(1)
                 );
-                tracing::warn!(%from, ?wait, "LAN connection refused while its source backs off");
+                tracing::info!(%from, ?wait, "LAN connection refused while its source backs off");
                 self.refuse(sig, from, JoinRefusal::TooManyAttempts, message)
                     .await;
                 continue;
             }
-            if let Err(e) = sig.send_as_broker(&BrokerMessage::PeerJoined {}).await {
-                tracing::debug!(%from, error = %e, "the viewer left");
-                continue;
-            }
             tracing::info!(%from, "LAN viewer connected");
-            // The viewer says first which secret it holds: the password, or a grant.
-            let grant = match self.hello(&mut sig).await {
-                Ok(g) => g,
-                Err(why) => {
-                    tracing::debug!(%from, why, "no hello from the LAN viewer");
-                    continue;
-                }
-            };
             let under_grant =
                 match grant.map(|id| (id, self.unattended_grant(id, UnixMillis::now()))) {
                     None => None,
@@ -119,6 +110,7 @@ impl AgentTask {
                     policy: None,
                     unattended: false,
                     admin: self.config.require_admin.clone(),
+                    step_timeout: LAN_STEP.min(self.config.connect_timeout),
                 },
                 Some((id, secret, admin)) => Attempt {
                     secret: PairingSecret::Grant(id, secret),
@@ -126,6 +118,7 @@ impl AgentTask {
                     policy: None,
                     unattended: true,
                     admin,
+                    step_timeout: LAN_STEP.min(self.config.connect_timeout),
                 },
             };
             let result = self
@@ -182,23 +175,11 @@ impl AgentTask {
             }
             let _ = pc.close().await;
         };
-        drop(listener);
+        // The listener closes with its task: the session has begun (or ended).
+        greeter.abort();
         let desk = super::grants::GrantDesk::new(None);
         self.conclude(connected, pipeline, control, started, desk)
             .await
-    }
-
-    /// The LAN viewer's hello: which grant it connects under, if any.
-    async fn hello(&mut self, sig: &mut Signalling) -> Result<Option<u32>, String> {
-        let wait = tokio::time::timeout(self.config.connect_timeout, sig.recv()).await;
-        match wait {
-            Ok(Ok(BrokerMessage::Relay {
-                signal: PeerSignal::LanHello { grant },
-            })) => Ok(grant),
-            Ok(Ok(other)) => Err(format!("expected a hello, got {other:?}")),
-            Ok(Err(e)) => Err(crate::with_causes(&e)),
-            Err(_) => Err("no hello in time".into()),
-        }
     }
 
     /// Grant `id` as this computer keeps it, if it lets someone in at `now`: its secret and
