@@ -725,12 +725,24 @@ fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, SignalError> {
     #[derive(Deserialize)]
     struct Version {
         v: u16,
+        /// Read as any value, to be checked: serde takes a number for a tag as the
+        /// variant's index (`{"type":0}` read as the first message), which no peer of ours
+        /// sends and none may rely on.
+        #[serde(rename = "type")]
+        kind: Option<serde_json::Value>,
+        signal: Option<serde_json::Value>,
     }
     let version: Version =
         serde_json::from_str(text).map_err(|e| SignalError::Malformed(e.to_string()))?;
     if version.v != VERSION {
         return Err(SignalError::Version { got: version.v });
     }
+    let named = |tag: Option<&serde_json::Value>, field: &str| match tag {
+        Some(serde_json::Value::String(_)) | None => Ok(()),
+        Some(_) => Err(SignalError::Malformed(format!("`{field}` must be a name"))),
+    };
+    named(version.kind.as_ref(), "type")?;
+    named(version.signal.as_ref().and_then(|s| s.get("kind")), "signal.kind")?;
     let envelope: Envelope<T> =
         serde_json::from_str(text).map_err(|e| SignalError::Malformed(e.to_string()))?;
     Ok(envelope.msg)

@@ -102,6 +102,9 @@ fn garbage_unknown_types_and_missing_versions_are_malformed() {
         r#"{"type":"create_session"}"#,
         r#"{"v":1,"type":"fly"}"#,
         "[1,2]",
+        // A number is not a message name, even where serde would read it as an index.
+        r#"{"v":1,"type":0}"#,
+        r#"{"v":1,"type":"relay","signal":{"kind":3}}"#,
     ] {
         assert!(
             matches!(decode_client(text), Err(SignalError::Malformed(_))),
