@@ -471,7 +471,16 @@ impl Switchboard {
                 let why = format!("cannot resume session {code}: {refusal}");
                 self.audit(refusal.audit_event(), ip, Some(code), why.clone());
                 self.conns.insert(conn, Role::Undecided);
-                return self.refuse(conn, &why);
+                // The caller hears one answer for an unknown code and a wrong token: telling
+                // them apart would say which codes are live to whoever guesses. The audit
+                // keeps the precise reason.
+                let told = match refusal {
+                    Refusal::WrongResumeToken | Refusal::Unknown => format!(
+                        "cannot resume session {code}: no session with this code and token"
+                    ),
+                    _ => why,
+                };
+                return self.refuse(conn, &told);
             }
             Err(ResumeError::Unavailable(why)) => {
                 self.conns.insert(conn, Role::Undecided);

@@ -344,7 +344,7 @@ fn a_controller_resumes_its_code_with_its_token_and_a_target_then_pairs() {
 }
 
 #[test]
-fn a_refused_resume_gets_an_error_naming_why_and_changes_nothing() {
+fn a_refused_resume_gets_an_error_that_names_why_but_not_whether_the_code_exists() {
     let mut b = board();
     let code = SessionCode::from_number(123_456).unwrap();
     let resume = |token: &str| ClientMessage::Resume {
@@ -353,10 +353,11 @@ fn a_refused_resume_gets_an_error_naming_why_and_changes_nothing() {
     };
     let token = "ab".repeat(32);
     for (refusal, says) in [
-        (Refusal::WrongResumeToken, "resume token does not match"),
+        // A wrong token and an unknown code read the same: no oracle for live codes.
+        (Refusal::WrongResumeToken, "no session with this code and token"),
         (Refusal::Reused, "already used"),
         (Refusal::Expired, "expired"),
-        (Refusal::Unknown, "no such connection code"),
+        (Refusal::Unknown, "no session with this code and token"),
     ] {
         let c = b.handle_open(SRC);
         assert_eq!(say(&mut b, c, &resume(&token), T0).len(), 1);
