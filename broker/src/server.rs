@@ -183,14 +183,23 @@ pub(crate) async fn serve(
             hub.drive(|s| s.board.handle_shutdown());
             // Tells the accept loop and every socket task at once.
             let _ = stop_tx.send(true);
-            server.await
+            // A client holding a half-sent request would keep axum's graceful shutdown
+            // waiting for ever: what has not finished in time is dropped.
+            match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::info!("connections still open at shutdown are dropped");
+                    Ok(())
+                }
+            }
         }
     };
     // Upgraded sockets live on in their own tasks; each holds a permit until it has said
     // goodbye, so having every permit back means every socket is closed.
     hub.drive(|s| s.board.handle_shutdown());
     let _ = stop_tx.send(true);
-    let _all_closed = permits.acquire_many(max_connections).await;
+    let _all_closed =
+        tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max_connections)).await;
     let _ = ticker.await;
     // Every socket is closed, so no job can follow: let the store task finish the queue.
     drop(hub.lock().jobs.take());
@@ -201,6 +210,10 @@ pub(crate) async fn serve(
     }
     served.map_err(BrokerError::Serve)
 }
+
+/// How long a stopping broker waits for its connections to close; the store's queue is
+/// written out after, however long it takes.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// Resolves once the broker is stopping (or the stop signal itself is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {

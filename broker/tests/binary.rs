@@ -4,7 +4,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use deskwire_signal::{BrokerMessage, PeerSignal, SIGNAL_PATH};
 use support::{expect, join, relay, Peer, GUARD};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -398,4 +398,33 @@ async fn new_session(c: &mut Peer) -> Result<deskwire_signal::SessionCode> {
         BrokerMessage::SessionCreated { session, .. } => Ok(session),
         other => bail!("expected session_created, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_broker_in_time_whatever_a_client_holds_open() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let Served { child, url, .. } = serve(&["--database", "sqlite::memory:"]).await?;
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.strip_suffix(SIGNAL_PATH))
+        .context("an address")?
+        .to_owned();
+    // Half an HTTP request, never finished, and a socket that says nothing at all.
+    let mut half = tokio::net::TcpStream::connect(&addr).await?;
+    half.write_all(b"GET /v1/signal HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    let _silent = tokio::net::TcpStream::connect(&addr).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut child = child;
+    sigterm(&child)?;
+    let exited = tokio::time::timeout(std::time::Duration::from_secs(2), child.wait()).await;
+    match exited {
+        Ok(status) => ensure!(status?.success(), "exited unsuccessfully"),
+        Err(_) => {
+            child.kill().await?;
+            bail!("the broker was still running 2 s after SIGTERM");
+        }
+    }
+    drop(half);
+    Ok(())
 }

@@ -104,7 +104,10 @@ async fn a_pending_code_survives_a_restart_its_controller_resumes_it_and_it_stay
         .await?;
     let error = thief.expect_error_and_close().await?;
     // Told no more than that the pair is wrong; the audit (below) keeps the reason.
-    ensure!(error.contains("no session with this code and token"), "{error}");
+    ensure!(
+        error.contains("no session with this code and token"),
+        "{error}"
+    );
 
     // The controller re-attaches: same code, same expiry.
     let mut controller = second.peer().await?;

@@ -742,7 +742,10 @@ fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, SignalError> {
         Some(_) => Err(SignalError::Malformed(format!("`{field}` must be a name"))),
     };
     named(version.kind.as_ref(), "type")?;
-    named(version.signal.as_ref().and_then(|s| s.get("kind")), "signal.kind")?;
+    named(
+        version.signal.as_ref().and_then(|s| s.get("kind")),
+        "signal.kind",
+    )?;
     let envelope: Envelope<T> =
         serde_json::from_str(text).map_err(|e| SignalError::Malformed(e.to_string()))?;
     Ok(envelope.msg)

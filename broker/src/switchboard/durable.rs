@@ -475,9 +475,9 @@ impl Switchboard {
                 // them apart would say which codes are live to whoever guesses. The audit
                 // keeps the precise reason.
                 let told = match refusal {
-                    Refusal::WrongResumeToken | Refusal::Unknown => format!(
-                        "cannot resume session {code}: no session with this code and token"
-                    ),
+                    Refusal::WrongResumeToken | Refusal::Unknown => {
+                        format!("cannot resume session {code}: no session with this code and token")
+                    }
                     _ => why,
                 };
                 return self.refuse(conn, &told);

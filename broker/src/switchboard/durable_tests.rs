@@ -354,7 +354,10 @@ fn a_refused_resume_gets_an_error_that_names_why_but_not_whether_the_code_exists
     let token = "ab".repeat(32);
     for (refusal, says) in [
         // A wrong token and an unknown code read the same: no oracle for live codes.
-        (Refusal::WrongResumeToken, "no session with this code and token"),
+        (
+            Refusal::WrongResumeToken,
+            "no session with this code and token",
+        ),
         (Refusal::Reused, "already used"),
         (Refusal::Expired, "expired"),
         (Refusal::Unknown, "no session with this code and token"),
