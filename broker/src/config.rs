@@ -17,6 +17,9 @@ const MAX_PENDING_CODES: RangeInclusive<usize> = 1..=1_000_000;
 const MAX_CODE_TOMBSTONES: RangeInclusive<usize> = 1..=10_000_000;
 // Pairing needs two sockets; the top is what a `u32` semaphore count and a test box bear.
 const MAX_CONNECTIONS: RangeInclusive<usize> = 2..=1_000_000;
+const MAX_CONNECTIONS_PER_SOURCE: RangeInclusive<usize> = 1..=1_000_000;
+const FIRST_MESSAGE_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(300);
 const OUTBOUND_QUEUE: RangeInclusive<usize> = 1..=4096;
 const WRITE_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(300);
@@ -38,6 +41,12 @@ pub struct BrokerConfig {
     pub max_code_tombstones: usize,
     /// Signalling connections open at once; more are refused with HTTP 503 (default 10 000).
     pub max_connections: usize,
+    /// Signalling connections open at once from one address; more are refused with HTTP 429,
+    /// so one address cannot take every connection (default 256: an office's NAT).
+    pub max_connections_per_source: usize,
+    /// How long a new connection may stay silent before its first message; then it is
+    /// closed (default 10 s).
+    pub first_message_timeout: Duration,
     /// Messages that may wait to be written to one connection. A peer that lets its queue
     /// fill is disconnected (default 32).
     pub outbound_queue: usize,
@@ -64,6 +73,8 @@ impl Default for BrokerConfig {
             max_pending_codes: 10_000,
             max_code_tombstones: 100_000,
             max_connections: 10_000,
+            max_connections_per_source: 256,
+            first_message_timeout: 10 * SECOND,
             outbound_queue: 32,
             write_timeout: 10 * SECOND,
             require_token: false,
@@ -146,6 +157,16 @@ impl BrokerConfig {
         self.max_connections = n;
         self
     }
+    /// Set the cap on open signalling connections from one address.
+    pub fn max_connections_per_source(mut self, n: usize) -> Self {
+        self.max_connections_per_source = n;
+        self
+    }
+    /// Set how long a new connection may stay silent before its first message.
+    pub fn first_message_timeout(mut self, timeout: Duration) -> Self {
+        self.first_message_timeout = timeout;
+        self
+    }
     /// Set the per-connection outbound queue length.
     pub fn outbound_queue(mut self, n: usize) -> Self {
         self.outbound_queue = n;
@@ -182,6 +203,16 @@ impl BrokerConfig {
             MAX_CODE_TOMBSTONES,
         )?;
         count("max_connections", self.max_connections, MAX_CONNECTIONS)?;
+        count(
+            "max_connections_per_source",
+            self.max_connections_per_source,
+            MAX_CONNECTIONS_PER_SOURCE,
+        )?;
+        duration(
+            "first_message_timeout",
+            self.first_message_timeout,
+            FIRST_MESSAGE_TIMEOUT,
+        )?;
         count("outbound_queue", self.outbound_queue, OUTBOUND_QUEUE)?;
         duration("write_timeout", self.write_timeout, WRITE_TIMEOUT)?;
         self.adhoc

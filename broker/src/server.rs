@@ -116,6 +116,7 @@ pub(crate) async fn serve(
         mailer,
         outbound_queue: config.outbound_queue,
         write_timeout: config.write_timeout,
+        first_message_timeout: config.first_message_timeout,
     });
     let jobs_task = match (store, jobs_rx) {
         (Some(store), Some(rx)) => Some(tokio::spawn(jobs::work(
@@ -151,6 +152,8 @@ pub(crate) async fn serve(
         hub: Arc::clone(&hub),
         permits: Arc::clone(&permits),
         stop: stop_rx.clone(),
+        per_source: Arc::default(),
+        max_per_source: config.max_connections_per_source,
     };
     let router = Router::new()
         .route(SIGNAL_PATH, get(upgrade))
@@ -225,6 +228,42 @@ struct AppState {
     hub: Arc<Hub>,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
+    /// Open signalling connections per address.
+    per_source: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    max_per_source: usize,
+}
+
+/// One open connection counted against its address's cap while it lives.
+struct SourceSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(app: &AppState, ip: IpAddr) -> Option<Self> {
+        let mut counts = app.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= app.max_per_source {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: Arc::clone(&app.per_source),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -244,10 +283,18 @@ async fn upgrade(
         )
             .into_response();
     };
+    let Some(slot) = SourceSlot::take(&app, peer.ip()) else {
+        tracing::info!(source = %peer.ip(), "per-address connection cap reached; refusing");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many signalling connections from this address\n",
+        )
+            .into_response();
+    };
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
         .on_failed_upgrade(|e| tracing::debug!("websocket upgrade failed: {e}"))
-        .on_upgrade(move |socket| serve_socket(socket, app, permit, peer.ip()))
+        .on_upgrade(move |socket| serve_socket(socket, app, (permit, slot), peer.ip()))
 }
 
 /// The switchboard and the queues of the connections it talks to.
@@ -260,6 +307,8 @@ struct Hub {
     mailer: Option<crate::mail::Mailer>,
     outbound_queue: usize,
     write_timeout: Duration,
+    /// How long a new connection may stay silent.
+    first_message_timeout: Duration,
 }
 
 struct HubState {
@@ -594,12 +643,14 @@ enum Ending {
     NotReading,
     /// The socket delivered something unreadable (too large, bad framing).
     ReadFailed(String),
+    /// Nothing came before the first-message deadline.
+    Silent,
 }
 
 async fn serve_socket(
     socket: WebSocket,
     app: AppState,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, SourceSlot),
     source: IpAddr,
 ) {
     let hub = &app.hub;
@@ -607,10 +658,15 @@ async fn serve_socket(
     tracing::debug!(conn = conn.0, "signalling connection open");
     let mut stop = app.stop.clone();
     let (mut sink, mut stream) = socket.split();
+    // A connection must say something soon: one that never does only holds a slot.
+    let first_deadline = tokio::time::sleep(hub.first_message_timeout);
+    tokio::pin!(first_deadline);
+    let mut heard = false;
     let ending = loop {
         tokio::select! {
             biased;
             () = stopped(&mut stop) => break Ending::Shutdown,
+            () = &mut first_deadline, if !heard => break Ending::Silent,
             () = kill.notified() => break Ending::NotReading,
             queued = rx.recv() => match queued {
                 Some(text) => {
@@ -624,7 +680,10 @@ async fn serve_socket(
                 None => break Ending::Refused,
             },
             incoming = stream.next() => match incoming {
-                Some(Ok(Message::Text(text))) => hub.text(conn, text.as_str()),
+                Some(Ok(Message::Text(text))) => {
+                    heard = true;
+                    hub.text(conn, text.as_str());
+                }
                 Some(Ok(Message::Binary(_))) => hub.binary(conn),
                 // tungstenite answers pings by itself.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -658,6 +717,7 @@ async fn goodbye(sink: &mut SplitSink<WebSocket, Message>, ending: Ending, limit
                     .await
             }
             Ending::Refused => sink.send(close(CLOSE_POLICY, "protocol error")).await,
+            Ending::Silent => sink.send(close(CLOSE_POLICY, "nothing said in time")).await,
             Ending::ReadFailed(reason) => {
                 let message = reason.chars().take(MAX_REASON_CHARS).collect();
                 sink.send(Message::text(encode(&BrokerMessage::Error { message })))

@@ -360,3 +360,65 @@ async fn shutdown_closes_open_sockets_as_going_away_and_run_returns() -> Result<
     }
     stopping.await?
 }
+
+/// A WebSocket from the local address `from` (any of 127.0.0.0/8).
+async fn connect_from(
+    from: &str,
+    broker: &Broker,
+) -> Result<support::Peer, tokio_tungstenite::tungstenite::Error> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().expect("an address"))?;
+    let tcp = socket.connect(broker.addr).await?;
+    let (ws, _) = tokio_tungstenite::client_async(
+        broker.url.as_str(),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await?;
+    Ok(support::Peer::from_stream(ws))
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection_and_silent_ones_are_closed() -> Result<()> {
+    let config = BrokerConfig::default()
+        .max_connections_per_source(4)
+        .first_message_timeout(Duration::from_millis(300));
+    let broker = Broker::start_with(config).await?;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut p = connect_from("127.0.0.1", &broker).await?;
+        p.send(&ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        })
+        .await?;
+        held.push(p);
+    }
+    // The fifth from the same address is refused with 429; another address gets in.
+    match connect_from("127.0.0.1", &broker).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 429)
+        }
+        Err(e) => bail!("expected HTTP 429, got {e}"),
+        Ok(_) => bail!("a fifth connection from one address was accepted"),
+    }
+    let mut other = connect_from("127.0.0.2", &broker).await?;
+    other
+        .send(&ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        })
+        .await?;
+    assert!(matches!(
+        other.recv().await?,
+        BrokerMessage::SessionCreated { .. }
+    ));
+    // A connection that never says anything is closed after the first-message deadline.
+    let mut silent = connect_from("127.0.0.3", &broker).await?;
+    silent.expect_closed().await?;
+    // The ones that spoke are still open.
+    assert!(matches!(
+        held[0].recv().await?,
+        BrokerMessage::SessionCreated { .. }
+    ));
+    broker.stop().await
+}

@@ -148,6 +148,12 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A client on a WebSocket opened elsewhere.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { ws }
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         let (ws, _) = tokio::time::timeout(GUARD, tokio_tungstenite::connect_async(url))
             .await
