@@ -170,6 +170,9 @@ pub(crate) struct Switchboard {
     /// The time of the last message handled, for audit records of closes.
     now: UnixMillis,
     limiter: JoinLimiter,
+    /// Joins refused while their source waits out a limit, summarised per source: see
+    /// [`Self::refuse_join`].
+    throttled: join::Throttled,
     /// Refuse `create_session` without a token.
     require_token: bool,
     /// Refuse `join` without a device proof.
@@ -211,6 +214,7 @@ impl Switchboard {
             sources: HashMap::new(),
             now: UnixMillis(0),
             limiter: JoinLimiter::new(join_limits),
+            throttled: join::Throttled::default(),
             require_token: rules.require_token,
             require_device: rules.require_device,
             device_checks: HashMap::new(),
