@@ -186,7 +186,9 @@ fn fail(code: u8, message: &str) -> ExitCode {
 /// Subcommands; without one the broker serves.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Manage companies, groups, technicians and API tokens.
+    /// Manage companies, groups, technicians, API tokens and grants. Every command names
+    /// what it creates as its argument and what it refers to with --company, --group,
+    /// --technician or --device; settings are flags (--permissions LIST everywhere).
     Admin(AdminArgs),
     /// Inspect the audit log.
     Audit(AuditArgs),
@@ -278,8 +280,16 @@ enum AdminAction {
         /// The group.
         #[arg(long, value_name = "NAME")]
         group: String,
-        /// Comma-separated permissions, or none.
-        permissions: Permissions,
+        /// Comma-separated permissions, or none (as create-group takes them).
+        #[arg(
+            long,
+            value_name = "LIST",
+            required_unless_present = "bare_permissions"
+        )]
+        permissions: Option<Permissions>,
+        /// The same as a bare argument, as earlier versions took it.
+        #[arg(hide = true, conflicts_with = "permissions")]
+        bare_permissions: Option<Permissions>,
     },
     /// Change a group's policy; unset options keep their value (recorded in the audit log).
     SetPolicy {
@@ -475,7 +485,10 @@ async fn admin(store: &Store, action: AdminAction) -> Result<ExitCode, StoreErro
             company,
             group,
             permissions,
+            bare_permissions,
         } => {
+            // One of the two: clap requires it.
+            let permissions = permissions.or(bare_permissions).unwrap_or(Permissions::NONE);
             let g = group_named(store, &company, &group).await?;
             store
                 .set_group_permissions(g.id, permissions, None, now)

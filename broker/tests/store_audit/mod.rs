@@ -174,6 +174,7 @@ pub(crate) async fn the_admin_and_audit_commands_work_against_the_database(
         "Acme",
         "--group",
         "support",
+        "--permissions",
         "view_only",
     ];
     ok(run(db, &set, None).await?)?;
