@@ -373,7 +373,7 @@ pub enum AgentEvent {
         control: bool,
         /// How long the question stays open.
         timeout: Duration,
-        /// The technician's name, when the broker has accounts.
+        /// Who asks, as the broker verified them ("alice of acme"), when it has accounts.
         technician: Option<String>,
     },
     /// The session is established: video flows and, unless view-only, input is injected.

@@ -208,7 +208,8 @@ fn the_group_policy_from_the_broker_can_only_make_the_target_stricter() {
         }
     );
     assert!(!control, "the group may only view");
-    assert_eq!(technician.as_deref(), Some("alice"));
+    // Named as the broker verified them: the technician and their company.
+    assert_eq!(technician.as_deref(), Some("alice of acme"));
     // Even a user who allows control cannot give more than the group has.
     h.answer_consent(ConsentAnswer::Allow { control: true })
         .unwrap();
