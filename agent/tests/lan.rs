@@ -451,6 +451,14 @@ fn silent_and_slow_connections_do_not_keep_a_technician_out() {
         "{:?}",
         String::from_utf8_lossy(&answer)
     );
+    // Nobody was announced to the user before a password was proven.
+    let said = target.agent.lines_so_far();
+    assert!(
+        !said
+            .iter()
+            .any(|l| l.contains("a technician is connecting")),
+        "{said:#?}"
+    );
     session.shutdown().unwrap();
     drop(held);
 }

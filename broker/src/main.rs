@@ -488,7 +488,9 @@ async fn admin(store: &Store, action: AdminAction) -> Result<ExitCode, StoreErro
             bare_permissions,
         } => {
             // One of the two: clap requires it.
-            let permissions = permissions.or(bare_permissions).unwrap_or(Permissions::NONE);
+            let permissions = permissions
+                .or(bare_permissions)
+                .unwrap_or(Permissions::NONE);
             let g = group_named(store, &company, &group).await?;
             store
                 .set_group_permissions(g.id, permissions, None, now)

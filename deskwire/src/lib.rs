@@ -361,7 +361,8 @@ pub enum AgentEvent {
         /// The sentence to show the user.
         message: String,
     },
-    /// The code was accepted; the peer connection is being set up.
+    /// The code was accepted; the peer connection is being set up (through a broker only:
+    /// a LAN viewer is first heard of in the consent question, after its password).
     Joined,
     /// Ask the user whether to let the technician in: answer with [`Agent::answer_consent`]
     /// before `timeout`. In [`AcceptanceMode::AllowAutomatically`] silence lets them in; in

@@ -120,6 +120,11 @@ impl Running {
         }
     }
 
+    /// The lines printed so far and not yet read, without waiting.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        std::iter::from_fn(|| self.lines.try_recv().ok()).collect()
+    }
+
     /// Every line until the program exits (its stdout closes), failing after `timeout`.
     pub fn lines_until_exit(&self, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;

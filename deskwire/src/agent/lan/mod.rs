@@ -91,7 +91,9 @@ impl AgentTask {
                         continue;
                     }
                 };
-            self.events.emit(AgentEvent::Joined);
+            // No "a technician is connecting" here: on the LAN anyone can say hello, and
+            // until the password is proven nobody is connecting. The user hears of a
+            // technician from the consent question, which comes only after the proof.
             // Set-up counts from this viewer's arrival, not from when the agent began to
             // listen.
             started = Instant::now();
