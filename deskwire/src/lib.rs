@@ -324,22 +324,9 @@ impl std::fmt::Display for DisconnectReason {
         match self {
             DisconnectReason::Local => write!(f, "ended on this side"),
             DisconnectReason::PeerBye { reason, detail } => {
-                if detail.is_empty() {
-                    match reason {
-                        ByeReason::Error => {
-                            write!(f, "the other side hit an error and ended the session")
-                        }
-                        _ => write!(f, "the other side ended the session"),
-                    }
-                } else {
-                    write!(f, "{detail}")
-                }
+                f.write_str(deskwire_session::goodbye_words(*reason, detail))
             }
-            DisconnectReason::PeerTimeout(d) => write!(
-                f,
-                "nothing heard from the other side for {}",
-                deskwire_signal::words::duration(*d)
-            ),
+            DisconnectReason::PeerTimeout(d) => f.write_str(&deskwire_session::silence_words(*d)),
             DisconnectReason::PeerLeft => write!(f, "the peer left before the session started"),
             DisconnectReason::Broker(e) => write!(f, "broker: {e}"),
             DisconnectReason::Transport(e) => write!(f, "transport: {e}"),

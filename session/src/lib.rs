@@ -36,6 +36,6 @@ pub mod viewer;
 pub mod wire;
 
 pub use agent::{AgentSession, AgentSessionConfig, AgentSessionEvent, StreamInfo};
-pub use outbox::{SessionEnd, Transmit};
+pub use outbox::{goodbye_words, silence_words, SessionEnd, Transmit};
 pub use stats::{AgentStats, ViewerStats};
 pub use viewer::{ViewerSession, ViewerSessionConfig, ViewerSessionEvent};

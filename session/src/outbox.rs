@@ -38,27 +38,30 @@ pub enum SessionEnd {
     ProtocolViolation(String),
 }
 
+/// How a peer's goodbye reads to people: its own sentence, else one for its reason. Shared
+/// by every type that carries a goodbye, so the agent and the viewer say it alike.
+pub fn goodbye_words(reason: ByeReason, detail: &str) -> &str {
+    match (detail.is_empty(), reason) {
+        (false, _) => detail,
+        (true, ByeReason::Error) => "the other side hit an error and ended the session",
+        (true, _) => "the other side ended the session",
+    }
+}
+
+/// How a silent peer reads to people.
+pub fn silence_words(quiet: Duration) -> String {
+    format!(
+        "nothing heard from the other side for {}",
+        deskwire_signal::words::duration(quiet)
+    )
+}
+
 impl std::fmt::Display for SessionEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SessionEnd::Local => write!(f, "ended on this side"),
-            SessionEnd::PeerBye { reason, detail } => {
-                if detail.is_empty() {
-                    match reason {
-                        ByeReason::Error => {
-                            write!(f, "the other side hit an error and ended the session")
-                        }
-                        _ => write!(f, "the other side ended the session"),
-                    }
-                } else {
-                    write!(f, "{detail}")
-                }
-            }
-            SessionEnd::PeerTimeout(d) => write!(
-                f,
-                "nothing heard from the other side for {}",
-                deskwire_signal::words::duration(*d)
-            ),
+            SessionEnd::PeerBye { reason, detail } => f.write_str(goodbye_words(*reason, detail)),
+            SessionEnd::PeerTimeout(d) => f.write_str(&silence_words(*d)),
             SessionEnd::ProtocolViolation(why) => write!(f, "the peer broke the protocol: {why}"),
         }
     }
