@@ -230,18 +230,8 @@ impl Switchboard {
         device: Option<&str>,
         detail: String,
     ) {
-        let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
-        let mut record = AuditRecord::new(at, event)
-            .detail(detail)
-            .maybe_technician(technician)
-            .session(&code.to_string());
-        if let Some(ip) = ip {
-            record = record.source(ip);
-        }
-        if let Some(device) = device {
-            record = record.device(device);
-        }
-        self.outputs.push_back(Output::Audit(record));
+        let code = code.to_string();
+        self.push_audit(event, ip, &code, technician, device, detail);
     }
 
     /// A record about a device, outside any session.
@@ -253,15 +243,7 @@ impl Switchboard {
         device: &str,
         detail: String,
     ) {
-        let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
-        let mut record = AuditRecord::new(at, event)
-            .detail(detail)
-            .maybe_technician(technician)
-            .device(device);
-        if let Some(ip) = ip {
-            record = record.source(ip);
-        }
-        self.outputs.push_back(Output::Audit(record));
+        self.push_audit(event, ip, "", technician, Some(device), detail);
     }
 
     pub(super) fn audit_text(
@@ -282,6 +264,20 @@ impl Switchboard {
         technician: Option<TechnicianId>,
         detail: String,
     ) {
+        self.push_audit(event, ip, session, technician, None, detail);
+    }
+
+    /// Every audit record goes out here, stamped with the board's clock; empty or absent
+    /// fields stay unset.
+    fn push_audit(
+        &mut self,
+        event: AuditEvent,
+        ip: Option<IpAddr>,
+        session: &str,
+        technician: Option<TechnicianId>,
+        device: Option<&str>,
+        detail: String,
+    ) {
         let at = i64::try_from(self.now.0).unwrap_or(i64::MAX);
         let mut record = AuditRecord::new(at, event)
             .detail(detail)
@@ -291,6 +287,9 @@ impl Switchboard {
         }
         if !session.is_empty() {
             record = record.session(session);
+        }
+        if let Some(device) = device {
+            record = record.device(device);
         }
         self.outputs.push_back(Output::Audit(record));
     }
