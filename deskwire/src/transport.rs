@@ -218,19 +218,19 @@ impl PeerConnectionEventHandler for Handler {
 
 pub(crate) type Pc = Arc<dyn PeerConnection>;
 
+/// A peer connection, the sender its drivers post network events with, and their receiver.
+pub(crate) type BuiltPeer = (
+    Pc,
+    mpsc::UnboundedSender<NetEvent>,
+    mpsc::UnboundedReceiver<NetEvent>,
+);
+
 /// Build a peer connection with our settings, its drivers on the session's runtime
 /// (`handle`); its events arrive on the returned receiver.
 pub(crate) async fn build_peer(
     config: &TransportConfig,
     handle: &tokio::runtime::Handle,
-) -> Result<
-    (
-        Pc,
-        mpsc::UnboundedSender<NetEvent>,
-        mpsc::UnboundedReceiver<NetEvent>,
-    ),
-    SessionError,
-> {
+) -> Result<BuiltPeer, SessionError> {
     let mdns = match config.mdns {
         MdnsMode::Disabled => MulticastDnsMode::Disabled,
         MdnsMode::QueryOnly => MulticastDnsMode::QueryOnly,
@@ -275,14 +275,7 @@ async fn build_peer_with(
     config: &TransportConfig,
     handle: &tokio::runtime::Handle,
     mdns: MulticastDnsMode,
-) -> Result<
-    (
-        Pc,
-        mpsc::UnboundedSender<NetEvent>,
-        mpsc::UnboundedReceiver<NetEvent>,
-    ),
-    SessionError,
-> {
+) -> Result<BuiltPeer, SessionError> {
     let runtime = Arc::new(SessionRuntime::new(handle.clone(), config.socket_buffer));
     let (tx, rx) = mpsc::unbounded_channel();
     let events = tx.clone();
