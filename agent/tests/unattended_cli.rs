@@ -235,11 +235,13 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
     let standing = standby.wait_for("standing by for unattended calls", WAIT);
     assert!(standing.contains(&device), "the same device: {standing}");
     let shot = dir.join("shot.png");
-    let (ok, text) = viewer(
-        &[
+    // The technician's call with nobody there: only the ticket, the token and an account.
+    let call = |extra: &[&str]| {
+        let ticket = ticket.to_string_lossy();
+        let mut args = vec![
             "--unattended",
             "--grant",
-            &ticket.to_string_lossy(),
+            &ticket,
             "--token",
             &token,
             "--admin-user",
@@ -247,11 +249,11 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
             "--headless",
             "--duration",
             "1",
-            "--snapshot",
-            &shot.to_string_lossy(),
-        ],
-        &[("DESKWIRE_ADMIN_PASSWORD", "correct horse")],
-    );
+        ];
+        args.extend_from_slice(extra);
+        viewer(&args, &[("DESKWIRE_ADMIN_PASSWORD", "correct horse")])
+    };
+    let (ok, text) = call(&["--snapshot", &shot.to_string_lossy()]);
     assert!(ok && text.contains("snapshot:"), "ok {ok}: {text}");
     standby.wait_for("connects under grant 1", WAIT);
 
@@ -291,21 +293,7 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
     let (_, listed) = admin(&["admin", "list-grants", "--device", &device]);
     assert!(listed.contains("revoked"), "{listed}");
     broker.clock().set(UnixMillis::now());
-    let (ok, text) = viewer(
-        &[
-            "--unattended",
-            "--grant",
-            &ticket.to_string_lossy(),
-            "--token",
-            &token,
-            "--admin-user",
-            "root",
-            "--headless",
-            "--duration",
-            "1",
-        ],
-        &[("DESKWIRE_ADMIN_PASSWORD", "correct horse")],
-    );
+    let (ok, text) = call(&[]);
     assert!(!ok && text.contains("revoked"), "ok {ok}: {text}");
     // Revoked already: the administrator's revocation at the broker says so.
     let (ok, said) = admin(&["admin", "revoke-grant", "--device", &device, "--grant", "1"]);
