@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod frame;
+mod pointer;
 mod pool;
 #[cfg(feature = "xcap")]
 mod portable;
@@ -16,6 +17,7 @@ pub mod synthetic;
 mod x11;
 
 pub use frame::{Damage, Frame, PixelFormat, Rect, Timestamp};
+pub use pointer::{CursorImage, PointerState, MAX_CURSOR_SIDE};
 pub use pool::{FramePool, PooledFrame};
 #[cfg(feature = "xcap")]
 pub use portable::XcapSource;

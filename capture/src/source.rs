@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::synthetic::{Scene, SyntheticSource};
-use crate::{Frame, Timestamp};
+use crate::{Frame, PointerState, Timestamp};
 
 /// What a capture call produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,12 @@ pub trait Source: Send {
         frame: &mut Frame,
         now: Timestamp,
     ) -> Result<CaptureOutcome, CaptureError>;
+    /// Where the pointer is, with its shape when that changed since the last call; `None`
+    /// when this source cannot tell (then no pointer is shown). Called after
+    /// [`Source::capture`], which reads the events that say the shape changed.
+    fn pointer(&mut self) -> Result<Option<PointerState>, CaptureError> {
+        Ok(None)
+    }
 }
 
 /// Which source to open, as written on a command line.

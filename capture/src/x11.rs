@@ -21,7 +21,10 @@ use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 
 use crate::frame::Storage;
-use crate::{CaptureError, CaptureOutcome, Frame, PixelFormat, Rect, Source, Timestamp};
+use crate::{
+    CaptureError, CaptureOutcome, CursorImage, Frame, PixelFormat, PointerState, Rect, Source,
+    Timestamp,
+};
 
 fn backend(reason: impl fmt::Display) -> CaptureError {
     CaptureError::Backend {
@@ -45,6 +48,10 @@ pub struct X11Source {
     dirty: bool,
     /// The next fresh frame must report unknown damage (first capture, or a failed one).
     full: bool,
+    /// The cursor's shape changed since it was last read (XFIXES `CursorNotify`).
+    shape_changed: bool,
+    /// The serial of the shape last read.
+    serial: u32,
 }
 
 impl fmt::Debug for X11Source {
@@ -119,6 +126,11 @@ impl X11Source {
         select.check().map_err(backend)?;
         create.check().map_err(backend)?;
         region_created.check().map_err(backend)?;
+        // Shape changes arrive as events; the shape itself is read only then.
+        conn.xfixes_select_cursor_input(root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)
+            .map_err(backend)?
+            .check()
+            .map_err(backend)?;
 
         // A server on another host cannot attach our segments; find out now so that `Auto`
         // falls back to xcap instead of failing at the first frame.
@@ -142,6 +154,8 @@ impl X11Source {
             last_subtract: 0,
             dirty: false,
             full: true,
+            shape_changed: true,
+            serial: 0,
         })
     }
 
@@ -156,6 +170,7 @@ impl X11Source {
                 {
                     self.dirty = true;
                 }
+                Event::XfixesCursorNotify(_) => self.shape_changed = true,
                 Event::ConfigureNotify(ev) if ev.window == self.root => {
                     resized = Some((u32::from(ev.width), u32::from(ev.height)));
                 }
@@ -313,6 +328,40 @@ impl Source for X11Source {
         frame.set_timestamp(now);
         Ok(CaptureOutcome::Fresh)
     }
+
+    fn pointer(&mut self) -> Result<Option<PointerState>, CaptureError> {
+        if self.shape_changed {
+            let image = self.conn.xfixes_get_cursor_image().map_err(backend)?;
+            let image = image
+                .reply()
+                .map_err(|e| backend(format_args!("XFixesGetCursorImage failed: {e}")))?;
+            self.shape_changed = false;
+            self.serial = image.cursor_serial;
+            let shape = CursorImage::from_premultiplied_argb(
+                image.cursor_serial,
+                image.width,
+                image.height,
+                (image.xhot, image.yhot),
+                &image.cursor_image,
+            );
+            return Ok(Some(PointerState {
+                x: i32::from(image.x),
+                y: i32::from(image.y),
+                visible: shape.is_some(),
+                serial: self.serial,
+                shape: shape.map(Arc::new),
+            }));
+        }
+        let at = self.conn.query_pointer(self.root).map_err(backend)?;
+        let at = at.reply().map_err(backend)?;
+        Ok(Some(PointerState {
+            x: i32::from(at.root_x),
+            y: i32::from(at.root_y),
+            visible: at.same_screen,
+            serial: self.serial,
+            shape: None,
+        }))
+    }
 }
 
 impl Drop for X11Source {
@@ -320,6 +369,9 @@ impl Drop for X11Source {
         // Frames may keep the connection alive; stop the server from sending us events.
         let quiet = ChangeWindowAttributesAux::new().event_mask(EventMask::NO_EVENT);
         let _ = self.conn.change_window_attributes(self.root, &quiet);
+        let _ = self
+            .conn
+            .xfixes_select_cursor_input(self.root, xfixes::CursorNotifyMask::default());
         let _ = self.conn.damage_destroy(self.damage);
         let _ = self.conn.xfixes_destroy_region(self.region);
         let _ = self.conn.flush();

@@ -22,7 +22,8 @@ use deskwire_capture::{CaptureOutcome, Frame, Rect, Source, Timestamp};
 use x11rb::connection::Connection;
 use x11rb::protocol::randr::{ConnectionExt as _, Rotation};
 use x11rb::protocol::xproto::{
-    ChangeGCAux, ConnectionExt as _, CreateGCAux, Gcontext, Rectangle, Window,
+    ChangeGCAux, ChangeWindowAttributesAux, ConnectionExt as _, CreateGCAux, Gcontext, Rectangle,
+    Window,
 };
 use x11rb::rust_connection::RustConnection;
 
@@ -193,6 +194,31 @@ impl Painter {
     /// Fill one rectangle with `rgb` (`0xRRGGBB`) and wait until the server has done it.
     pub fn fill(&self, r: Rect, rgb: u32) -> anyhow::Result<()> {
         self.fill_all(&[(r, rgb)])
+    }
+
+    /// Put the pointer at (`x`, `y`) on the root window; done when this returns.
+    pub fn warp_pointer(&self, x: i16, y: i16) -> anyhow::Result<()> {
+        self.conn
+            .warp_pointer(x11rb::NONE, self.root, 0, 0, 0, 0, x, y)?;
+        self.sync()
+    }
+
+    /// Give the root window glyph `glyph` of the server's `cursor` font (`XC_hand2` is 60,
+    /// `XC_xterm` 152) as its cursor; done when this returns.
+    pub fn set_root_cursor(&self, glyph: u16) -> anyhow::Result<()> {
+        let font = self.conn.generate_id()?;
+        self.conn.open_font(font, b"cursor")?.check()?;
+        let cursor = self.conn.generate_id()?;
+        self.conn
+            .create_glyph_cursor(cursor, font, font, glyph, glyph + 1, 0, 0, 0, !0, !0, !0)?
+            .check()?;
+        self.conn.change_window_attributes(
+            self.root,
+            &ChangeWindowAttributesAux::new().cursor(cursor),
+        )?;
+        self.conn.free_cursor(cursor)?;
+        self.conn.close_font(font)?;
+        self.sync()
     }
 
     /// A round trip: every request sent before has been carried out when this returns.

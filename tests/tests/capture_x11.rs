@@ -263,3 +263,56 @@ fn x11_reports_a_resized_screen_and_then_captures_at_the_new_size() {
     );
     scene.assert_shown_by(&new);
 }
+
+#[test]
+fn x11_pointer_reports_where_it_is_and_each_new_shape_once() {
+    let xvfb = Xvfb::start(640, 480).expect("starting Xvfb");
+    let painter = Painter::connect(&xvfb.display()).unwrap();
+    painter.warp_pointer(100, 50).unwrap();
+    let mut source = X11Source::open(Some(&xvfb.display())).unwrap();
+    let mut frame = source.alloc_frame().unwrap();
+    source.capture(&mut frame, T0).unwrap();
+
+    let first = source.pointer().unwrap().expect("X11 knows its pointer");
+    assert_eq!((first.x, first.y, first.visible), (100, 50, true));
+    let shape = first.shape.expect("the first read carries the shape");
+    assert!(shape.width > 0 && shape.height > 0 && shape.hot_x < shape.width);
+    assert!(
+        shape.rgba.chunks(4).any(|p| p[3] == 255),
+        "the default cursor has opaque pixels"
+    );
+
+    // The same shape is not read again; a move is seen at once.
+    painter.warp_pointer(300, 200).unwrap();
+    source.capture(&mut frame, T1).unwrap();
+    let moved = source.pointer().unwrap().unwrap();
+    assert_eq!((moved.x, moved.y), (300, 200));
+    assert!(
+        moved.shape.is_none(),
+        "an unchanged shape is not sent again"
+    );
+    assert_eq!(moved.serial, first.serial);
+
+    // A new cursor on the window under the pointer is a new shape, read once.
+    painter.set_root_cursor(60).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let new_shape = loop {
+        source.capture(&mut frame, T1).unwrap();
+        let p = source.pointer().unwrap().unwrap();
+        if let Some(s) = p.shape {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CursorNotify for the new cursor"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_ne!(new_shape.serial, first.serial);
+    assert_ne!(
+        new_shape.rgba, shape.rgba,
+        "the hand is not the default cursor"
+    );
+    source.capture(&mut frame, T1).unwrap();
+    assert!(source.pointer().unwrap().unwrap().shape.is_none());
+}
