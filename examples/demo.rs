@@ -80,7 +80,8 @@ fn main() -> Result<()> {
         }
     }
     println!("{report}");
-    let saved = viewer.with_frame(|f| write_png(&args.snapshot, f));
+    let cursor = viewer.cursor();
+    let saved = viewer.with_frame(|f| write_png(&args.snapshot, f, cursor.as_ref()));
     viewer.shutdown()?;
     host.shutdown()?;
     drop(broker);

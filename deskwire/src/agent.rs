@@ -580,6 +580,15 @@ impl AgentTask {
             }
         };
 
+        let (pointer_tx, mut pointer_rx) = mpsc::unbounded_channel();
+        let pointer_out = match spawn_pointer_out(&pipeline, pointer_tx) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                reason.get_or_insert(DisconnectReason::Error(crate::with_causes(&e)));
+                None
+            }
+        };
+
         let mut flush_bye = false;
         let mut timer = CoreTimer::new(self.epoch);
         while reason.is_none() {
@@ -671,6 +680,7 @@ impl AgentTask {
                     }
                     other => reason = ended_by(other, net_rx).await,
                 },
+                Some(state) = pointer_rx.recv() => core.handle_pointer(self.epoch.elapsed(), &state),
                 Some(report) = report_rx.recv() => match report {
                     VideoReport::Lost(bands) => core.handle_video_lost(self.epoch.elapsed(), bands),
                     VideoReport::KeysSent(bands) => core.handle_keyframes_sent(self.epoch.elapsed(), bands),
@@ -720,8 +730,33 @@ impl AgentTask {
             let _ = t.join();
         }
         shutdown_pipeline(pipeline);
+        // The pipeline's end closed the pointer's channel: its thread has returned.
+        drop(pointer_rx);
+        if let Some(t) = pointer_out {
+            let _ = t.join();
+        }
         reason.unwrap_or(DisconnectReason::Local)
     }
+}
+
+/// The `deskwire-pointer` thread: the pipeline's pointer readings into the session loop,
+/// as they come (the loop waits on tokio; the pipeline hands out on a plain channel).
+fn spawn_pointer_out(
+    pipeline: &Pipeline,
+    tx: mpsc::UnboundedSender<deskwire_capture::PointerState>,
+) -> Result<std::thread::JoinHandle<()>, SessionError> {
+    let rx = pipeline.pointer().clone();
+    std::thread::Builder::new()
+        .name("deskwire-pointer".into())
+        .spawn(move || {
+            // Ends when the pipeline stops (its sender goes) or the session loop is gone.
+            while let Ok(state) = rx.recv() {
+                if tx.send(state).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(SessionError::Thread)
 }
 
 fn shutdown_pipeline(pipeline: Arc<Pipeline>) {

@@ -38,8 +38,9 @@ pub(crate) async fn send_queued(
 ) -> Result<(), DisconnectReason> {
     while let Some(t) = next() {
         if t.channel == Channel::Video {
-            // Only an announcement's copy (the video thread sends the chunks). A full video
-            // buffer must not hold up this task: the copy on the control channel follows.
+            // Only an announcement's copy or the pointer's position (the video thread sends
+            // the chunks). A full video buffer must not hold up this task: the announcement's
+            // copy on the control channel follows, and the position is sent again.
             if let Err(e) = channels.video.try_send(t.data).await {
                 tracing::debug!(error = %e, "no room for an announcement on the video channel");
             }

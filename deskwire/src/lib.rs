@@ -69,6 +69,7 @@ pub use deskwire_session::consent::{AcceptanceMode, ConsentAnswer, ConsentRefusa
 /// The keyboard and mouse events a viewer sends, and why the target refuses one.
 pub use deskwire_session::input;
 pub use deskwire_session::input::{InputEvent, InputKind, InputRefusal};
+pub use deskwire_session::pointer::{blend, RemoteCursor};
 pub use deskwire_session::wire::ByeReason;
 pub use deskwire_session::{AgentStats, ViewerStats};
 pub use grants::GrantAnswerError;
@@ -499,6 +500,9 @@ pub enum ViewerEvent {
         /// Keyboard and mouse are injected.
         control: bool,
     },
+    /// The target's pointer moved or changed shape: draw [`Viewer::cursor`] on top of the
+    /// picture. Dropped, like frames, when the application is behind.
+    CursorMoved,
     /// Nothing heard from the target for a while: the link is down and the session waits
     /// for it (up to the peer timeout). Show "reconnecting".
     Reconnecting,

@@ -28,7 +28,8 @@ use crate::grants::GrantAnswerError;
 use crate::signalling::Signalling;
 use crate::transport::{self, Channels, NetEvent, Pc};
 use crate::{
-    micros_since, spawn_net, DisconnectReason, Events, FrameInfo, SessionError, ViewerEvent,
+    micros_since, spawn_net, DisconnectReason, Events, FrameInfo, RemoteCursor, SessionError,
+    ViewerEvent,
 };
 
 enum Command {
@@ -49,6 +50,8 @@ struct Shared {
     offset_us: AtomicI64,
     /// Round trip to the target in microseconds; 0 until known.
     rtt_us: AtomicU64,
+    /// The target's pointer, once it said where it is.
+    cursor: Mutex<Option<RemoteCursor>>,
 }
 
 /// The viewer end of a session.
@@ -151,6 +154,16 @@ impl Viewer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         guard.as_ref().map(|d| f(d.canvas()))
+    }
+
+    /// The target's pointer, to draw on top of the picture ([`RemoteCursor::pixels`]);
+    /// `None` until the target said where it is (a source that cannot tell never does).
+    pub fn cursor(&self) -> Option<RemoteCursor> {
+        self.shared
+            .cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Capture->decoded latency of every frame so far, in microseconds.
@@ -432,6 +445,10 @@ impl ViewerTask {
                         self.events
                             .emit_important(ViewerEvent::GrantAnswered { id, result });
                     }
+                    ViewerSessionEvent::Cursor(c) => {
+                        *self.shared.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+                        self.events.emit(ViewerEvent::CursorMoved);
+                    }
                     ViewerSessionEvent::Stats(stats) => self.events.emit(ViewerEvent::Stats(stats)),
                     ViewerSessionEvent::Ended(end) => {
                         reason.get_or_insert(DisconnectReason::from(end));
@@ -450,7 +467,7 @@ impl ViewerTask {
                 ev = net_rx.recv() => match ev {
                     Some(NetEvent::Message(channel, data)) => {
                         core.handle_message(self.epoch.elapsed(), channel, &data);
-                        if channel == Channel::Video && !wire::is_stream_start(&data) {
+                        if channel == Channel::Video && wire::is_video_chunk(&data) {
                             self.shared.bytes.fetch_add(data.len() as u64, Relaxed);
                             // A full decode queue means the decoder is behind: the chunk is
                             // stale, and the gap it leaves asks for a keyframe.

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
-use deskwire_capture::{CaptureOutcome, FramePool, PooledFrame, Source, Timestamp};
+use deskwire_capture::{CaptureOutcome, FramePool, PointerState, PooledFrame, Source, Timestamp};
 
 use crate::codec::{BandId, BandLayout, EncodedFrame};
 use crate::config::{BandSpec, ContentTuning, PipelineConfig};
@@ -37,6 +37,7 @@ enum Control {
 #[derive(Debug)]
 pub struct Pipeline {
     output: Receiver<EncodedFrame>,
+    pointer: Receiver<PointerState>,
     control: Sender<Control>,
     stop: Option<Sender<()>>,
     running: Arc<AtomicBool>,
@@ -78,6 +79,7 @@ impl Pipeline {
         let (slot_tx, slot_rx) = crossbeam_channel::bounded::<Slot>(1);
         let (out_tx, out_rx) = crossbeam_channel::bounded(config.output_depth);
         let (control_tx, control_rx) = crossbeam_channel::bounded(64);
+        let (pointer_tx, pointer_rx) = crossbeam_channel::bounded(1);
         // Nothing is ever sent: dropping the sender is the signal. Capacity 1, not 0, because
         // a zero-capacity channel allocates a packet every time a `select!` blocks on it.
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
@@ -94,6 +96,13 @@ impl Pipeline {
             stats: stats.clone(),
             epoch,
             interval: config.capture_fps.map(|f| Duration::from_secs(1) / f),
+            pointer: PointerOut {
+                tx: pointer_tx,
+                rx: pointer_rx.clone(),
+                last: None,
+                read_at: None,
+                failed: false,
+            },
         };
         let encode = EncodeLoop {
             slot_rx,
@@ -121,6 +130,7 @@ impl Pipeline {
         }
         Ok(Self {
             output: out_rx,
+            pointer: pointer_rx,
             control: control_tx,
             stop: Some(stop_tx),
             running,
@@ -136,6 +146,13 @@ impl Pipeline {
     /// [`Pipeline::shutdown`] to learn why).
     pub fn output(&self) -> &Receiver<EncodedFrame> {
         &self.output
+    }
+
+    /// The pointer, when it moved or changed shape (newest first: an update nobody took is
+    /// folded into the next, keeping a shape it carried). Empty for sources that cannot
+    /// tell where their pointer is.
+    pub fn pointer(&self) -> &Receiver<PointerState> {
+        &self.pointer
     }
 
     /// Ask for a keyframe of one band, or of all of them; served even on a static screen.
@@ -249,6 +266,55 @@ struct CaptureLoop {
     stats: Arc<PipelineStats>,
     epoch: Instant,
     interval: Option<Duration>,
+    pointer: PointerOut,
+}
+
+/// Where the capture thread hands the pointer out: one waiting update, newest wins.
+struct PointerOut {
+    tx: Sender<PointerState>,
+    /// Capture holds the receiving end too, to fold an update nobody took into the next.
+    rx: Receiver<PointerState>,
+    /// What was last handed out: (x, y, visible, serial).
+    last: Option<(i32, i32, bool, u32)>,
+    read_at: Option<Instant>,
+    /// The source failed to tell once; said once, then quiet.
+    failed: bool,
+}
+
+/// The least time between two pointer reads: 125 Hz, above any screen's refresh, so a
+/// flat-out capture loop does not ask the X server thousands of times a second.
+const POINTER_EVERY: Duration = Duration::from_millis(8);
+
+impl PointerOut {
+    fn poll(&mut self, source: &mut dyn Source) {
+        let now = Instant::now();
+        if self.read_at.is_some_and(|t| now < t + POINTER_EVERY) {
+            return;
+        }
+        self.read_at = Some(now);
+        let mut state = match source.pointer() {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                if !std::mem::replace(&mut self.failed, true) {
+                    tracing::warn!(error = %e, "cannot read the pointer; it is not shown");
+                }
+                return;
+            }
+        };
+        let key = (state.x, state.y, state.visible, state.serial);
+        if state.shape.is_none() && self.last == Some(key) {
+            return;
+        }
+        self.last = Some(key);
+        if let Ok(older) = self.rx.try_recv() {
+            if state.shape.is_none() && older.serial == state.serial {
+                state.shape = older.shape;
+            }
+        }
+        // Full only if the consumer raced us to it; the next move says it again.
+        let _ = self.tx.try_send(state);
+    }
 }
 
 impl CaptureLoop {
@@ -282,7 +348,9 @@ impl CaptureLoop {
             };
             let started = Instant::now();
             let now = Timestamp::from_micros(self.epoch.elapsed().as_micros() as u64);
-            match self.source.capture(&mut frame, now)? {
+            let outcome = self.source.capture(&mut frame, now)?;
+            self.pointer.poll(self.source.as_mut());
+            match outcome {
                 CaptureOutcome::Unchanged => {
                     bump(&self.stats.frames_unchanged_at_source, 1);
                     spare = Some(frame);

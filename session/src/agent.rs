@@ -9,11 +9,13 @@
 
 use std::time::Duration;
 
+use deskwire_capture::PointerState;
 use deskwire_engine::{BandLayout, BandSpec, ColorSpace};
 
 use crate::clock::Lateness;
 use crate::input::{InjectOp, InputEvent, InputGate, InputKind, InputRefusal};
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
+use crate::pointer::PointerSender;
 use crate::rate::{RateConfig, RateController, RateTarget};
 use crate::refresh::Refresh;
 use crate::stats::AgentStats;
@@ -158,6 +160,7 @@ pub struct AgentSession {
     /// The last video sent or input received.
     last_active: Duration,
     lateness: Lateness,
+    pointer: PointerSender,
     out: Outbox<AgentSessionEvent>,
 }
 
@@ -195,6 +198,7 @@ impl AgentSession {
             active_frames: 0,
             last_active: now,
             lateness: Lateness::new(),
+            pointer: PointerSender::default(),
             out: Outbox::new(),
         };
         s.rate.hold_delay_cuts(now);
@@ -247,7 +251,7 @@ impl AgentSession {
         self.send_control(start.clone());
         // Again on the video channel, where it leaves ahead of the new stream's chunks: on
         // the control channel it waits while any video is queued (see
-        // `wire::is_stream_start`), and a slow link had the viewer hold the new stream's
+        // `wire::is_video_chunk`), and a slow link had the viewer hold the new stream's
         // chunks for seconds, unannounced.
         self.out.send_on(Channel::Video, &start);
         self.out.event(AgentSessionEvent::StreamRestarted {
@@ -314,6 +318,7 @@ impl AgentSession {
             // What was on the way when the link went down is gone: refresh every band.
             self.refresh.request(u32::MAX, now);
             self.rate.hold_delay_cuts(now);
+            self.pointer.link_up(now);
         }
         match channel {
             Channel::Control => self.handle_control(now, data),
@@ -429,6 +434,21 @@ impl AgentSession {
         self.rate.set_wide(wide);
     }
 
+    /// The pointer as the screen shows it now (moved, or a new shape): the viewer is told
+    /// its shape on the control channel if it may lack it, and its position on the video
+    /// channel, where it does not wait behind ordered messages.
+    pub fn handle_pointer(&mut self, now: Duration, state: &PointerState) {
+        if !self.out.is_open() {
+            return;
+        }
+        let (shape, position) = self.pointer.handle(now, state);
+        if let Some(shape) = shape {
+            self.send_control(ControlMessage::CursorShape(shape));
+        }
+        self.out
+            .send_on(Channel::Video, &ControlMessage::CursorPosition(position));
+    }
+
     /// The video sender dropped these bands (bit i = band i): they need a keyframe,
     /// within the refresh budget.
     pub fn handle_video_lost(&mut self, now: Duration, bands: u32) {
@@ -481,6 +501,10 @@ impl AgentSession {
             self.out.event(AgentSessionEvent::LinkDown);
         }
         self.poll_refresh(now);
+        if let Some(position) = self.pointer.poll_resend(now) {
+            self.out
+                .send_on(Channel::Video, &ControlMessage::CursorPosition(position));
+        }
         if let Some(period) = self.stats.due(now) {
             let (s0, secs) = (self.reported, period.as_secs_f64().max(1e-6));
             let latency = |us: u32| Duration::from_micros(u64::from(us));
@@ -561,6 +585,7 @@ impl AgentSession {
             if !self.link_down {
                 next = next.min(quiet);
             }
+            let next = self.pointer.next().map_or(next, |p| next.min(p));
             self.refresh.next().map_or(next, |r| next.min(r))
         })
     }

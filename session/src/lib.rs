@@ -27,6 +27,7 @@ mod outbox;
 pub mod pacer;
 pub mod pair;
 pub mod pairing;
+pub mod pointer;
 pub mod rate;
 mod refresh;
 pub mod standing;

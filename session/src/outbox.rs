@@ -105,7 +105,7 @@ impl<E> Outbox<E> {
         self.send_on(Channel::Control, msg);
     }
 
-    /// Queue a control message on `channel` (see [`crate::wire::is_stream_start`]).
+    /// Queue a control message on `channel` (see [`crate::wire::is_video_chunk`]).
     pub(crate) fn send_on(&mut self, channel: Channel, msg: &ControlMessage) {
         let mut data = BytesMut::with_capacity(64);
         msg.encode(&mut data);

@@ -17,6 +17,7 @@ use crate::clock::ClockSync;
 use crate::feedback::ReceiveMeter;
 use crate::input::{InputEvent, Key, MAX_HELD_KEYS};
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
+use crate::pointer::{PointerReceiver, RemoteCursor};
 use crate::stats::ViewerStats;
 use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
 
@@ -88,6 +89,8 @@ pub enum ViewerSessionEvent {
     Reconnecting,
     /// The target is heard again after [`ViewerSessionEvent::Reconnecting`].
     Reconnected,
+    /// The target's pointer moved or changed shape: draw this on top of the picture.
+    Cursor(RemoteCursor),
     /// Periodic statistics.
     Stats(ViewerStats),
     /// The session is over.
@@ -129,6 +132,7 @@ pub struct ViewerSession {
     held_buttons: u8,
     quiet_after: Duration,
     reconnecting: bool,
+    pointer: PointerReceiver,
     out: Outbox<ViewerSessionEvent>,
 }
 
@@ -159,6 +163,7 @@ impl ViewerSession {
             ),
             quiet_after: config.quiet_after,
             reconnecting: false,
+            pointer: PointerReceiver::default(),
             out: Outbox::new(),
         }
     }
@@ -205,9 +210,9 @@ impl ViewerSession {
             self.out.event(ViewerSessionEvent::Reconnected);
         }
         match channel {
-            Channel::Video if crate::wire::is_stream_start(data) => {
-                // A restart announced ahead of its chunks; the copy on the control channel
-                // that follows names the same stream and changes nothing.
+            Channel::Video if !crate::wire::is_video_chunk(data) => {
+                // A restart announced ahead of its chunks (the copy on the control channel
+                // that follows names the same stream and changes nothing), or the pointer.
                 self.handle_control(now, data);
             }
             Channel::Video => {
@@ -272,6 +277,16 @@ impl ViewerSession {
                     approved,
                     detail,
                 });
+            }
+            Ok(ControlMessage::CursorShape(shape)) => {
+                if let Some(c) = self.pointer.handle_shape(shape) {
+                    self.out.event(ViewerSessionEvent::Cursor(c));
+                }
+            }
+            Ok(ControlMessage::CursorPosition(position)) => {
+                if let Some(c) = self.pointer.handle_position(position) {
+                    self.out.event(ViewerSessionEvent::Cursor(c));
+                }
             }
             Ok(ControlMessage::Bye { reason, detail }) => {
                 self.finish(SessionEnd::PeerBye { reason, detail });

@@ -1,7 +1,9 @@
 //! The peer-to-peer wire format: binary, versioned, little-endian, length-checked.
 //!
 //! Every message starts with the version byte ([`WIRE_VERSION`]) and a kind byte. Each data
-//! channel carries its own kinds: `video` carries [`VideoChunk`]s, `control` carries
+//! channel carries its own kinds: `video` carries [`VideoChunk`]s (and the few
+//! [`ControlMessage`]s that must not wait behind ordered ones: a restart's `StreamStart`,
+//! the pointer's `CursorPosition`; see [`is_video_chunk`]), `control` carries
 //! [`ControlMessage`]s and `input` carries [`InputEvent`]s. Decoding checks every length
 //! before reading or allocating, refuses trailing bytes, and turns anything malformed into a
 //! [`WireError`]; nothing a peer sends can panic it. The layout is plain enough for a
@@ -16,7 +18,10 @@
 //! input: 0 version  1 kind  2 send time us u32 (sender's clock, 0 unknown)  6 the event
 //! ```
 
+use std::sync::Arc;
+
 use bytes::{BufMut, BytesMut};
+use deskwire_capture::CursorImage;
 
 use crate::input::{InputEvent, Key, NamedKey, PointerButton, MAX_TEXT_BYTES};
 use deskwire_engine::ColorSpace;
@@ -36,12 +41,13 @@ pub const MAX_GRANT_JSON: usize = 4096;
 /// Most bands a stream may declare.
 pub const MAX_WIRE_BANDS: usize = 32;
 
-/// Whether a message is a stream announcement. The target repeats a restart's
-/// `StreamStart` on the video channel, ahead of the new stream's chunks: on the control
-/// channel it can wait seconds behind queued video (SCTP sends unordered messages first),
-/// while on the video channel it leaves before the chunks it announces.
-pub fn is_stream_start(buf: &[u8]) -> bool {
-    matches!(buf, [WIRE_VERSION, kind::STREAM_START, ..])
+/// Whether a `video`-channel message is a chunk of encoded video, for the decoder. The
+/// channel also carries messages the session core reads: a restart's `StreamStart`, which
+/// on the control channel can wait seconds behind queued video (SCTP sends unordered
+/// messages first) while here it leaves ahead of the chunks it announces, and the
+/// pointer's position, which must not wait either.
+pub fn is_video_chunk(buf: &[u8]) -> bool {
+    matches!(buf, [WIRE_VERSION, kind::VIDEO, ..])
 }
 
 mod kind {
@@ -56,6 +62,8 @@ mod kind {
     pub(super) const GRANT_REQUEST: u8 = 0x27;
     pub(super) const GRANT_ANSWER: u8 = 0x28;
     pub(super) const FEEDBACK: u8 = 0x29;
+    pub(super) const CURSOR_SHAPE: u8 = 0x2a;
+    pub(super) const CURSOR_POSITION: u8 = 0x2b;
     pub(super) const POINTER_MOVE: u8 = 0x30;
     pub(super) const BUTTON: u8 = 0x31;
     pub(super) const WHEEL: u8 = 0x32;
@@ -270,6 +278,10 @@ pub enum ControlMessage {
         /// The grant, or the reason.
         detail: String,
     },
+    /// Target -> viewer: the pointer's new shape, once per change (`wire::cursor`).
+    CursorShape(Arc<CursorImage>),
+    /// Target -> viewer, on the video channel: where the pointer is (`wire::cursor`).
+    CursorPosition(CursorPosition),
     /// Either way: the sender is leaving.
     Bye {
         /// Why.
@@ -372,6 +384,8 @@ impl ControlMessage {
                 out.put_u16_le(detail.len() as u16);
                 out.put_slice(detail.as_bytes());
             }
+            ControlMessage::CursorShape(c) => cursor::encode_shape(c, out),
+            ControlMessage::CursorPosition(p) => cursor::encode_position(p, out),
             ControlMessage::Bye { reason, detail } => {
                 out.put_u8(kind::BYE);
                 out.put_u8(reason.wire());
@@ -458,6 +472,8 @@ pub fn decode_control(buf: &[u8]) -> Result<ControlMessage, WireError> {
                 detail,
             }
         }
+        kind::CURSOR_SHAPE => ControlMessage::CursorShape(cursor::decode_shape(&mut r)?),
+        kind::CURSOR_POSITION => ControlMessage::CursorPosition(cursor::decode_position(&mut r)?),
         kind::BYE => {
             let reason = ByeReason::from_wire(r.u8()?);
             let len = usize::from(r.u16()?);
@@ -721,6 +737,13 @@ impl<'a> Reader<'a> {
             .map_err(|e| invalid(field, e.to_string()))
     }
 
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        self.need(n)?;
+        let b = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(b)
+    }
+
     fn rest(&mut self) -> &'a [u8] {
         let r = &self.buf[self.pos..];
         self.pos = self.buf.len();
@@ -735,8 +758,10 @@ impl<'a> Reader<'a> {
     }
 }
 
+mod cursor;
 mod video;
 
+pub use cursor::CursorPosition;
 pub use video::{decode_video, stamp_video, video_stamp, VideoChunk};
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use deskwire_capture::{open, OpenOptions, Source, SourceSpec, Timestamp, X11Sour
 use deskwire_tests::session_fixtures::{
     code_of, deskwire_threads, loopback, luma_psnr, wait_host, wait_viewer, TestBroker,
 };
-use deskwire_tests::{capture_fresh, Scene, TypingTarget, Xvfb};
+use deskwire_tests::{capture_fresh, Painter, Scene, TypingTarget, Xvfb};
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::ConnectionExt;
 
@@ -141,6 +141,9 @@ fn viewer_input_moves_clicks_and_types_on_the_target() {
         let (x, y, _) = pointer(&display);
         (x, y) == (123, 77)
     });
+    eventually("the remote pointer drawn at the viewer follows", || {
+        c.cursor().is_some_and(|p| (p.x, p.y) == (123, 77))
+    });
     c.send_input(InputEvent::PointerMove { x: 5000, y: -20 })
         .unwrap();
     eventually("an out-of-screen position is clamped", || {
@@ -231,6 +234,21 @@ fn a_view_only_session_injects_nothing() {
         before,
         "the pointer did not move and no button is down"
     );
+
+    // The technician still sees the user's pointer: where it is, and its shape.
+    let user = Painter::connect(&display).unwrap();
+    user.warp_pointer(321, 123).unwrap();
+    eventually("the viewer draws the user's pointer where it is", || {
+        c.cursor()
+            .is_some_and(|p| (p.x, p.y, p.visible) == (321, 123, true) && p.shape.is_some())
+    });
+    let arrow = c.cursor().and_then(|p| p.shape).unwrap();
+    user.set_root_cursor(60).unwrap();
+    eventually("the viewer gets the pointer's new shape", || {
+        c.cursor()
+            .and_then(|p| p.shape)
+            .is_some_and(|s| s.serial != arrow.serial && s.rgba != arrow.rgba)
+    });
     c.shutdown().unwrap();
     h.shutdown().unwrap();
 }

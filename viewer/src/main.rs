@@ -41,7 +41,7 @@ use deskwire_signal::words;
 use deskwire_viewer::window::{
     remote_point, KeyTranslator, PointerState, PointerTracker, WindowInput,
 };
-use deskwire_viewer::write_png;
+use deskwire_viewer::{write_png, Canvas};
 use minifb::{MouseButton, MouseMode, Window, WindowOptions};
 
 #[derive(Debug, Parser)]
@@ -452,6 +452,8 @@ struct Session {
     size: Option<(u32, u32)>,
     /// Frames decoded so far.
     frames: u64,
+    /// Moves of the target's pointer so far.
+    cursor_moves: u64,
     /// The target lets us drive it.
     control: bool,
     /// Unattended access to ask for once we may control the screen.
@@ -573,6 +575,7 @@ impl Session {
                     }
                 }
             }
+            ViewerEvent::CursorMoved => self.cursor_moves += 1,
             ViewerEvent::Reconnecting => {
                 println!("reconnecting: nothing heard from the computer; waiting for the link")
             }
@@ -663,8 +666,8 @@ fn run_window(viewer: &Viewer, session: &mut Session) -> Result<Option<Disconnec
     let (key_tx, key_rx) = mpsc::channel();
     let mut keys = KeyTranslator::default();
     let mut pointer = PointerTracker::default();
-    let mut pixels: Vec<u32> = Vec::new();
-    let mut shown = 0u64;
+    let mut canvas = Canvas::default();
+    let mut shown = (0u64, 0u64);
     loop {
         while let Ok(event) = viewer.events().try_recv() {
             let restart = matches!(event, ViewerEvent::StreamStarted { .. });
@@ -707,26 +710,24 @@ fn run_window(viewer: &Viewer, session: &mut Session) -> Result<Option<Disconnec
         if !win.is_open() {
             return Ok(None);
         }
-        if session.frames != shown {
-            shown = session.frames;
-            let size = viewer.with_frame(|f| {
-                pixels.clear();
-                for y in 0..f.height() {
-                    // BGRA bytes read as a little-endian u32 are 0xAARRGGBB, the
-                    // window's 0RGB (the top byte is ignored).
-                    pixels.extend(
-                        f.row(y)
-                            .chunks_exact(4)
-                            .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]])),
-                    );
-                }
-                (f.width() as usize, f.height() as usize)
-            });
-            match size {
-                Some((w, h)) => win
-                    .update_with_buffer(&pixels, w, h)
-                    .context("cannot draw the remote screen")?,
-                None => win.update(),
+        if (session.frames, session.cursor_moves) != shown {
+            let new_frame = session.frames != shown.0;
+            shown = (session.frames, session.cursor_moves);
+            let cursor = viewer.cursor();
+            let drawn = if new_frame {
+                viewer
+                    .with_frame(|f| canvas.set_frame(f, cursor.as_ref()))
+                    .is_some()
+            } else {
+                canvas.set_cursor(cursor.as_ref());
+                canvas.size().0 > 0
+            };
+            if drawn {
+                let (w, h) = canvas.size();
+                win.update_with_buffer(canvas.pixels(), w, h)
+                    .context("cannot draw the remote screen")?;
+            } else {
+                win.update();
             }
         } else {
             win.update();
@@ -767,7 +768,8 @@ fn save(viewer: &Viewer, args: &Args) -> Result<()> {
     let Some(path) = &args.snapshot else {
         return Ok(());
     };
-    match viewer.with_frame(|f| write_png(path, f)) {
+    let cursor = viewer.cursor();
+    match viewer.with_frame(|f| write_png(path, f, cursor.as_ref())) {
         Some(r) => {
             r?;
             println!("snapshot: {}", path.display());

@@ -49,6 +49,24 @@ fn window_geometry(display: &str, window: &str) -> (u32, u32, u32, u32) {
     (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"))
 }
 
+/// Pixels of `region` (target coordinates) whose colour in the window, at `at` on the
+/// technician's screen, is far from the target's.
+fn differing(
+    desk: &deskwire_capture::Frame,
+    at: (u32, u32),
+    target: &deskwire_capture::Frame,
+    region: (std::ops::Range<u32>, std::ops::Range<u32>),
+) -> usize {
+    let (xs, ys) = region;
+    ys.flat_map(|y| xs.clone().map(move |x| (x, y)))
+        .filter(|&(x, y)| {
+            let a = desk.pixel(x + at.0, y + at.1);
+            let b = target.pixel(x, y);
+            (0..3).map(|i| a[i].abs_diff(b[i]) as u32).sum::<u32>() > 150
+        })
+        .count()
+}
+
 #[test]
 fn the_viewer_window_shows_the_remote_screen_and_sends_what_is_typed_and_pointed_in_it() {
     let local = Xvfb::start(1600, 1000).expect("starting the technician's Xvfb");
@@ -141,6 +159,26 @@ fn the_viewer_window_shows_the_remote_screen_and_sends_what_is_typed_and_pointed
             .collect::<Vec<_>>()
             == ["X=300", "Y=200"]
     });
+
+    // The target's pointer is drawn in the window where it is on the target (X grabs leave
+    // pointers out, so the target's screen has none there and the window's picture does).
+    let mut drawn = 0;
+    eventually("the window draws the target's pointer", WAIT, || {
+        let now = Timestamp::from_micros(start.elapsed().as_micros() as u64 + 1);
+        if target.capture(&mut target_frame, now).is_err()
+            || desk.capture(&mut desk_frame, now).is_err()
+        {
+            return false;
+        }
+        drawn = differing(&desk_frame, (x, y), &target_frame, (284..316, 184..216));
+        drawn >= 20
+    });
+    let away = differing(&desk_frame, (x, y), &target_frame, (700..732, 500..532));
+    eprintln!("pixels that differ around the pointer: {drawn}, far from it: {away}");
+    assert!(
+        away < 5,
+        "the window differs from the screen away from the pointer"
+    );
 
     // Typing with the pointer over the window (no window manager: focus follows the pointer)
     // reaches the application under the target's pointer.

@@ -414,7 +414,7 @@ fn an_oversized_grant_message_is_refused_before_reading_it() {
 }
 
 #[test]
-fn only_a_stream_announcement_is_taken_for_one_on_the_video_channel() {
+fn only_video_chunks_go_to_the_decoder_from_the_video_channel() {
     let start = bytes_of(|b| {
         ControlMessage::StreamStart {
             stream: 3,
@@ -425,19 +425,89 @@ fn only_a_stream_announcement_is_taken_for_one_on_the_video_channel() {
         }
         .encode(b)
     });
-    assert!(is_stream_start(&start));
+    assert!(!is_video_chunk(&start));
     let video = bytes_of(|b| chunk(b"x").encode(b));
-    assert!(!is_stream_start(&video));
-    let ping = bytes_of(|b| {
-        ControlMessage::Ping {
-            nonce: 1,
-            sent_us: 1,
-        }
-        .encode(b)
-    });
-    assert!(!is_stream_start(&ping));
-    let mut other_version = start.clone();
+    assert!(is_video_chunk(&video));
+    let position = bytes_of(|b| ControlMessage::CursorPosition(position()).encode(b));
+    assert!(!is_video_chunk(&position));
+    let mut other_version = video.clone();
     other_version[0] = WIRE_VERSION + 1;
-    assert!(!is_stream_start(&other_version));
-    assert!(!is_stream_start(&[]) && !is_stream_start(&[WIRE_VERSION]));
+    assert!(!is_video_chunk(&other_version));
+    assert!(!is_video_chunk(&[]) && !is_video_chunk(&[WIRE_VERSION]));
+}
+
+fn position() -> CursorPosition {
+    CursorPosition {
+        sent_us: 0xdead_beef,
+        serial: 9,
+        x: -3,
+        y: 1079,
+        visible: true,
+    }
+}
+
+fn shape(width: u16, height: u16, hot: (u16, u16)) -> CursorImage {
+    CursorImage {
+        serial: 0x0102_0304,
+        width,
+        height,
+        hot_x: hot.0,
+        hot_y: hot.1,
+        rgba: (0..usize::from(width) * usize::from(height) * 4)
+            .map(|i| i as u8)
+            .collect(),
+    }
+}
+
+#[test]
+fn cursor_shapes_and_positions_round_trip_in_the_documented_layout() {
+    let msg = ControlMessage::CursorShape(Arc::new(shape(3, 2, (1, 1))));
+    let b = bytes_of(|b| msg.encode(b));
+    assert_eq!(&b[..14], &[1, 0x2a, 4, 3, 2, 1, 3, 0, 2, 0, 1, 0, 1, 0]);
+    assert_eq!(b.len(), 14 + 3 * 2 * 4);
+    assert_eq!(decode_control(&b).unwrap(), msg);
+
+    let msg = ControlMessage::CursorPosition(position());
+    let b = bytes_of(|b| msg.encode(b));
+    assert_eq!(b.len(), 19);
+    assert_eq!(&b[..6], &[1, 0x2b, 0xef, 0xbe, 0xad, 0xde]);
+    assert_eq!(&b[10..14], &(-3i32).to_le_bytes());
+    assert_eq!(decode_control(&b).unwrap(), msg);
+    let biggest = ControlMessage::CursorShape(Arc::new(shape(96, 96, (95, 95))));
+    let b = bytes_of(|b| biggest.encode(b));
+    assert!(
+        b.len() < 64 * 1024,
+        "fits the smallest message a peer accepts"
+    );
+    assert_eq!(decode_control(&b).unwrap(), biggest);
+}
+
+#[test]
+fn impossible_cursor_shapes_are_refused() {
+    let encode =
+        |c: &CursorImage| bytes_of(|b| ControlMessage::CursorShape(Arc::new(c.clone())).encode(b));
+    let too_big = shape(97, 4, (0, 0));
+    let e = decode_control(&encode(&too_big)).unwrap_err().to_string();
+    assert!(e.contains("97x4") && e.contains("1..=96"), "{e}");
+    let e = decode_control(&encode(&shape(0, 4, (0, 0)))).unwrap_err();
+    assert!(matches!(e, WireError::Invalid { .. }), "{e}");
+    let e = decode_control(&encode(&shape(4, 4, (4, 0))))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hotspot"), "{e}");
+    let mut short = encode(&shape(4, 4, (0, 0)));
+    short.pop();
+    assert!(matches!(
+        decode_control(&short),
+        Err(WireError::Truncated { .. })
+    ));
+    let mut long = encode(&shape(4, 4, (0, 0)));
+    long.push(0);
+    assert!(matches!(
+        decode_control(&long),
+        Err(WireError::Trailing { extra: 1 })
+    ));
+    let mut bad_flag = bytes_of(|b| ControlMessage::CursorPosition(position()).encode(b));
+    bad_flag[18] = 2;
+    assert!(decode_control(&bad_flag).is_err());
 }
