@@ -21,6 +21,6 @@ pub use pointer::{CursorImage, PointerState, MAX_CURSOR_SIDE};
 pub use pool::{FramePool, PooledFrame};
 #[cfg(feature = "xcap")]
 pub use portable::XcapSource;
-pub use source::{open, CaptureError, CaptureOutcome, OpenOptions, Source, SourceSpec};
+pub use source::{open, CaptureError, CaptureOutcome, OpenOptions, Source, SourceSpec, Waited};
 #[cfg(target_os = "linux")]
 pub use x11::X11Source;

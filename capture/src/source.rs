@@ -15,6 +15,17 @@ pub enum CaptureOutcome {
     Unchanged,
 }
 
+/// What [`Source::wait`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// Something changed (the picture, the pointer or its shape): capture now.
+    News,
+    /// Nothing changed before the timeout.
+    Timeout,
+    /// This source cannot tell when its screen changes: capture at a steady pace.
+    Unsupported,
+}
+
 /// Errors of the capture stage.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -94,6 +105,13 @@ pub trait Source: Send {
     /// [`Source::capture`], which reads the events that say the shape changed.
     fn pointer(&mut self) -> Result<Option<PointerState>, CaptureError> {
         Ok(None)
+    }
+    /// Block until the screen or the pointer may have changed, or `timeout` passed, so a
+    /// still screen costs no wake-ups and a change is captured when it happens rather than
+    /// at the next tick. Sources that cannot tell return [`Waited::Unsupported`] at once.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<Waited, CaptureError> {
+        let _ = timeout;
+        Ok(Waited::Unsupported)
     }
 }
 

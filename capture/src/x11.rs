@@ -6,13 +6,16 @@
 //! the socket and no request at all.
 
 use std::fmt;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::errors::ReplyError;
 use x11rb::protocol::damage::{self, ConnectionExt as _, ReportLevel};
 use x11rb::protocol::shm::{self, ConnectionExt as _};
 use x11rb::protocol::xfixes::{self, ConnectionExt as _};
+use x11rb::protocol::xinput::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{
     ChangeWindowAttributesAux, ConnectionExt as _, EventMask, ImageFormat, ImageOrder, Rectangle,
     Window,
@@ -23,7 +26,7 @@ use x11rb::rust_connection::RustConnection;
 use crate::frame::Storage;
 use crate::{
     CaptureError, CaptureOutcome, CursorImage, Frame, PixelFormat, PointerState, Rect, Source,
-    Timestamp,
+    Timestamp, Waited,
 };
 
 fn backend(reason: impl fmt::Display) -> CaptureError {
@@ -52,7 +55,20 @@ pub struct X11Source {
     shape_changed: bool,
     /// The serial of the shape last read.
     serial: u32,
+    /// XInput 2 reports pointer motion as events (raw motion on the root window): the
+    /// pointer need not be asked for while none came.
+    motion_events: bool,
+    /// Motion was reported since the pointer was last read.
+    moved: bool,
+    /// The pointer as last read, and when.
+    last_pointer: Option<(PointerState, Instant)>,
+    /// The root window's new size, seen while waiting: the next capture reports it.
+    resized: Option<(u32, u32)>,
 }
+
+/// How long a pointer reading stands while no motion event came: an application that
+/// warps the pointer (no device moved, so no raw motion) is seen within this.
+const POINTER_STANDS: Duration = Duration::from_millis(250);
 
 impl fmt::Debug for X11Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,6 +148,7 @@ impl X11Source {
             .check()
             .map_err(backend)?;
 
+        let motion_events = select_raw_motion(&conn, root);
         // A server on another host cannot attach our segments; find out now so that `Auto`
         // falls back to xcap instead of failing at the first frame.
         drop(ShmBuffer::new(&conn, 4096)?);
@@ -156,12 +173,16 @@ impl X11Source {
             full: true,
             shape_changed: true,
             serial: 0,
+            motion_events,
+            moved: true,
+            last_pointer: None,
+            resized: None,
         })
     }
 
-    /// Read queued events without blocking; notes damage and reports a resized root.
+    /// Read queued events without blocking: notes damage, shape changes, pointer motion and
+    /// a resized root (which the next capture reports).
     fn drain_events(&mut self) -> Result<(), CaptureError> {
-        let mut resized = None;
         while let Some((event, seq)) = self.conn.poll_for_event_with_sequence().map_err(backend)? {
             match event {
                 // Older notifications describe drawing the last subtract already covered.
@@ -171,8 +192,10 @@ impl X11Source {
                     self.dirty = true;
                 }
                 Event::XfixesCursorNotify(_) => self.shape_changed = true,
+                Event::XinputRawMotion(_) => self.moved = true,
                 Event::ConfigureNotify(ev) if ev.window == self.root => {
-                    resized = Some((u32::from(ev.width), u32::from(ev.height)));
+                    let size = (u32::from(ev.width), u32::from(ev.height));
+                    self.resized = (size != (self.width, self.height)).then_some(size);
                 }
                 Event::Error(e) => {
                     self.full = true;
@@ -181,10 +204,12 @@ impl X11Source {
                 _ => {}
             }
         }
-        match resized {
-            Some((w, h)) if (w, h) != (self.width, self.height) => Err(self.resized_to(w, h)),
-            _ => Ok(()),
-        }
+        Ok(())
+    }
+
+    /// Whether anything waits to be captured or read.
+    fn has_news(&self) -> bool {
+        self.full || self.dirty || self.shape_changed || self.moved || self.resized.is_some()
     }
 
     /// Adopt a new root size; frames of the old size become foreign.
@@ -316,6 +341,9 @@ impl Source for X11Source {
         now: Timestamp,
     ) -> Result<CaptureOutcome, CaptureError> {
         self.drain_events()?;
+        if let Some((w, h)) = self.resized.take() {
+            return Err(self.resized_to(w, h));
+        }
         let seg = self.segment_of(frame)?;
         if !self.full && !self.dirty {
             return Ok(CaptureOutcome::Unchanged);
@@ -344,23 +372,73 @@ impl Source for X11Source {
                 (image.xhot, image.yhot),
                 &image.cursor_image,
             );
-            return Ok(Some(PointerState {
+            let state = PointerState {
                 x: i32::from(image.x),
                 y: i32::from(image.y),
                 visible: shape.is_some(),
                 serial: self.serial,
+                shape: None,
+            };
+            self.moved = false;
+            self.last_pointer = Some((state.clone(), Instant::now()));
+            return Ok(Some(PointerState {
                 shape: shape.map(Arc::new),
+                ..state
             }));
         }
+        let now = Instant::now();
+        if let Some((last, at)) = &self.last_pointer {
+            if self.motion_events && !self.moved && now < *at + POINTER_STANDS {
+                return Ok(Some(last.clone()));
+            }
+        }
+        self.moved = false;
         let at = self.conn.query_pointer(self.root).map_err(backend)?;
         let at = at.reply().map_err(backend)?;
-        Ok(Some(PointerState {
+        let state = PointerState {
             x: i32::from(at.root_x),
             y: i32::from(at.root_y),
             visible: at.same_screen,
             serial: self.serial,
             shape: None,
-        }))
+        };
+        self.last_pointer = Some((state.clone(), now));
+        Ok(Some(state))
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<Waited, CaptureError> {
+        self.drain_events()?;
+        if self.has_news() {
+            return Ok(Waited::News);
+        }
+        // Everything buffered was read above: new news means new bytes on the socket.
+        let mut fd = libc::pollfd {
+            fd: self.conn.stream().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // An unread reading of the pointer is due when it stops standing.
+        let timeout = match &self.last_pointer {
+            Some((_, at)) => {
+                timeout.min((*at + POINTER_STANDS).saturating_duration_since(Instant::now()))
+            }
+            None => Duration::ZERO,
+        };
+        let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd, the count says one.
+        let ready = unsafe { libc::poll(&mut fd, 1, ms) };
+        if ready < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(backend(format_args!("waiting on the X connection: {e}")));
+            }
+        }
+        self.drain_events()?;
+        Ok(if self.has_news() {
+            Waited::News
+        } else {
+            Waited::Timeout
+        })
     }
 }
 
@@ -376,6 +454,38 @@ impl Drop for X11Source {
         let _ = self.conn.xfixes_destroy_region(self.region);
         let _ = self.conn.flush();
     }
+}
+
+/// Ask for XInput 2 raw motion on `root`, so pointer moves wake a waiting capture; false
+/// when the server cannot (then the pointer is read at each capture and every
+/// [`POINTER_STANDS`]).
+fn select_raw_motion(conn: &RustConnection, root: Window) -> bool {
+    let available = conn
+        .extension_information(xinput::X11_EXTENSION_NAME)
+        .ok()
+        .flatten()
+        .is_some();
+    let selected = available
+        && conn
+            .xinput_xi_query_version(2, 0)
+            .ok()
+            .and_then(|c| c.reply().ok())
+            .is_some_and(|v| v.major_version >= 2)
+        && conn
+            .xinput_xi_select_events(
+                root,
+                &[xinput::EventMask {
+                    deviceid: xinput::Device::ALL_MASTER.into(),
+                    mask: vec![xinput::XIEventMask::RAW_MOTION],
+                }],
+            )
+            .ok()
+            .and_then(|c| c.check().ok())
+            .is_some();
+    if !selected {
+        tracing::debug!("no XInput 2 raw motion: the pointer is read at each capture");
+    }
+    selected
 }
 
 /// The root window of `screen_num`, once its pixels are known to be 32-bit little-endian

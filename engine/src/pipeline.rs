@@ -18,7 +18,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
-use deskwire_capture::{CaptureOutcome, FramePool, PointerState, PooledFrame, Source, Timestamp};
+use deskwire_capture::{
+    CaptureOutcome, FramePool, PointerState, PooledFrame, Source, Timestamp, Waited,
+};
 
 use crate::codec::{BandId, BandLayout, EncodedFrame};
 use crate::config::{BandSpec, ContentTuning, PipelineConfig};
@@ -281,6 +283,10 @@ struct PointerOut {
     failed: bool,
 }
 
+/// The longest a capture thread that waits for the screen to change sleeps: how soon it
+/// notices it should stop.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+
 /// The least time between two pointer reads: 125 Hz, above any screen's refresh, so a
 /// flat-out capture loop does not ask the X server thousands of times a second.
 const POINTER_EVERY: Duration = Duration::from_millis(8);
@@ -288,7 +294,9 @@ const POINTER_EVERY: Duration = Duration::from_millis(8);
 impl PointerOut {
     fn poll(&mut self, source: &mut dyn Source) {
         let now = Instant::now();
-        if self.read_at.is_some_and(|t| now < t + POINTER_EVERY) {
+        // The waiting loop already spaces its turns by POINTER_EVERY; this guards the
+        // flat-out one, with slack so a turn that came a hair early is not skipped.
+        if self.read_at.is_some_and(|t| now < t + POINTER_EVERY / 2) {
             return;
         }
         self.read_at = Some(now);
@@ -329,15 +337,41 @@ impl CaptureLoop {
 
     fn run_inner(&mut self) -> Result<(), Error> {
         let mut next = Instant::now();
+        let mut last_fresh: Option<Instant> = None;
+        let mut last_turn: Option<Instant> = None;
         let mut spare: Option<PooledFrame> = None;
         while self.running.load(Ordering::Relaxed) {
             if let Some(interval) = self.interval {
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
+                match self.source.wait(IDLE_WAIT)? {
+                    // Capture when the screen changes, not at the next tick: what the
+                    // technician typed is on its way a tick sooner. Still at most one
+                    // capture an interval, so a storm of damage cannot starve the encoder.
+                    Waited::News | Waited::Timeout => {
+                        // Pointer motion alone wakes us too: no more often than the
+                        // pointer is read.
+                        let due = [
+                            last_fresh.map(|t| t + interval),
+                            last_turn.map(|t| t + POINTER_EVERY),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .max();
+                        if let Some(due) = due {
+                            let now = Instant::now();
+                            if due > now {
+                                std::thread::sleep(due - now);
+                            }
+                        }
+                    }
+                    Waited::Unsupported => {
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        }
+                        // Late ticks are skipped, not made up: latency beats completeness.
+                        next = (next + interval).max(Instant::now());
+                    }
                 }
-                // Late ticks are skipped, not made up: latency beats completeness.
-                next = (next + interval).max(Instant::now());
             }
             let mut frame = match spare.take() {
                 Some(f) => f,
@@ -347,6 +381,7 @@ impl CaptureLoop {
                 },
             };
             let started = Instant::now();
+            last_turn = Some(started);
             let now = Timestamp::from_micros(self.epoch.elapsed().as_micros() as u64);
             let outcome = self.source.capture(&mut frame, now)?;
             self.pointer.poll(self.source.as_mut());
@@ -360,6 +395,7 @@ impl CaptureLoop {
                     }
                 }
                 CaptureOutcome::Fresh => {
+                    last_fresh = Some(started);
                     let capture_us = started.elapsed().as_micros() as u64;
                     self.stats.capture_us.record(capture_us);
                     bump(&self.stats.frames_captured, 1);

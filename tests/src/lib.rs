@@ -203,6 +203,22 @@ impl Painter {
         self.sync()
     }
 
+    /// Move the pointer to (`x`, `y`) as a device would (XTEST), which XInput reports as
+    /// motion; done when this returns.
+    pub fn move_pointer(&self, x: i16, y: i16) -> anyhow::Result<()> {
+        use x11rb::protocol::xtest::ConnectionExt as _;
+        self.conn.xtest_fake_input(
+            x11rb::protocol::xproto::MOTION_NOTIFY_EVENT,
+            0,
+            x11rb::CURRENT_TIME,
+            self.root,
+            x,
+            y,
+            0,
+        )?;
+        self.sync()
+    }
+
     /// Give the root window glyph `glyph` of the server's `cursor` font (`XC_hand2` is 60,
     /// `XC_xterm` 152) as its cursor; done when this returns.
     pub fn set_root_cursor(&self, glyph: u16) -> anyhow::Result<()> {

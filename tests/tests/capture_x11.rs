@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use deskwire_capture::{
     open, CaptureError, CaptureOutcome, Frame, OpenOptions, PixelFormat, Rect, Source, SourceSpec,
-    Timestamp, X11Source,
+    Timestamp, Waited, X11Source,
 };
 use deskwire_tests::{bgr, capture_fresh, resize_screen, Painter, Scene, Xvfb};
 
@@ -282,8 +282,8 @@ fn x11_pointer_reports_where_it_is_and_each_new_shape_once() {
         "the default cursor has opaque pixels"
     );
 
-    // The same shape is not read again; a move is seen at once.
-    painter.warp_pointer(300, 200).unwrap();
+    // The same shape is not read again; a device's move is seen at once.
+    painter.move_pointer(300, 200).unwrap();
     source.capture(&mut frame, T1).unwrap();
     let moved = source.pointer().unwrap().unwrap();
     assert_eq!((moved.x, moved.y), (300, 200));
@@ -292,6 +292,18 @@ fn x11_pointer_reports_where_it_is_and_each_new_shape_once() {
         "an unchanged shape is not sent again"
     );
     assert_eq!(moved.serial, first.serial);
+    // A warp moves no device (no motion event): it is seen when the last reading expires.
+    painter.warp_pointer(310, 210).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        source.capture(&mut frame, T1).unwrap();
+        let p = source.pointer().unwrap().unwrap();
+        if (p.x, p.y) == (310, 210) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the warp was never seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // A new cursor on the window under the pointer is a new shape, read once.
     painter.set_root_cursor(60).unwrap();
@@ -315,4 +327,42 @@ fn x11_pointer_reports_where_it_is_and_each_new_shape_once() {
     );
     source.capture(&mut frame, T1).unwrap();
     assert!(source.pointer().unwrap().unwrap().shape.is_none());
+}
+
+#[test]
+fn x11_wait_sleeps_through_a_still_screen_and_wakes_at_a_change() {
+    let (xvfb, _scene) = server_with_scene(640, 480);
+    let mut source = X11Source::open(Some(&xvfb.display())).unwrap();
+    let mut frame = source.alloc_frame().unwrap();
+    // The first capture and the first pointer reading are news.
+    assert_eq!(source.wait(Duration::ZERO).unwrap(), Waited::News);
+    source.capture(&mut frame, T0).unwrap();
+    source.pointer().unwrap();
+    assert_eq!(
+        source.wait(Duration::from_millis(100)).unwrap(),
+        Waited::Timeout,
+        "a still screen and a still pointer are no news"
+    );
+
+    // Drawing wakes a long wait.
+    let display = xvfb.display();
+    let painter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        deskwire_tests::fill_rect(&display, 10, 10, 20, 20, 0x00ff00).unwrap();
+    });
+    assert_eq!(source.wait(Duration::from_secs(30)).unwrap(), Waited::News);
+    painter.join().unwrap();
+    assert_eq!(
+        source.capture(&mut frame, T1).unwrap(),
+        CaptureOutcome::Fresh
+    );
+    source.pointer().unwrap();
+
+    // So does the pointer moved as a device moves it, and the reading after says where.
+    let p = Painter::connect(&xvfb.display()).unwrap();
+    p.move_pointer(200, 100).unwrap();
+    assert_eq!(source.wait(Duration::from_secs(30)).unwrap(), Waited::News);
+    source.capture(&mut frame, T1).unwrap();
+    let at = source.pointer().unwrap().unwrap();
+    assert_eq!((at.x, at.y), (200, 100));
 }

@@ -237,7 +237,7 @@ fn a_view_only_session_injects_nothing() {
 
     // The technician still sees the user's pointer: where it is, and its shape.
     let user = Painter::connect(&display).unwrap();
-    user.warp_pointer(321, 123).unwrap();
+    user.move_pointer(321, 123).unwrap();
     eventually("the viewer draws the user's pointer where it is", || {
         c.cursor()
             .is_some_and(|p| (p.x, p.y, p.visible) == (321, 123, true) && p.shape.is_some())
