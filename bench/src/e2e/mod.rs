@@ -26,12 +26,13 @@ use crate::peers::{self, PeerMeasure, PeerRun};
 use roles::{read_luma, TargetReport, ViewerReport};
 
 /// The scenes, in the order they run.
-const SCENES: [&str; 8] = [
+const SCENES: [&str; 9] = [
     "static",
     "typing",
     "scroll",
     "video",
     "drag",
+    "x11-static",
     "x11-terminal",
     "x11-window",
     "x11-video",
@@ -40,7 +41,8 @@ const SCENES: [&str; 8] = [
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Scene to run (repeatable): static, typing, scroll, video, drag (synthetic) or
-    /// x11-terminal, x11-window, x11-video (real content on an Xvfb the harness starts).
+    /// x11-static, x11-terminal, x11-window, x11-video (real content on an Xvfb the harness
+    /// starts).
     /// Default: all.
     #[arg(long = "scene")]
     scenes: Vec<String>,
@@ -486,6 +488,19 @@ impl Workload {
                 .with_context(|| format!("starting {program} (scripts/setup installs it)"))
         };
         let children = match kind {
+            // A terminal that printed a listing and waits: what an idle desktop costs.
+            "static" => vec![spawn(
+                "xterm",
+                &[
+                    "-geometry",
+                    "120x40+0+0",
+                    "+bc",
+                    "-e",
+                    "sh",
+                    "-c",
+                    "ls -l /usr/share | head -n 38; exec sleep 100000",
+                ],
+            )?],
             // A terminal printing text as fast as it can: scrolling lines of text.
             "terminal" => vec![spawn(
                 "xterm",
