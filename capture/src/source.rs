@@ -86,7 +86,9 @@ pub enum CaptureError {
 /// A screen (or a stand-in for one) that fills frames on demand.
 ///
 /// Sources own no thread and read no clock: the driver calls [`Source::capture`] when it
-/// wants a frame and passes `now`.
+/// wants a frame and passes `now`. A source that wraps another must forward
+/// [`Source::wait`] and [`Source::pointer`] too: their defaults mean "cannot tell", and a
+/// session would then tick at its frame rate and show no pointer.
 pub trait Source: Send {
     /// Short backend name (`x11`, `xcap`, `synthetic`).
     fn name(&self) -> &'static str;

@@ -13,7 +13,7 @@ use std::io::{BufRead, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -21,7 +21,8 @@ use deskwire::{
     Agent, AgentConfig, AgentEvent, TransportConfig, Viewer, ViewerConfig, ViewerEvent,
 };
 use deskwire_capture::{
-    open, CaptureError, CaptureOutcome, Frame, OpenOptions, Source, SourceSpec, Timestamp,
+    open, CaptureError, CaptureOutcome, Frame, OpenOptions, PointerState, Source, SourceSpec,
+    Timestamp, Waited,
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,8 +114,8 @@ pub(crate) fn cpu_ms() -> f64 {
 }
 
 /// Lines from stdin, read on their own thread.
-fn stdin_lines() -> Result<mpsc::Receiver<String>> {
-    let (tx, rx) = mpsc::channel();
+fn stdin_lines() -> Result<crossbeam_channel::Receiver<String>> {
+    let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
         .name("bench-stdin".into())
         .spawn(move || {
@@ -177,7 +178,20 @@ pub(crate) fn run_viewer(args: &ViewerArgs) -> Result<()> {
         if Instant::now() > deadline {
             bail!("the session did not run to the end in time");
         }
-        if let Ok(e) = c.events().recv_timeout(Duration::from_millis(2)) {
+        // Until the next thing due (the window's start or end), not a fixed poll: the
+        // viewer's CPU is measured over this whole process.
+        let due = match (connected, start, end) {
+            (Some(t0), None, _) => warmup.saturating_sub(t0.elapsed()),
+            (_, Some(s), None) => measure.saturating_sub(s.0.elapsed()),
+            _ => Duration::from_millis(20),
+        };
+        if end.is_some() && matches!(stdin.try_recv().as_deref(), Ok("snapshot")) {
+            break;
+        }
+        if let Ok(e) = c
+            .events()
+            .recv_timeout(due.clamp(Duration::from_millis(1), Duration::from_millis(20)))
+        {
             match e {
                 ViewerEvent::Code { code, .. } => say(&format!("code {code}")),
                 ViewerEvent::Connected { .. } => connected = Some(Instant::now()),
@@ -210,9 +224,6 @@ pub(crate) fn run_viewer(args: &ViewerArgs) -> Result<()> {
                 end = Some((Instant::now(), cpu_ms(), c.totals()));
                 say("measure-end");
             }
-        }
-        if end.is_some() && matches!(stdin.try_recv().as_deref(), Ok("snapshot")) {
-            break;
         }
     }
     let (Some(s), Some(e)) = (start, end) else {
@@ -263,6 +274,13 @@ impl Source for Freezable {
         self.calls.fetch_add(1, Relaxed);
         self.inner.capture(frame, now)
     }
+    // Forwarded, or the session would see a source that cannot wait and tick at 60 Hz.
+    fn wait(&mut self, timeout: Duration) -> Result<Waited, CaptureError> {
+        self.inner.wait(timeout)
+    }
+    fn pointer(&mut self) -> Result<Option<PointerState>, CaptureError> {
+        self.inner.pointer()
+    }
 }
 
 pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
@@ -294,20 +312,24 @@ pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
     let mut start: Option<(Instant, f64)> = None;
     let mut end: Option<(Instant, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
+    // Blocking, not polling: the target's CPU is measured over this whole process.
+    let mut stdin = stdin;
     loop {
-        if Instant::now() > deadline {
-            bail!("the session did not end in time");
-        }
-        match stdin.try_recv().as_deref() {
-            Ok("start") => start = Some((Instant::now(), cpu_ms())),
-            Ok("stop") => end = Some((Instant::now(), cpu_ms())),
-            Ok("freeze") => frozen.store(true, Relaxed),
-            _ => {}
-        }
-        if let Ok(AgentEvent::Disconnected(_)) =
-            host.events().recv_timeout(Duration::from_millis(2))
-        {
-            break;
+        let left = deadline.saturating_duration_since(Instant::now());
+        crossbeam_channel::select! {
+            recv(stdin) -> line => match line.as_deref() {
+                Ok("start") => start = Some((Instant::now(), cpu_ms())),
+                Ok("stop") => end = Some((Instant::now(), cpu_ms())),
+                Ok("freeze") => frozen.store(true, Relaxed),
+                Ok(_) => {}
+                // The harness closed our stdin: nothing more will be said.
+                Err(_) => stdin = crossbeam_channel::never(),
+            },
+            recv(host.events()) -> e => match e {
+                Ok(AgentEvent::Disconnected(_)) | Err(_) => break,
+                Ok(_) => {}
+            },
+            default(left) => bail!("the session did not end in time"),
         }
     }
     host.shutdown()?;

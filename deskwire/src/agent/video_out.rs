@@ -395,13 +395,16 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                 v.counters
                     .bands_dropped
                     .store(totals.bands_dropped, Relaxed);
-                // Sleep until the pacer's next message, a new frame, or 20 ms.
+                // Sleep until the pacer's next message, a new frame, or 20 ms; with nothing
+                // queued, until a new frame or 100 ms, so a still screen costs few wake-ups
+                // (a restart's first frame wakes us, and its command is read then).
                 let now = v.epoch.elapsed();
                 let mut wait = v
                     .sender
                     .poll_timeout()
-                    .map_or(Duration::from_millis(20), |t| t.saturating_sub(now))
-                    .min(Duration::from_millis(20));
+                    .map_or(Duration::from_millis(100), |t| {
+                        t.saturating_sub(now).min(Duration::from_millis(20))
+                    });
                 if backed_up {
                     wait = wait.max(Duration::from_millis(2));
                 }
