@@ -8,6 +8,7 @@
 
 mod alloc;
 mod e2e;
+mod echo;
 mod libwebrtc;
 mod net;
 mod peers;
@@ -37,6 +38,10 @@ enum Command {
     /// Real sessions per scene (target and viewer in separate processes on loopback
     /// WebRTC) side by side with ffmpeg + x264 and the naive crate pipeline.
     E2e(e2e::Args),
+    /// Key to echo through the viewer's real window: keys pressed with XTEST on the
+    /// technician's Xvfb, the echo found in the window's pixels (p50/p90/p99 and where the
+    /// time goes).
+    Echo(echo::Args),
     /// Real sessions across an emulated impaired link (`deskwire-netem`), one per profile:
     /// frame rate, freezes, latency, rate, convergence. Needs root (network namespaces).
     Net(net::Args),
@@ -57,7 +62,8 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,enigo=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -68,6 +74,7 @@ fn main() {
         Command::E2eViewer(args) => e2e::roles::run_viewer(&args),
         Command::E2eTarget(args) => e2e::roles::run_target(&args),
         Command::Net(args) => net::run(&args),
+        Command::Echo(args) => echo::run(&args),
         Command::PeerNaive(args) => peers::naive_main(&args),
         Command::LibwebrtcSignal(args) => libwebrtc::signal::run(&args),
     };

@@ -655,6 +655,18 @@ impl minifb::InputCallback for Keys {
     }
 }
 
+/// How often the window's input is read while the session is quiet: the longest a key
+/// or a pointer move waits before it is sent.
+const INPUT_POLL: Duration = Duration::from_millis(4);
+
+/// The same when the technician has not typed or moved the pointer for [`ACTIVE_FOR`]:
+/// a window left open in the background polls a quarter as often, and only the first
+/// key after a pause waits longer.
+const IDLE_INPUT_POLL: Duration = Duration::from_millis(16);
+
+/// How long after the last input the window counts as in use.
+const ACTIVE_FOR: Duration = Duration::from_secs(3);
+
 /// The largest window the remote screen opens in; it can be resized.
 const MAX_WINDOW: (f64, f64) = (1600.0, 900.0);
 
@@ -668,8 +680,21 @@ fn run_window(viewer: &Viewer, session: &mut Session) -> Result<Option<Disconnec
     let mut pointer = PointerTracker::default();
     let mut canvas = Canvas::default();
     let mut shown = (0u64, 0u64);
+    let mut first = None;
+    let mut last_input = Instant::now();
     loop {
-        while let Ok(event) = viewer.events().try_recv() {
+        // Block until the session says something (a picture, the pointer), at most one
+        // input poll: a picture is shown when it is decoded and a key leaves within
+        // INPUT_POLL of the window system delivering it, instead of at the next 60 Hz turn.
+        let poll = if last_input.elapsed() < ACTIVE_FOR {
+            INPUT_POLL
+        } else {
+            IDLE_INPUT_POLL
+        };
+        if let Ok(event) = viewer.events().recv_timeout(poll) {
+            first = Some(event);
+        }
+        while let Some(event) = first.take().or_else(|| viewer.events().try_recv().ok()) {
             let restart = matches!(event, ViewerEvent::StreamStarted { .. });
             if let Some(reason) = session.handle(event) {
                 return Ok(Some(reason));
@@ -697,14 +722,16 @@ fn run_window(viewer: &Viewer, session: &mut Session) -> Result<Option<Disconnec
                         },
                     )
                     .context("cannot open the viewer window")?;
-                    win.set_target_fps(60);
+                    // The loop paces itself on the session's events and INPUT_POLL;
+                    // minifb's own rate limit would hold every key and picture up to a
+                    // frame.
+                    win.set_target_fps(0);
                     win.set_input_callback(Box::new(Keys(key_tx.clone())));
                     window = Some(win);
                 }
             }
         }
         let (Some(win), Some(remote)) = (window.as_mut(), session.size) else {
-            std::thread::sleep(Duration::from_millis(10));
             continue;
         };
         if !win.is_open() {
@@ -753,6 +780,9 @@ fn run_window(viewer: &Viewer, session: &mut Session) -> Result<Option<Disconnec
             },
             &mut out,
         );
+        if !out.is_empty() {
+            last_input = Instant::now();
+        }
         // A view-only target would refuse it all; don't send what cannot arrive.
         if session.control {
             for event in out {

@@ -193,14 +193,14 @@ struct Plan<'a> {
 }
 
 /// The broker, in this process, on its own runtime.
-struct Broker {
-    url: String,
+pub(crate) struct Broker {
+    pub(crate) url: String,
     _rt: tokio::runtime::Runtime,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Broker {
-    fn start() -> Result<Self> {
+    pub(crate) fn start() -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("bench-broker")

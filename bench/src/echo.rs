@@ -1,0 +1,418 @@
+//! `deskwire-bench echo`: key to echo as the technician feels it. The viewer's real window
+//! on one Xvfb (the technician's desktop), the agent on another (the target's) with `cat`
+//! in an xterm; keys pressed on the technician's display with XTEST; the echo found in the
+//! window's pixels. Each key is timed from the press to the echo in the window, and split
+//! where it can be seen from outside: the agent injecting it (its event, in this process),
+//! the xterm drawing it (the target's pixels), the window showing it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use deskwire::{Agent, AgentConfig, AgentEvent, InputKind};
+use deskwire_capture::X11Source;
+use deskwire_tests::session_fixtures::loopback;
+use deskwire_tests::{TypingTarget, Xvfb};
+use serde::Serialize;
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Window};
+use x11rb::protocol::xtest::ConnectionExt as _;
+use x11rb::rust_connection::RustConnection;
+
+use crate::e2e::Broker;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Keys to time (a letter, then the backspace that erases it, and so on).
+    #[arg(long, default_value_t = 40)]
+    keys: usize,
+    /// The target's screen (it must fit the window at 1:1: at most 1600x900).
+    #[arg(long, default_value_t = 1280)]
+    width: u32,
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    /// Seconds to measure the window's CPU on a still screen, after the keys (0: skip).
+    #[arg(long, default_value_t = 5.0)]
+    still: f64,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One key's times, milliseconds from the press.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Key {
+    injected_ms: Option<f64>,
+    drawn_ms: f64,
+    shown_ms: f64,
+}
+
+/// The echo region: the first cell of the xterm's first line, where `cat`'s echo of a
+/// letter appears and its backspace erases it.
+const REGION: (i16, i16, u16, u16) = (0, 0, 24, 20);
+
+/// How long a key may take before the run fails.
+const KEY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn run(args: &Args) -> Result<()> {
+    if args.width > 1600 || args.height > 900 {
+        bail!("the target's screen must fit the viewer's window at 1:1 (at most 1600x900)");
+    }
+    let desk = Xvfb::start(1600, 1000).context("the technician's Xvfb")?;
+    let target = Xvfb::start(args.width, args.height).context("the target's Xvfb")?;
+    let _cat = TypingTarget::start(&target.display())?;
+    let broker = Broker::start()?;
+
+    let viewer_exe = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("deskwire-viewer"))
+        .context("no directory of our own")?;
+    if !viewer_exe.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p deskwire-viewer",
+            viewer_exe.display()
+        );
+    }
+    let mut viewer = ViewerProcess(
+        Command::new(&viewer_exe)
+            .args(["--broker", &broker.url])
+            .env("DISPLAY", desk.display())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the viewer")?,
+    );
+    let lines = viewer.lines()?;
+    let code = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(15))
+            .context("the viewer printed no connection code")?;
+        if let Some(c) = line.strip_prefix("connection code: ") {
+            break c.trim().parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    };
+    let config = AgentConfig::new(&broker.url)
+        .transport(loopback())
+        .input_display(Some(target.display()));
+    let source = Box::new(X11Source::open(Some(&target.display()))?);
+    let agent = Agent::start(config, source, code)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match agent.events().recv_timeout(Duration::from_millis(100)) {
+            Ok(AgentEvent::Connected { control: true, .. }) => break,
+            Ok(AgentEvent::Connected { .. }) => bail!("the session has no control"),
+            Ok(AgentEvent::Disconnected(r)) => bail!("the session ended: {r}"),
+            _ if Instant::now() > deadline => bail!("the session did not connect"),
+            _ => {}
+        }
+    }
+
+    let desk_x = Display::open(&desk.display())?;
+    let target_x = Display::open(&target.display())?;
+    let window = desk_x.find_window("deskwire - ", Duration::from_secs(15))?;
+    let (wx, wy) = desk_x.origin(window)?;
+    // The pointer over the window: focus follows it (no window manager), and the target's
+    // pointer follows onto the xterm, which then has the keyboard.
+    desk_x.motion(wx + 200, wy + 100)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let local = (wx + REGION.0, wy + REGION.1, REGION.2, REGION.3);
+
+    let letter = desk_x.keycode(b'a')?;
+    let backspace = desk_x.keycode_of_keysym(0xff08)?;
+    let mut keys = Vec::with_capacity(args.keys);
+    for i in 0..args.keys {
+        let code = if i % 2 == 0 { letter } else { backspace };
+        // Let the previous echo settle everywhere, then take the pictures to compare with.
+        std::thread::sleep(Duration::from_millis(150));
+        while agent.events().try_recv().is_ok() {}
+        let before_target = target_x.grab(REGION)?;
+        let before_window = desk_x.grab(local)?;
+        if before_target != target_x.grab(REGION)? {
+            bail!("the target's echo region is not still");
+        }
+        let pressed = Instant::now();
+        desk_x.key(code)?;
+        let mut injected = None;
+        let mut drawn = None;
+        let shown = loop {
+            let now = pressed.elapsed();
+            if now > KEY_TIMEOUT {
+                bail!("key {i} was not echoed in the window within {KEY_TIMEOUT:?}");
+            }
+            while let Ok(e) = agent.events().try_recv() {
+                let typed = matches!(
+                    e,
+                    AgentEvent::InputInjected(InputKind::Key | InputKind::Text)
+                );
+                if typed && injected.is_none() {
+                    injected = Some(pressed.elapsed());
+                }
+            }
+            if drawn.is_none() && target_x.grab(REGION)? != before_target {
+                drawn = Some(pressed.elapsed());
+            }
+            if desk_x.grab(local)? != before_window {
+                break pressed.elapsed();
+            }
+            std::thread::sleep(Duration::from_micros(250));
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        keys.push(Key {
+            injected_ms: injected.map(ms),
+            drawn_ms: ms(drawn.unwrap_or(shown)),
+            shown_ms: ms(shown),
+        });
+    }
+    // What the window costs while nothing changes (its input poll), over 5 s, once the
+    // technician's last key is 4 s old (the viewer polls faster for 3 s after input).
+    let still = if args.still > 0.0 {
+        std::thread::sleep(Duration::from_secs(4));
+        let pid = viewer.0.id();
+        let before = cpu_ticks(pid)?;
+        std::thread::sleep(Duration::from_secs_f64(args.still));
+        let ticks = cpu_ticks(pid)?.saturating_sub(before);
+        Some(ticks as f64 / ticks_per_second() / args.still * 100.0)
+    } else {
+        None
+    };
+    agent.shutdown()?;
+    drop(viewer);
+    report(args, &keys, still);
+    Ok(())
+}
+
+/// User plus system CPU of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which may hold spaces, in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .context("an unreadable /proc stat")
+    };
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    Ok(field(11)? + field(12)?)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
+    let mut total: Vec<f64> = keys.iter().map(|k| k.shown_ms).collect();
+    let mut injected: Vec<f64> = keys.iter().filter_map(|k| k.injected_ms).collect();
+    let mut drawn: Vec<f64> = keys
+        .iter()
+        .filter_map(|k| k.injected_ms.map(|i| k.drawn_ms - i))
+        .collect();
+    let mut shown: Vec<f64> = keys.iter().map(|k| k.shown_ms - k.drawn_ms).collect();
+    let q = |v: &mut Vec<f64>, p: f64| -> f64 {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+    };
+    #[derive(Serialize)]
+    struct Summary {
+        keys: usize,
+        width: u32,
+        height: u32,
+        p50_ms: f64,
+        p90_ms: f64,
+        p99_ms: f64,
+        press_to_injected_p50_ms: f64,
+        injected_to_drawn_p50_ms: f64,
+        drawn_to_shown_p50_ms: f64,
+        drawn_to_shown_p90_ms: f64,
+        viewer_still_pct_core: Option<f64>,
+    }
+    let s = Summary {
+        keys: keys.len(),
+        width: args.width,
+        height: args.height,
+        p50_ms: q(&mut total, 0.5),
+        p90_ms: q(&mut total, 0.9),
+        p99_ms: q(&mut total, 0.99),
+        press_to_injected_p50_ms: q(&mut injected, 0.5),
+        injected_to_drawn_p50_ms: q(&mut drawn, 0.5),
+        drawn_to_shown_p50_ms: q(&mut shown, 0.5),
+        drawn_to_shown_p90_ms: q(&mut shown, 0.9),
+        viewer_still_pct_core: viewer_still_pct,
+    };
+    #[allow(clippy::print_stdout)]
+    if args.json {
+        for k in keys {
+            println!("{}", serde_json::to_string(k).unwrap_or_default());
+        }
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+    } else {
+        println!(
+            "| keys | key to echo p50 / p90 / p99 ms | press -> injected | injected -> drawn on target | drawn -> shown in window (p50 / p90) | viewer % core, still |"
+        );
+        println!("|---|---|---|---|---|---|");
+        println!(
+            "| {} | {:.1} / {:.1} / {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {} |",
+            s.keys,
+            s.p50_ms,
+            s.p90_ms,
+            s.p99_ms,
+            s.press_to_injected_p50_ms,
+            s.injected_to_drawn_p50_ms,
+            s.drawn_to_shown_p50_ms,
+            s.drawn_to_shown_p90_ms,
+            s.viewer_still_pct_core
+                .map_or("-".to_owned(), |p| format!("{p:.1}"))
+        );
+    }
+}
+
+/// The viewer process, killed by its PID when dropped.
+struct ViewerProcess(Child);
+
+impl ViewerProcess {
+    fn lines(&mut self) -> Result<mpsc::Receiver<String>> {
+        let stdout = self.0.stdout.take().context("the viewer's stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("bench-viewer-out".into())
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(rx)
+    }
+}
+
+impl Drop for ViewerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A connection to one X server: grabs of a small region, XTEST input, the window.
+struct Display {
+    conn: RustConnection,
+    root: Window,
+}
+
+impl Display {
+    fn open(name: &str) -> Result<Self> {
+        let (conn, screen) =
+            x11rb::connect(Some(name)).with_context(|| format!("connecting to {name}"))?;
+        let root = conn.setup().roots[screen].root;
+        Ok(Self { conn, root })
+    }
+
+    /// The pixels of `(x, y, w, h)` on the root window (what the screen shows there).
+    fn grab(&self, (x, y, w, h): (i16, i16, u16, u16)) -> Result<Vec<u8>> {
+        Ok(self
+            .conn
+            .get_image(ImageFormat::Z_PIXMAP, self.root, x, y, w, h, !0)?
+            .reply()?
+            .data)
+    }
+
+    /// A top-level window whose name starts with `prefix`.
+    fn find_window(&self, prefix: &str, timeout: Duration) -> Result<Window> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let tree = self.conn.query_tree(self.root)?.reply()?;
+            for w in tree.children {
+                let name = self
+                    .conn
+                    .get_property(
+                        false,
+                        w,
+                        x11rb::protocol::xproto::AtomEnum::WM_NAME,
+                        x11rb::protocol::xproto::AtomEnum::STRING,
+                        0,
+                        256,
+                    )?
+                    .reply()?;
+                if name.value.starts_with(prefix.as_bytes()) {
+                    return Ok(w);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no window named {prefix:?}...");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Where `window`'s top left is on the screen.
+    fn origin(&self, window: Window) -> Result<(i16, i16)> {
+        let t = self
+            .conn
+            .translate_coordinates(window, self.root, 0, 0)?
+            .reply()?;
+        Ok((t.dst_x, t.dst_y))
+    }
+
+    /// Move the pointer as a device would; done when this returns.
+    fn motion(&self, x: i16, y: i16) -> Result<()> {
+        self.conn.xtest_fake_input(
+            x11rb::protocol::xproto::MOTION_NOTIFY_EVENT,
+            0,
+            x11rb::CURRENT_TIME,
+            self.root,
+            x,
+            y,
+            0,
+        )?;
+        self.sync()
+    }
+
+    /// Press and release `keycode`; the server has delivered both when this returns.
+    fn key(&self, keycode: u8) -> Result<()> {
+        for kind in [
+            x11rb::protocol::xproto::KEY_PRESS_EVENT,
+            x11rb::protocol::xproto::KEY_RELEASE_EVENT,
+        ] {
+            self.conn
+                .xtest_fake_input(kind, keycode, x11rb::CURRENT_TIME, self.root, 0, 0, 0)?;
+        }
+        self.sync()
+    }
+
+    fn keycode(&self, ascii: u8) -> Result<u8> {
+        self.keycode_of_keysym(u32::from(ascii))
+    }
+
+    /// The keycode that types `keysym` without modifiers.
+    fn keycode_of_keysym(&self, keysym: u32) -> Result<u8> {
+        let setup = self.conn.setup();
+        let (min, max) = (setup.min_keycode, setup.max_keycode);
+        let map = self
+            .conn
+            .get_keyboard_mapping(min, max - min + 1)?
+            .reply()?;
+        let per = usize::from(map.keysyms_per_keycode).max(1);
+        map.keysyms
+            .chunks(per)
+            .position(|syms| syms.first() == Some(&keysym))
+            .map(|i| min + i as u8)
+            .with_context(|| format!("no keycode types keysym {keysym:#x}"))
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.conn.get_input_focus()?.reply()?;
+        Ok(())
+    }
+}
