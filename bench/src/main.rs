@@ -11,6 +11,7 @@ mod e2e;
 mod echo;
 mod libwebrtc;
 mod net;
+mod paint;
 mod peers;
 mod plot;
 mod stages;
@@ -54,6 +55,9 @@ enum Command {
     /// The libwebrtc peer's pages and signalling (driven by `net --peer libwebrtc`).
     #[command(name = "libwebrtc-signal", hide = true)]
     LibwebrtcSignal(libwebrtc::signal::SignalArgs),
+    /// A 60 fps full-screen source for `e2e`'s x11-paint scene.
+    #[command(name = "paint", hide = true)]
+    Paint(paint::Args),
     /// One naive-pipeline peer run for `e2e` (prints a JSON line).
     #[command(name = "peer-naive", hide = true)]
     PeerNaive(peers::NaiveArgs),
@@ -76,6 +80,7 @@ fn main() {
         Command::Net(args) => net::run(&args),
         Command::Echo(args) => echo::run(&args),
         Command::PeerNaive(args) => peers::naive_main(&args),
+        Command::Paint(args) => paint::run(&args),
         Command::LibwebrtcSignal(args) => libwebrtc::signal::run(&args),
     };
     if let Err(e) = result {

@@ -26,7 +26,7 @@ use crate::peers::{self, PeerMeasure, PeerRun};
 use roles::{read_luma, TargetReport, ViewerReport};
 
 /// The scenes, in the order they run.
-const SCENES: [&str; 9] = [
+const SCENES: [&str; 10] = [
     "static",
     "typing",
     "scroll",
@@ -36,13 +36,14 @@ const SCENES: [&str; 9] = [
     "x11-terminal",
     "x11-window",
     "x11-video",
+    "x11-paint",
 ];
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Scene to run (repeatable): static, typing, scroll, video, drag (synthetic) or
-    /// x11-static, x11-terminal, x11-window, x11-video (real content on an Xvfb the harness
-    /// starts).
+    /// x11-static, x11-terminal, x11-window, x11-video, x11-paint (real content on an Xvfb
+    /// the harness starts).
     /// Default: all.
     #[arg(long = "scene")]
     scenes: Vec<String>,
@@ -536,6 +537,12 @@ impl Workload {
                 );
                 vec![term, spawn("sh", &["-c", &script])?]
             }
+            // A full-screen colour field sliding at a steady 60 fps (`paint.rs`): ffplay
+            // below presents only ~30 distinct frames a second on these two cores.
+            "paint" => vec![spawn(
+                &std::env::current_exe()?.to_string_lossy(),
+                &["paint", "--display", display],
+            )?],
             // Full-screen video: ffplay playing a moving test pattern at 60 fps.
             "video" => {
                 let size = format!("testsrc2=size={width}x{height}:rate=60");
