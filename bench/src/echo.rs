@@ -5,9 +5,7 @@
 //! where it can be seen from outside: the agent injecting it (its event, in this process),
 //! the xterm drawing it (the target's pixels), the window showing it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,7 +19,10 @@ use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Window};
 use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::rust_connection::RustConnection;
 
-use crate::e2e::Broker;
+use deskwire_netem::testbed::Testbed;
+use deskwire_netem::LinkProfile;
+
+use crate::e2e::{Broker, Role};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -36,6 +37,10 @@ pub(crate) struct Args {
     /// Seconds to measure the window's CPU on a still screen, after the keys (0: skip).
     #[arg(long, default_value_t = 5.0)]
     still: f64,
+    /// Run across this emulated link (`deskwire-netem` profile: dsl, cable, ...), the agent
+    /// in a network namespace of its own; needs root. Default: loopback.
+    #[arg(long)]
+    profile: Option<String>,
     /// JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -63,53 +68,10 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     let desk = Xvfb::start(1600, 1000).context("the technician's Xvfb")?;
     let target = Xvfb::start(args.width, args.height).context("the target's Xvfb")?;
     let _cat = TypingTarget::start(&target.display())?;
-    let broker = Broker::start()?;
-
-    let viewer_exe = std::env::current_exe()?
-        .parent()
-        .map(|d| d.join("deskwire-viewer"))
-        .context("no directory of our own")?;
-    if !viewer_exe.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p deskwire-viewer",
-            viewer_exe.display()
-        );
-    }
-    let mut viewer = ViewerProcess(
-        Command::new(&viewer_exe)
-            .args(["--broker", &broker.url])
-            .env("DISPLAY", desk.display())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the viewer")?,
-    );
-    let lines = viewer.lines()?;
-    let code = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(15))
-            .context("the viewer printed no connection code")?;
-        if let Some(c) = line.strip_prefix("connection code: ") {
-            break c.trim().parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+    let ends = match &args.profile {
+        None => Ends::loopback(&desk.display(), &target.display())?,
+        Some(name) => Ends::across(name, &desk.display(), &target.display())?,
     };
-    let config = AgentConfig::new(&broker.url)
-        .transport(loopback())
-        .input_display(Some(target.display()));
-    let source = Box::new(X11Source::open(Some(&target.display()))?);
-    let agent = Agent::start(config, source, code)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match agent.events().recv_timeout(Duration::from_millis(100)) {
-            Ok(AgentEvent::Connected { control: true, .. }) => break,
-            Ok(AgentEvent::Connected { .. }) => bail!("the session has no control"),
-            Ok(AgentEvent::Disconnected(r)) => bail!("the session ended: {r}"),
-            _ if Instant::now() > deadline => bail!("the session did not connect"),
-            _ => {}
-        }
-    }
-
     let desk_x = Display::open(&desk.display())?;
     let target_x = Display::open(&target.display())?;
     let window = desk_x.find_window("deskwire - ", Duration::from_secs(15))?;
@@ -127,7 +89,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         let code = if i % 2 == 0 { letter } else { backspace };
         // Let the previous echo settle everywhere, then take the pictures to compare with.
         std::thread::sleep(Duration::from_millis(150));
-        while agent.events().try_recv().is_ok() {}
+        if let Some(events) = ends.agent_events() {
+            while events.try_recv().is_ok() {}
+        }
         let before_target = target_x.grab(REGION)?;
         let before_window = desk_x.grab(local)?;
         if before_target != target_x.grab(REGION)? {
@@ -142,7 +106,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             if now > KEY_TIMEOUT {
                 bail!("key {i} was not echoed in the window within {KEY_TIMEOUT:?}");
             }
-            while let Ok(e) = agent.events().try_recv() {
+            while let Some(Ok(e)) = ends.agent_events().map(|r| r.try_recv()) {
                 let typed = matches!(
                     e,
                     AgentEvent::InputInjected(InputKind::Key | InputKind::Text)
@@ -170,7 +134,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     // technician's last key is 4 s old (the viewer polls faster for 3 s after input).
     let still = if args.still > 0.0 {
         std::thread::sleep(Duration::from_secs(4));
-        let pid = viewer.0.id();
+        let pid = ends.viewer_pid();
         let before = cpu_ticks(pid)?;
         std::thread::sleep(Duration::from_secs_f64(args.still));
         let ticks = cpu_ticks(pid)?.saturating_sub(before);
@@ -178,8 +142,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     } else {
         None
     };
-    agent.shutdown()?;
-    drop(viewer);
+    ends.shutdown()?;
     report(args, &keys, still);
     Ok(())
 }
@@ -226,6 +189,7 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
     };
     #[derive(Serialize)]
     struct Summary {
+        profile: String,
         keys: usize,
         width: u32,
         height: u32,
@@ -239,6 +203,7 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
         viewer_still_pct_core: Option<f64>,
     }
     let s = Summary {
+        profile: args.profile.clone().unwrap_or_else(|| "loopback".into()),
         keys: keys.len(),
         width: args.width,
         height: args.height,
@@ -251,6 +216,14 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
         drawn_to_shown_p90_ms: q(&mut shown, 0.9),
         viewer_still_pct_core: viewer_still_pct,
     };
+    // Unknown across a link (the agent is another process): a dash.
+    let ms = |v: f64| {
+        if v.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{v:.1}")
+        }
+    };
     #[allow(clippy::print_stdout)]
     if args.json {
         for k in keys {
@@ -259,17 +232,18 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
         println!("{}", serde_json::to_string(&s).unwrap_or_default());
     } else {
         println!(
-            "| keys | key to echo p50 / p90 / p99 ms | press -> injected | injected -> drawn on target | drawn -> shown in window (p50 / p90) | viewer % core, still |"
+            "| link | keys | key to echo p50 / p90 / p99 ms | press -> injected | injected -> drawn on target | drawn -> shown in window (p50 / p90) | viewer % core, still |"
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|");
         println!(
-            "| {} | {:.1} / {:.1} / {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {} |",
+            "| {} | {} | {:.1} / {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | {} |",
+            s.profile,
             s.keys,
             s.p50_ms,
             s.p90_ms,
             s.p99_ms,
-            s.press_to_injected_p50_ms,
-            s.injected_to_drawn_p50_ms,
+            ms(s.press_to_injected_p50_ms),
+            ms(s.injected_to_drawn_p50_ms),
             s.drawn_to_shown_p50_ms,
             s.drawn_to_shown_p90_ms,
             s.viewer_still_pct_core
@@ -278,31 +252,130 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
     }
 }
 
-/// The viewer process, killed by its PID when dropped.
-struct ViewerProcess(Child);
+/// The two ends of the session the keys travel through.
+enum Ends {
+    /// All on loopback, the agent in this process: its injections are seen.
+    Loopback {
+        viewer: Role,
+        agent: Agent,
+        _broker: Broker,
+    },
+    /// Across an emulated link: the agent in namespace A, broker and viewer in B; the
+    /// X servers are reached through their file-system sockets, which namespaces share.
+    Link {
+        viewer: Role,
+        _agent: Role,
+        _broker: Role,
+        _bed: Testbed,
+    },
+}
 
-impl ViewerProcess {
-    fn lines(&mut self) -> Result<mpsc::Receiver<String>> {
-        let stdout = self.0.stdout.take().context("the viewer's stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("bench-viewer-out".into())
-            .spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            })?;
-        Ok(rx)
+impl Ends {
+    fn loopback(desk: &str, target: &str) -> Result<Self> {
+        let broker = Broker::start()?;
+        let viewer = start_viewer(Command::new(sibling("deskwire-viewer")?), &broker.url, desk)?;
+        let code = viewer.expect("connection code: ", Duration::from_secs(15))?;
+        let code = code.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = AgentConfig::new(&broker.url)
+            .transport(loopback())
+            .input_display(Some(target.to_owned()));
+        let source = Box::new(X11Source::open(Some(target))?);
+        let agent = Agent::start(config, source, code)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match agent.events().recv_timeout(Duration::from_millis(100)) {
+                Ok(AgentEvent::Connected { control: true, .. }) => break,
+                Ok(AgentEvent::Connected { .. }) => bail!("the session has no control"),
+                Ok(AgentEvent::Disconnected(r)) => bail!("the session ended: {r}"),
+                _ if Instant::now() > deadline => bail!("the session did not connect"),
+                _ => {}
+            }
+        }
+        Ok(Self::Loopback {
+            viewer,
+            agent,
+            _broker: broker,
+        })
+    }
+
+    fn across(profile: &str, desk: &str, target: &str) -> Result<Self> {
+        let profile = LinkProfile::named(profile).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bed = Testbed::start(&profile, &sibling("deskwire-netem")?).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot build the emulated link (needs root, iproute2, /dev/net/tun): {e}"
+            )
+        })?;
+        let listen = format!("{}:8450", bed.addr_b());
+        let url = format!("ws://{listen}");
+        let mut cmd = bed.command_in_b(sibling("deskwire-broker")?);
+        cmd.args(["--listen", &listen, "--database", "sqlite::memory:"]);
+        let broker = Role::spawn("broker", cmd)?;
+        broker.expect("listening on ", Duration::from_secs(10))?;
+        let viewer = start_viewer(bed.command_in_b(sibling("deskwire-viewer")?), &url, desk)?;
+        let code = viewer.expect("connection code: ", Duration::from_secs(15))?;
+        let mut cmd = bed.command_in_a(sibling("deskwire-agent")?);
+        cmd.args([
+            "--broker",
+            &url,
+            "--code",
+            &code,
+            "--source",
+            "x11",
+            "--display",
+            target,
+        ])
+        .args(["--acceptance", "auto", "--answer-within", "0"]);
+        let agent = Role::spawn("agent", cmd)?;
+        agent.expect("connected in ", Duration::from_secs(30))?;
+        Ok(Self::Link {
+            viewer,
+            _agent: agent,
+            _broker: broker,
+            _bed: bed,
+        })
+    }
+
+    /// The agent's events, when it runs in this process.
+    fn agent_events(&self) -> Option<&crossbeam_channel::Receiver<AgentEvent>> {
+        match self {
+            Self::Loopback { agent, .. } => Some(agent.events()),
+            Self::Link { .. } => None,
+        }
+    }
+
+    fn viewer_pid(&self) -> u32 {
+        match self {
+            Self::Loopback { viewer, .. } | Self::Link { viewer, .. } => viewer.pid(),
+        }
+    }
+
+    fn shutdown(self) -> Result<()> {
+        if let Self::Loopback { agent, .. } = self {
+            agent.shutdown()?;
+        }
+        Ok(())
     }
 }
 
-impl Drop for ViewerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// A program next to this one.
+fn sibling(name: &str) -> Result<std::path::PathBuf> {
+    let path = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join(name))
+        .context("no directory of our own")?;
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first (cargo build --release --workspace)",
+            path.display()
+        );
     }
+    Ok(path)
+}
+
+/// The viewer with its window on the technician's display.
+fn start_viewer(mut cmd: Command, broker: &str, desk: &str) -> Result<Role> {
+    cmd.args(["--broker", broker]).env("DISPLAY", desk);
+    Role::spawn("viewer", cmd)
 }
 
 /// A connection to one X server: grabs of a small region, XTEST input, the window.
