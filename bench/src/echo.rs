@@ -34,6 +34,9 @@ pub(crate) struct Args {
     width: u32,
     #[arg(long, default_value_t = 720)]
     height: u32,
+    /// Moves of the target's pointer to time (until the window draws it there).
+    #[arg(long, default_value_t = 10)]
+    pointer: usize,
     /// Seconds to measure the window's CPU on a still screen, after the keys (0: skip).
     #[arg(long, default_value_t = 5.0)]
     still: f64,
@@ -130,6 +133,27 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             shown_ms: ms(shown),
         });
     }
+    // The user's pointer, moved on the target as a mouse would: how soon the window draws
+    // it there (no picture changes: X grabs leave the pointer out).
+    let mut pointer = Vec::with_capacity(args.pointer);
+    for i in 0..args.pointer {
+        let (x, y) = if i % 2 == 0 { (600, 400) } else { (700, 450) };
+        std::thread::sleep(Duration::from_millis(150));
+        let region = (wx + x - 8, wy + y - 8, 32, 32);
+        let before = desk_x.grab(region)?;
+        let moved = Instant::now();
+        target_x.motion(x, y)?;
+        loop {
+            if moved.elapsed() > KEY_TIMEOUT {
+                bail!("the window did not draw the pointer at ({x}, {y}) within {KEY_TIMEOUT:?}");
+            }
+            if desk_x.grab(region)? != before {
+                pointer.push(moved.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(250));
+        }
+    }
     // What the window costs while nothing changes (its input poll), over 5 s, once the
     // technician's last key is 4 s old (the viewer polls faster for 3 s after input).
     let still = if args.still > 0.0 {
@@ -143,7 +167,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         None
     };
     ends.shutdown()?;
-    report(args, &keys, still);
+    report(args, &keys, &pointer, still);
     Ok(())
 }
 
@@ -172,7 +196,8 @@ fn ticks_per_second() -> f64 {
     }
 }
 
-fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
+fn report(args: &Args, keys: &[Key], pointer: &[f64], viewer_still_pct: Option<f64>) {
+    let mut pointer = pointer.to_vec();
     let mut total: Vec<f64> = keys.iter().map(|k| k.shown_ms).collect();
     let mut injected: Vec<f64> = keys.iter().filter_map(|k| k.injected_ms).collect();
     let mut drawn: Vec<f64> = keys
@@ -200,6 +225,9 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
         injected_to_drawn_p50_ms: f64,
         drawn_to_shown_p50_ms: f64,
         drawn_to_shown_p90_ms: f64,
+        pointer_moves: usize,
+        pointer_p50_ms: f64,
+        pointer_p90_ms: f64,
         viewer_still_pct_core: Option<f64>,
     }
     let s = Summary {
@@ -214,6 +242,9 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
         injected_to_drawn_p50_ms: q(&mut drawn, 0.5),
         drawn_to_shown_p50_ms: q(&mut shown, 0.5),
         drawn_to_shown_p90_ms: q(&mut shown, 0.9),
+        pointer_moves: pointer.len(),
+        pointer_p50_ms: q(&mut pointer, 0.5),
+        pointer_p90_ms: q(&mut pointer, 0.9),
         viewer_still_pct_core: viewer_still_pct,
     };
     // Unknown across a link (the agent is another process): a dash.
@@ -232,11 +263,11 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
         println!("{}", serde_json::to_string(&s).unwrap_or_default());
     } else {
         println!(
-            "| link | keys | key to echo p50 / p90 / p99 ms | press -> injected | injected -> drawn on target | drawn -> shown in window (p50 / p90) | viewer % core, still |"
+            "| link | keys | key to echo p50 / p90 / p99 ms | press -> injected | injected -> drawn on target | drawn -> shown in window (p50 / p90) | pointer moved -> drawn p50 / p90 | viewer % core, still |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         println!(
-            "| {} | {} | {:.1} / {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | {} |",
+            "| {} | {} | {:.1} / {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | {} / {} | {} |",
             s.profile,
             s.keys,
             s.p50_ms,
@@ -246,6 +277,8 @@ fn report(args: &Args, keys: &[Key], viewer_still_pct: Option<f64>) {
             ms(s.injected_to_drawn_p50_ms),
             s.drawn_to_shown_p50_ms,
             s.drawn_to_shown_p90_ms,
+            ms(s.pointer_p50_ms),
+            ms(s.pointer_p90_ms),
             s.viewer_still_pct_core
                 .map_or("-".to_owned(), |p| format!("{p:.1}"))
         );

@@ -1,12 +1,22 @@
-//! `deskwire-bench echo` runs end to end: two Xvfbs, the viewer's window, real keys, and a
-//! report with every field. No timing is asserted (that is the bench's business).
+//! `deskwire-bench echo` runs end to end on loopback: two Xvfbs, the viewer's window, real
+//! keys and pointer moves, and a report with every field. No timing is asserted (that is
+//! the bench's business).
 
 use std::process::Command;
 
 #[test]
 fn the_echo_bench_times_keys_through_the_viewer_window_and_reports_each_stage() {
     let out = Command::new(env!("CARGO_BIN_EXE_deskwire-bench"))
-        .args(["echo", "--keys", "4", "--still", "0", "--json"])
+        .args([
+            "echo",
+            "--keys",
+            "4",
+            "--pointer",
+            "4",
+            "--still",
+            "0",
+            "--json",
+        ])
         .output()
         .expect("running deskwire-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -30,12 +40,15 @@ fn the_echo_bench_times_keys_through_the_viewer_window_and_reports_each_stage() 
         );
     }
     let summary = &lines[4];
-    assert!(
-        summary["p50_ms"].as_f64().is_some_and(|v| v > 0.0),
-        "{summary}"
-    );
+    assert_eq!(summary["profile"], "loopback");
+    assert_eq!(summary["pointer_moves"], 4, "{summary}");
+    for field in ["p50_ms", "pointer_p50_ms"] {
+        assert!(
+            summary[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {summary}"
+        );
+    }
     for field in [
-        "p50_ms",
         "p90_ms",
         "p99_ms",
         "press_to_injected_p50_ms",
