@@ -37,6 +37,9 @@ pub(crate) struct Args {
     /// Moves of the target's pointer to time (until the window draws it there).
     #[arg(long, default_value_t = 10)]
     pointer: usize,
+    /// Clicks to time: on a target window that changes colour when clicked.
+    #[arg(long, default_value_t = 10)]
+    clicks: usize,
     /// Seconds to measure the window's CPU on a still screen, after the keys (0: skip).
     #[arg(long, default_value_t = 5.0)]
     still: f64,
@@ -60,6 +63,13 @@ struct Key {
 /// The echo region: the first cell of the xterm's first line, where `cat`'s echo of a
 /// letter appears and its backspace erases it.
 const REGION: (i16, i16, u16, u16) = (0, 0, 24, 20);
+
+/// Where the window that changes colour on a click sits on the target: (x, y, side).
+const CLICKER: (i16, i16, u16) = (800, 300, 100);
+
+/// How long a click holds the button down: what a hand does, and longer than the
+/// viewer's input poll, which reads button state.
+const CLICK_HOLD: Duration = Duration::from_millis(60);
 
 /// How long a key may take before the run fails.
 const KEY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,6 +164,34 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             std::thread::sleep(Duration::from_micros(250));
         }
     }
+    // A click in the window on a target window that changes colour when clicked.
+    let mut clicks = Vec::with_capacity(args.clicks);
+    if args.clicks > 0 {
+        let _clicker = Clicker::start(&target.display(), CLICKER)?;
+        // Its own connection: the server holds a connection whose delayed release waits,
+        // and the grabs that time the click must not wait with it.
+        let hand = Display::open(&desk.display())?;
+        let (cx, cy) = (CLICKER.0 + 50, CLICKER.1 + 50);
+        desk_x.motion(wx + cx, wy + cy)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let region = (wx + cx - 8, wy + cy - 8, 16, 16);
+        for i in 0..args.clicks {
+            std::thread::sleep(Duration::from_millis(150));
+            let before = desk_x.grab(region)?;
+            let clicked = Instant::now();
+            hand.click(CLICK_HOLD)?;
+            loop {
+                if clicked.elapsed() > KEY_TIMEOUT {
+                    bail!("click {i} did not change the window within {KEY_TIMEOUT:?}");
+                }
+                if desk_x.grab(region)? != before {
+                    clicks.push(clicked.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(250));
+            }
+        }
+    }
     // What the window costs while nothing changes (its input poll), over 5 s, once the
     // technician's last key is 4 s old (the viewer polls faster for 3 s after input).
     let still = if args.still > 0.0 {
@@ -167,7 +205,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         None
     };
     ends.shutdown()?;
-    report(args, &keys, &pointer, still);
+    report(args, &keys, &pointer, &clicks, still);
     Ok(())
 }
 
@@ -196,8 +234,15 @@ fn ticks_per_second() -> f64 {
     }
 }
 
-fn report(args: &Args, keys: &[Key], pointer: &[f64], viewer_still_pct: Option<f64>) {
+fn report(
+    args: &Args,
+    keys: &[Key],
+    pointer: &[f64],
+    clicks: &[f64],
+    viewer_still_pct: Option<f64>,
+) {
     let mut pointer = pointer.to_vec();
+    let mut clicks = clicks.to_vec();
     let mut total: Vec<f64> = keys.iter().map(|k| k.shown_ms).collect();
     let mut injected: Vec<f64> = keys.iter().filter_map(|k| k.injected_ms).collect();
     let mut drawn: Vec<f64> = keys
@@ -228,6 +273,9 @@ fn report(args: &Args, keys: &[Key], pointer: &[f64], viewer_still_pct: Option<f
         pointer_moves: usize,
         pointer_p50_ms: f64,
         pointer_p90_ms: f64,
+        clicks: usize,
+        click_p50_ms: f64,
+        click_p90_ms: f64,
         viewer_still_pct_core: Option<f64>,
     }
     let s = Summary {
@@ -245,6 +293,9 @@ fn report(args: &Args, keys: &[Key], pointer: &[f64], viewer_still_pct: Option<f
         pointer_moves: pointer.len(),
         pointer_p50_ms: q(&mut pointer, 0.5),
         pointer_p90_ms: q(&mut pointer, 0.9),
+        clicks: clicks.len(),
+        click_p50_ms: q(&mut clicks, 0.5),
+        click_p90_ms: q(&mut clicks, 0.9),
         viewer_still_pct_core: viewer_still_pct,
     };
     // Unknown across a link (the agent is another process): a dash.
@@ -263,11 +314,11 @@ fn report(args: &Args, keys: &[Key], pointer: &[f64], viewer_still_pct: Option<f
         println!("{}", serde_json::to_string(&s).unwrap_or_default());
     } else {
         println!(
-            "| link | keys | key to echo p50 / p90 / p99 ms | press -> injected | injected -> drawn on target | drawn -> shown in window (p50 / p90) | pointer moved -> drawn p50 / p90 | viewer % core, still |"
+            "| link | keys | key to echo p50 / p90 / p99 ms | press -> injected | injected -> drawn on target | drawn -> shown in window (p50 / p90) | pointer moved -> drawn p50 / p90 | click -> shown p50 / p90 | viewer % core, still |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {} | {} | {:.1} / {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | {} / {} | {} |",
+            "| {} | {} | {:.1} / {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | {} / {} | {} / {} | {} |",
             s.profile,
             s.keys,
             s.p50_ms,
@@ -279,6 +330,8 @@ fn report(args: &Args, keys: &[Key], pointer: &[f64], viewer_still_pct: Option<f
             s.drawn_to_shown_p90_ms,
             ms(s.pointer_p50_ms),
             ms(s.pointer_p90_ms),
+            ms(s.click_p50_ms),
+            ms(s.click_p90_ms),
             s.viewer_still_pct_core
                 .map_or("-".to_owned(), |p| format!("{p:.1}"))
         );
@@ -411,6 +464,76 @@ fn start_viewer(mut cmd: Command, broker: &str, desk: &str) -> Result<Role> {
     Role::spawn("viewer", cmd)
 }
 
+/// A window on the target that turns from white to dark and back at each click, as an
+/// application answering a click would; its thread ends when the connection closes.
+struct Clicker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Clicker {
+    fn start(display: &str, (x, y, side): (i16, i16, u16)) -> Result<Self> {
+        use x11rb::protocol::xproto::{
+            ChangeWindowAttributesAux, CreateWindowAux, EventMask, WindowClass,
+        };
+        let (conn, screen) = x11rb::connect(Some(display))?;
+        let s = &conn.setup().roots[screen];
+        let (root, white, black) = (s.root, s.white_pixel, s.black_pixel);
+        let w = conn.generate_id()?;
+        conn.create_window(
+            x11rb::COPY_DEPTH_FROM_PARENT,
+            w,
+            root,
+            x,
+            y,
+            side,
+            side,
+            0,
+            WindowClass::INPUT_OUTPUT,
+            x11rb::COPY_FROM_PARENT,
+            &CreateWindowAux::new()
+                .background_pixel(white)
+                .event_mask(EventMask::BUTTON_PRESS),
+        )?;
+        conn.map_window(w)?;
+        conn.get_input_focus()?.reply()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-clicker".into())
+            .spawn(move || {
+                let mut dark = false;
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    match conn.poll_for_event() {
+                        Ok(Some(x11rb::protocol::Event::ButtonPress(_))) => {
+                            dark = !dark;
+                            let colour = if dark { black } else { white };
+                            let aux = ChangeWindowAttributesAux::new().background_pixel(colour);
+                            let _ = conn.change_window_attributes(w, &aux);
+                            let _ = conn.clear_area(false, w, 0, 0, 0, 0);
+                            let _ = conn.flush();
+                        }
+                        Ok(_) => std::thread::sleep(Duration::from_micros(200)),
+                        Err(_) => break,
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Clicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A connection to one X server: grabs of a small region, XTEST input, the window.
 struct Display {
     conn: RustConnection,
@@ -469,6 +592,29 @@ impl Display {
             .translate_coordinates(window, self.root, 0, 0)?
             .reply()?;
         Ok((t.dst_x, t.dst_y))
+    }
+
+    /// Press the left button, and release it `hold` later, as a hand does (a click is
+    /// 50-100 ms); returns once the press is delivered, releasing on a thread.
+    fn click(&self, hold: Duration) -> Result<()> {
+        use x11rb::protocol::xproto::{BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT};
+        self.conn.xtest_fake_input(
+            BUTTON_PRESS_EVENT,
+            1,
+            x11rb::CURRENT_TIME,
+            self.root,
+            0,
+            0,
+            0,
+        )?;
+        self.sync()?;
+        // The release goes with a delay the server keeps (XTEST's own timer: it holds this
+        // connection meanwhile), so timing the click's effect is not held up here.
+        let ms = u32::try_from(hold.as_millis()).unwrap_or(u32::MAX);
+        self.conn
+            .xtest_fake_input(BUTTON_RELEASE_EVENT, 1, ms, self.root, 0, 0, 0)?;
+        self.conn.flush()?;
+        Ok(())
     }
 
     /// Move the pointer as a device would; done when this returns.

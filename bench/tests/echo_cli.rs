@@ -13,6 +13,8 @@ fn the_echo_bench_times_keys_through_the_viewer_window_and_reports_each_stage() 
             "4",
             "--pointer",
             "4",
+            "--clicks",
+            "2",
             "--still",
             "0",
             "--json",
@@ -42,7 +44,8 @@ fn the_echo_bench_times_keys_through_the_viewer_window_and_reports_each_stage() 
     let summary = &lines[4];
     assert_eq!(summary["profile"], "loopback");
     assert_eq!(summary["pointer_moves"], 4, "{summary}");
-    for field in ["p50_ms", "pointer_p50_ms"] {
+    assert_eq!(summary["clicks"], 2, "{summary}");
+    for field in ["p50_ms", "pointer_p50_ms", "click_p50_ms"] {
         assert!(
             summary[field].as_f64().is_some_and(|v| v > 0.0),
             "{field}: {summary}"
