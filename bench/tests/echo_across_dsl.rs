@@ -1,9 +1,9 @@
 //! Keys, clicks and the remote pointer across an emulated `dsl` link (6/1 Mbit/s, 50 ms
 //! RTT, 0.5 % loss): typed in the viewer's real window, echoed by the target and shown
 //! back; clicks that change a target window; the target's pointer moved and drawn in the
-//! window. The agent runs in a network
-//! namespace of its own (needs root, like the other emulated-link scenarios). Its own
-//! test binary, so it does not share the two cores with another session.
+//! window. The agent runs in a network namespace of its own (needs root, like the other
+//! emulated-link scenarios). Its own test binary, so it does not share the two cores with
+//! another session.
 
 use std::process::Command;
 
