@@ -27,6 +27,9 @@ pub(crate) struct JoinLimits {
     pub(crate) verification_delay: Duration,
     /// Sources remembered at once; past it the least recently failing is forgotten.
     pub(crate) max_sources: usize,
+    /// Sessions (codes) a source may create within `window`: each is a code the book
+    /// holds until it expires, so one address must not fill the book.
+    pub(crate) creations_per_window: usize,
 }
 
 impl Default for JoinLimits {
@@ -38,6 +41,8 @@ impl Default for JoinLimits {
             lockout: Duration::from_secs(60 * 60),
             verification_delay: Duration::from_secs(1),
             max_sources: 100_000,
+            // A company's technicians behind one NAT open a few codes a minute each.
+            creations_per_window: 30,
         }
     }
 }
@@ -69,6 +74,47 @@ struct Source {
     total: u32,
     locked_until: Option<UnixMillis>,
     last_failure: UnixMillis,
+}
+
+/// Sessions created per source, over the same sliding window: a source past
+/// `creations_per_window` waits until its oldest creation leaves the window.
+#[derive(Debug)]
+pub(crate) struct CreationLimiter {
+    limits: JoinLimits,
+    sources: HashMap<SourceKey, VecDeque<UnixMillis>>,
+}
+
+impl CreationLimiter {
+    pub(crate) fn new(limits: JoinLimits) -> Self {
+        Self {
+            limits,
+            sources: HashMap::new(),
+        }
+    }
+
+    /// May `source` create a session now? Counts it if so; if not, how long until it may.
+    pub(crate) fn admit(&mut self, source: SourceKey, now: UnixMillis) -> Result<(), Duration> {
+        if !self.sources.contains_key(&source) && self.sources.len() >= self.limits.max_sources {
+            let window = self.limits.window;
+            self.sources.retain(|_, recent| {
+                trim(recent, now, window);
+                !recent.is_empty()
+            });
+            if self.sources.len() >= self.limits.max_sources {
+                // Every remembered source is busy: one that is not known yet waits too.
+                return Err(self.limits.window);
+            }
+        }
+        let recent = self.sources.entry(source).or_default();
+        trim(recent, now, self.limits.window);
+        if recent.len() >= self.limits.creations_per_window {
+            let oldest = recent.front().copied().unwrap_or(now);
+            let free_at = oldest.plus(self.limits.window);
+            return Err(Duration::from_millis(free_at.0.saturating_sub(now.0)));
+        }
+        recent.push_back(now);
+        Ok(())
+    }
 }
 
 /// Failed-join bookkeeping for every source and session.
@@ -229,6 +275,34 @@ mod tests {
         assert_eq!(l.session_retry_at(1, at(5)), at(6));
         assert_eq!(l.session_retry_at(2, at(5)), at(7));
         assert_eq!(l.session_retry_at(3, at(5)), at(9));
+    }
+
+    #[test]
+    fn a_source_creates_thirty_sessions_a_minute_and_is_told_when_it_may_go_on() {
+        let mut c = CreationLimiter::new(JoinLimits::default());
+        for i in 0..30 {
+            assert_eq!(c.admit(v4(1), at(i)), Ok(()), "creation {i}");
+        }
+        assert_eq!(c.admit(v4(1), at(30)), Err(Duration::from_secs(30)));
+        // Another address is not held back by it.
+        assert_eq!(c.admit(v4(2), at(30)), Ok(()));
+        // Once the first creation left the window, one more.
+        assert_eq!(c.admit(v4(1), at(60)), Ok(()));
+        assert!(c.admit(v4(1), at(60)).is_err());
+    }
+
+    #[test]
+    fn the_creation_table_is_bounded_and_forgets_quiet_sources() {
+        let limits = JoinLimits {
+            max_sources: 2,
+            ..JoinLimits::default()
+        };
+        let mut c = CreationLimiter::new(limits);
+        assert!(c.admit(v4(1), at(0)).is_ok());
+        assert!(c.admit(v4(2), at(0)).is_ok());
+        // Both still in their window: a third source must wait rather than grow the table.
+        assert!(c.admit(v4(3), at(1)).is_err());
+        assert!(c.admit(v4(3), at(61)).is_ok());
     }
 
     #[test]

@@ -15,11 +15,12 @@ use deskwire_signal::{
 use rand::rngs::StdRng;
 
 use crate::codes::{CodeBook, CodeLimits, SessionId};
-use crate::limits::{JoinLimiter, JoinLimits};
+use crate::limits::{CreationLimiter, JoinLimiter, JoinLimits};
 use crate::store::{AuditEvent, EndedBy, SessionRecordId, TechnicianId};
 
 mod adhoc;
 mod authorize;
+mod create;
 mod durable;
 mod join;
 mod lan;
@@ -170,6 +171,10 @@ pub(crate) struct Switchboard {
     /// The time of the last message handled, for audit records of closes.
     now: UnixMillis,
     limiter: JoinLimiter,
+    /// Sessions created per source (`create_session`), checked before any token is.
+    creations: CreationLimiter,
+    /// Creations refused while their source waits, summarised like throttled joins.
+    creations_throttled: join::Throttled,
     /// Joins refused while their source waits out a limit, summarised per source: see
     /// [`Self::refuse_join`].
     throttled: join::Throttled,
@@ -214,6 +219,8 @@ impl Switchboard {
             sources: HashMap::new(),
             now: UnixMillis(0),
             limiter: JoinLimiter::new(join_limits),
+            creations: CreationLimiter::new(join_limits),
+            creations_throttled: join::Throttled::default(),
             throttled: join::Throttled::default(),
             require_token: rules.require_token,
             require_device: rules.require_device,
@@ -583,29 +590,6 @@ impl Switchboard {
         self.outputs.pop_front()
     }
 
-    /// `create_session`: check the token first when there is one (or one is required).
-    fn request_session(
-        &mut self,
-        conn: ConnId,
-        token: Option<String>,
-        resumable: bool,
-        now: UnixMillis,
-    ) {
-        match token {
-            Some(token) => {
-                self.conns.insert(conn, Role::Authenticating { resumable });
-                self.outputs.push_back(Output::Authenticate { conn, token });
-            }
-            None if self.require_token => {
-                let ip = self.sources.get(&conn).copied();
-                let why = "this broker requires a technician's API token";
-                self.audit(AuditEvent::DeniedByPolicy, ip, None, why.into());
-                self.refuse(conn, why);
-            }
-            None => self.create_session(conn, now, None, resumable, None),
-        }
-    }
-
     /// The token sent on `conn` was checked: `Ok` with the technician and what their group
     /// allows now, or why not.
     pub(crate) fn handle_authenticated(
@@ -654,43 +638,6 @@ impl Switchboard {
             Err(why) => {
                 self.audit(AuditEvent::DeniedByPolicy, ip, None, why.clone());
                 self.refuse(conn, &why);
-            }
-        }
-    }
-
-    fn create_session(
-        &mut self,
-        conn: ConnId,
-        now: UnixMillis,
-        who: Option<Authenticated>,
-        resumable: bool,
-        callee: Option<Callee>,
-    ) {
-        let session_id = SessionId(self.next_session);
-        match self.codes.issue(now, session_id, &mut self.rng) {
-            Ok((code, expires_at)) => {
-                self.next_session += 1;
-                let mut session = Session::new(code, conn, expires_at, now);
-                session.technician = who.as_ref().map(|w| w.technician);
-                session.policy = who.map(|w| w.policy);
-                session.callee = callee;
-                self.sessions.insert(session_id, session);
-                if self.durable {
-                    return self.store_code(conn, session_id, resumable, now);
-                }
-                self.conns.insert(
-                    conn,
-                    Role::Controller {
-                        session: session_id,
-                    },
-                );
-                self.announce_code(conn, session_id, "");
-            }
-            Err(e) => {
-                tracing::warn!("refused to create a session: {e}");
-                let ip = self.sources.get(&conn).copied();
-                self.audit(AuditEvent::DeniedByPolicy, ip, None, e.to_string());
-                self.refuse(conn, &e.to_string());
             }
         }
     }

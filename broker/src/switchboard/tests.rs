@@ -581,3 +581,99 @@ fn with_require_device_a_join_without_a_device_proof_is_refused_and_keeps_the_co
         send(t, BrokerMessage::Joined { policy: None })
     );
 }
+
+#[test]
+fn an_address_creating_codes_too_fast_waits_and_is_audited_once_a_minute() {
+    let limits = CodeLimits {
+        ttl: TTL,
+        retention: Duration::from_secs(3600),
+        max_pending: 8,
+        max_tombstones: 64,
+    };
+    let mut b = Switchboard::new(
+        limits,
+        JoinLimits {
+            creations_per_window: 3,
+            ..JoinLimits::default()
+        },
+        Requirements::default(),
+        StdRng::seed_from_u64(3),
+    );
+    let create = ClientMessage::CreateSession {
+        token: None,
+        resumable: false,
+    };
+    for _ in 0..3 {
+        let c = b.handle_open(SRC);
+        b.handle_text(c, &encode(&create), T0);
+        assert!(
+            matches!(drain(&mut b).as_slice(), [send] if matches!(send, Output::Send { msg: BrokerMessage::SessionCreated { .. }, .. })),
+        );
+    }
+    let _ = audits(&mut b);
+    let refused = |b: &mut Switchboard, at: UnixMillis| {
+        let c = b.handle_open(SRC);
+        b.handle_text(c, &encode(&create), at);
+        std::iter::from_fn(|| b.poll_output()).collect::<Vec<_>>()
+    };
+    let out = refused(&mut b, T0);
+    let message = out.iter().find_map(|o| match o {
+        Output::Send {
+            msg: BrokerMessage::Error { message },
+            ..
+        } => Some(message.clone()),
+        _ => None,
+    });
+    let message = message.expect("the fourth creation is refused");
+    assert!(
+        message.contains("too many sessions") && message.contains("1 min"),
+        "{message}"
+    );
+    assert_eq!(
+        out.iter().filter(|o| matches!(o, Output::Audit(_))).count(),
+        1,
+        "the first refusal is audited"
+    );
+    // Spam from the same address is counted, not written one by one.
+    for _ in 0..100 {
+        let out = refused(&mut b, T0);
+        assert!(!out.iter().any(|o| matches!(o, Output::Audit(_))));
+    }
+    // Another address is not held back; the first may go on once the window passed, and
+    // the first refusal after that minute carries the count of the rest.
+    let other = b.handle_open("198.51.100.9".parse().unwrap());
+    b.handle_text(other, &encode(&create), T0);
+    assert!(drain(&mut b).iter().any(|o| matches!(
+        o,
+        Output::Send {
+            msg: BrokerMessage::SessionCreated { .. },
+            ..
+        }
+    )));
+    let later = T0.plus(Duration::from_secs(61));
+    let c = b.handle_open(SRC);
+    b.handle_text(c, &encode(&create), later);
+    assert!(drain(&mut b).iter().any(|o| matches!(
+        o,
+        Output::Send {
+            msg: BrokerMessage::SessionCreated { .. },
+            ..
+        }
+    )));
+    for _ in 0..3 {
+        let c = b.handle_open(SRC);
+        b.handle_text(c, &encode(&create), later);
+    }
+    let records: Vec<_> = std::iter::from_fn(|| b.poll_output())
+        .filter_map(|o| match o {
+            Output::Audit(r) => Some(r.detail),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|d| d.contains("100 more session creations refused")),
+        "{records:?}"
+    );
+}
