@@ -428,3 +428,43 @@ async fn sigterm_stops_the_broker_in_time_whatever_a_client_holds_open() -> Resu
     drop(half);
     Ok(())
 }
+
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+#[tokio::test]
+async fn an_idle_signalling_connection_holds_a_few_kilobytes_not_a_128_kib_buffer() -> Result<()> {
+    let served = serve(&["--database", "sqlite::memory:"]).await?;
+    let pid = served.child.id().context("no pid")?;
+    let addr: std::net::SocketAddr = served
+        .url
+        .strip_prefix("ws://")
+        .and_then(|r| r.strip_suffix(SIGNAL_PATH))
+        .context("an address in the url")?
+        .parse()?;
+    let before = rss_kib(pid)?;
+    // 600 upgraded connections that say nothing, from three loopback addresses (one
+    // address may hold 256), all within the broker's 10 s for a first message.
+    let mut held = Vec::new();
+    for i in 0..600u32 {
+        let source = std::net::SocketAddr::from(([127, 0, 0, 2 + (i / 200) as u8], 0));
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(source)?;
+        let stream = socket.connect(addr).await?;
+        let (ws, _) = tokio_tungstenite::client_async(served.url.as_str(), stream).await?;
+        held.push(ws);
+    }
+    let after = rss_kib(pid)?;
+    let per = (after.saturating_sub(before)) as f64 / held.len() as f64;
+    eprintln!("broker RSS {before} -> {after} KiB: {per:.1} KiB per idle connection");
+    // tungstenite's default read buffer alone is 128 KiB; the goal is 16 KiB.
+    ensure!(per < 32.0, "{per:.1} KiB per idle connection");
+    Ok(())
+}
