@@ -21,6 +21,7 @@ const MAX_CONNECTIONS_PER_SOURCE: RangeInclusive<usize> = 1..=1_000_000;
 const FIRST_MESSAGE_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(300);
 const OUTBOUND_QUEUE: RangeInclusive<usize> = 1..=4096;
+const KEEPALIVE: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(3600);
 const WRITE_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(300);
 
@@ -47,6 +48,10 @@ pub struct BrokerConfig {
     /// How long a new connection may stay silent before its first message; then it is
     /// closed (default 10 s).
     pub first_message_timeout: Duration,
+    /// A connection silent this long is pinged; silent twice as long (no pong either), it
+    /// is closed as half-open: a peer whose network vanished does not hold its slot, its
+    /// code or its standby forever (default 25 s).
+    pub keepalive: Duration,
     /// Messages that may wait to be written to one connection. A peer that lets its queue
     /// fill is disconnected (default 32).
     pub outbound_queue: usize,
@@ -75,6 +80,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             max_connections_per_source: 256,
             first_message_timeout: 10 * SECOND,
+            keepalive: 25 * SECOND,
             outbound_queue: 32,
             write_timeout: 10 * SECOND,
             require_token: false,
@@ -167,6 +173,11 @@ impl BrokerConfig {
         self.first_message_timeout = timeout;
         self
     }
+    /// Set how long a silent connection waits for a ping (and twice that for its close).
+    pub fn keepalive(mut self, keepalive: Duration) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
     /// Set the per-connection outbound queue length.
     pub fn outbound_queue(mut self, n: usize) -> Self {
         self.outbound_queue = n;
@@ -213,6 +224,7 @@ impl BrokerConfig {
             self.first_message_timeout,
             FIRST_MESSAGE_TIMEOUT,
         )?;
+        duration("keepalive", self.keepalive, KEEPALIVE)?;
         count("outbound_queue", self.outbound_queue, OUTBOUND_QUEUE)?;
         duration("write_timeout", self.write_timeout, WRITE_TIMEOUT)?;
         self.adhoc

@@ -19,8 +19,6 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use deskwire_signal::{encode, BrokerMessage, MAX_REASON_CHARS, MAX_SIGNAL_BYTES, SIGNAL_PATH};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::net::TcpListener;
@@ -35,8 +33,10 @@ use crate::store::Store;
 use crate::switchboard::{Authenticated, ConnId, Output, Requirements, Switchboard};
 
 mod jobs;
+mod socket;
 use crate::{BrokerConfig, BrokerError, Clock};
 use deskwire_signal::{PolicyAcceptance, SessionPolicy};
+use socket::serve_socket;
 
 /// WebSocket close codes (RFC 6455, 7.4.1).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -117,6 +117,7 @@ pub(crate) async fn serve(
         outbound_queue: config.outbound_queue,
         write_timeout: config.write_timeout,
         first_message_timeout: config.first_message_timeout,
+        keepalive: config.keepalive,
     });
     let jobs_task = match (store, jobs_rx) {
         (Some(store), Some(rx)) => Some(tokio::spawn(jobs::work(
@@ -319,6 +320,8 @@ struct Hub {
     write_timeout: Duration,
     /// How long a new connection may stay silent.
     first_message_timeout: Duration,
+    /// Silence after which a connection is pinged; twice it, closed.
+    keepalive: Duration,
 }
 
 struct HubState {
@@ -637,107 +640,6 @@ impl HubState {
                 },
             }
         }
-    }
-}
-
-/// Why a connection task stopped.
-#[derive(Debug)]
-enum Ending {
-    /// The broker is shutting down.
-    Shutdown,
-    /// The peer closed, or its socket broke.
-    Gone,
-    /// The switchboard refused the peer's input (it has been sent an `error`).
-    Refused,
-    /// The peer let its queue fill or a write time out.
-    NotReading,
-    /// The socket delivered something unreadable (too large, bad framing).
-    ReadFailed(String),
-    /// Nothing came before the first-message deadline.
-    Silent,
-}
-
-async fn serve_socket(
-    socket: WebSocket,
-    app: AppState,
-    permit: (OwnedSemaphorePermit, SourceSlot),
-    source: IpAddr,
-) {
-    let hub = &app.hub;
-    let Mailbox { conn, mut rx, kill } = hub.open(source);
-    tracing::debug!(conn = conn.0, "signalling connection open");
-    let mut stop = app.stop.clone();
-    let (mut sink, mut stream) = socket.split();
-    // A connection must say something soon: one that never does only holds a slot.
-    let first_deadline = tokio::time::sleep(hub.first_message_timeout);
-    tokio::pin!(first_deadline);
-    let mut heard = false;
-    let ending = loop {
-        tokio::select! {
-            biased;
-            () = stopped(&mut stop) => break Ending::Shutdown,
-            () = &mut first_deadline, if !heard => break Ending::Silent,
-            () = kill.notified() => break Ending::NotReading,
-            queued = rx.recv() => match queued {
-                Some(text) => {
-                    let write = tokio::time::timeout(hub.write_timeout, sink.send(Message::text(text)));
-                    match write.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break Ending::Gone,
-                        Err(_) => break Ending::NotReading,
-                    }
-                }
-                None => break Ending::Refused,
-            },
-            incoming = stream.next() => match incoming {
-                Some(Ok(Message::Text(text))) => {
-                    heard = true;
-                    hub.text(conn, text.as_str());
-                }
-                Some(Ok(Message::Binary(_))) => hub.binary(conn),
-                // tungstenite answers pings by itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break Ending::Gone,
-                Some(Err(e)) => break Ending::ReadFailed(e.to_string()),
-            },
-        }
-    };
-    hub.close(conn);
-    tracing::debug!(conn = conn.0, ?ending, "signalling connection closed");
-    goodbye(&mut sink, ending, hub.write_timeout).await;
-    drop(permit);
-}
-
-/// Say why the socket closes, where anyone is listening; bounded by `limit`.
-async fn goodbye(sink: &mut SplitSink<WebSocket, Message>, ending: Ending, limit: Duration) {
-    let close = |code, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    };
-    let farewell = async {
-        match ending {
-            // Nobody reads: anything more would only wait for the time limit.
-            Ending::NotReading => Ok(()),
-            // Flushes the reply to the peer's close frame, if it sent one.
-            Ending::Gone => sink.close().await,
-            Ending::Shutdown => {
-                sink.send(close(CLOSE_GOING_AWAY, "broker shutting down"))
-                    .await
-            }
-            Ending::Refused => sink.send(close(CLOSE_POLICY, "protocol error")).await,
-            Ending::Silent => sink.send(close(CLOSE_POLICY, "nothing said in time")).await,
-            Ending::ReadFailed(reason) => {
-                let message = reason.chars().take(MAX_REASON_CHARS).collect();
-                sink.send(Message::text(encode(&BrokerMessage::Error { message })))
-                    .await?;
-                sink.send(close(CLOSE_POLICY, "unreadable message")).await
-            }
-        }
-    };
-    if let Ok(Err(e)) = tokio::time::timeout(limit, farewell).await {
-        tracing::debug!("closing a socket failed: {e}");
     }
 }
 

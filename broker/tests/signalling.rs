@@ -422,3 +422,36 @@ async fn one_address_cannot_take_every_connection_and_silent_ones_are_closed() -
     ));
     broker.stop().await
 }
+
+#[tokio::test]
+async fn a_peer_that_answers_nothing_not_even_pings_is_closed_after_twice_the_keepalive(
+) -> Result<()> {
+    let keepalive = Duration::from_secs(25);
+    let broker = Broker::start_with(BrokerConfig::default().keepalive(keepalive)).await?;
+    let (mut gone, _code, _) = broker.controller().await?;
+    // Virtual time from here: the peer reads nothing (so it answers no ping, as a peer
+    // whose network vanished) while the broker's keepalive runs.
+    tokio::time::pause();
+    tokio::time::sleep(keepalive * 3).await;
+    tokio::time::resume();
+    // What it finds when it reads again: pings, then the end of the connection.
+    gone.expect_closed().await?;
+    // A peer still there keeps its connection: it answers pings as it reads.
+    let (mut here, _code, _) = broker.controller().await?;
+    tokio::time::pause();
+    for _ in 0..6 {
+        tokio::time::sleep(keepalive / 2).await;
+        // Reading lets the client answer the broker's ping.
+        let _ = tokio::time::timeout(Duration::from_millis(1), here.next_event()).await;
+    }
+    tokio::time::resume();
+    here.send(&ClientMessage::CreateSession {
+        token: None,
+        resumable: false,
+    })
+    .await?;
+    // A controller asking again is a protocol error: the answer proves the socket lived.
+    let message = here.expect_error_and_close().await?;
+    assert!(!message.is_empty());
+    Ok(())
+}
