@@ -381,6 +381,16 @@ fn an_impossible_stream_ends_the_viewer_with_the_reason() {
     ));
 }
 
+/// A `len`-byte message the viewer takes for a video chunk (the version and the chunk
+/// kind; the rest zeros): what the link carries is what these tests look at.
+fn video(len: usize) -> BytesMut {
+    let mut b = BytesMut::zeroed(len);
+    b[0] = deskwire_session::wire::WIRE_VERSION;
+    b[1] = 0x10;
+    assert!(deskwire_session::wire::is_video_chunk(&b));
+    b
+}
+
 #[test]
 fn video_is_counted_by_the_viewer_and_lost_video_is_gone() {
     let mut down = link(5);
@@ -388,7 +398,7 @@ fn video_is_counted_by_the_viewer_and_lost_video_is_gone() {
     down.seed = 7;
     let mut p = pair(true, down, link(5));
     for _ in 0..100 {
-        p.send_video(BytesMut::from(&[0u8; 1000][..]));
+        p.send_video(video(1000));
     }
     p.run_until(Duration::from_millis(100));
     let (_, lost) = p.down_counts();
@@ -404,7 +414,7 @@ fn a_rate_limited_link_spaces_messages_by_their_size() {
     p.run_until(10 * MS);
     let before = p.viewer.bytes_received();
     for _ in 0..10 {
-        p.send_video(BytesMut::from(&[0u8; 10_000][..])); // 10 ms each
+        p.send_video(video(10_000)); // 10 ms each
     }
     p.run_until(10 * MS + 55 * MS);
     assert_eq!(p.viewer.bytes_received() - before, 50_000);
@@ -524,4 +534,53 @@ fn a_restart_announced_on_both_channels_starts_the_stream_once_and_an_older_one_
     deliver(&mut v, Channel::Control, &start(2, 1));
     assert_eq!(started, vec![(1, 3), (2, 1), (3, 3)]);
     assert_eq!(v.stream(), Some(3));
+}
+
+#[test]
+fn the_pointer_reaches_the_viewer_with_its_shape_and_its_last_position_survives_a_loss() {
+    use deskwire_capture::{CursorImage, PointerState};
+    use std::sync::Arc;
+    let at = |x: i32, shape: bool| PointerState {
+        x,
+        y: 20,
+        visible: true,
+        serial: 4,
+        shape: shape.then(|| {
+            Arc::new(CursorImage {
+                serial: 4,
+                width: 1,
+                height: 1,
+                hot_x: 0,
+                hot_y: 0,
+                rgba: vec![1, 2, 3, 255],
+            })
+        }),
+    };
+    // The link to the viewer goes dark from 100 to 160 ms, and lost video is not resent.
+    let down = LinkConfig {
+        outages: vec![(100 * MS, 160 * MS)],
+        video_resend_after: None,
+        ..link(5)
+    };
+    let mut p = pair(true, down, link(5));
+    p.run_until(10 * MS);
+    p.host.handle_pointer(10 * MS, &at(10, true));
+    p.run_until(40 * MS);
+    let cursor = |p: &Pair| {
+        p.viewer_events.iter().rev().find_map(|(_, e)| match e {
+            ViewerSessionEvent::Cursor(c) => Some(c.clone()),
+            _ => None,
+        })
+    };
+    let c = cursor(&p).expect("the pointer arrived");
+    assert_eq!((c.x, c.y), (10, 20));
+    assert_eq!(c.shape.map(|s| s.rgba.clone()), Some(vec![1, 2, 3, 255]));
+
+    // The last position of a move is lost in the dark: the resend brings it.
+    p.run_until(110 * MS);
+    p.host.handle_pointer(110 * MS, &at(300, false));
+    p.run_until(300 * MS);
+    assert_eq!(cursor(&p).map(|c| c.x), Some(10), "lost on the way");
+    p.run_until(400 * MS);
+    assert_eq!(cursor(&p).map(|c| c.x), Some(300), "sent again and shown");
 }
