@@ -2,9 +2,10 @@
 //! them, the audit appends and the code and session writes, and hands each answer back to
 //! the switchboard through [`Hub::drive`].
 //!
-//! One ordered queue rather than a task per job: a failed verification reopens a code
-//! before the next attempt's redemption may run, a cancellation lands after the insert it
-//! cancels, and audit records keep their order. Signalling itself never waits on it.
+//! One task rather than a task per job: a failed verification reopens a code before the
+//! next attempt's redemption may run, a cancellation lands after the insert it cancels,
+//! and audit records keep their order. Code and session writes go before queued audit
+//! records ([`Lanes`]). Signalling itself never waits on it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,22 @@ pub(super) async fn work(
     retention: Duration,
 ) {
     let mut purged_at: Option<UnixMillis> = None;
-    while let Some(job) = jobs.recv().await {
+    let mut lanes = Lanes::default();
+    loop {
+        // Everything queued so far, sorted into its lane, before choosing what runs next.
+        while let Ok(job) = jobs.try_recv() {
+            lanes.push(job);
+        }
+        let job = match lanes.pop() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => {
+                    lanes.push(job);
+                    continue;
+                }
+                None => break,
+            },
+        };
         if matches!(job, Output::StoreCode { .. }) {
             purge(&hub, &store, &mut purged_at, retention).await;
         }
@@ -38,6 +54,33 @@ pub(super) async fn work(
     }
     drop(hub);
     store.close().await;
+}
+
+/// The queued jobs in two lanes, each in the order the switchboard emitted it: first what
+/// a peer waits on (codes, redemptions, sessions), then the audit appends nobody waits on.
+/// A backlog of audit records (a flood of refusals) must not hold up a technician's code.
+/// Nothing orders a code write after an audit record: the ordering that matters (a code
+/// reopened before the next redemption, a cancellation after its insert) is within the
+/// first lane, and the audit chain's order is within the second.
+#[derive(Debug, Default)]
+struct Lanes {
+    waited_on: std::collections::VecDeque<Output>,
+    audit: std::collections::VecDeque<Output>,
+}
+
+impl Lanes {
+    fn push(&mut self, job: Output) {
+        match job {
+            Output::Audit(_) => self.audit.push_back(job),
+            _ => self.waited_on.push_back(job),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Output> {
+        self.waited_on
+            .pop_front()
+            .or_else(|| self.audit.pop_front())
+    }
 }
 
 /// Forget codes whose retention has passed, at most every [`PURGE_EVERY`], so their numbers
@@ -276,4 +319,43 @@ fn millis(t: UnixMillis) -> i64 {
 
 fn unix(ms: i64) -> UnixMillis {
     UnixMillis(u64::try_from(ms).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AuditEvent, AuditRecord};
+
+    fn code(n: u32) -> SessionCode {
+        SessionCode::from_number(100_000 + n).unwrap()
+    }
+
+    fn cancel(n: u32) -> Output {
+        Output::CancelCode { code: code(n) }
+    }
+
+    #[test]
+    fn code_writes_overtake_an_audit_backlog_and_each_lane_keeps_its_order() {
+        let mut lanes = Lanes::default();
+        let audit = |i: u32| {
+            let mut r = AuditRecord::new(i64::from(i), AuditEvent::DeniedByPolicy);
+            r.detail = format!("record {i}");
+            Output::Audit(r)
+        };
+        for i in 0..1000 {
+            lanes.push(audit(i));
+        }
+        lanes.push(cancel(1));
+        lanes.push(audit(1000));
+        lanes.push(cancel(2));
+        assert!(matches!(lanes.pop(), Some(Output::CancelCode { code: c }) if c == code(1)));
+        assert!(matches!(lanes.pop(), Some(Output::CancelCode { code: c }) if c == code(2)));
+        for i in 0..=1000 {
+            match lanes.pop() {
+                Some(Output::Audit(r)) => assert_eq!(r.detail, format!("record {i}")),
+                other => panic!("expected audit record {i}, got {other:?}"),
+            }
+        }
+        assert!(lanes.pop().is_none());
+    }
 }
