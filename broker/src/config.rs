@@ -48,6 +48,10 @@ pub struct BrokerConfig {
     /// How long a new connection may stay silent before its first message; then it is
     /// closed (default 10 s).
     pub first_message_timeout: Duration,
+    /// A client must have its WebSocket upgrade answered this long after connecting, or its
+    /// connection is dropped: half a request header does not hold a connection (default
+    /// 10 s).
+    pub upgrade_timeout: Duration,
     /// A connection silent this long is pinged; silent twice as long (no pong either), it
     /// is closed as half-open: a peer whose network vanished does not hold its slot, its
     /// code or its standby forever (default 25 s).
@@ -81,6 +85,7 @@ impl Default for BrokerConfig {
             max_connections_per_source: 256,
             first_message_timeout: 10 * SECOND,
             keepalive: 25 * SECOND,
+            upgrade_timeout: 10 * SECOND,
             outbound_queue: 32,
             write_timeout: 10 * SECOND,
             require_token: false,
@@ -173,6 +178,11 @@ impl BrokerConfig {
         self.first_message_timeout = timeout;
         self
     }
+    /// Set how long a client has from connecting to its upgrade being answered.
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = timeout;
+        self
+    }
     /// Set how long a silent connection waits for a ping (and twice that for its close).
     pub fn keepalive(mut self, keepalive: Duration) -> Self {
         self.keepalive = keepalive;
@@ -225,6 +235,11 @@ impl BrokerConfig {
             FIRST_MESSAGE_TIMEOUT,
         )?;
         duration("keepalive", self.keepalive, KEEPALIVE)?;
+        duration(
+            "upgrade_timeout",
+            self.upgrade_timeout,
+            FIRST_MESSAGE_TIMEOUT,
+        )?;
         count("outbound_queue", self.outbound_queue, OUTBOUND_QUEUE)?;
         duration("write_timeout", self.write_timeout, WRITE_TIMEOUT)?;
         self.adhoc

@@ -32,9 +32,11 @@ use crate::limits::JoinLimits;
 use crate::store::Store;
 use crate::switchboard::{Authenticated, ConnId, Output, Requirements, Switchboard};
 
+mod deadline;
 mod jobs;
 mod socket;
 use crate::{BrokerConfig, BrokerError, Clock};
+use deadline::DeadlineListener;
 use deskwire_signal::{PolicyAcceptance, SessionPolicy};
 use socket::serve_socket;
 
@@ -164,8 +166,12 @@ pub(crate) async fn serve(
     let mut server_stop = stop_rx;
     // Signalling is a few small messages back to back (peer joined, then the offer):
     // with Nagle on, the second waits for the client's delayed ACK, ~40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    let listener = DeadlineListener {
+        inner: listener,
+        timeout: config.upgrade_timeout,
+    };
+    let listener = listener.tap_io(|io| {
+        if let Err(e) = io.stream().set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });

@@ -455,3 +455,35 @@ async fn a_peer_that_answers_nothing_not_even_pings_is_closed_after_twice_the_ke
     assert!(!message.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn half_a_request_header_is_dropped_at_the_upgrade_deadline_and_upgraded_sockets_stay(
+) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Duration::from_secs(10);
+    let broker = Broker::start_with(BrokerConfig::default().upgrade_timeout(deadline)).await?;
+    let (mut upgraded, _code, _) = broker.controller().await?;
+    let mut slow = tokio::net::TcpStream::connect(broker.addr).await?;
+    slow.write_all(b"GET /v1/signal HTTP/1.1\r\nHost: broker\r\nUpgrade: websocket\r\n")
+        .await?;
+    // Virtual time: the rest of the header never comes.
+    tokio::time::pause();
+    tokio::time::sleep(deadline * 2).await;
+    tokio::time::resume();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(support::GUARD, slow.read(&mut buf))
+        .await
+        .map_err(|_| anyhow::anyhow!("the half-sent request was still held"))?
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer: {:?}", &buf[..n]);
+    // The WebSocket upgraded before the deadline is still served after it.
+    upgraded
+        .send(&ClientMessage::CreateSession {
+            token: None,
+            resumable: false,
+        })
+        .await?;
+    let message = upgraded.expect_error_and_close().await?;
+    assert!(!message.is_empty());
+    Ok(())
+}
