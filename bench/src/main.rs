@@ -6,6 +6,7 @@
 //!    stage's time is its own, and every encoded band is decoded to check Y-PSNR;
 //! 2. the real threaded pipeline flat out, for frames per second and allocations per frame.
 
+mod abuse;
 mod alloc;
 mod e2e;
 mod echo;
@@ -43,6 +44,9 @@ enum Command {
     /// technician's Xvfb, the echo found in the window's pixels (p50/p90/p99 and where the
     /// time goes).
     Echo(echo::Args),
+    /// The broker under a join spam: a legitimate set-up's p50/p99 before, during and
+    /// after, and the broker's memory.
+    Abuse(abuse::Args),
     /// Real sessions across an emulated impaired link (`deskwire-netem`), one per profile:
     /// frame rate, freezes, latency, rate, convergence. Needs root (network namespaces).
     Net(net::Args),
@@ -79,6 +83,7 @@ fn main() {
         Command::E2eTarget(args) => e2e::roles::run_target(&args),
         Command::Net(args) => net::run(&args),
         Command::Echo(args) => echo::run(&args),
+        Command::Abuse(args) => abuse::run(&args),
         Command::PeerNaive(args) => peers::naive_main(&args),
         Command::Paint(args) => paint::run(&args),
         Command::LibwebrtcSignal(args) => libwebrtc::signal::run(&args),
