@@ -376,16 +376,10 @@ impl AgentTask {
             if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
                 break Err(r);
             }
-            let (pc, net_tx, mut net_rx) =
-                match transport::build_peer(&self.config.transport, &self.handle).await {
-                    Ok(p) => p,
-                    Err(e) => break Err(DisconnectReason::from(e)),
-                };
+            let mut peer = connect::LazyPeer::default();
             let result = self
                 .negotiate(
-                    &pc,
-                    &net_tx,
-                    &mut net_rx,
+                    &mut peer,
                     &mut sig,
                     connect::Attempt {
                         secret,
@@ -398,11 +392,14 @@ impl AgentTask {
                 )
                 .await;
             let reason = match result {
-                Ok((channels, granted)) => {
-                    control = granted;
-                    session_policy = policy;
-                    break Ok((pc, net_rx, channels));
-                }
+                Ok((channels, granted)) => match peer.take() {
+                    Some((pc, net_rx)) => {
+                        control = granted;
+                        session_policy = policy;
+                        break Ok((pc, net_rx, channels));
+                    }
+                    None => Some(DisconnectReason::Error("connected without a peer".into())),
+                },
                 Err(Negotiation::Retry) => None,
                 Err(Negotiation::BadCredentials) => {
                     let why = "the administrator name or password is wrong";
@@ -414,7 +411,7 @@ impl AgentTask {
                 }
                 Err(Negotiation::End(r)) => Some(r),
             };
-            let _ = pc.close().await;
+            peer.close().await;
             if let Some(r) = reason {
                 break Err(r);
             }

@@ -112,11 +112,12 @@ impl AgentTask {
 
     /// Drive the pairing core through one attempt: key exchange, confirmation, credentials,
     /// consent, then the offer, the answer, and the three channels opening.
+    /// Run one pairing attempt to an open session or its refusal. The peer connection is
+    /// built only at the offer, after the secret (and the user's consent) checked out:
+    /// someone who cannot prove the code or password costs no peer connection.
     pub(super) async fn negotiate(
         &mut self,
-        pc: &Pc,
-        net_tx: &mpsc::UnboundedSender<NetEvent>,
-        net_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        peer: &mut LazyPeer,
         sig: &mut Signalling,
         attempt: Attempt<'_>,
     ) -> Result<(transport::Channels, bool), Negotiation> {
@@ -177,6 +178,7 @@ impl AgentTask {
                         technician,
                     }),
                     AgentPairingEvent::MakeOffer => {
+                        let (pc, net_tx, net_rx) = peer.get(self).await?;
                         let (channels, backlog, sdp) = self.make_offer(pc, net_tx, net_rx).await?;
                         offered = Some((channels, backlog));
                         core.handle_local_offer(clock.elapsed(), sdp);
@@ -185,6 +187,7 @@ impl AgentTask {
                         let (channels, backlog) = offered.take().ok_or_else(|| {
                             end(DisconnectReason::Error("an answer before the offer".into()))
                         })?;
+                        let (pc, net_tx, net_rx) = peer.get(self).await?;
                         self.open(pc, net_tx, net_rx, &channels, backlog, answer)
                             .await?;
                         return Ok((channels, control));
@@ -368,5 +371,48 @@ fn negotiation_end(why: PairingEnd) -> Negotiation {
         PairingEnd::Unverified(_) => Negotiation::Retry,
         PairingEnd::BadCredentials => Negotiation::BadCredentials,
         other => Negotiation::End(other.into()),
+    }
+}
+
+/// The peer connection of an attempt, built when the pairing first needs it (the offer).
+#[derive(Default)]
+pub(super) struct LazyPeer(Option<transport::BuiltPeer>);
+
+impl LazyPeer {
+    async fn get(
+        &mut self,
+        task: &AgentTask,
+    ) -> Result<
+        (
+            &Pc,
+            &mpsc::UnboundedSender<NetEvent>,
+            &mut mpsc::UnboundedReceiver<NetEvent>,
+        ),
+        Negotiation,
+    > {
+        if self.0.is_none() {
+            let built = transport::build_peer(&task.config.transport, &task.handle)
+                .await
+                .map_err(|e| Negotiation::End(DisconnectReason::from(e)))?;
+            self.0 = Some(built);
+        }
+        match &mut self.0 {
+            Some((pc, tx, rx)) => Ok((pc, tx, rx)),
+            None => Err(Negotiation::End(DisconnectReason::Error(
+                "no peer connection".into(),
+            ))),
+        }
+    }
+
+    /// The connection once the attempt succeeded: its peer connection and its events.
+    pub(super) fn take(&mut self) -> Option<(Pc, mpsc::UnboundedReceiver<NetEvent>)> {
+        self.0.take().map(|(pc, _tx, rx)| (pc, rx))
+    }
+
+    /// Close what an attempt that failed had built, if anything.
+    pub(super) async fn close(&mut self) {
+        if let Some((pc, _, _)) = self.0.take() {
+            let _ = pc.close().await;
+        }
     }
 }

@@ -16,7 +16,6 @@ use super::{AgentTask, Command, Connected, Negotiation};
 use crate::accounts::AdminAccounts;
 use crate::lan::LanListenConfig;
 use crate::signalling::Signalling;
-use crate::transport;
 use crate::{AgentEvent, DisconnectReason};
 use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::pairing::PairingSecret;
@@ -100,11 +99,8 @@ impl AgentTask {
             if let Err(r) = self.ensure_pipeline(&mut source, &mut pipeline) {
                 break Err(r);
             }
-            let (pc, net_tx, mut net_rx) =
-                match transport::build_peer(&self.config.transport, &self.handle).await {
-                    Ok(p) => p,
-                    Err(e) => break Err(DisconnectReason::from(e)),
-                };
+            // Built at the offer, once the password is proven (see `negotiate`).
+            let mut peer = super::connect::LazyPeer::default();
             let attempt = match under_grant {
                 None => Attempt {
                     secret: PairingSecret::Lan(lan.passwords.current_at(UnixMillis::now())),
@@ -123,15 +119,18 @@ impl AgentTask {
                     step_timeout: LAN_STEP.min(self.config.connect_timeout),
                 },
             };
-            let result = self
-                .negotiate(&pc, &net_tx, &mut net_rx, &mut sig, attempt)
-                .await;
+            let result = self.negotiate(&mut peer, &mut sig, attempt).await;
             match result {
                 Ok((channels, granted)) => {
                     backoff.record_success(from.ip());
                     control = granted;
                     sig.close().await;
-                    break Ok((pc, net_rx, channels));
+                    match peer.take() {
+                        Some((pc, net_rx)) => break Ok((pc, net_rx, channels)),
+                        None => {
+                            break Err(DisconnectReason::Error("connected without a peer".into()))
+                        }
+                    }
                 }
                 Err(Negotiation::Retry) => {
                     let wait = backoff.record_failure(from.ip(), UnixMillis::now());
@@ -142,7 +141,7 @@ impl AgentTask {
                     } else {
                         format!("wrong password; try again in {} s", wait.as_secs().max(1))
                     };
-                    let _ = pc.close().await;
+                    peer.close().await;
                     self.refuse(sig, from, JoinRefusal::VerificationFailed, message)
                         .await;
                     continue;
@@ -158,13 +157,13 @@ impl AgentTask {
                             wait.as_secs().max(1)
                         )
                     };
-                    let _ = pc.close().await;
+                    peer.close().await;
                     self.refuse(sig, from, JoinRefusal::VerificationFailed, message)
                         .await;
                     continue;
                 }
                 Err(Negotiation::End(DisconnectReason::Local)) => {
-                    let _ = pc.close().await;
+                    peer.close().await;
                     sig.close().await;
                     break Err(DisconnectReason::Local);
                 }
@@ -175,7 +174,7 @@ impl AgentTask {
                     sig.close().await;
                 }
             }
-            let _ = pc.close().await;
+            peer.close().await;
         };
         // The listener closes with its task: the session has begun (or ended).
         greeter.abort();
