@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 19] = [
     "scene",
     "width",
     "height",
@@ -12,6 +12,7 @@ const FIELDS: [&str; 18] = [
     "latency_ms_p95",
     "latency_ms_p99",
     "fps",
+    "source_fps",
     "kbps",
     "cpu_ms_per_frame_target",
     "cpu_ms_per_frame_viewer",
@@ -52,8 +53,14 @@ fn quick_e2e_reports_every_field_for_a_synthetic_and_a_real_scene_with_peers() {
         let psnr = r["psnr_y_db"].as_f64().expect("a PSNR");
         assert!(psnr >= 30.0, "picture mismatch, Y-PSNR {psnr}: {r}");
     }
-    // The real scene has both peers with a PSNR of their own.
+    // The real scene has both peers with a PSNR of their own, and the rate its screen
+    // changed at (a terminal printing flat out changes it often); the synthetic has none.
     let real = &rows[1];
+    assert!(
+        real["source_fps"].as_f64().is_some_and(|f| f > 1.0),
+        "{real}"
+    );
+    assert!(rows[0]["source_fps"].is_null(), "{}", rows[0]);
     for peer in ["ffmpeg_x264", "naive"] {
         assert!(real[peer]["frames"].as_u64().unwrap() > 0, "{peer}: {real}");
         assert!(real[peer]["psnr_y_db"].as_f64().is_some(), "{peer}: {real}");

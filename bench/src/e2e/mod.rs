@@ -8,6 +8,7 @@
 //! workload, or freezes the synthetic source), lets the last picture arrive and compares what
 //! the viewer shows with what the target showed.
 
+mod changes;
 pub(crate) mod report;
 pub(crate) mod roles;
 
@@ -83,6 +84,9 @@ pub(crate) struct SceneResult {
     pub latency_ms_p95: Option<f64>,
     pub latency_ms_p99: Option<f64>,
     pub fps: f64,
+    /// How often a real screen changed in the window (at most 60 a second); `None` for
+    /// synthetic scenes.
+    pub source_fps: Option<f64>,
     pub kbps: f64,
     pub cpu_ms_per_frame_target: Option<f64>,
     pub cpu_ms_per_frame_viewer: Option<f64>,
@@ -362,8 +366,13 @@ fn run_scene(broker: &str, plan: &Plan<'_>) -> Result<SceneResult> {
     let window = Duration::from_secs_f64(plan.warmup + plan.seconds);
     viewer.expect("measure-start", Duration::from_secs(20) + window)?;
     target.tell("start")?;
+    let counter = match &display {
+        Some(d) => Some(changes::ChangeCounter::start(d)?),
+        None => None,
+    };
     viewer.expect("measure-end", Duration::from_secs(10) + window)?;
     target.tell("stop")?;
+    let source_fps = counter.map(changes::ChangeCounter::finish).transpose()?;
     // Freeze the content, let the last picture arrive, then compare.
     match workload.as_mut() {
         Some(w) => w.stop(),
@@ -439,6 +448,7 @@ fn run_scene(broker: &str, plan: &Plan<'_>) -> Result<SceneResult> {
         latency_ms_p95: q(0.95),
         latency_ms_p99: q(0.99),
         fps: c.frames as f64 / c.measured_s.max(1e-9),
+        source_fps,
         kbps,
         cpu_ms_per_frame_target: target_cpf,
         cpu_ms_per_frame_viewer: per_frame(c.cpu_ms),

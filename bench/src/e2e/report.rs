@@ -37,17 +37,18 @@ pub(crate) fn markdown(results: &[SceneResult]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| scene | size | fps | lat p50 ms | p95 | p99 | kbps | target ms/frame | target % core | viewer ms/frame | Y-PSNR dB | first frame ms |"
+        "| scene | size | fps | source fps | lat p50 ms | p95 | p99 | kbps | target ms/frame | target % core | viewer ms/frame | Y-PSNR dB | first frame ms |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {}x{} | {:.1} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {:.0} |",
+            "| {} | {}x{} | {:.1} | {} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {:.0} |",
             r.scene,
             r.width,
             r.height,
             r.fps,
+            num(r.source_fps, 1),
             num(r.latency_ms_p50, 2),
             num(r.latency_ms_p95, 2),
             num(r.latency_ms_p99, 2),
