@@ -12,28 +12,27 @@ use deskwire::{blend, RemoteCursor};
 use deskwire_capture::Frame;
 
 /// The window's picture: the remote screen (0RGB, a `u32` a pixel) with the target's
-/// pointer on top. A move of the pointer alone restores what it covered and draws it
-/// again, instead of converting the whole screen.
+/// pointer on top. The pixels under the pointer are kept aside, so a move of the pointer
+/// alone puts them back and draws it again, instead of converting the whole screen; a
+/// new picture is converted once, with no second copy of the screen.
 #[derive(Debug, Default)]
 pub struct Canvas {
-    /// The screen without the pointer.
-    base: Vec<u32>,
     /// What the window shows.
     shown: Vec<u32>,
     width: usize,
     height: usize,
-    /// The pixels the pointer covers now.
-    covered: Vec<usize>,
+    /// The pixels the pointer covers now, with what the screen has there.
+    covered: Vec<(usize, u32)>,
 }
 
 impl Canvas {
     /// Take a new picture of the remote screen (BGRA) and draw `cursor` on it.
     pub fn set_frame(&mut self, frame: &Frame, cursor: Option<&RemoteCursor>) {
-        self.base.clear();
+        self.shown.clear();
         for y in 0..frame.height() {
             // BGRA bytes read as a little-endian u32 are 0xAARRGGBB, the window's 0RGB
             // (the top byte is ignored).
-            self.base.extend(
+            self.shown.extend(
                 frame
                     .row(y)
                     .chunks_exact(4)
@@ -41,17 +40,15 @@ impl Canvas {
             );
         }
         (self.width, self.height) = (frame.width() as usize, frame.height() as usize);
-        self.shown.clone_from(&self.base);
         self.covered.clear();
         self.draw(cursor);
     }
 
     /// The pointer moved: put back what it covered and draw it where it is now.
     pub fn set_cursor(&mut self, cursor: Option<&RemoteCursor>) {
-        for &i in &self.covered {
-            self.shown[i] = self.base[i];
+        for (i, under) in self.covered.drain(..) {
+            self.shown[i] = under;
         }
-        self.covered.clear();
         self.draw(cursor);
     }
 
@@ -59,10 +56,11 @@ impl Canvas {
         let Some(c) = cursor else { return };
         for (x, y, rgba) in c.pixels(self.width as u32, self.height as u32) {
             let i = y as usize * self.width + x as usize;
-            let [b, g, r, _] = self.base[i].to_le_bytes();
+            let under = self.shown[i];
+            let [b, g, r, _] = under.to_le_bytes();
             let [r, g, b] = blend([r, g, b], rgba);
             self.shown[i] = u32::from_le_bytes([b, g, r, 0]);
-            self.covered.push(i);
+            self.covered.push((i, under));
         }
     }
 
