@@ -13,6 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::e2e::report::quantile;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Seconds of spam.
@@ -100,9 +102,7 @@ async fn measure(args: &Args) -> Result<()> {
     let q = |v: &[f64], p: f64| -> f64 {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
-        v.get(((v.len() as f64 * p).ceil() as usize).clamp(1, v.len().max(1)) - 1)
-            .copied()
-            .unwrap_or(f64::NAN)
+        quantile(&v, p).unwrap_or(f64::NAN)
     };
     #[allow(clippy::print_stdout)]
     {

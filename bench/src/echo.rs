@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use deskwire::{Agent, AgentConfig, AgentEvent, InputKind};
 use deskwire_capture::X11Source;
 use deskwire_tests::session_fixtures::loopback;
-use deskwire_tests::{TypingTarget, Xvfb};
+use deskwire_tests::{Painter, TypingTarget, Xvfb};
 use serde::Serialize;
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Window};
@@ -22,6 +22,7 @@ use x11rb::rust_connection::RustConnection;
 use deskwire_netem::testbed::Testbed;
 use deskwire_netem::LinkProfile;
 
+use crate::e2e::report::quantile;
 use crate::e2e::{Broker, Role};
 
 #[derive(Debug, clap::Args)]
@@ -89,9 +90,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     let target_x = Display::open(&target.display())?;
     let window = desk_x.find_window("deskwire - ", Duration::from_secs(15))?;
     let (wx, wy) = desk_x.origin(window)?;
+    // Pointers moved as a mouse moves them (XTEST), which XInput reports as motion.
+    let desk_hand = Painter::connect(&desk.display())?;
+    let target_hand = Painter::connect(&target.display())?;
     // The pointer over the window: focus follows it (no window manager), and the target's
     // pointer follows onto the xterm, which then has the keyboard.
-    desk_x.motion(wx + 200, wy + 100)?;
+    desk_hand.move_pointer(wx + 200, wy + 100)?;
     std::thread::sleep(Duration::from_millis(500));
     let local = (wx + REGION.0, wy + REGION.1, REGION.2, REGION.3);
 
@@ -152,17 +156,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         let region = (wx + x - 8, wy + y - 8, 32, 32);
         let before = desk_x.grab(region)?;
         let moved = Instant::now();
-        target_x.motion(x, y)?;
-        loop {
-            if moved.elapsed() > KEY_TIMEOUT {
-                bail!("the window did not draw the pointer at ({x}, {y}) within {KEY_TIMEOUT:?}");
-            }
-            if desk_x.grab(region)? != before {
-                pointer.push(moved.elapsed().as_secs_f64() * 1000.0);
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(250));
-        }
+        target_hand.move_pointer(x, y)?;
+        let what = format_args!("the window drawing the pointer at ({x}, {y})");
+        pointer.push(desk_x.until_changed(region, &before, moved, what)?);
     }
     // A click in the window on a target window that changes colour when clicked.
     let mut clicks = Vec::with_capacity(args.clicks);
@@ -172,7 +168,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         // and the grabs that time the click must not wait with it.
         let hand = Display::open(&desk.display())?;
         let (cx, cy) = (CLICKER.0 + 50, CLICKER.1 + 50);
-        desk_x.motion(wx + cx, wy + cy)?;
+        desk_hand.move_pointer(wx + cx, wy + cy)?;
         std::thread::sleep(Duration::from_millis(300));
         let region = (wx + cx - 8, wy + cy - 8, 16, 16);
         for i in 0..args.clicks {
@@ -180,16 +176,8 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             let before = desk_x.grab(region)?;
             let clicked = Instant::now();
             hand.click(CLICK_HOLD)?;
-            loop {
-                if clicked.elapsed() > KEY_TIMEOUT {
-                    bail!("click {i} did not change the window within {KEY_TIMEOUT:?}");
-                }
-                if desk_x.grab(region)? != before {
-                    clicks.push(clicked.elapsed().as_secs_f64() * 1000.0);
-                    break;
-                }
-                std::thread::sleep(Duration::from_micros(250));
-            }
+            let what = format_args!("click {i} changing the window");
+            clicks.push(desk_x.until_changed(region, &before, clicked, what)?);
         }
     }
     // What the window costs while nothing changes (its input poll), over 5 s, once the
@@ -252,10 +240,7 @@ fn report(
     let mut shown: Vec<f64> = keys.iter().map(|k| k.shown_ms - k.drawn_ms).collect();
     let q = |v: &mut Vec<f64>, p: f64| -> f64 {
         v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+        quantile(v, p).unwrap_or(f64::NAN)
     };
     #[derive(Serialize)]
     struct Summary {
@@ -617,18 +602,24 @@ impl Display {
         Ok(())
     }
 
-    /// Move the pointer as a device would; done when this returns.
-    fn motion(&self, x: i16, y: i16) -> Result<()> {
-        self.conn.xtest_fake_input(
-            x11rb::protocol::xproto::MOTION_NOTIFY_EVENT,
-            0,
-            x11rb::CURRENT_TIME,
-            self.root,
-            x,
-            y,
-            0,
-        )?;
-        self.sync()
+    /// Milliseconds from `since` until `region` differs from `before`, grabbing it every
+    /// 0.25 ms; an error naming `what` after [`KEY_TIMEOUT`].
+    fn until_changed(
+        &self,
+        region: (i16, i16, u16, u16),
+        before: &[u8],
+        since: Instant,
+        what: std::fmt::Arguments<'_>,
+    ) -> Result<f64> {
+        loop {
+            if since.elapsed() > KEY_TIMEOUT {
+                bail!("no {what} within {KEY_TIMEOUT:?}");
+            }
+            if self.grab(region)? != before {
+                return Ok(since.elapsed().as_secs_f64() * 1000.0);
+            }
+            std::thread::sleep(Duration::from_micros(250));
+        }
     }
 
     /// Press and release `keycode`; the server has delivered both when this returns.
