@@ -358,7 +358,9 @@ impl Source for X11Source {
     }
 
     fn pointer(&mut self) -> Result<Option<PointerState>, CaptureError> {
-        if self.shape_changed {
+        let now = Instant::now();
+        let (x, y, visible, shape) = if self.shape_changed {
+            // The image carries the position too: one request.
             let image = self.conn.xfixes_get_cursor_image().map_err(backend)?;
             let image = image
                 .reply()
@@ -372,38 +374,27 @@ impl Source for X11Source {
                 (image.xhot, image.yhot),
                 &image.cursor_image,
             );
-            let state = PointerState {
-                x: i32::from(image.x),
-                y: i32::from(image.y),
-                visible: shape.is_some(),
-                serial: self.serial,
-                shape: None,
-            };
-            self.moved = false;
-            self.last_pointer = Some((state.clone(), Instant::now()));
-            return Ok(Some(PointerState {
-                shape: shape.map(Arc::new),
-                ..state
-            }));
-        }
-        let now = Instant::now();
-        if let Some((last, at)) = &self.last_pointer {
-            if self.motion_events && !self.moved && now < *at + POINTER_STANDS {
-                return Ok(Some(last.clone()));
+            (image.x, image.y, shape.is_some(), shape.map(Arc::new))
+        } else {
+            if let Some((last, at)) = &self.last_pointer {
+                if self.motion_events && !self.moved && now < *at + POINTER_STANDS {
+                    return Ok(Some(last.clone()));
+                }
             }
-        }
+            let at = self.conn.query_pointer(self.root).map_err(backend)?;
+            let at = at.reply().map_err(backend)?;
+            (at.root_x, at.root_y, at.same_screen, None)
+        };
         self.moved = false;
-        let at = self.conn.query_pointer(self.root).map_err(backend)?;
-        let at = at.reply().map_err(backend)?;
         let state = PointerState {
-            x: i32::from(at.root_x),
-            y: i32::from(at.root_y),
-            visible: at.same_screen,
+            x: i32::from(x),
+            y: i32::from(y),
+            visible,
             serial: self.serial,
             shape: None,
         };
         self.last_pointer = Some((state.clone(), now));
-        Ok(Some(state))
+        Ok(Some(PointerState { shape, ..state }))
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<Waited, CaptureError> {
