@@ -390,18 +390,14 @@ impl LazyPeer {
         ),
         Negotiation,
     > {
-        if self.0.is_none() {
-            let built = transport::build_peer(&task.config.transport, &task.handle)
+        let built = match self.0.take() {
+            Some(built) => built,
+            None => transport::build_peer(&task.config.transport, &task.handle)
                 .await
-                .map_err(|e| Negotiation::End(DisconnectReason::from(e)))?;
-            self.0 = Some(built);
-        }
-        match &mut self.0 {
-            Some((pc, tx, rx)) => Ok((pc, tx, rx)),
-            None => Err(Negotiation::End(DisconnectReason::Error(
-                "no peer connection".into(),
-            ))),
-        }
+                .map_err(|e| Negotiation::End(DisconnectReason::from(e)))?,
+        };
+        let (pc, tx, rx) = self.0.insert(built);
+        Ok((pc, tx, rx))
     }
 
     /// The connection once the attempt succeeded: its peer connection and its events.
