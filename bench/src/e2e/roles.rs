@@ -284,7 +284,7 @@ impl Source for Freezable {
 }
 
 pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
-    let stdin = stdin_lines()?;
+    let mut stdin = stdin_lines()?;
     let spec: SourceSpec = args.source.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = OpenOptions {
         display: args.display.clone(),
@@ -313,7 +313,6 @@ pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
     let mut end: Option<(Instant, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     // Blocking, not polling: the target's CPU is measured over this whole process.
-    let mut stdin = stdin;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         crossbeam_channel::select! {
