@@ -22,6 +22,26 @@ use deskwire_tests::{eventually, Scene, TypingTarget, Xvfb};
 const WAIT: Duration = Duration::from_secs(15);
 const PORT: u16 = 8451;
 
+/// A small still screen for a target whose picture the test does not look at.
+const STILL_SCREEN: [&str; 6] = [
+    "--source",
+    "synthetic:static",
+    "--width",
+    "640",
+    "--height",
+    "480",
+];
+
+/// A target that lets a proven technician in at once, view only, without announcing itself.
+const LET_IN_AT_ONCE: [&str; 6] = [
+    "--view-only",
+    "--no-announce",
+    "--acceptance",
+    "auto",
+    "--answer-within",
+    "0",
+];
+
 /// An agent in LAN mode inside a target's namespace; killed by PID when dropped.
 struct Target {
     agent: Running,
@@ -161,15 +181,7 @@ fn targets_are_found_on_the_lan_and_one_is_streamed_driven_and_ended_from_its_si
         &lan,
         1,
         "accounting-pc",
-        &[
-            "--source",
-            "synthetic:static",
-            "--width",
-            "640",
-            "--height",
-            "480",
-            "--view-only",
-        ],
+        &[&STILL_SCREEN[..], &["--view-only"]].concat(),
     );
 
     // The password is on the agent's terminal and behind its control socket, the same.
@@ -292,26 +304,7 @@ fn targets_are_found_on_the_lan_and_one_is_streamed_driven_and_ended_from_its_si
 #[test]
 fn a_restarted_target_has_a_new_password_and_the_old_one_stops_working() {
     let lan = Lan::create(1).expect("making the test LAN");
-    let args = [
-        "--source",
-        "synthetic:static",
-        "--width",
-        "640",
-        "--height",
-        "480",
-    ];
-    let view = [
-        &args[..],
-        &[
-            "--view-only",
-            "--no-announce",
-            "--acceptance",
-            "auto",
-            "--answer-within",
-            "0",
-        ],
-    ]
-    .concat();
+    let view = [&STILL_SCREEN[..], &LET_IN_AT_ONCE[..]].concat();
     let first = Target::start(&lan, 0, "kiosk", &view);
     let old = first.password.clone();
     drop(first);
@@ -394,20 +387,7 @@ fn the_viewer_refuses_the_lan_when_the_local_policy_or_the_broker_says_no() {
 #[test]
 fn silent_and_slow_connections_do_not_keep_a_technician_out() {
     let lan = Lan::create(1).expect("making the test LAN");
-    let args = [
-        "--source",
-        "synthetic:static",
-        "--width",
-        "640",
-        "--height",
-        "480",
-        "--view-only",
-        "--no-announce",
-        "--acceptance",
-        "auto",
-        "--answer-within",
-        "0",
-    ];
+    let args = [&STILL_SCREEN[..], &LET_IN_AT_ONCE[..]].concat();
     let target = Target::start(&lan, 0, "front-desk", &args);
     let to = SocketAddr::new(IpAddr::V4(lan.target_ip(0)), PORT);
     // From the technician's own network: connections that say nothing, one that sends
