@@ -5,34 +5,12 @@
 //! emulated-link scenarios). Its own test binary, so it does not share the two cores with
 //! another session.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn keys_and_the_remote_pointer_make_it_across_a_dsl_link() {
-    let out = Command::new(env!("CARGO_BIN_EXE_deskwire-bench"))
-        .args([
-            "echo",
-            "--keys",
-            "4",
-            "--pointer",
-            "4",
-            "--clicks",
-            "2",
-            "--still",
-            "0",
-            "--json",
-        ])
-        .args(["--profile", "dsl"])
-        .output()
-        .expect("running deskwire-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "echo across dsl failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a summary")).expect("JSON");
+    let lines = common::echo(&["--profile", "dsl"]);
+    let summary = lines.last().expect("a summary");
     assert_eq!(summary["profile"], "dsl");
     assert_eq!(summary["keys"], 4);
     assert_eq!(summary["pointer_moves"], 4);

@@ -2,36 +2,12 @@
 //! keys and pointer moves, and a report with every field. No timing is asserted (that is
 //! the bench's business).
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn the_echo_bench_times_keys_through_the_viewer_window_and_reports_each_stage() {
-    let out = Command::new(env!("CARGO_BIN_EXE_deskwire-bench"))
-        .args([
-            "echo",
-            "--keys",
-            "4",
-            "--pointer",
-            "4",
-            "--clicks",
-            "2",
-            "--still",
-            "0",
-            "--json",
-        ])
-        .output()
-        .expect("running deskwire-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "echo failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON lines"))
-        .collect();
-    assert_eq!(lines.len(), 5, "four keys and a summary: {stdout}");
+    let lines = common::echo(&[]);
+    assert_eq!(lines.len(), 5, "four keys and a summary: {lines:?}");
     for key in &lines[..4] {
         let shown = key["shown_ms"].as_f64().unwrap();
         let drawn = key["drawn_ms"].as_f64().unwrap();
