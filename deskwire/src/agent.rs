@@ -620,6 +620,9 @@ impl AgentTask {
                         pipeline.set_layout(BandSpec::Count(bands), tuning);
                         band_count = bands as usize;
                     }
+                    AgentSessionEvent::ResendVideo(seqs) => {
+                        let _ = pace_tx.send(VideoCommand::Resend(seqs));
+                    }
                     AgentSessionEvent::LinkDown => self.events.emit(AgentEvent::LinkDown),
                     AgentSessionEvent::LinkUp => self.events.emit(AgentEvent::LinkUp),
                     AgentSessionEvent::KeyframeRequested { bands } => {

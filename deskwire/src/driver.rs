@@ -38,9 +38,10 @@ pub(crate) async fn send_queued(
 ) -> Result<(), DisconnectReason> {
     while let Some(t) = next() {
         if t.channel == Channel::Video {
-            // Only an announcement's copy or the pointer's position (the video thread sends
-            // the chunks). A full video buffer must not hold up this task: the announcement's
-            // copy on the control channel follows, and the position is sent again.
+            // Only an announcement's copy, the pointer's position (the video thread sends the
+            // chunks) or a viewer's request to send video again. A full video buffer must not
+            // hold up this task: the announcement's copy on the control channel follows, the
+            // position and the request are sent again.
             if let Err(e) = channels.video.try_send(t.data).await {
                 tracing::debug!(error = %e, "no room for an announcement on the video channel");
             }

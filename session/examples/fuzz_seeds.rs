@@ -32,7 +32,7 @@ fn main() -> std::io::Result<()> {
         msg.encode(&mut b);
         // The cursor's position and a restart's announcement travel on the video channel.
         let channel = match msg {
-            ControlMessage::CursorPosition(_) => Channel::Video,
+            ControlMessage::CursorPosition(_) | ControlMessage::Nack(_) => Channel::Video,
             _ => Channel::Control,
         };
         seeds.push((name.into(), channel, b.to_vec()));
@@ -50,6 +50,7 @@ fn main() -> std::io::Result<()> {
         stream: 1,
         band: 0,
         keyframe: true,
+        resent: false,
         chunk_index: 0,
         chunk_count: 1,
         band_seq: 1,
@@ -141,6 +142,10 @@ fn control_messages() -> Vec<(&'static str, ControlMessage)> {
             }),
         ),
         ("permissions", ControlMessage::Permissions { control: true }),
+        (
+            "nack",
+            ControlMessage::Nack(deskwire_session::wire::nack_ranges([7, 8, 12, 90])),
+        ),
         (
             "grant-request",
             ControlMessage::GrantRequest {

@@ -97,6 +97,10 @@ pub enum AgentSessionEvent {
         /// Band bitmask, limited to the stream's bands.
         bands: u32,
     },
+    /// The viewer is missing these video messages (transport sequence numbers, at most
+    /// [`crate::wire::MAX_NACK_RANGES`] x 17 per event): send again what is still held
+    /// ([`crate::pacer::VideoSender::handle_nack`]).
+    ResendVideo(Vec<u32>),
     /// Inject this; the gate allowed it.
     Inject(InjectOp),
     /// Release these keys and buttons the viewer held (control revoked or the session
@@ -323,7 +327,16 @@ impl AgentSession {
         match channel {
             Channel::Control => self.handle_control(now, data),
             Channel::Input => self.handle_input(now, data),
-            Channel::Video => tracing::debug!("ignored video from the viewer"),
+            // The viewer's requests to send video again come this way (unordered: a lost one
+            // holds up nothing); nothing else does.
+            Channel::Video => match decode_control(data) {
+                Ok(ControlMessage::Nack(ranges)) => {
+                    let seqs = ranges.iter().flat_map(|r| r.seqs()).collect();
+                    self.out.event(AgentSessionEvent::ResendVideo(seqs));
+                }
+                Ok(other) => tracing::debug!(?other, "ignored on the video channel"),
+                Err(e) => tracing::debug!(error = %e, "malformed message on the video channel"),
+            },
         }
     }
 

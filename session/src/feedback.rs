@@ -5,14 +5,28 @@
 
 use std::time::Duration;
 
-use crate::wire::{video_stamp, Feedback};
+use crate::wire::{is_resent, video_stamp, Feedback};
 
 /// The fastest arrival is remembered per second over this many seconds: the path's base
 /// delay, against which a queue shows.
 const BASE_WINDOW_SECS: usize = 10;
 
+/// A feedback covers at least this long.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// An arrival this soon after the last feedback continues the flow it measured.
 const CONTINUOUS: Duration = Duration::from_millis(250);
+
+/// `seq` widened to 64 bits: the value closest to `highest`, past wrap-around.
+pub(crate) fn extend_seq(highest: Option<u64>, seq: u32) -> u64 {
+    match highest {
+        None => u64::from(seq),
+        Some(h) => {
+            let delta = seq.wrapping_sub(h as u32) as i32;
+            h.saturating_add_signed(i64::from(delta))
+        }
+    }
+}
 
 /// Measures the video channel between two feedbacks.
 #[derive(Debug)]
@@ -70,16 +84,15 @@ impl ReceiveMeter {
         let Some((seq, sent_at_us)) = video_stamp(msg) else {
             return;
         };
+        if is_resent(msg) {
+            // Sent again on request: the path carried its bytes, but the loss it repairs
+            // stays a loss (it says the path is lossy), and it left late on purpose, so its
+            // lateness is no queue.
+            return;
+        }
         self.received += 1;
         self.total_received += 1;
-        let ext = match self.highest {
-            None => u64::from(seq),
-            Some(h) => {
-                // The sequence number closest to the highest one, past wrap-around.
-                let delta = seq.wrapping_sub(h as u32) as i32;
-                h.saturating_add_signed(i64::from(delta))
-            }
-        };
+        let ext = extend_seq(self.highest, seq);
         self.first.get_or_insert(ext);
         let in_order = self.highest.is_none_or(|h| ext > h);
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
@@ -115,7 +128,10 @@ impl ReceiveMeter {
     pub(crate) fn take(&mut self, now: Duration) -> Option<Feedback> {
         let since = self.since?;
         let interval = now.saturating_sub(since);
-        if interval.is_zero() {
+        if interval < MIN_INTERVAL {
+            // Video resumed just before the feedback was due: an interval this short says
+            // nothing, and the target refuses one under a millisecond (measured: 38 us after
+            // a pause). It joins the next one.
             return None;
         }
         let expected = match (self.first, self.highest) {
@@ -241,6 +257,29 @@ mod tests {
         m.handle_video(1_083 * MS, &msg(4, 1_063 * MS));
         let fb = m.take(1_100 * MS).unwrap();
         assert_eq!((fb.received, fb.queue_delay_us), (2, 0));
+    }
+
+    #[test]
+    fn video_resuming_just_before_a_feedback_joins_the_next_interval() {
+        let mut m = ReceiveMeter::new();
+        m.handle_video(995 * MS, &msg(1, Duration::ZERO));
+        assert_eq!(m.take(995 * MS + Duration::from_micros(38)), None);
+        m.handle_video(1_050 * MS, &msg(2, Duration::ZERO));
+        let fb = m.take(1_100 * MS).unwrap();
+        assert_eq!((fb.interval_us, fb.received), (105_000, 2));
+    }
+
+    #[test]
+    fn a_message_sent_again_on_request_counts_its_bytes_but_heals_no_loss() {
+        let mut m = ReceiveMeter::new();
+        m.handle_video(10 * MS, &msg(1, Duration::ZERO));
+        m.handle_video(11 * MS, &msg(3, Duration::ZERO));
+        let mut again = msg(2, Duration::ZERO);
+        crate::wire::mark_resent(&mut again);
+        m.handle_video(90 * MS, &again);
+        let fb = m.take(110 * MS).unwrap();
+        assert_eq!((fb.received, fb.lost), (2, 1));
+        assert_eq!(fb.bytes, 3 * (VIDEO_HEADER_LEN as u32 + 100));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod clock;
 pub mod consent;
 mod feedback;
 pub mod input;
+mod nack;
 mod outbox;
 pub mod pacer;
 pub mod pair;

@@ -9,18 +9,46 @@
 //! sends nothing but a keyframe from then on: a picture nobody can decode is not worth the
 //! bits. Dropped bands are reported ([`VideoSender::poll_lost`]) so the session core can
 //! ask the encoder for a keyframe within its budget.
+//!
+//! What left is kept for about a second ([`HISTORY_FOR`]), so a message the viewer reports
+//! missing ([`VideoSender::handle_nack`]) goes out again, ahead of new video and inside the
+//! pacing rate, instead of the band waiting for a keyframe.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use deskwire_engine::EncodedFrame;
 
 use crate::video::Packetizer;
-use crate::wire::stamp_video;
+use crate::wire::{mark_resent, stamp_video};
 
 /// The smallest video message: header and payload in one ordinary packet.
 const MIN_CHUNK: usize = 1100;
+
+/// How long a sent message is kept to be sent again: the video channel's message lifetime,
+/// after which the viewer has given up on it.
+pub const HISTORY_FOR: Duration = Duration::from_secs(1);
+/// At most this much is kept (a second at 32 Mbit/s).
+const HISTORY_BYTES: usize = 4 * 1024 * 1024;
+/// A message is sent again at most this often, ...
+const MAX_RESENDS: u8 = 3;
+/// ... and not twice within this (a repeated request that crossed the first answer).
+const MIN_RESEND_GAP: Duration = Duration::from_millis(10);
+/// At most this much waits to be sent again: a viewer asking for everything it ever saw
+/// gets a bounded share of the link.
+const RESEND_QUEUE_BYTES: usize = 512 * 1024;
+
+/// A message that left, kept in case the viewer asks for it again.
+#[derive(Debug)]
+struct Sent {
+    seq: u32,
+    at: Duration,
+    band: u8,
+    resends: u8,
+    last: Option<Duration>,
+    msg: Bytes,
+}
 
 /// The settings of [`VideoSender`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +82,8 @@ pub struct SenderTotals {
     /// Band frames dropped before or while sending (stale, refused, or waiting for a
     /// keyframe).
     pub bands_dropped: u64,
+    /// Messages sent again on the viewer's request.
+    pub resent: u64,
 }
 
 /// Paces video out. See the module documentation.
@@ -76,6 +106,12 @@ pub struct VideoSender {
     /// Bands whose keyframe left since the last [`VideoSender::poll_keys_sent`].
     keys_sent: u32,
     totals: SenderTotals,
+    /// What left lately, oldest first, in sequence order without gaps.
+    history: VecDeque<Sent>,
+    history_bytes: usize,
+    /// Messages to send again, ahead of the queue: (band, message).
+    resend: VecDeque<(u8, BytesMut)>,
+    resend_bytes: usize,
 }
 
 impl VideoSender {
@@ -95,6 +131,10 @@ impl VideoSender {
             lost: 0,
             keys_sent: 0,
             totals: SenderTotals::default(),
+            history: VecDeque::new(),
+            history_bytes: 0,
+            resend: VecDeque::new(),
+            resend_bytes: 0,
         }
     }
 
@@ -118,6 +158,10 @@ impl VideoSender {
         self.broken = 0;
         self.lost = 0;
         self.keys_sent = 0;
+        self.history.clear();
+        self.history_bytes = 0;
+        self.resend.clear();
+        self.resend_bytes = 0;
         self.packetizer.restart(stream);
     }
 
@@ -128,7 +172,8 @@ impl VideoSender {
 
     /// How long what waits would take to drain at the pacing rate.
     pub fn backlog(&self) -> Duration {
-        Duration::from_micros(self.queued_bytes as u64 * 8 * 1_000_000 / self.rate_bps)
+        let bytes = (self.queued_bytes + self.resend_bytes) as u64;
+        Duration::from_micros(bytes * 8 * 1_000_000 / self.rate_bps)
     }
 
     /// Whether a new frame should be taken from the encoder now.
@@ -193,6 +238,14 @@ impl VideoSender {
         if self.credit < 0.0 {
             return None;
         }
+        if let Some((band, msg)) = self.resend.pop_front() {
+            // It keeps its sequence number and stamp: the viewer knows it by them.
+            self.resend_bytes -= msg.len();
+            self.credit -= msg.len() as f64;
+            self.totals.bytes += msg.len() as u64;
+            self.totals.resent += 1;
+            return Some((band, msg));
+        }
         let mut q = self.queue.pop_front()?;
         self.queued_bytes -= q.msg.len();
         self.credit -= q.msg.len() as f64;
@@ -202,7 +255,60 @@ impl VideoSender {
             self.keys_sent |= 1 << q.band;
         }
         self.totals.bytes += q.msg.len() as u64;
+        self.keep(now, self.seq, q.band, &q.msg);
         Some((q.band, q.msg))
+    }
+
+    /// Keep a copy of what just left, and forget what is too old to be asked for.
+    fn keep(&mut self, now: Duration, seq: u32, band: u8, msg: &[u8]) {
+        self.history_bytes += msg.len();
+        self.history.push_back(Sent {
+            seq,
+            at: now,
+            band,
+            resends: 0,
+            last: None,
+            msg: Bytes::copy_from_slice(msg),
+        });
+        while let Some(front) = self.history.front() {
+            if now < front.at + HISTORY_FOR && self.history_bytes <= HISTORY_BYTES {
+                break;
+            }
+            self.history_bytes -= front.msg.len();
+            self.history.pop_front();
+        }
+    }
+
+    /// The viewer reports these messages missing: queue again, ahead of new video, those
+    /// still kept whose band is not waiting for a keyframe, each at most [`MAX_RESENDS`]
+    /// times. Returns how many were queued. Anything else a viewer names is ignored.
+    pub fn handle_nack(&mut self, now: Duration, seqs: &[u32]) -> usize {
+        let mut queued = 0;
+        let Some(first) = self.history.front().map(|s| s.seq) else {
+            return 0;
+        };
+        for &seq in seqs {
+            let Some(sent) = self.history.get_mut(seq.wrapping_sub(first) as usize) else {
+                continue;
+            };
+            let fresh = now < sent.at + HISTORY_FOR;
+            let spaced = sent.last.is_none_or(|t| now >= t + MIN_RESEND_GAP);
+            let wanted = self.broken & (1 << sent.band) == 0;
+            if sent.seq != seq || !fresh || !spaced || !wanted || sent.resends >= MAX_RESENDS {
+                continue;
+            }
+            if self.resend_bytes + sent.msg.len() > RESEND_QUEUE_BYTES {
+                break;
+            }
+            sent.resends += 1;
+            sent.last = Some(now);
+            let mut msg = BytesMut::from(&sent.msg[..]);
+            mark_resent(&mut msg);
+            self.resend_bytes += msg.len();
+            self.resend.push_back((sent.band, msg));
+            queued += 1;
+        }
+        queued
     }
 
     /// The viewer asked for keyframes of `bands` (bit i = band i): it discards anything
@@ -228,6 +334,20 @@ impl VideoSender {
         });
         self.queued_bytes -= freed;
         self.broken |= bands;
+        self.drop_resends(bands);
+    }
+
+    /// Forget the resends of `bands` (bit i = band i): the viewer waits for their keyframes.
+    fn drop_resends(&mut self, bands: u32) {
+        let mut freed = 0;
+        self.resend.retain(|(band, msg)| {
+            let keep = bands & (1 << band) == 0;
+            if !keep {
+                freed += msg.len();
+            }
+            keep
+        });
+        self.resend_bytes -= freed;
     }
 
     /// The channel refused the message [`VideoSender::poll_transmit`] just gave for `band`:
@@ -249,14 +369,18 @@ impl VideoSender {
     /// When [`VideoSender::poll_transmit`] may give the next message; `None` while the
     /// queue is empty.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let front = self.queue.front()?;
+        let stale = match self.queue.front() {
+            Some(front) => front.enqueued + self.config.stale_after,
+            None if self.resend.is_empty() => return None,
+            None => Duration::MAX,
+        };
         let refilled = self.refilled.unwrap_or_default();
         let wait = if self.credit >= 0.0 {
             Duration::ZERO
         } else {
             Duration::from_micros((-self.credit * 8.0 * 1e6 / self.rate_bps as f64) as u64 + 1)
         };
-        Some((refilled + wait).min(front.enqueued + self.config.stale_after))
+        Some((refilled + wait).min(stale))
     }
 
     fn refill(&mut self, now: Duration) {
@@ -299,6 +423,7 @@ impl VideoSender {
         }
         self.broken |= 1 << band;
         self.lost |= 1 << band;
+        self.drop_resends(1 << band);
     }
 }
 

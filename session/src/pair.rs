@@ -226,6 +226,8 @@ pub struct Pair {
     to_viewer: Direction,
     to_host: Direction,
     video: Option<video::VideoRun>,
+    /// The target does not act on the viewer's requests to send video again.
+    ignore_nacks: bool,
 }
 
 /// Steps a run may take before the harness calls it a livelock.
@@ -251,7 +253,14 @@ impl Pair {
             to_viewer: Direction::new(down),
             to_host: Direction::new(up),
             video: None,
+            ignore_nacks: false,
         }
+    }
+
+    /// From now on the target ignores the viewer's requests to send video again, as a
+    /// target that keeps nothing would: losses are repaired by keyframes only.
+    pub fn ignore_nacks(&mut self) {
+        self.ignore_nacks = true;
     }
 
     /// Add a synthetic screen driven by the target's rate control: see [`VideoLoad`].
@@ -395,6 +404,9 @@ impl Pair {
                 match &e {
                     AgentSessionEvent::RateChanged(t) => v.set_rate(now, *t),
                     AgentSessionEvent::KeyframeRequested { bands } => v.request_keyframes(*bands),
+                    AgentSessionEvent::ResendVideo(seqs) if !self.ignore_nacks => {
+                        v.sender.handle_nack(now, seqs);
+                    }
                     AgentSessionEvent::StreamRestarted { stream, bands } => {
                         v.restart(*stream, *bands as usize);
                     }

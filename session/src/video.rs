@@ -73,6 +73,7 @@ impl Packetizer {
                     stream: self.stream,
                     band: band.band.0,
                     keyframe: band.keyframe,
+                    resent: false,
                     chunk_index: i as u16,
                     chunk_count: count16,
                     band_seq: self.band_seq[b],

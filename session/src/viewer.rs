@@ -16,10 +16,13 @@ use deskwire_engine::{BandLayout, ColorSpace};
 use crate::clock::ClockSync;
 use crate::feedback::ReceiveMeter;
 use crate::input::{InputEvent, Key, MAX_HELD_KEYS};
+use crate::nack::LossList;
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
 use crate::pointer::{PointerReceiver, RemoteCursor};
 use crate::stats::ViewerStats;
-use crate::wire::{decode_control, ByeReason, Channel, ControlMessage};
+use crate::wire::{
+    decode_control, is_resent, nack_ranges, video_stamp, ByeReason, Channel, ControlMessage,
+};
 
 /// The settings of [`ViewerSession`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +122,8 @@ pub struct ViewerSession {
     decoded: Decoded,
     keyframe_requests: u32,
     meter: ReceiveMeter,
+    /// Video messages missing, to ask for again.
+    losses: LossList,
     feedback: Every,
     ping_interval: Duration,
     idle_ping_interval: Duration,
@@ -150,6 +155,7 @@ impl ViewerSession {
             decoded: Decoded::default(),
             keyframe_requests: 0,
             meter: ReceiveMeter::new(),
+            losses: LossList::new(),
             ping_interval: config.ping_interval,
             idle_ping_interval: config.idle_ping_interval,
             last_ping: None,
@@ -219,6 +225,9 @@ impl ViewerSession {
                 self.last_active = now;
                 self.bytes += data.len() as u64;
                 self.meter.handle_video(now, data);
+                if let Some((seq, _)) = video_stamp(data) {
+                    self.losses.handle_seq(now, seq, is_resent(data));
+                }
             }
             Channel::Control => self.handle_control(now, data),
             Channel::Input => tracing::debug!("ignored input from the target"),
@@ -332,6 +341,7 @@ impl ViewerSession {
                 self.send_control(ControlMessage::Feedback(fb));
             }
         }
+        self.ask_again(now);
         if now >= self.ping_due() {
             self.last_ping = Some(now);
             self.nonce = self.nonce.wrapping_add(1);
@@ -475,6 +485,27 @@ impl ViewerSession {
         }
     }
 
+    /// Ask the target to send again the video messages that are missing now.
+    fn ask_again(&mut self, now: Duration) {
+        let due = self.losses.poll_nack(now, self.clock.rtt());
+        let mut rest = &due[..];
+        while !rest.is_empty() {
+            let ranges = nack_ranges(rest.iter().copied());
+            let covered: usize = ranges.iter().map(|r| r.seqs().count()).sum();
+            rest = &rest[covered.min(rest.len())..];
+            // On the video channel: unordered, so a request lost on the way holds up neither
+            // the next one nor the control messages (an ordered channel would wait for its
+            // retransmission, a second or more in SCTP), and it is asked again anyway.
+            self.out
+                .send_on(Channel::Video, &ControlMessage::Nack(ranges));
+        }
+    }
+
+    /// Video messages asked for again so far.
+    pub fn nacked(&self) -> u64 {
+        self.losses.asked()
+    }
+
     fn send_control(&mut self, msg: ControlMessage) {
         self.out.send_control(&msg);
     }
@@ -508,6 +539,9 @@ impl ViewerSession {
             }
             if self.meter.has_data() {
                 next = next.min(self.feedback.next());
+            }
+            if let Some(t) = self.losses.next_due(self.clock.rtt()) {
+                next = next.min(t);
             }
             next
         })

@@ -3,7 +3,8 @@
 //! Every message starts with the version byte ([`WIRE_VERSION`]) and a kind byte. Each data
 //! channel carries its own kinds: `video` carries [`VideoChunk`]s (and the few
 //! [`ControlMessage`]s that must not wait behind ordered ones: a restart's `StreamStart`,
-//! the pointer's `CursorPosition`; see [`is_video_chunk`]), `control` carries
+//! the pointer's `CursorPosition`; see [`is_video_chunk`]; and viewer to target the `Nack`
+//! that asks for lost chunks again), `control` carries
 //! [`ControlMessage`]s and `input` carries [`InputEvent`]s. Decoding checks every length
 //! before reading or allocating, refuses trailing bytes, and turns anything malformed into a
 //! [`WireError`]; nothing a peer sends can panic it. The layout is plain enough for a
@@ -12,7 +13,7 @@
 //! ```text
 //! video chunk (46-byte header, then payload):
 //!  0 version  1 kind=0x10  2 send seq u32  6 send time us u32 (both stamped as it leaves)
-//!  10 stream u16  12 band u8  13 flags u8 (bit 0: keyframe)
+//!  10 stream u16  12 band u8  13 flags u8 (bit 0: keyframe, bit 1: sent again on request)
 //!  14 chunk index u16  16 chunk count u16  18 band seq u32  22 frame id u64
 //!  30 capture time us u64  38 band payload length u32  42 offset of this chunk u32
 //! input: 0 version  1 kind  2 send time us u32 (sender's clock, 0 unknown)  6 the event
@@ -64,6 +65,7 @@ mod kind {
     pub(super) const FEEDBACK: u8 = 0x29;
     pub(super) const CURSOR_SHAPE: u8 = 0x2a;
     pub(super) const CURSOR_POSITION: u8 = 0x2b;
+    pub(super) const NACK: u8 = 0x2c;
     pub(super) const POINTER_MOVE: u8 = 0x30;
     pub(super) const BUTTON: u8 = 0x31;
     pub(super) const WHEEL: u8 = 0x32;
@@ -282,6 +284,8 @@ pub enum ControlMessage {
     CursorShape(Arc<CursorImage>),
     /// Target -> viewer, on the video channel: where the pointer is (`wire::cursor`).
     CursorPosition(CursorPosition),
+    /// Viewer -> target: video messages that did not arrive, to send again (`wire::nack`).
+    Nack(Vec<NackRange>),
     /// Either way: the sender is leaving.
     Bye {
         /// Why.
@@ -386,6 +390,7 @@ impl ControlMessage {
             }
             ControlMessage::CursorShape(c) => cursor::encode_shape(c, out),
             ControlMessage::CursorPosition(p) => cursor::encode_position(p, out),
+            ControlMessage::Nack(ranges) => nack::encode(ranges, out),
             ControlMessage::Bye { reason, detail } => {
                 out.put_u8(kind::BYE);
                 out.put_u8(reason.wire());
@@ -474,6 +479,7 @@ pub fn decode_control(buf: &[u8]) -> Result<ControlMessage, WireError> {
         }
         kind::CURSOR_SHAPE => ControlMessage::CursorShape(cursor::decode_shape(&mut r)?),
         kind::CURSOR_POSITION => ControlMessage::CursorPosition(cursor::decode_position(&mut r)?),
+        kind::NACK => ControlMessage::Nack(nack::decode(&mut r)?),
         kind::BYE => {
             let reason = ByeReason::from_wire(r.u8()?);
             let len = usize::from(r.u16()?);
@@ -759,10 +765,12 @@ impl<'a> Reader<'a> {
 }
 
 mod cursor;
+mod nack;
 mod video;
 
 pub use cursor::CursorPosition;
-pub use video::{decode_video, stamp_video, video_stamp, VideoChunk};
+pub use nack::{nack_ranges, NackRange, MAX_NACK_RANGES};
+pub use video::{decode_video, is_resent, mark_resent, stamp_video, video_stamp, VideoChunk};
 
 #[cfg(test)]
 mod tests;

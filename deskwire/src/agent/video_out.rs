@@ -45,7 +45,7 @@ pub(super) struct Pace {
 }
 
 /// What the session loop tells the video thread.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum VideoCommand {
     Pace(Pace),
     /// The stream restarts as `stream` with the pipeline's next band layout, of `bands`
@@ -55,17 +55,22 @@ pub(super) enum VideoCommand {
         stream: u16,
         bands: u32,
     },
+    /// The viewer is missing these video messages: send again what is still kept.
+    Resend(Vec<u32>),
 }
 
-/// Act on what the session loop said since the last look.
+/// Act on `first` (a command that woke the thread) and what else the session loop said
+/// since the last look.
 fn take_commands(
     v: &mut VideoOut,
     now: Duration,
+    first: Option<VideoCommand>,
     fit: &mut FrameRateFit,
     backlog_cap: &mut BacklogCap,
     next_stream: &mut Option<(u16, u32)>,
 ) {
-    while let Ok(command) = v.pace.try_recv() {
+    let mut first = first;
+    while let Some(command) = first.take().or_else(|| v.pace.try_recv().ok()) {
         let Pace {
             target,
             budget,
@@ -77,6 +82,11 @@ fn take_commands(
                 // link on them at once.
                 v.sender.restart(stream);
                 *next_stream = Some((stream, bands));
+                continue;
+            }
+            VideoCommand::Resend(seqs) => {
+                let queued = v.sender.handle_nack(now, &seqs);
+                tracing::trace!(asked = seqs.len(), queued, "video sent again");
                 continue;
             }
         };
@@ -161,6 +171,7 @@ impl SendTrace {
             frames = totals.frames - self.last.frames,
             kbit = (totals.bytes - self.last.bytes) * 8 / 1000,
             bands_dropped = totals.bands_dropped - self.last.bands_dropped,
+            resent = totals.resent - self.last.resent,
             lost_bands = self.lost_bands,
             keys_sent = self.keys_sent,
             refused = self.refused,
@@ -343,10 +354,18 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
             let mut backlog_cap = BacklogCap::new();
             let mut trace = SendTrace::default();
             let mut wide = WideCount::default();
+            let mut woke: Option<VideoCommand> = None;
             while !v.stop.load(Relaxed) {
                 let wall = Instant::now();
                 let now = wall.saturating_duration_since(v.epoch);
-                take_commands(&mut v, now, &mut fit, &mut backlog_cap, &mut next_stream);
+                take_commands(
+                    &mut v,
+                    now,
+                    woke.take(),
+                    &mut fit,
+                    &mut backlog_cap,
+                    &mut next_stream,
+                );
                 let wanted = v.keys_wanted.swap(0, Relaxed);
                 if wanted != 0 {
                     v.sender.handle_keyframe_request(wanted);
@@ -408,14 +427,32 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                 if backed_up {
                     wait = wait.max(Duration::from_millis(2));
                 }
+                // A command (a viewer's request to send again above all) wakes the thread at
+                // once: a repair that waits for the next frame comes a frame later.
                 if !v.sender.wants_frame() && next_stream.is_none() {
-                    std::thread::sleep(wait.max(Duration::from_micros(500)));
+                    let wait = wait.max(Duration::from_micros(500));
+                    match v.pace.recv_timeout(wait) {
+                        Ok(command) => woke = Some(command),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(wait)
+                        }
+                    }
                     continue;
                 }
-                let frame = match output.recv_timeout(wait) {
-                    Ok(f) => f,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                let frame = crossbeam_channel::select! {
+                    recv(output) -> f => match f {
+                        Ok(f) => f,
+                        Err(_) => break,
+                    },
+                    recv(v.pace) -> command => {
+                        match command {
+                            Ok(command) => woke = Some(command),
+                            Err(_) => std::thread::sleep(wait),
+                        }
+                        continue;
+                    },
+                    default(wait) => continue,
                 };
                 if frame.layout_generation == generation && next_stream.is_some() {
                     // The old layout's last frames, encoded before the change: nobody will
@@ -426,7 +463,14 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                     // A new layout: its first frame keys every band and starts the next
                     // stream. The restart was queued before the layout changed.
                     let now = v.epoch.elapsed();
-                    take_commands(&mut v, now, &mut fit, &mut backlog_cap, &mut next_stream);
+                    take_commands(
+                        &mut v,
+                        now,
+                        None,
+                        &mut fit,
+                        &mut backlog_cap,
+                        &mut next_stream,
+                    );
                     let Some((stream, count)) = next_stream.take() else {
                         continue;
                     };

@@ -180,3 +180,96 @@ fn a_keyframe_leaves_whole_however_long_it_takes() {
         "it did take past the stale limit"
     );
 }
+
+#[test]
+fn a_missing_message_goes_out_again_as_it_was_flagged_and_ahead_of_new_video() {
+    let mut s = sender();
+    s.handle_frame(Duration::ZERO, &frame(1, &[(0, true, 3_000)]), 0);
+    let sent = drain(&mut s, Duration::ZERO, Duration::from_secs(1));
+    assert_eq!(sent.len(), 3);
+    let (at, _, original) = &sent[1];
+    s.handle_frame(*at + 50 * MS, &frame(2, &[(0, false, 2_000)]), 0);
+    assert_eq!(s.handle_nack(*at + 60 * MS, &[2]), 1);
+    let again = drain(&mut s, *at + 60 * MS, Duration::from_secs(1));
+    let (_, band, first) = &again[0];
+    assert_eq!(*band, 0);
+    assert!(crate::wire::is_resent(first));
+    let (a, b) = (
+        decode_video(first).unwrap(),
+        decode_video(original).unwrap(),
+    );
+    assert_eq!(a, crate::wire::VideoChunk { resent: true, ..b });
+    // The new frame follows, numbered on from where the sequence was.
+    assert_eq!(video_stamp(&again[1].2).map(|(seq, _)| seq), Some(4));
+    assert_eq!(s.totals().resent, 1);
+}
+
+#[test]
+fn requests_for_unknown_old_or_too_often_asked_messages_send_nothing() {
+    let mut s = sender();
+    s.handle_frame(Duration::ZERO, &frame(1, &[(0, true, 3_000)]), 0);
+    drain(&mut s, Duration::ZERO, Duration::from_secs(1));
+    // Never sent, or from the future.
+    assert_eq!(s.handle_nack(30 * MS, &[0, 4, 9_999, u32::MAX]), 0);
+    // Asked again before the answer could have arrived: once.
+    assert_eq!(s.handle_nack(30 * MS, &[1, 1]), 1);
+    drain(&mut s, 30 * MS, Duration::from_secs(1));
+    for i in 1..MAX_RESENDS {
+        assert_eq!(s.handle_nack(30 * MS + u32::from(i) * 50 * MS, &[1]), 1);
+        drain(
+            &mut s,
+            30 * MS + u32::from(i) * 50 * MS,
+            Duration::from_secs(1),
+        );
+    }
+    assert_eq!(s.handle_nack(500 * MS, &[1]), 0, "asked too often");
+    // Past the history, nothing is kept.
+    assert_eq!(s.handle_nack(HISTORY_FOR + 100 * MS, &[2, 3]), 0);
+}
+
+#[test]
+fn a_band_waiting_for_its_keyframe_is_not_repaired() {
+    let mut s = sender();
+    s.handle_frame(
+        Duration::ZERO,
+        &frame(1, &[(0, true, 2_000), (1, true, 2_000)]),
+        0,
+    );
+    let sent = drain(&mut s, Duration::ZERO, Duration::from_secs(1));
+    let seq_of = |band: u8| {
+        sent.iter()
+            .filter(|(_, b, _)| *b == band)
+            .map(|(_, _, m)| video_stamp(m).unwrap().0)
+            .collect::<Vec<_>>()
+    };
+    let (zero, one) = (seq_of(0), seq_of(1));
+    assert_eq!(s.handle_nack(40 * MS, &zero), 2);
+    // The viewer gives band 0 up: its queued repairs are dropped, and none are made.
+    s.handle_keyframe_request(0b1);
+    assert_eq!(s.handle_nack(60 * MS, &zero), 0);
+    let again = drain(&mut s, 60 * MS, Duration::from_secs(1));
+    assert!(again.is_empty(), "{} messages left", again.len());
+    assert_eq!(s.handle_nack(80 * MS, &one), 2);
+}
+
+#[test]
+fn a_viewer_asking_for_everything_gets_a_bounded_queue() {
+    let mut s = VideoSender::new(
+        1,
+        PacerConfig {
+            max_message: VIDEO_HEADER_LEN + 1000,
+            start_bps: 1_000_000_000,
+            stale_after: 200 * MS,
+        },
+    );
+    s.set_rate(Duration::ZERO, 1_000_000_000);
+    for id in 0..40u64 {
+        let at = id as u32 * 10 * MS;
+        s.handle_frame(at, &frame(id + 1, &[(0, id == 0, 100_000)]), 0);
+        drain(&mut s, at, at + 9 * MS);
+    }
+    assert_eq!(s.backlog(), Duration::ZERO);
+    let all: Vec<u32> = (0..5_000).collect();
+    assert!(s.handle_nack(400 * MS, &all) > 100);
+    assert!(s.backlog() <= Duration::from_micros(RESEND_QUEUE_BYTES as u64 * 8 / 1_000 + 1));
+}

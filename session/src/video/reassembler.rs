@@ -16,8 +16,10 @@ use bytes::BytesMut;
 use super::early::EarlyChunks;
 use crate::wire::{decode_video, VideoChunk, WireError};
 
-/// Frames a band holds behind a missing one before it gives up on it.
-const MAX_WAITING: usize = 8;
+/// Frames a band holds behind a missing one before it gives up on it: at 60 fps, 270 ms,
+/// room for the missing chunk to be asked for twice on a 50 ms path (`nack.rs`). With 8,
+/// a repair on the second ask came after the band had given up.
+const MAX_WAITING: usize = 16;
 /// How long a band waits for a missing chunk before the round trip is known.
 const DEFAULT_GAP_WAIT: Duration = Duration::from_millis(400);
 

@@ -14,6 +14,7 @@ fn chunk(payload: &[u8]) -> VideoChunk<'_> {
         stream: 0x0102,
         band: 3,
         keyframe: true,
+        resent: false,
         chunk_index: 1,
         chunk_count: 2,
         band_seq: 0x0A0B0C0D,
@@ -57,6 +58,19 @@ fn a_chunk_stamped_as_it_leaves_carries_the_new_stamp_and_nothing_else_changes()
         VideoChunk {
             send_seq: 99,
             sent_at_us: 12_345,
+            ..chunk(&[1, 2, 3])
+        }
+    );
+    // Marked as sent again: the flag reads back, the rest is unchanged.
+    assert!(!is_resent(&msg));
+    mark_resent(&mut msg);
+    assert!(is_resent(&msg));
+    assert_eq!(
+        decode_video(&msg).unwrap(),
+        VideoChunk {
+            send_seq: 99,
+            sent_at_us: 12_345,
+            resent: true,
             ..chunk(&[1, 2, 3])
         }
     );

@@ -24,6 +24,9 @@ pub struct VideoChunk<'a> {
     pub band: u8,
     /// The band frame is an IDR picture.
     pub keyframe: bool,
+    /// Sent again because the viewer asked ([`super::ControlMessage::Nack`]); it keeps the
+    /// first sending's sequence number, so the receiver does not count it as new arrival.
+    pub resent: bool,
     /// This chunk's index, `< chunk_count`.
     pub chunk_index: u16,
     /// Chunks in the band frame.
@@ -53,7 +56,7 @@ impl VideoChunk<'_> {
         out.put_u32_le(self.sent_at_us);
         out.put_u16_le(self.stream);
         out.put_u8(self.band);
-        out.put_u8(u8::from(self.keyframe));
+        out.put_u8(u8::from(self.keyframe) | u8::from(self.resent) << 1);
         out.put_u16_le(self.chunk_index);
         out.put_u16_le(self.chunk_count);
         out.put_u32_le(self.band_seq);
@@ -90,7 +93,7 @@ pub fn decode_video(buf: &[u8]) -> Result<VideoChunk<'_>, WireError> {
             format!("{band} (expected < {MAX_WIRE_BANDS})"),
         ));
     }
-    if flags & !1 != 0 {
+    if flags & !3 != 0 {
         return Err(invalid("flags", format!("{flags:#04x} has unknown bits")));
     }
     if chunk_count == 0 || chunk_count > MAX_CHUNKS || chunk_index >= chunk_count {
@@ -121,6 +124,7 @@ pub fn decode_video(buf: &[u8]) -> Result<VideoChunk<'_>, WireError> {
         stream,
         band,
         keyframe: flags & 1 != 0,
+        resent: flags & 2 != 0,
         chunk_index,
         chunk_count,
         band_seq,
@@ -142,6 +146,22 @@ pub fn stamp_video(msg: &mut [u8], send_seq: u32, sent_at_us: u32) {
         msg[STAMP.start..STAMP.start + 4].copy_from_slice(&send_seq.to_le_bytes());
         msg[STAMP.start + 4..STAMP.end].copy_from_slice(&sent_at_us.to_le_bytes());
     }
+}
+
+/// Where the flags sit in an encoded chunk.
+const FLAGS: usize = 13;
+
+/// Mark an encoded chunk as sent again on the viewer's request. A message too short to be a
+/// chunk is left alone.
+pub fn mark_resent(msg: &mut [u8]) {
+    if msg.len() >= VIDEO_HEADER_LEN {
+        msg[FLAGS] |= 2;
+    }
+}
+
+/// Whether a video message is a chunk sent again on request.
+pub fn is_resent(msg: &[u8]) -> bool {
+    msg.len() >= VIDEO_HEADER_LEN && msg[1] == kind::VIDEO && msg[FLAGS] & 2 != 0
 }
 
 /// The transport stamp of a video message (sequence number, send time), read without
