@@ -145,6 +145,14 @@ const FINER_AFTER: Duration = Duration::from_secs(3);
 /// Compact bands below this estimate, full bands again above `FULL_ABOVE`; each after
 /// holding for `COMPACT_AFTER` / `FULL_AFTER`.
 const COMPACT_BELOW: u64 = 3_000_000;
+/// Compact below this while the estimate never reached `FULL_ABOVE`: a path that has not
+/// shown it carries the full layout's scrolling. On `dsl` (6 Mbit/s, of which SCTP carries
+/// about 3 at 0.5 % loss) the first cut brings the estimate under it 1.5-2 s in, where the
+/// 3 Mbit/s rule waited for the third cut, 3.5-4 s in, with the full layout frozen behind
+/// its queue meanwhile (measured: 7.6-8.3 % frozen over 12 s, was 9.5-17 %). Not for good:
+/// a 20 Mbit/s link whose estimate dipped to 4-5 Mbit/s after a stall went compact, and
+/// its restart froze the picture half a second.
+const COMPACT_BELOW_UNPROVEN: u64 = 5_000_000;
 const FULL_ABOVE: u64 = 8_000_000;
 const COMPACT_AFTER: Duration = Duration::from_millis(500);
 const FULL_AFTER: Duration = Duration::from_secs(5);
@@ -206,6 +214,8 @@ pub(crate) struct RateController {
     compact_wanted: Option<Duration>,
     /// Most frames lately changed most of the screen: see [`Self::set_wide`].
     wide: bool,
+    /// The estimate has reached `FULL_ABOVE`: the path carries the full layout.
+    proven: bool,
 }
 
 impl RateController {
@@ -226,6 +236,7 @@ impl RateController {
             compact: false,
             compact_wanted: None,
             wide: false,
+            proven: false,
         }
     }
 
@@ -432,13 +443,19 @@ impl RateController {
     /// the compact layout is for.
     fn update_layout(&mut self, now: Duration) {
         let estimate = self.estimate_bps();
+        self.proven |= estimate >= FULL_ABOVE;
         let want = if self.compact {
             estimate < FULL_ABOVE
         } else {
             // The estimate starts high and only cuts bring it down: below the threshold,
             // the path has shown its limit. A recent cut is not required: a path whose
             // estimate settled under its rate cuts no more (a step to 2 Mbit/s did not).
-            estimate < COMPACT_BELOW && self.wide
+            let below = if self.proven {
+                COMPACT_BELOW
+            } else {
+                COMPACT_BELOW_UNPROVEN
+            };
+            estimate < below && self.wide
         };
         if want == self.compact {
             self.compact_wanted = None;

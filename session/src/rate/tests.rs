@@ -308,6 +308,27 @@ fn content_that_fills_a_slow_path_goes_compact_and_back_once_the_path_holds_more
 }
 
 #[test]
+fn a_path_never_shown_to_carry_the_full_layout_goes_compact_under_5_mbit() {
+    // A 4 Mbit/s path from a 4 Mbit/s start: the estimate settles around 3.5-4.5, never
+    // near 8, and wide content goes compact without waiting for it to fall under 3.
+    let mut rc = rate_controller(4_000_000);
+    rc.set_wide(true);
+    run(&mut rc, Duration::ZERO, 4, 4_000_000);
+    assert!(rc.estimate_bps() > COMPACT_BELOW, "{}", rc.estimate_bps());
+    assert!(rc.target().compact, "at {} bit/s", rc.estimate_bps());
+
+    // The same path after the estimate once reached 8 Mbit/s: full bands, until the
+    // estimate falls under 3.
+    let mut rc = rate_controller(4_000_000);
+    rc.set_wide(true);
+    let t = run(&mut rc, Duration::ZERO, 3, 1_000_000_000);
+    assert!(rc.estimate_bps() >= FULL_ABOVE);
+    run(&mut rc, t, 4, 4_000_000);
+    assert!(rc.estimate_bps() > COMPACT_BELOW, "{}", rc.estimate_bps());
+    assert!(!rc.target().compact, "at {} bit/s", rc.estimate_bps());
+}
+
+#[test]
 fn cheap_content_stays_in_full_bands_on_a_slow_path() {
     let mut rc = rate_controller(2_000_000);
     // Typing: 300 kbit/s arrive, with now and then a queue that cuts the estimate.
