@@ -232,7 +232,7 @@ impl AgentSession {
     /// Start a new stream in the compact layout (a band per 1080 rows) or the configured
     /// one, and tell the viewer. A layout no smaller than the configured one changes
     /// nothing.
-    fn restart_stream(&mut self, compact: bool) {
+    fn restart_stream(&mut self, now: Duration, compact: bool) {
         let info = &self.info;
         let tops = if compact {
             let count = info.height.div_ceil(1080).max(1);
@@ -249,7 +249,7 @@ impl AgentSession {
         // Generation 0 never names a stream: a viewer's "no stream yet".
         self.stream = self.stream.wrapping_add(1).max(1);
         self.bands = tops.len();
-        self.refresh = Refresh::new(self.bands);
+        self.refresh = Refresh::restarted(self.bands, now);
         tracing::debug!(stream = self.stream, bands = self.bands, "stream restarts");
         let start = self.stream_start(tops);
         self.send_control(start.clone());
@@ -373,7 +373,7 @@ impl AgentSession {
                             self.told = after;
                             self.out.event(AgentSessionEvent::RateChanged(after));
                             if relayout {
-                                self.restart_stream(after.compact);
+                                self.restart_stream(now, after.compact);
                             }
                         }
                     }

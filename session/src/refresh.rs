@@ -38,6 +38,18 @@ impl Refresh {
         }
     }
 
+    /// A stream of `bands` bands restarts at `now`: its first frame keys every band, so
+    /// each is in flight from the start. A request before that keyframe left (a new
+    /// layout's keyframe is encoded and queued a few hundred milliseconds on a slow link)
+    /// waits for it and its holdoff instead of queueing a second one: on `dsl` the viewer's
+    /// request 0.3 s after a compact restart sent the whole screen twice.
+    pub(crate) fn restarted(bands: usize, now: Duration) -> Self {
+        let mut r = Self::new(bands);
+        r.in_flight = r.mask;
+        r.last.fill(Some(now));
+        r
+    }
+
     /// These bands (bit i = band i) want a keyframe; bits beyond the stream are ignored.
     pub(crate) fn request(&mut self, bands: u32, now: Duration) {
         let new = bands & self.mask;
@@ -207,6 +219,22 @@ mod tests {
             Some(1),
             "dropped: may go again"
         );
+    }
+
+    #[test]
+    fn a_request_right_after_a_restart_waits_for_the_restarts_own_keyframe() {
+        let mut r = Refresh::restarted(2, Duration::ZERO);
+        r.request(0b11, 300 * MS);
+        assert_eq!(
+            r.poll(300 * MS, HOLD, STEP),
+            None,
+            "the restart's keyframe is coming"
+        );
+        // It left at 400 ms: the request stands after the holdoff.
+        r.sent(0b11, 400 * MS);
+        assert_eq!(r.poll(400 * MS, HOLD, STEP), None);
+        assert_eq!(r.poll(400 * MS + HOLD, HOLD, STEP), Some(0b1));
+        assert_eq!(r.poll(400 * MS + HOLD + STEP, HOLD, STEP), Some(0b10));
     }
 
     #[test]

@@ -78,17 +78,6 @@ impl Assembly {
     fn whole(&self) -> bool {
         self.got == self.count
     }
-
-    /// The chunks here are the first `got` ones: nothing sent before them is missing.
-    fn contiguous(&self) -> bool {
-        let got = usize::from(self.got);
-        let (full, rest) = (got / 64, got % 64);
-        self.store.received[..full].iter().all(|w| *w == u64::MAX)
-            && (rest == 0 || self.store.received[full] == (1u64 << rest) - 1)
-            && self.store.received[full + usize::from(rest > 0)..]
-                .iter()
-                .all(|w| *w == 0)
-    }
 }
 
 #[derive(Debug)]
@@ -106,17 +95,17 @@ struct BandRx {
 }
 
 impl BandRx {
-    /// Chunks of the keyframes being put together, or `None` if one of them has a hole
-    /// (chunks sent after a missing one arrived: that one was lost).
-    fn key_chunks(&self) -> Option<u32> {
-        let mut sum = 0u32;
-        for a in self.waiting.iter().filter(|a| a.keyframe) {
-            if !a.contiguous() {
-                return None;
-            }
-            sum += u32::from(a.got);
-        }
-        Some(sum)
+    /// Chunks of the keyframes being put together. A hole does not stop the count: the
+    /// viewer asks for the missing chunk again (`nack.rs`), so a keyframe whose chunks keep
+    /// coming is still on its way. Asking for a new one at the first hole (as when a lost
+    /// chunk was lost for good) queued a second keyframe of the whole screen behind the
+    /// first on `dsl`, a second without a picture after the compact restart.
+    fn key_chunks(&self) -> u32 {
+        self.waiting
+            .iter()
+            .filter(|a| a.keyframe)
+            .map(|a| u32::from(a.got))
+            .sum()
     }
 
     fn queued_bytes(&self) -> u64 {
@@ -448,12 +437,12 @@ impl Reassembler {
             if !b.need_key {
                 continue;
             }
-            match b.key_chunks() {
-                Some(progress) if progress != b.key_progress => b.key_progress = progress,
-                _ => {
-                    b.key_progress = 0;
-                    mask |= 1 << i;
-                }
+            let progress = b.key_chunks();
+            if progress != b.key_progress {
+                b.key_progress = progress;
+            } else {
+                b.key_progress = 0;
+                mask |= 1 << i;
             }
         }
         if mask == 0 {
