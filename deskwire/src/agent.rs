@@ -294,6 +294,8 @@ enum Negotiation {
     Retry,
     /// The technician's administrator name or password was wrong: nothing was connected.
     BadCredentials,
+    /// The viewer did not prove the secret in time: nothing was connected.
+    Unproven,
     End(DisconnectReason),
 }
 
@@ -388,6 +390,7 @@ impl AgentTask {
                         unattended,
                         admin,
                         step_timeout: self.config.connect_timeout,
+                        proof_timeout: self.config.connect_timeout,
                     },
                 )
                 .await;
@@ -409,6 +412,9 @@ impl AgentTask {
                     let _ = sig.send(&bye).await;
                     Some(DisconnectReason::Error(why.into()))
                 }
+                Err(Negotiation::Unproven) => Some(DisconnectReason::from(
+                    deskwire_session::pairing::PairingEnd::Unproven,
+                )),
                 Err(Negotiation::End(r)) => Some(r),
             };
             peer.close().await;

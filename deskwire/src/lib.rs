@@ -275,6 +275,7 @@ impl From<deskwire_session::pairing::PairingEnd> for DisconnectReason {
             PairingEnd::Lan(m) => DisconnectReason::Lan(m),
             PairingEnd::Consent(r) => DisconnectReason::Consent(r),
             PairingEnd::TimedOut(what) => DisconnectReason::Transport(what.into()),
+            PairingEnd::Unproven => DisconnectReason::Transport(PairingEnd::Unproven.to_string()),
         }
     }
 }

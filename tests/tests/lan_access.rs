@@ -17,8 +17,13 @@ use deskwire::{
     DisconnectReason, TransportConfig, Viewer, ViewerConfig, ViewerEvent,
 };
 use deskwire_capture::{open, OpenOptions, SourceSpec};
+use deskwire_signal::{
+    decode_broker, encode, BrokerMessage, ClientMessage, JoinRefusal, PeerSignal,
+};
 use deskwire_tests::netns::Lan;
 use deskwire_tests::session_fixtures::{lan_permission, wait_host, wait_viewer};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -441,4 +446,76 @@ fn a_granted_technician_connects_later_with_nobody_answering_and_only_inside_the
     h.shutdown().unwrap();
     let _ = std::fs::remove_file(tmp("grants"));
     let _ = std::fs::remove_file(tmp("accounts"));
+}
+
+/// A client in the viewer's namespace that completes the handshake and its hello to the
+/// LAN target at `to`, then says nothing more; returns the target's last word to it.
+fn hello_then_silence(lan: &Lan, to: SocketAddr) -> BrokerMessage {
+    lan.run_in(lan.viewer(), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{to}/v1/lan"))
+                .await
+                .expect("the LAN target upgrades /v1/lan");
+            let hello = ClientMessage::Relay {
+                signal: PeerSignal::LanHello { grant: None },
+            };
+            ws.send(Message::Text(encode(&hello).into())).await.unwrap();
+            let mut last = None;
+            // Bounded: the target's proof deadline is 2 s, its back-off answer immediate.
+            while let Ok(Some(Ok(Message::Text(text)))) =
+                tokio::time::timeout(Duration::from_secs(10), ws.next()).await
+            {
+                last = Some(decode_broker(&text).expect("the target speaks the protocol"));
+            }
+            last.expect("the target answered")
+        })
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_client_that_says_hello_and_proves_nothing_is_cut_off_and_then_backed_off() {
+    let lan = Lan::create(1).expect("making the test LAN");
+    let ip = IpAddr::V4(lan.target_ip(0));
+    let listen = LanListenConfig::new(LanPasswords::daily())
+        .listen(SocketAddr::new(ip, 0))
+        .backoff(BackoffLimits {
+            first: Duration::from_secs(60),
+            ..BackoffLimits::default()
+        });
+    let config = AgentConfig::new("")
+        .view_only(true)
+        .transport(TransportConfig::default().bind(vec![ip]));
+    let h = lan
+        .run_in(lan.target(0), move || {
+            Agent::start_lan(config, source(), listen)
+        })
+        .unwrap()
+        .expect("starting the LAN host");
+    let addr = h.lan_addr().expect("listening");
+    // Twice: after its hello the target sends its key exchange and waits for the proof,
+    // then refuses; without the deadline it held the one negotiation for a whole step.
+    for _ in 0..2 {
+        match hello_then_silence(&lan, addr) {
+            BrokerMessage::JoinRefused { reason, message } => {
+                assert_eq!(reason, JoinRefusal::VerificationFailed);
+                assert!(message.contains("not proven in time"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // Two stalls count as two failures: the source now waits, told so without a key
+    // exchange.
+    match hello_then_silence(&lan, addr) {
+        BrokerMessage::JoinRefused { reason, message } => {
+            assert_eq!(reason, JoinRefusal::TooManyAttempts);
+            assert!(message.contains("try again in"), "{message}");
+        }
+        other => panic!("expected the back-off, got {other:?}"),
+    }
+    h.shutdown().unwrap();
 }

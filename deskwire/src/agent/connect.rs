@@ -32,6 +32,8 @@ pub(super) struct Attempt<'a> {
     pub(super) admin: Option<crate::accounts::AdminAccounts>,
     /// How long the viewer may take for each of its steps.
     pub(super) step_timeout: Duration,
+    /// How long the viewer may take to prove the secret, from the start.
+    pub(super) proof_timeout: Duration,
 }
 
 impl AgentTask {
@@ -128,6 +130,7 @@ impl AgentTask {
             unattended,
             admin,
             step_timeout,
+            proof_timeout,
         } = attempt;
         let end = Negotiation::End;
         let broker_err = |e: SessionError| end(DisconnectReason::from(e));
@@ -141,6 +144,7 @@ impl AgentTask {
                 require_admin: admin.is_some(),
                 acceptance: self.config.acceptance,
                 timeout: step_timeout,
+                proof_timeout,
             },
             Duration::ZERO,
         );
@@ -370,6 +374,7 @@ fn negotiation_end(why: PairingEnd) -> Negotiation {
     match why {
         PairingEnd::Unverified(_) => Negotiation::Retry,
         PairingEnd::BadCredentials => Negotiation::BadCredentials,
+        PairingEnd::Unproven => Negotiation::Unproven,
         other => Negotiation::End(other.into()),
     }
 }

@@ -70,6 +70,11 @@ pub struct AgentPairingConfig {
     pub acceptance: AcceptanceMode,
     /// How long the viewer may take for each of its steps.
     pub timeout: Duration,
+    /// How long the viewer may take to prove the secret (its key-exchange message and its
+    /// confirmation), from the start. On a LAN both take milliseconds, and until the proof
+    /// the attempt holds the agent's one negotiation: a viewer that said hello and then
+    /// nothing held it for a whole `timeout`, again and again.
+    pub proof_timeout: Duration,
 }
 
 /// What the driver must do or tell, as data.
@@ -174,7 +179,7 @@ impl AgentPairing {
     pub fn new(config: AgentPairingConfig, now: Duration) -> Self {
         let (pake, msg) = config.secret.start();
         let mut this = Self {
-            deadline: Some(now + config.timeout),
+            deadline: Some(now + config.proof_timeout),
             control: false,
             config,
             state: State::KeyExchange {
@@ -269,6 +274,7 @@ impl AgentPairing {
 
     /// The viewer proved it holds the key: ask for credentials, or go on to consent.
     fn confirmed(&mut self, now: Duration, keys: SessionKeys) {
+        self.deadline = Some(now + self.config.timeout);
         if self.config.require_admin {
             self.relay(PeerSignal::CredentialsRequired {});
             self.state = State::Credentials(keys);
@@ -417,6 +423,7 @@ impl AgentPairing {
         match self.state {
             State::Consent(..) => self.settle(now),
             State::Done => {}
+            State::KeyExchange { .. } => self.end(PairingEnd::Unproven),
             _ => self.end(PairingEnd::TimedOut("the viewer did not answer in time")),
         }
     }

@@ -59,6 +59,10 @@ pub enum PairingEnd {
     Consent(ConsentRefusal),
     /// The peer did not take its next step in time; the sentence says which.
     TimedOut(&'static str),
+    /// The viewer did not prove the code or password (key exchange and confirmation)
+    /// within the proof deadline (agent side). Nothing was connected; on the LAN a source
+    /// that keeps doing it waits like one that guesses wrong.
+    Unproven,
 }
 
 impl std::fmt::Display for PairingEnd {
@@ -77,6 +81,10 @@ impl std::fmt::Display for PairingEnd {
             PairingEnd::PeerLeft => write!(f, "the peer left before the session started"),
             PairingEnd::Consent(r) => write!(f, "{}", r.message()),
             PairingEnd::TimedOut(what) => write!(f, "{what}"),
+            PairingEnd::Unproven => write!(
+                f,
+                "the viewer did not prove the code or password in time; nothing was connected"
+            ),
         }
     }
 }

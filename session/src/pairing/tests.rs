@@ -52,6 +52,7 @@ fn agent_config(secret: PairingSecret, acceptance: AcceptanceMode) -> AgentPairi
         require_admin: false,
         acceptance,
         timeout: TIMEOUT,
+        proof_timeout: TIMEOUT,
     }
 }
 
@@ -466,9 +467,42 @@ fn each_side_gives_up_on_a_silent_peer_at_its_deadline() {
     agent_alone.handle_timeout(TIMEOUT);
     assert!(matches!(
         agent_alone.poll_event(),
-        Some(AgentPairingEvent::Ended(PairingEnd::TimedOut(_)))
+        Some(AgentPairingEvent::Ended(PairingEnd::Unproven))
     ));
     assert_eq!(agent_alone.poll_timeout(), None);
+}
+
+#[test]
+fn a_viewer_gets_only_the_proof_deadline_to_prove_the_secret_and_full_steps_after() {
+    let password = LanPassword::from_random(42);
+    let agent = AgentPairingConfig {
+        proof_timeout: Duration::from_secs(2),
+        ..agent_config(PairingSecret::Lan(password.clone()), by_request(30))
+    };
+    // Silent after its hello: the attempt ends at the proof deadline, not the step timeout.
+    let mut alone = AgentPairing::new(agent.clone(), Duration::ZERO);
+    assert_eq!(alone.poll_timeout(), Some(Duration::from_secs(2)));
+    alone.handle_timeout(Duration::from_secs(2));
+    assert!(matches!(
+        alone.poll_event(),
+        Some(AgentPairingEvent::Ended(PairingEnd::Unproven))
+    ));
+    // A viewer that proves it at once connects, though its user answers after 2 s: the
+    // steps after the proof have the whole step timeout.
+    let route = PairingRoute::Lan {
+        password,
+        grant: None,
+    };
+    let script = Script {
+        consent: Some((
+            Duration::from_secs(5),
+            ConsentAnswer::Allow { control: true },
+        )),
+        ..Script::default()
+    };
+    let mut h = Harness::new(route, agent, script);
+    h.run(Duration::from_secs(60));
+    assert!(h.connected().is_some(), "{:?}", h.agent_events);
 }
 
 #[test]

@@ -22,10 +22,14 @@ use deskwire_session::pairing::PairingSecret;
 
 mod greeter;
 
-/// How long a LAN viewer may take for each step of its key exchange and negotiation: on a
-/// LAN each takes milliseconds, and until its password is proven, a viewer holds the one
-/// attempt this loop runs at a time.
+/// How long a LAN viewer may take for each step of its negotiation once its password is
+/// proven.
 const LAN_STEP: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long it may take to prove the password (key exchange and confirmation), from its
+/// turn: milliseconds on a LAN. Until then it holds the one attempt this loop runs at a
+/// time, so a viewer that says hello and then nothing holds it this long, and its source
+/// then waits as after a wrong password.
+const LAN_PROOF: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl AgentTask {
     /// Serve viewers on `listener` until one gets a session, then stream to it.
@@ -109,6 +113,7 @@ impl AgentTask {
                     unattended: false,
                     admin: self.config.require_admin.clone(),
                     step_timeout: LAN_STEP.min(self.config.connect_timeout),
+                    proof_timeout: LAN_PROOF.min(self.config.connect_timeout),
                 },
                 Some((id, secret, admin)) => Attempt {
                     secret: PairingSecret::Grant(id, secret),
@@ -117,6 +122,7 @@ impl AgentTask {
                     unattended: true,
                     admin,
                     step_timeout: LAN_STEP.min(self.config.connect_timeout),
+                    proof_timeout: LAN_PROOF.min(self.config.connect_timeout),
                 },
             };
             let result = self.negotiate(&mut peer, &mut sig, attempt).await;
@@ -144,6 +150,22 @@ impl AgentTask {
                     peer.close().await;
                     self.refuse(sig, from, JoinRefusal::VerificationFailed, message)
                         .await;
+                    continue;
+                }
+                Err(Negotiation::Unproven) => {
+                    // Said hello, then did not prove the password: a stall costs its source
+                    // a wait, as a wrong guess does, so it cannot hold the loop again and
+                    // again.
+                    let wait = backoff.record_failure(from.ip(), UnixMillis::now());
+                    tracing::info!(%from, ?wait, "LAN viewer did not prove the password in time");
+                    peer.close().await;
+                    self.refuse(
+                        sig,
+                        from,
+                        JoinRefusal::VerificationFailed,
+                        "the password was not proven in time".to_owned(),
+                    )
+                    .await;
                     continue;
                 }
                 Err(Negotiation::BadCredentials) => {
