@@ -19,7 +19,7 @@ use crate::pointer::PointerSender;
 use crate::rate::{RateConfig, RateController, RateTarget};
 use crate::refresh::Refresh;
 use crate::stats::AgentStats;
-use crate::wire::{decode_control, decode_input_at, ByeReason, Channel, ControlMessage};
+use crate::wire::{decode_control, decode_input_at, ByeReason, Channel, ControlMessage, Feedback};
 
 /// The settings of [`AgentSession`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,13 +327,16 @@ impl AgentSession {
         match channel {
             Channel::Control => self.handle_control(now, data),
             Channel::Input => self.handle_input(now, data),
-            // The viewer's requests to send video again come this way (unordered: a lost one
-            // holds up nothing); nothing else does.
+            // The viewer's requests to send video again and its feedback come this way: on the
+            // ordered control channel one lost message held up every later one until SCTP
+            // resent it (a second or more), and the rate control went blind meanwhile. A
+            // lost one here is simply replaced by the next.
             Channel::Video => match decode_control(data) {
                 Ok(ControlMessage::Nack(ranges)) => {
                     let seqs = ranges.iter().flat_map(|r| r.seqs()).collect();
                     self.out.event(AgentSessionEvent::ResendVideo(seqs));
                 }
+                Ok(ControlMessage::Feedback(fb)) => self.handle_feedback(now, fb),
                 Ok(other) => tracing::debug!(?other, "ignored on the video channel"),
                 Err(e) => tracing::debug!(error = %e, "malformed message on the video channel"),
             },
@@ -361,25 +364,7 @@ impl AgentSession {
                     self.poll_refresh(now);
                 }
             }
-            Ok(ControlMessage::Feedback(fb)) => {
-                if fb.rtt_us > 0 {
-                    self.rtt = Some(Duration::from_micros(u64::from(fb.rtt_us.min(10_000_000))));
-                }
-                match self.rate.handle_feedback(now, &fb, self.rtt) {
-                    Ok(_) => {
-                        let after = self.rate.target();
-                        if moved(&self.told, &after) {
-                            let relayout = after.compact != self.told.compact;
-                            self.told = after;
-                            self.out.event(AgentSessionEvent::RateChanged(after));
-                            if relayout {
-                                self.restart_stream(now, after.compact);
-                            }
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "refused feedback from the viewer"),
-                }
-            }
+            Ok(ControlMessage::Feedback(fb)) => self.handle_feedback(now, fb),
             Ok(ControlMessage::ReceiverReport {
                 latency_p50_us,
                 latency_p99_us,
@@ -396,6 +381,27 @@ impl AgentSession {
             }
             Ok(other) => tracing::debug!(?other, "ignored control message"),
             Err(e) => tracing::warn!(error = %e, "malformed control message from the viewer"),
+        }
+    }
+
+    /// The viewer's account of what the video channel delivered: the rate control's input.
+    fn handle_feedback(&mut self, now: Duration, fb: Feedback) {
+        if fb.rtt_us > 0 {
+            self.rtt = Some(Duration::from_micros(u64::from(fb.rtt_us.min(10_000_000))));
+        }
+        match self.rate.handle_feedback(now, &fb, self.rtt) {
+            Ok(_) => {
+                let after = self.rate.target();
+                if moved(&self.told, &after) {
+                    let relayout = after.compact != self.told.compact;
+                    self.told = after;
+                    self.out.event(AgentSessionEvent::RateChanged(after));
+                    if relayout {
+                        self.restart_stream(now, after.compact);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "refused feedback from the viewer"),
         }
     }
 

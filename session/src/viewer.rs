@@ -338,7 +338,9 @@ impl ViewerSession {
                     .clock
                     .rtt()
                     .map_or(0, |r| r.as_micros().clamp(1, u128::from(u32::MAX)) as u32);
-                self.send_control(ControlMessage::Feedback(fb));
+                // On the video channel, unordered: see `AgentSession::handle_message`.
+                self.out
+                    .send_on(Channel::Video, &ControlMessage::Feedback(fb));
             }
         }
         self.ask_again(now);

@@ -584,3 +584,33 @@ fn the_pointer_reaches_the_viewer_with_its_shape_and_its_last_position_survives_
     p.run_until(400 * MS);
     assert_eq!(cursor(&p).map(|c| c.x), Some(300), "sent again and shown");
 }
+
+#[test]
+fn feedback_on_the_unordered_video_channel_steers_the_rate() {
+    let mut p = pair(false, link(10), link(10));
+    p.run_until(100 * MS);
+    let before = p.host.rate_target().estimate_bps;
+    // A viewer whose path queues 300 ms while 1 Mbit/s arrives (after the start's burst
+    // grace): the rate comes down.
+    for i in 1..=10u32 {
+        let fb = ControlMessage::Feedback(deskwire_session::wire::Feedback {
+            interval_us: 100_000,
+            bytes: 12_500,
+            received: 100,
+            lost: 0,
+            queue_delay_us: 300_000,
+            highest_seq: i * 100,
+            rtt_us: 20_000,
+        });
+        let mut data = BytesMut::new();
+        fb.encode(&mut data);
+        p.host
+            .handle_message(2_000 * MS + i * 100 * MS, Channel::Video, &data);
+    }
+    let after = p.host.rate_target().estimate_bps;
+    assert!(after < before / 2, "{before} -> {after}");
+    assert!(p
+        .host_events
+        .iter()
+        .all(|(_, e)| !matches!(e, AgentSessionEvent::Ended(_))));
+}
