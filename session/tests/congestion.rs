@@ -194,11 +194,11 @@ fn losses_the_channel_never_repairs_are_asked_for_and_sent_again_without_keyfram
     let per_second = fps(p.shown(), 2, 10);
     assert!(per_second.iter().all(|&f| f >= 25), "fps {per_second:?}");
     // Before selective retransmission, every loss cost its band a gap wait, a request and
-    // a keyframe, and the worst band froze 0.72-0.94 s over seeds 3-17; with it, 0.14-0.43 s
+    // a keyframe, and the worst band froze 0.72-0.94 s over seeds 3-17; with it, 0.11-0.23 s
     // and 0-2 keyframe batches in 10 s (a loss repaired on the third ask, or a request lost
     // with its repeat).
     let freeze = longest_freeze(p.shown(), 8, 2 * S, 10 * S);
-    assert!(freeze < 500 * MS, "a band froze for {freeze:?}");
+    assert!(freeze < 400 * MS, "a band froze for {freeze:?}");
     let batches = p
         .host_events
         .iter()
@@ -239,10 +239,10 @@ fn without_retransmission_a_lossy_channel_still_neither_stalls_nor_storms_keyfra
     assert!(per_second.iter().all(|&f| f >= 20), "fps {per_second:?}");
     // A lost chunk costs its band a gap wait, a request and a keyframe (about 400 ms at
     // this round trip); at 2 % loss the keyframe is itself hit now and then, and a second
-    // round follows. Over seeds 3-17 the worst band froze 0.72-0.94 s (0.70-1.03 s when
-    // every lossy 100 ms interval cut the rate).
+    // round follows, after a further gap wait (a keyframe's hole is normally repaired, so
+    // it is waited on). Over seeds 3-17 the worst band froze 0.58-1.51 s.
     let freeze = longest_freeze(p.shown(), 8, 2 * S, 10 * S);
-    assert!(freeze < 1000 * MS, "a band froze for {freeze:?}");
+    assert!(freeze < 1600 * MS, "a band froze for {freeze:?}");
     // Refreshes are budgeted: far fewer keyframe batches than frames.
     let batches = p
         .host_events

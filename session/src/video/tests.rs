@@ -390,3 +390,48 @@ fn chunks_that_do_not_add_up_to_the_band_length_are_refused() {
     let second = decode_video(&msgs[1]).unwrap();
     assert_eq!(r.handle_chunk(&second), ChunkFate::Inconsistent);
 }
+
+#[test]
+fn a_keyframe_arriving_slowly_is_judged_over_a_retry_interval_not_between_two_polls() {
+    let mut p = Packetizer::new(7, VIDEO_HEADER_LEN + 100);
+    let key = packets(&mut p, &frame(1, &[(0, true, 1000), (1, true, 100)]));
+    let mut r = rx();
+    let t = Duration::from_secs(1);
+    feed_at(&mut r, &key[..2], t);
+    feed_at(&mut r, &key[10..], t);
+    assert_eq!(r.poll_keyframe_request(t), None, "band 0 is arriving");
+    // Polls a few milliseconds apart with no chunk between them: not yet judged.
+    for ms in 1..5 {
+        assert_eq!(r.poll_keyframe_request(t + Duration::from_millis(ms)), None);
+    }
+    feed_at(&mut r, &key[2..4], t + RETRY / 2);
+    assert_eq!(r.poll_keyframe_request(t + RETRY), None, "it moved");
+    // Nothing more for a whole interval: asked for.
+    assert_eq!(r.poll_keyframe_request(t + RETRY * 2), Some((7, 0b1)));
+}
+
+#[test]
+fn a_keyframe_whose_hole_stays_open_past_the_gap_wait_is_asked_for_again() {
+    let mut p = Packetizer::new(7, VIDEO_HEADER_LEN + 100);
+    let key = packets(&mut p, &frame(1, &[(0, true, 1000), (1, true, 100)]));
+    let mut r = rx();
+    r.set_rtt(Duration::from_millis(20));
+    let t = Duration::from_secs(1);
+    // Chunk 3 of band 0 is missing; the rest keep coming for a while.
+    feed_at(&mut r, &key[..3], t);
+    feed_at(&mut r, &key[4..6], t);
+    feed_at(&mut r, &key[10..], t);
+    assert_eq!(
+        r.poll_keyframe_request(t),
+        None,
+        "a hole is repaired as a rule"
+    );
+    let gap = r.gap_wait();
+    feed_at(&mut r, &key[6..10], t + gap / 2);
+    assert_eq!(r.poll_keyframe_request(t + gap / 2), None);
+    assert_eq!(
+        r.poll_keyframe_request(t + gap),
+        Some((7, 0b1)),
+        "still open after the gap wait"
+    );
+}
