@@ -145,8 +145,9 @@ const FINER_AFTER: Duration = Duration::from_secs(3);
 /// Compact bands below this estimate, full bands again above `FULL_ABOVE`; each after
 /// holding for `COMPACT_AFTER` / `FULL_AFTER`.
 const COMPACT_BELOW: u64 = 3_000_000;
-/// Compact below this while the estimate never reached `FULL_ABOVE`: a path that has not
-/// shown it carries the full layout's scrolling. On `dsl` (6 Mbit/s, of which SCTP carries
+/// Compact below this (at once, without `COMPACT_AFTER`) once the path cut the estimate
+/// before it ever reached `FULL_ABOVE`: a path that has not shown it carries the full
+/// layout's scrolling. On `dsl` (6 Mbit/s, of which SCTP carries
 /// about 3 at 0.5 % loss) the first cut brings the estimate under it 1.5-2 s in, where the
 /// 3 Mbit/s rule waited for the third cut, 3.5-4 s in, with the full layout frozen behind
 /// its queue meanwhile (measured: 7.6-8.3 % frozen over 12 s, was 9.5-17 %). Not for good:
@@ -450,10 +451,10 @@ impl RateController {
             // The estimate starts high and only cuts bring it down: below the threshold,
             // the path has shown its limit. A recent cut is not required: a path whose
             // estimate settled under its rate cuts no more (a step to 2 Mbit/s did not).
-            let below = if self.proven {
-                COMPACT_BELOW
-            } else {
+            let below = if self.unproven_limit() {
                 COMPACT_BELOW_UNPROVEN
+            } else {
+                COMPACT_BELOW
             };
             estimate < below && self.wide
         };
@@ -462,12 +463,25 @@ impl RateController {
             return;
         }
         let since = *self.compact_wanted.get_or_insert(now);
-        let hold = if want { COMPACT_AFTER } else { FULL_AFTER };
+        let hold = match (want, self.unproven_limit()) {
+            // A path that showed its limit before it ever carried the full layout: nothing
+            // to flap back to (that takes 8 Mbit/s held for 5 s), and every half second in
+            // the full layout is spent queueing at the start of a session.
+            (true, true) => Duration::ZERO,
+            (true, false) => COMPACT_AFTER,
+            (false, _) => FULL_AFTER,
+        };
         if now >= since + hold {
             tracing::debug!(compact = want, estimate, "band layout");
             self.compact = want;
             self.compact_wanted = None;
         }
+    }
+
+    /// The path cut the estimate before it ever reached `FULL_ABOVE`. Not at the start,
+    /// before any cut: the estimate starts under 5 Mbit/s on every path.
+    fn unproven_limit(&self) -> bool {
+        !self.proven && self.last_decrease.is_some()
     }
 
     /// Move the quality floor toward what the estimate affords, once that has held.

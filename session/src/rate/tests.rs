@@ -317,6 +317,16 @@ fn a_path_never_shown_to_carry_the_full_layout_goes_compact_under_5_mbit() {
     assert!(rc.estimate_bps() > COMPACT_BELOW, "{}", rc.estimate_bps());
     assert!(rc.target().compact, "at {} bit/s", rc.estimate_bps());
 
+    // Before any cut an estimate under 5 says nothing (every session starts at 4).
+    let mut rc = rate_controller(4_000_000);
+    rc.set_wide(true);
+    for i in 1..=10u32 {
+        rc.handle_feedback(i * 100 * MS, &fb(500_000, 0.0, 0), Some(10 * MS))
+            .unwrap();
+    }
+    assert!(rc.estimate_bps() < COMPACT_BELOW_UNPROVEN);
+    assert!(!rc.target().compact);
+
     // The same path after the estimate once reached 8 Mbit/s: full bands, until the
     // estimate falls under 3.
     let mut rc = rate_controller(4_000_000);
