@@ -140,6 +140,8 @@ pub struct LanAgent {
     report_tx: Sender<LanAgentEvent>,
     reports: Receiver<LanAgentEvent>,
     sessions: u64,
+    /// Failures per source, across the sessions' listeners.
+    backoff: super::BackoffRecord,
     _advert: Option<Advertisement>,
 }
 
@@ -169,6 +171,7 @@ impl LanAgent {
             report_tx,
             reports,
             sessions: 0,
+            backoff: super::BackoffRecord::default(),
             _advert: advert,
         })
     }
@@ -244,7 +247,9 @@ impl LanAgent {
         config: AgentConfig,
         source: Box<dyn Source>,
     ) -> Result<Agent, SessionError> {
-        let lan = LanListenConfig::new(self.passwords.clone()).listen(self.config.listen);
+        let lan = LanListenConfig::new(self.passwords.clone())
+            .listen(self.config.listen)
+            .remembering(&self.backoff);
         let agent = Agent::start_lan(config, source, lan)?;
         self.sessions += 1;
         Ok(agent)

@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use deskwire_signal::lan::LanBackoff;
 pub use deskwire_signal::lan::{
     BackoffLimits, LanPassword, LanPasswordError, PasswordRotation, DEFAULT_PORT, SERVICE_TYPE,
 };
@@ -211,6 +212,27 @@ pub struct LanListenConfig {
     pub passwords: LanPasswords,
     /// How long wrong passwords make their source wait.
     pub backoff: BackoffLimits,
+    /// The failures per source, kept from one session's listener to the next.
+    pub(crate) record: BackoffRecord,
+}
+
+/// Failures per source that outlive one listener: a LAN agent listens anew after every
+/// session, and a fresh record forgave every source that stalled or guessed wrong.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BackoffRecord(Arc<Mutex<Option<LanBackoff>>>);
+
+impl BackoffRecord {
+    /// The record kept, or a new one with `limits`; it is this listener's until
+    /// [`Self::put`].
+    pub(crate) fn take(&self, limits: BackoffLimits) -> LanBackoff {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.take().unwrap_or_else(|| LanBackoff::new(limits))
+    }
+
+    /// Keep `backoff` for the next listener.
+    pub(crate) fn put(&self, backoff: LanBackoff) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(backoff);
+    }
 }
 
 impl LanListenConfig {
@@ -220,7 +242,14 @@ impl LanListenConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
             passwords,
             backoff: BackoffLimits::default(),
+            record: BackoffRecord::default(),
         }
+    }
+
+    /// Share the failures per source with the listeners of earlier and later sessions.
+    pub(crate) fn remembering(mut self, record: &BackoffRecord) -> Self {
+        self.record = record.clone();
+        self
     }
 
     /// Listen on `addr` (port 0 picks a free one; [`crate::Agent::lan_addr`] says which).

@@ -1,12 +1,12 @@
 //! A LAN target: listen for viewers, answer each the way a broker would, and run the
 //! same key exchange, consent and MACed negotiation as with a broker, under the password.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use deskwire_capture::Source;
 use deskwire_signal::grant::CredentialMode;
-use deskwire_signal::lan::LanBackoff;
 use deskwire_signal::{BrokerMessage, JoinRefusal, UnixMillis};
 use tokio::net::TcpListener;
 
@@ -22,14 +22,34 @@ use deskwire_session::pairing::PairingSecret;
 
 mod greeter;
 
+/// Greeted connections kept waiting for their turn at most; past it, the oldest from a
+/// source with failures (else the oldest) is dropped.
+const MAX_WAITING: usize = 16;
+
+/// The next greeted connection to serve: the oldest from a source without failures, else
+/// the oldest. Every attempt holds the loop until its password is proven (up to
+/// `LAN_PROOF`): served in arrival order, stallers from four addresses kept a technician
+/// waiting 7-9 s for each picture. A source that stalled or guessed wrong before goes
+/// behind every clean one, so a technician waits for at most the attempt in progress.
+fn next_in_line<T>(waiting: &mut VecDeque<T>, failing: impl Fn(&T) -> bool) -> Option<T> {
+    while waiting.len() > MAX_WAITING {
+        let drop_at = waiting.iter().position(&failing).unwrap_or(0);
+        waiting.remove(drop_at);
+        tracing::info!("LAN connection dropped: too many waiting for their turn");
+    }
+    let at = waiting.iter().position(|g| !failing(g)).unwrap_or(0);
+    waiting.remove(at)
+}
+
 /// How long a LAN viewer may take for each step of its negotiation once its password is
 /// proven.
 const LAN_STEP: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long it may take to prove the password (key exchange and confirmation), from its
-/// turn: milliseconds on a LAN. Until then it holds the one attempt this loop runs at a
-/// time, so a viewer that says hello and then nothing holds it this long, and its source
-/// then waits as after a wrong password.
-const LAN_PROOF: std::time::Duration = std::time::Duration::from_secs(2);
+/// turn: a round trip and a few milliseconds of SPAKE2 on a LAN. Until then it holds the
+/// one attempt this loop runs at a time, so a viewer that says hello and then nothing holds
+/// it this long, and its source then waits as after a wrong password and goes behind every
+/// clean source (`next_in_line`).
+const LAN_PROOF: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AgentTask {
     /// Serve viewers on `listener` until one gets a session, then stream to it.
@@ -44,29 +64,35 @@ impl AgentTask {
             Ok(l) => l,
             Err(e) => return DisconnectReason::Lan(format!("cannot listen: {e}")),
         };
-        let mut backoff = LanBackoff::new(lan.backoff);
+        let mut backoff = lan.record.take(lan.backoff);
         let mut control = !self.config.view_only;
         let mut source = Some(source);
         let mut pipeline: Option<Arc<Pipeline>> = None;
         let (mut greeted, greeter) = greeter::spawn(listener);
+        // Greeted connections not served yet: see `next_in_line`.
+        let mut waiting: VecDeque<Greeted> = VecDeque::new();
         let connected: Result<Connected, DisconnectReason> = loop {
-            let Greeted {
+            while let Ok(g) = greeted.try_recv() {
+                waiting.push_back(g);
+            }
+            let Some(Greeted {
                 mut sig,
                 from,
                 grant,
-            } = tokio::select! {
-                g = greeted.recv() => match g {
-                    Some(g) => g,
-                    None => break Err(DisconnectReason::Lan("the LAN listener stopped".into())),
-                },
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::SetControl(c)) => {
-                        control = c && !self.config.view_only;
-                        continue;
-                    }
-                    Some(Command::TryCode(_) | Command::AnswerConsent(_) | Command::AnswerGrant(..)) => continue,
-                    Some(Command::Shutdown) | None => break Err(DisconnectReason::Local),
-                },
+            }) = next_in_line(&mut waiting, |g| backoff.failures(g.from.ip()) > 0)
+            else {
+                tokio::select! {
+                    g = greeted.recv() => match g {
+                        Some(g) => waiting.push_back(g),
+                        None => break Err(DisconnectReason::Lan("the LAN listener stopped".into())),
+                    },
+                    cmd = self.commands.recv() => match cmd {
+                        Some(Command::SetControl(c)) => control = c && !self.config.view_only,
+                        Some(Command::TryCode(_) | Command::AnswerConsent(_) | Command::AnswerGrant(..)) => {}
+                        Some(Command::Shutdown) | None => break Err(DisconnectReason::Local),
+                    },
+                }
+                continue;
             };
             // A source that guessed wrong waits before it may guess again; it is told so
             // without a key exchange, so waiting is the only way to another guess.
@@ -200,6 +226,7 @@ impl AgentTask {
         };
         // The listener closes with its task: the session has begun (or ended).
         greeter.abort();
+        lan.record.put(backoff);
         let desk = super::grants::GrantDesk::new(None);
         self.conclude(connected, pipeline, control, started, desk)
             .await
@@ -261,5 +288,30 @@ impl AgentTask {
         sig.close().await;
         self.events
             .emit_important(AgentEvent::LanRefused { from, message });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_sources_are_served_first_in_arrival_order_and_the_queue_stays_bounded() {
+        // (arrival, failing source)
+        let mut waiting: VecDeque<(u32, bool)> =
+            [(1, true), (2, false), (3, true), (4, false)].into();
+        let failing = |g: &(u32, bool)| g.1;
+        assert_eq!(next_in_line(&mut waiting, failing), Some((2, false)));
+        assert_eq!(next_in_line(&mut waiting, failing), Some((4, false)));
+        assert_eq!(next_in_line(&mut waiting, failing), Some((1, true)));
+        assert_eq!(next_in_line(&mut waiting, failing), Some((3, true)));
+        assert_eq!(next_in_line(&mut waiting, failing), None);
+        // Over the bound, failing sources' connections go first, oldest first.
+        let mut waiting: VecDeque<(u32, bool)> = (0..MAX_WAITING as u32 + 2)
+            .map(|i| (i, i % 4 == 3))
+            .collect();
+        assert_eq!(next_in_line(&mut waiting, failing), Some((0, false)));
+        assert_eq!(waiting.len(), MAX_WAITING - 1);
+        assert!(!waiting.iter().any(|g| g.0 == 3 || g.0 == 7));
     }
 }
