@@ -118,11 +118,11 @@ impl LossList {
         rtt.unwrap_or(DEFAULT_RTT) + RETRY_SLACK
     }
 
-    /// When a hole `h` is next due to be asked for.
-    fn due(&self, h: &Hole, rtt: Option<Duration>) -> Duration {
+    /// When a hole `h` is next due to be asked for, given the grace and retry in force.
+    fn due(h: &Hole, grace: Duration, retry: Duration) -> Duration {
         match h.asked {
-            None => h.seen + self.grace(),
-            Some(at) => at + Self::retry(rtt),
+            None => h.seen + grace,
+            Some(at) => at + retry,
         }
     }
 
@@ -137,11 +137,7 @@ impl LossList {
         let grace = self.grace();
         let mut due = Vec::new();
         for (seq, h) in self.holes.iter_mut() {
-            let at = match h.asked {
-                None => h.seen + grace,
-                Some(a) => a + retry,
-            };
-            if h.asks < MAX_ASKS && now >= at {
+            if h.asks < MAX_ASKS && now >= Self::due(h, grace, retry) {
                 h.asked = Some(now);
                 h.asks += 1;
                 due.push(*seq as u32);
@@ -157,10 +153,11 @@ impl LossList {
 
     /// When [`Self::poll_nack`] has something to ask for next, if anything.
     pub(crate) fn next_due(&self, rtt: Option<Duration>) -> Option<Duration> {
+        let (grace, retry) = (self.grace(), Self::retry(rtt));
         self.holes
             .values()
             .filter(|h| h.asks < MAX_ASKS)
-            .map(|h| self.due(h, rtt))
+            .map(|h| Self::due(h, grace, retry))
             .min()
     }
 

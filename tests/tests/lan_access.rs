@@ -65,6 +65,11 @@ fn host_with(
     let listen = LanListenConfig::new(passwords)
         .listen(SocketAddr::new(ip, 0))
         .backoff(no_wait);
+    start_host(lan, config, listen)
+}
+
+/// A LAN agent with `config` listening as `listen`, in target 0's namespace.
+fn start_host(lan: &Lan, config: AgentConfig, listen: LanListenConfig) -> (Agent, SocketAddr) {
     let h = lan
         .run_in(lan.target(0), move || {
             Agent::start_lan(config, source(), listen)
@@ -490,13 +495,7 @@ fn a_client_that_says_hello_and_proves_nothing_is_cut_off_and_then_backed_off() 
     let config = AgentConfig::new("")
         .view_only(true)
         .transport(TransportConfig::default().bind(vec![ip]));
-    let h = lan
-        .run_in(lan.target(0), move || {
-            Agent::start_lan(config, source(), listen)
-        })
-        .unwrap()
-        .expect("starting the LAN host");
-    let addr = h.lan_addr().expect("listening");
+    let (h, addr) = start_host(&lan, config, listen);
     // Twice: after its hello the target sends its key exchange and waits for the proof,
     // then refuses; without the deadline it held the one negotiation for a whole step.
     for _ in 0..2 {
