@@ -156,10 +156,15 @@ struct Args {
     #[arg(long)]
     view_only: bool,
     /// Ask and tell on a small panel on the display as well as on the terminal: the code
-    /// with Try Again / Cancel, Accept / View only / Reject with its countdown, who is
-    /// connected with View only / Terminate.
-    #[arg(long)]
+    /// with Try Again / Cancel, Accept / View only / Reject with its countdown, unattended
+    /// requests (with the user's own account where the grant asks for it), who is
+    /// connected with View only / Terminate. On by default whenever the X display can be
+    /// opened; with --panel, failing to open it is an error.
+    #[arg(long, conflicts_with = "no_panel")]
     panel: bool,
+    /// Keep to the terminal and the control socket: no panel on the display.
+    #[arg(long)]
+    no_panel: bool,
     /// X display to capture and inject into (default: $DISPLAY).
     #[arg(long)]
     display: Option<String>,
@@ -375,10 +380,12 @@ fn run() -> Result<()> {
         terminal: Terminal::stdin()?,
         requests,
         answer_within: window,
-        panel: if args.panel {
-            Some(panel::Panel::open(display.as_deref())?)
-        } else {
-            None
+        panel: match (args.panel, args.no_panel, display.as_deref()) {
+            (true, _, display) => Some(panel::Panel::open(display)?),
+            (false, false, Some(display)) => panel::Panel::open(Some(display))
+                .map_err(|e| tracing::debug!("no panel: {e:#}"))
+                .ok(),
+            _ => None,
         },
         connected: false,
         grants_to,

@@ -21,11 +21,14 @@ use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
 
-/// The panel's size, and its buttons' place: 100 x 28 each from (10, 72), 110 apart (tests
-/// click there).
+mod form;
+use form::{Form, Key};
+
+/// The panel's size, and its buttons' place: 100 x 28 each from (10, 88), 110 apart (tests
+/// click there). Four lines of text fit above them.
 const WIDTH: u16 = 460;
-const HEIGHT: u16 = 110;
-const BUTTON: (i16, i16, u16, u16) = (10, 72, 100, 28);
+const HEIGHT: u16 = 126;
+const BUTTON: (i16, i16, u16, u16) = (10, 88, 100, 28);
 const BUTTON_STEP: i16 = 110;
 /// The `fixed` font's cell.
 const CHAR_W: usize = 6;
@@ -49,8 +52,9 @@ pub(crate) enum View {
         deadline: Instant,
         starts_on_its_own: bool,
     },
-    /// A technician asks for unattended access.
-    Grant { question: String },
+    /// A technician asks for unattended access; with `credentials`, the user allows it by
+    /// typing their own account name and password.
+    Grant { question: String, credentials: bool },
     /// A session runs.
     Connected { who: String, control: bool },
 }
@@ -64,6 +68,11 @@ pub(crate) enum Action {
     ViewOnly,
     Reject,
     AllowGrant,
+    /// Allowed with the customer's own account (a grant that asks for it).
+    AllowGrantAs {
+        user: String,
+        password: String,
+    },
     RefuseGrant,
     StopControl,
     Terminate,
@@ -113,8 +122,16 @@ struct PanelWindow {
     min_keycode: u8,
     view: View,
     mapped: bool,
-    typed: String,
-    buttons: Vec<(Rectangle, Action)>,
+    /// What is being typed, while the view asks for it.
+    form: Option<Form>,
+    buttons: Vec<(Rectangle, Press)>,
+}
+
+/// What a button does: act at once, or send what the form holds.
+#[derive(Debug, Clone)]
+enum Press {
+    Act(Action),
+    Submit,
 }
 
 impl PanelWindow {
@@ -175,7 +192,7 @@ impl PanelWindow {
             min_keycode,
             view: View::Hidden,
             mapped: false,
-            typed: String::new(),
+            form: None,
             buttons: Vec::new(),
         })
     }
@@ -185,11 +202,21 @@ impl PanelWindow {
         loop {
             match views.recv_timeout(Duration::from_millis(30)) {
                 Ok(view) => {
-                    if matches!(view, View::AskingCode { .. })
-                        && !matches!(self.view, View::AskingCode { .. })
-                    {
-                        self.typed.clear();
-                    }
+                    // A new question starts with empty fields; a password typed for an
+                    // earlier one is dropped as soon as that question is gone.
+                    let asked_again =
+                        std::mem::discriminant(&view) == std::mem::discriminant(&self.view);
+                    self.form = match (&view, self.form.take()) {
+                        (View::AskingCode { .. }, Some(f)) if asked_again => Some(f),
+                        (View::AskingCode { .. }, _) => Some(Form::code()),
+                        (
+                            View::Grant {
+                                credentials: true, ..
+                            },
+                            _,
+                        ) => Some(Form::credentials()),
+                        _ => None,
+                    };
                     self.view = view;
                     self.draw()?;
                     last_draw = Instant::now();
@@ -203,16 +230,27 @@ impl PanelWindow {
                         self.draw()?;
                         None
                     }
-                    Event::ButtonPress(b) => self
-                        .buttons
-                        .iter()
-                        .find(|(r, _)| {
-                            b.event_x >= r.x
-                                && b.event_x < r.x + r.width as i16
-                                && b.event_y >= r.y
-                                && b.event_y < r.y + r.height as i16
-                        })
-                        .map(|(_, a)| a.clone()),
+                    Event::ButtonPress(b) => {
+                        let press = self
+                            .buttons
+                            .iter()
+                            .find(|(r, _)| {
+                                b.event_x >= r.x
+                                    && b.event_x < r.x + r.width as i16
+                                    && b.event_y >= r.y
+                                    && b.event_y < r.y + r.height as i16
+                            })
+                            .map(|(_, p)| p.clone());
+                        match press {
+                            Some(Press::Act(a)) => Some(a),
+                            Some(Press::Submit) => {
+                                let action = self.form.as_mut().and_then(Form::submit);
+                                self.draw()?;
+                                action
+                            }
+                            None => None,
+                        }
+                    }
                     Event::KeyPress(k) => self.key(
                         k.detail,
                         k.state.contains(x11rb::protocol::xproto::KeyButMask::SHIFT),
@@ -235,38 +273,30 @@ impl PanelWindow {
         }
     }
 
-    /// A key typed while the code is asked: digits, spaces and dashes go into the field,
-    /// Backspace takes one back, Enter tries the code, Escape cancels.
-    fn key(&mut self, keycode: u8, _shift: bool) -> Result<Option<Action>> {
-        if !matches!(self.view, View::AskingCode { .. }) {
+    /// A key typed while the panel asks for something (the code, or an account): into
+    /// the form, which says when Enter or Escape ends it.
+    fn key(&mut self, keycode: u8, shift: bool) -> Result<Option<Action>> {
+        let Some(form) = self.form.as_mut() else {
             return Ok(None);
-        }
+        };
         let index =
             usize::from(keycode.saturating_sub(self.min_keycode)) * usize::from(self.per_keycode);
-        let keysym = self.keysyms.get(index).copied().unwrap_or(0);
-        let action = match keysym {
-            0x30..=0x39 | 0x20 | 0x2d if self.typed.len() < 20 => {
-                self.typed.push(char::from(keysym as u8));
-                None
-            }
-            0xffb0..=0xffb9 if self.typed.len() < 20 => {
-                self.typed.push(char::from(b'0' + (keysym - 0xffb0) as u8));
-                None
-            }
-            0xff08 => {
-                self.typed.pop();
-                None
-            }
-            0xff0d | 0xff8d => Some(Action::Code(self.typed.trim().to_owned())),
-            0xff1b => Some(Action::Cancel),
-            _ => None,
+        let plain = self.keysyms.get(index).copied().unwrap_or(0);
+        let shifted = self.keysyms.get(index + 1).copied().unwrap_or(0);
+        let keysym = if shift && shifted != 0 {
+            shifted
+        } else {
+            plain
         };
+        let action = form.handle(Key::from_keysym(keysym));
         self.draw()?;
         Ok(action)
     }
 
     fn draw(&mut self) -> Result<()> {
-        let (title, lines, buttons): (String, Vec<String>, Vec<(&str, Action)>) = match &self.view {
+        let typed = self.form.as_ref().map(Form::lines).unwrap_or_default();
+        let act = Press::Act;
+        let (title, lines, buttons): (String, Vec<String>, Vec<(&str, Press)>) = match &self.view {
             View::Hidden => {
                 if self.mapped {
                     self.conn.unmap_window(self.window)?;
@@ -278,10 +308,10 @@ impl PanelWindow {
             }
             View::AskingCode { why } => (
                 "deskwire: enter the connection code".into(),
-                vec![why.clone(), format!("Code: {}_", self.typed)],
+                std::iter::once(why.clone()).chain(typed).collect(),
                 vec![
-                    ("Try Again", Action::Code(self.typed.trim().to_owned())),
-                    ("Cancel", Action::Cancel),
+                    ("Try Again", Press::Submit),
+                    ("Cancel", act(Action::Cancel)),
                 ],
             ),
             View::Consent {
@@ -301,18 +331,28 @@ impl PanelWindow {
                     format!("deskwire: {question}"),
                     lines,
                     vec![
-                        ("Accept", Action::Accept),
-                        ("View only", Action::ViewOnly),
-                        ("Reject", Action::Reject),
+                        ("Accept", act(Action::Accept)),
+                        ("View only", act(Action::ViewOnly)),
+                        ("Reject", act(Action::Reject)),
                     ],
                 )
             }
-            View::Grant { question } => (
+            View::Grant {
+                question,
+                credentials,
+            } => (
                 format!("deskwire: {question}"),
-                wrap(question),
+                wrap(question).into_iter().chain(typed).collect(),
                 vec![
-                    ("Allow", Action::AllowGrant),
-                    ("Refuse", Action::RefuseGrant),
+                    (
+                        "Allow",
+                        if *credentials {
+                            Press::Submit
+                        } else {
+                            act(Action::AllowGrant)
+                        },
+                    ),
+                    ("Refuse", act(Action::RefuseGrant)),
                 ],
             ),
             View::Connected { who, control } => {
@@ -321,9 +361,9 @@ impl PanelWindow {
                 } else {
                     "can see this screen (view only)"
                 };
-                let mut buttons = vec![("Terminate", Action::Terminate)];
+                let mut buttons = vec![("Terminate", act(Action::Terminate))];
                 if *control {
-                    buttons.insert(0, ("View only", Action::StopControl));
+                    buttons.insert(0, ("View only", act(Action::StopControl)));
                 }
                 (
                     format!("deskwire: {who} is connected"),
@@ -362,7 +402,7 @@ impl PanelWindow {
             gc,
             &ChangeGCAux::new().foreground(TEXT).background(BACKGROUND),
         )?;
-        for (i, line) in lines.iter().take(3).enumerate() {
+        for (i, line) in lines.iter().take(4).enumerate() {
             let text: String = line
                 .chars()
                 .filter(char::is_ascii)
@@ -371,7 +411,7 @@ impl PanelWindow {
             c.image_text8(win, gc, 10, 20 + 16 * i as i16, text.as_bytes())?;
         }
         self.buttons.clear();
-        for (i, (label, action)) in buttons.into_iter().enumerate() {
+        for (i, (label, press)) in buttons.into_iter().enumerate() {
             let r = Rectangle {
                 x: BUTTON.0 + BUTTON_STEP * i as i16,
                 y: BUTTON.1,
@@ -387,7 +427,7 @@ impl PanelWindow {
             )?;
             let text_x = r.x + (r.width as i16 - (label.len() * CHAR_W) as i16) / 2;
             c.image_text8(win, gc, text_x, r.y + 18, label.as_bytes())?;
-            self.buttons.push((r, action));
+            self.buttons.push((r, press));
         }
         c.flush()?;
         Ok(())

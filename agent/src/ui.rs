@@ -110,12 +110,28 @@ enum State {
     Waiting,
     AskingCode,
     Consenting,
-    /// The technician asks for unattended access (request number, customer credentials?).
-    GrantAsked(u32, bool),
+    /// The technician asks for unattended access during the session (`since`, `control`:
+    /// the session's, to go back to once the question is answered).
+    GrantAsked {
+        id: u32,
+        customer: bool,
+        since: Option<Instant>,
+        control: bool,
+    },
     Connected {
         since: Option<Instant>,
         control: bool,
     },
+}
+
+impl State {
+    /// The session a grant question was asked in, once the question is answered.
+    fn after_grant(&self) -> State {
+        match *self {
+            State::GrantAsked { since, control, .. } => State::Connected { since, control },
+            _ => State::Waiting,
+        }
+    }
 }
 
 impl Ui {
@@ -198,8 +214,26 @@ impl Ui {
             (Action::Accept, State::Consenting) => "y".into(),
             (Action::ViewOnly, State::Consenting) => "v".into(),
             (Action::Reject, State::Consenting) => "n".into(),
-            (Action::AllowGrant, State::GrantAsked(_, false)) => "y".into(),
-            (Action::RefuseGrant, State::GrantAsked(..)) => "n".into(),
+            (
+                Action::AllowGrant,
+                State::GrantAsked {
+                    customer: false, ..
+                },
+            ) => "y".into(),
+            (Action::RefuseGrant, State::GrantAsked { .. }) => "n".into(),
+            (
+                Action::AllowGrantAs { user, password },
+                State::GrantAsked {
+                    id, customer: true, ..
+                },
+            ) => {
+                // Answered here: a password never goes through the terminal's words.
+                let id = *id;
+                *state = state.after_grant();
+                self.show(View::Hidden);
+                agent.answer_grant(id, GrantDecision::ApproveWithCredentials { user, password })?;
+                return Ok(None);
+            }
             (Action::Terminate, State::Connected { .. }) => "t".into(),
             (
                 Action::StopControl,
@@ -371,7 +405,7 @@ impl Ui {
                 let line = line.trim().to_owned();
                 if matches!(
                     state,
-                    State::Consenting | State::GrantAsked(..) | State::AskingCode
+                    State::Consenting | State::GrantAsked { .. } | State::AskingCode
                 ) {
                     // Answered (on either): the panel stops asking.
                     self.show(View::Hidden);
@@ -386,8 +420,8 @@ impl Ui {
                         };
                         agent.answer_consent(answer)?;
                     }
-                    State::GrantAsked(id, customer) => {
-                        state = State::Waiting;
+                    State::GrantAsked { id, customer, .. } => {
+                        state = state.after_grant();
                         let decision = match (line.as_str(), customer) {
                             ("y" | "yes", false) => GrantDecision::Approve,
                             (text, true) if text.contains(' ') => {
@@ -506,14 +540,24 @@ impl Ui {
                     technician,
                 } => {
                     let customer = request.credential_mode == CredentialMode::CustomerCredentials;
-                    state = State::GrantAsked(id, customer);
+                    let (since, control) = match state {
+                        State::Connected { since, control } => (since, control),
+                        _ => (None, false),
+                    };
+                    state = State::GrantAsked {
+                        id,
+                        customer,
+                        since,
+                        control,
+                    };
                     let who = technician.unwrap_or_else(|| "The technician".to_owned());
                     self.show(View::Grant {
                         question: if customer {
-                            format!("{who} asks to connect when nobody is here ({}). To allow, type your account name and password on the terminal.", request.schedule)
+                            format!("{who} asks to connect when nobody is here ({}). To allow it, type your account name and password.", request.schedule)
                         } else {
                             format!("{who} asks to connect when nobody is here ({}); they will need this computer's admin credentials each time.", request.schedule)
                         },
+                        credentials: customer,
                     });
                     let how = if customer {
                         "type your account name and password (name password) to allow, or n"
@@ -574,7 +618,7 @@ fn describe(state: &State) -> String {
         State::Waiting => "no session (waiting for a technician)".into(),
         State::AskingCode => "no session (waiting for a code)".into(),
         State::Consenting => "a technician is asking to connect".into(),
-        State::GrantAsked(..) => "1 session: the technician asks for unattended access".into(),
+        State::GrantAsked { .. } => "1 session: the technician asks for unattended access".into(),
         State::Connected { since, control } => format!(
             "1 session: {} for {} s",
             if *control { "control" } else { "view only" },

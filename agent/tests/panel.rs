@@ -1,6 +1,8 @@
-//! The user's panel (`deskwire-agent --panel`) driven as a user would, on a real X server:
-//! a refused code is retyped on it and tried again, the consent question is answered with
-//! its Accept button, control is taken back with View only, and Terminate ends the session.
+//! The user's panel (on by default when the agent has an X display) driven as a user would,
+//! on a real X server: a refused code is retyped on it and tried again, the consent question
+//! is answered with its Accept button, control is taken back with View only, Terminate ends
+//! the session, and an unattended request that asks for the user's own account is approved
+//! by typing it there.
 //! Clicks and keys go through xdotool; the panel is read by its window title (what it
 //! asks) and by what the agent does. With `DESKWIRE_PANEL_SHOTS=DIR` it also writes a PNG
 //! of each state (the pictures in docs/).
@@ -14,10 +16,10 @@ use deskwire_tests::session_fixtures::TestBroker;
 use deskwire_tests::Xvfb;
 
 const WAIT: Duration = Duration::from_secs(20);
-/// Where the panel's buttons are (see `agent/src/panel.rs`): 100 x 28 from (10, 72), 110
+/// Where the panel's buttons are (see `agent/src/panel.rs`): 100 x 28 from (10, 88), 110
 /// apart. A click goes to the middle of one.
 fn button(i: u32) -> (u32, u32) {
-    (60 + 110 * i, 86)
+    (60 + 110 * i, 102)
 }
 
 fn xdotool(display: &str, args: &[&str]) -> String {
@@ -57,6 +59,12 @@ fn panel_says(display: &str, what: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The pointer over the panel's text, so typed keys go to it (no window manager: the
+/// keyboard follows the pointer).
+fn point_at_text(display: &str, window: &str) {
+    xdotool(display, &["mousemove", "--window", window, "200", "40"]);
 }
 
 fn click(display: &str, window: &str, i: u32) {
@@ -151,17 +159,7 @@ fn the_user_retypes_a_code_accepts_takes_control_back_and_terminates_on_the_pane
     // The code was wrong: the panel asks for it again. Typed there, tried with the button.
     let window = panel_says(&display, "enter the connection code");
     shot(&display, "panel-code");
-    let (x, y) = button(0);
-    xdotool(
-        &display,
-        &[
-            "mousemove",
-            "--window",
-            &window,
-            &x.to_string(),
-            &(y - 40).to_string(),
-        ],
-    );
+    point_at_text(&display, &window);
     xdotool(&display, &["type", "--delay", "20", &code]);
     click(&display, &window, 0);
 
@@ -178,5 +176,91 @@ fn the_user_retypes_a_code_accepts_takes_control_back_and_terminates_on_the_pane
     agent.wait_for("control taken back", WAIT);
     click(&display, &window, 0);
     agent.wait_for("session terminated on this computer", WAIT);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unattended_request_on_the_users_own_account_is_approved_by_typing_it_on_the_panel() {
+    use deskwire::accounts::AdminAccounts;
+    use deskwire_broker::store::{Permission, Permissions, Policy};
+
+    let screen = Xvfb::start(1280, 720).expect("starting the user's Xvfb");
+    let display = screen.display();
+    let permissions = Permissions::NONE
+        .with(Permission::Control)
+        .with(Permission::Unattended);
+    let (broker, token) = TestBroker::start_with_accounts(permissions, Policy::default())
+        .expect("starting the broker");
+    let dir = std::env::temp_dir().join(format!("dw-panel-grant-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (accounts, grants, ticket) = (
+        dir.join("accounts"),
+        dir.join("grants.json"),
+        dir.join("ticket.json"),
+    );
+    AdminAccounts::at(&accounts)
+        .set("maria", "blue tulip 42")
+        .unwrap();
+
+    let mut viewer = Command::new(binary("deskwire-viewer"));
+    viewer
+        .args(["--broker", broker.url(), "--token", &token, "--headless"])
+        .args(["--duration", "10", "--request-unattended", "7"])
+        .args(["--grant-credentials", "customer", "--zone", "UTC"])
+        .arg("--save-grant")
+        .arg(&ticket)
+        .env("RUST_LOG", "error");
+    let viewer = Running::start(viewer);
+    let code_line = viewer.wait_for("connection code: ", WAIT);
+    let code = code_line["connection code: ".len()..].trim().to_owned();
+    // No --panel: a display is there, so the panel is.
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
+    agent
+        .args(["--broker", broker.url(), "--code", &code])
+        .args([
+            "--source",
+            "synthetic:static",
+            "--width",
+            "640",
+            "--height",
+            "360",
+        ])
+        .arg("--customer-accounts")
+        .arg(&accounts)
+        .arg("--grants")
+        .arg(&grants)
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"))
+        .env("DISPLAY", &display)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("RUST_LOG", "error");
+    let agent = Running::start(agent);
+
+    let window = panel_says(&display, "asks to see and control this screen");
+    click(&display, &window, 0);
+    let window = panel_says(&display, "asks to connect when nobody is here");
+    // Allow with nothing typed sends nothing: the account field takes the keyboard.
+    click(&display, &window, 0);
+    point_at_text(&display, &window);
+    xdotool(&display, &["type", "--delay", "20", "maria"]);
+    xdotool(&display, &["key", "Tab"]);
+    xdotool(&display, &["type", "--delay", "20", "blue tulip 42"]);
+    shot(&display, "panel-grant-credentials");
+    click(&display, &window, 0);
+    agent.wait_for("unattended access granted (grant 1)", WAIT);
+    // Back to the session it was asked in.
+    panel_says(&display, "is connected");
+    let saved = viewer.lines_until_exit(WAIT);
+    assert!(
+        saved.iter().any(|l| l.starts_with("grant saved to")),
+        "{saved:#?}"
+    );
+    let kept = deskwire::grants::GrantTicket::from_json(&std::fs::read_to_string(&ticket).unwrap())
+        .unwrap();
+    assert_eq!(
+        kept.grant.request().credential_mode,
+        deskwire_signal::grant::CredentialMode::CustomerCredentials
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -70,6 +70,11 @@ struct Args {
     /// days; you will present the target's admin credentials at each connection.
     #[arg(long)]
     request_unattended: Option<u32>,
+    /// How an unattended grant is vouched for: `each-time` (you present the target's
+    /// admin credentials at every connection) or `customer` (the user approves with their
+    /// own account now, and nothing is asked later; two weeks at most).
+    #[arg(long, default_value = "each-time", value_parser = ["each-time", "customer"], requires = "request_unattended")]
+    grant_credentials: String,
     /// Where to keep the grant (with its secret) when the user approves.
     #[arg(long, requires = "request_unattended")]
     save_grant: Option<PathBuf>,
@@ -219,7 +224,11 @@ fn run() -> Result<()> {
                 of: ZoneOf::Technician,
                 name: ZoneName::new(&args.zone).context("--zone")?,
             },
-            credential_mode: CredentialMode::AskEachConnection,
+            credential_mode: if args.grant_credentials == "customer" {
+                CredentialMode::CustomerCredentials
+            } else {
+                CredentialMode::AskEachConnection
+            },
         });
     }
     // An unattended call may take its broker from the ticket.
