@@ -84,6 +84,12 @@ impl FrameEncoder {
         self.encoders.set_bitrate(bps)
     }
 
+    /// Plan the running encoders' rate control for `fps` frames a second (see
+    /// [`BandEncoderSet::set_frame_rate`]).
+    pub fn set_frame_rate(&mut self, fps: u32) -> Result<(), CodecError> {
+        self.encoders.set_frame_rate(fps)
+    }
+
     /// Let quality fall to quantiser `max_qp` (see [`BandEncoderSet::set_max_qp`]).
     pub fn set_quality_floor(&mut self, max_qp: u8) {
         self.encoders.set_max_qp(max_qp);

@@ -180,6 +180,7 @@ impl VideoRun {
                     keyframe: key,
                     data: Bytes::from(vec![b as u8; len as usize]),
                     encode_us: 0,
+                    qp: 0,
                 }
             })
             .collect();

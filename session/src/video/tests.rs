@@ -24,6 +24,7 @@ pub(crate) fn frame(id: u64, bands: &[(u8, bool, usize)]) -> EncodedFrame {
                         .collect::<Vec<u8>>(),
                 ),
                 encode_us: 0,
+                qp: 0,
             })
             .collect(),
         layout_generation: 0,
