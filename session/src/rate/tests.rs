@@ -74,6 +74,35 @@ fn a_step_down_of_the_link_brings_the_estimate_under_it_within_a_second() {
 }
 
 #[test]
+fn a_long_queue_that_drains_is_not_cut_again() {
+    let mut rc = rate_controller(4_000_000);
+    let mut t = Duration::ZERO;
+    // A queue builds: cut to what arrived.
+    for q in [20, 40, 70, 100, 130, 160, 190, 220] {
+        t += 100 * MS;
+        rc.handle_feedback(t, &fb(2_000_000, 0.0, q), Some(40 * MS))
+            .unwrap();
+    }
+    let cut = rc.estimate_bps();
+    assert!(cut <= 1_700_000, "{cut}");
+    // The sender is now under the path: the queue shrinks, still long, while less
+    // arrives (the transport caught its breath). No further cut.
+    for q in [200, 180, 150, 120, 100, 80, 70] {
+        t += 100 * MS;
+        rc.handle_feedback(t, &fb(1_000_000, 0.0, q), Some(40 * MS))
+            .unwrap();
+    }
+    assert_eq!(rc.estimate_bps(), cut);
+    // A long queue that stands still is too much again.
+    for _ in 0..8 {
+        t += 100 * MS;
+        rc.handle_feedback(t, &fb(1_000_000, 0.0, 90), Some(40 * MS))
+            .unwrap();
+    }
+    assert!(rc.estimate_bps() < cut, "{}", rc.estimate_bps());
+}
+
+#[test]
 fn random_loss_below_the_hold_threshold_does_not_cut_the_rate() {
     let mut rc = rate_controller(3_000_000);
     for i in 1..=50 {
