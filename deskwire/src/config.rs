@@ -45,9 +45,10 @@ pub struct TransportConfig {
     /// Bytes a channel may have queued but unacknowledged; beyond it video is dropped
     /// (input and control are never near it).
     pub send_buffer: usize,
-    /// How long SCTP keeps retrying a video message: a few round trips, so a lost piece of
-    /// a keyframe is sent again instead of the whole keyframe, while a band frame that
-    /// cannot make it in time is given up (the viewer then asks for a refresh).
+    /// How long SCTP keeps retrying a video message: a few round trips even of a long
+    /// path, so a lost piece of a keyframe is sent again instead of the whole keyframe,
+    /// while a band frame that cannot make it in time is given up (the viewer then asks
+    /// for a refresh).
     pub video_packet_lifetime: Duration,
     /// UDP socket send and receive buffer size.
     pub socket_buffer: usize,
@@ -69,7 +70,11 @@ impl Default for TransportConfig {
             ice_keepalive_interval: Duration::from_secs(10),
             max_message: 256 * 1024,
             send_buffer: 2 * 1024 * 1024,
-            video_packet_lifetime: Duration::from_millis(1000),
+            // Long enough for a message to wait out its queue in SCTP (a round trip plus
+            // 40 ms of what it lets through) and one retransmission on a 600 ms path: at
+            // 1 s the satellite profile's keyframes expired piecemeal in SCTP's slow start,
+            // were asked for again, and the session sat frozen for the whole run.
+            video_packet_lifetime: Duration::from_millis(2000),
             socket_buffer: 4 * 1024 * 1024,
         }
     }
