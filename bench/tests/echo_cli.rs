@@ -31,7 +31,6 @@ fn the_echo_bench_times_keys_through_the_viewer_window_and_reports_each_stage() 
         "p90_ms",
         "p99_ms",
         "press_to_injected_p50_ms",
-        "injected_to_drawn_p50_ms",
         "drawn_to_shown_p50_ms",
     ] {
         assert!(
@@ -39,4 +38,12 @@ fn the_echo_bench_times_keys_through_the_viewer_window_and_reports_each_stage() 
             "{field}: {summary}"
         );
     }
+    // The agent stamps a key injected when its call into X returns; the echo client may
+    // have drawn it a fraction of a millisecond before that (measured: -0.38 ms).
+    assert!(
+        summary["injected_to_drawn_p50_ms"]
+            .as_f64()
+            .is_some_and(|v| v > -5.0),
+        "{summary}"
+    );
 }
