@@ -17,6 +17,8 @@ use deskwire::{Agent, AgentConfig, AgentEvent, TransportConfig};
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::adhoc::{AdhocLink, SecurityCode};
 
+use crate::panel::{Action, CodeKind, Panel, View};
+
 /// `deskwire-agent adhoc`: run the temporary host of an ad-hoc support session.
 #[derive(Debug, clap::Args)]
 pub struct TemporaryHostArgs {
@@ -27,7 +29,8 @@ pub struct TemporaryHostArgs {
     /// take up a session this computer already activated.
     #[arg(long)]
     pub invite: Option<String>,
-    /// The security code that came with it (asked on the terminal if not given).
+    /// The security code that came with it (asked on the panel and the terminal if not
+    /// given).
     #[arg(long, env = "DESKWIRE_SECURITY_CODE", hide_env_values = true)]
     pub security_code: Option<String>,
     /// Where the temporary host keeps its state (removed when the session ends).
@@ -55,6 +58,10 @@ pub struct TemporaryHostArgs {
     /// IP to gather WebRTC candidates on (default: 127.0.0.1 for a loopback broker, else all).
     #[arg(long)]
     pub bind: Option<IpAddr>,
+    /// Keep to the terminal: no panel on the display (by default the security code is
+    /// asked, and who is connected shown with View only and End, on a small window there).
+    #[arg(long)]
+    pub no_panel: bool,
 }
 
 /// The default state folder: `deskwire-adhoc` in this user's runtime folder
@@ -96,6 +103,16 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
         .map(AdhocLink::parse)
         .transpose()
         .context("--invite")?;
+    let lines = stdin_lines();
+    let panel = if args.no_panel {
+        None
+    } else {
+        display.as_deref().and_then(|d| {
+            Panel::open(Some(d))
+                .map_err(|e| tracing::debug!("no panel: {e:#}"))
+                .ok()
+        })
+    };
     let mut temp = match &link {
         _ if dir.join("adhoc.json").exists() => {
             println!("taking up the ad-hoc session kept in {}", dir.display());
@@ -107,27 +124,50 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
                 None => {
                     // A code of the wrong shape is told and asked again before anything
                     // is sent.
-                    let mut code = ask("security code: ")?;
-                    while let Err(e) = SecurityCode::parse(&code) {
-                        println!("{e}");
-                        code = ask("security code (empty to stop): ")?;
-                        if code.is_empty() {
+                    let mut why = "Type the security code the technician gave you.".to_owned();
+                    let mut prompt = "security code: ";
+                    loop {
+                        let Some(code) = ask_code(&lines, panel.as_ref(), prompt, &why)? else {
                             println!("stopped");
                             return Ok(());
+                        };
+                        match SecurityCode::parse(&code) {
+                            Ok(_) => break code,
+                            Err(e) => {
+                                println!("{e}");
+                                why = e.to_string();
+                                prompt = "security code (empty to stop): ";
+                            }
                         }
                     }
-                    code
                 }
             };
             TemporaryHost::activate(config(), link, &code)?
         }
         None => bail!("give the invitation link the technician sent you (--invite)"),
     };
-    let lines = stdin_lines();
     let mut serving: Option<Agent> = None;
+    // Who is connected and whether they control, for the panel.
+    let mut connected: Option<(String, bool)> = None;
+    let mut technician = String::new();
+    let tick = crossbeam_channel::tick(std::time::Duration::from_millis(50));
     let never = crossbeam_channel::never::<AgentEvent>();
     println!("type e and Enter to end the support session now, q to stop this program");
+    let mut shown: Option<Option<(String, bool)>> = None;
     loop {
+        if let Some(panel) = &panel {
+            if shown.as_ref() != Some(&connected) {
+                panel.show(match &connected {
+                    Some((who, control)) => View::Connected {
+                        who: who.clone(),
+                        control: *control,
+                        end: "End session",
+                    },
+                    None => View::Hidden,
+                });
+                shown = Some(connected.clone());
+            }
+        }
         let host_events = serving.as_ref().map_or(&never, |h| h.events());
         select! {
             recv(temp.events()) -> e => match e {
@@ -139,11 +179,13 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
                 Ok(TemporaryHostEvent::Offline { error }) => {
                     println!("offline ({error}); reconnecting by itself")
                 }
-                Ok(TemporaryHostEvent::Call { session, technician }) => {
+                Ok(TemporaryHostEvent::Call { session, technician: who }) => {
                     if let Some(h) = serving.take() {
                         let _ = h.shutdown();
                     }
-                    println!("{technician} is connecting");
+                    connected = None;
+                    println!("{who} is connecting");
+                    technician = who;
                     let source = open(&spec, &opts).with_context(|| format!("opening source {spec}"))?;
                     let config = AgentConfig::new(&args.broker)
                         .device_key(temp.device_key())
@@ -172,26 +214,44 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
                         bail!("{reason}");
                     };
                     println!("{reason}");
-                    print!("security code (empty to stop): ");
-                    let _ = std::io::stdout().flush();
-                    // The terminal's lines come through `lines` now: its reader owns stdin.
-                    let code = lines.recv().unwrap_or_default().trim().to_owned();
-                    if code.is_empty() {
+                    let prompt = "security code (empty to stop): ";
+                    let Some(code) = ask_code(&lines, panel.as_ref(), prompt, &reason)? else {
                         println!("stopped");
                         return Ok(());
-                    }
+                    };
                     temp = TemporaryHost::activate(config(), link, &code)?;
                 }
                 Err(_) => bail!("the temporary host stopped"),
             },
             recv(host_events) -> e => match e {
-                Ok(AgentEvent::Connected { .. }) => println!("the technician is connected"),
+                Ok(AgentEvent::Connected { control, .. }) => {
+                    println!("the technician is connected");
+                    connected = Some((technician.clone(), control));
+                }
                 Ok(AgentEvent::Disconnected(r)) => {
                     println!("the technician left ({r}); they may connect again");
                     serving = None;
+                    connected = None;
                 }
                 Ok(_) => {}
-                Err(_) => serving = None,
+                Err(_) => {
+                    serving = None;
+                    connected = None;
+                }
+            },
+            recv(tick) -> _ => {
+                // What was clicked on the panel: taking control back, or ending the session.
+                match panel.as_ref().and_then(Panel::try_action) {
+                    Some(Action::StopControl) => {
+                        if let (Some(h), Some((_, control))) = (&serving, &mut connected) {
+                            h.set_control(false)?;
+                            *control = false;
+                            println!("control taken back: the technician can only see this screen now");
+                        }
+                    }
+                    Some(Action::Terminate) => temp.end_now()?,
+                    _ => {}
+                }
             },
             recv(lines) -> line => match line.as_deref().map(str::trim) {
                 Ok("e") => temp.end_now()?,
@@ -205,14 +265,51 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
     }
 }
 
-fn ask(prompt: &str) -> Result<String> {
+/// Ask for the security code on the terminal and, if there is one, on the panel (`why`:
+/// what to type, or what was wrong with the last one); whichever answers first. `None`
+/// when the user cancels (an empty line, Cancel) or nobody can answer (no panel, and the
+/// terminal's input ended).
+fn ask_code(
+    lines: &Receiver<String>,
+    panel: Option<&Panel>,
+    prompt: &str,
+    why: &str,
+) -> Result<Option<String>> {
     print!("{prompt}");
     let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .context("reading from stdin")?;
-    Ok(line.trim().to_owned())
+    if let Some(panel) = panel {
+        panel.show(View::AskingCode {
+            why: why.to_owned(),
+            kind: CodeKind::Security,
+        });
+    }
+    let mut terminal_open = true;
+    let answer = loop {
+        if terminal_open {
+            match lines.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(line) => break Some(line.trim().to_owned()).filter(|l| !l.is_empty()),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => terminal_open = false,
+            }
+        } else if panel.is_none() {
+            println!();
+            break None;
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        match panel.and_then(Panel::try_action) {
+            Some(Action::Code(code)) if !code.is_empty() => {
+                println!();
+                break Some(code);
+            }
+            Some(Action::Cancel) => break None,
+            _ => {}
+        }
+    };
+    if let Some(panel) = panel {
+        panel.show(View::Hidden);
+    }
+    Ok(answer)
 }
 
 fn stdin_lines() -> Receiver<String> {

@@ -1,8 +1,9 @@
-//! The agent's program, `deskwire-agent`, as a library: its control socket and the ad-hoc
-//! temporary host. Built on the public `deskwire` API only.
+//! The agent's program, `deskwire-agent`, as a library: its control socket, the user's
+//! panel and the ad-hoc temporary host. Built on the public `deskwire` API only.
 
 pub mod adhoc;
 pub mod control;
+pub mod panel;
 
 use anyhow::Result;
 

@@ -15,7 +15,6 @@
 // A program: its report goes to stdout, its one-line error to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod panel;
 mod ui;
 
 use ui::{Outcome, Terminal, Ui};
@@ -381,8 +380,8 @@ fn run() -> Result<()> {
         requests,
         answer_within: window,
         panel: match (args.panel, args.no_panel, display.as_deref()) {
-            (true, _, display) => Some(panel::Panel::open(display)?),
-            (false, false, Some(display)) => panel::Panel::open(Some(display))
+            (true, _, display) => Some(deskwire_agent::panel::Panel::open(display)?),
+            (false, false, Some(display)) => deskwire_agent::panel::Panel::open(Some(display))
                 .map_err(|e| tracing::debug!("no panel: {e:#}"))
                 .ok(),
             _ => None,

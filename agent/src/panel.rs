@@ -41,11 +41,11 @@ const BUTTON_EDGE: u32 = 0x0040_6090;
 
 /// What the panel shows.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum View {
+pub enum View {
     /// Nothing to ask or tell: the panel is hidden.
     Hidden,
-    /// The code was refused (`why`): type another.
-    AskingCode { why: String },
+    /// A code is asked for (`why`: what happened to the last one, or what to type).
+    AskingCode { why: String, kind: CodeKind },
     /// A technician asks to come in; silence at `deadline` lets them in or refuses.
     Consent {
         question: String,
@@ -55,13 +55,35 @@ pub(crate) enum View {
     /// A technician asks for unattended access; with `credentials`, the user allows it by
     /// typing their own account name and password.
     Grant { question: String, credentials: bool },
-    /// A session runs.
-    Connected { who: String, control: bool },
+    /// A session runs; `end` names the button that ends it.
+    Connected {
+        who: String,
+        control: bool,
+        end: &'static str,
+    },
+}
+
+/// Which code the panel asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeKind {
+    /// The technician's connection code (digits).
+    Connection,
+    /// An ad-hoc invitation's security code (letters and digits).
+    Security,
+}
+
+impl CodeKind {
+    fn name(self) -> &'static str {
+        match self {
+            CodeKind::Connection => "connection code",
+            CodeKind::Security => "security code",
+        }
+    }
 }
 
 /// What the user clicked (or typed) on the panel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Action {
+pub enum Action {
     Code(String),
     Cancel,
     Accept,
@@ -79,14 +101,15 @@ pub(crate) enum Action {
 }
 
 /// The panel's thread, told what to show and telling what was clicked.
-pub(crate) struct Panel {
+#[derive(Debug)]
+pub struct Panel {
     views: mpsc::Sender<View>,
     actions: mpsc::Receiver<Action>,
 }
 
 impl Panel {
     /// Open the panel on `display` (hidden until there is something to show).
-    pub(crate) fn open(display: Option<&str>) -> Result<Self> {
+    pub fn open(display: Option<&str>) -> Result<Self> {
         let (conn, screen) = x11rb::connect(display)
             .with_context(|| format!("cannot open the panel on X display {display:?}"))?;
         let mut window = PanelWindow::create(conn, screen)?;
@@ -103,12 +126,12 @@ impl Panel {
     }
 
     /// Show `view`.
-    pub(crate) fn show(&self, view: View) {
+    pub fn show(&self, view: View) {
         let _ = self.views.send(view);
     }
 
     /// What the user did on the panel since last asked, if anything.
-    pub(crate) fn try_action(&self) -> Option<Action> {
+    pub fn try_action(&self) -> Option<Action> {
         self.actions.try_recv().ok()
     }
 }
@@ -208,7 +231,7 @@ impl PanelWindow {
                         std::mem::discriminant(&view) == std::mem::discriminant(&self.view);
                     self.form = match (&view, self.form.take()) {
                         (View::AskingCode { .. }, Some(f)) if asked_again => Some(f),
-                        (View::AskingCode { .. }, _) => Some(Form::code()),
+                        (View::AskingCode { kind, .. }, _) => Some(Form::code(*kind)),
                         (
                             View::Grant {
                                 credentials: true, ..
@@ -306,8 +329,8 @@ impl PanelWindow {
                 self.buttons.clear();
                 return Ok(());
             }
-            View::AskingCode { why } => (
-                "deskwire: enter the connection code".into(),
+            View::AskingCode { why, kind } => (
+                format!("deskwire: enter the {}", kind.name()),
                 std::iter::once(why.clone()).chain(typed).collect(),
                 vec![
                     ("Try Again", Press::Submit),
@@ -355,18 +378,23 @@ impl PanelWindow {
                     ("Refuse", act(Action::RefuseGrant)),
                 ],
             ),
-            View::Connected { who, control } => {
+            View::Connected { who, control, end } => {
                 let what = if *control {
                     "can see and control this screen"
                 } else {
                     "can see this screen (view only)"
                 };
-                let mut buttons = vec![("Terminate", act(Action::Terminate))];
+                let mut buttons = vec![(*end, act(Action::Terminate))];
                 if *control {
                     buttons.insert(0, ("View only", act(Action::StopControl)));
                 }
                 (
-                    format!("deskwire: {who} is connected"),
+                    // The title says which buttons are there (tests wait on it).
+                    if *control {
+                        format!("deskwire: {who} is connected")
+                    } else {
+                        format!("deskwire: {who} is connected (view only)")
+                    },
                     vec![format!("{who} is connected and {what}.")],
                     buttons,
                 )

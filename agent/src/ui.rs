@@ -15,7 +15,7 @@ use deskwire::{
 };
 use deskwire_agent::control::{Incoming, Request};
 
-use crate::panel::{Action, Panel, View};
+use deskwire_agent::panel::{Action, CodeKind, Panel, View};
 use deskwire_signal::grant::CredentialMode;
 use deskwire_signal::words;
 
@@ -193,6 +193,7 @@ impl Ui {
                     .clone()
                     .unwrap_or_else(|| "The technician".to_owned()),
                 control: *control,
+                end: "Terminate",
             });
         }
     }
@@ -463,6 +464,7 @@ impl Ui {
                     state = State::AskingCode;
                     self.show(View::AskingCode {
                         why: message.clone(),
+                        kind: CodeKind::Connection,
                     });
                     code_asked_at = Some(Instant::now());
                     if self.terminal.none {
@@ -519,6 +521,7 @@ impl Ui {
                             .clone()
                             .unwrap_or_else(|| "The technician".to_owned()),
                         control,
+                        end: "Terminate",
                     });
                     state = State::Connected {
                         since: Some(Instant::now()),

@@ -174,6 +174,7 @@ fn the_user_retypes_a_code_accepts_takes_control_back_and_terminates_on_the_pane
     // View only takes control back; Terminate (now the first button) ends the session.
     click(&display, &window, 0);
     agent.wait_for("control taken back", WAIT);
+    let window = panel_says(&display, "is connected (view only)");
     click(&display, &window, 0);
     agent.wait_for("session terminated on this computer", WAIT);
     let _ = std::fs::remove_dir_all(&dir);
@@ -263,4 +264,76 @@ fn an_unattended_request_on_the_users_own_account_is_approved_by_typing_it_on_th
         deskwire_signal::grant::CredentialMode::CustomerCredentials
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_adhoc_user_types_the_security_code_on_the_panel_and_ends_the_session_there() {
+    use deskwire_broker::store::{Permission, Permissions, Policy};
+
+    let screen = Xvfb::start(1280, 720).expect("starting the user's Xvfb");
+    let display = screen.display();
+    let permissions = Permissions::NONE.with(Permission::Control);
+    let (broker, token) = TestBroker::start_with_accounts(permissions, Policy::default())
+        .expect("starting the broker");
+    let url = broker.url();
+    let (ok, created) = deskwire_tests::binaries::viewer(
+        &["--broker", url, "--token", &token, "--adhoc-create"],
+        &[],
+    );
+    assert!(ok, "{created}");
+    let field = |label: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} in:\n{created}"))
+            .trim()
+            .to_owned()
+    };
+    let (id, link, code) = (
+        field("ad-hoc session:"),
+        field("invitation link:"),
+        field("security code:"),
+    );
+    let state = std::env::temp_dir().join(format!("dw-panel-adhoc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let mut host = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
+    host.args(["adhoc", "--broker", url, "--invite", &link])
+        .args([
+            "--source",
+            "synthetic:static",
+            "--width",
+            "640",
+            "--height",
+            "360",
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("DISPLAY", &display)
+        .env_remove("DESKWIRE_SECURITY_CODE")
+        .env("RUST_LOG", "error");
+    let host = Running::start(host);
+
+    // The code is asked on the panel; typed there (letters too) and sent with the button.
+    let window = panel_says(&display, "enter the security code");
+    shot(&display, "panel-security-code");
+    point_at_text(&display, &window);
+    xdotool(&display, &["type", "--delay", "20", &code]);
+    click(&display, &window, 0);
+    host.wait_for("active on this computer", WAIT);
+
+    // The technician comes in: the panel says who, and ends the whole support session.
+    let mut viewer = Command::new(binary("deskwire-viewer"));
+    viewer
+        .args(["--broker", url, "--token", &token, "--adhoc", &id])
+        .args(["--invite", &link, "--headless", "--duration", "20"])
+        .env("RUST_LOG", "error");
+    let _viewer = Running::start(viewer);
+    let window = panel_says(&display, "is connected");
+    // View only, then End session.
+    click(&display, &window, 0);
+    host.wait_for("control taken back", WAIT);
+    let window = panel_says(&display, "is connected (view only)");
+    click(&display, &window, 0);
+    host.wait_for("the support session is over", WAIT);
+    assert!(!state.exists(), "the temporary host left its folder behind");
 }

@@ -2,7 +2,7 @@
 //! password for a grant that asks for them. Pure (keys in, lines and actions out), so the
 //! editing rules are tested without a display.
 
-use super::Action;
+use super::{Action, CodeKind};
 
 /// A key as the panel cares about it, from an X keysym (shift already applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ impl Key {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Code,
+    Code(CodeKind),
     Credentials,
 }
 
@@ -51,9 +51,9 @@ const ACCOUNT_MAX: usize = 64;
 const PASSWORD_MAX: usize = 128;
 
 impl Form {
-    pub(crate) fn code() -> Self {
+    pub(crate) fn code(kind: CodeKind) -> Self {
         Self {
-            kind: Kind::Code,
+            kind: Kind::Code(kind),
             fields: vec![String::new()],
             focus: 0,
         }
@@ -80,7 +80,7 @@ impl Form {
             Key::Enter => return self.submit(),
             Key::Escape => {
                 return Some(match self.kind {
-                    Kind::Code => Action::Cancel,
+                    Kind::Code(_) => Action::Cancel,
                     Kind::Credentials => Action::RefuseGrant,
                 })
             }
@@ -91,8 +91,11 @@ impl Form {
     fn accepts(&self, c: char) -> bool {
         let field = &self.fields[self.focus];
         match (self.kind, self.focus) {
-            (Kind::Code, _) => {
+            (Kind::Code(CodeKind::Connection), _) => {
                 (c.is_ascii_digit() || c == ' ' || c == '-') && field.len() < CODE_MAX
+            }
+            (Kind::Code(CodeKind::Security), _) => {
+                (c.is_ascii_alphanumeric() || c == ' ' || c == '-') && field.len() < CODE_MAX
             }
             // Account names have no spaces; passwords may.
             (Kind::Credentials, 0) => c.is_ascii_graphic() && field.len() < ACCOUNT_MAX,
@@ -112,7 +115,7 @@ impl Form {
             }
         }
         Some(match self.kind {
-            Kind::Code => Action::Code(self.fields[0].trim().to_owned()),
+            Kind::Code(_) => Action::Code(self.fields[0].trim().to_owned()),
             Kind::Credentials => Action::AllowGrantAs {
                 user: self.fields[0].clone(),
                 password: self.fields[1].clone(),
@@ -125,7 +128,7 @@ impl Form {
     pub(crate) fn lines(&self) -> Vec<String> {
         let cursor = |i: usize| if i == self.focus { "_" } else { "" };
         match self.kind {
-            Kind::Code => vec![format!("Code: {}{}", self.fields[0], cursor(0))],
+            Kind::Code(_) => vec![format!("Code: {}{}", self.fields[0], cursor(0))],
             Kind::Credentials => vec![
                 format!("Your account: {}{}", self.fields[0], cursor(0)),
                 format!(
@@ -150,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_code_takes_digits_spaces_and_dashes_only_and_enter_tries_it() {
-        let mut f = Form::code();
+        let mut f = Form::code(CodeKind::Connection);
         typed(&mut f, "123 abc456-7890");
         assert_eq!(f.lines(), ["Code: 123 456-7890_"]);
         f.handle(Key::Backspace);
@@ -158,7 +161,14 @@ mod tests {
             f.handle(Key::Enter),
             Some(Action::Code("123 456-789".into()))
         );
-        assert_eq!(Form::code().handle(Key::Escape), Some(Action::Cancel));
+        assert_eq!(
+            Form::code(CodeKind::Connection).handle(Key::Escape),
+            Some(Action::Cancel)
+        );
+        // A security code has letters too.
+        let mut f = Form::code(CodeKind::Security);
+        typed(&mut f, "7kqm-2X9P!");
+        assert_eq!(f.handle(Key::Enter), Some(Action::Code("7kqm-2X9P".into())));
     }
 
     #[test]
