@@ -107,11 +107,7 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
     let panel = if args.no_panel {
         None
     } else {
-        display.as_deref().and_then(|d| {
-            Panel::open(Some(d))
-                .map_err(|e| tracing::debug!("no panel: {e:#}"))
-                .ok()
-        })
+        Panel::open_if_possible(display.as_deref())
     };
     let mut temp = match &link {
         _ if dir.join("adhoc.json").exists() => {
@@ -150,7 +146,11 @@ pub fn run_temporary_host(args: &TemporaryHostArgs) -> Result<()> {
     // Who is connected and whether they control, for the panel.
     let mut connected: Option<(String, bool)> = None;
     let mut technician = String::new();
-    let tick = crossbeam_channel::tick(std::time::Duration::from_millis(50));
+    // Clicks on the panel are polled; without one, nothing wakes the loop for them.
+    let tick = match panel {
+        Some(_) => crossbeam_channel::tick(std::time::Duration::from_millis(50)),
+        None => crossbeam_channel::never(),
+    };
     let never = crossbeam_channel::never::<AgentEvent>();
     println!("type e and Enter to end the support session now, q to stop this program");
     let mut shown: Option<Option<(String, bool)>> = None;

@@ -33,6 +33,7 @@ use deskwire::standby::{Standby, StandbyConfig, StandbyEvent};
 use deskwire::{AcceptanceMode, Agent, AgentConfig, DisconnectReason, TransportConfig};
 use deskwire::{ConnectionCode, UnixMillis};
 use deskwire_agent::control;
+use deskwire_agent::panel::Panel;
 use deskwire_capture::{open, OpenOptions, SourceSpec};
 use deskwire_signal::grant::GrantPolicy;
 use deskwire_signal::words;
@@ -379,12 +380,10 @@ fn run() -> Result<()> {
         terminal: Terminal::stdin()?,
         requests,
         answer_within: window,
-        panel: match (args.panel, args.no_panel, display.as_deref()) {
-            (true, _, display) => Some(deskwire_agent::panel::Panel::open(display)?),
-            (false, false, Some(display)) => deskwire_agent::panel::Panel::open(Some(display))
-                .map_err(|e| tracing::debug!("no panel: {e:#}"))
-                .ok(),
-            _ => None,
+        panel: match (args.panel, args.no_panel) {
+            (true, _) => Some(Panel::open(display.as_deref())?),
+            (false, false) => Panel::open_if_possible(display.as_deref()),
+            (false, true) => None,
         },
         connected: false,
         grants_to,

@@ -125,6 +125,15 @@ impl Panel {
         Ok(Self { views, actions })
     }
 
+    /// The panel on `display` when there is one and it opens; `None` otherwise (the
+    /// terminal then asks alone). Why it did not open is logged, not fatal.
+    pub fn open_if_possible(display: Option<&str>) -> Option<Self> {
+        let display = display?;
+        Self::open(Some(display))
+            .map_err(|e| tracing::debug!("no panel: {e:#}"))
+            .ok()
+    }
+
     /// Show `view`.
     pub fn show(&self, view: View) {
         let _ = self.views.send(view);

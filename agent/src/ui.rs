@@ -516,17 +516,11 @@ impl Ui {
                 }
                 AgentEvent::Connected { control, setup } => {
                     self.connected = true;
-                    self.show(View::Connected {
-                        who: technician_name
-                            .clone()
-                            .unwrap_or_else(|| "The technician".to_owned()),
-                        control,
-                        end: "Terminate",
-                    });
                     state = State::Connected {
                         since: Some(Instant::now()),
                         control,
                     };
+                    self.show_connected(&state, &technician_name);
                     println!(
                         "connected in {}; the technician {} (t + Enter ends it)",
                         words::duration(setup),

@@ -342,8 +342,9 @@ impl BandEncoderSet {
     /// picture on: OpenH264 gives each picture the bitrate over the frame rate it plans
     /// for. Bands not started yet keep the configured rate.
     pub fn set_frame_rate(&mut self, fps: u32) -> Result<(), CodecError> {
+        let rate = fps.clamp(1, 240) as f32;
         for b in self.bands.iter_mut().filter(|b| b.started) {
-            let mut rate = fps.clamp(1, 240) as f32;
+            let mut rate = rate;
             // SAFETY: OpenH264 reads one float through the pointer during the call, and
             // `rate` outlives it.
             let rc = unsafe {
