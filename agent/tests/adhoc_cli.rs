@@ -5,20 +5,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use deskwire_tests::binaries::{viewer, Running};
+use deskwire_tests::binaries::{field, viewer, Running};
 
 use deskwire_broker::store::{Permission, Permissions, Policy};
 use deskwire_tests::session_fixtures::TestBroker;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The value after `label: ` on its line of `text`.
-fn field<'a>(text: &'a str, label: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
-        .trim()
-}
 
 #[test]
 fn a_technician_and_a_user_run_an_adhoc_session_with_the_example_binaries() {

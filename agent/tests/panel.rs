@@ -11,11 +11,21 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use deskwire_tests::binaries::{binary, Running};
+use deskwire_tests::binaries::{binary, field, Running};
 use deskwire_tests::session_fixtures::TestBroker;
 use deskwire_tests::Xvfb;
 
 const WAIT: Duration = Duration::from_secs(20);
+/// The agent's screen in these tests: a small still synthetic desktop (the panel is on the
+/// real display beside it).
+const SMALL_DESKTOP: [&str; 6] = [
+    "--source",
+    "synthetic:static",
+    "--width",
+    "640",
+    "--height",
+    "360",
+];
 /// Where the panel's buttons are (see `agent/src/panel.rs`): 100 x 28 from (10, 88), 110
 /// apart. A click goes to the middle of one.
 fn button(i: u32) -> (u32, u32) {
@@ -61,10 +71,11 @@ fn panel_says(display: &str, what: &str) -> String {
     }
 }
 
-/// The pointer over the panel's text, so typed keys go to it (no window manager: the
-/// keyboard follows the pointer).
-fn point_at_text(display: &str, window: &str) {
+/// Type `text` on the panel: the pointer over its text first, so the keys go to it (no
+/// window manager: the keyboard follows the pointer).
+fn type_on(display: &str, window: &str, text: &str) {
     xdotool(display, &["mousemove", "--window", window, "200", "40"]);
+    xdotool(display, &["type", "--delay", "20", text]);
 }
 
 fn click(display: &str, window: &str, i: u32) {
@@ -127,8 +138,7 @@ fn the_user_retypes_a_code_accepts_takes_control_back_and_terminates_on_the_pane
         .args(["--broker", broker.url(), "--headless", "--duration", "30"])
         .env("RUST_LOG", "error");
     let viewer = Running::start(viewer);
-    let code_line = viewer.wait_for("connection code: ", WAIT);
-    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let code = viewer.wait_for_value("connection code: ", WAIT);
 
     let dir = std::env::temp_dir().join(format!("dw-panel-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -142,14 +152,7 @@ fn the_user_retypes_a_code_accepts_takes_control_back_and_terminates_on_the_pane
             "--code",
             "123 456 7890",
         ])
-        .args([
-            "--source",
-            "synthetic:static",
-            "--width",
-            "640",
-            "--height",
-            "360",
-        ])
+        .args(SMALL_DESKTOP)
         .arg("--control-socket")
         .arg(dir.join("ctl.sock"))
         .env("DISPLAY", &display)
@@ -159,8 +162,7 @@ fn the_user_retypes_a_code_accepts_takes_control_back_and_terminates_on_the_pane
     // The code was wrong: the panel asks for it again. Typed there, tried with the button.
     let window = panel_says(&display, "enter the connection code");
     shot(&display, "panel-code");
-    point_at_text(&display, &window);
-    xdotool(&display, &["type", "--delay", "20", &code]);
+    type_on(&display, &window, &code);
     click(&display, &window, 0);
 
     // The question, answered with Accept.
@@ -213,20 +215,12 @@ fn an_unattended_request_on_the_users_own_account_is_approved_by_typing_it_on_th
         .arg(&ticket)
         .env("RUST_LOG", "error");
     let viewer = Running::start(viewer);
-    let code_line = viewer.wait_for("connection code: ", WAIT);
-    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let code = viewer.wait_for_value("connection code: ", WAIT);
     // No --panel: a display is there, so the panel is.
     let mut agent = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
     agent
         .args(["--broker", broker.url(), "--code", &code])
-        .args([
-            "--source",
-            "synthetic:static",
-            "--width",
-            "640",
-            "--height",
-            "360",
-        ])
+        .args(SMALL_DESKTOP)
         .arg("--customer-accounts")
         .arg(&accounts)
         .arg("--grants")
@@ -243,10 +237,9 @@ fn an_unattended_request_on_the_users_own_account_is_approved_by_typing_it_on_th
     let window = panel_says(&display, "asks to connect when nobody is here");
     // Allow with nothing typed sends nothing: the account field takes the keyboard.
     click(&display, &window, 0);
-    point_at_text(&display, &window);
-    xdotool(&display, &["type", "--delay", "20", "maria"]);
+    type_on(&display, &window, "maria");
     xdotool(&display, &["key", "Tab"]);
-    xdotool(&display, &["type", "--delay", "20", "blue tulip 42"]);
+    type_on(&display, &window, "blue tulip 42");
     shot(&display, "panel-grant-credentials");
     click(&display, &window, 0);
     agent.wait_for("unattended access granted (grant 1)", WAIT);
@@ -281,31 +274,16 @@ fn an_adhoc_user_types_the_security_code_on_the_panel_and_ends_the_session_there
         &[],
     );
     assert!(ok, "{created}");
-    let field = |label: &str| {
-        created
-            .lines()
-            .find_map(|l| l.strip_prefix(label))
-            .unwrap_or_else(|| panic!("no {label:?} in:\n{created}"))
-            .trim()
-            .to_owned()
-    };
     let (id, link, code) = (
-        field("ad-hoc session:"),
-        field("invitation link:"),
-        field("security code:"),
+        field(&created, "ad-hoc session:"),
+        field(&created, "invitation link:"),
+        field(&created, "security code:"),
     );
     let state = std::env::temp_dir().join(format!("dw-panel-adhoc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let mut host = Command::new(env!("CARGO_BIN_EXE_deskwire-agent"));
-    host.args(["adhoc", "--broker", url, "--invite", &link])
-        .args([
-            "--source",
-            "synthetic:static",
-            "--width",
-            "640",
-            "--height",
-            "360",
-        ])
+    host.args(["adhoc", "--broker", url, "--invite", link])
+        .args(SMALL_DESKTOP)
         .arg("--state-dir")
         .arg(&state)
         .env("DISPLAY", &display)
@@ -316,16 +294,15 @@ fn an_adhoc_user_types_the_security_code_on_the_panel_and_ends_the_session_there
     // The code is asked on the panel; typed there (letters too) and sent with the button.
     let window = panel_says(&display, "enter the security code");
     shot(&display, "panel-security-code");
-    point_at_text(&display, &window);
-    xdotool(&display, &["type", "--delay", "20", &code]);
+    type_on(&display, &window, code);
     click(&display, &window, 0);
     host.wait_for("active on this computer", WAIT);
 
     // The technician comes in: the panel says who, and ends the whole support session.
     let mut viewer = Command::new(binary("deskwire-viewer"));
     viewer
-        .args(["--broker", url, "--token", &token, "--adhoc", &id])
-        .args(["--invite", &link, "--headless", "--duration", "20"])
+        .args(["--broker", url, "--token", &token, "--adhoc", id])
+        .args(["--invite", link, "--headless", "--duration", "20"])
         .env("RUST_LOG", "error");
     let _viewer = Running::start(viewer);
     let window = panel_says(&display, "is connected");

@@ -161,8 +161,7 @@ fn a_good_session_says_what_happened_once_with_no_log_noise_or_colour_codes() {
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped());
     let mut viewer = Running::start(viewer);
-    let code_line = viewer.wait_for("connection code: ", WAIT);
-    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let code = viewer.wait_for_value("connection code: ", WAIT);
 
     let agent_err = dir.join("agent.stderr");
     let mut agent = agent();
@@ -258,8 +257,7 @@ fn on_a_network_without_multicast_a_session_connects_and_says_nothing_of_mdns() 
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped());
     let mut viewer = Running::start(viewer);
-    let code_line = viewer.wait_for("connection code: ", WAIT);
-    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let code = viewer.wait_for_value("connection code: ", WAIT);
     let mut agent = ns.command(env!("CARGO_BIN_EXE_deskwire-agent"));
     agent
         .args(["--view-only", "--source", "synthetic:static"])
@@ -292,8 +290,7 @@ fn a_retyped_code_gets_in_and_the_set_up_time_leaves_out_the_users_typing() {
         .args(["--broker", broker.url(), "--headless", "--duration", "1"])
         .env("RUST_LOG", "error");
     let viewer = Running::start(viewer);
-    let code_line = viewer.wait_for("connection code: ", WAIT);
-    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let code = viewer.wait_for_value("connection code: ", WAIT);
     let mut cmd = agent();
     cmd.args(["--broker", broker.url(), "--code", "123 456 7890"])
         .args(["--acceptance", "auto", "--answer-within", "0"])

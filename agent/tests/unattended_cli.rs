@@ -195,8 +195,7 @@ fn the_readme_unattended_flow_works_with_no_device_key_and_a_ticket_that_names_w
         .arg(&ticket)
         .env("RUST_LOG", "error");
     let viewer_run = Running::start(viewer_cmd);
-    let code_line = viewer_run.wait_for("connection code: ", WAIT);
-    let code = code_line["connection code: ".len()..].trim().to_owned();
+    let code = viewer_run.wait_for_value("connection code: ", WAIT);
     let mut user = agent(&["--code", &code]);
     let asked = user.wait_for("Allow?", WAIT);
     // Named as the broker verified them: the technician and their company.

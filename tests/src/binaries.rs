@@ -120,6 +120,16 @@ impl Running {
         }
     }
 
+    /// What follows `label` on the next line that has it, trimmed: a value the program
+    /// printed as `label value` (a connection code, an id), failing after `timeout`.
+    pub fn wait_for_value(&self, label: &str, timeout: Duration) -> String {
+        let line = self.wait_for(label, timeout);
+        line.split_once(label)
+            .map_or("", |(_, value)| value)
+            .trim()
+            .to_owned()
+    }
+
     /// The lines printed so far and not yet read, without waiting.
     pub fn lines_so_far(&self) -> Vec<String> {
         std::iter::from_fn(|| self.lines.try_recv().ok()).collect()
@@ -196,6 +206,14 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What follows `label` on the first line of `text` that starts with it, trimmed.
+pub fn field<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
+        .trim()
 }
 
 /// `deskwire-viewer`, run to its end with `args` and these environment variables: its

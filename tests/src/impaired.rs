@@ -30,8 +30,7 @@ pub fn session(bed: &Testbed, secs: u32) -> (Vec<String>, Vec<String>) {
         &secs.to_string(),
     ]);
     let viewer = Running::start(viewer);
-    let code_line = viewer.wait_for("connection code: ", Duration::from_secs(10));
-    let code = code_line["connection code: ".len()..].trim().to_string();
+    let code = viewer.wait_for_value("connection code: ", Duration::from_secs(10));
     let mut agent = bed.command_in_a(binary("deskwire-agent"));
     agent.args([
         "--broker",
