@@ -51,6 +51,9 @@ pub(crate) struct Args {
     /// flow in order; its jitter delays everything behind a slow frame instead).
     #[arg(long)]
     in_order: bool,
+    /// Turn deskwire's loss shield off on both ends, to measure what it does.
+    #[arg(long)]
+    no_loss_shield: bool,
     /// Which system streams: deskwire, libwebrtc (two headless Chromiums, the sender's fake
     /// camera playing a recording of the scene) or both, one after the other per profile.
     #[arg(long, default_value = "deskwire", value_parser = ["deskwire", "libwebrtc", "both"])]
@@ -205,6 +208,9 @@ fn run_profile(
         .arg(format!("--measure-ms={}", (args.seconds * 1000.0) as u64))
         .arg("--frame-out")
         .arg(&frame_out);
+    if args.no_loss_shield {
+        cmd.arg("--no-loss-shield");
+    }
     let mut viewer = Role::spawn("viewer", cmd)?;
     let code = viewer.expect("code ", Duration::from_secs(15))?;
     let mut cmd = bed.command_in_a(&exe);
@@ -215,6 +221,9 @@ fn run_profile(
         .arg(format!("--height={}", args.height))
         .arg("--reference-out")
         .arg(&reference_out);
+    if args.no_loss_shield {
+        cmd.arg("--no-loss-shield");
+    }
     let mut target = Role::spawn("target", cmd)?;
     target.expect("entered ", Duration::from_secs(15))?;
     let window = Duration::from_secs_f64(args.warmup + args.seconds);

@@ -48,6 +48,7 @@ mod inject;
 pub mod lan;
 #[cfg(feature = "init-tracing")]
 mod logging;
+mod shield_socket;
 mod signalling;
 pub use signalling::SignalError;
 pub mod standby;

@@ -20,6 +20,7 @@ use webrtc::peer_connection::{
 use webrtc::runtime::{AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 
 use crate::config::{MdnsMode, TransportConfig};
+use crate::shield_socket::ShieldedSocket;
 use crate::SessionError;
 
 pub(crate) use deskwire_session::wire::Channel;
@@ -105,14 +106,16 @@ pub enum TransportError {
 pub(crate) struct SessionRuntime {
     handle: tokio::runtime::Handle,
     socket_buffer: usize,
+    loss_shield: bool,
     inner: webrtc::runtime::TokioRuntime,
 }
 
 impl SessionRuntime {
-    pub(crate) fn new(handle: tokio::runtime::Handle, socket_buffer: usize) -> Self {
+    pub(crate) fn new(handle: tokio::runtime::Handle, config: &TransportConfig) -> Self {
         Self {
             handle,
-            socket_buffer,
+            socket_buffer: config.socket_buffer,
+            loss_shield: config.loss_shield,
             inner: webrtc::runtime::TokioRuntime,
         }
     }
@@ -150,7 +153,12 @@ impl Runtime for SessionRuntime {
             tracing::debug!(error = %e, "cannot enlarge the UDP send buffer");
         }
         let _guard = self.handle.enter();
-        self.inner.wrap_udp_socket(socket)
+        let socket = self.inner.wrap_udp_socket(socket)?;
+        Ok(if self.loss_shield {
+            Arc::new(ShieldedSocket::new(socket))
+        } else {
+            socket
+        })
     }
 
     fn wrap_tcp_listener(
@@ -276,7 +284,7 @@ async fn build_peer_with(
     handle: &tokio::runtime::Handle,
     mdns: MulticastDnsMode,
 ) -> Result<BuiltPeer, SessionError> {
-    let runtime = Arc::new(SessionRuntime::new(handle.clone(), config.socket_buffer));
+    let runtime = Arc::new(SessionRuntime::new(handle.clone(), config));
     let (tx, rx) = mpsc::unbounded_channel();
     let events = tx.clone();
     let settings = SettingEngineBuilder::new()

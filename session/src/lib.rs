@@ -11,6 +11,8 @@
 //! - [`clock`]: the target's clock against the viewer's, from ping/pong round trips.
 //! - [`rate`] and [`pacer`]: congestion control: what the path carries, from the viewer's
 //!   feedback, and the video sender that keeps to it with a queue bounded in time.
+//! - [`shield`]: parity and a short reordering hold under the WebRTC stack, so SCTP does not
+//!   read random loss and reordering as congestion.
 //! - [`standing`]: the connection a target keeps at its broker: hello, back-off, ad-hoc lifetime.
 //!
 //! Time is always passed in as a `now` ([`std::time::Duration`] since the session's epoch),
@@ -31,6 +33,7 @@ pub mod pairing;
 pub mod pointer;
 pub mod rate;
 mod refresh;
+pub mod shield;
 pub mod standing;
 mod stats;
 pub mod video;

@@ -44,6 +44,9 @@ pub(crate) struct ViewerArgs {
     /// address for `net`).
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Turn the loss shield off (parities and the reordering hold under SCTP).
+    #[arg(long)]
+    no_loss_shield: bool,
 }
 
 /// `deskwire-bench e2e-target`.
@@ -67,6 +70,9 @@ pub(crate) struct TargetArgs {
     /// The address to gather candidates on.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Turn the loss shield off.
+    #[arg(long)]
+    no_loss_shield: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -89,8 +95,10 @@ pub(crate) struct TargetReport {
     pub measured_s: f64,
 }
 
-fn bound(ip: IpAddr) -> TransportConfig {
-    TransportConfig::default().bind(vec![ip])
+fn bound(ip: IpAddr, no_loss_shield: bool) -> TransportConfig {
+    TransportConfig::default()
+        .bind(vec![ip])
+        .loss_shield(!no_loss_shield)
 }
 
 pub(crate) fn unix_us() -> u64 {
@@ -163,7 +171,9 @@ pub(crate) fn read_luma(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
 
 pub(crate) fn run_viewer(args: &ViewerArgs) -> Result<()> {
     let stdin = stdin_lines()?;
-    let c = Viewer::start(ViewerConfig::new(&args.broker).transport(bound(args.bind)))?;
+    let c = Viewer::start(
+        ViewerConfig::new(&args.broker).transport(bound(args.bind, args.no_loss_shield)),
+    )?;
     let warmup = Duration::from_millis(args.warmup_ms);
     let measure = Duration::from_millis(args.measure_ms);
     let mut first_frame = 0u64;
@@ -300,7 +310,7 @@ pub(crate) fn run_target(args: &TargetArgs) -> Result<()> {
         calls: calls.clone(),
     };
     let mut config = AgentConfig::new(&args.broker)
-        .transport(bound(args.bind))
+        .transport(bound(args.bind, args.no_loss_shield))
         .view_only(true);
     if let Some(d) = &args.display {
         config = config.input_display(Some(d.clone()));

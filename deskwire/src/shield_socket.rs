@@ -1,0 +1,210 @@
+//! The UDP socket the WebRTC stack sees when the loss shield is on: the kernel's socket
+//! with [`deskwire_session::shield`] between them. Parities follow the records they
+//! protect; arriving records are handed up in order, lost ones rebuilt where a parity
+//! allows. See the shield's module documentation for why.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use deskwire_session::shield::{ShieldReceiver, ShieldSender, ShieldStats};
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
+
+/// Messages read from the kernel per call, each up to 64 KiB (GRO may coalesce).
+const READ_BATCH: usize = 4;
+const READ_BUFFER: usize = 64 * 1024;
+
+#[derive(Debug)]
+struct State {
+    sender: ShieldSender,
+    receiver: ShieldReceiver,
+    /// Where each peer's datagrams were addressed to, for the stack's `RecvMeta`.
+    dst_ip: VecDeque<(SocketAddr, Option<IpAddr>)>,
+    /// Wakes the receive side when a held record's hold ends.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    buffers: Vec<Vec<u8>>,
+    /// What was last logged, so the counters are logged when they move.
+    logged: ShieldStats,
+}
+
+/// A socket with the loss shield in front of it.
+#[derive(Debug)]
+pub(crate) struct ShieldedSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    epoch: Instant,
+    state: Mutex<State>,
+}
+
+impl ShieldedSocket {
+    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>) -> Self {
+        Self {
+            inner,
+            epoch: Instant::now(),
+            state: Mutex::new(State {
+                sender: ShieldSender::new(),
+                receiver: ShieldReceiver::new(),
+                dst_ip: VecDeque::new(),
+                timer: None,
+                buffers: vec![vec![0; READ_BUFFER]; READ_BATCH],
+                logged: ShieldStats::default(),
+            }),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing under the lock can panic half-way through a change that matters: a
+        // poisoned state is still a usable one.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl AsyncUdpSocket for ShieldedSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    // One datagram per send and per receive: each must pass the shield on its own.
+    fn max_gso_segments(&self) -> usize {
+        1
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        1
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        let sent = self.inner.poll_send(cx, transmit);
+        if let Poll::Ready(Ok(_)) = sent {
+            let parity = self.state().sender.handle_sent(
+                self.now(),
+                transmit.destination,
+                transmit.contents,
+            );
+            if let Some(parity) = parity {
+                let t = Transmit {
+                    destination: transmit.destination,
+                    ecn: None,
+                    contents: &parity,
+                    segment_size: None,
+                    src_ip: transmit.src_ip,
+                };
+                // Best effort: a parity that finds the socket full is not worth waiting for.
+                if let Poll::Ready(Err(e)) = self.inner.poll_send(cx, &t) {
+                    tracing::debug!(error = %e, "parity not sent");
+                }
+            }
+        }
+        sent
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        loop {
+            let mut n = 0;
+            while n < bufs.len().min(meta.len()) {
+                let Some((from, d)) = state.receiver.poll_datagram() else {
+                    break;
+                };
+                if d.len() > bufs[n].len() {
+                    tracing::debug!(
+                        len = d.len(),
+                        "datagram larger than the stack's buffer dropped"
+                    );
+                    continue;
+                }
+                bufs[n][..d.len()].copy_from_slice(&d);
+                let mut m = RecvMeta::default();
+                m.addr = from;
+                m.len = d.len();
+                m.stride = d.len().max(1);
+                m.dst_ip = state
+                    .dst_ip
+                    .iter()
+                    .find(|(a, _)| *a == from)
+                    .and_then(|(_, ip)| *ip);
+                meta[n] = m;
+                n += 1;
+            }
+            if n > 0 {
+                let stats = state.receiver.stats();
+                if stats.rebuilt / 64 != state.logged.rebuilt / 64
+                    || stats.gaps_given_up / 64 != state.logged.gaps_given_up / 64
+                {
+                    tracing::debug!(?stats, "loss shield");
+                    state.logged = stats;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if let Some(at) = state.receiver.poll_timeout() {
+                let now = self.now();
+                if at <= now {
+                    state.receiver.handle_timeout(now);
+                    continue;
+                }
+            }
+            let mut metas = [RecvMeta::default(); READ_BATCH];
+            let read = {
+                let mut slices: Vec<IoSliceMut<'_>> = state
+                    .buffers
+                    .iter_mut()
+                    .map(|b| IoSliceMut::new(b))
+                    .collect();
+                self.inner.poll_recv(cx, &mut slices, &mut metas)
+            };
+            match read {
+                Poll::Ready(Ok(count)) => {
+                    let now = self.now();
+                    for (b, m) in state.buffers.iter().zip(&metas).take(count) {
+                        if !state
+                            .dst_ip
+                            .iter()
+                            .any(|(a, ip)| *a == m.addr && *ip == m.dst_ip)
+                        {
+                            state.dst_ip.retain(|(a, _)| *a != m.addr);
+                            if state.dst_ip.len() == 8 {
+                                state.dst_ip.pop_front();
+                            }
+                            state.dst_ip.push_back((m.addr, m.dst_ip));
+                        }
+                        let stride = m.stride.max(1);
+                        for d in b[..m.len].chunks(stride) {
+                            state.receiver.handle_datagram(now, m.addr, d.to_vec());
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let Some(at) = state.receiver.poll_timeout() else {
+                        state.timer = None;
+                        return Poll::Pending;
+                    };
+                    let deadline = tokio::time::Instant::from_std(self.epoch + at);
+                    let timer = state
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.deadline() != deadline {
+                        timer.as_mut().reset(deadline);
+                    }
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A DTLS 1.2 application-data record of `len` payload bytes whose content says `seq`.
+fn record(epoch: u16, seq: u64, len: usize) -> Vec<u8> {
+    let mut d = vec![APPLICATION_DATA, 0xFE, 0xFD];
+    d.extend_from_slice(&epoch.to_be_bytes());
+    d.extend_from_slice(&seq.to_be_bytes()[2..]);
+    d.extend_from_slice(&(len as u16).to_be_bytes());
+    d.extend((0..len).map(|i| (seq as usize * 31 + i) as u8));
+    d
+}
+
+/// Send records `seqs` at 1 ms intervals from `start`; returns every datagram on the wire
+/// in order (records and parities).
+fn send(
+    sender: &mut ShieldSender,
+    start: u64,
+    seqs: impl IntoIterator<Item = u64>,
+) -> Vec<Vec<u8>> {
+    let mut wire = Vec::new();
+    for (k, seq) in seqs.into_iter().enumerate() {
+        let d = record(1, seq, 100 + (seq as usize % 7) * 50);
+        let now = MS * (start + k as u64) as u32;
+        let parity = sender.handle_sent(now, addr(1), &d);
+        wire.push(d);
+        wire.extend(parity);
+    }
+    wire
+}
+
+fn drain(r: &mut ShieldReceiver) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| r.poll_datagram())
+        .map(|(_, d)| d)
+        .collect()
+}
+
+fn seqs(ds: &[Vec<u8>]) -> Vec<u64> {
+    ds.iter()
+        .map(|d| record_id(d).expect("a record").1)
+        .collect()
+}
+
+#[test]
+fn a_group_of_ten_records_is_followed_by_one_parity() {
+    let mut s = ShieldSender::new();
+    let wire = send(&mut s, 0, 0..20);
+    let parities: Vec<_> = wire.iter().filter(|d| d[0] == PARITY_MARKER).collect();
+    assert_eq!(parities.len(), 2);
+    assert_eq!(wire.len(), 22);
+}
+
+#[test]
+fn a_slow_flow_closes_its_group_after_four_records_and_the_span() {
+    let mut s = ShieldSender::new();
+    let mut parities = 0;
+    for seq in 0..8u64 {
+        let d = record(1, seq, 200);
+        parities += usize::from(s.handle_sent(MS * (seq * 10) as u32, addr(1), &d).is_some());
+    }
+    // Records 0..3 span 30 ms >= MAX_SPAN: a parity after the fourth, then after the eighth.
+    assert_eq!(parities, 2);
+}
+
+#[test]
+fn anything_but_an_application_data_record_is_not_protected() {
+    let mut s = ShieldSender::new();
+    let stun = vec![0u8, 1, 0, 0];
+    let mut handshake = record(0, 1, 50);
+    handshake[0] = 22;
+    let mut truncated = record(1, 2, 50);
+    truncated.pop();
+    for _ in 0..20 {
+        for d in [&stun, &handshake, &truncated] {
+            assert_eq!(s.handle_sent(Duration::ZERO, addr(1), d), None);
+        }
+    }
+}
+
+#[test]
+fn one_lost_record_in_a_group_is_rebuilt_in_order() {
+    let mut s = ShieldSender::new();
+    let wire = send(&mut s, 0, 0..10);
+    let mut r = ShieldReceiver::new();
+    for (k, d) in wire.iter().enumerate() {
+        if record_id(d).is_some_and(|(_, seq)| seq == 3) {
+            continue;
+        }
+        r.handle_datagram(MS * k as u32, addr(1), d.clone());
+    }
+    let got = drain(&mut r);
+    assert_eq!(seqs(&got), (0..10).collect::<Vec<_>>());
+    assert_eq!(got[3], record(1, 3, 100 + 3 * 50), "rebuilt byte for byte");
+    assert_eq!(r.stats().rebuilt, 1);
+    assert_eq!(r.poll_timeout(), None, "nothing left waiting");
+}
+
+#[test]
+fn two_lost_records_in_a_group_are_given_up_after_the_hold() {
+    let mut s = ShieldSender::new();
+    let wire = send(&mut s, 0, 0..10);
+    let mut r = ShieldReceiver::new();
+    for d in wire
+        .iter()
+        .filter(|d| !record_id(d).is_some_and(|(_, s)| s == 3 || s == 6))
+    {
+        r.handle_datagram(10 * MS, addr(1), d.clone());
+    }
+    assert_eq!(seqs(&drain(&mut r)), vec![0, 1, 2], "held behind the gap");
+    assert_eq!(r.poll_timeout(), Some(10 * MS + MAX_HOLD));
+    r.handle_timeout(10 * MS + MAX_HOLD - MS);
+    assert!(drain(&mut r).is_empty(), "not before the hold ends");
+    r.handle_timeout(10 * MS + MAX_HOLD);
+    assert_eq!(seqs(&drain(&mut r)), vec![4, 5, 7, 8, 9]);
+    assert_eq!(r.stats().gaps_given_up, 2);
+    assert_eq!(r.stats().rebuilt, 0);
+}
+
+#[test]
+fn a_record_lost_with_its_groups_other_loss_is_rebuilt_when_that_one_comes_late() {
+    let mut s = ShieldSender::new();
+    let wire = send(&mut s, 0, 0..10);
+    let mut r = ShieldReceiver::new();
+    let late = wire
+        .iter()
+        .find(|d| record_id(d).is_some_and(|(_, s)| s == 6))
+        .cloned();
+    for d in wire
+        .iter()
+        .filter(|d| !record_id(d).is_some_and(|(_, s)| s == 3 || s == 6))
+    {
+        r.handle_datagram(MS, addr(1), d.clone());
+    }
+    r.handle_datagram(2 * MS, addr(1), late.expect("record 6"));
+    assert_eq!(seqs(&drain(&mut r)), (0..10).collect::<Vec<_>>());
+    assert_eq!(r.stats().rebuilt, 1);
+}
+
+#[test]
+fn reordered_records_reach_the_stack_in_order() {
+    let mut r = ShieldReceiver::new();
+    for seq in [0u64, 2, 1, 5, 3, 4, 6] {
+        r.handle_datagram(MS, addr(1), record(1, seq, 80));
+    }
+    assert_eq!(seqs(&drain(&mut r)), (0..7).collect::<Vec<_>>());
+    assert_eq!(r.stats().gaps_given_up, 0);
+}
+
+#[test]
+fn a_record_later_than_the_hold_still_reaches_the_stack() {
+    let mut r = ShieldReceiver::new();
+    for seq in [0u64, 2] {
+        r.handle_datagram(Duration::ZERO, addr(1), record(1, seq, 80));
+    }
+    r.handle_timeout(MAX_HOLD);
+    r.handle_datagram(MAX_HOLD + MS, addr(1), record(1, 1, 80));
+    assert_eq!(seqs(&drain(&mut r)), vec![0, 2, 1]);
+}
+
+#[test]
+fn a_jump_after_an_outage_starts_over_without_holding() {
+    let mut r = ShieldReceiver::new();
+    r.handle_datagram(Duration::ZERO, addr(1), record(1, 0, 80));
+    r.handle_datagram(MS, addr(1), record(1, 5_000, 80));
+    r.handle_datagram(MS, addr(1), record(1, 5_001, 80));
+    assert_eq!(seqs(&drain(&mut r)), vec![0, 5_000, 5_001]);
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn a_new_epoch_releases_what_waited_and_starts_again() {
+    let mut r = ShieldReceiver::new();
+    r.handle_datagram(Duration::ZERO, addr(1), record(1, 7, 80));
+    r.handle_datagram(Duration::ZERO, addr(1), record(1, 9, 80));
+    r.handle_datagram(MS, addr(1), record(2, 0, 80));
+    let got = drain(&mut r);
+    let ids: Vec<_> = got.iter().map(|d| record_id(d).expect("record")).collect();
+    assert_eq!(ids, vec![(1, 7), (1, 9), (2, 0)]);
+}
+
+#[test]
+fn peers_are_kept_apart() {
+    let mut r = ShieldReceiver::new();
+    r.handle_datagram(Duration::ZERO, addr(1), record(1, 0, 80));
+    r.handle_datagram(Duration::ZERO, addr(2), record(1, 100, 80));
+    r.handle_datagram(Duration::ZERO, addr(1), record(1, 1, 80));
+    assert_eq!(drain(&mut r).len(), 3);
+}
+
+#[test]
+fn other_datagrams_pass_at_once() {
+    let mut r = ShieldReceiver::new();
+    r.handle_datagram(Duration::ZERO, addr(1), record(1, 0, 80));
+    r.handle_datagram(Duration::ZERO, addr(1), record(1, 2, 80));
+    let stun = vec![0u8, 1, 0, 8, 1, 2, 3];
+    r.handle_datagram(Duration::ZERO, addr(1), stun.clone());
+    let got = drain(&mut r);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1], stun, "not held behind record 1's gap");
+}
+
+#[test]
+fn malformed_and_lying_parities_rebuild_nothing() {
+    let mut r = ShieldReceiver::new();
+    for seq in [0u64, 1, 3] {
+        r.handle_datagram(Duration::ZERO, addr(1), record(1, seq, 80));
+    }
+    // Too short, wrong version, one member only.
+    for bad in [vec![PARITY_MARKER], vec![PARITY_MARKER, 9, 0, 1], {
+        let mut p = vec![
+            PARITY_MARKER,
+            PARITY_VERSION,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+        ];
+        p.extend([0u8; 40]);
+        p
+    }] {
+        r.handle_datagram(MS, addr(1), bad);
+    }
+    // Covers 0..=3 but its bytes are noise: what it rebuilds is no record 2.
+    let mut lie = vec![
+        PARITY_MARKER,
+        PARITY_VERSION,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0x0F,
+        0,
+        93,
+    ];
+    lie.extend((0..93).map(|i| i as u8));
+    r.handle_datagram(MS, addr(1), lie);
+    // Claims a length longer than its bytes.
+    let mut long = vec![
+        PARITY_MARKER,
+        PARITY_VERSION,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0x0F,
+        0xFF,
+        0xFF,
+    ];
+    long.extend([0u8; 20]);
+    r.handle_datagram(MS, addr(1), long);
+    assert_eq!(r.stats().rebuilt, 0);
+    assert_eq!(r.stats().bad_parities, 5);
+    assert_eq!(seqs(&drain(&mut r)), vec![0, 1], "3 still waits for 2");
+}
+
+#[test]
+fn a_flood_of_records_ahead_of_a_gap_holds_a_bounded_number() {
+    let mut r = ShieldReceiver::new();
+    r.handle_datagram(Duration::ZERO, addr(1), record(1, 0, 10));
+    let mut delivered = seqs(&drain(&mut r));
+    // Never record 1.
+    for seq in 2..2_000u64 {
+        r.handle_datagram(Duration::ZERO, addr(1), record(1, seq, 10));
+        delivered.extend(seqs(&drain(&mut r)));
+        assert!(r.peers[0].held.len() <= MAX_HELD);
+    }
+    r.handle_timeout(MAX_HOLD);
+    delivered.extend(seqs(&drain(&mut r)));
+    let expected: Vec<u64> = std::iter::once(0).chain(2..2_000).collect();
+    assert_eq!(
+        delivered, expected,
+        "every record reached the stack once, in order"
+    );
+}
