@@ -436,13 +436,18 @@ pub(crate) async fn closed_reason(
         .unwrap_or_else(|| crate::DisconnectReason::Transport("the peer connection closed".into()))
 }
 
-/// Wait (briefly) until what was sent on `dc` is acknowledged, so a goodbye is not cut off
-/// by closing the connection right after it.
+/// Wait until what was sent on `dc` is acknowledged, so a goodbye is not cut off by
+/// closing the connection right after it: a round trip on a healthy path. At most
+/// `FLUSH_LIMIT`: past SCTP's 1 s retransmission timer, so a goodbye lost as the last
+/// packet on the path (nothing after it to reveal the loss sooner) is sent once more.
+/// At 300 ms, an LTE-like path's loss burst ate a viewer's goodbye and its close, and
+/// the target kept the session for its 45 s peer timeout.
 pub(crate) async fn flush(dc: &Arc<dyn DataChannel>) {
+    const FLUSH_LIMIT: Duration = Duration::from_millis(1300);
     let wait = async {
         while dc.outstanding_bytes().await.is_ok_and(|n| n > 0) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
-    let _ = tokio::time::timeout(Duration::from_millis(300), wait).await;
+    let _ = tokio::time::timeout(FLUSH_LIMIT, wait).await;
 }
