@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use deskwire_session::shield::{ShieldReceiver, ShieldSender, ShieldStats};
+use deskwire_session::shield::{ShieldReceiver, ShieldSender, ShieldStats, NACK_MARKER};
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 /// Messages read from the kernel per call, each up to 64 KiB (GRO may coalesce).
@@ -60,10 +60,32 @@ impl ShieldedSocket {
         self.epoch.elapsed()
     }
 
+    /// Send what the shield itself has to say (NACKs, records asked for again), best
+    /// effort: none of it is worth waiting for a full socket.
+    fn send_own(&self, cx: &mut Context<'_>, to: SocketAddr, datagram: &[u8]) {
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents: datagram,
+            segment_size: None,
+            src_ip: None,
+        };
+        if let Poll::Ready(Err(e)) = self.inner.poll_send(cx, &t) {
+            tracing::debug!(error = %e, "loss shield datagram not sent");
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Nothing under the lock can panic half-way through a change that matters: a
         // poisoned state is still a usable one.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for ShieldedSocket {
+    fn drop(&mut self) {
+        let state = self.state();
+        tracing::debug!(stats = ?state.receiver.stats(), resent = state.sender.resent(), "loss shield at close");
     }
 }
 
@@ -143,9 +165,10 @@ impl AsyncUdpSocket for ShieldedSocket {
             if n > 0 {
                 let stats = state.receiver.stats();
                 if stats.rebuilt / 64 != state.logged.rebuilt / 64
-                    || stats.gaps_given_up / 64 != state.logged.gaps_given_up / 64
+                    || stats.repaired / 16 != state.logged.repaired / 16
+                    || stats.gaps_given_up / 16 != state.logged.gaps_given_up / 16
                 {
-                    tracing::debug!(?stats, "loss shield");
+                    tracing::debug!(?stats, resent = state.sender.resent(), "loss shield");
                     state.logged = stats;
                 }
                 return Poll::Ready(Ok(n));
@@ -154,6 +177,9 @@ impl AsyncUdpSocket for ShieldedSocket {
                 let now = self.now();
                 if at <= now {
                     state.receiver.handle_timeout(now);
+                    while let Some((to, d)) = state.receiver.poll_transmit() {
+                        self.send_own(cx, to, &d);
+                    }
                     continue;
                 }
             }
@@ -183,7 +209,14 @@ impl AsyncUdpSocket for ShieldedSocket {
                         }
                         let stride = m.stride.max(1);
                         for d in b[..m.len].chunks(stride) {
-                            state.receiver.handle_datagram(now, m.addr, d.to_vec());
+                            if d.first() == Some(&NACK_MARKER) {
+                                let again = state.sender.handle_nack(now, m.addr, d);
+                                for again in again {
+                                    self.send_own(cx, m.addr, &again);
+                                }
+                            } else {
+                                state.receiver.handle_datagram(now, m.addr, d.to_vec());
+                            }
                         }
                     }
                 }
@@ -263,6 +296,57 @@ mod tests {
         );
     }
 
+    /// A gap a parity cannot fill is named to the peer that sent the parity, and what
+    /// that peer sends again is handed up in order.
+    #[tokio::test]
+    async fn a_gap_is_asked_for_again_on_the_socket_and_the_answer_fills_it() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let rx = ShieldedSocket::new(
+            webrtc::runtime::TokioRuntime
+                .wrap_udp_socket(rx)
+                .expect("wrap"),
+        );
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut sender = ShieldSender::new();
+        for seq in 0..10u64 {
+            let d = record(seq);
+            let parity = sender.handle_sent(Duration::ZERO, to, &d);
+            if seq != 3 && seq != 4 {
+                peer.send_to(&d, to).expect("send");
+            }
+            if let Some(p) = parity {
+                peer.send_to(&p, to).expect("send parity");
+            }
+        }
+        let receiving = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..10 {
+                got.push(recv(&rx).await);
+            }
+            got
+        });
+        let nack = tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 64];
+            peer.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let (n, _) = peer.recv_from(&mut buf).expect("a NACK within 2 s");
+            let again = sender.handle_nack(Duration::from_millis(40), to, &buf[..n]);
+            for d in &again {
+                peer.send_to(d, to).expect("send again");
+            }
+            again.len()
+        })
+        .await
+        .expect("peer");
+        assert_eq!(nack, 2);
+        let got = tokio::time::timeout(Duration::from_secs(2), receiving)
+            .await
+            .expect("all ten in time")
+            .expect("receiver");
+        assert_eq!(got, (0..10u64).map(record).collect::<Vec<_>>());
+    }
+
     #[tokio::test]
     async fn a_parity_follows_a_group_and_rebuilds_its_lost_record_across_real_sockets() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -281,7 +365,7 @@ mod tests {
             if seq != 4 {
                 tx.send_to(&d, to).expect("send");
             }
-            for p in parity {
+            if let Some(p) = parity {
                 tx.send_to(&p, to).expect("send parity");
             }
         }

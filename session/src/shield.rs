@@ -10,31 +10,42 @@
 //! So each end sends, after every small group of DTLS records (up to [`MAX_GROUP`], or
 //! whatever left in [`MAX_SPAN`] once there are [`MIN_GROUP`]), one parity datagram: the
 //! XOR of the group's datagrams. The receiving end hands records to the stack in sequence
-//! order, holding those behind a gap for at most [`MAX_HOLD`]: a late record fills the gap,
-//! or the parity rebuilds the one missing record of its group, or the hold ends and SCTP
-//! sees the loss as before. DTLS authenticates every record, so a rebuilt record that is
-//! wrong (a forged parity) is dropped by DTLS like any forged packet.
+//! order, holding those behind a gap: a late record fills the gap, or the parity rebuilds
+//! the one missing record of its group, or, for a gap still open after [`NACK_AFTER`]
+//! (a burst took two of a group), the receiving end names it in a NACK and the sending end
+//! sends the record again, as it was, at most twice: the repair a link layer (LTE's RLC,
+//! Wi-Fi's retries) does, under SCTP. A gap waits a repair round trip (measured) plus a
+//! little, within [`MIN_HOLD`]..=[`MAX_HOLD`]; after that SCTP sees the loss as before.
+//! DTLS authenticates every record, so a rebuilt record that is wrong (a forged parity)
+//! is dropped by DTLS like any forged packet, and a record sent twice is refused by its
+//! replay window.
 //!
-//! The parity datagram starts with [`PARITY_MARKER`], a first byte RFC 7983 leaves
-//! unassigned: a peer without the shield (a browser) drops it as an unknown packet.
-//! Only datagrams that are exactly one DTLS 1.2 application-data record are protected;
-//! STUN, the handshake and anything else pass as they are.
+//! Parity and NACK datagrams start with [`PARITY_MARKER`] and [`NACK_MARKER`], first bytes
+//! RFC 7983 leaves unassigned: a peer without the shield (a browser) drops them as
+//! unknown packets, and a peer from which no parity ever came gets no NACK and no long
+//! hold. Only datagrams that are exactly one DTLS 1.2 record of a ciphered epoch are
+//! protected; STUN, the handshake's flights and anything else pass as they are.
 //!
 //! Both halves are sans-IO and take a `now`, so they are tested in virtual time; the
 //! `deskwire` crate wraps the socket with them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The first byte of a parity datagram: in 4..=15, which RFC 7983 assigns to nothing.
 pub const PARITY_MARKER: u8 = 0x0E;
+/// The first byte of a NACK datagram: epoch, first sequence number and a 16-bit mask of
+/// the records to send again.
+pub const NACK_MARKER: u8 = 0x0D;
 const PARITY_VERSION: u8 = 1;
+const NACK_LEN: usize = 12;
 /// Marker, version, epoch (2), first sequence number (6), member mask (2), XOR of the
 /// members' lengths (2).
 const PARITY_HEADER: usize = 14;
 const RECORD_HEADER: usize = 13;
-const APPLICATION_DATA: u8 = 23;
+/// DTLS content types: change_cipher_spec 20 .. heartbeat 24.
+const CONTENT_TYPES: std::ops::RangeInclusive<u8> = 20..=24;
 /// The widest group: the mask has 16 bits, one per sequence number from the first.
 const GROUP_WIDTH: u64 = 16;
 
@@ -46,9 +57,21 @@ pub const MAX_GROUP: usize = 10;
 pub const MIN_GROUP: usize = 4;
 /// See [`MIN_GROUP`].
 pub const MAX_SPAN: Duration = Duration::from_millis(25);
-/// How long a record may wait for a gap before it to fill: a group's span plus the
-/// jitter that reorders packets on a Wi-Fi path. Past it, SCTP repairs the loss itself.
-pub const MAX_HOLD: Duration = Duration::from_millis(40);
+/// A gap still open this long is named in a NACK: past a parity's group span and the
+/// reordering of a Wi-Fi path, so that neither is asked for twice.
+pub const NACK_AFTER: Duration = Duration::from_millis(30);
+/// How long a record waits behind a gap at least (reordering, a group's parity), and at
+/// most (a repair round trip; a longer path is left to SCTP).
+pub const MIN_HOLD: Duration = Duration::from_millis(40);
+/// See [`MIN_HOLD`].
+pub const MAX_HOLD: Duration = Duration::from_millis(200);
+/// The hold before a repair round trip was measured.
+const FIRST_HOLD: Duration = Duration::from_millis(150);
+/// Sent records kept to send again, per socket, and for how long.
+const KEEP_SENT: usize = 1024;
+const KEEP_FOR: Duration = Duration::from_secs(1);
+/// Times a record is sent again at most.
+const MAX_RESENDS: u8 = 2;
 /// Held records per peer at most; past it the oldest gap is given up.
 const MAX_HELD: usize = 256;
 /// A jump this far ahead is a new start (the link came back), not a gap to wait for.
@@ -60,19 +83,39 @@ const MAX_PENDING: usize = 8;
 /// Peers tracked per socket (ICE may try several addresses); the oldest is forgotten.
 const MAX_PEERS: usize = 8;
 
-/// The epoch and sequence number of a datagram that is exactly one DTLS 1.2
-/// application-data record; `None` for anything else.
+/// The epoch and sequence number of a datagram that is exactly one DTLS 1.2 record of a
+/// ciphered epoch; `None` for anything else.
 fn record_id(d: &[u8]) -> Option<(u16, u64)> {
-    if d.len() < RECORD_HEADER || d[0] != APPLICATION_DATA || d[1] != 0xFE || d[2] != 0xFD {
+    if d.len() < RECORD_HEADER || !CONTENT_TYPES.contains(&d[0]) || d[1] != 0xFE || d[2] != 0xFD {
         return None;
     }
     let len = usize::from(u16::from_be_bytes([d[11], d[12]]));
-    if RECORD_HEADER + len != d.len() {
+    let epoch = u16::from_be_bytes([d[3], d[4]]);
+    if RECORD_HEADER + len != d.len() || epoch == 0 {
         return None;
     }
-    let epoch = u16::from_be_bytes([d[3], d[4]]);
     let seq = d[5..11].iter().fold(0u64, |s, b| (s << 8) | u64::from(*b));
     Some((epoch, seq))
+}
+
+/// A NACK: `(epoch, first sequence number, mask)`.
+fn nack_bytes(epoch: u16, base: u64, mask: u16) -> Vec<u8> {
+    let mut n = Vec::with_capacity(NACK_LEN);
+    n.push(NACK_MARKER);
+    n.push(PARITY_VERSION);
+    n.extend_from_slice(&epoch.to_be_bytes());
+    n.extend_from_slice(&base.to_be_bytes()[2..]);
+    n.extend_from_slice(&mask.to_be_bytes());
+    n
+}
+
+fn parse_nack(d: &[u8]) -> Option<(u16, u64, u16)> {
+    if d.len() != NACK_LEN || d[0] != NACK_MARKER || d[1] != PARITY_VERSION {
+        return None;
+    }
+    let epoch = u16::from_be_bytes([d[2], d[3]]);
+    let base = d[4..10].iter().fold(0u64, |s, b| (s << 8) | u64::from(*b));
+    Some((epoch, base, u16::from_be_bytes([d[10], d[11]])))
 }
 
 /// XOR `src` into `acc`, growing `acc` with zeros to fit.
@@ -111,10 +154,24 @@ impl Group {
     }
 }
 
-/// The sending half: watches what leaves and says when a parity should follow.
+/// A record that left, kept to be sent again.
+#[derive(Debug)]
+struct Sent {
+    to: SocketAddr,
+    epoch: u16,
+    seq: u64,
+    at: Duration,
+    resends: u8,
+    datagram: Vec<u8>,
+}
+
+/// The sending half: watches what leaves, says when a parity should follow, and sends
+/// again what a NACK names.
 #[derive(Debug, Default)]
 pub struct ShieldSender {
     groups: Vec<(SocketAddr, Group)>,
+    sent: VecDeque<Sent>,
+    resent: u64,
 }
 
 impl ShieldSender {
@@ -132,6 +189,21 @@ impl ShieldSender {
         datagram: &[u8],
     ) -> Option<Vec<u8>> {
         let (epoch, seq) = record_id(datagram)?;
+        while self
+            .sent
+            .front()
+            .is_some_and(|s| self.sent.len() >= KEEP_SENT || s.at + KEEP_FOR <= now)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(Sent {
+            to,
+            epoch,
+            seq,
+            at: now,
+            resends: 0,
+            datagram: datagram.to_vec(),
+        });
         let at = self.groups.iter().position(|(a, _)| *a == to);
         let mut closed = None;
         if let Some(i) = at {
@@ -184,6 +256,36 @@ impl ShieldSender {
     }
 }
 
+impl ShieldSender {
+    /// A NACK arrived from `from`: the records it names that are still kept and were sent
+    /// to `from`, to send again now. Anything else (a malformed NACK, records never sent
+    /// there, asked for too often) is nothing: a peer cannot make this end send more than
+    /// `MAX_RESENDS` times what it sent that peer in the last second.
+    pub fn handle_nack(&mut self, now: Duration, from: SocketAddr, nack: &[u8]) -> Vec<Vec<u8>> {
+        let Some((epoch, base, mask)) = parse_nack(nack) else {
+            return Vec::new();
+        };
+        let mut again = Vec::new();
+        for i in (0..GROUP_WIDTH).filter(|i| mask & (1 << i) != 0) {
+            let seq = base.saturating_add(i);
+            let found = self.sent.iter_mut().rev().find(|s| {
+                s.to == from && s.epoch == epoch && s.seq == seq && s.at + KEEP_FOR > now
+            });
+            if let Some(s) = found.filter(|s| s.resends < MAX_RESENDS) {
+                s.resends += 1;
+                self.resent += 1;
+                again.push(s.datagram.clone());
+            }
+        }
+        again
+    }
+
+    /// Records sent again so far.
+    pub fn resent(&self) -> u64 {
+        self.resent
+    }
+}
+
 /// A parity datagram, read.
 #[derive(Debug, Clone)]
 struct Parity {
@@ -222,255 +324,8 @@ impl Parity {
     }
 }
 
-/// What the receiving half knows of one peer's records.
-#[derive(Debug)]
-struct Peer {
-    addr: SocketAddr,
-    epoch: u16,
-    /// The next sequence number the stack should get.
-    next: Option<u64>,
-    /// Records behind a gap: sequence number to (arrival, datagram).
-    held: BTreeMap<u64, (Duration, Vec<u8>)>,
-    /// Recent records by sequence number, to rebuild a lost one.
-    history: BTreeMap<u64, Vec<u8>>,
-    pending: VecDeque<Parity>,
-}
-
-impl Peer {
-    fn new(addr: SocketAddr, epoch: u16) -> Self {
-        Self {
-            addr,
-            epoch,
-            next: None,
-            held: BTreeMap::new(),
-            history: BTreeMap::new(),
-            pending: VecDeque::new(),
-        }
-    }
-}
-
-/// Counters of what the receiving half did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ShieldStats {
-    /// Records rebuilt from a parity.
-    pub rebuilt: u64,
-    /// Records that arrived behind a gap and waited for it.
-    pub held: u64,
-    /// Gaps given up after `MAX_HOLD`: the stack saw these losses.
-    pub gaps_given_up: u64,
-    /// Parity datagrams that could not be read.
-    pub bad_parities: u64,
-}
-
-/// The receiving half: takes datagrams as they arrive, gives them back in order, with
-/// lost ones rebuilt where a parity allows.
-#[derive(Debug, Default)]
-pub struct ShieldReceiver {
-    peers: Vec<Peer>,
-    ready: VecDeque<(SocketAddr, Vec<u8>)>,
-    stats: ShieldStats,
-}
-
-impl ShieldReceiver {
-    /// A new receiver that knows no peer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// What it did so far.
-    pub fn stats(&self) -> ShieldStats {
-        self.stats
-    }
-
-    /// `datagram` arrived from `from` at `now`.
-    pub fn handle_datagram(&mut self, now: Duration, from: SocketAddr, datagram: Vec<u8>) {
-        if datagram.first() == Some(&PARITY_MARKER) {
-            match Parity::parse(&datagram) {
-                Some(p) => self.handle_parity(now, from, p),
-                None => self.stats.bad_parities += 1,
-            }
-            return;
-        }
-        let Some((epoch, seq)) = record_id(&datagram) else {
-            self.ready.push_back((from, datagram));
-            return;
-        };
-        let i = self.peer(from, epoch);
-        self.handle_record(now, i, seq, datagram);
-        self.try_pending(now, i);
-    }
-
-    /// The next datagram for the stack, in order.
-    pub fn poll_datagram(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.ready.pop_front()
-    }
-
-    /// When [`Self::handle_timeout`] should run next: the oldest held record's hold ends.
-    pub fn poll_timeout(&self) -> Option<Duration> {
-        self.peers
-            .iter()
-            .flat_map(|p| p.held.values().map(|(at, _)| *at + MAX_HOLD))
-            .min()
-    }
-
-    /// Give up the gaps whose records have been held for `MAX_HOLD` by `now`.
-    pub fn handle_timeout(&mut self, now: Duration) {
-        for i in 0..self.peers.len() {
-            loop {
-                let peer = &self.peers[i];
-                let due = peer.held.values().any(|(at, _)| *at + MAX_HOLD <= now);
-                let Some(first) = peer.held.keys().next().copied().filter(|_| due) else {
-                    break;
-                };
-                self.stats.gaps_given_up += 1;
-                self.peers[i].next = Some(first);
-                self.release_in_order(i);
-            }
-        }
-    }
-
-    fn peer(&mut self, from: SocketAddr, epoch: u16) -> usize {
-        match self.peers.iter().position(|p| p.addr == from) {
-            Some(i) => {
-                if self.peers[i].epoch != epoch {
-                    // New keys: sequence numbers start again. What waited goes now.
-                    self.flush(i);
-                    self.peers[i] = Peer::new(from, epoch);
-                }
-                i
-            }
-            None => {
-                if self.peers.len() == MAX_PEERS {
-                    self.flush(0);
-                    self.peers.remove(0);
-                }
-                self.peers.push(Peer::new(from, epoch));
-                self.peers.len() - 1
-            }
-        }
-    }
-
-    fn flush(&mut self, i: usize) {
-        let peer = &mut self.peers[i];
-        let held = std::mem::take(&mut peer.held);
-        let addr = peer.addr;
-        self.ready
-            .extend(held.into_values().map(|(_, d)| (addr, d)));
-    }
-
-    fn handle_record(&mut self, now: Duration, i: usize, seq: u64, datagram: Vec<u8>) {
-        let peer = &mut self.peers[i];
-        if peer.history.contains_key(&seq) {
-            // A duplicate (a rebuilt record's original arriving late): the stack has it.
-            return;
-        }
-        peer.history.insert(seq, datagram.clone());
-        let newest = peer.history.keys().next_back().copied().unwrap_or(seq);
-        while peer.history.len() as u64 > HISTORY
-            || peer
-                .history
-                .keys()
-                .next()
-                .is_some_and(|s| s + HISTORY < newest)
-        {
-            peer.history.pop_first();
-        }
-        let next = *peer.next.get_or_insert(seq);
-        if seq < next {
-            // Late, after its gap was given up: SCTP takes it as it comes.
-            self.ready.push_back((peer.addr, datagram));
-            return;
-        }
-        if seq - next > MAX_JUMP {
-            // Far ahead: the peer went on without us (an outage). Start over from here.
-            self.flush(i);
-            self.peers[i].next = Some(seq);
-        }
-        let peer = &mut self.peers[i];
-        if Some(seq) != peer.next {
-            self.stats.held += 1;
-            peer.held.insert(seq, (now, datagram));
-            if peer.held.len() > MAX_HELD {
-                self.stats.gaps_given_up += 1;
-                peer.next = peer.held.keys().next().copied();
-                self.release_in_order(i);
-            }
-            return;
-        }
-        self.ready.push_back((peer.addr, datagram));
-        peer.next = Some(seq + 1);
-        self.release_in_order(i);
-    }
-
-    /// Hand over the held records that follow `next` without a gap.
-    fn release_in_order(&mut self, i: usize) {
-        let peer = &mut self.peers[i];
-        while let Some(next) = peer.next {
-            let Some((_, d)) = peer.held.remove(&next) else {
-                break;
-            };
-            self.ready.push_back((peer.addr, d));
-            peer.next = Some(next + 1);
-        }
-    }
-
-    fn handle_parity(&mut self, now: Duration, from: SocketAddr, parity: Parity) {
-        let Some(i) = self.peers.iter().position(|p| p.addr == from) else {
-            return;
-        };
-        if self.peers[i].epoch != parity.epoch {
-            return;
-        }
-        let peer = &mut self.peers[i];
-        if peer.pending.len() == MAX_PENDING {
-            peer.pending.pop_front();
-        }
-        peer.pending.push_back(parity);
-        self.try_pending(now, i);
-    }
-
-    /// Rebuild what the kept parities can: each one missing exactly one record.
-    fn try_pending(&mut self, now: Duration, i: usize) {
-        loop {
-            let peer = &mut self.peers[i];
-            let floor = peer.next.unwrap_or(0).saturating_sub(HISTORY);
-            peer.pending.retain(|p| {
-                // Useful while a member may still be missing and still be rebuilt.
-                p.base + GROUP_WIDTH > floor && p.members().any(|s| !peer.history.contains_key(&s))
-            });
-            let found = peer.pending.iter().enumerate().find_map(|(k, p)| {
-                let mut missing = p.members().filter(|s| !peer.history.contains_key(s));
-                let one = missing.next()?;
-                missing.next().is_none().then_some((k, one))
-            });
-            let Some((k, seq)) = found else {
-                return;
-            };
-            let parity = peer.pending.remove(k).expect("found above");
-            let members: Vec<u64> = parity.members().filter(|s| *s != seq).collect();
-            let mut bytes = parity.xor;
-            let mut len = parity.len_xor;
-            for s in members {
-                let d = &peer.history[&s];
-                xor_into(&mut bytes, d);
-                len ^= d.len() as u16;
-            }
-            let len = usize::from(len);
-            if len > bytes.len() {
-                self.stats.bad_parities += 1;
-                continue;
-            }
-            bytes.truncate(len);
-            if record_id(&bytes) != Some((parity.epoch, seq)) {
-                // Not the record it claims to rebuild: a parity that lied or was damaged.
-                self.stats.bad_parities += 1;
-                continue;
-            }
-            self.stats.rebuilt += 1;
-            self.handle_record(now, i, seq, bytes);
-        }
-    }
-}
+mod receiver;
+pub use receiver::{ShieldReceiver, ShieldStats};
 
 #[cfg(test)]
 mod tests;
