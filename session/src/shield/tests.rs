@@ -413,3 +413,18 @@ fn a_flood_of_records_ahead_of_a_gap_holds_a_bounded_number() {
         "every record reached the stack once, in order"
     );
 }
+
+#[test]
+fn the_first_record_after_a_silence_starts_over_without_holding_or_asking() {
+    let mut s = ShieldSender::new();
+    let mut r = ShieldReceiver::new();
+    for d in send(&mut s, 0, 0..10) {
+        r.handle_datagram(10 * MS, addr(1), d);
+    }
+    drain(&mut r);
+    // Records 10..30 were lost in an outage; 30 arrives a second later.
+    r.handle_datagram(Duration::from_secs(1), addr(1), record(1, 30, 80));
+    r.handle_datagram(Duration::from_secs(1), addr(1), record(1, 31, 80));
+    assert_eq!(seqs(&drain(&mut r)), vec![30, 31]);
+    assert_eq!(r.poll_timeout(), None, "nothing held, nothing to ask for");
+}
