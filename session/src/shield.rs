@@ -67,7 +67,10 @@ pub const MIN_HOLD: Duration = Duration::from_millis(40);
 pub const MAX_HOLD: Duration = Duration::from_millis(200);
 /// The hold before a repair round trip was measured.
 const FIRST_HOLD: Duration = Duration::from_millis(150);
-/// Sent records kept to send again, per socket, and for how long.
+/// Sent records kept to send again, per socket, and for how long. Longer than any hold:
+/// a record sent again after its gap was given up still reaches SCTP before SCTP's own
+/// repair would (sending only records younger than 150 ms froze `step` 29-58 % of the
+/// time, against 12-17 %).
 const KEEP_SENT: usize = 1024;
 const KEEP_FOR: Duration = Duration::from_secs(1);
 /// Times a record is sent again at most.
