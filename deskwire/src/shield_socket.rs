@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use deskwire_session::shield::{ShieldReceiver, ShieldSender, ShieldStats, NACK_MARKER};
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
@@ -27,7 +28,7 @@ struct State {
     dst_ip: VecDeque<(SocketAddr, Option<IpAddr>)>,
     /// Wakes the receive side when a held record's hold ends.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    buffers: Vec<Vec<u8>>,
+    buffers: [Vec<u8>; READ_BATCH],
     /// What was last logged, so the counters are logged when they move.
     logged: ShieldStats,
 }
@@ -50,7 +51,7 @@ impl ShieldedSocket {
                 receiver: ShieldReceiver::new(),
                 dst_ip: VecDeque::new(),
                 timer: None,
-                buffers: vec![vec![0; READ_BUFFER]; READ_BATCH],
+                buffers: std::array::from_fn(|_| vec![0; READ_BUFFER]),
                 logged: ShieldStats::default(),
             }),
         }
@@ -185,11 +186,7 @@ impl AsyncUdpSocket for ShieldedSocket {
             }
             let mut metas = [RecvMeta::default(); READ_BATCH];
             let read = {
-                let mut slices: Vec<IoSliceMut<'_>> = state
-                    .buffers
-                    .iter_mut()
-                    .map(|b| IoSliceMut::new(b))
-                    .collect();
+                let mut slices = state.buffers.each_mut().map(|b| IoSliceMut::new(b));
                 self.inner.poll_recv(cx, &mut slices, &mut metas)
             };
             match read {
@@ -215,7 +212,11 @@ impl AsyncUdpSocket for ShieldedSocket {
                                     self.send_own(cx, m.addr, &again);
                                 }
                             } else {
-                                state.receiver.handle_datagram(now, m.addr, d.to_vec());
+                                state.receiver.handle_datagram(
+                                    now,
+                                    m.addr,
+                                    Bytes::copy_from_slice(d),
+                                );
                             }
                         }
                     }
@@ -255,6 +256,34 @@ mod tests {
         d
     }
 
+    /// A shielded socket on loopback, and its address.
+    fn shielded_loopback() -> (ShieldedSocket, SocketAddr) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let wrapped = webrtc::runtime::TokioRuntime
+            .wrap_udp_socket(socket)
+            .expect("wrap");
+        (ShieldedSocket::new(wrapped), addr)
+    }
+
+    /// What a sending shield puts on the wire for records 0..10 to `to`, the records in
+    /// `lost` left out as if lost on the way; the sending socket and shield.
+    fn send_group(to: SocketAddr, lost: &[u64]) -> (std::net::UdpSocket, ShieldSender) {
+        let mut sender = ShieldSender::new();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        for seq in 0..10u64 {
+            let d = record(seq);
+            let parity = sender.handle_sent(Duration::ZERO, to, &d);
+            if !lost.contains(&seq) {
+                socket.send_to(&d, to).expect("send");
+            }
+            if let Some(p) = parity {
+                socket.send_to(&p, to).expect("send parity");
+            }
+        }
+        (socket, sender)
+    }
+
     async fn recv(socket: &ShieldedSocket) -> Vec<u8> {
         let mut buf = vec![0u8; 2048];
         let mut meta = [RecvMeta::default(); 1];
@@ -272,13 +301,7 @@ mod tests {
     /// nothing else arrives after it (a goodbye was once stuck behind a lost packet).
     #[tokio::test]
     async fn a_record_behind_a_gap_is_handed_up_when_the_hold_ends_without_more_traffic() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let to = rx.local_addr().expect("addr");
-        let rx = ShieldedSocket::new(
-            webrtc::runtime::TokioRuntime
-                .wrap_udp_socket(rx)
-                .expect("wrap"),
-        );
+        let (rx, to) = shielded_loopback();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         for seq in [0u64, 2] {
             tx.send_to(&record(seq), to).expect("send");
@@ -300,25 +323,8 @@ mod tests {
     /// that peer sends again is handed up in order.
     #[tokio::test]
     async fn a_gap_is_asked_for_again_on_the_socket_and_the_answer_fills_it() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let to = rx.local_addr().expect("addr");
-        let rx = ShieldedSocket::new(
-            webrtc::runtime::TokioRuntime
-                .wrap_udp_socket(rx)
-                .expect("wrap"),
-        );
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let mut sender = ShieldSender::new();
-        for seq in 0..10u64 {
-            let d = record(seq);
-            let parity = sender.handle_sent(Duration::ZERO, to, &d);
-            if seq != 3 && seq != 4 {
-                peer.send_to(&d, to).expect("send");
-            }
-            if let Some(p) = parity {
-                peer.send_to(&p, to).expect("send parity");
-            }
-        }
+        let (rx, to) = shielded_loopback();
+        let (peer, mut sender) = send_group(to, &[3, 4]);
         let receiving = tokio::spawn(async move {
             let mut got = Vec::new();
             for _ in 0..10 {
@@ -349,26 +355,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_parity_follows_a_group_and_rebuilds_its_lost_record_across_real_sockets() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let to = rx.local_addr().expect("addr");
-        let rx = ShieldedSocket::new(
-            webrtc::runtime::TokioRuntime
-                .wrap_udp_socket(rx)
-                .expect("wrap"),
-        );
-        // What the sending shield puts on the wire, record 4 left out as if lost.
-        let mut sender = ShieldSender::new();
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        for seq in 0..10u64 {
-            let d = record(seq);
-            let parity = sender.handle_sent(Duration::ZERO, to, &d);
-            if seq != 4 {
-                tx.send_to(&d, to).expect("send");
-            }
-            if let Some(p) = parity {
-                tx.send_to(&p, to).expect("send parity");
-            }
-        }
+        let (rx, to) = shielded_loopback();
+        send_group(to, &[4]);
         for seq in 0..10u64 {
             assert_eq!(recv(&rx).await, record(seq), "record {seq}");
         }

@@ -33,6 +33,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 /// The first byte of a parity datagram: in 4..=15, which RFC 7983 assigns to nothing.
 pub const PARITY_MARKER: u8 = 0x0E;
 /// The first byte of a NACK datagram: epoch, first sequence number and a 16-bit mask of
@@ -97,8 +99,13 @@ fn record_id(d: &[u8]) -> Option<(u16, u64)> {
     if RECORD_HEADER + len != d.len() || epoch == 0 {
         return None;
     }
-    let seq = d[5..11].iter().fold(0u64, |s, b| (s << 8) | u64::from(*b));
+    let seq = be48(&d[5..11]);
     Some((epoch, seq))
+}
+
+/// A 48-bit big-endian number (a DTLS sequence number).
+fn be48(b: &[u8]) -> u64 {
+    b.iter().take(6).fold(0u64, |s, b| (s << 8) | u64::from(*b))
 }
 
 /// A NACK: `(epoch, first sequence number, mask)`.
@@ -117,7 +124,7 @@ fn parse_nack(d: &[u8]) -> Option<(u16, u64, u16)> {
         return None;
     }
     let epoch = u16::from_be_bytes([d[2], d[3]]);
-    let base = d[4..10].iter().fold(0u64, |s, b| (s << 8) | u64::from(*b));
+    let base = be48(&d[4..10]);
     Some((epoch, base, u16::from_be_bytes([d[10], d[11]])))
 }
 
@@ -165,7 +172,7 @@ struct Sent {
     seq: u64,
     at: Duration,
     resends: u8,
-    datagram: Vec<u8>,
+    datagram: Bytes,
 }
 
 /// The sending half: watches what leaves, says when a parity should follow, and sends
@@ -205,7 +212,7 @@ impl ShieldSender {
             seq,
             at: now,
             resends: 0,
-            datagram: datagram.to_vec(),
+            datagram: Bytes::copy_from_slice(datagram),
         });
         let at = self.groups.iter().position(|(a, _)| *a == to);
         let mut closed = None;
@@ -264,7 +271,7 @@ impl ShieldSender {
     /// to `from`, to send again now. Anything else (a malformed NACK, records never sent
     /// there, asked for too often) is nothing: a peer cannot make this end send more than
     /// `MAX_RESENDS` times what it sent that peer in the last second.
-    pub fn handle_nack(&mut self, now: Duration, from: SocketAddr, nack: &[u8]) -> Vec<Vec<u8>> {
+    pub fn handle_nack(&mut self, now: Duration, from: SocketAddr, nack: &[u8]) -> Vec<Bytes> {
         let Some((epoch, base, mask)) = parse_nack(nack) else {
             return Vec::new();
         };
@@ -308,7 +315,7 @@ impl Parity {
             return None;
         }
         let epoch = u16::from_be_bytes([d[2], d[3]]);
-        let base = d[4..10].iter().fold(0u64, |s, b| (s << 8) | u64::from(*b));
+        let base = be48(&d[4..10]);
         let mask = u16::from_be_bytes([d[10], d[11]]);
         let len_xor = u16::from_be_bytes([d[12], d[13]]);
         (mask.count_ones() >= 2).then(|| Self {

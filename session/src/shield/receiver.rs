@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::{
     nack_bytes, record_id, xor_into, Parity, FIRST_HOLD, GROUP_WIDTH, HISTORY, MAX_HELD, MAX_HOLD,
     MAX_JUMP, MAX_PEERS, MAX_PENDING, MIN_HOLD, NACK_AFTER, PARITY_MARKER,
@@ -32,11 +34,11 @@ struct Peer {
     /// The highest sequence number seen.
     highest: Option<u64>,
     /// Records behind a gap: sequence number to (arrival, datagram).
-    held: BTreeMap<u64, (Duration, Vec<u8>)>,
+    held: BTreeMap<u64, (Duration, Bytes)>,
     /// The gaps, from `next` on.
     missing: BTreeMap<u64, Missing>,
     /// Recent records by sequence number, to rebuild a lost one.
-    history: BTreeMap<u64, Vec<u8>>,
+    history: BTreeMap<u64, Bytes>,
     pending: VecDeque<Parity>,
     /// A parity came from this peer: it has the shield, so it answers NACKs.
     shielded: bool,
@@ -123,7 +125,7 @@ pub struct ShieldStats {
 #[derive(Debug, Default)]
 pub struct ShieldReceiver {
     peers: Vec<Peer>,
-    ready: VecDeque<(SocketAddr, Vec<u8>)>,
+    ready: VecDeque<(SocketAddr, Bytes)>,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     stats: ShieldStats,
 }
@@ -146,7 +148,8 @@ impl ShieldReceiver {
 
     /// `datagram` arrived from `from` at `now`. NACKs are the sending half's
     /// ([`super::ShieldSender::handle_nack`]).
-    pub fn handle_datagram(&mut self, now: Duration, from: SocketAddr, datagram: Vec<u8>) {
+    pub fn handle_datagram(&mut self, now: Duration, from: SocketAddr, datagram: impl Into<Bytes>) {
+        let datagram = datagram.into();
         if datagram.first() == Some(&PARITY_MARKER) {
             match Parity::parse(&datagram) {
                 Some(p) => self.handle_parity(now, from, p),
@@ -164,7 +167,7 @@ impl ShieldReceiver {
     }
 
     /// The next datagram for the stack, in order.
-    pub fn poll_datagram(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn poll_datagram(&mut self) -> Option<(SocketAddr, Bytes)> {
         self.ready.pop_front()
     }
 
@@ -262,7 +265,7 @@ impl ShieldReceiver {
             .extend(held.into_values().map(|(_, d)| (addr, d)));
     }
 
-    fn handle_record(&mut self, now: Duration, i: usize, seq: u64, datagram: Vec<u8>) {
+    fn handle_record(&mut self, now: Duration, i: usize, seq: u64, datagram: Bytes) {
         let peer = &mut self.peers[i];
         if peer.history.contains_key(&seq) {
             // A duplicate (a rebuilt record's original, a repair that crossed a late
@@ -401,7 +404,7 @@ impl ShieldReceiver {
             self.stats.rebuilt += 1;
             // Not a repair: its round trip says nothing of a NACK's.
             self.peers[i].missing.remove(&seq);
-            self.handle_record(now, i, seq, bytes);
+            self.handle_record(now, i, seq, Bytes::from(bytes));
         }
     }
 }

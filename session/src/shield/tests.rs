@@ -36,13 +36,13 @@ fn send(
 
 fn drain(r: &mut ShieldReceiver) -> Vec<Vec<u8>> {
     std::iter::from_fn(|| r.poll_datagram())
-        .map(|(_, d)| d)
+        .map(|(_, d)| d.to_vec())
         .collect()
 }
 
-fn seqs(ds: &[Vec<u8>]) -> Vec<u64> {
+fn seqs<D: AsRef<[u8]>>(ds: &[D]) -> Vec<u64> {
     ds.iter()
-        .map(|d| record_id(d).expect("a record").1)
+        .map(|d| record_id(d.as_ref()).expect("a record").1)
         .collect()
 }
 
@@ -322,6 +322,15 @@ fn other_datagrams_pass_at_once() {
     assert_eq!(got[1], stun, "not held behind record 1's gap");
 }
 
+/// A parity's header for epoch 1 from sequence number 0: `mask` says which records it
+/// covers, `len_xor` the XOR of their lengths.
+fn parity_header(mask: u16, len_xor: u16) -> Vec<u8> {
+    let mut p = vec![PARITY_MARKER, PARITY_VERSION, 0, 1, 0, 0, 0, 0, 0, 0];
+    p.extend_from_slice(&mask.to_be_bytes());
+    p.extend_from_slice(&len_xor.to_be_bytes());
+    p
+}
+
 #[test]
 fn malformed_and_lying_parities_rebuild_nothing() {
     let mut r = ShieldReceiver::new();
@@ -329,64 +338,21 @@ fn malformed_and_lying_parities_rebuild_nothing() {
         r.handle_datagram(Duration::ZERO, addr(1), record(1, seq, 80));
     }
     // Too short, wrong version, one member only.
-    for bad in [vec![PARITY_MARKER], vec![PARITY_MARKER, 9, 0, 1], {
-        let mut p = vec![
-            PARITY_MARKER,
-            PARITY_VERSION,
-            0,
-            1,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            1,
-            0,
-            0,
-        ];
-        p.extend([0u8; 40]);
-        p
-    }] {
+    let mut one_member = parity_header(0b1, 0);
+    one_member.extend([0u8; 40]);
+    for bad in [
+        vec![PARITY_MARKER],
+        vec![PARITY_MARKER, 9, 0, 1],
+        one_member,
+    ] {
         r.handle_datagram(MS, addr(1), bad);
     }
     // Covers 0..=3 but its bytes are noise: what it rebuilds is no record 2.
-    let mut lie = vec![
-        PARITY_MARKER,
-        PARITY_VERSION,
-        0,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0x0F,
-        0,
-        93,
-    ];
+    let mut lie = parity_header(0x0F, 93);
     lie.extend((0..93).map(|i| i as u8));
     r.handle_datagram(MS, addr(1), lie);
     // Claims a length longer than its bytes.
-    let mut long = vec![
-        PARITY_MARKER,
-        PARITY_VERSION,
-        0,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0x0F,
-        0xFF,
-        0xFF,
-    ];
+    let mut long = parity_header(0x0F, 0xFFFF);
     long.extend([0u8; 20]);
     r.handle_datagram(MS, addr(1), long);
     assert_eq!(r.stats().rebuilt, 0);
