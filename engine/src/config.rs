@@ -27,6 +27,17 @@ pub enum ContentTuning {
     Screen,
 }
 
+/// How hard OpenH264 works on each picture: its complexity mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeEffort {
+    /// Mode decisions by SAD alone: the cheapest, and on moving text the costliest in bits.
+    Low,
+    /// Mode decisions by SATD.
+    Medium,
+    /// Medium's decisions and more intra modes.
+    High,
+}
+
 /// Codec settings shared by the band encoders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CodecConfig {
@@ -40,6 +51,8 @@ pub struct CodecConfig {
     pub max_qp: u8,
     /// Encoder tuning.
     pub tuning: ContentTuning,
+    /// How hard the encoder works per picture.
+    pub effort: EncodeEffort,
     /// Colour matrix and range, identical at both ends and signalled in the stream's VUI.
     pub color: ColorSpace,
 }
@@ -52,6 +65,7 @@ impl Default for CodecConfig {
             max_fps: 60,
             max_qp: 28,
             tuning: ContentTuning::Camera,
+            effort: EncodeEffort::Low,
             color: ColorSpace::default(),
         }
     }
@@ -144,6 +158,11 @@ impl CodecConfig {
     /// Set the encoder tuning.
     pub fn tuning(mut self, t: ContentTuning) -> Self {
         self.tuning = t;
+        self
+    }
+    /// Set how hard the encoder works per picture.
+    pub fn effort(mut self, e: EncodeEffort) -> Self {
+        self.effort = e;
         self
     }
 

@@ -36,7 +36,7 @@ pub use codec::{
     BandDecoderSet, BandEncoderSet, BandId, BandLayout, CodecError, EncodedBand, EncodedFrame,
     FrameId,
 };
-pub use config::{BandSpec, CodecConfig, ConfigError, ContentTuning, PipelineConfig};
+pub use config::{BandSpec, CodecConfig, ConfigError, ContentTuning, EncodeEffort, PipelineConfig};
 pub use convert::{ColorSpace, ConvertError, I420Image};
 pub use diff::Differ;
 pub use frame_encoder::{FrameEncoder, FrameError, FrameOutcome};
