@@ -8,6 +8,7 @@
 
 mod abuse;
 mod alloc;
+mod bits;
 mod e2e;
 mod echo;
 mod libwebrtc;
@@ -47,6 +48,10 @@ enum Command {
     /// The broker under a join spam: a legitimate set-up's p50/p99 before, during and
     /// after, and the broker's memory.
     Abuse(abuse::Args),
+    /// Bits at equal quality: deskwire's band encoders and ffmpeg + x264 on the same
+    /// recorded frames of real content, both decoded and compared one way (Y-PSNR curves,
+    /// kbit/s at x264's default quality, BD-rate).
+    Bits(bits::Args),
     /// Real sessions across an emulated impaired link (`deskwire-netem`), one per profile:
     /// frame rate, freezes, latency, rate, convergence. Needs root (network namespaces).
     Net(net::Args),
@@ -79,6 +84,7 @@ fn main() {
     let result = match cli.command {
         Command::Stages(args) => stages::run(&args),
         Command::E2e(args) => e2e::run(&args),
+        Command::Bits(args) => bits::run(&args),
         Command::E2eViewer(args) => e2e::roles::run_viewer(&args),
         Command::E2eTarget(args) => e2e::roles::run_target(&args),
         Command::Net(args) => net::run(&args),

@@ -11,6 +11,7 @@
 mod changes;
 pub(crate) mod report;
 pub(crate) mod roles;
+pub(crate) mod workload;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -25,9 +26,10 @@ use serde::Serialize;
 
 use crate::peers::{self, PeerMeasure, PeerRun};
 use roles::{read_luma, TargetReport, ViewerReport};
+use workload::Workload;
 
 /// The scenes, in the order they run.
-const SCENES: [&str; 10] = [
+const SCENES: [&str; 11] = [
     "static",
     "typing",
     "scroll",
@@ -38,12 +40,13 @@ const SCENES: [&str; 10] = [
     "x11-window",
     "x11-video",
     "x11-paint",
+    "x11-browser",
 ];
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Scene to run (repeatable): static, typing, scroll, video, drag (synthetic) or
-    /// x11-static, x11-terminal, x11-window, x11-video, x11-paint (real content on an Xvfb
+    /// x11-static, x11-terminal, x11-window, x11-video, x11-paint, x11-browser (real content on an Xvfb
     /// the harness starts).
     /// Default: all.
     #[arg(long = "scene")]
@@ -483,122 +486,4 @@ fn grab_luma(display: &str) -> Result<(u32, u32, Vec<u8>)> {
         );
     }
     Ok((frame.width(), frame.height(), luma))
-}
-
-/// Real content on an Xvfb: processes started for the scene and stopped (by PID) with it.
-struct Workload {
-    children: Vec<Child>,
-}
-
-impl Workload {
-    fn start(kind: &str, display: &str, width: u32, height: u32) -> Result<Self> {
-        let spawn = |program: &str, args: &[&str]| -> Result<Child> {
-            Command::new(program)
-                .args(args)
-                .env("DISPLAY", display)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {program} (scripts/setup installs it)"))
-        };
-        let children = match kind {
-            // A terminal that printed a listing and waits: what an idle desktop costs.
-            "static" => vec![spawn(
-                "xterm",
-                &[
-                    "-geometry",
-                    "120x40+0+0",
-                    "+bc",
-                    "-e",
-                    "sh",
-                    "-c",
-                    "ls -l /usr/share | head -n 38; exec sleep 100000",
-                ],
-            )?],
-            // A terminal printing text as fast as it can: scrolling lines of text.
-            "terminal" => vec![spawn(
-                "xterm",
-                &[
-                    "-geometry",
-                    "200x60+0+0",
-                    "-e",
-                    "sh",
-                    "-c",
-                    "while :; do ls -lR /usr/share; done",
-                ],
-            )?],
-            // A terminal window dragged across the screen, about 60 moves a second.
-            "window" => {
-                let term = spawn(
-                    "xterm",
-                    &[
-                        "-title",
-                        "bench-moved",
-                        "-geometry",
-                        "100x30+0+100",
-                        "-e",
-                        "top",
-                        "-d",
-                        "0.5",
-                    ],
-                )?;
-                std::thread::sleep(Duration::from_millis(500));
-                let script = format!(
-                    "w=$(xdotool search --name bench-moved | head -1); \
-                     while :; do for x in $(seq 0 24 {}); do xdotool windowmove $w $x 100; sleep 0.016; done; done",
-                    width.saturating_sub(700)
-                );
-                vec![term, spawn("sh", &["-c", &script])?]
-            }
-            // A full-screen colour field sliding at a steady 60 fps (`paint.rs`): ffplay
-            // below presents only ~30 distinct frames a second on these two cores.
-            "paint" => vec![spawn(
-                &std::env::current_exe()?.to_string_lossy(),
-                &["paint", "--display", display],
-            )?],
-            // Full-screen video: ffplay playing a moving test pattern at 60 fps.
-            "video" => {
-                let size = format!("testsrc2=size={width}x{height}:rate=60");
-                vec![spawn(
-                    "ffplay",
-                    &[
-                        "-hide_banner",
-                        "-loglevel",
-                        "error",
-                        "-noborder",
-                        "-left",
-                        "0",
-                        "-top",
-                        "0",
-                        "-x",
-                        &width.to_string(),
-                        "-y",
-                        &height.to_string(),
-                        "-f",
-                        "lavfi",
-                        &size,
-                    ],
-                )?]
-            }
-            other => bail!("unknown real scene {other}"),
-        };
-        let _ = height;
-        std::thread::sleep(Duration::from_millis(700));
-        Ok(Self { children })
-    }
-
-    fn stop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.children.clear();
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
