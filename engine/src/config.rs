@@ -28,6 +28,10 @@ pub enum ContentTuning {
 }
 
 /// How hard OpenH264 works on each picture: its complexity mode.
+///
+/// Medium is the default: on a terminal window dragged across the screen it spent 38 % fewer
+/// bits than Low at 3.6 dB more Y-PSNR (`deskwire-bench bits`, QP floor 28), for 0-20 %
+/// more encode time; on text scrolling and a browser page the two were within a few per cent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodeEffort {
     /// Mode decisions by SAD alone: the cheapest, and on moving text the costliest in bits.
@@ -65,7 +69,7 @@ impl Default for CodecConfig {
             max_fps: 60,
             max_qp: 28,
             tuning: ContentTuning::Camera,
-            effort: EncodeEffort::Low,
+            effort: EncodeEffort::Medium,
             color: ColorSpace::default(),
         }
     }

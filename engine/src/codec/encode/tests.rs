@@ -122,8 +122,9 @@ fn a_band_that_stops_moving_is_refined_until_its_quantiser_is_fine_and_a_still_o
     assert!(first > REFINE_QP, "{qps:?}");
     assert!(last <= REFINE_QP, "{qps:?}");
     assert!(qps.len() < usize::from(REFINE_PASSES), "{qps:?}");
-    // A large band of noise never gets there at this rate: the passes stop at the cap.
-    let (qps, _) = refine_after_moving(512, 100_000, |i, n| {
+    // A large band of noise (512 rows) never gets there at this rate: the passes stop at
+    // the cap.
+    let (qps, _) = refine_after_moving(1024, 100_000, |i, n| {
         (i as u32 ^ n.wrapping_mul(0x9E37)).wrapping_mul(2_654_435_761) as u8
     });
     assert_eq!(qps.len(), usize::from(REFINE_PASSES), "{qps:?}");
