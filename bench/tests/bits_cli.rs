@@ -10,7 +10,9 @@ fn bits_encodes_one_recording_both_ways_and_compares_them_at_equal_quality() {
     let out_dir = std::env::temp_dir().join(format!("deskwire-bits-{}", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_deskwire-bench"))
         .args(["bits", "--scene", "x11-browser", "--seconds", "0.5"])
-        .args(["--qp", "24", "--qp", "36", "--crf", "18", "--crf", "33", "--json"])
+        .args([
+            "--qp", "24", "--qp", "36", "--crf", "18", "--crf", "33", "--json",
+        ])
         .arg("--out")
         .arg(&out_dir)
         .output()
@@ -28,10 +30,16 @@ fn bits_encodes_one_recording_both_ways_and_compares_them_at_equal_quality() {
     let deskwire = r["deskwire"].as_array().unwrap();
     let x264 = r["x264"].as_array().unwrap();
     assert_eq!(deskwire.len(), 2, "{r}");
-    let settings: Vec<&str> = x264.iter().map(|p| p["setting"].as_str().unwrap()).collect();
+    let settings: Vec<&str> = x264
+        .iter()
+        .map(|p| p["setting"].as_str().unwrap())
+        .collect();
     assert_eq!(settings, ["CRF 18", "CRF 23", "CRF 33"]);
     for p in deskwire.iter().chain(x264) {
-        let (kbps, psnr) = (p["kbps"].as_f64().unwrap(), p["psnr_y_db"].as_f64().unwrap());
+        let (kbps, psnr) = (
+            p["kbps"].as_f64().unwrap(),
+            p["psnr_y_db"].as_f64().unwrap(),
+        );
         // Both really decoded to the pictures that went in, and spent bits doing it.
         assert!(kbps > 10.0, "{p}");
         assert!((30.0..=100.0).contains(&psnr), "{p}");
@@ -41,7 +49,11 @@ fn bits_encodes_one_recording_both_ways_and_compares_them_at_equal_quality() {
     assert!(psnr(&x264[0]) > psnr(&x264[2]), "{r}");
     assert!(psnr(&deskwire[0]) >= psnr(&deskwire[1]) - 0.5, "{r}");
     let against = r["against_x264"].as_array().unwrap();
-    assert_eq!(against.len(), 1, "one curve for the engine's default effort: {r}");
+    assert_eq!(
+        against.len(),
+        1,
+        "one curve for the engine's default effort: {r}"
+    );
     assert_eq!(against[0]["effort"], "medium");
     assert!(std::fs::read_to_string(out_dir.join("bits.md"))
         .unwrap()

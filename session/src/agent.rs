@@ -229,21 +229,29 @@ impl AgentSession {
         self.rate.target()
     }
 
-    /// Start a new stream in the compact layout (a band per 1080 rows) or the configured
-    /// one, and tell the viewer. A layout no smaller than the configured one changes
-    /// nothing.
-    fn restart_stream(&mut self, now: Duration, compact: bool) {
+    /// Start a new stream in the layout `target` asks for (compact: a band per 1080 rows;
+    /// fewer bands: two per 1080 rows; else the configured one) and tell the viewer. A
+    /// smaller layout that is not smaller than the configured one changes nothing.
+    fn restart_stream(&mut self, now: Duration, target: &RateTarget) {
         let info = &self.info;
-        let tops = if compact {
-            let count = info.height.div_ceil(1080).max(1);
-            match BandLayout::new(info.width, info.height, BandSpec::Count(count)) {
-                Ok(l) => (0..l.count()).map(|i| l.top(i)).collect(),
-                Err(_) => return,
-            }
+        let per_1080 = if target.compact {
+            Some(1)
+        } else if target.fewer_bands {
+            Some(2)
         } else {
-            info.tops.clone()
+            None
         };
-        if tops.len() == self.bands || (compact && tops.len() >= info.tops.len()) {
+        let tops = match per_1080 {
+            Some(n) => {
+                let count = info.height.div_ceil(1080).max(1) * n;
+                match BandLayout::new(info.width, info.height, BandSpec::Count(count)) {
+                    Ok(l) => (0..l.count()).map(|i| l.top(i)).collect(),
+                    Err(_) => return,
+                }
+            }
+            None => info.tops.clone(),
+        };
+        if tops.len() == self.bands || (per_1080.is_some() && tops.len() >= info.tops.len()) {
             return;
         }
         // Generation 0 never names a stream: a viewer's "no stream yet".
@@ -393,11 +401,12 @@ impl AgentSession {
             Ok(_) => {
                 let after = self.rate.target();
                 if moved(&self.told, &after) {
-                    let relayout = after.compact != self.told.compact;
+                    let relayout = after.compact != self.told.compact
+                        || after.fewer_bands != self.told.fewer_bands;
                     self.told = after;
                     self.out.event(AgentSessionEvent::RateChanged(after));
                     if relayout {
-                        self.restart_stream(now, after.compact);
+                        self.restart_stream(now, &after);
                     }
                 }
             }
@@ -628,5 +637,6 @@ fn moved(a: &RateTarget, b: &RateTarget) -> bool {
     a.max_fps != b.max_fps
         || a.max_qp != b.max_qp
         || a.compact != b.compact
+        || a.fewer_bands != b.fewer_bands
         || a.estimate_bps.abs_diff(b.estimate_bps) * 20 > a.estimate_bps
 }

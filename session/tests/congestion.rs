@@ -416,3 +416,35 @@ fn scrolling_on_a_slow_path_restarts_in_one_band_without_a_keyframe_storm() {
         "{requests} keyframe requests after the restart"
     );
 }
+
+#[test]
+fn scrolling_on_a_fast_path_restarts_in_two_bands_once_and_keeps_the_picture_moving() {
+    let load = VideoLoad {
+        wide: true,
+        ..VideoLoad::default()
+    };
+    let p = run(bottleneck(50_000_000, 20 * MS, 0.0), load, 8);
+    let restarts: Vec<(Duration, u16, u32)> = p
+        .host_events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            AgentSessionEvent::StreamRestarted { stream, bands } => Some((*at, *stream, *bands)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    let (at, stream, bands) = restarts[0];
+    assert_eq!(
+        (stream, bands),
+        (2, 2),
+        "fewer bands, not compact, on a fast path"
+    );
+    assert!(at < 4 * S, "restarted at {at:?}");
+    let shown_after: Vec<_> = p.shown().iter().filter(|x| x.at > at + S).collect();
+    assert!(
+        shown_after.iter().any(|x| x.band == 1),
+        "the new stream's second band was shown"
+    );
+    let per_second = fps(p.shown(), at.as_secs() + 1, 8);
+    assert!(per_second.iter().all(|&f| f >= 50), "fps {per_second:?}");
+}

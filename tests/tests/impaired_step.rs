@@ -48,11 +48,27 @@ fn a_step_from_20_to_2_mbit_brings_the_sending_rate_under_the_link_and_the_sessi
         shown[shown.len() - 3..].iter().sum::<u32>() > 0,
         "no picture after the step: {shown:?}"
     );
-    // Scrolling on the slow link: the agent restarted the stream in one band.
-    let streams: Vec<&String> = viewer.iter().filter(|l| l.starts_with("stream ")).collect();
+    // Scrolling: on the fast link the agent may restart the stream in two bands (fewer
+    // bands for wide content); on the slow link it restarted it in one.
+    let streams: Vec<&str> = viewer
+        .iter()
+        .filter(|l| l.starts_with("stream "))
+        .map(String::as_str)
+        .collect();
     assert_eq!(
-        streams,
-        ["stream 1920x1080 in 8 bands", "stream 1920x1080 in 1 bands"],
+        streams.first(),
+        Some(&"stream 1920x1080 in 8 bands"),
+        "{viewer:#?}"
+    );
+    assert_eq!(
+        streams.last(),
+        Some(&"stream 1920x1080 in 1 bands"),
+        "{viewer:#?}"
+    );
+    assert!(
+        streams[1..streams.len() - 1]
+            .iter()
+            .all(|s| *s == "stream 1920x1080 in 2 bands"),
         "{viewer:#?}"
     );
     assert_session_lasted(&viewer, &agent);

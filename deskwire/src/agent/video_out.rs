@@ -108,11 +108,13 @@ pub(super) enum VideoReport {
     Lost(u32),
     /// These bands' keyframes left.
     KeysSent(u32),
-    /// Whether most frames of the last second changed at least half the bands.
+    /// Whether most frames of the last second changed at least a third of the rows.
     Wide(bool),
 }
 
-/// Counts, over a second, how many frames changed at least half the bands.
+/// Counts, over a second, how many frames changed at least a third of the screen's rows.
+/// Rows, not bands: in a layout of few bands a typed line touches half of them, and the
+/// layout would then keep itself.
 #[derive(Debug, Default)]
 struct WideCount {
     since: Option<Instant>,
@@ -121,9 +123,14 @@ struct WideCount {
 }
 
 impl WideCount {
-    fn frame(&mut self, bands: usize, layout: usize) {
+    /// A frame in which `rows` of `height` changed; refinement passes and refreshes (no
+    /// row changed) say nothing about the content.
+    fn frame(&mut self, rows: u32, height: u32) {
+        if rows == 0 {
+            return;
+        }
         self.frames += 1;
-        self.wide += u32::from(bands * 2 >= layout);
+        self.wide += u32::from(rows * 3 >= height);
     }
 
     /// Once a second: whether most frames were wide (`None` before then). A second without
@@ -485,7 +492,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                         continue;
                     }
                 }
-                wide.frame(frame.bands.len(), bands);
+                wide.frame(frame.changed_rows, frame.height);
                 let captured_at_us = shift_us + frame.captured_at.as_micros();
                 v.sender
                     .handle_frame(v.epoch.elapsed(), &frame, captured_at_us);
@@ -511,6 +518,7 @@ mod tests {
             max_fps,
             max_qp: 40,
             compact: false,
+            fewer_bands: false,
         }
     }
 
@@ -530,27 +538,34 @@ mod tests {
     }
 
     #[test]
-    fn a_second_is_wide_when_most_of_its_frames_change_half_the_bands_or_more() {
+    fn a_second_is_wide_when_most_of_its_frames_change_a_third_of_the_rows_or_more() {
         let t0 = Instant::now();
         let second = Duration::from_secs(1);
         let mut w = WideCount::default();
         assert_eq!(w.poll(t0), None);
-        // Scrolling: every band, even at two frames a second.
-        w.frame(8, 8);
-        w.frame(8, 8);
+        // Scrolling: every row, even at two frames a second.
+        w.frame(1080, 1080);
+        w.frame(1080, 1080);
         assert_eq!(w.poll(t0 + second / 2), None, "not a second yet");
         assert_eq!(w.poll(t0 + second), Some(true));
-        // Typing: a band or two, now and then all of them.
+        // Typing: a line, now and then the whole screen.
         for _ in 0..30 {
-            w.frame(1, 8);
+            w.frame(16, 1080);
         }
-        w.frame(8, 8);
+        w.frame(1080, 1080);
         assert_eq!(w.poll(t0 + second * 2), Some(false));
         // A still screen.
         assert_eq!(w.poll(t0 + second * 3), Some(false));
-        // One band of one: the compact layout is wide whenever anything moves.
-        w.frame(1, 1);
+        // A window 420 rows high dragged across the screen.
+        w.frame(420, 1080);
         assert_eq!(w.poll(t0 + second * 4), Some(true));
+        // Refinement passes after scrolling stopped are not content: a typed line among
+        // them is what the second was.
+        for _ in 0..20 {
+            w.frame(0, 1080);
+        }
+        w.frame(16, 1080);
+        assert_eq!(w.poll(t0 + second * 5), Some(false));
     }
 
     #[test]

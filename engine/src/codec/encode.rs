@@ -51,6 +51,9 @@ pub struct EncodedFrame {
     pub layout_generation: u32,
     /// Where the time went for this frame.
     pub timings: StageTimings,
+    /// How many of the frame's rows changed since the frame before: the share of the
+    /// screen that moves, whatever the band layout (0 for refinement passes and refreshes).
+    pub changed_rows: u32,
 }
 
 impl EncodedFrame {
@@ -398,6 +401,7 @@ impl BandEncoderSet {
             bands: ArrayVec::new(),
             layout_generation: self.generation,
             timings: StageTimings::default(),
+            changed_rows: 0,
         };
         for b in &mut self.bands {
             if let Some(reason) = b.error.take() {

@@ -194,6 +194,7 @@ impl VideoRun {
             bands,
             layout_generation: 0,
             timings: Default::default(),
+            changed_rows: 0,
         };
         self.sender
             .handle_frame(now, &frame, now.as_micros() as u64);

@@ -424,3 +424,46 @@ fn a_stalled_transport_does_not_hold_back_the_compact_layout() {
     assert!(rc.target().compact);
     assert_eq!(rc.estimate_bps(), 2_000_000, "a stall cuts nothing");
 }
+
+#[test]
+fn wide_content_on_a_fast_path_goes_to_fewer_bands_and_back_once_it_stops() {
+    let mut rc = rate_controller(8_000_000);
+    let t = run(&mut rc, Duration::ZERO, 3, 1_000_000_000);
+    assert!(
+        !rc.target().fewer_bands,
+        "small changes keep the configured bands"
+    );
+    rc.set_wide(true);
+    let t = run(&mut rc, t, 1, 1_000_000_000);
+    assert!(!rc.target().fewer_bands, "too early: a flick of the wheel");
+    let t = run(&mut rc, t, 1, 1_000_000_000);
+    let target = rc.target();
+    assert!(target.fewer_bands && !target.compact, "{target:?}");
+    // Typing again: the configured bands once that held for 5 s.
+    rc.set_wide(false);
+    let t = run(&mut rc, t, 4, 1_000_000_000);
+    assert!(rc.target().fewer_bands, "too early");
+    run(&mut rc, t, 2, 1_000_000_000);
+    assert!(!rc.target().fewer_bands);
+}
+
+#[test]
+fn a_slow_path_takes_wide_content_compact_not_to_fewer_bands_and_back_in_one_step() {
+    let mut rc = rate_controller(8_000_000);
+    rc.set_wide(true);
+    let t = run(&mut rc, Duration::ZERO, 4, 1_500_000);
+    let target = rc.target();
+    assert!(target.compact && !target.fewer_bands, "{target:?}");
+    // The path recovers under content still wide: out of compact straight into fewer
+    // bands, never through the configured ones.
+    let mut t = t;
+    for _ in 0..200 {
+        t = run(&mut rc, t, 1, 1_000_000_000);
+        let target = rc.target();
+        assert!(target.compact || target.fewer_bands, "{target:?}");
+        if !target.compact {
+            return;
+        }
+    }
+    panic!("never left compact: {:?}", rc.target());
+}

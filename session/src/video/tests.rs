@@ -29,6 +29,7 @@ pub(crate) fn frame(id: u64, bands: &[(u8, bool, usize)]) -> EncodedFrame {
             .collect(),
         layout_generation: 0,
         timings: Default::default(),
+        changed_rows: 0,
     }
 }
 
