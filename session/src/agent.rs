@@ -230,14 +230,14 @@ impl AgentSession {
     }
 
     /// Start a new stream in the layout `target` asks for (compact: a band per 1080 rows;
-    /// fewer bands: two per 1080 rows; else the configured one) and tell the viewer. A
+    /// fewer bands: four per 1080 rows; else the configured one) and tell the viewer. A
     /// smaller layout that is not smaller than the configured one changes nothing.
     fn restart_stream(&mut self, now: Duration, target: &RateTarget) {
         let info = &self.info;
         let per_1080 = if target.compact {
             Some(1)
         } else if target.fewer_bands {
-            Some(2)
+            Some(4)
         } else {
             None
         };

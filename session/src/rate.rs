@@ -113,12 +113,14 @@ pub struct RateTarget {
     /// in many bands. Each switch restarts the stream (one keyframe of the whole screen),
     /// so it comes only after the choice held: 0.5 s into compact, 5 s out of it.
     pub compact: bool,
-    /// Cut frames into two bands per 1080 rows (camera tuning) instead of the configured
+    /// Cut frames into four bands per 1080 rows (camera tuning) instead of the configured
     /// count, on a path that does not need `compact`: content that changes most of the
-    /// screen (scrolling, a dragged window) costs far fewer bits in few bands
-    /// (`deskwire-bench bits`, a browser page scrolling at 1080p: 3.3 Mbit/s in 2 bands,
-    /// 5.8 in 8, at the same Y-PSNR), while typing encodes 3x faster in 8. Switched like
-    /// `compact`: after `FEWER_AFTER` of wide content, back after `MORE_AFTER` without.
+    /// screen (scrolling, a dragged window) costs fewer bits in fewer bands
+    /// (`deskwire-bench bits`, a browser page scrolling at 1080p: 4.0 Mbit/s in 4 bands,
+    /// 5.8 in 8, at the same Y-PSNR), while typing encodes 3x faster in 8. Two bands cost
+    /// 3.3 but froze a 20-to-2 Mbit/s step longer (each lost band's keyframe is half the
+    /// screen). Switched like `compact`: after `FEWER_AFTER` of wide content, back after
+    /// `MORE_AFTER` without.
     pub fewer_bands: bool,
 }
 

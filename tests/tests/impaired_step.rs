@@ -48,7 +48,7 @@ fn a_step_from_20_to_2_mbit_brings_the_sending_rate_under_the_link_and_the_sessi
         shown[shown.len() - 3..].iter().sum::<u32>() > 0,
         "no picture after the step: {shown:?}"
     );
-    // Scrolling: on the fast link the agent may restart the stream in two bands (fewer
+    // Scrolling: on the fast link the agent may restart the stream in four bands (fewer
     // bands for wide content); on the slow link it restarted it in one.
     let streams: Vec<&str> = viewer
         .iter()
@@ -68,7 +68,7 @@ fn a_step_from_20_to_2_mbit_brings_the_sending_rate_under_the_link_and_the_sessi
     assert!(
         streams[1..streams.len() - 1]
             .iter()
-            .all(|s| *s == "stream 1920x1080 in 2 bands"),
+            .all(|s| *s == "stream 1920x1080 in 4 bands"),
         "{viewer:#?}"
     );
     assert_session_lasted(&viewer, &agent);
