@@ -467,3 +467,30 @@ fn a_slow_path_takes_wide_content_compact_not_to_fewer_bands_and_back_in_one_ste
     }
     panic!("never left compact: {:?}", rc.target());
 }
+
+#[test]
+fn fewer_bands_wait_for_a_path_shown_fast_and_are_never_entered_on_a_long_one() {
+    // Wide from the start on a fast path: not before the estimate reached FULL_ABOVE.
+    let mut rc = rate_controller(4_000_000);
+    rc.set_wide(true);
+    let mut t = Duration::ZERO;
+    while rc.estimate_bps() < FULL_ABOVE {
+        assert!(!rc.target().fewer_bands, "at {} bit/s", rc.estimate_bps());
+        t = run(&mut rc, t, 1, 1_000_000_000);
+        assert!(t < Duration::from_secs(30), "never reached {FULL_ABOVE}");
+    }
+    run(&mut rc, t, 3, 1_000_000_000);
+    assert!(rc.target().fewer_bands);
+    // The same path 600 ms long: the restart's keyframe would land in slow start.
+    let mut rc = rate_controller(8_000_000);
+    rc.set_wide(true);
+    let mut t = Duration::ZERO;
+    for _ in 0..100 {
+        t += 100 * MS;
+        let sent = rc.estimate_bps();
+        rc.handle_feedback(t, &fb(sent, 0.0, 0), Some(600 * MS))
+            .unwrap();
+    }
+    assert!(rc.estimate_bps() >= FULL_ABOVE, "{}", rc.estimate_bps());
+    assert!(!rc.target().fewer_bands);
+}
