@@ -117,6 +117,7 @@ impl I420Image {
     pub fn convert_all(&mut self, frame: &Frame, color: ColorSpace) -> Result<(), ConvertError> {
         let all = Rect::new(0, 0, self.width, self.height);
         self.convert_rects(frame, std::slice::from_ref(&all), color)
+            .map(|_| ())
     }
 
     /// Convert the rows `rects` cover, full width, from `frame`.
@@ -124,13 +125,14 @@ impl I420Image {
     /// Whole rows rather than the rectangles themselves: the conversion library's SIMD and
     /// scalar paths round differently depending on where a row segment starts, so only
     /// full-width stripes (starting on even rows) are byte-identical to a full conversion.
-    /// A typed glyph still costs 16 rows, not a frame.
+    /// A typed glyph still costs 16 rows, not a frame. Returns how many rows were
+    /// converted: the rows the rectangles cover, each once, rounded out to even rows.
     pub fn convert_rects(
         &mut self,
         frame: &Frame,
         rects: &[Rect],
         color: ColorSpace,
-    ) -> Result<(), ConvertError> {
+    ) -> Result<u32, ConvertError> {
         if frame.width() != self.width || frame.height() != self.height {
             return Err(ConvertError::SizeMismatch {
                 got_w: frame.width(),
@@ -149,7 +151,7 @@ impl I420Image {
             }
         }
         self.stripes.sort_unstable();
-        let mut i = 0;
+        let (mut i, mut rows) = (0, 0);
         while i < self.stripes.len() {
             let (y0, mut y1) = self.stripes[i];
             i += 1;
@@ -158,8 +160,9 @@ impl I420Image {
                 i += 1;
             }
             self.convert_stripe(frame, y0, y1, color)?;
+            rows += y1 - y0;
         }
-        Ok(())
+        Ok(rows)
     }
 
     fn convert_stripe(
@@ -347,6 +350,24 @@ mod tests {
         let c = row / 2;
         assert_eq!(img.u_plane()[16 * c..], before.u_plane()[16 * c..]);
         assert_eq!(img.v_plane()[..8 * c], before.v_plane()[..8 * c]);
+    }
+
+    #[test]
+    fn converted_rows_count_each_row_once() {
+        let (w, h) = (1920, 2160);
+        let f = Frame::new(w, h);
+        let mut img = I420Image::new(w, h);
+        let mut rows =
+            |rects: &[Rect]| img.convert_rects(&f, rects, ColorSpace::default()).unwrap();
+        assert_eq!(rows(&[]), 0);
+        assert_eq!(rows(&[Rect::new(0, 0, 10, 16)]), 16);
+        // Overlapping and side-by-side rectangles share rows.
+        let r = [
+            Rect::new(0, 10, 5, 20),
+            Rect::new(100, 20, 5, 20),
+            Rect::new(0, 2000, 1920, 160),
+        ];
+        assert_eq!(rows(&r), 30 + 160);
     }
 
     #[test]

@@ -44,18 +44,6 @@ pub enum FrameOutcome {
     Changed(Option<EncodedFrame>),
 }
 
-/// How many rows the rectangles cover together (overlaps counted once), for frames up
-/// to 2176 rows (taller ones are refused by the config).
-fn rows_covered(rects: &[Rect]) -> u32 {
-    let mut rows = [0u64; 34];
-    for r in rects {
-        for y in r.y..r.bottom().min(64 * 34) {
-            rows[(y / 64) as usize] |= 1 << (y % 64);
-        }
-    }
-    rows.iter().map(|w| w.count_ones()).sum()
-}
-
 /// Diff, convert and banded encode of one stream, driven one frame at a time.
 #[derive(Debug)]
 pub struct FrameEncoder {
@@ -140,10 +128,9 @@ impl FrameEncoder {
             return Ok(FrameOutcome::Unchanged { diff_us });
         }
         let t = Instant::now();
-        self.image.convert_rects(cur, rects, self.color)?;
+        let changed_rows = self.image.convert_rects(cur, rects, self.color)?;
         self.encoders.mark_damaged(rects);
         let convert_us = micros(t);
-        let changed_rows = rows_covered(rects);
         let mut out = self.encode_pending(cur.timestamp())?;
         if let Some(f) = &mut out {
             f.timings.diff_us = diff_us;
@@ -185,22 +172,4 @@ impl FrameEncoder {
 
 fn micros(since: Instant) -> u32 {
     since.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_covered_counts_each_row_once() {
-        assert_eq!(rows_covered(&[]), 0);
-        assert_eq!(rows_covered(&[Rect::new(0, 0, 10, 16)]), 16);
-        // Overlapping and side-by-side rectangles share rows.
-        let r = [
-            Rect::new(0, 10, 5, 20),
-            Rect::new(100, 20, 5, 20),
-            Rect::new(0, 2000, 1920, 160),
-        ];
-        assert_eq!(rows_covered(&r), 30 + 160);
-    }
 }

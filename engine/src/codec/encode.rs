@@ -51,8 +51,9 @@ pub struct EncodedFrame {
     pub layout_generation: u32,
     /// Where the time went for this frame.
     pub timings: StageTimings,
-    /// How many of the frame's rows changed since the frame before: the share of the
-    /// screen that moves, whatever the band layout (0 for refinement passes and refreshes).
+    /// How many of the frame's rows changed since the frame before (the rows converted,
+    /// rounded out to even rows): the share of the screen that moves, whatever the band
+    /// layout (0 for refinement passes and refreshes).
     pub changed_rows: u32,
 }
 
