@@ -7,16 +7,17 @@
 //! 1. a workload (`e2e`'s real scenes) runs on a private Xvfb, and for `--seconds` the
 //!    screen is grabbed at every 60 Hz tick into a frame of its own;
 //! 2. deskwire's `FrameEncoder` (diff, convert, bands, refinement: what a session runs)
-//!    encodes the recording at each `--rate`, with the quality floor the session's rate
-//!    controller picks at that rate, and OpenH264 decodes every band;
+//!    encodes the recording at every `--rate` with every quality floor `--qp` and encoder
+//!    `--effort`, and OpenH264 decodes every band;
 //! 3. ffmpeg + libx264 with the e2e peer's settings (`ultrafast`, `zerolatency`) encodes
 //!    the same I420 pictures (deskwire's own conversion) at each `--crf`, and ffmpeg
 //!    decodes the result.
 //!
 //! Quality is the Y-PSNR of each decoded picture against its I420 input (100 dB when they
 //! are identical, as x264 counts), averaged over the frames; bits are every byte out over
-//! the recording's length. Reported: both curves, deskwire's kbit/s at the Y-PSNR x264
-//! reaches at its default CRF (23), and the BD-rate of deskwire against x264.
+//! the recording's length. Reported: both curves, and per effort deskwire's kbit/s at the
+//! Y-PSNR x264 reaches at its default CRF (23), its cheapest point at least that good, and
+//! the BD-rate of deskwire against x264.
 
 mod curve;
 
@@ -35,7 +36,7 @@ use deskwire_engine::quality::psnr_plane;
 use serde::Serialize;
 
 use crate::e2e::workload::Workload;
-pub(crate) use curve::{bd_rate, rate_at};
+use curve::{bd_rate, rate_at};
 
 /// x264's default quality: what the e2e peer (and most people) run it at.
 const X264_DEFAULT_CRF: u8 = 23;
@@ -234,23 +235,21 @@ fn measure_scene(
         .flat_map(|r| args.qps.iter().map(move |q| (r, q)))
         .flat_map(|(r, q)| efforts.iter().map(move |e| (r, q, e)))
     {
-        {
-            let config = CodecConfig::default()
-                .bands(spec)
-                .tuning(tuning)
-                .effort(effort)
-                .bitrate_bps(kbps * 1000)
-                .max_qp(qp);
-            let (bytes, psnr, ms) = deskwire_run(&frames, &config)?;
-            deskwire.push(Point {
-                encoder: "deskwire",
-                effort: Some(effort_name(effort)),
-                setting: format!("{kbps} kbit/s, max QP {qp}, {} effort", effort_name(effort)),
-                kbps: bytes as f64 * 8.0 / duration / 1000.0,
-                psnr_y_db: psnr,
-                ms_per_frame: Some(ms),
-            });
-        }
+        let config = CodecConfig::default()
+            .bands(spec)
+            .tuning(tuning)
+            .effort(effort)
+            .bitrate_bps(kbps * 1000)
+            .max_qp(qp);
+        let (bytes, psnr, ms) = deskwire_run(&frames, &config)?;
+        deskwire.push(Point {
+            encoder: "deskwire",
+            effort: Some(effort_name(effort)),
+            setting: format!("{kbps} kbit/s, max QP {qp}, {} effort", effort_name(effort)),
+            kbps: bytes as f64 * 8.0 / duration / 1000.0,
+            psnr_y_db: psnr,
+            ms_per_frame: Some(ms),
+        });
     }
     let mut x264 = Vec::new();
     let mut crfs = args.crfs.clone();
@@ -272,22 +271,23 @@ fn measure_scene(
     let default = crfs
         .iter()
         .position(|&c| c == X264_DEFAULT_CRF)
-        .map(|i| &x264[i]);
-    let default = default.context("the default CRF was measured")?.clone();
-    let curve =
-        |p: &mut dyn Iterator<Item = &Point>| p.map(|p| (p.kbps, p.psnr_y_db)).collect::<Vec<_>>();
-    let reference = curve(&mut x264.iter());
+        .map(|i| x264[i].clone())
+        .context("the default CRF was measured")?;
+    let reference = curve(&x264);
     let against_x264 = efforts
         .iter()
         .map(|&e| {
-            let ours = curve(&mut deskwire.iter().filter(|p| p.effort == Some(effort_name(e))));
-            let at = rate_at(&ours, default.psnr_y_db);
-            let cheapest = deskwire
+            let mine: Vec<Point> = deskwire
                 .iter()
                 .filter(|p| p.effort == Some(effort_name(e)))
+                .cloned()
+                .collect();
+            let ours = curve(&mine);
+            let at = rate_at(&ours, default.psnr_y_db);
+            let cheapest = mine
+                .into_iter()
                 .filter(|p| p.psnr_y_db >= default.psnr_y_db)
-                .min_by(|a, b| a.kbps.total_cmp(&b.kbps))
-                .cloned();
+                .min_by(|a, b| a.kbps.total_cmp(&b.kbps));
             Against {
                 cheapest_ratio: cheapest.as_ref().map(|p| p.kbps / default.kbps),
                 cheapest_at_least_x264: cheapest,
@@ -337,8 +337,8 @@ fn record(display: &str, seconds: f64) -> Result<(Vec<Frame>, usize, Duration)> 
             changed += 1;
         }
         let mut f = Frame::new(w, h);
+        let n = w as usize * 4;
         for y in 0..h {
-            let n = w as usize * 4;
             let row = y as usize * f.stride();
             f.data_mut()[row..row + n].copy_from_slice(&grab.row(y)[..n]);
         }
@@ -354,7 +354,8 @@ fn deskwire_run(frames: &[Frame], config: &CodecConfig) -> Result<(u64, f64, f64
     let (w, h) = (frames[0].width(), frames[0].height());
     let mut enc = FrameEncoder::new(w, h, config, None)?;
     let mut dec = BandDecoderSet::new(w, h, config.bands, config.color)?;
-    let mut recon = vec![16u8; (w * h) as usize];
+    let (w, h) = (w as usize, h as usize);
+    let mut recon = vec![16u8; w * h];
     let (mut bytes, mut psnr_sum) = (0u64, 0.0);
     let mut reference: Option<usize> = None;
     let (mut encode_time, mut changed) = (Duration::ZERO, 0u32);
@@ -370,7 +371,7 @@ fn deskwire_run(frames: &[Frame], config: &CodecConfig) -> Result<(u64, f64, f64
                 for band in out.iter().flat_map(|e| e.bands.iter()) {
                     bytes += band.data.len() as u64;
                     if let Some(d) = dec.decode(band.band, &band.data)? {
-                        let (stride, w) = (d.y_stride(), d.width as usize);
+                        let stride = d.y_stride();
                         for row in 0..d.height as usize {
                             let at = (d.top as usize + row) * w;
                             recon[at..at + w]
@@ -380,7 +381,6 @@ fn deskwire_run(frames: &[Frame], config: &CodecConfig) -> Result<(u64, f64, f64
                 }
             }
         }
-        let (w, h) = (w as usize, h as usize);
         psnr_sum += capped(psnr_plane(&recon, w, enc.image().y_plane(), w, w, h));
     }
     let ms = encode_time.as_secs_f64() * 1000.0 / f64::from(changed.max(1));
@@ -459,6 +459,11 @@ fn x264_run(pictures: &[I420Image], crf: u8, out: &Path) -> Result<(u64, f64)> {
         );
     }
     Ok((bytes, psnr_sum / decoded as f64))
+}
+
+/// A curve's points: (kbit/s, Y-PSNR dB).
+fn curve(points: &[Point]) -> Vec<(f64, f64)> {
+    points.iter().map(|p| (p.kbps, p.psnr_y_db)).collect()
 }
 
 fn effort_name(e: EncodeEffort) -> &'static str {
