@@ -237,8 +237,6 @@ pub(crate) struct RateController {
     fewer_bands: bool,
     /// Since when the other choice of `fewer_bands` has been wanted.
     fewer_wanted: Option<Duration>,
-    /// The latest round trip the session measured.
-    rtt: Option<Duration>,
     /// Most frames lately changed most of the screen: see [`Self::set_wide`].
     wide: bool,
     /// The estimate has reached `FULL_ABOVE`: the path carries the full layout.
@@ -265,7 +263,6 @@ impl RateController {
             compact_wanted: None,
             fewer_bands: false,
             fewer_wanted: None,
-            rtt: None,
             wide: false,
             proven: false,
         }
@@ -325,9 +322,6 @@ impl RateController {
         if !(MIN_INTERVAL_US..=MAX_INTERVAL_US).contains(&fb.interval_us) {
             return Err(FeedbackRefusal::Interval(fb.interval_us));
         }
-        if rtt.is_some() {
-            self.rtt = rtt;
-        }
         let secs = f64::from(fb.interval_us) / 1e6;
         // What a lying viewer claims to have received cannot lift the estimate past the
         // configured maximum: growth is bounded by `max_bps` and by what was sent.
@@ -340,7 +334,7 @@ impl RateController {
             // already under the compact threshold needs the compact layout most (a 20 to
             // 2 Mbit/s step stalled 1.6 s before the layout changed).
             let old = self.target;
-            return Ok(self.settle_layout_and_floor(now, old));
+            return Ok(self.settle_layout_and_floor(now, old, rtt));
         }
         let loss = self.windowed_loss(now, fb);
         let delay_now = f64::from(fb.queue_delay_us.min(MAX_DELAY_US)) / 1e6;
@@ -434,22 +428,23 @@ impl RateController {
         self.target = self
             .target
             .clamp(self.config.min_bps as f64, self.config.max_bps as f64);
-        Ok(self.settle_layout_and_floor(now, old))
+        Ok(self.settle_layout_and_floor(now, old, rtt))
     }
 
     /// Move the band layout and the quality floor after the estimate; whether the target
-    /// moved since it was `old`.
-    fn settle_layout_and_floor(&mut self, now: Duration, old: f64) -> bool {
+    /// moved since it was `old`. `rtt`: the latest round trip, if known.
+    fn settle_layout_and_floor(&mut self, now: Duration, old: f64, rtt: Option<Duration>) -> bool {
         let (qp_before, compact_before, fewer_before) =
             (self.max_qp, self.compact, self.fewer_bands);
         self.update_layout(now);
-        if compact_before && !self.compact && self.wide && self.fast_short_path() {
+        let fast_short = self.fast_short_path(rtt);
+        if compact_before && !self.compact && self.wide && fast_short {
             // Out of compact under wide content: straight into fewer bands, one restart
             // instead of two a second apart.
             self.fewer_bands = true;
             self.fewer_wanted = None;
         } else {
-            self.update_fewer_bands(now);
+            self.update_fewer_bands(now, fast_short);
         }
         if self.compact && !compact_before {
             // The restart makes new encoders anyway: give them the loosest floor now, not a
@@ -466,14 +461,14 @@ impl RateController {
 
     /// A path shown to carry the full layout (`proven`) whose round trip is at most
     /// `FEWER_MAX_RTT`: where a restart's keyframe of the whole screen is cheap.
-    fn fast_short_path(&self) -> bool {
-        self.proven && self.rtt.is_some_and(|r| r <= FEWER_MAX_RTT)
+    fn fast_short_path(&self, rtt: Option<Duration>) -> bool {
+        self.proven && rtt.is_some_and(|r| r <= FEWER_MAX_RTT)
     }
 
     /// Fewer bands for wide content, once wanted long enough, and only entered on a fast,
     /// short path; never beside `compact`, which has fewer still.
-    fn update_fewer_bands(&mut self, now: Duration) {
-        let want = self.wide && !self.compact && (self.fewer_bands || self.fast_short_path());
+    fn update_fewer_bands(&mut self, now: Duration, fast_short: bool) {
+        let want = self.wide && !self.compact && (self.fewer_bands || fast_short);
         if self.compact {
             self.fewer_bands = false;
         }
