@@ -60,6 +60,17 @@ fn run(down: LinkConfig, load: VideoLoad, secs: u64) -> Pair {
     p
 }
 
+/// The agent's stream restarts: when, the new stream, its band count.
+fn restarts(p: &Pair) -> Vec<(Duration, u16, u32)> {
+    p.host_events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            AgentSessionEvent::StreamRestarted { stream, bands } => Some((*at, *stream, *bands)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Frames with at least one band shown, per second of arrival.
 fn fps(shown: &[Shown], from: u64, to: u64) -> Vec<usize> {
     (from..to)
@@ -368,14 +379,7 @@ fn scrolling_on_a_slow_path_restarts_in_one_band_without_a_keyframe_storm() {
         ..VideoLoad::default()
     };
     let p = run(bottleneck(1_500_000, 50 * MS, 0.005), load, 8);
-    let restarts: Vec<(Duration, u16, u32)> = p
-        .host_events
-        .iter()
-        .filter_map(|(at, e)| match e {
-            AgentSessionEvent::StreamRestarted { stream, bands } => Some((*at, *stream, *bands)),
-            _ => None,
-        })
-        .collect();
+    let restarts = restarts(&p);
     assert_eq!(restarts.len(), 1, "{restarts:?}");
     let (at, stream, bands) = restarts[0];
     assert_eq!((stream, bands), (2, 1));
@@ -424,14 +428,7 @@ fn scrolling_on_a_fast_path_restarts_in_four_bands_once_and_keeps_the_picture_mo
         ..VideoLoad::default()
     };
     let p = run(bottleneck(50_000_000, 20 * MS, 0.0), load, 8);
-    let restarts: Vec<(Duration, u16, u32)> = p
-        .host_events
-        .iter()
-        .filter_map(|(at, e)| match e {
-            AgentSessionEvent::StreamRestarted { stream, bands } => Some((*at, *stream, *bands)),
-            _ => None,
-        })
-        .collect();
+    let restarts = restarts(&p);
     assert_eq!(restarts.len(), 1, "{restarts:?}");
     let (at, stream, bands) = restarts[0];
     assert_eq!(
