@@ -345,6 +345,8 @@ impl AgentSession {
                     self.out.event(AgentSessionEvent::ResendVideo(seqs));
                 }
                 Ok(ControlMessage::Feedback(fb)) => self.handle_feedback(now, fb),
+                // The viewer pings this way while it is reconnecting.
+                Ok(ControlMessage::Ping { .. }) => self.handle_control(now, data),
                 Ok(other) => tracing::debug!(?other, "ignored on the video channel"),
                 Err(e) => tracing::debug!(error = %e, "malformed message on the video channel"),
             },

@@ -3,9 +3,10 @@
 //!
 //! The link models what the data channels give the cores: `video` is unordered and either
 //! unreliable (a lost or blacked-out chunk is gone) or, like the product's channel, partially
-//! reliable (sent again after a delay while it is younger than its lifetime), `control` and `input` are reliable and ordered (a lost
-//! message is sent again after `rto`, so loss shows up as delay, and an outage holds them
-//! back until it ends). Loss is drawn from a seeded generator, so a run is repeatable.
+//! reliable (sent again after a delay while it is younger than its lifetime), `control` and
+//! `input` are reliable and ordered (a lost message is sent again after `rto`, so loss
+//! shows up as delay, and an outage holds them back until a retransmission, `rto` doubled
+//! at each, falls after it). Loss is drawn from a seeded generator, so a run is repeatable.
 
 use std::time::Duration;
 
@@ -158,9 +159,11 @@ impl Direction {
         });
         self.free_at = start + serialise;
         let mut at = self.free_at + self.link.delay;
-        // A reliable message is sent again until a copy gets through, a partially reliable
-        // one until its lifetime runs out.
+        // A reliable message is sent again until a copy gets through, each wait twice the
+        // last (SCTP backs its retransmission timer off), so an outage holds it past the
+        // link's return. A partially reliable one is sent again until its lifetime runs out.
         let mut sent_at = start;
+        let mut backoffs = 0u32;
         loop {
             let dark = self.link.in_outage(sent_at);
             let lost = self.draw() < self.link.loss;
@@ -169,6 +172,11 @@ impl Direction {
                 (_, _, None) => {
                     self.lost += 1;
                     return;
+                }
+                (Some(_), _, Some(after)) if reliable => {
+                    let wait = after * (1 << backoffs.min(6));
+                    backoffs += 1;
+                    sent_at + wait
                 }
                 (Some(end), _, Some(after)) => end.max(sent_at + after),
                 (None, true, Some(after)) => sent_at + after,

@@ -4,7 +4,8 @@
 //! channel carries its own kinds: `video` carries [`VideoChunk`]s (and the few
 //! [`ControlMessage`]s that must not wait behind ordered ones: a restart's `StreamStart`,
 //! the pointer's `CursorPosition`; see [`is_video_chunk`]; and viewer to target the `Nack`
-//! that asks for lost chunks again), `control` carries
+//! that asks for lost chunks again, the `Feedback` and, while reconnecting, the `Ping`),
+//! `control` carries
 //! [`ControlMessage`]s and `input` carries [`InputEvent`]s. Decoding checks every length
 //! before reading or allocating, refuses trailing bytes, and turns anything malformed into a
 //! [`WireError`]; nothing a peer sends can panic it. The layout is plain enough for a

@@ -461,7 +461,8 @@ fn input_held_up_by_an_outage_is_refused_as_stale_but_its_releases_still_go_thro
     p.viewer
         .send_input(p.now(), &InputEvent::Key { key: x, down: true });
     p.run_until(Duration::from_millis(2_100));
-    // Sent in the dark; they arrive 1.5 s late when the link returns.
+    // Sent in the dark; they arrive 3 s late, at the first retransmission after the link
+    // returned (at 2.3, 2.7, 3.5 s in the dark, then 5.1 s).
     p.viewer.send_input(
         p.now(),
         &InputEvent::Key {
@@ -471,11 +472,11 @@ fn input_held_up_by_an_outage_is_refused_as_stale_but_its_releases_still_go_thro
     );
     p.viewer
         .send_input(p.now(), &InputEvent::PointerMove { x: 5, y: 5 });
-    p.run_until(Duration::from_secs(4));
+    p.run_until(Duration::from_millis(5_500));
     // Once the link is back, fresh input is acted on again.
     p.viewer
         .send_input(p.now(), &InputEvent::PointerMove { x: 7, y: 7 });
-    p.run_until(Duration::from_millis(4_100));
+    p.run_until(Duration::from_millis(5_600));
     assert_eq!(
         injected(&p),
         vec![
@@ -613,4 +614,49 @@ fn feedback_on_the_unordered_video_channel_steers_the_rate() {
         .host_events
         .iter()
         .all(|(_, e)| !matches!(e, AgentSessionEvent::Ended(_))));
+}
+
+#[test]
+fn a_reconnecting_viewer_pings_five_times_a_second_on_the_unordered_video_channel() {
+    let mut v =
+        deskwire_session::ViewerSession::new(ViewerSessionConfig::default(), Duration::ZERO);
+    // Video arrives, then the link goes dark: nothing more is heard.
+    v.handle_message(Duration::ZERO, Channel::Video, &video(100));
+    let mut reconnecting = None;
+    let mut pings = Vec::new();
+    let mut now = Duration::ZERO;
+    while now < Duration::from_secs(8) {
+        v.handle_timeout(now);
+        while let Some(e) = v.poll_event() {
+            if e == ViewerSessionEvent::Reconnecting {
+                reconnecting.get_or_insert(now);
+            }
+        }
+        while let Some(t) = v.poll_transmit() {
+            if let Ok(ControlMessage::Ping { .. }) = deskwire_session::wire::decode_control(&t.data)
+            {
+                pings.push((now, t.channel));
+            }
+        }
+        now += MS;
+    }
+    let reconnecting = reconnecting.expect("the viewer says it is reconnecting");
+    assert!(v.ended().is_none());
+    let after: Vec<_> = pings.iter().filter(|(t, _)| *t >= reconnecting).collect();
+    // Over 5 s dark: the link's return is heard within 200 ms of it. A ping on the
+    // ordered control channel would wait behind the lost ones until SCTP's backed-off
+    // retransmission.
+    assert!(after.len() >= 25, "{} pings: {pings:?}", after.len());
+    assert!(after.iter().all(|(_, c)| *c == Channel::Video), "{after:?}");
+    assert!(
+        after.windows(2).all(|w| w[1].0 - w[0].0 <= 200 * MS),
+        "{after:?}"
+    );
+    // Before the silence counted as an outage, pings go the usual way, once a second.
+    let before: Vec<_> = pings.iter().filter(|(t, _)| *t < reconnecting).collect();
+    assert!(
+        before.iter().all(|(_, c)| *c == Channel::Control),
+        "{before:?}"
+    );
+    assert!(before.len() <= 4, "{before:?}");
 }
