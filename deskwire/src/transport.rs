@@ -333,30 +333,55 @@ async fn build_peer_with(
     Ok((Arc::new(pc), events, rx))
 }
 
-/// The target creates the channels: video partially reliable and unordered, the others
-/// reliable and ordered.
+/// The SCTP stream both ends open the video channel on, agreed in advance.
+const VIDEO_STREAM_ID: u16 = 0;
+
+/// The video channel: unordered and partially reliable both ways, so a lost message holds
+/// up none after it. Each end opens it itself on `VIDEO_STREAM_ID` (negotiated out of
+/// band, as a browser can too): opened in-band by the target, webrtc 0.21 left the
+/// accepting end's SCTP stream ordered and reliable, and every feedback, NACK and ping the
+/// viewer sent on it waited behind a lost one until SCTP's retransmission (a second and
+/// more after an outage).
+pub(crate) async fn create_video_channel(
+    pc: &Pc,
+    config: &TransportConfig,
+) -> Result<Arc<dyn DataChannel>, SessionError> {
+    let lifetime = u16::try_from(config.video_packet_lifetime.as_millis()).unwrap_or(u16::MAX);
+    let init = RTCDataChannelInit {
+        ordered: false,
+        max_packet_life_time: Some(lifetime),
+        negotiated: Some(VIDEO_STREAM_ID),
+        ..Default::default()
+    };
+    create_channel(pc, Channel::Video, init).await
+}
+
+async fn create_channel(
+    pc: &Pc,
+    channel: Channel,
+    init: RTCDataChannelInit,
+) -> Result<Arc<dyn DataChannel>, SessionError> {
+    pc.create_data_channel(channel.label(), Some(init))
+        .await
+        .map_err(|source| {
+            TransportError::CreateChannel {
+                channel: channel.label(),
+                source,
+            }
+            .into()
+        })
+}
+
+/// The target creates the channels: video (see [`create_video_channel`]), then input and
+/// control, reliable and ordered, announced in-band.
 pub(crate) async fn create_channels(
     pc: &Pc,
     config: &TransportConfig,
 ) -> Result<Channels, SessionError> {
-    let lifetime = u16::try_from(config.video_packet_lifetime.as_millis()).unwrap_or(u16::MAX);
-    let video = RTCDataChannelInit {
-        ordered: false,
-        max_packet_life_time: Some(lifetime),
-        ..Default::default()
-    };
-    let create = |channel: Channel, init: RTCDataChannelInit| async move {
-        pc.create_data_channel(channel.label(), Some(init))
-            .await
-            .map_err(|source| TransportError::CreateChannel {
-                channel: channel.label(),
-                source,
-            })
-    };
     Ok(Channels {
-        video: create(Channel::Video, video).await?,
-        input: create(Channel::Input, RTCDataChannelInit::default()).await?,
-        control: create(Channel::Control, RTCDataChannelInit::default()).await?,
+        video: create_video_channel(pc, config).await?,
+        input: create_channel(pc, Channel::Input, RTCDataChannelInit::default()).await?,
+        control: create_channel(pc, Channel::Control, RTCDataChannelInit::default()).await?,
     })
 }
 

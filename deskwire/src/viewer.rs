@@ -268,6 +268,11 @@ impl ViewerTask {
             DisconnectReason::Transport(format!("{what}: {e}"))
         };
         tracing::debug!("offer received");
+        // The video channel is not announced: this end opens its own (see
+        // `transport::create_video_channel`).
+        let video_dc = transport::create_video_channel(pc, &self.config.transport)
+            .await
+            .map_err(DisconnectReason::from)?;
         let offer =
             RTCSessionDescription::offer(offer).map_err(|e| t("the offer is not valid SDP", &e))?;
         pc.set_remote_description(offer)
@@ -290,8 +295,15 @@ impl ViewerTask {
             .map_err(DisconnectReason::from)?;
 
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
-        let (mut video, mut input, mut control) = (None, None, None);
-        let mut seen = 0;
+        transport::pump(
+            &self.handle,
+            Channel::Video,
+            video_dc.clone(),
+            net_tx.clone(),
+        );
+        let video = Some(video_dc);
+        let (mut input, mut control) = (None, None);
+        let mut seen = 1;
         let mut pending: std::collections::VecDeque<NetEvent> = backlog.into();
         let mut listening = true;
         while seen < 3 {
@@ -334,12 +346,15 @@ impl ViewerTask {
                         tracing::warn!(label, "ignoring an unknown data channel");
                         continue;
                     };
-                    seen += 1;
                     match label {
-                        Channel::Video => video = Some(dc.clone()),
+                        Channel::Video => {
+                            tracing::warn!("ignoring a video channel announced in-band");
+                            continue;
+                        }
                         Channel::Input => input = Some(dc.clone()),
                         Channel::Control => control = Some(dc.clone()),
                     }
+                    seen += 1;
                     transport::pump(&self.handle, label, dc, net_tx.clone());
                 }
                 Some(NetEvent::State(RTCPeerConnectionState::Failed)) => {
