@@ -575,6 +575,7 @@ impl AgentTask {
             pace: pace_rx,
             keys_wanted: keys_wanted.clone(),
             reports: report_tx,
+            link_down: false,
         }) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -629,8 +630,20 @@ impl AgentTask {
                     AgentSessionEvent::ResendVideo(seqs) => {
                         let _ = pace_tx.send(VideoCommand::Resend(seqs));
                     }
-                    AgentSessionEvent::LinkDown => self.events.emit(AgentEvent::LinkDown),
-                    AgentSessionEvent::LinkUp => self.events.emit(AgentEvent::LinkUp),
+                    AgentSessionEvent::LinkDown => {
+                        tracing::debug!("link down: the viewer went quiet");
+                        let _ = pace_tx.send(VideoCommand::LinkDown(true));
+                        self.events.emit(AgentEvent::LinkDown)
+                    }
+                    AgentSessionEvent::LinkUp => {
+                        tracing::debug!("link up: the viewer is heard again");
+                        // Every band is refreshed (a few at a time): until its keyframe, what
+                        // was encoded of it in the dark is only in the way.
+                        let all = (1u64 << band_count.min(32)) - 1;
+                        keys_wanted.fetch_or(all as u32, std::sync::atomic::Ordering::Relaxed);
+                        let _ = pace_tx.send(VideoCommand::LinkDown(false));
+                        self.events.emit(AgentEvent::LinkUp)
+                    }
                     AgentSessionEvent::KeyframeRequested { bands } => {
                         tracing::debug!(bands = format_args!("{bands:#b}"), "refreshing bands");
                         // The sender stops spending the link on what the viewer discards.

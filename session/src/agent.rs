@@ -327,9 +327,16 @@ impl AgentSession {
             self.link_down = false;
             self.gate.set_established(true);
             self.out.event(AgentSessionEvent::LinkUp);
-            // What was on the way when the link went down is gone: refresh every band.
-            self.refresh.request(u32::MAX, now);
+            // What was on the way when the link went down is gone: refresh every band, aimed
+            // at what the transport's restarting window carries, so the first ones are small.
             self.rate.hold_delay_cuts(now);
+            self.rate.restart(now, self.rtt);
+            let after = self.rate.target();
+            if moved(&self.told, &after) {
+                self.told = after;
+                self.out.event(AgentSessionEvent::RateChanged(after));
+            }
+            self.refresh.request(u32::MAX, now);
             self.pointer.link_up(now);
         }
         match channel {

@@ -124,6 +124,18 @@ pub struct RateTarget {
     pub fewer_bands: bool,
 }
 
+/// After an outage SCTP restarts its window at one packet with a threshold of four and,
+/// past it, opens it by one packet a round trip (RFC 4960 7.2.2-7.2.3): an 8 s outage left
+/// a 20 Mbit/s path carrying 1-2 Mbit/s for the first 300 ms. Sent at the old estimate,
+/// the refreshing keyframes queued behind that window and the picture came back 0.4 s
+/// after the link; aimed at the window, they are coarse and arrive in a few round trips.
+const RESTART_PACKETS: f64 = 4.0;
+/// The bits of one full packet as SCTP counts its window.
+const PACKET_BITS: f64 = 1_200.0 * 8.0;
+/// The longest the sender follows the restarting window: past it the estimate, steered by
+/// the feedback since, is trusted again (on a 600 ms path the window takes minutes).
+const RESTART_FOR: Duration = Duration::from_secs(2);
+
 /// The queue on the path above which the sender is "too much", whatever the trend.
 /// How long the all-band keyframe burst of a stream's start (or of the link's return) and
 /// the transport's slow start get at least before a queue counts against the path.
@@ -241,6 +253,17 @@ pub(crate) struct RateController {
     wide: bool,
     /// The estimate has reached `FULL_ABOVE`: the path carries the full layout.
     proven: bool,
+    /// The link came back after an outage: see [`Self::restart`].
+    restart: Option<Restart>,
+}
+
+/// The transport's window restarting after an outage, which the sender aims at for a while.
+#[derive(Debug, Clone, Copy)]
+struct Restart {
+    from: Duration,
+    rtt: Duration,
+    /// What the window carries now, bits per second.
+    cap: f64,
 }
 
 impl RateController {
@@ -265,6 +288,34 @@ impl RateController {
             fewer_wanted: None,
             wide: false,
             proven: false,
+            restart: None,
+        }
+    }
+
+    /// The link came back at `now` after an outage (`rtt`: the latest round trip, if
+    /// known). Until the estimate is reached, or for `RESTART_FOR`, the encoder and the
+    /// pacer aim at what the transport's restarting window carries; the band layout and the
+    /// quality floor keep following the estimate, so the return costs no relayout.
+    pub(crate) fn restart(&mut self, now: Duration, rtt: Option<Duration>) {
+        let rtt = rtt
+            .unwrap_or(Duration::from_millis(100))
+            .max(Duration::from_millis(10));
+        self.restart = Some(Restart {
+            from: now,
+            rtt,
+            cap: 0.0,
+        });
+        self.follow_restart(now);
+    }
+
+    fn follow_restart(&mut self, now: Duration) {
+        let Some(r) = &mut self.restart else { return };
+        let since = now.saturating_sub(r.from);
+        let rtt = r.rtt.as_secs_f64();
+        let packets = RESTART_PACKETS + since.as_secs_f64() / rtt;
+        r.cap = (packets * PACKET_BITS / rtt).max(self.config.min_bps as f64);
+        if r.cap >= self.target || since >= RESTART_FOR {
+            self.restart = None;
         }
     }
 
@@ -297,7 +348,7 @@ impl RateController {
 
     /// What the sender should aim at.
     pub(crate) fn target(&self) -> RateTarget {
-        let estimate = self.estimate_bps();
+        let estimate = self.restart.map_or(self.target, |r| r.cap.min(self.target)) as u64;
         RateTarget {
             estimate_bps: estimate,
             // Chunk headers, SCTP, DTLS, UDP and IP cost 5-8 % (small chunks on slow links),
@@ -322,6 +373,7 @@ impl RateController {
         if !(MIN_INTERVAL_US..=MAX_INTERVAL_US).contains(&fb.interval_us) {
             return Err(FeedbackRefusal::Interval(fb.interval_us));
         }
+        self.follow_restart(now);
         let secs = f64::from(fb.interval_us) / 1e6;
         // What a lying viewer claims to have received cannot lift the estimate past the
         // configured maximum: growth is bounded by `max_bps` and by what was sent.

@@ -33,6 +33,8 @@ pub(super) struct VideoOut {
     /// Bands the sender dropped, and bands whose keyframe left, for the session core's
     /// refresh budget.
     pub(super) reports: mpsc::UnboundedSender<VideoReport>,
+    /// The session core called the link down: see [`VideoCommand::LinkDown`].
+    pub(super) link_down: bool,
 }
 
 /// What the session loop tells the video thread: the rate target, the queue budget and the
@@ -57,6 +59,11 @@ pub(super) enum VideoCommand {
     },
     /// The viewer is missing these video messages: send again what is still kept.
     Resend(Vec<u32>),
+    /// The link went down (`true`) or came back. While it is down nothing is handed to
+    /// the transport: it could only queue in SCTP and, when the link returns, go out
+    /// first, stale, through a window that reopens a packet at a time, ahead of the
+    /// keyframes that refresh the picture (150 KB of it after an 8 s outage).
+    LinkDown(bool),
 }
 
 /// Act on `first` (a command that woke the thread) and what else the session loop said
@@ -87,6 +94,10 @@ fn take_commands(
             VideoCommand::Resend(seqs) => {
                 let queued = v.sender.handle_nack(now, &seqs);
                 tracing::trace!(asked = seqs.len(), queued, "video sent again");
+                continue;
+            }
+            VideoCommand::LinkDown(down) => {
+                v.link_down = down;
                 continue;
             }
         };
@@ -385,7 +396,7 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                 // Let out what the pacing allows, while the transport is not backed up.
                 let cap = backlog_cap.get();
                 let outstanding = v.handle.block_on(v.dc.outstanding_bytes()).ok();
-                let backed_up = outstanding.is_some_and(|n| n > cap);
+                let backed_up = v.link_down || outstanding.is_some_and(|n| n > cap);
                 if let Some(n) = outstanding {
                     backlog_cap.drain.sample(now, n, backed_up);
                 }
