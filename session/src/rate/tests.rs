@@ -494,3 +494,47 @@ fn fewer_bands_wait_for_a_path_shown_fast_and_are_never_entered_on_a_long_one() 
     assert!(rc.estimate_bps() >= FULL_ABOVE, "{}", rc.estimate_bps());
     assert!(!rc.target().fewer_bands);
 }
+
+#[test]
+fn after_an_outage_the_sender_follows_the_restarting_window_back_to_the_estimate() {
+    let mut rc = rate_controller(20_000_000);
+    let mut t = run(&mut rc, Duration::ZERO, 5, 20_000_000);
+    let before = rc.target();
+    assert!(before.estimate_bps > 12_000_000, "{before:?}");
+    rc.restart(t, Some(30 * MS));
+    // Four packets a round trip, the window SCTP restarts with.
+    let first = rc.target();
+    assert!(
+        (1_100_000..=1_400_000).contains(&first.estimate_bps),
+        "{first:?}"
+    );
+    assert!(first.encoder_bps < first.estimate_bps);
+    // The layout and the quality floor stay: the return costs no restart of the stream.
+    let kept = |r: &RateTarget| (r.compact, r.fewer_bands, r.max_qp);
+    assert_eq!(kept(&first), kept(&before));
+    let mut seen = vec![first.estimate_bps];
+    for _ in 0..25 {
+        t += 100 * MS;
+        let sent = rc.target().estimate_bps;
+        rc.handle_feedback(t, &fb(sent, 0.0, 0), Some(30 * MS))
+            .unwrap();
+        seen.push(rc.target().estimate_bps);
+        assert_eq!(kept(&rc.target()), kept(&before));
+    }
+    // A packet more each round trip: 30 ms later the window carries 320 kbit/s more.
+    assert!(seen.windows(2).all(|w| w[1] >= w[0]), "{seen:?}");
+    assert!((3_500_000..=5_000_000).contains(&seen[3]), "{seen:?}");
+    // Within 2 s it is the estimate's again.
+    assert!(
+        *seen.last().unwrap() >= before.estimate_bps,
+        "{seen:?} against {before:?}"
+    );
+}
+
+#[test]
+fn a_restart_under_an_estimate_the_window_already_carries_changes_nothing() {
+    let mut rc = rate_controller(600_000);
+    let before = rc.target();
+    rc.restart(Duration::from_secs(1), Some(30 * MS));
+    assert_eq!(rc.target(), before);
+}
