@@ -538,3 +538,33 @@ fn a_restart_under_an_estimate_the_window_already_carries_changes_nothing() {
     rc.restart(Duration::from_secs(1), Some(30 * MS));
     assert_eq!(rc.target(), before);
 }
+
+#[test]
+fn losses_reported_just_after_an_outage_are_the_outages_and_later_ones_cut() {
+    let mut rc = rate_controller(20_000_000);
+    let mut t = run(&mut rc, Duration::ZERO, 5, 20_000_000);
+    let before = rc.estimate_bps();
+    rc.restart(t, Some(30 * MS));
+    // The chunks the dark swallowed, named lost 400 ms after the viewer saw past them.
+    for _ in 0..5 {
+        t += 100 * MS;
+        rc.handle_feedback(t, &fb(2_000_000, 0.5, 0), Some(30 * MS))
+            .unwrap();
+    }
+    assert!(
+        rc.estimate_bps() >= before,
+        "{} < {before}",
+        rc.estimate_bps()
+    );
+    // Past that, loss is the path's again.
+    for _ in 0..3 {
+        t += 100 * MS;
+        rc.handle_feedback(t, &fb(2_000_000, 0.5, 0), Some(30 * MS))
+            .unwrap();
+    }
+    assert!(
+        rc.estimate_bps() < before * 9 / 10,
+        "{} against {before}",
+        rc.estimate_bps()
+    );
+}
