@@ -8,7 +8,8 @@
 //! what actually arrived, at most once per round trip; room to grow raises it by a share
 //! per second, fast until the first sign of a limit, then gently. The target never grows
 //! past what the sender really used, so an idle screen does not talk itself into a rate the
-//! path was never shown to carry.
+//! path was never shown to carry. When the link returns after an outage, the sender follows
+//! SCTP's restarting window back up to the estimate (`RateController::restart`).
 
 use std::time::Duration;
 
