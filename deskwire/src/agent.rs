@@ -639,8 +639,10 @@ impl AgentTask {
                         tracing::debug!("link up: the viewer is heard again");
                         // Every band is refreshed (a few at a time): until its keyframe, what
                         // was encoded of it in the dark is only in the way.
-                        let all = (1u64 << band_count.min(32)) - 1;
-                        keys_wanted.fetch_or(all as u32, std::sync::atomic::Ordering::Relaxed);
+                        keys_wanted.fetch_or(
+                            deskwire_session::video::all_bands(band_count),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                         let _ = pace_tx.send(VideoCommand::LinkDown(false));
                         self.events.emit(AgentEvent::LinkUp)
                     }

@@ -371,11 +371,7 @@ impl AgentSession {
                 })
             }
             Ok(ControlMessage::KeyframeRequest { stream, bands }) if stream == self.stream => {
-                let mask = if self.bands >= 32 {
-                    u32::MAX
-                } else {
-                    (1u32 << self.bands) - 1
-                };
+                let mask = crate::video::all_bands(self.bands);
                 if bands & mask != 0 {
                     self.refresh.request(bands & mask, now);
                     self.poll_refresh(now);

@@ -26,11 +26,7 @@ pub(crate) struct Refresh {
 impl Refresh {
     pub(crate) fn new(bands: usize) -> Self {
         Self {
-            mask: if bands >= 32 {
-                u32::MAX
-            } else {
-                (1u32 << bands) - 1
-            },
+            mask: crate::video::all_bands(bands),
             pending: 0,
             in_flight: 0,
             last: vec![None; bands.min(32)],

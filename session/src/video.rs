@@ -11,6 +11,16 @@ mod reassembler;
 use deskwire_engine::EncodedFrame;
 pub use reassembler::{ChunkFate, CompleteBand, Reassembler};
 
+/// The bit mask naming every one of `bands` bands (bit i = band i), as keyframe requests
+/// and refreshes name them; all 32 bits from 32 bands on.
+pub fn all_bands(bands: usize) -> u32 {
+    if bands >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bands) - 1
+    }
+}
+
 /// Cuts encoded frames into wire chunks and numbers each band's frames.
 #[derive(Debug)]
 pub struct Packetizer {

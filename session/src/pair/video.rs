@@ -86,11 +86,7 @@ impl VideoRun {
             },
         );
         Self {
-            want_key: if load.bands >= 32 {
-                u32::MAX
-            } else {
-                (1 << load.bands) - 1
-            },
+            want_key: crate::video::all_bands(load.bands),
             load,
             sender,
             encoder_bps: rate.encoder_bps,
@@ -112,11 +108,7 @@ impl VideoRun {
     /// with a keyframe, and what waits of the old stream is dropped.
     pub(super) fn restart(&mut self, stream: u16, bands: usize) {
         self.load.bands = bands;
-        self.want_key = if bands >= 32 {
-            u32::MAX
-        } else {
-            (1 << bands) - 1
-        };
+        self.want_key = crate::video::all_bands(bands);
         self.sender.restart(stream);
     }
 
