@@ -329,13 +329,8 @@ impl AgentSession {
             self.out.event(AgentSessionEvent::LinkUp);
             // What was on the way when the link went down is gone: refresh every band, aimed
             // at what the transport's restarting window carries, so the first ones are small.
-            self.rate.hold_delay_cuts(now);
             self.rate.restart(now, self.rtt);
-            let after = self.rate.target();
-            if moved(&self.told, &after) {
-                self.told = after;
-                self.out.event(AgentSessionEvent::RateChanged(after));
-            }
+            self.tell_rate();
             self.refresh.request(u32::MAX, now);
             self.pointer.link_up(now);
         }
@@ -404,19 +399,26 @@ impl AgentSession {
         }
         match self.rate.handle_feedback(now, &fb, self.rtt) {
             Ok(_) => {
-                let after = self.rate.target();
-                if moved(&self.told, &after) {
-                    let relayout = after.compact != self.told.compact
-                        || after.fewer_bands != self.told.fewer_bands;
-                    self.told = after;
-                    self.out.event(AgentSessionEvent::RateChanged(after));
-                    if relayout {
+                if let Some((before, after)) = self.tell_rate() {
+                    if after.compact != before.compact || after.fewer_bands != before.fewer_bands {
                         self.restart_stream(now, &after);
                     }
                 }
             }
             Err(e) => tracing::debug!(error = %e, "refused feedback from the viewer"),
         }
+    }
+
+    /// Tell the driver the rate controller's target if it moved enough to matter; the
+    /// target told before and the new one, if so.
+    fn tell_rate(&mut self) -> Option<(RateTarget, RateTarget)> {
+        let after = self.rate.target();
+        if !moved(&self.told, &after) {
+            return None;
+        }
+        let before = std::mem::replace(&mut self.told, after);
+        self.out.event(AgentSessionEvent::RateChanged(after));
+        Some((before, after))
     }
 
     fn handle_input(&mut self, now: Duration, data: &[u8]) {

@@ -306,8 +306,10 @@ impl RateController {
     /// known). Until the estimate is reached, or for `RESTART_FOR`, the encoder and the
     /// pacer aim at what the transport's restarting window carries; the band layout and the
     /// quality floor keep following the estimate, so the return costs no relayout. What
-    /// the viewer reports lost over the next `OUTAGE_LOSSES_FOR` is not held against the path.
+    /// the viewer reports lost over the next `OUTAGE_LOSSES_FOR` is not held against the
+    /// path, nor a queue while the refresh's burst leaves (see [`Self::hold_delay_cuts`]).
     pub(crate) fn restart(&mut self, now: Duration, rtt: Option<Duration>) {
+        self.hold_delay_cuts(now);
         self.losses.clear();
         self.dark_until = Some(now + OUTAGE_LOSSES_FOR);
         let rtt = rtt
