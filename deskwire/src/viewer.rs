@@ -301,12 +301,12 @@ impl ViewerTask {
             video_dc.clone(),
             net_tx.clone(),
         );
-        let video = Some(video_dc);
+        // Input and control are announced in-band.
         let (mut input, mut control) = (None, None);
-        let mut seen = 1;
+        let mut seen = 0;
         let mut pending: std::collections::VecDeque<NetEvent> = backlog.into();
         let mut listening = true;
-        while seen < 3 {
+        while seen < 2 {
             let ev = match pending.pop_front() {
                 Some(ev) => Some(ev),
                 None => tokio::select! {
@@ -368,9 +368,9 @@ impl ViewerTask {
                 }
             }
         }
-        match (video, input, control) {
-            (Some(video), Some(input), Some(control)) => Ok(Channels {
-                video,
+        match (input, control) {
+            (Some(input), Some(control)) => Ok(Channels {
+                video: video_dc,
                 input,
                 control,
             }),
