@@ -79,6 +79,8 @@ pub(crate) struct NetResult {
     pub fps: f64,
     /// The fewest frames shown in any whole second.
     pub worst_second_fps: u32,
+    /// Frames shown in each whole second, in order: where the freezes were.
+    pub per_second_fps: Vec<u32>,
     pub freeze_ms: f64,
     pub freeze_pct: f64,
     pub latency_ms_p50: Option<f64>,
@@ -88,6 +90,9 @@ pub(crate) struct NetResult {
     /// (video, control, SCTP acknowledgements, ICE keepalives): what the session costs on
     /// the wire, idle or not.
     pub wire_kbps: Option<f64>,
+    /// Packets toward the viewer that the link's bottleneck queue dropped during the
+    /// window: the sender overran the link (deskwire only).
+    pub queue_drops: Option<u64>,
     /// Y-PSNR of what the viewer shows `settle` seconds after the content stopped
     /// (deskwire only: the peer's recording loops rather than stops).
     pub converged_psnr_y_db: Option<f64>,
@@ -267,12 +272,18 @@ fn run_profile(
             bytes: c.bytes,
         },
     );
-    r.wire_kbps = wire_start.zip(wire_end).and_then(|(a, b)| {
-        let secs = b.elapsed_s - a.elapsed_s;
-        let bytes = (b.a_to_b.bytes_in + b.b_to_a.bytes_in)
-            .checked_sub(a.a_to_b.bytes_in + a.b_to_a.bytes_in)?;
-        (secs > 0.0).then(|| bytes as f64 * 8.0 / 1000.0 / secs)
-    });
+    r.wire_kbps = wire_start
+        .as_ref()
+        .zip(wire_end.as_ref())
+        .and_then(|(a, b)| {
+            let secs = b.elapsed_s - a.elapsed_s;
+            let bytes = (b.a_to_b.bytes_in + b.b_to_a.bytes_in)
+                .checked_sub(a.a_to_b.bytes_in + a.b_to_a.bytes_in)?;
+            (secs > 0.0).then(|| bytes as f64 * 8.0 / 1000.0 / secs)
+        });
+    r.queue_drops = wire_start
+        .zip(wire_end.as_ref())
+        .and_then(|(a, b)| b.a_to_b.dropped_queue.checked_sub(a.a_to_b.dropped_queue));
     r.converged_psnr_y_db = psnr;
     r.codec = Some("H.264 per band".into());
     Ok(r)
@@ -344,12 +355,14 @@ fn figures(system: &str, args: &Args, profile: &LinkProfile, s: Shown<'_>) -> Ne
         seconds: s.measured_s,
         fps: s.frames as f64 / s.measured_s.max(1e-9),
         worst_second_fps: worst_second(s.frame_times_ms, measured_ms),
+        per_second_fps: per_second(s.frame_times_ms, measured_ms),
         freeze_ms,
         freeze_pct: 100.0 * freeze_ms / measured_ms.max(1e-9),
         latency_ms_p50: quantile(&lat, 0.50),
         latency_ms_p95: quantile(&lat, 0.95),
         kbps: s.bytes as f64 * 8.0 / 1000.0 / s.measured_s.max(1e-9),
         wire_kbps: None,
+        queue_drops: None,
         converged_psnr_y_db: None,
         codec: None,
     }
@@ -378,6 +391,14 @@ fn freezes(times_ms: &[f64], window_ms: f64) -> f64 {
 
 /// The fewest frames shown in any whole second of the window.
 fn worst_second(times_ms: &[f64], window_ms: f64) -> u32 {
+    per_second(times_ms, window_ms)
+        .into_iter()
+        .min()
+        .unwrap_or(0)
+}
+
+/// Frames shown in each whole second of the window.
+fn per_second(times_ms: &[f64], window_ms: f64) -> Vec<u32> {
     let seconds = (window_ms / 1000.0).floor() as usize;
     let mut counts = vec![0u32; seconds.max(1)];
     for t in times_ms {
@@ -385,7 +406,7 @@ fn worst_second(times_ms: &[f64], window_ms: f64) -> u32 {
             *c += 1;
         }
     }
-    counts.into_iter().min().unwrap_or(0)
+    counts
 }
 
 fn markdown(results: &[NetResult]) -> String {
@@ -468,6 +489,7 @@ mod tests {
         let times: Vec<f64> = (0..30).map(|i| f64::from(i) * 33.0).collect(); // 1st second
         assert_eq!(worst_second(&times, 2000.0), 0);
         assert_eq!(worst_second(&times, 999.0), 30);
+        assert_eq!(per_second(&times, 2000.0), vec![30, 0]);
     }
 
     fn result(system: &str, fps: f64, p95: Option<f64>) -> NetResult {
@@ -479,12 +501,14 @@ mod tests {
             seconds: 12.0,
             fps,
             worst_second_fps: 0,
+            per_second_fps: Vec::new(),
             freeze_ms: 0.0,
             freeze_pct: 0.0,
             latency_ms_p50: None,
             latency_ms_p95: p95,
             kbps: 1000.0,
             wire_kbps: None,
+            queue_drops: None,
             converged_psnr_y_db: None,
             codec: None,
         }
