@@ -8,7 +8,8 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,32 @@ struct State {
     buffers: [Vec<u8>; READ_BATCH],
     /// What was last logged, so the counters are logged when they move.
     logged: ShieldStats,
+    /// Datagrams waiting for the pacer, and their bytes.
+    paced: VecDeque<(SocketAddr, Bytes)>,
+    paced_bytes: usize,
 }
+
+/// The rate the socket lets datagrams out at, in bits per second; 0 lets them out as they
+/// come. Set by the session as its estimate of the path moves.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SocketPacing(Arc<AtomicU64>);
+
+impl SocketPacing {
+    pub(crate) fn set_bps(&self, bps: u64) {
+        self.0.store(bps, Relaxed);
+    }
+
+    fn bps(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// What the pacer may hold: beyond it, a datagram is dropped as the path's own queue
+/// would drop it (SCTP repairs it), rather than waiting for seconds.
+const MAX_PACED_BYTES: usize = 2 * 1024 * 1024;
+/// How far the pacer may run ahead of its schedule: a couple of packets at once, so the
+/// timer's millisecond grain does not slow it below its rate.
+const PACING_BURST: Duration = Duration::from_millis(2);
 
 /// A socket with the loss shield in front of it.
 #[derive(Debug)]
@@ -39,13 +65,25 @@ pub(crate) struct ShieldedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     epoch: Instant,
     state: Mutex<State>,
+    pacing: SocketPacing,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl ShieldedSocket {
-    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>) -> Self {
+    /// The shield in front of `inner`, paced at `pacing`; its pacer runs on the current
+    /// tokio runtime until the socket is dropped.
+    pub(crate) fn spawn(inner: Arc<dyn AsyncUdpSocket>, pacing: SocketPacing) -> Arc<Self> {
+        let socket = Arc::new(Self::new(inner, pacing));
+        tokio::spawn(drain_paced(Arc::downgrade(&socket), socket.wake.clone()));
+        socket
+    }
+
+    fn new(inner: Arc<dyn AsyncUdpSocket>, pacing: SocketPacing) -> Self {
         Self {
             inner,
             epoch: Instant::now(),
+            pacing,
+            wake: Arc::new(tokio::sync::Notify::new()),
             state: Mutex::new(State {
                 sender: ShieldSender::new(),
                 receiver: ShieldReceiver::new(),
@@ -53,8 +91,40 @@ impl ShieldedSocket {
                 timer: None,
                 buffers: std::array::from_fn(|_| vec![0; READ_BUFFER]),
                 logged: ShieldStats::default(),
+                paced: VecDeque::new(),
+                paced_bytes: 0,
             }),
         }
+    }
+
+    /// Send a record of the stack's and, when it completes a group, the group's parity.
+    fn send_record(
+        &self,
+        cx: &mut Context<'_>,
+        transmit: &Transmit<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let sent = self.inner.poll_send(cx, transmit);
+        if let Poll::Ready(Ok(_)) = sent {
+            let parity = self.state().sender.handle_sent(
+                self.now(),
+                transmit.destination,
+                transmit.contents,
+            );
+            if let Some(parity) = parity {
+                let t = Transmit {
+                    destination: transmit.destination,
+                    ecn: None,
+                    contents: &parity,
+                    segment_size: None,
+                    src_ip: transmit.src_ip,
+                };
+                // Best effort: a parity that finds the socket full is not worth waiting for.
+                if let Poll::Ready(Err(e)) = self.inner.poll_send(cx, &t) {
+                    tracing::debug!(error = %e, "parity not sent");
+                }
+            }
+        }
+        sent
     }
 
     fn now(&self) -> Duration {
@@ -85,6 +155,8 @@ impl ShieldedSocket {
 
 impl Drop for ShieldedSocket {
     fn drop(&mut self) {
+        // The pacer finds the socket gone and ends.
+        self.wake.notify_one();
         let state = self.state();
         tracing::debug!(stats = ?state.receiver.stats(), resent = state.sender.resent(), "loss shield at close");
     }
@@ -105,28 +177,24 @@ impl AsyncUdpSocket for ShieldedSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        let sent = self.inner.poll_send(cx, transmit);
-        if let Poll::Ready(Ok(_)) = sent {
-            let parity = self.state().sender.handle_sent(
-                self.now(),
-                transmit.destination,
-                transmit.contents,
-            );
-            if let Some(parity) = parity {
-                let t = Transmit {
-                    destination: transmit.destination,
-                    ecn: None,
-                    contents: &parity,
-                    segment_size: None,
-                    src_ip: transmit.src_ip,
-                };
-                // Best effort: a parity that finds the socket full is not worth waiting for.
-                if let Poll::Ready(Err(e)) = self.inner.poll_send(cx, &t) {
-                    tracing::debug!(error = %e, "parity not sent");
+        let len = transmit.contents.len();
+        {
+            let mut state = self.state();
+            if self.pacing.bps() > 0 || !state.paced.is_empty() {
+                if state.paced_bytes + len > MAX_PACED_BYTES {
+                    tracing::debug!(len, "pacer full: datagram dropped");
+                } else {
+                    state.paced_bytes += len;
+                    state.paced.push_back((
+                        transmit.destination,
+                        Bytes::copy_from_slice(transmit.contents),
+                    ));
+                    self.wake.notify_one();
                 }
+                return Poll::Ready(Ok(len));
             }
         }
-        sent
+        self.send_record(cx, transmit)
     }
 
     fn poll_recv(
@@ -243,6 +311,55 @@ impl AsyncUdpSocket for ShieldedSocket {
     }
 }
 
+/// Lets the datagrams queued by `poll_send` out at the pacing rate, in order, until the
+/// socket is dropped. Why pace below SCTP: its window grows by what each acknowledgement
+/// covers, so in slow start it sends twice the rate the path delivers, in bursts at the
+/// line's speed; on a 600 ms path that overran a 100 ms queue at a quarter of the path's
+/// rate, and the losses and timeouts that followed left SCTP's window at a few packets.
+async fn drain_paced(socket: Weak<ShieldedSocket>, wake: Arc<tokio::sync::Notify>) {
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let item = {
+            let Some(s) = socket.upgrade() else {
+                return;
+            };
+            let mut state = s.state();
+            let item = state.paced.pop_front();
+            if let Some((_, d)) = &item {
+                state.paced_bytes -= d.len();
+            }
+            item.map(|i| (i, s.pacing.bps()))
+        };
+        let Some(((to, datagram), bps)) = item else {
+            wake.notified().await;
+            continue;
+        };
+        let now = tokio::time::Instant::now();
+        if next > now + PACING_BURST {
+            tokio::time::sleep_until(next - PACING_BURST).await;
+        }
+        let Some(s) = socket.upgrade() else {
+            return;
+        };
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents: &datagram,
+            segment_size: None,
+            src_ip: None,
+        };
+        if let Err(e) = std::future::poll_fn(|cx| s.send_record(cx, &t)).await {
+            tracing::debug!(error = %e, "paced datagram not sent");
+        }
+        let spacing = if bps == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(datagram.len() as f64 * 8.0 / bps as f64)
+        };
+        next = next.max(tokio::time::Instant::now() - PACING_BURST) + spacing;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +380,7 @@ mod tests {
         let wrapped = webrtc::runtime::TokioRuntime
             .wrap_udp_socket(socket)
             .expect("wrap");
-        (ShieldedSocket::new(wrapped), addr)
+        (ShieldedSocket::new(wrapped, SocketPacing::default()), addr)
     }
 
     /// What a sending shield puts on the wire for records 0..10 to `to`, the records in
