@@ -317,7 +317,7 @@ impl AsyncUdpSocket for ShieldedSocket {
 /// line's speed; on a 600 ms path that overran a 100 ms queue at a quarter of the path's
 /// rate, and the losses and timeouts that followed left SCTP's window at a few packets.
 async fn drain_paced(socket: Weak<ShieldedSocket>, wake: Arc<tokio::sync::Notify>) {
-    let mut next = tokio::time::Instant::now();
+    let mut schedule = PaceSchedule::default();
     loop {
         let item = {
             let Some(s) = socket.upgrade() else {
@@ -328,15 +328,15 @@ async fn drain_paced(socket: Weak<ShieldedSocket>, wake: Arc<tokio::sync::Notify
             if let Some((_, d)) = &item {
                 state.paced_bytes -= d.len();
             }
-            item.map(|i| (i, s.pacing.bps()))
+            item.map(|i| (i, s.pacing.bps(), s.epoch))
         };
-        let Some(((to, datagram), bps)) = item else {
+        let Some(((to, datagram), bps, epoch)) = item else {
             wake.notified().await;
             continue;
         };
-        let now = tokio::time::Instant::now();
-        if next > now + PACING_BURST {
-            tokio::time::sleep_until(next - PACING_BURST).await;
+        let wait = schedule.wait(epoch.elapsed());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
         let Some(s) = socket.upgrade() else {
             return;
@@ -351,12 +351,32 @@ async fn drain_paced(socket: Weak<ShieldedSocket>, wake: Arc<tokio::sync::Notify
         if let Err(e) = std::future::poll_fn(|cx| s.send_record(cx, &t)).await {
             tracing::debug!(error = %e, "paced datagram not sent");
         }
+        schedule.sent(epoch.elapsed(), datagram.len(), bps);
+    }
+}
+
+/// When the next datagram may leave: each one pushes the schedule on by its length at
+/// the rate; the schedule may run [`PACING_BURST`] ahead of now, and an idle pacer earns
+/// no more credit than that.
+#[derive(Debug, Default)]
+struct PaceSchedule {
+    next: Duration,
+}
+
+impl PaceSchedule {
+    /// How long a datagram that is ready at `now` waits.
+    fn wait(&self, now: Duration) -> Duration {
+        self.next.saturating_sub(now + PACING_BURST)
+    }
+
+    /// A datagram of `len` bytes left at `now`, paced at `bps` (0: unpaced).
+    fn sent(&mut self, now: Duration, len: usize, bps: u64) {
         let spacing = if bps == 0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(datagram.len() as f64 * 8.0 / bps as f64)
+            Duration::from_secs_f64(len as f64 * 8.0 / bps as f64)
         };
-        next = next.max(tokio::time::Instant::now() - PACING_BURST) + spacing;
+        self.next = self.next.max(now.saturating_sub(PACING_BURST)) + spacing;
     }
 }
 
@@ -364,6 +384,95 @@ async fn drain_paced(socket: Weak<ShieldedSocket>, wake: Arc<tokio::sync::Notify
 mod tests {
     use super::*;
     use webrtc::runtime::Runtime;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Send `n` datagrams of `len` bytes through a schedule, each as soon as it may go,
+    /// from `start`; when each left.
+    fn run_schedule(
+        s: &mut PaceSchedule,
+        start: Duration,
+        n: usize,
+        len: usize,
+        bps: u64,
+    ) -> Vec<Duration> {
+        let mut now = start;
+        (0..n)
+            .map(|_| {
+                now += s.wait(now);
+                s.sent(now, len, bps);
+                now
+            })
+            .collect()
+    }
+
+    #[test]
+    fn paced_datagrams_leave_at_the_rate_with_at_most_a_short_burst() {
+        let mut s = PaceSchedule::default();
+        // 1250 bytes at 1 Mbit/s: one every 10 ms.
+        let left = run_schedule(&mut s, Duration::ZERO, 101, 1250, 1_000_000);
+        assert_eq!(*left.last().unwrap(), 998 * MS);
+        // The burst: the first datagram and the next within 2 ms go at once.
+        assert_eq!(left.iter().filter(|t| **t == Duration::ZERO).count(), 1);
+        assert!(
+            left.windows(2).skip(1).all(|w| w[1] - w[0] == 10 * MS),
+            "{left:?}"
+        );
+        // After a second idle, no more credit than the burst's was saved: the next 10
+        // take 90 ms less twice the burst, not 0.
+        let later = run_schedule(&mut s, 2_000 * MS, 10, 1250, 1_000_000);
+        assert_eq!(later[9] - later[0], 86 * MS);
+        // Unpaced, nothing waits.
+        let mut s = PaceSchedule::default();
+        let left = run_schedule(&mut s, 5 * MS, 50, 1250, 0);
+        assert!(left.iter().all(|t| *t == 5 * MS));
+    }
+
+    #[tokio::test]
+    async fn paced_records_leave_in_order_each_group_followed_by_its_parity() {
+        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let to = receiver.local_addr().expect("addr");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let wrapped = webrtc::runtime::TokioRuntime
+            .wrap_udp_socket(socket)
+            .expect("wrap");
+        let pacing = SocketPacing::default();
+        pacing.set_bps(10_000_000);
+        let sender = ShieldedSocket::spawn(wrapped, pacing);
+        for seq in 0..20u64 {
+            let d = record(seq);
+            let t = Transmit {
+                destination: to,
+                ecn: None,
+                contents: &d,
+                segment_size: None,
+                src_ip: None,
+            };
+            std::future::poll_fn(|cx| sender.poll_send(cx, &t))
+                .await
+                .expect("queued");
+        }
+        let mut buf = vec![0u8; 2048];
+        let mut got = Vec::new();
+        for _ in 0..22 {
+            let n = tokio::time::timeout(Duration::from_secs(5), receiver.recv(&mut buf))
+                .await
+                .expect("the pacer let it out")
+                .expect("receive");
+            got.push(buf[..n].to_vec());
+        }
+        for (i, d) in got.iter().enumerate() {
+            match i {
+                10 | 21 => assert_ne!(d[0], 23, "a parity after each group of ten"),
+                _ => {
+                    let seq = i - usize::from(i > 10);
+                    assert_eq!(*d, record(seq as u64), "datagram {i}");
+                }
+            }
+        }
+    }
 
     fn record(seq: u64) -> Vec<u8> {
         let mut d = vec![23, 0xFE, 0xFD, 0, 1];
