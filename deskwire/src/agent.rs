@@ -31,12 +31,11 @@ use deskwire_session::{AgentSession, AgentSessionConfig, AgentSessionEvent, Stre
 use crate::config::AgentConfig;
 use crate::driver::{ended_by, send_queued, CoreTimer};
 use crate::inject::Injector;
-use crate::shield_socket::SocketPacing;
 use crate::signalling::Signalling;
 use crate::transport::{self, NetEvent};
 use crate::{spawn_net, AgentEvent, DisconnectReason, Events, SessionError};
 use video_out::{
-    spawn_video_out, tell_pace, SendCounters, VideoCommand, VideoOut, VideoReport, VIDEO_CHUNK,
+    spawn_video_out, Pace, SendCounters, VideoCommand, VideoOut, VideoReport, VIDEO_CHUNK,
 };
 
 /// How often the target wakes the WebRTC driver while the channels are opening.
@@ -191,7 +190,6 @@ impl Agent {
                 handle,
                 epoch: Instant::now(),
                 device,
-                pacing: SocketPacing::default(),
             };
             let reason = run(&mut task, source).await;
             tracing::info!(%reason, "agent session ended");
@@ -275,8 +273,6 @@ struct AgentTask {
     epoch: Instant,
     /// This computer's key, when it proves its identity to the broker.
     device: Option<Arc<DeviceKey>>,
-    /// What the shielded socket lets out per second, set with the rate target.
-    pacing: SocketPacing,
 }
 
 /// An open peer connection: the connection, its events and the three channels.
@@ -605,7 +601,11 @@ impl AgentTask {
                     AgentSessionEvent::RateChanged(t) => {
                         tracing::debug!(?t, "rate target");
                         // The video thread retunes the encoder: it also knows what frames cost.
-                        tell_pace(&pace_tx, &self.pacing, t, &core);
+                        let _ = pace_tx.send(VideoCommand::Pace(Pace {
+                            target: t,
+                            budget: core.queue_budget(),
+                            rtt: core.rtt(),
+                        }));
                     }
                     AgentSessionEvent::StreamRestarted { stream, bands } => {
                         // The video thread first, so it knows the new layout's first frame.

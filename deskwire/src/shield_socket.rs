@@ -8,8 +8,7 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,32 +31,7 @@ struct State {
     buffers: [Vec<u8>; READ_BATCH],
     /// What was last logged, so the counters are logged when they move.
     logged: ShieldStats,
-    /// Datagrams waiting for the pacer, and their bytes.
-    paced: VecDeque<(SocketAddr, Bytes)>,
-    paced_bytes: usize,
 }
-
-/// The rate the socket lets datagrams out at, in bits per second; 0 lets them out as they
-/// come. Set by the session as its estimate of the path moves.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SocketPacing(Arc<AtomicU64>);
-
-impl SocketPacing {
-    pub(crate) fn set_bps(&self, bps: u64) {
-        self.0.store(bps, Relaxed);
-    }
-
-    fn bps(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-}
-
-/// What the pacer may hold: beyond it, a datagram is dropped as the path's own queue
-/// would drop it (SCTP repairs it), rather than waiting for seconds.
-const MAX_PACED_BYTES: usize = 2 * 1024 * 1024;
-/// How far the pacer may run ahead of its schedule: a couple of packets at once, so the
-/// timer's millisecond grain does not slow it below its rate.
-const PACING_BURST: Duration = Duration::from_millis(2);
 
 /// A socket with the loss shield in front of it.
 #[derive(Debug)]
@@ -65,25 +39,13 @@ pub(crate) struct ShieldedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     epoch: Instant,
     state: Mutex<State>,
-    pacing: SocketPacing,
-    wake: Arc<tokio::sync::Notify>,
 }
 
 impl ShieldedSocket {
-    /// The shield in front of `inner`, paced at `pacing`; its pacer runs on the current
-    /// tokio runtime until the socket is dropped.
-    pub(crate) fn spawn(inner: Arc<dyn AsyncUdpSocket>, pacing: SocketPacing) -> Arc<Self> {
-        let socket = Arc::new(Self::new(inner, pacing));
-        tokio::spawn(drain_paced(Arc::downgrade(&socket), socket.wake.clone()));
-        socket
-    }
-
-    fn new(inner: Arc<dyn AsyncUdpSocket>, pacing: SocketPacing) -> Self {
+    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>) -> Self {
         Self {
             inner,
             epoch: Instant::now(),
-            pacing,
-            wake: Arc::new(tokio::sync::Notify::new()),
             state: Mutex::new(State {
                 sender: ShieldSender::new(),
                 receiver: ShieldReceiver::new(),
@@ -91,40 +53,8 @@ impl ShieldedSocket {
                 timer: None,
                 buffers: std::array::from_fn(|_| vec![0; READ_BUFFER]),
                 logged: ShieldStats::default(),
-                paced: VecDeque::new(),
-                paced_bytes: 0,
             }),
         }
-    }
-
-    /// Send a record of the stack's and, when it completes a group, the group's parity.
-    fn send_record(
-        &self,
-        cx: &mut Context<'_>,
-        transmit: &Transmit<'_>,
-    ) -> Poll<io::Result<usize>> {
-        let sent = self.inner.poll_send(cx, transmit);
-        if let Poll::Ready(Ok(_)) = sent {
-            let parity = self.state().sender.handle_sent(
-                self.now(),
-                transmit.destination,
-                transmit.contents,
-            );
-            if let Some(parity) = parity {
-                let t = Transmit {
-                    destination: transmit.destination,
-                    ecn: None,
-                    contents: &parity,
-                    segment_size: None,
-                    src_ip: transmit.src_ip,
-                };
-                // Best effort: a parity that finds the socket full is not worth waiting for.
-                if let Poll::Ready(Err(e)) = self.inner.poll_send(cx, &t) {
-                    tracing::debug!(error = %e, "parity not sent");
-                }
-            }
-        }
-        sent
     }
 
     fn now(&self) -> Duration {
@@ -155,8 +85,6 @@ impl ShieldedSocket {
 
 impl Drop for ShieldedSocket {
     fn drop(&mut self) {
-        // The pacer finds the socket gone and ends.
-        self.wake.notify_one();
         let state = self.state();
         tracing::debug!(stats = ?state.receiver.stats(), resent = state.sender.resent(), "loss shield at close");
     }
@@ -177,24 +105,28 @@ impl AsyncUdpSocket for ShieldedSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        let len = transmit.contents.len();
-        {
-            let mut state = self.state();
-            if self.pacing.bps() > 0 || !state.paced.is_empty() {
-                if state.paced_bytes + len > MAX_PACED_BYTES {
-                    tracing::debug!(len, "pacer full: datagram dropped");
-                } else {
-                    state.paced_bytes += len;
-                    state.paced.push_back((
-                        transmit.destination,
-                        Bytes::copy_from_slice(transmit.contents),
-                    ));
-                    self.wake.notify_one();
+        let sent = self.inner.poll_send(cx, transmit);
+        if let Poll::Ready(Ok(_)) = sent {
+            let parity = self.state().sender.handle_sent(
+                self.now(),
+                transmit.destination,
+                transmit.contents,
+            );
+            if let Some(parity) = parity {
+                let t = Transmit {
+                    destination: transmit.destination,
+                    ecn: None,
+                    contents: &parity,
+                    segment_size: None,
+                    src_ip: transmit.src_ip,
+                };
+                // Best effort: a parity that finds the socket full is not worth waiting for.
+                if let Poll::Ready(Err(e)) = self.inner.poll_send(cx, &t) {
+                    tracing::debug!(error = %e, "parity not sent");
                 }
-                return Poll::Ready(Ok(len));
             }
         }
-        self.send_record(cx, transmit)
+        sent
     }
 
     fn poll_recv(
@@ -311,168 +243,10 @@ impl AsyncUdpSocket for ShieldedSocket {
     }
 }
 
-/// Lets the datagrams queued by `poll_send` out at the pacing rate, in order, until the
-/// socket is dropped. Why pace below SCTP: its window grows by what each acknowledgement
-/// covers, so in slow start it sends twice the rate the path delivers, in bursts at the
-/// line's speed; on a 600 ms path that overran a 100 ms queue at a quarter of the path's
-/// rate, and the losses and timeouts that followed left SCTP's window at a few packets.
-async fn drain_paced(socket: Weak<ShieldedSocket>, wake: Arc<tokio::sync::Notify>) {
-    let mut schedule = PaceSchedule::default();
-    loop {
-        let item = {
-            let Some(s) = socket.upgrade() else {
-                return;
-            };
-            let mut state = s.state();
-            let item = state.paced.pop_front();
-            if let Some((_, d)) = &item {
-                state.paced_bytes -= d.len();
-            }
-            item.map(|i| (i, s.pacing.bps(), s.epoch))
-        };
-        let Some(((to, datagram), bps, epoch)) = item else {
-            wake.notified().await;
-            continue;
-        };
-        let wait = schedule.wait(epoch.elapsed());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        let Some(s) = socket.upgrade() else {
-            return;
-        };
-        let t = Transmit {
-            destination: to,
-            ecn: None,
-            contents: &datagram,
-            segment_size: None,
-            src_ip: None,
-        };
-        if let Err(e) = std::future::poll_fn(|cx| s.send_record(cx, &t)).await {
-            tracing::debug!(error = %e, "paced datagram not sent");
-        }
-        schedule.sent(epoch.elapsed(), datagram.len(), bps);
-    }
-}
-
-/// When the next datagram may leave: each one pushes the schedule on by its length at
-/// the rate; the schedule may run [`PACING_BURST`] ahead of now, and an idle pacer earns
-/// no more credit than that.
-#[derive(Debug, Default)]
-struct PaceSchedule {
-    next: Duration,
-}
-
-impl PaceSchedule {
-    /// How long a datagram that is ready at `now` waits.
-    fn wait(&self, now: Duration) -> Duration {
-        self.next.saturating_sub(now + PACING_BURST)
-    }
-
-    /// A datagram of `len` bytes left at `now`, paced at `bps` (0: unpaced).
-    fn sent(&mut self, now: Duration, len: usize, bps: u64) {
-        let spacing = if bps == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(len as f64 * 8.0 / bps as f64)
-        };
-        self.next = self.next.max(now.saturating_sub(PACING_BURST)) + spacing;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use webrtc::runtime::Runtime;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    /// Send `n` datagrams of `len` bytes through a schedule, each as soon as it may go,
-    /// from `start`; when each left.
-    fn run_schedule(
-        s: &mut PaceSchedule,
-        start: Duration,
-        n: usize,
-        len: usize,
-        bps: u64,
-    ) -> Vec<Duration> {
-        let mut now = start;
-        (0..n)
-            .map(|_| {
-                now += s.wait(now);
-                s.sent(now, len, bps);
-                now
-            })
-            .collect()
-    }
-
-    #[test]
-    fn paced_datagrams_leave_at_the_rate_with_at_most_a_short_burst() {
-        let mut s = PaceSchedule::default();
-        // 1250 bytes at 1 Mbit/s: one every 10 ms.
-        let left = run_schedule(&mut s, Duration::ZERO, 101, 1250, 1_000_000);
-        assert_eq!(*left.last().unwrap(), 998 * MS);
-        // The burst: the first datagram and the next within 2 ms go at once.
-        assert_eq!(left.iter().filter(|t| **t == Duration::ZERO).count(), 1);
-        assert!(
-            left.windows(2).skip(1).all(|w| w[1] - w[0] == 10 * MS),
-            "{left:?}"
-        );
-        // After a second idle, no more credit than the burst's was saved: the next 10
-        // take 90 ms less twice the burst, not 0.
-        let later = run_schedule(&mut s, 2_000 * MS, 10, 1250, 1_000_000);
-        assert_eq!(later[9] - later[0], 86 * MS);
-        // Unpaced, nothing waits.
-        let mut s = PaceSchedule::default();
-        let left = run_schedule(&mut s, 5 * MS, 50, 1250, 0);
-        assert!(left.iter().all(|t| *t == 5 * MS));
-    }
-
-    #[tokio::test]
-    async fn paced_records_leave_in_order_each_group_followed_by_its_parity() {
-        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let to = receiver.local_addr().expect("addr");
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let wrapped = webrtc::runtime::TokioRuntime
-            .wrap_udp_socket(socket)
-            .expect("wrap");
-        let pacing = SocketPacing::default();
-        pacing.set_bps(10_000_000);
-        let sender = ShieldedSocket::spawn(wrapped, pacing);
-        for seq in 0..20u64 {
-            let d = record(seq);
-            let t = Transmit {
-                destination: to,
-                ecn: None,
-                contents: &d,
-                segment_size: None,
-                src_ip: None,
-            };
-            std::future::poll_fn(|cx| sender.poll_send(cx, &t))
-                .await
-                .expect("queued");
-        }
-        let mut buf = vec![0u8; 2048];
-        let mut got = Vec::new();
-        for _ in 0..22 {
-            let n = tokio::time::timeout(Duration::from_secs(5), receiver.recv(&mut buf))
-                .await
-                .expect("the pacer let it out")
-                .expect("receive");
-            got.push(buf[..n].to_vec());
-        }
-        for (i, d) in got.iter().enumerate() {
-            match i {
-                10 | 21 => assert_ne!(d[0], 23, "a parity after each group of ten"),
-                _ => {
-                    let seq = i - usize::from(i > 10);
-                    assert_eq!(*d, record(seq as u64), "datagram {i}");
-                }
-            }
-        }
-    }
 
     fn record(seq: u64) -> Vec<u8> {
         let mut d = vec![23, 0xFE, 0xFD, 0, 1];
@@ -489,7 +263,7 @@ mod tests {
         let wrapped = webrtc::runtime::TokioRuntime
             .wrap_udp_socket(socket)
             .expect("wrap");
-        (ShieldedSocket::new(wrapped, SocketPacing::default()), addr)
+        (ShieldedSocket::new(wrapped), addr)
     }
 
     /// What a sending shield puts on the wire for records 0..10 to `to`, the records in

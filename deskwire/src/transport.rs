@@ -20,7 +20,7 @@ use webrtc::peer_connection::{
 use webrtc::runtime::{AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 
 use crate::config::{MdnsMode, TransportConfig};
-use crate::shield_socket::{ShieldedSocket, SocketPacing};
+use crate::shield_socket::ShieldedSocket;
 use crate::SessionError;
 
 pub(crate) use deskwire_session::wire::Channel;
@@ -107,22 +107,15 @@ pub(crate) struct SessionRuntime {
     handle: tokio::runtime::Handle,
     socket_buffer: usize,
     loss_shield: bool,
-    /// The rate the shielded sockets let datagrams out at.
-    pacing: SocketPacing,
     inner: webrtc::runtime::TokioRuntime,
 }
 
 impl SessionRuntime {
-    pub(crate) fn new(
-        handle: tokio::runtime::Handle,
-        config: &TransportConfig,
-        pacing: SocketPacing,
-    ) -> Self {
+    pub(crate) fn new(handle: tokio::runtime::Handle, config: &TransportConfig) -> Self {
         Self {
             handle,
             socket_buffer: config.socket_buffer,
             loss_shield: config.loss_shield,
-            pacing,
             inner: webrtc::runtime::TokioRuntime,
         }
     }
@@ -162,7 +155,7 @@ impl Runtime for SessionRuntime {
         let _guard = self.handle.enter();
         let socket = self.inner.wrap_udp_socket(socket)?;
         Ok(if self.loss_shield {
-            ShieldedSocket::spawn(socket, self.pacing.clone())
+            Arc::new(ShieldedSocket::new(socket))
         } else {
             socket
         })
@@ -241,12 +234,10 @@ pub(crate) type BuiltPeer = (
 );
 
 /// Build a peer connection with our settings, its drivers on the session's runtime
-/// (`handle`); its events arrive on the returned receiver. With the loss shield on, its
-/// sockets let datagrams out at `pacing` (none set: as they come).
+/// (`handle`); its events arrive on the returned receiver.
 pub(crate) async fn build_peer(
     config: &TransportConfig,
     handle: &tokio::runtime::Handle,
-    pacing: &SocketPacing,
 ) -> Result<BuiltPeer, SessionError> {
     let mdns = match config.mdns {
         MdnsMode::Disabled => MulticastDnsMode::Disabled,
@@ -259,7 +250,7 @@ pub(crate) async fn build_peer(
     } else {
         mdns
     };
-    match build_peer_with(config, handle, mdns, pacing).await {
+    match build_peer_with(config, handle, mdns).await {
         Err(e) if mdns != MulticastDnsMode::Disabled => {
             // mDNS needs a multicast route; a namespace, a container or a locked-down
             // host may have none ("No such device"). Plain IP candidates still connect.
@@ -267,7 +258,7 @@ pub(crate) async fn build_peer(
                 error = %crate::with_causes(&e),
                 "mDNS is unavailable on this network; going on without .local candidates"
             );
-            build_peer_with(config, handle, MulticastDnsMode::Disabled, pacing).await
+            build_peer_with(config, handle, MulticastDnsMode::Disabled).await
         }
         other => other,
     }
@@ -292,9 +283,8 @@ async fn build_peer_with(
     config: &TransportConfig,
     handle: &tokio::runtime::Handle,
     mdns: MulticastDnsMode,
-    pacing: &SocketPacing,
 ) -> Result<BuiltPeer, SessionError> {
-    let runtime = Arc::new(SessionRuntime::new(handle.clone(), config, pacing.clone()));
+    let runtime = Arc::new(SessionRuntime::new(handle.clone(), config));
     let (tx, rx) = mpsc::unbounded_channel();
     let events = tx.clone();
     let settings = SettingEngineBuilder::new()

@@ -221,9 +221,7 @@ impl ViewerTask {
         // Build the peer connection (sockets, certificate: tens of milliseconds) while the
         // code is being read out, not after the target has joined.
         let (pc, net_tx, mut net_rx) =
-            match transport::build_peer(&self.config.transport, &self.handle, &Default::default())
-                .await
-            {
+            match transport::build_peer(&self.config.transport, &self.handle).await {
                 Ok(p) => p,
                 Err(e) => {
                     sig.close().await;

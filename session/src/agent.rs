@@ -72,10 +72,8 @@ pub struct StreamInfo {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum AgentSessionEvent {
-    /// Aim the encoder, the frame rate and the pacer at this: the path's estimate moved,
-    /// or its round trip did (by a quarter, or first measured), which sizes the pacer's
-    /// queue ([`AgentSession::queue_budget`]) and what the transport may hold. Raised once
-    /// at the start too.
+    /// Aim the encoder, the frame rate and the pacer at this: the path's estimate moved.
+    /// Raised once at the start too.
     RateChanged(RateTarget),
     /// The stream restarts with another band layout ([`RateTarget::compact`]): cut frames
     /// into `bands` bands from now on and send them as stream `stream`, starting with a
@@ -155,9 +153,8 @@ pub struct AgentSession {
     sent: Sent,
     viewer_latency: Option<(u32, u32)>,
     rate: RateController,
-    /// The target the driver was last told, and the round trip then.
+    /// The target the driver was last told.
     told: RateTarget,
-    told_rtt: Option<Duration>,
     /// The viewer's latest round trip, from its feedback.
     rtt: Option<Duration>,
     refresh: Refresh,
@@ -199,7 +196,6 @@ impl AgentSession {
             sent: Sent::default(),
             viewer_latency: None,
             told,
-            told_rtt: None,
             rtt: None,
             refresh: Refresh::new(bands),
             link_down: false,
@@ -413,16 +409,13 @@ impl AgentSession {
         }
     }
 
-    /// Tell the driver the rate controller's target if it or the round trip moved enough
-    /// to matter; the target told before and the new one, if so. The round trip matters
-    /// on its own: a driver that sized the transport's backlog for a guessed 100 ms while
-    /// the path took 600 ms starved SCTP's slow start for seconds.
+    /// Tell the driver the rate controller's target if it moved enough to matter; the
+    /// target told before and the new one, if so.
     fn tell_rate(&mut self) -> Option<(RateTarget, RateTarget)> {
         let after = self.rate.target();
-        if !moved(&self.told, &after) && !rtt_moved(self.told_rtt, self.rtt) {
+        if !moved(&self.told, &after) {
             return None;
         }
-        self.told_rtt = self.rtt;
         let before = std::mem::replace(&mut self.told, after);
         self.out.event(AgentSessionEvent::RateChanged(after));
         Some((before, after))
@@ -647,15 +640,6 @@ fn acts(event: &InputEvent) -> bool {
 
 /// Whether the target moved enough to retune the encoder: 5 % of rate, or another frame
 /// rate.
-/// A round trip first measured, or off by a quarter (and 10 ms) from the one told.
-fn rtt_moved(told: Option<Duration>, now: Option<Duration>) -> bool {
-    match (told, now) {
-        (None, Some(_)) => true,
-        (Some(a), Some(b)) => a.abs_diff(b) > (a / 4).max(Duration::from_millis(10)),
-        _ => false,
-    }
-}
-
 fn moved(a: &RateTarget, b: &RateTarget) -> bool {
     a.max_fps != b.max_fps
         || a.max_qp != b.max_qp

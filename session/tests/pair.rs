@@ -660,36 +660,3 @@ fn a_reconnecting_viewer_pings_five_times_a_second_on_the_unordered_video_channe
     );
     assert!(before.len() <= 4, "{before:?}");
 }
-
-#[test]
-fn the_driver_is_told_when_the_round_trip_is_first_measured_and_when_it_moves_by_a_quarter() {
-    let mut p = pair(false, link(10), link(10));
-    p.run_until(100 * MS);
-    // Feedback that leaves the estimate where it is (nothing arrived and nothing is
-    // missing: a stalled transport), so only the round trip can make news.
-    let feed = |p: &mut Pair, i: u32, rtt_ms: u32| {
-        let fb = ControlMessage::Feedback(deskwire_session::wire::Feedback {
-            interval_us: 100_000,
-            bytes: 0,
-            received: 0,
-            lost: 0,
-            queue_delay_us: 0,
-            highest_seq: 0,
-            rtt_us: rtt_ms * 1000,
-        });
-        let mut data = BytesMut::new();
-        fb.encode(&mut data);
-        p.host
-            .handle_message(200 * MS + i * 100 * MS, Channel::Video, &data);
-        let told = std::iter::from_fn(|| p.host.poll_event())
-            .filter(|e| matches!(e, AgentSessionEvent::RateChanged(_)))
-            .count();
-        (told, p.host.rtt())
-    };
-    assert_eq!(feed(&mut p, 1, 600), (1, Some(600 * MS)), "first measured");
-    assert_eq!(feed(&mut p, 2, 640), (0, Some(640 * MS)), "jitter");
-    assert_eq!(feed(&mut p, 3, 560), (0, Some(560 * MS)), "jitter");
-    assert_eq!(feed(&mut p, 4, 800), (1, Some(800 * MS)), "a quarter more");
-    assert_eq!(feed(&mut p, 5, 780), (0, Some(780 * MS)), "jitter");
-    assert_eq!(feed(&mut p, 6, 300), (1, Some(300 * MS)), "halved");
-}

@@ -397,7 +397,7 @@ impl LazyPeer {
     > {
         let built = match self.0.take() {
             Some(built) => built,
-            None => transport::build_peer(&task.config.transport, &task.handle, &task.pacing)
+            None => transport::build_peer(&task.config.transport, &task.handle)
                 .await
                 .map_err(|e| Negotiation::End(DisconnectReason::from(e)))?,
         };

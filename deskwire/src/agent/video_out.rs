@@ -11,12 +11,10 @@ use crossbeam_channel::Receiver;
 use deskwire_engine::pipeline::Pipeline;
 use deskwire_session::pacer::VideoSender;
 use deskwire_session::rate::RateTarget;
-use deskwire_session::AgentSession;
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 
 use super::drain::TransportDrain;
-use crate::shield_socket::SocketPacing;
 use crate::SessionError;
 
 /// What the `deskwire-video-out` thread owns.
@@ -46,29 +44,6 @@ pub(super) struct Pace {
     pub(super) target: RateTarget,
     pub(super) budget: Duration,
     pub(super) rtt: Option<Duration>,
-}
-
-/// How far above the pacing target the socket lets datagrams out: SCTP's slow start sends
-/// twice what the path delivered a round trip before, so its bursts pass at that rate and
-/// no faster (libwebrtc paces its packets at 2.5 times its target for the same reason).
-const SOCKET_PACE_FACTOR: f64 = 2.0;
-/// Below this the socket is not slowed further: control and repairs share it with video.
-const MIN_SOCKET_PACE_BPS: u64 = 1_000_000;
-
-/// Tell the video thread and the socket's pacer the target the session core set.
-pub(super) fn tell_pace(
-    tx: &crossbeam_channel::Sender<VideoCommand>,
-    socket: &SocketPacing,
-    target: RateTarget,
-    core: &AgentSession,
-) {
-    socket
-        .set_bps(((target.pacing_bps as f64 * SOCKET_PACE_FACTOR) as u64).max(MIN_SOCKET_PACE_BPS));
-    let _ = tx.send(VideoCommand::Pace(Pace {
-        target,
-        budget: core.queue_budget(),
-        rtt: core.rtt(),
-    }));
 }
 
 /// What the session loop tells the video thread.
