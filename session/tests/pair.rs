@@ -617,7 +617,7 @@ fn feedback_on_the_unordered_video_channel_steers_the_rate() {
 }
 
 #[test]
-fn a_reconnecting_viewer_pings_five_times_a_second_on_the_unordered_video_channel() {
+fn a_reconnecting_viewer_pings_twenty_times_a_second_on_the_unordered_video_channel() {
     let mut v =
         deskwire_session::ViewerSession::new(ViewerSessionConfig::default(), Duration::ZERO);
     // Video arrives, then the link goes dark: nothing more is heard.
@@ -643,13 +643,13 @@ fn a_reconnecting_viewer_pings_five_times_a_second_on_the_unordered_video_channe
     let reconnecting = reconnecting.expect("the viewer says it is reconnecting");
     assert!(v.ended().is_none());
     let after: Vec<_> = pings.iter().filter(|(t, _)| *t >= reconnecting).collect();
-    // Over 5 s dark: the link's return is heard within 200 ms of it. A ping on the
+    // Over 5 s dark: the link's return is heard within 50 ms of it. A ping on the
     // ordered control channel would wait behind the lost ones until SCTP's backed-off
     // retransmission.
-    assert!(after.len() >= 25, "{} pings: {pings:?}", after.len());
+    assert!(after.len() >= 100, "{} pings: {pings:?}", after.len());
     assert!(after.iter().all(|(_, c)| *c == Channel::Video), "{after:?}");
     assert!(
-        after.windows(2).all(|w| w[1].0 - w[0].0 <= 200 * MS),
+        after.windows(2).all(|w| w[1].0 - w[0].0 <= 50 * MS),
         "{after:?}"
     );
     // Before the silence counted as an outage, pings go the usual way, once a second.
