@@ -510,6 +510,8 @@ pub(super) fn spawn_video_out(mut v: VideoOut) -> Result<JoinHandle<()>, Session
                 tracing::trace!(
                     frame = frame.id.0,
                     bands = frame.bands.len(),
+                    keyframes = frame.bands.iter().filter(|b| b.keyframe).count(),
+                    bytes = frame.bands.iter().map(|b| b.data.len()).sum::<usize>(),
                     "frame queued"
                 );
             }
