@@ -197,7 +197,8 @@ impl AgentSession {
             viewer_latency: None,
             told,
             rtt: None,
-            refresh: Refresh::new(bands),
+            // The stream's first frame keys every band (see `Refresh::restarted`).
+            refresh: Refresh::restarted(bands, now),
             link_down: false,
             active_frames: 0,
             last_active: now,
@@ -508,6 +509,7 @@ impl AgentSession {
         // Batches of keyframes 20 ms apart at 8 Mbit/s and above, further apart below.
         let estimate = self.rate.estimate_bps().max(1);
         let step = Duration::from_millis(20).mul_f64((8_000_000.0 / estimate as f64).max(1.0));
+        self.refresh.set_round_trip(self.rtt);
         if let Some(bands) = self.refresh.poll(now, holdoff, step) {
             self.out
                 .event(AgentSessionEvent::KeyframeRequested { bands });

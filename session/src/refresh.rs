@@ -10,6 +10,10 @@ use std::time::Duration;
 /// A keyframe not reported sent within this long is taken as lost (the encoder or the
 /// sender dropped it without a word): the band may be refreshed again.
 const IN_FLIGHT_LIMIT: Duration = Duration::from_secs(2);
+/// ... or within this many round trips, if longer: on a 600 ms path SCTP's slow start
+/// takes 3-4 s to take a 1080p screen's first keyframes (the video thread hands it no
+/// more than it drains): taken as lost after 2 s, they were sent twice.
+const IN_FLIGHT_ROUND_TRIPS: u32 = 8;
 
 #[derive(Debug)]
 pub(crate) struct Refresh {
@@ -21,6 +25,8 @@ pub(crate) struct Refresh {
     last: Vec<Option<Duration>>,
     /// When the next batch may go; `None` while nothing is pending.
     next: Option<Duration>,
+    /// How long a keyframe may go unreported before it is taken as lost.
+    in_flight_limit: Duration,
 }
 
 impl Refresh {
@@ -31,7 +37,16 @@ impl Refresh {
             in_flight: 0,
             last: vec![None; bands.min(32)],
             next: None,
+            in_flight_limit: IN_FLIGHT_LIMIT,
         }
+    }
+
+    /// The path's round trip is `rtt` (if known): see `IN_FLIGHT_ROUND_TRIPS`. At most 8 s,
+    /// whatever a viewer claims its round trip is.
+    pub(crate) fn set_round_trip(&mut self, rtt: Option<Duration>) {
+        self.in_flight_limit = IN_FLIGHT_LIMIT
+            .max(rtt.unwrap_or_default() * IN_FLIGHT_ROUND_TRIPS)
+            .min(Duration::from_secs(8));
     }
 
     /// A stream of `bands` bands restarts at `now`: its first frame keys every band, so
@@ -93,7 +108,9 @@ impl Refresh {
         let per_batch = self.last.len().div_ceil(4).max(1);
         // A keyframe unreported for too long is taken as gone.
         for (i, last) in self.last.iter().enumerate() {
-            if self.in_flight & (1 << i) != 0 && last.is_some_and(|t| now >= t + IN_FLIGHT_LIMIT) {
+            if self.in_flight & (1 << i) != 0
+                && last.is_some_and(|t| now >= t + self.in_flight_limit)
+            {
                 self.in_flight &= !(1 << i);
             }
         }
@@ -117,7 +134,7 @@ impl Refresh {
                 .filter(|i| self.pending & (1 << i) != 0)
                 .filter_map(|i| {
                     let wait = if in_flight & (1 << i) != 0 {
-                        IN_FLIGHT_LIMIT
+                        self.in_flight_limit
                     } else {
                         holdoff
                     };
@@ -215,6 +232,25 @@ mod tests {
             Some(1),
             "dropped: may go again"
         );
+    }
+
+    #[test]
+    fn on_a_long_round_trip_a_keyframe_is_taken_as_lost_only_after_eight_of_them() {
+        let mut r = Refresh::restarted(1, Duration::ZERO);
+        r.set_round_trip(Some(600 * MS));
+        r.request(1, 100 * MS);
+        assert_eq!(
+            r.poll(IN_FLIGHT_LIMIT, HOLD, STEP),
+            None,
+            "still on its way"
+        );
+        assert_eq!(r.poll(4799 * MS, HOLD, STEP), None);
+        assert_eq!(r.poll(4800 * MS, HOLD, STEP), Some(1), "taken as lost");
+        // A short path keeps the plain limit.
+        let mut r = Refresh::restarted(1, Duration::ZERO);
+        r.set_round_trip(Some(40 * MS));
+        r.request(1, 100 * MS);
+        assert_eq!(r.poll(IN_FLIGHT_LIMIT, HOLD, STEP), Some(1));
     }
 
     #[test]

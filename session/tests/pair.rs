@@ -151,10 +151,14 @@ fn a_target_that_goes_silent_ends_the_viewer_after_the_peer_timeout() {
 #[test]
 fn keyframe_requests_reach_the_target_for_its_stream_and_bands_only() {
     let mut p = pair(true, link(5), link(5));
+    // The stream's first keyframe left (what a driver reports when its last piece does).
+    let now = p.now();
+    p.host.handle_keyframes_sent(now, 0b111);
     p.run_until(20 * MS);
     p.viewer.request_keyframe(7, 0b1010); // band 3 does not exist
     p.viewer.request_keyframe(6, 0b1); // an old stream
-    p.run_until(40 * MS);
+                                       // Past the holdoff that follows the first keyframe.
+    p.run_until(400 * MS);
     let asked: Vec<u32> = p
         .host_events
         .iter()
@@ -164,6 +168,27 @@ fn keyframe_requests_reach_the_target_for_its_stream_and_bands_only() {
         })
         .collect();
     assert_eq!(asked, vec![0b0010]);
+}
+
+#[test]
+fn a_request_before_the_streams_first_keyframe_left_waits_for_it() {
+    let mut p = pair(true, link(300), link(300));
+    p.run_until(20 * MS);
+    // Nothing of the first keyframe has arrived yet on a 600 ms path: the viewer asks.
+    p.viewer.request_keyframe(7, 0b10);
+    p.run_until(1500 * MS);
+    let asked = |p: &Pair| {
+        p.host_events
+            .iter()
+            .filter(|(_, e)| matches!(e, AgentSessionEvent::KeyframeRequested { .. }))
+            .count()
+    };
+    assert_eq!(asked(&p), 0, "the first keyframe is still on its way");
+    // It left; a round trip and a little later the request stands.
+    let now = p.now();
+    p.host.handle_keyframes_sent(now, 0b111);
+    p.run_until(now + 800 * MS);
+    assert_eq!(asked(&p), 1);
 }
 
 #[test]
