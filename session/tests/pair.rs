@@ -157,7 +157,8 @@ fn keyframe_requests_reach_the_target_for_its_stream_and_bands_only() {
     p.run_until(20 * MS);
     p.viewer.request_keyframe(7, 0b1010); // band 3 does not exist
     p.viewer.request_keyframe(6, 0b1); // an old stream
-                                       // Past the holdoff that follows the first keyframe.
+
+    // Past the holdoff that follows the first keyframe.
     p.run_until(400 * MS);
     let asked: Vec<u32> = p
         .host_events
