@@ -17,7 +17,7 @@ use crate::input::{InjectOp, InputEvent, InputGate, InputKind, InputRefusal};
 use crate::outbox::{micros, Every, Liveness, Outbox, SessionEnd, Transmit, ACTIVE_FOR};
 use crate::pointer::PointerSender;
 use crate::rate::{RateConfig, RateController, RateTarget};
-use crate::refresh::Refresh;
+use crate::refresh::{in_flight_limit, Refresh};
 use crate::stats::AgentStats;
 use crate::wire::{decode_control, decode_input_at, ByeReason, Channel, ControlMessage, Feedback};
 
@@ -509,8 +509,8 @@ impl AgentSession {
         // Batches of keyframes 20 ms apart at 8 Mbit/s and above, further apart below.
         let estimate = self.rate.estimate_bps().max(1);
         let step = Duration::from_millis(20).mul_f64((8_000_000.0 / estimate as f64).max(1.0));
-        self.refresh.set_round_trip(self.rtt);
-        if let Some(bands) = self.refresh.poll(now, holdoff, step) {
+        let lost_after = in_flight_limit(self.rtt);
+        if let Some(bands) = self.refresh.poll(now, holdoff, step, lost_after) {
             self.out
                 .event(AgentSessionEvent::KeyframeRequested { bands });
         }

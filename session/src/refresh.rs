@@ -15,6 +15,14 @@ const IN_FLIGHT_LIMIT: Duration = Duration::from_secs(2);
 /// more than it drains): taken as lost after 2 s, they were sent twice.
 const IN_FLIGHT_ROUND_TRIPS: u32 = 8;
 
+/// How long a keyframe may go unreported before it is taken as lost, on a path whose round
+/// trip is `rtt` (if known). At most 8 s, whatever a viewer claims its round trip is.
+pub(crate) fn in_flight_limit(rtt: Option<Duration>) -> Duration {
+    IN_FLIGHT_LIMIT
+        .max(rtt.unwrap_or_default() * IN_FLIGHT_ROUND_TRIPS)
+        .min(Duration::from_secs(8))
+}
+
 #[derive(Debug)]
 pub(crate) struct Refresh {
     mask: u32,
@@ -25,8 +33,6 @@ pub(crate) struct Refresh {
     last: Vec<Option<Duration>>,
     /// When the next batch may go; `None` while nothing is pending.
     next: Option<Duration>,
-    /// How long a keyframe may go unreported before it is taken as lost.
-    in_flight_limit: Duration,
 }
 
 impl Refresh {
@@ -37,16 +43,7 @@ impl Refresh {
             in_flight: 0,
             last: vec![None; bands.min(32)],
             next: None,
-            in_flight_limit: IN_FLIGHT_LIMIT,
         }
-    }
-
-    /// The path's round trip is `rtt` (if known): see `IN_FLIGHT_ROUND_TRIPS`. At most 8 s,
-    /// whatever a viewer claims its round trip is.
-    pub(crate) fn set_round_trip(&mut self, rtt: Option<Duration>) {
-        self.in_flight_limit = IN_FLIGHT_LIMIT
-            .max(rtt.unwrap_or_default() * IN_FLIGHT_ROUND_TRIPS)
-            .min(Duration::from_secs(8));
     }
 
     /// A stream of `bands` bands restarts at `now`: its first frame keys every band, so
@@ -96,8 +93,15 @@ impl Refresh {
 
     /// The bands to refresh at `now`, if a batch is due: at most a quarter of the bands
     /// (at least one), none refreshed less than `holdoff` ago, batches `step` apart (longer
-    /// on a slow link, where a batch of keyframes takes longer to leave).
-    pub(crate) fn poll(&mut self, now: Duration, holdoff: Duration, step: Duration) -> Option<u32> {
+    /// on a slow link, where a batch of keyframes takes longer to leave), a keyframe
+    /// unreported for `in_flight` taken as lost ([`in_flight_limit`]).
+    pub(crate) fn poll(
+        &mut self,
+        now: Duration,
+        holdoff: Duration,
+        step: Duration,
+        in_flight: Duration,
+    ) -> Option<u32> {
         if self.pending == 0 {
             self.next = None;
             return None;
@@ -108,15 +112,13 @@ impl Refresh {
         let per_batch = self.last.len().div_ceil(4).max(1);
         // A keyframe unreported for too long is taken as gone.
         for (i, last) in self.last.iter().enumerate() {
-            if self.in_flight & (1 << i) != 0
-                && last.is_some_and(|t| now >= t + self.in_flight_limit)
-            {
+            if self.in_flight & (1 << i) != 0 && last.is_some_and(|t| now >= t + in_flight) {
                 self.in_flight &= !(1 << i);
             }
         }
-        let in_flight = self.in_flight;
+        let in_flight_bands = self.in_flight;
         let ready = |i: usize, last: &[Option<Duration>]| {
-            in_flight & (1 << i) == 0 && last[i].is_none_or(|t| now >= t + holdoff)
+            in_flight_bands & (1 << i) == 0 && last[i].is_none_or(|t| now >= t + holdoff)
         };
         let mut picked = 0u32;
         for i in 0..self.last.len() {
@@ -133,8 +135,8 @@ impl Refresh {
             self.next = (0..self.last.len())
                 .filter(|i| self.pending & (1 << i) != 0)
                 .filter_map(|i| {
-                    let wait = if in_flight & (1 << i) != 0 {
-                        self.in_flight_limit
+                    let wait = if in_flight_bands & (1 << i) != 0 {
+                        in_flight
                     } else {
                         holdoff
                     };
@@ -168,6 +170,8 @@ mod tests {
     const HOLD: Duration = Duration::from_millis(200);
     /// Time between two batches on a fast link: about a frame at 50 fps.
     const STEP: Duration = Duration::from_millis(20);
+    /// A keyframe unreported this long is lost: a short path's.
+    const LOST: Duration = IN_FLIGHT_LIMIT;
 
     #[test]
     fn a_whole_screen_refresh_is_spread_over_four_batches() {
@@ -177,7 +181,7 @@ mod tests {
         let mut now = Duration::ZERO;
         while let Some(t) = r.next() {
             now = now.max(t);
-            if let Some(b) = r.poll(now, HOLD, STEP) {
+            if let Some(b) = r.poll(now, HOLD, STEP, LOST) {
                 batches.push((now, b));
             }
         }
@@ -196,20 +200,20 @@ mod tests {
     fn repeated_requests_for_a_band_just_refreshed_wait_for_the_holdoff() {
         let mut r = Refresh::new(2);
         r.request(0b1, Duration::ZERO);
-        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP), Some(0b1));
+        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP, LOST), Some(0b1));
         // The keyframe takes 500 ms to leave on a slow link; the viewer asks again and
         // again meanwhile, and after it left, before it could have arrived.
         for t in [10, 50, 150, 300, 499] {
             r.request(0b1, t * MS);
-            assert_eq!(r.poll(t * MS, HOLD, STEP), None, "{t} ms");
+            assert_eq!(r.poll(t * MS, HOLD, STEP, LOST), None, "{t} ms");
         }
         r.sent(0b1, 500 * MS);
         for t in [550, 650] {
             r.request(0b1, t * MS);
-            assert_eq!(r.poll(t * MS, HOLD, STEP), None, "{t} ms");
+            assert_eq!(r.poll(t * MS, HOLD, STEP, LOST), None, "{t} ms");
         }
         assert_eq!(r.next(), Some(500 * MS + HOLD));
-        assert_eq!(r.poll(500 * MS + HOLD, HOLD, STEP), Some(0b1));
+        assert_eq!(r.poll(500 * MS + HOLD, HOLD, STEP, LOST), Some(0b1));
         assert_eq!(r.next(), None);
     }
 
@@ -217,18 +221,18 @@ mod tests {
     fn a_keyframe_never_reported_sent_or_dropped_frees_its_band_again() {
         let mut r = Refresh::new(1);
         r.request(1, Duration::ZERO);
-        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP), Some(1));
+        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP, LOST), Some(1));
         r.request(1, 10 * MS);
-        assert_eq!(r.poll(10 * MS, HOLD, STEP), None);
+        assert_eq!(r.poll(10 * MS, HOLD, STEP, LOST), None);
         assert_eq!(
-            r.poll(IN_FLIGHT_LIMIT, HOLD, STEP),
+            r.poll(IN_FLIGHT_LIMIT, HOLD, STEP, LOST),
             Some(1),
             "taken as lost"
         );
         r.dropped(1);
         r.request(1, IN_FLIGHT_LIMIT + HOLD);
         assert_eq!(
-            r.poll(IN_FLIGHT_LIMIT + HOLD, HOLD, STEP),
+            r.poll(IN_FLIGHT_LIMIT + HOLD, HOLD, STEP, LOST),
             Some(1),
             "dropped: may go again"
         );
@@ -236,21 +240,25 @@ mod tests {
 
     #[test]
     fn on_a_long_round_trip_a_keyframe_is_taken_as_lost_only_after_eight_of_them() {
+        let long = in_flight_limit(Some(600 * MS));
         let mut r = Refresh::restarted(1, Duration::ZERO);
-        r.set_round_trip(Some(600 * MS));
         r.request(1, 100 * MS);
         assert_eq!(
-            r.poll(IN_FLIGHT_LIMIT, HOLD, STEP),
+            r.poll(IN_FLIGHT_LIMIT, HOLD, STEP, long),
             None,
             "still on its way"
         );
-        assert_eq!(r.poll(4799 * MS, HOLD, STEP), None);
-        assert_eq!(r.poll(4800 * MS, HOLD, STEP), Some(1), "taken as lost");
+        assert_eq!(r.poll(4799 * MS, HOLD, STEP, long), None);
+        assert_eq!(
+            r.poll(4800 * MS, HOLD, STEP, long),
+            Some(1),
+            "taken as lost"
+        );
         // A short path keeps the plain limit.
+        let short = in_flight_limit(Some(40 * MS));
         let mut r = Refresh::restarted(1, Duration::ZERO);
-        r.set_round_trip(Some(40 * MS));
         r.request(1, 100 * MS);
-        assert_eq!(r.poll(IN_FLIGHT_LIMIT, HOLD, STEP), Some(1));
+        assert_eq!(r.poll(IN_FLIGHT_LIMIT, HOLD, STEP, short), Some(1));
     }
 
     #[test]
@@ -258,15 +266,15 @@ mod tests {
         let mut r = Refresh::restarted(2, Duration::ZERO);
         r.request(0b11, 300 * MS);
         assert_eq!(
-            r.poll(300 * MS, HOLD, STEP),
+            r.poll(300 * MS, HOLD, STEP, LOST),
             None,
             "the restart's keyframe is coming"
         );
         // It left at 400 ms: the request stands after the holdoff.
         r.sent(0b11, 400 * MS);
-        assert_eq!(r.poll(400 * MS, HOLD, STEP), None);
-        assert_eq!(r.poll(400 * MS + HOLD, HOLD, STEP), Some(0b1));
-        assert_eq!(r.poll(400 * MS + HOLD + STEP, HOLD, STEP), Some(0b10));
+        assert_eq!(r.poll(400 * MS, HOLD, STEP, LOST), None);
+        assert_eq!(r.poll(400 * MS + HOLD, HOLD, STEP, LOST), Some(0b1));
+        assert_eq!(r.poll(400 * MS + HOLD + STEP, HOLD, STEP, LOST), Some(0b10));
     }
 
     #[test]
@@ -274,6 +282,6 @@ mod tests {
         let mut r = Refresh::new(3);
         r.request(0b1000, Duration::ZERO);
         assert_eq!(r.next(), None);
-        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP), None);
+        assert_eq!(r.poll(Duration::ZERO, HOLD, STEP, LOST), None);
     }
 }
