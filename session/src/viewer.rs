@@ -28,8 +28,8 @@ use crate::wire::{
 /// within this (8 s outages came back 0.4-1 s late with a ping a second; 0.46-0.73 s,
 /// median 0.65, with one every 200 ms; 0.38-0.59, median 0.42, with one every 50 ms, in
 /// six interleaved runs of `deskwire-bench net --profile outage-8`). Each ping is about
-/// 120 bytes on the wire (SCTP, DTLS, UDP and IP around it): some 20 kbit/s, only while
-/// nothing arrives.
+/// 120 bytes on the wire by count of its headers (SCTP, DTLS, UDP, IP; not measured): some
+/// 20 kbit/s, only while nothing arrives.
 const RECONNECT_PING: Duration = Duration::from_millis(50);
 
 /// The settings of [`ViewerSession`].
