@@ -95,6 +95,12 @@ impl FrameEncoder {
         self.encoders.set_max_qp(max_qp);
     }
 
+    /// Encode with `tuning` from the next encodes on, one band switched per encode (see
+    /// [`BandEncoderSet::set_tuning`]).
+    pub fn set_tuning(&mut self, tuning: crate::config::ContentTuning) {
+        self.encoders.set_tuning(tuning);
+    }
+
     /// Cut frames into `spec`'s bands, encoded with `tuning`, from the next encode on (see
     /// [`BandEncoderSet::set_layout`]): every band of the new layout starts with a keyframe.
     pub fn set_layout(

@@ -30,6 +30,7 @@ pub mod frame_encoder;
 pub mod pipeline;
 pub mod quality;
 pub mod stats;
+mod tuning;
 mod workers;
 
 pub use codec::{

@@ -26,6 +26,7 @@ use crate::codec::{BandId, BandLayout, EncodedFrame};
 use crate::config::{BandSpec, ContentTuning, PipelineConfig};
 use crate::frame_encoder::{FrameEncoder, FrameOutcome};
 use crate::stats::{bump, PipelineStats};
+use crate::tuning::TuningGovernor;
 use crate::workers::Workers;
 use crate::PipelineError as Error;
 
@@ -124,6 +125,11 @@ impl Pipeline {
             cap_fps: config.codec.max_fps,
             plan_fps: config.codec.max_fps,
             refining: false,
+            tuning: TuningGovernor::new(
+                config.codec.tuning,
+                config.codec.bitrate_bps,
+                Duration::ZERO,
+            ),
         };
         let mut threads = Vec::with_capacity(2);
         threads.push(spawn("deskwire-encode", move || encode.run())?);
@@ -455,6 +461,8 @@ struct EncodeLoop {
     /// The last encode was a refinement pass (no capture since): the encoders then plan
     /// for the cap, so that passes spend the whole rate.
     refining: bool,
+    /// Screen or camera tuning, by what encoding costs this thread.
+    tuning: TuningGovernor,
 }
 
 /// How long after the last capture a band that stopped changing gets its first refinement
@@ -574,6 +582,7 @@ impl EncodeLoop {
                 max_qp,
             } => {
                 self.core.set_quality_floor(max_qp);
+                self.tuning.handle_rate(bps);
                 // Refining under one cap and told another: plan for the new one.
                 self.cap_fps = max_fps.clamp(1, self.planned_fps.max(1));
                 self.set_refining(self.refining);
@@ -594,6 +603,7 @@ impl EncodeLoop {
                 Ok(true)
             }
             Control::Layout(spec, tuning) => {
+                let tuning = self.tuning.handle_layout(tuning, self.epoch.elapsed());
                 if let Err(e) = self.core.set_layout(spec, tuning) {
                     tracing::warn!(error = %e, ?spec, ?tuning, "cannot change the band layout");
                     return Ok(true);
@@ -647,6 +657,11 @@ impl EncodeLoop {
 
     /// Count and hand over an encoded frame; false when the consumer or a stop ended it.
     fn send(&mut self, out: EncodedFrame) -> bool {
+        let took = Duration::from_micros(u64::from(out.timings.encode_us));
+        let now = self.epoch.elapsed();
+        if let Some(tuning) = self.tuning.handle_encode(now, took, out.byte_len()) {
+            self.core.set_tuning(tuning);
+        }
         let bytes = out.byte_len() as u64;
         self.stats
             .encode_us

@@ -350,3 +350,57 @@ fn screen_tuning_keeps_scrolled_text_that_arrives_late_small() {
         "{screen_db:.1} / {camera_db:.1} dB"
     );
 }
+
+#[test]
+fn a_tuning_switch_renews_one_band_per_frame_with_a_keyframe_and_the_picture_stays_right() {
+    let codec = CodecConfig::default().bands(BandSpec::Count(4));
+    let mut enc = BandEncoderSet::new(W, H, &codec, None).unwrap();
+    let mut source = SyntheticSource::new(Scene::Scroll, W, H, 9).unwrap();
+    let mut f = source.alloc_frame().unwrap();
+    let mut image = I420Image::new(W, H);
+    let mut dec = BandDecoderSet::new(W, H, codec.bands, codec.color).unwrap();
+    let mut keys_after_switch = Vec::new();
+    for i in 0..10u64 {
+        if i == 3 {
+            enc.set_tuning(ContentTuning::Screen);
+        }
+        let t = Timestamp::from_micros(i * FRAME_US);
+        source.capture(&mut f, t).unwrap();
+        image.convert_all(&f, codec.color).unwrap();
+        enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
+        let frame = enc.encode(&image, t).unwrap().unwrap();
+        let keys: Vec<u8> = frame
+            .bands
+            .iter()
+            .filter(|b| b.keyframe)
+            .map(|b| b.band.0)
+            .collect();
+        if i >= 3 {
+            keys_after_switch.push(keys);
+        } else if i > 0 {
+            assert!(keys.is_empty(), "frame {i}: {keys:?}");
+        }
+        for b in &frame.bands {
+            dec.decode(b.band, &b.data)
+                .unwrap()
+                .expect("every band decodes across the switch");
+        }
+        let db = rgb_psnr(dec.canvas(), &f);
+        assert!(db > 30.0, "frame {i}: {db:.1} dB");
+    }
+    // One band a frame, each once, then P-frames again.
+    let mut renewed: Vec<u8> = keys_after_switch.iter().flatten().copied().collect();
+    assert!(keys_after_switch.iter().all(|k| k.len() <= 1), "{keys_after_switch:?}");
+    renewed.sort_unstable();
+    assert_eq!(renewed, vec![0, 1, 2, 3], "{keys_after_switch:?}");
+    // Asking again for the tuning it has changes nothing.
+    enc.set_tuning(ContentTuning::Screen);
+    source.capture(&mut f, Timestamp::from_micros(10 * FRAME_US)).unwrap();
+    image.convert_all(&f, codec.color).unwrap();
+    enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
+    let frame = enc
+        .encode(&image, Timestamp::from_micros(10 * FRAME_US))
+        .unwrap()
+        .unwrap();
+    assert!(frame.bands.iter().all(|b| !b.keyframe));
+}

@@ -92,8 +92,8 @@ pub struct BandEncoderSet {
     config: CodecConfig,
     max_qp: u8,
     bitrate_bps: u32,
-    /// Bands still on an older quality floor (bit i = band i).
-    qp_pending: u32,
+    /// Bands whose encoder is still on an older quality floor or tuning (bit i = band i).
+    renew: u32,
     /// How many times the layout changed.
     generation: u32,
 }
@@ -171,7 +171,7 @@ impl BandEncoderSet {
             config: config.clone(),
             max_qp: config.max_qp,
             bitrate_bps: config.bitrate_bps,
-            qp_pending: 0,
+            renew: 0,
             generation: 0,
         })
     }
@@ -194,7 +194,7 @@ impl BandEncoderSet {
         self.bands = new_bands(&layout, &config, self.bitrate_bps, self.max_qp)?;
         self.layout = layout;
         self.config = config;
-        self.qp_pending = 0;
+        self.renew = 0;
         self.generation = self.generation.wrapping_add(1);
         Ok(())
     }
@@ -208,17 +208,28 @@ impl BandEncoderSet {
         let max_qp = max_qp.clamp(12, 51);
         if max_qp != self.max_qp {
             self.max_qp = max_qp;
-            self.qp_pending = (0..self.bands.len()).fold(0, |m, i| m | 1 << i);
+            self.renew = (0..self.bands.len()).fold(0, |m, i| m | 1 << i);
         }
     }
 
-    /// Move one band still on the old quality floor to the new one, preferring a band that
-    /// is about to be encoded anyway.
+    /// Encode with `tuning` from now on (`Auto` is camera tuning here: the pipeline decides
+    /// between the two). Like a new quality floor, each band gets a new encoder (so a
+    /// keyframe), one band per encoded frame, and a band that does not change keeps its
+    /// picture until it does.
+    pub fn set_tuning(&mut self, tuning: ContentTuning) {
+        if tuning != self.config.tuning {
+            self.config.tuning = tuning;
+            self.renew = (0..self.bands.len()).fold(0, |m, i| m | 1 << i);
+        }
+    }
+
+    /// Move one band still on an old quality floor or tuning to the new one, preferring a
+    /// band that is about to be encoded anyway.
     fn switch_one_band(&mut self) -> Result<(), CodecError> {
-        if self.qp_pending == 0 {
+        if self.renew == 0 {
             return Ok(());
         }
-        let pending = |i: usize| self.qp_pending & (1 << i) != 0;
+        let pending = |i: usize| self.renew & (1 << i) != 0;
         let pick = (0..self.bands.len())
             .find(|&i| pending(i) && self.bands[i].wanted)
             .or_else(|| (0..self.bands.len()).find(|&i| pending(i)));
@@ -228,7 +239,7 @@ impl BandEncoderSet {
         let share = band_share(self.bitrate_bps, b.height, height);
         b.encoder = new_encoder(&self.config, b.id.0, share, self.max_qp)?;
         b.started = false;
-        self.qp_pending &= !(1 << i);
+        self.renew &= !(1 << i);
         Ok(())
     }
 
@@ -493,7 +504,8 @@ fn new_encoder(
 ) -> Result<Encoder, CodecError> {
     let cfg = EncoderConfig::new()
         .usage_type(match config.tuning {
-            ContentTuning::Camera => UsageType::CameraVideoRealTime,
+            // `Auto` starts as camera tuning: the pipeline moves it (see `tuning.rs`).
+            ContentTuning::Camera | ContentTuning::Auto => UsageType::CameraVideoRealTime,
             ContentTuning::Screen => UsageType::ScreenContentRealTime,
         })
         .bitrate(BitRate::from_bps(share.max(50_000) as u32))
