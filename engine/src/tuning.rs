@@ -19,13 +19,17 @@
 //! limits it (a dragged window needs 1-2 Mbit/s, and the estimate grows only as far as what
 //! is sent).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::config::ContentTuning;
 
-/// How long the encode time is summed over.
+/// How long the encode time is summed over, in slots of `SLOT` (fixed: the encode thread
+/// allocates nothing per frame).
 const WINDOW: Duration = Duration::from_secs(1);
+const SLOT: Duration = Duration::from_millis(100);
+const SLOTS: usize = 10;
+/// A slot that holds nothing.
+const EMPTY: (u64, Duration, usize) = (u64::MAX, Duration::ZERO, 0);
 /// Screen tuning busy more than this share of the window: fall back to camera tuning.
 const FALL_BACK_ABOVE: f64 = 0.75;
 /// Camera tuning busy less than this share for `RETURN_AFTER`: to screen tuning, which
@@ -46,10 +50,8 @@ pub(crate) struct TuningGovernor {
     wanted: ContentTuning,
     /// Screen or camera tuning.
     current: ContentTuning,
-    /// (when an encode ended, how long it took, bytes) over the last `WINDOW`.
-    encodes: VecDeque<(Duration, Duration, usize)>,
-    busy: Duration,
-    bytes: usize,
+    /// Per slot of the last `WINDOW`: (slot number, encode time, bytes encoded).
+    slots: [(u64, Duration, usize); SLOTS],
     /// Since when the current tuning has been watched (a switch starts afresh).
     since: Duration,
     /// Since when camera tuning has been idle enough to return.
@@ -69,9 +71,7 @@ impl TuningGovernor {
         Self {
             wanted,
             current,
-            encodes: VecDeque::new(),
-            busy: Duration::ZERO,
-            bytes: 0,
+            slots: [EMPTY; SLOTS],
             since: now,
             idle_since: None,
             bps: full_bps,
@@ -111,21 +111,17 @@ impl TuningGovernor {
         took: Duration,
         bytes: usize,
     ) -> Option<ContentTuning> {
-        self.encodes.push_back((now, took, bytes));
-        self.busy += took;
-        self.bytes += bytes;
-        while let Some(&(at, t, b)) = self.encodes.front() {
-            if at + WINDOW > now {
-                break;
-            }
-            self.encodes.pop_front();
-            self.busy = self.busy.saturating_sub(t);
-            self.bytes -= b;
+        let n = (now.as_millis() / SLOT.as_millis()) as u64;
+        let slot = &mut self.slots[(n % SLOTS as u64) as usize];
+        if slot.0 != n {
+            *slot = (n, Duration::ZERO, 0);
         }
-        self.decide(now)
+        slot.1 += took;
+        slot.2 += bytes;
+        self.decide(now, n)
     }
 
-    fn decide(&mut self, now: Duration) -> Option<ContentTuning> {
+    fn decide(&mut self, now: Duration, n: u64) -> Option<ContentTuning> {
         if self.wanted != ContentTuning::Auto {
             return None;
         }
@@ -133,13 +129,18 @@ impl TuningGovernor {
         if span < MIN_SPAN {
             return None;
         }
+        let (busy, bytes) = self
+            .slots
+            .iter()
+            .filter(|s| s.0 <= n && n - s.0 < SLOTS as u64)
+            .fold((Duration::ZERO, 0), |(t, b), s| (t + s.1, b + s.2));
         // The path limits the stream: no switch (see the module's documentation).
-        let produced = self.bytes as f64 * 8.0 / span.as_secs_f64();
+        let produced = bytes as f64 * 8.0 / span.as_secs_f64();
         if self.bps < self.full_bps && produced >= f64::from(self.bps) / 2.0 {
             self.idle_since = None;
             return None;
         }
-        let load = self.busy.as_secs_f64() / span.as_secs_f64();
+        let load = busy.as_secs_f64() / span.as_secs_f64();
         let next = match self.current {
             ContentTuning::Screen if load > FALL_BACK_ABOVE => ContentTuning::Camera,
             ContentTuning::Camera if load < RETURN_BELOW => {
@@ -156,9 +157,7 @@ impl TuningGovernor {
         };
         tracing::debug!(?next, load, "encoder tuning");
         self.current = next;
-        self.encodes.clear();
-        self.busy = Duration::ZERO;
-        self.bytes = 0;
+        self.slots = [EMPTY; SLOTS];
         self.since = now;
         self.idle_since = None;
         Some(next)

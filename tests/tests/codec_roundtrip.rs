@@ -390,12 +390,17 @@ fn a_tuning_switch_renews_one_band_per_frame_with_a_keyframe_and_the_picture_sta
     }
     // One band a frame, each once, then P-frames again.
     let mut renewed: Vec<u8> = keys_after_switch.iter().flatten().copied().collect();
-    assert!(keys_after_switch.iter().all(|k| k.len() <= 1), "{keys_after_switch:?}");
+    assert!(
+        keys_after_switch.iter().all(|k| k.len() <= 1),
+        "{keys_after_switch:?}"
+    );
     renewed.sort_unstable();
     assert_eq!(renewed, vec![0, 1, 2, 3], "{keys_after_switch:?}");
     // Asking again for the tuning it has changes nothing.
     enc.set_tuning(ContentTuning::Screen);
-    source.capture(&mut f, Timestamp::from_micros(10 * FRAME_US)).unwrap();
+    source
+        .capture(&mut f, Timestamp::from_micros(10 * FRAME_US))
+        .unwrap();
     image.convert_all(&f, codec.color).unwrap();
     enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
     let frame = enc
