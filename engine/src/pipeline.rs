@@ -657,12 +657,12 @@ impl EncodeLoop {
 
     /// Count and hand over an encoded frame; false when the consumer or a stop ended it.
     fn send(&mut self, out: EncodedFrame) -> bool {
+        let bytes = out.byte_len();
         let took = Duration::from_micros(u64::from(out.timings.encode_us));
-        let now = self.epoch.elapsed();
-        if let Some(tuning) = self.tuning.handle_encode(now, took, out.byte_len()) {
+        if let Some(tuning) = self.tuning.handle_encode(self.epoch.elapsed(), took, bytes) {
             self.core.set_tuning(tuning);
         }
-        let bytes = out.byte_len() as u64;
+        let bytes = bytes as u64;
         self.stats
             .encode_us
             .record(u64::from(out.timings.encode_us));

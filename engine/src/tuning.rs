@@ -25,9 +25,9 @@ use crate::config::ContentTuning;
 
 /// How long the encode time is summed over, in slots of `SLOT` (fixed: the encode thread
 /// allocates nothing per frame).
-const WINDOW: Duration = Duration::from_secs(1);
 const SLOT: Duration = Duration::from_millis(100);
 const SLOTS: usize = 10;
+const WINDOW: Duration = SLOT.saturating_mul(SLOTS as u32);
 /// A slot that holds nothing.
 const EMPTY: (u64, Duration, usize) = (u64::MAX, Duration::ZERO, 0);
 /// Screen tuning busy more than this share of the window: fall back to camera tuning.

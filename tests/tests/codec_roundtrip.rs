@@ -250,33 +250,67 @@ fn bad_bitstreams_are_errors_or_nothing_never_a_panic() {
     assert!(matches!(e, CodecError::WrongSize { .. }), "{e}");
 }
 
-#[test]
-fn a_new_band_layout_starts_with_keyframes_and_the_viewer_keeps_the_picture_until_they_land() {
-    let codec = CodecConfig::default().bands(BandSpec::Count(8));
-    let mut enc = BandEncoderSet::new(W, H, &codec, None).unwrap();
-    let mut source = SyntheticSource::new(Scene::Scroll, W, H, 5).unwrap();
-    let mut f = source.alloc_frame().unwrap();
-    let mut image = I420Image::new(W, H);
-    let mut dec = BandDecoderSet::new(W, H, codec.bands, codec.color).unwrap();
-    let mut t = Timestamp::default();
-    for i in 0..5u64 {
-        t = Timestamp::from_micros(i * FRAME_US);
-        source.capture(&mut f, t).unwrap();
-        image.convert_all(&f, codec.color).unwrap();
-        enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
-        let frame = enc.encode(&image, t).unwrap().unwrap();
-        assert_eq!(frame.layout_generation, 0);
-        for b in &frame.bands {
-            dec.decode(b.band, &b.data).unwrap();
+/// The scroll scene fed to band encoders in virtual time, and the viewer's decoders.
+struct ScrollRig {
+    codec: CodecConfig,
+    enc: BandEncoderSet,
+    source: SyntheticSource,
+    f: Frame,
+    image: I420Image,
+    dec: BandDecoderSet,
+}
+
+impl ScrollRig {
+    fn new(bands: u32, seed: u64) -> Self {
+        let codec = CodecConfig::default().bands(BandSpec::Count(bands));
+        let mut source = SyntheticSource::new(Scene::Scroll, W, H, seed).unwrap();
+        Self {
+            enc: BandEncoderSet::new(W, H, &codec, None).unwrap(),
+            f: source.alloc_frame().unwrap(),
+            source,
+            image: I420Image::new(W, H),
+            dec: BandDecoderSet::new(W, H, codec.bands, codec.color).unwrap(),
+            codec,
         }
     }
-    let before = rgb_psnr(dec.canvas(), &f);
+
+    /// Capture frame `i` of the scene and encode it whole.
+    fn encode(&mut self, i: u64) -> deskwire_engine::EncodedFrame {
+        let t = Timestamp::from_micros(i * FRAME_US);
+        self.source.capture(&mut self.f, t).unwrap();
+        self.image.convert_all(&self.f, self.codec.color).unwrap();
+        self.enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
+        self.enc.encode(&self.image, t).unwrap().unwrap()
+    }
+}
+
+#[test]
+fn a_new_band_layout_starts_with_keyframes_and_the_viewer_keeps_the_picture_until_they_land() {
+    let mut rig = ScrollRig::new(8, 5);
+    for i in 0..5u64 {
+        let frame = rig.encode(i);
+        assert_eq!(frame.layout_generation, 0);
+        for b in &frame.bands {
+            rig.dec.decode(b.band, &b.data).unwrap();
+        }
+    }
+    let before = rgb_psnr(rig.dec.canvas(), &rig.f);
     assert!(before > 30.0, "8 bands: {before:.1} dB");
 
+    // The next capture, encoded in the new layout.
+    let t = Timestamp::from_micros(4 * FRAME_US);
+    rig.source.capture(&mut rig.f, t).unwrap();
+    rig.image.convert_all(&rig.f, rig.codec.color).unwrap();
+    let ScrollRig {
+        codec,
+        mut enc,
+        f,
+        image,
+        dec,
+        ..
+    } = rig;
     enc.set_layout(BandSpec::Count(1), ContentTuning::Screen)
         .unwrap();
-    source.capture(&mut f, t).unwrap();
-    image.convert_all(&f, codec.color).unwrap();
     let frame = enc
         .encode(&image, Timestamp::from_micros(6 * FRAME_US))
         .unwrap()
@@ -353,22 +387,13 @@ fn screen_tuning_keeps_scrolled_text_that_arrives_late_small() {
 
 #[test]
 fn a_tuning_switch_renews_one_band_per_frame_with_a_keyframe_and_the_picture_stays_right() {
-    let codec = CodecConfig::default().bands(BandSpec::Count(4));
-    let mut enc = BandEncoderSet::new(W, H, &codec, None).unwrap();
-    let mut source = SyntheticSource::new(Scene::Scroll, W, H, 9).unwrap();
-    let mut f = source.alloc_frame().unwrap();
-    let mut image = I420Image::new(W, H);
-    let mut dec = BandDecoderSet::new(W, H, codec.bands, codec.color).unwrap();
+    let mut rig = ScrollRig::new(4, 9);
     let mut keys_after_switch = Vec::new();
     for i in 0..10u64 {
         if i == 3 {
-            enc.set_tuning(ContentTuning::Screen);
+            rig.enc.set_tuning(ContentTuning::Screen);
         }
-        let t = Timestamp::from_micros(i * FRAME_US);
-        source.capture(&mut f, t).unwrap();
-        image.convert_all(&f, codec.color).unwrap();
-        enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
-        let frame = enc.encode(&image, t).unwrap().unwrap();
+        let frame = rig.encode(i);
         let keys: Vec<u8> = frame
             .bands
             .iter()
@@ -381,11 +406,12 @@ fn a_tuning_switch_renews_one_band_per_frame_with_a_keyframe_and_the_picture_sta
             assert!(keys.is_empty(), "frame {i}: {keys:?}");
         }
         for b in &frame.bands {
-            dec.decode(b.band, &b.data)
+            rig.dec
+                .decode(b.band, &b.data)
                 .unwrap()
                 .expect("every band decodes across the switch");
         }
-        let db = rgb_psnr(dec.canvas(), &f);
+        let db = rgb_psnr(rig.dec.canvas(), &rig.f);
         assert!(db > 30.0, "frame {i}: {db:.1} dB");
     }
     // One band a frame, each once, then P-frames again.
@@ -397,15 +423,7 @@ fn a_tuning_switch_renews_one_band_per_frame_with_a_keyframe_and_the_picture_sta
     renewed.sort_unstable();
     assert_eq!(renewed, vec![0, 1, 2, 3], "{keys_after_switch:?}");
     // Asking again for the tuning it has changes nothing.
-    enc.set_tuning(ContentTuning::Screen);
-    source
-        .capture(&mut f, Timestamp::from_micros(10 * FRAME_US))
-        .unwrap();
-    image.convert_all(&f, codec.color).unwrap();
-    enc.mark_damaged(&[Rect::new(0, 0, W, H)]);
-    let frame = enc
-        .encode(&image, Timestamp::from_micros(10 * FRAME_US))
-        .unwrap()
-        .unwrap();
+    rig.enc.set_tuning(ContentTuning::Screen);
+    let frame = rig.encode(10);
     assert!(frame.bands.iter().all(|b| !b.keyframe));
 }

@@ -208,7 +208,7 @@ impl BandEncoderSet {
         let max_qp = max_qp.clamp(12, 51);
         if max_qp != self.max_qp {
             self.max_qp = max_qp;
-            self.renew = (0..self.bands.len()).fold(0, |m, i| m | 1 << i);
+            self.renew_all();
         }
     }
 
@@ -219,8 +219,13 @@ impl BandEncoderSet {
     pub fn set_tuning(&mut self, tuning: ContentTuning) {
         if tuning != self.config.tuning {
             self.config.tuning = tuning;
-            self.renew = (0..self.bands.len()).fold(0, |m, i| m | 1 << i);
+            self.renew_all();
         }
+    }
+
+    /// Every band is to get a new encoder, one per encoded frame (see `switch_one_band`).
+    fn renew_all(&mut self) {
+        self.renew = (0..self.bands.len()).fold(0, |m, i| m | 1 << i);
     }
 
     /// Move one band still on an old quality floor or tuning to the new one, preferring a
