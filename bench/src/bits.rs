@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use deskwire_capture::{Frame, Source, Timestamp, X11Source};
 use deskwire_engine::codec::BandDecoderSet;
-use deskwire_engine::config::{BandSpec, CodecConfig, ContentTuning, EncodeEffort, DEFAULT_BANDS};
+use deskwire_engine::config::{
+    BandSpec, CodecConfig, ContentTuning, EncodeEffort, DEFAULT_BANDS, DEFAULT_MIN_QP,
+};
 use deskwire_engine::convert::I420Image;
 use deskwire_engine::frame_encoder::{FrameEncoder, FrameOutcome};
 use deskwire_engine::quality::psnr_plane;
@@ -62,6 +64,10 @@ pub(crate) struct Args {
     /// runs at 28.
     #[arg(long = "qp", default_values_t = [20u8, 24, 28, 32, 36])]
     qps: Vec<u8>,
+    /// deskwire's quality ceilings (smallest quantiser, repeatable); every one runs at
+    /// every `--qp` at or above it.
+    #[arg(long = "min-qp", default_values_t = [DEFAULT_MIN_QP])]
+    min_qps: Vec<u8>,
     /// x264's operating points, CRF (repeatable).
     #[arg(long = "crf", default_values_t = [18u8, 23, 28, 33, 38])]
     crfs: Vec<u8>,
@@ -175,6 +181,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     if let Some(q) = args.qps.iter().find(|q| !(12..=51).contains(*q)) {
         bail!("--qp {q} is out of range (12..=51)");
     }
+    if args.min_qps.is_empty() {
+        bail!("give at least one --min-qp");
+    }
+    if let Some(q) = args.min_qps.iter().find(|q| !(12..=51).contains(*q)) {
+        bail!("--min-qp {q} is out of range (12..=51)");
+    }
     if let Some(c) = args.crfs.iter().find(|c| **c > 51) {
         bail!("--crf {c} is out of range (0..=51)");
     }
@@ -229,23 +241,30 @@ fn measure_scene(
     let duration = frames.len() as f64 / 60.0;
 
     let mut deskwire = Vec::new();
-    for (&kbps, &qp, &effort) in args
-        .rates
-        .iter()
-        .flat_map(|r| args.qps.iter().map(move |q| (r, q)))
-        .flat_map(|(r, q)| efforts.iter().map(move |e| (r, q, e)))
-    {
+    let mut points = Vec::new();
+    for &kbps in &args.rates {
+        for &min_qp in &args.min_qps {
+            for &qp in args.qps.iter().filter(|&&q| q >= min_qp) {
+                points.extend(efforts.iter().map(|&e| (kbps, min_qp, qp, e)));
+            }
+        }
+    }
+    for (kbps, min_qp, qp, effort) in points {
         let config = CodecConfig::default()
             .bands(spec)
             .tuning(tuning)
             .effort(effort)
             .bitrate_bps(kbps * 1000)
-            .max_qp(qp);
+            .max_qp(qp)
+            .min_qp(min_qp);
         let (bytes, psnr, ms) = deskwire_run(&frames, &config)?;
         deskwire.push(Point {
             encoder: "deskwire",
             effort: Some(effort_name(effort)),
-            setting: format!("{kbps} kbit/s, max QP {qp}, {} effort", effort_name(effort)),
+            setting: format!(
+                "{kbps} kbit/s, QP {min_qp}-{qp}, {} effort",
+                effort_name(effort)
+            ),
             kbps: bytes as f64 * 8.0 / duration / 1000.0,
             psnr_y_db: psnr,
             ms_per_frame: Some(ms),

@@ -58,6 +58,13 @@ pub struct CodecConfig {
     pub max_fps: u32,
     /// Highest quantiser the rate controller may use: the quality floor. Lower = better.
     pub max_qp: u8,
+    /// Lowest quantiser the rate controller may use: the quality ceiling. On a fast path
+    /// rate control otherwise spends its share on quality nobody sees: a dragged window
+    /// at 58.7 dB for 1.10x x264's bits (CRF 23: 51.0 dB); at most 20, 51.5 dB for 0.90x
+    /// (BENCHMARKS.md, "A quality ceiling"). A still band is refined down to
+    /// [`REFINE_QP`](crate::codec::REFINE_QP), or to this if it is coarser. A floor set
+    /// finer than this wins: the encoders then use the floor alone.
+    pub min_qp: u8,
     /// Encoder tuning.
     pub tuning: ContentTuning,
     /// How hard the encoder works per picture.
@@ -73,12 +80,17 @@ impl Default for CodecConfig {
             bitrate_bps: 8_000_000,
             max_fps: 60,
             max_qp: 28,
+            min_qp: DEFAULT_MIN_QP,
             tuning: ContentTuning::Auto,
             effort: EncodeEffort::Medium,
             color: ColorSpace::default(),
         }
     }
 }
+
+/// The default quality ceiling (see [`CodecConfig::min_qp`]): where deskwire's pictures
+/// of a dragged window match x264's at CRF 23.
+pub const DEFAULT_MIN_QP: u8 = 20;
 
 /// The default band count, chosen from the stage bench (see BENCHMARKS.md and ARCHITECTURE.md).
 pub const DEFAULT_BANDS: u32 = 8;
@@ -132,6 +144,9 @@ pub enum ConfigError {
     /// Quality floor out of range.
     #[error("invalid max_qp {0} (expected 10..=51)")]
     MaxQp(u8),
+    /// Quality ceiling out of range.
+    #[error("invalid min_qp {0} (expected 12..=51: OpenH264 takes no finer minimum)")]
+    MinQp(u8),
     /// Pool too small to keep capture from waiting on the encoder.
     #[error("invalid pool size {0} (expected 3..=16: one frame captured, one waiting, one compared against)")]
     PoolFrames(usize),
@@ -164,6 +179,11 @@ impl CodecConfig {
         self.max_qp = qp;
         self
     }
+    /// Set the quality ceiling.
+    pub fn min_qp(mut self, qp: u8) -> Self {
+        self.min_qp = qp;
+        self
+    }
     /// Set the encoder tuning.
     pub fn tuning(mut self, t: ContentTuning) -> Self {
         self.tuning = t;
@@ -186,6 +206,9 @@ impl CodecConfig {
         }
         if !(10..=51).contains(&self.max_qp) {
             return Err(ConfigError::MaxQp(self.max_qp));
+        }
+        if !(12..=51).contains(&self.min_qp) {
+            return Err(ConfigError::MinQp(self.min_qp));
         }
         Ok(())
     }
@@ -328,6 +351,12 @@ mod tests {
             ),
             (c(CodecConfig::default().max_fps(0)), 1920, 1080, "1..=240"),
             (c(CodecConfig::default().max_qp(60)), 1920, 1080, "10..=51"),
+            (
+                c(CodecConfig::default().min_qp(11)),
+                1920,
+                1080,
+                "min_qp 11 (expected 12..=51",
+            ),
             (d().capture_fps(Some(1000)), 1920, 1080, "1..=240"),
             (d().pool_frames(2), 1920, 1080, "3..=16"),
             (d().encoder_threads(0), 1920, 1080, "1..=64"),

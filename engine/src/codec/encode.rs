@@ -256,7 +256,7 @@ impl BandEncoderSet {
     /// Mark the bands these rectangles touch as needing an encode.
     ///
     /// A band that stops changing is encoded again (the same picture) until its quantiser
-    /// is down to [`REFINE_QP`], for at most [`REFINE_PASSES`] frames: while it moved, its
+    /// is down to [`REFINE_QP`] (or the configured ceiling, if coarser), for at most [`REFINE_PASSES`] frames: while it moved, its
     /// rate control spent little per frame, and a still band would otherwise keep that
     /// coarse picture until it changes again. With nothing moving, each repeated picture
     /// spends the frame's share of the rate on detail, so the picture converges as fast as
@@ -399,9 +399,11 @@ impl BandEncoderSet {
         }
         self.switch_one_band()?;
         let ts = openh264::Timestamp::from_millis(captured_at.as_micros() / 1000);
+        // A ceiling coarser than `REFINE_QP` is as fine as a still band can get.
+        let refine_to = REFINE_QP.max(self.config.min_qp);
         let run = |b: &mut BandState| {
             if b.wanted {
-                encode_band(b, image, ts);
+                encode_band(b, image, ts, refine_to);
             }
         };
         match &self.workers {
@@ -500,7 +502,8 @@ fn new_bands(
     Ok(bands)
 }
 
-/// One band's OpenH264 encoder, aiming at `share` bits per second within QP 12..=`max_qp`.
+/// One band's OpenH264 encoder, aiming at `share` bits per second within QP
+/// `config.min_qp..=max_qp` (`max_qp` alone when it is the finer).
 fn new_encoder(
     config: &CodecConfig,
     band: u8,
@@ -525,8 +528,9 @@ fn new_encoder(
             EncodeEffort::High => Complexity::High,
         })
         // A minimum of 0 makes OpenH264 discard both bounds for its defaults (max ~42), so
-        // the quality floor would silently vanish; 12 is the lowest it accepts.
-        .qp(QpRange::new(12, max_qp))
+        // the quality floor would silently vanish; 12 is the lowest it accepts (and the
+        // lowest `CodecConfig::validate` lets through).
+        .qp(QpRange::new(config.min_qp.min(max_qp).max(12), max_qp))
         // Bands refresh on request (a viewer that lost data asks), not on a timer.
         .intra_frame_period(openh264::encoder::IntraFramePeriod::from_num_frames(0))
         .scene_change_detect(false)
@@ -555,7 +559,9 @@ fn new_encoder(
     Ok(encoder)
 }
 
-fn encode_band(b: &mut BandState, image: &I420Image, ts: openh264::Timestamp) {
+/// Encode band `b` of `image`; a picture at quantiser `refine_to` or finer ends the band's
+/// refinement.
+fn encode_band(b: &mut BandState, image: &I420Image, ts: openh264::Timestamp, refine_to: u8) {
     let start = std::time::Instant::now();
     if b.force_key && b.started {
         b.encoder.force_intra_frame();
@@ -588,7 +594,7 @@ fn encode_band(b: &mut BandState, image: &I420Image, ts: openh264::Timestamp) {
     b.wanted = false;
     b.force_key = false;
     b.last_qp = last_frame_qp(&mut b.encoder);
-    if b.last_qp != 0 && b.last_qp <= REFINE_QP {
+    if b.last_qp != 0 && b.last_qp <= refine_to {
         // Fine enough already: nothing to refine.
         b.refine = 0;
     }

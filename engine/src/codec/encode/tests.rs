@@ -1,6 +1,6 @@
 //! The band encoders: layouts, keyframes, rates, quality floors and refinement.
 use super::*;
-use crate::config::BandSpec;
+use crate::config::{BandSpec, DEFAULT_MIN_QP};
 use crate::convert::ColorSpace;
 use deskwire_capture::Frame;
 
@@ -45,21 +45,24 @@ fn layer_rates(set: &mut BandEncoderSet) -> Vec<(i32, i32)> {
 /// n), then stands still: the quantisers of the passes that follow, and whether band
 /// 1 was ever encoded again.
 fn refine_after_moving(h: u32, bps: u32, pixel: fn(usize, u32) -> u8) -> (Vec<u8>, bool) {
-    refine_planned(h, bps, None, pixel)
+    refine_planned(h, bps, None, DEFAULT_MIN_QP, pixel)
 }
 
 /// As `refine_after_moving`, the passes 33 ms apart, the encoders planning for
-/// `plan` fps during them (`None`: the 60 they were made with).
+/// `plan` fps during them (`None`: the 60 they were made with), coding no finer than
+/// `min_qp`.
 fn refine_planned(
     h: u32,
     bps: u32,
     plan: Option<u32>,
+    min_qp: u8,
     pixel: fn(usize, u32) -> u8,
 ) -> (Vec<u8>, bool) {
     let config = CodecConfig {
         bands: BandSpec::Count(2),
         bitrate_bps: bps,
         max_qp: 51,
+        min_qp,
         ..CodecConfig::default()
     };
     let mut set = BandEncoderSet::new(320, h, &config, None).unwrap();
@@ -133,8 +136,8 @@ fn a_band_that_stops_moving_is_refined_until_its_quantiser_is_fine_and_a_still_o
 #[test]
 fn passes_planned_at_their_own_frame_rate_converge_in_fewer_of_them() {
     // Passes 33 ms apart while the encoder plans for 60 fps get half the rate each.
-    let (at_60, _) = refine_planned(64, 100_000, None, shapes);
-    let (at_30, _) = refine_planned(64, 100_000, Some(30), shapes);
+    let (at_60, _) = refine_planned(64, 100_000, None, DEFAULT_MIN_QP, shapes);
+    let (at_30, _) = refine_planned(64, 100_000, Some(30), DEFAULT_MIN_QP, shapes);
     assert!(*at_30.last().unwrap() <= REFINE_QP, "{at_30:?}");
     assert!(at_30.len() * 4 < at_60.len() * 3, "{at_30:?}\n{at_60:?}");
 }
@@ -155,4 +158,15 @@ fn the_bitrate_can_be_raised_above_the_one_the_encoders_started_with() {
     assert_eq!(layer_rates(&mut set), [(150_000, 300_000); 2]);
     set.set_bitrate(8_000_000).expect("and a raise again");
     assert_eq!(layer_rates(&mut set), [(4_000_000, 8_000_000); 2]);
+}
+
+#[test]
+fn a_band_is_never_coded_finer_than_the_quality_ceiling_and_its_refinement_ends_there() {
+    // With the lowest ceiling OpenH264 takes, the passes go down to `REFINE_QP`.
+    let (free, _) = refine_planned(64, 100_000, None, 12, shapes);
+    assert!(*free.last().unwrap() <= REFINE_QP, "{free:?}");
+    let (capped, _) = refine_planned(64, 100_000, None, 30, shapes);
+    assert!(capped.iter().all(|&q| q >= 30), "{capped:?}");
+    // A ceiling coarser than `REFINE_QP` ends the passes once reached, sooner.
+    assert!(capped.len() < free.len(), "{capped:?}\n{free:?}");
 }
