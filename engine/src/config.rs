@@ -61,9 +61,9 @@ pub struct CodecConfig {
     /// Lowest quantiser the rate controller may use: the quality ceiling. On a fast path
     /// rate control otherwise spends its share on quality nobody sees: a dragged window
     /// at 58.7 dB for 1.10x x264's bits (CRF 23: 51.0 dB); at most 20, 51.5 dB for 0.90x
-    /// (BENCHMARKS.md, "A quality ceiling"). A still band is refined down to
-    /// [`REFINE_QP`](crate::codec::REFINE_QP), or to this if it is coarser. A floor set
-    /// finer than this wins: the encoders then use the floor alone.
+    /// (BENCHMARKS.md, "A quality ceiling"). A still band is refined down to quantiser
+    /// 24 (`REFINE_QP`), or to this if it is coarser. A floor set finer than this wins:
+    /// the encoders then use the floor alone.
     pub min_qp: u8,
     /// Encoder tuning.
     pub tuning: ContentTuning,

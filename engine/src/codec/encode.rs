@@ -256,11 +256,12 @@ impl BandEncoderSet {
     /// Mark the bands these rectangles touch as needing an encode.
     ///
     /// A band that stops changing is encoded again (the same picture) until its quantiser
-    /// is down to [`REFINE_QP`] (or the configured ceiling, if coarser), for at most [`REFINE_PASSES`] frames: while it moved, its
-    /// rate control spent little per frame, and a still band would otherwise keep that
-    /// coarse picture until it changes again. With nothing moving, each repeated picture
-    /// spends the frame's share of the rate on detail, so the picture converges as fast as
-    /// the rate allows and then the band falls silent. A band that never moved (the first
+    /// is down to [`REFINE_QP`] (or the configured ceiling, if coarser), for at most
+    /// [`REFINE_PASSES`] frames: while it moved, its rate control spent little per frame,
+    /// and a still band would otherwise keep that coarse picture until it changes again.
+    /// With nothing moving, each repeated picture spends the frame's share of the rate on
+    /// detail, so the picture converges as fast as the rate allows and then the band
+    /// falls silent. A band that never moved (the first
     /// keyframe of a still screen) is not refined.
     pub fn mark_damaged(&mut self, rects: &[Rect]) {
         let mut damaged = 0u64;
