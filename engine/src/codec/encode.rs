@@ -261,8 +261,8 @@ impl BandEncoderSet {
     /// and a still band would otherwise keep that coarse picture until it changes again.
     /// With nothing moving, each repeated picture spends the frame's share of the rate on
     /// detail, so the picture converges as fast as the rate allows and then the band
-    /// falls silent. A band that never moved (the first
-    /// keyframe of a still screen) is not refined.
+    /// falls silent. A band that never moved (the first keyframe of a still screen) is
+    /// not refined.
     pub fn mark_damaged(&mut self, rects: &[Rect]) {
         let mut damaged = 0u64;
         for r in rects {
