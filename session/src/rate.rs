@@ -405,6 +405,15 @@ impl RateController {
         }
         let loss = self.windowed_loss(now, fb);
         let delay_now = f64::from(fb.queue_delay_us.min(MAX_DELAY_US)) / 1e6;
+        tracing::trace!(
+            received_bps = received as u64,
+            messages = fb.received,
+            lost = fb.lost,
+            queue_ms = delay_now * 1e3,
+            loss,
+            target = self.target as u64,
+            "feedback"
+        );
         if self.trend.len() == TREND_SAMPLES {
             self.trend.pop_front();
         }
