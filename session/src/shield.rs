@@ -66,7 +66,7 @@ pub const NACK_AFTER: Duration = Duration::from_millis(30);
 /// most (a repair round trip; a longer path is left to SCTP).
 pub const MIN_HOLD: Duration = Duration::from_millis(40);
 /// See [`MIN_HOLD`].
-pub const MAX_HOLD: Duration = Duration::from_millis(200);
+pub const MAX_HOLD: Duration = Duration::from_millis(300);
 /// The hold before a repair round trip was measured.
 const FIRST_HOLD: Duration = Duration::from_millis(150);
 /// Sent records kept to send again, per socket, and for how long. Longer than any hold:

@@ -34,6 +34,14 @@ fn send(
     wire
 }
 
+/// `wire` less the records `a` and `b`: a burst took them.
+fn without(wire: &[Vec<u8>], a: u64, b: u64) -> Vec<Vec<u8>> {
+    wire.iter()
+        .filter(|d| !record_id(d).is_some_and(|(_, s)| s == a || s == b))
+        .cloned()
+        .collect()
+}
+
 fn drain(r: &mut ShieldReceiver) -> Vec<Vec<u8>> {
     std::iter::from_fn(|| r.poll_datagram())
         .map(|(_, d)| d.to_vec())
@@ -189,6 +197,65 @@ fn the_hold_follows_the_measured_repair_round_trip() {
     assert_eq!(seqs(&drain(&mut r)), vec![10, 11]);
     r.handle_timeout(265 * MS);
     assert_eq!(seqs(&drain(&mut r)), (14..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_repair_that_lands_after_its_hold_still_lengthens_the_next_hold() {
+    let mut s = ShieldSender::new();
+    let mut r = ShieldReceiver::new();
+    for d in without(&send(&mut s, 0, 0..10), 3, 4) {
+        r.handle_datagram(10 * MS, addr(1), d);
+    }
+    r.handle_timeout(10 * MS + NACK_AFTER);
+    let (_, nack) = r.poll_transmit().expect("a NACK");
+    let again = s.handle_nack(50 * MS, addr(1), &nack);
+    // The path's repair round trip (200 ms) is longer than the first hold: given up.
+    r.handle_timeout(10 * MS + FIRST_HOLD);
+    assert_eq!(r.stats().gaps_given_up, 1);
+    for d in again {
+        r.handle_datagram(10 * MS + NACK_AFTER + 200 * MS, addr(1), d);
+    }
+    assert_eq!(r.stats().repaired, 2, "late, but repaired");
+    drain(&mut r);
+    // The next gap waits NACK_AFTER + 200 ms * 1.25 + 10 ms = 290 ms, not FIRST_HOLD.
+    for d in without(&send(&mut s, 400, 10..20), 12, 13) {
+        r.handle_datagram(500 * MS, addr(1), d);
+    }
+    r.handle_timeout(500 * MS + FIRST_HOLD);
+    assert_eq!(seqs(&drain(&mut r)), vec![10, 11], "still held");
+    r.handle_timeout(789 * MS);
+    assert!(drain(&mut r).is_empty(), "held until the learnt round trip");
+    r.handle_timeout(790 * MS);
+    assert_eq!(seqs(&drain(&mut r)), (14..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_repair_slower_than_the_longest_hold_is_not_waited_for() {
+    let mut s = ShieldSender::new();
+    let mut r = ShieldReceiver::new();
+    for d in without(&send(&mut s, 0, 0..10), 3, 4) {
+        r.handle_datagram(10 * MS, addr(1), d);
+    }
+    r.handle_timeout(10 * MS + NACK_AFTER);
+    let (_, nack) = r.poll_transmit().expect("a NACK");
+    let again = s.handle_nack(50 * MS, addr(1), &nack);
+    r.handle_timeout(10 * MS + FIRST_HOLD);
+    // A 600 ms path: the repair lands long after any hold.
+    for d in again {
+        r.handle_datagram(10 * MS + NACK_AFTER + 600 * MS, addr(1), d);
+    }
+    drain(&mut r);
+    for d in without(&send(&mut s, 900, 10..20), 12, 13) {
+        r.handle_datagram(1000 * MS, addr(1), d);
+    }
+    r.handle_timeout(1000 * MS + FIRST_HOLD - MS);
+    assert_eq!(seqs(&drain(&mut r)), vec![10, 11]);
+    r.handle_timeout(1000 * MS + FIRST_HOLD);
+    assert_eq!(
+        seqs(&drain(&mut r)),
+        (14..20).collect::<Vec<_>>(),
+        "the first hold, not the longest"
+    );
 }
 
 #[test]
