@@ -184,17 +184,19 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     if args.min_qps.is_empty() {
         bail!("give at least one --min-qp");
     }
-    if let Some(q) = args.min_qps.iter().find(|q| !(12..=51).contains(*q)) {
-        bail!("--min-qp {q} is out of range (12..=51)");
-    }
     if let Some(c) = args.crfs.iter().find(|c| **c > 51) {
         bail!("--crf {c} is out of range (0..=51)");
     }
-    // The layout check of the engine, with its message, before anything starts.
+    // The layout and ceiling checks of the engine, with their messages, before anything
+    // starts.
     let spec = BandSpec::Count(args.bands);
-    CodecConfig::default()
-        .bands(spec)
-        .validate(args.width, args.height)?;
+    for &q in &args.min_qps {
+        CodecConfig::default()
+            .bands(spec)
+            .min_qp(q)
+            .validate(args.width, args.height)
+            .with_context(|| format!("--min-qp {q}"))?;
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 

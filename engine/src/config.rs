@@ -145,7 +145,7 @@ pub enum ConfigError {
     #[error("invalid max_qp {0} (expected 10..=51)")]
     MaxQp(u8),
     /// Quality ceiling out of range.
-    #[error("invalid min_qp {0} (expected 12..=51: OpenH264 takes no finer minimum)")]
+    #[error("invalid min_qp {0} (expected 12..=51: OpenH264 takes no finer minimum, H.264 has no coarser quantiser)")]
     MinQp(u8),
     /// Pool too small to keep capture from waiting on the encoder.
     #[error("invalid pool size {0} (expected 3..=16: one frame captured, one waiting, one compared against)")]

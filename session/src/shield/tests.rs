@@ -199,24 +199,30 @@ fn the_hold_follows_the_measured_repair_round_trip() {
     assert_eq!(seqs(&drain(&mut r)), (14..20).collect::<Vec<_>>());
 }
 
-#[test]
-fn a_repair_that_lands_after_its_hold_still_lengthens_the_next_hold() {
-    let mut s = ShieldSender::new();
-    let mut r = ShieldReceiver::new();
-    for d in without(&send(&mut s, 0, 0..10), 3, 4) {
+/// Records 3 and 4 of ten lost, named in a NACK and sent again; the gap is given up when
+/// the first hold ends, and the repair lands `rtt` after the first NACK.
+fn repair_after_the_hold(s: &mut ShieldSender, r: &mut ShieldReceiver, rtt: Duration) {
+    for d in without(&send(s, 0, 0..10), 3, 4) {
         r.handle_datagram(10 * MS, addr(1), d);
     }
     r.handle_timeout(10 * MS + NACK_AFTER);
     let (_, nack) = r.poll_transmit().expect("a NACK");
     let again = s.handle_nack(50 * MS, addr(1), &nack);
-    // The path's repair round trip (200 ms) is longer than the first hold: given up.
     r.handle_timeout(10 * MS + FIRST_HOLD);
-    assert_eq!(r.stats().gaps_given_up, 1);
     for d in again {
-        r.handle_datagram(10 * MS + NACK_AFTER + 200 * MS, addr(1), d);
+        r.handle_datagram(10 * MS + NACK_AFTER + rtt, addr(1), d);
     }
+    drain(r);
+}
+
+#[test]
+fn a_repair_that_lands_after_its_hold_still_lengthens_the_next_hold() {
+    let mut s = ShieldSender::new();
+    let mut r = ShieldReceiver::new();
+    // The path's repair round trip (200 ms) is longer than the first hold: given up.
+    repair_after_the_hold(&mut s, &mut r, 200 * MS);
+    assert_eq!(r.stats().gaps_given_up, 1);
     assert_eq!(r.stats().repaired, 2, "late, but repaired");
-    drain(&mut r);
     // The next gap waits NACK_AFTER + 200 ms * 1.25 + 10 ms = 290 ms, not FIRST_HOLD.
     for d in without(&send(&mut s, 400, 10..20), 12, 13) {
         r.handle_datagram(500 * MS, addr(1), d);
@@ -233,18 +239,8 @@ fn a_repair_that_lands_after_its_hold_still_lengthens_the_next_hold() {
 fn a_repair_slower_than_the_longest_hold_is_not_waited_for() {
     let mut s = ShieldSender::new();
     let mut r = ShieldReceiver::new();
-    for d in without(&send(&mut s, 0, 0..10), 3, 4) {
-        r.handle_datagram(10 * MS, addr(1), d);
-    }
-    r.handle_timeout(10 * MS + NACK_AFTER);
-    let (_, nack) = r.poll_transmit().expect("a NACK");
-    let again = s.handle_nack(50 * MS, addr(1), &nack);
-    r.handle_timeout(10 * MS + FIRST_HOLD);
     // A 600 ms path: the repair lands long after any hold.
-    for d in again {
-        r.handle_datagram(10 * MS + NACK_AFTER + 600 * MS, addr(1), d);
-    }
-    drain(&mut r);
+    repair_after_the_hold(&mut s, &mut r, 600 * MS);
     for d in without(&send(&mut s, 900, 10..20), 12, 13) {
         r.handle_datagram(1000 * MS, addr(1), d);
     }
